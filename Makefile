@@ -1,0 +1,52 @@
+# Every target sets up what it needs: a .venv built with the machine's python3 and
+# the pinned requirements (requirements.txt + constraints.txt).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.8
+export AIRFLOW_HOME ?= $(CURDIR)/.local/airflow
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+
+.PHONY: help install run test lint sandbox up bench lock clean
+
+help:
+	@echo "make run      run the import DAG once end to end (sandbox + SQLite) and print what it loaded"
+	@echo "make test     run the whole test suite"
+	@echo "make sandbox  start the local Salesforce sandbox on https://localhost:8443"
+	@echo "make up       airflow standalone + sandbox, UI on http://localhost:8080"
+	@echo "make lint     ruff"
+	@echo "make lock     re-resolve constraints.txt from requirements.txt"
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt -c constraints.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+run: $(STAMP)
+	$(BIN)/python -m salesforce_orders.demo
+
+sandbox: $(STAMP)
+	$(BIN)/python -m salesforce_sandbox serve --port 8443 --orders 500 --seed 7
+
+up: $(STAMP)
+	$(BIN)/python -m salesforce_orders.demo --standalone
+
+bench: $(STAMP)
+	$(BIN)/python -m salesforce_orders.bench $(BENCH_ARGS)
+
+lock: $(STAMP)
+	$(BIN)/uv pip compile requirements.txt --python $(BIN)/python --no-header --no-annotate -o constraints.txt
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache

@@ -43,6 +43,7 @@ class Address:
     state: str | None = None
     postal_code: str | None = None
     country: str | None = None
+    country_code: str | None = None  # ISO 3166-1 alpha-2, resolved from ``country`` (None if unresolvable)
 
     def is_empty(self) -> bool:
         return not any((self.street, self.city, self.state, self.postal_code, self.country))

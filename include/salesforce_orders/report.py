@@ -1,0 +1,92 @@
+"""The run's record in ``import_runs`` and the summary printed at the end of the task log."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .runs import RunPlan, parse_watermark
+
+STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back")
+
+
+def start_run(engine: sa.Engine, *, run_id: str, dag_run_id: str, run_type: str, plan: RunPlan, schema: str | None = None) -> None:
+    from .warehouse import tables, upsert
+
+    window = plan.as_dict()
+    row = {
+        "run_id": run_id,
+        "dag_run_id": dag_run_id,
+        "run_type": run_type,
+        "mode": plan.mode,
+        "window_start": parse_watermark(window["changed_from"] or window["since"]),
+        "window_end": parse_watermark(window["changed_to"]),
+        "started_at": datetime.now(UTC),
+        "status": "running",
+    }
+    with engine.begin() as conn:
+        upsert(conn, tables(schema).import_runs, [row], ["run_id"])
+
+
+def _get(results: Mapping[str, Mapping[str, Any] | None], stage: str, key: str, default: int = 0) -> Any:
+    return (results.get(stage) or {}).get(key, default)
+
+
+def finish_run(
+    engine: sa.Engine,
+    *,
+    run_id: str,
+    results: Mapping[str, Mapping[str, Any] | None],
+    schema: str | None = None,
+    finished: datetime | None = None,
+) -> dict[str, Any]:
+    """Write the run's counts; the run failed when a stage left no result."""
+    from .warehouse import tables, upsert
+
+    t = tables(schema).import_runs
+    finished = finished or datetime.now(UTC)
+    with engine.connect() as conn:
+        existing = conn.execute(sa.select(t).where(t.c.run_id == run_id)).mappings().first()
+    started = existing["started_at"] if existing else None
+    if started is not None and started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    missing = [s for s in STAGES if results.get(s) is None]
+    row = {
+        "run_id": run_id,
+        "finished_at": finished,
+        "status": "success" if not missing else "failed",
+        "extracted": _get(results, "extract", "extracted"),
+        "valid": _get(results, "validate", "valid"),
+        "quarantined": _get(results, "validate", "invalid"),
+        "skipped": _get(results, "transform", "skipped"),
+        "inserted": _get(results, "load", "inserted"),
+        "updated": _get(results, "load", "updated"),
+        "unchanged": _get(results, "load", "unchanged"),
+        "written_back": _get(results, "write_back", "written"),
+        "writeback_failed": _get(results, "write_back", "failed") + _get(results, "write_back", "dead"),
+        "deactivated": _get(results, "mark_status_changes", "deactivated"),
+        "api_calls": sum(_get(results, s, "api_calls") for s in STAGES),
+        "duration_seconds": round((finished - started).total_seconds(), 2) if started else None,
+        "message": None if not missing else f"stages without a result (failed, skipped or not reached): {', '.join(missing)}",
+    }
+    with engine.begin() as conn:
+        upsert(conn, t, [row], ["run_id"])
+        return dict(conn.execute(sa.select(t).where(t.c.run_id == run_id)).mappings().one())
+
+
+def summary_lines(row: Mapping[str, Any]) -> list[str]:
+    """The run summary as a few log lines an on-call engineer reads at a glance."""
+    window = f"{row.get('window_start') or 'lookback start'} .. {row.get('window_end') or 'now'}"
+    lines = [
+        f"Salesforce orders import {row['run_id']}: {str(row.get('status')).upper()} ({row.get('mode')}, window {window})",
+        f"  extracted {row['extracted']}, valid {row['valid']}, quarantined {row['quarantined']}, skipped {row['skipped']}",
+        f"  inserted {row['inserted']}, updated {row['updated']}, unchanged {row['unchanged']}, marked deactivated/deleted {row['deactivated']}",
+        f"  written back {row['written_back']}, write-back failures {row['writeback_failed']}",
+        f"  API calls {row['api_calls']}, duration {row.get('duration_seconds')} s",
+    ]
+    if row.get("message"):
+        lines.append(f"  {row['message']}")
+    return lines

@@ -1,0 +1,272 @@
+"""The Salesforce hook layer: the provider's ``SalesforceHook`` plus what this pipeline needs.
+
+Every auth mode of the provider works unchanged (the connection is read by the provider).
+Added here, driven by optional connection extras:
+
+- ``login_url``: send login requests (hard-coded by simple-salesforce to
+  ``https://{domain}.salesforce.com``) to another host, e.g. the local sandbox;
+- ``ca_bundle``: a PEM file to trust (the sandbox's self-signed certificate);
+- ``session_id``: direct mode with ``instance_url`` (the provider only takes it from code);
+- ``timeout`` (seconds, default 60) on every request; 502/503/504 and connection errors retried
+  with exponential backoff;
+- counting of API calls and the org's daily usage from ``Sforce-Limit-Info``, with an optional
+  budget that stops the run before it uses more than its share of the remaining allowance;
+- streaming of query pages (``nextRecordsUrl``) with child subqueries followed to the end, and
+  sObject Collections updates (200 records a call, ``allOrNone=false``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
+from requests.adapters import HTTPAdapter
+from simple_salesforce import api as sf_api
+from simple_salesforce.exceptions import SalesforceError as ClientError
+from urllib3.util.retry import Retry
+
+log = logging.getLogger(__name__)
+
+COLLECTION_LIMIT = 200  # records per sObject Collections call
+_LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
+
+
+class SalesforceApiError(RuntimeError):
+    """A Salesforce call failed; ``code`` is Salesforce's errorCode when it sent one."""
+
+    def __init__(self, message: str, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class ApiLimitExceeded(SalesforceApiError):
+    """The org's daily API allowance is used up (REQUEST_LIMIT_EXCEEDED)."""
+
+
+class ApiBudgetExceeded(SalesforceApiError):
+    """This run reached its configured share of the remaining daily allowance."""
+
+
+@dataclass
+class ApiUsage:
+    """Calls made through one hook, and the org's daily usage as last reported."""
+
+    calls: int = 0
+    org_used: int | None = None
+    org_max: int | None = None
+    budget: int | None = None  # calls this run may make; None = unlimited
+
+    @property
+    def org_remaining(self) -> int | None:
+        if self.org_used is None or self.org_max is None:
+            return None
+        return max(self.org_max - self.org_used, 0)
+
+
+class _SalesforceAdapter(HTTPAdapter):
+    """Default timeout on every request, and an optional login-host rewrite."""
+
+    def __init__(self, timeout: float, retry: Retry, rewrite_to: str | None = None):
+        self._timeout = timeout
+        self._rewrite_to = urlsplit(rewrite_to) if rewrite_to else None
+        super().__init__(max_retries=retry, pool_maxsize=4)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
+        if self._rewrite_to is not None and request.url:
+            parts = urlsplit(request.url)
+            request.url = urlunsplit(
+                (self._rewrite_to.scheme, self._rewrite_to.netloc, parts.path, parts.query, parts.fragment)
+            )
+        return super().send(request, **kwargs)
+
+
+def _error_from_client(exc: ClientError) -> SalesforceApiError:
+    """Translate simple-salesforce's exception into ours, keeping Salesforce's code and message."""
+    content = getattr(exc, "content", None)
+    code, message = None, str(exc)
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        code = content[0].get("errorCode")
+        message = content[0].get("message", message)
+    status = getattr(exc, "status", None)
+    cls = ApiLimitExceeded if code == "REQUEST_LIMIT_EXCEEDED" else SalesforceApiError
+    return cls(f"Salesforce answered {status} {code or ''}: {message}".replace("  ", " "), code=code, status=status)
+
+
+class SalesforceOrdersHook(SalesforceHook):
+    """The provider's hook with paging, collections, retries, time-outs and API accounting."""
+
+    def __init__(
+        self,
+        salesforce_conn_id: str = SalesforceHook.default_conn_name,
+        *,
+        timeout: float | None = None,
+        max_retries: int = 5,
+        backoff_factor: float = 0.5,
+    ) -> None:
+        super().__init__(salesforce_conn_id=salesforce_conn_id)
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._backoff_factor = backoff_factor
+        self.usage = ApiUsage()
+        self._describes: dict[str, dict] = {}
+
+    # ---- connection -------------------------------------------------------------------
+
+    def _build_session(self, extras: dict) -> requests.Session:
+        session = requests.Session()
+        ca_bundle = self._get_field(extras, "ca_bundle")
+        if ca_bundle:
+            session.verify = ca_bundle
+            # REQUESTS_CA_BUNDLE would otherwise override session.verify.
+            session.trust_env = False
+        timeout = float(self._timeout or self._get_field(extras, "timeout") or 60)
+        retry = Retry(
+            total=self._max_retries,
+            connect=self._max_retries,
+            read=2,
+            status=self._max_retries,
+            backoff_factor=self._backoff_factor,
+            backoff_max=30,
+            status_forcelist=(502, 503, 504),
+            allowed_methods=None,  # our writes are idempotent updates: safe to resend
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+        session.mount("https://", _SalesforceAdapter(timeout, retry))
+        login_url = self._get_field(extras, "login_url")
+        if login_url:
+            login_url = login_url.rstrip("/")
+            domain = self._get_field(extras, "domain") or "login"
+            for host in dict.fromkeys(("login", "test", domain)):
+                session.mount(f"https://{host}.salesforce.com/", _SalesforceAdapter(timeout, retry, login_url))
+        session.hooks["response"].append(self._count_call)
+        return session
+
+    def _count_call(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self.usage.calls += 1
+        match = _LIMIT_INFO.search(response.headers.get("Sforce-Limit-Info", ""))
+        if match:
+            self.usage.org_used, self.usage.org_max = int(match.group(1)), int(match.group(2))
+
+    @cached_property
+    def conn(self) -> sf_api.Salesforce:  # type: ignore[override]
+        from airflow.sdk.log import mask_secret
+
+        connection = self.get_connection(self.conn_id)
+        extras = connection.extra_dejson
+        if self.session is None:
+            self.session = self._build_session(extras)
+        if self.session_id is None:
+            self.session_id = self._get_field(extras, "session_id")
+        if self.session_id:
+            mask_secret(self.session_id)
+        sf = SalesforceHook.conn.func(self)  # type: ignore[attr-defined]
+        if sf.session_id:
+            mask_secret(sf.session_id)
+        return sf
+
+    @property
+    def instance_url(self) -> str:
+        return f"https://{self.conn.sf_instance}"
+
+    # ---- budget -----------------------------------------------------------------------
+
+    def set_budget_share(self, share: float) -> None:
+        """Allow this hook at most ``share`` of the org's remaining daily allowance (read now)."""
+        if share >= 1:
+            return
+        limits = self.call("GET", "limits/")
+        daily = (limits or {}).get("DailyApiRequests", {})
+        remaining = int(daily.get("Remaining", 0))
+        self.usage.budget = self.usage.calls + int(remaining * share)
+        log.info("API budget: %d calls (%.0f%% of %d remaining today)", int(remaining * share), share * 100, remaining)
+
+    def _check_budget(self) -> None:
+        if self.usage.budget is not None and self.usage.calls >= self.usage.budget:
+            raise ApiBudgetExceeded(
+                f"Stopped before exceeding this run's API budget ({self.usage.budget} calls, "
+                f"org usage {self.usage.org_used}/{self.usage.org_max}); the next run continues",
+                code="API_BUDGET_EXCEEDED",
+            )
+
+    # ---- calls ------------------------------------------------------------------------
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One REST call relative to ``/services/data/vNN.N/``, errors translated."""
+        self._check_budget()
+        try:
+            return self.conn.restful(path, method=method, **kwargs)
+        except ClientError as exc:
+            raise _error_from_client(exc) from None
+
+    def describe(self, sobject: str) -> dict:
+        if sobject not in self._describes:
+            self._describes[sobject] = self.call("GET", f"sobjects/{sobject}/describe")
+        return self._describes[sobject]
+
+    def count(self, soql: str) -> int:
+        return int(self._query(soql, include_deleted=False)["totalSize"])
+
+    def _query(self, soql: str, include_deleted: bool, page_size: int | None = None) -> dict:
+        self._check_budget()
+        headers = {"Sforce-Query-Options": f"batchSize={page_size}"} if page_size else {}
+        try:
+            return self.conn.query(soql, include_deleted=include_deleted, headers=headers)
+        except ClientError as exc:
+            raise _error_from_client(exc) from None
+
+    def _query_more(self, next_url: str, page_size: int | None = None) -> dict:
+        self._check_budget()
+        headers = {"Sforce-Query-Options": f"batchSize={page_size}"} if page_size else {}
+        try:
+            return self.conn.query_more(next_url, identifier_is_url=True, headers=headers)
+        except ClientError as exc:
+            raise _error_from_client(exc) from None
+
+    def iter_query_pages(
+        self, soql: str, *, include_deleted: bool = False, page_size: int | None = None
+    ) -> Iterator[list[dict]]:
+        """Yield the query's records page by page; child subqueries are completed per record."""
+        result = self._query(soql, include_deleted, page_size)
+        while True:
+            records = result.get("records", [])
+            for record in records:
+                self._complete_children(record)
+            yield records
+            next_url = result.get("nextRecordsUrl")
+            if result.get("done", True) or not next_url:
+                return
+            result = self._query_more(next_url, page_size)
+
+    def _complete_children(self, record: dict) -> None:
+        for value in record.values():
+            if isinstance(value, dict) and "records" in value and not value.get("done", True):
+                page = value
+                while not page.get("done", True) and page.get("nextRecordsUrl"):
+                    page = self._query_more(page["nextRecordsUrl"])
+                    value["records"].extend(page.get("records", []))
+                value["done"] = True
+                value.pop("nextRecordsUrl", None)
+
+    def update_records(self, records: list[dict]) -> list[dict]:
+        """Update records with sObject Collections, 200 a call, ``allOrNone=false``.
+
+        ``records`` carry ``attributes.type`` and ``id``. Returns one result per record, in order:
+        ``{"id", "success", "errors": [{"statusCode", "message", "fields"}]}``.
+        """
+        results: list[dict] = []
+        for start in range(0, len(records), COLLECTION_LIMIT):
+            chunk = records[start : start + COLLECTION_LIMIT]
+            answer = self.call("PATCH", "composite/sobjects", json={"allOrNone": False, "records": chunk})
+            results.extend(answer or [])
+        return results

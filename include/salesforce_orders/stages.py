@@ -1,0 +1,229 @@
+"""The DAG's task bodies: each reads the config, does one stage, returns a small summary for XCom.
+
+XCom carries counts, the window and ids of the run only; record data moves through the
+warehouse's staging tables (keyed by ``run_id``), so tasks may run on different workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _config():
+    from .config import load_config
+
+    return load_config()
+
+
+def _warehouse(config):
+    from .warehouse import create_all, engine_from_connection
+
+    engine = engine_from_connection(config.warehouse_conn_id)
+    create_all(engine, config.warehouse_schema)
+    return engine
+
+
+def _hook(config):
+    from .salesforce import SalesforceOrdersHook
+
+    return SalesforceOrdersHook(config.salesforce_conn_id)
+
+
+def extract(
+    *,
+    run_id: str,
+    dag_run_id: str,
+    run_type: str,
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    params: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Plan the run's window and stream its orders into staging."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from .config import ConfigError
+    from .extract import extract_rest
+    from .load import get_watermark
+    from .report import start_run
+    from .runs import ParamError, plan_run
+    from .soql import build_orders_query
+    from .staging import clear_run
+
+    try:
+        config = _config()
+        if not config.enabled:
+            raise AirflowSkipException("Import disabled: 'enabled' is false in the salesforce_orders_config Variable")
+        engine = _warehouse(config)
+        plan = plan_run(
+            run_type=run_type,
+            data_interval_start=data_interval_start,
+            data_interval_end=data_interval_end,
+            params=params,
+            watermark=get_watermark(engine, config.warehouse_schema),
+            now=_now(),
+            config=config,
+        )
+    except (ConfigError, ParamError) as exc:
+        raise AirflowFailException(str(exc)) from None  # retrying cannot fix a bad config or param
+    log.info("Run %s: mode %s, window %s", run_id, plan.mode, plan.as_dict())
+    start_run(engine, run_id=run_id, dag_run_id=dag_run_id, run_type=run_type, plan=plan, schema=config.warehouse_schema)
+    with engine.begin() as conn:
+        clear_run(conn, run_id, schema=config.warehouse_schema)
+    hook = _hook(config)
+    hook.set_budget_share(config.api_budget_share)
+    soql = build_orders_query(config, plan.window)
+    summary = extract_rest(
+        engine,
+        hook,
+        run_id,
+        soql,
+        items_relationship=config.order_items_relationship,
+        page_size=config.extract_page_size,
+        schema=config.warehouse_schema,
+    )
+    log.info("Extracted %d orders with %d items in %d pages (%d API calls)", summary.orders, summary.items, summary.pages, hook.usage.calls)
+    return {
+        "run_id": run_id,
+        "instance_url": hook.instance_url,
+        "window": plan.as_dict(),
+        **summary.as_dict(),
+        "api_calls": hook.usage.calls,
+    }
+
+
+def validate(*, run_id: str) -> dict[str, Any]:
+    """Validate staged orders; quarantine the invalid; fail above the invalid-share threshold."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from .quarantine import validate_run
+    from .validate import InvalidShareExceeded
+
+    config = _config()
+    engine = _warehouse(config)
+    try:
+        summary = validate_run(engine, run_id, config, today=date.today())
+    except InvalidShareExceeded as exc:
+        raise AirflowFailException(str(exc)) from None  # the same data fails the same way on retry
+    return {"run_id": run_id, **summary.as_dict()}
+
+
+def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
+    """Transform valid staged orders into warehouse records (pure functions), staged again."""
+    from .staging import clear_transformed, iter_staged, stage_transformed
+    from .transform import transform_order
+
+    config = _config()
+    engine = _warehouse(config)
+    schema = config.warehouse_schema
+    transformed = skipped = 0
+    skipped_reasons: dict[str, int] = {}
+    with engine.begin() as conn:
+        clear_transformed(conn, run_id, schema=schema)
+    for chunk in iter_staged(engine, run_id, status="valid", chunk_size=config.chunk_size, schema=schema):
+        records = []
+        for order, items in chunk:
+            result = transform_order(order, items, config, instance_url=instance_url)
+            if hasattr(result, "content_hash"):
+                records.append(result)
+            else:
+                skipped += 1
+                skipped_reasons[result.reason] = skipped_reasons.get(result.reason, 0) + 1
+        with engine.begin() as conn:
+            stage_transformed(conn, run_id, records, schema=schema)
+        transformed += len(records)
+    log.info("Transformed %d orders, skipped %d %s", transformed, skipped, skipped_reasons or "")
+    return {"run_id": run_id, "transformed": transformed, "skipped": skipped, "skipped_reasons": skipped_reasons}
+
+
+def load(*, run_id: str, max_system_modstamp: str | None) -> dict[str, Any]:
+    """Load the run's transformed orders in one transaction; outbox rows and watermark with them."""
+    from .load import load_run
+    from .staging import iter_transformed
+
+    config = _config()
+    engine = _warehouse(config)
+    schema = config.warehouse_schema
+    counts = load_run(
+        engine,
+        run_id,
+        iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema),
+        schema=schema,
+        watermark=max_system_modstamp,
+    )
+    result = {"run_id": run_id, **counts.as_dict()}
+    log.info("Loaded: %s", result)
+    return result
+
+
+def mark_status_changes(*, run_id: str, window: Mapping[str, Any]) -> dict[str, Any]:
+    """Mark imported orders that went back to Draft or were deleted in Salesforce."""
+    from .load import get_watermark
+    from .load import mark_status_changes as mark
+    from .runs import parse_watermark
+    from .soql import build_status_changes_query
+
+    config = _config()
+    engine = _warehouse(config)
+    since = parse_watermark(window.get("changed_from")) or parse_watermark(window.get("since"))
+    if since is None:
+        # first run or a full re-sync: look back as far as the watermark allows, else the lookback
+        since = parse_watermark(get_watermark(engine, config.warehouse_schema)) or parse_watermark(window["activated_since"])
+    hook = _hook(config)
+    changes = []
+    for page in hook.iter_query_pages(build_status_changes_query(config, since), include_deleted=True):
+        changes.extend({k: r.get(k) for k in ("Id", "OrderNumber", "StatusCode", "IsDeleted", "SystemModstamp")} for r in page)
+    marked = mark(engine, changes, run_id=run_id, schema=config.warehouse_schema)
+    log.info("%d orders changed status in Salesforce since %s; %d of them marked in the warehouse", len(changes), since, marked)
+    return {"run_id": run_id, "status_changes_seen": len(changes), "deactivated": marked, "api_calls": hook.usage.calls}
+
+
+def write_back(*, run_id: str) -> dict[str, Any]:
+    """Drain the outbox into Salesforce (collections, 200 a call) and update order lifecycles."""
+    from .warehouse import tables
+    from .writeback import OutboxDrainer
+
+    config = _config()
+    engine = _warehouse(config)
+    flags = config.write_back
+    if not (flags.mark_imported or flags.set_customer_id or flags.x_out_card_fields):
+        log.info("Write-back disabled in the config")
+        return {"run_id": run_id, "attempted": 0, "api_calls": 0}
+    hook = _hook(config)
+    drainer = OutboxDrainer(
+        engine,
+        hook,
+        tables=tables(config.warehouse_schema),
+        run_id=run_id,
+        order_object=config.order_object,
+        imported_status=config.imported_status,
+        card_fields=config.card_fields,
+        max_attempts=config.writeback_max_attempts,
+    )
+    summary = drainer.drain()
+    log.info("Write-back: %s", summary.as_dict())
+    return {"run_id": run_id, **summary.as_dict(), "api_calls": hook.usage.calls}
+
+
+def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], started: float | None = None) -> dict[str, Any]:
+    """Record the run in import_runs and log its summary (runs even when a stage failed)."""
+    from .report import finish_run, summary_lines
+
+    config = _config()
+    engine = _warehouse(config)
+    row = finish_run(engine, run_id=run_id, results=results, schema=config.warehouse_schema, finished=_now())
+    for line in summary_lines(row):
+        log.info(line)
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+__all__ = ["extract", "load", "mark_status_changes", "report", "transform", "validate", "write_back", "time"]

@@ -1,0 +1,357 @@
+"""Validation of staged orders with Great Expectations, and quarantine of the invalid ones.
+
+Each staged chunk becomes a DataFrame with one row per order: the raw fields plus derived
+columns (item count, sum of products, service address after the billing fallback, resolved
+country code, ...). One expectation suite, each expectation tagged with the check's name in
+``meta["rule"]``, runs over it; ``unexpected_index_list`` gives the failing rows per check, so
+every invalid order is quarantined with the names of every check it failed and a message that
+names the field and the offending value. Card fields are never selected, so they cannot reach a
+message.
+
+Great Expectations is imported lazily (it costs seconds and ~155 MB): never at DAG parse time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from .model import StagedItem, StagedOrder
+
+log = logging.getLogger(__name__)
+
+# The checks, by name: what each one means (shown in docs, quarantine and the UI).
+CHECKS: dict[str, str] = {
+    "order_id_present": "the order has a Salesforce Id",
+    "order_number_present": "the order has an OrderNumber",
+    "order_number_unique": "no other order in the run has the same OrderNumber",
+    "account_present": "the order has an Account (AccountId and Account.Name)",
+    "status_activated": "the order's status is in the Activated category",
+    "activated_date_valid": "ActivatedDate is present and a valid dateTime",
+    "effective_date_valid": "EffectiveDate is a valid date, not before 2000 nor more than a year ahead",
+    "total_non_negative": "TotalAmount is present and not negative",
+    "total_matches_products": "TotalAmount equals the sum of the products' TotalPrice",
+    "has_products": "the order has at least one product",
+    "quantities_positive": "every product's Quantity is greater than 0",
+    "unit_prices_non_negative": "no product has a negative UnitPrice",
+    "service_address_complete": "the service address (Shipping, else Billing) has street, city, postal code and country",
+    "country_resolvable": "the service and billing countries resolve to ISO country codes",
+    "field_lengths": "no text value is longer than its warehouse column",
+}
+
+MAX_FUTURE_EFFECTIVE_DAYS = 365
+EARLIEST_EFFECTIVE_DATE = date(2000, 1, 1)
+TOTAL_TOLERANCE = 0.005
+
+
+@dataclass
+class ChunkResult:
+    """Failed checks per order Id, and a message per (order, check)."""
+
+    failures: dict[str, list[str]] = field(default_factory=dict)
+    details: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def add(self, order_id: str, check: str, message: str) -> None:
+        checks = self.failures.setdefault(order_id, [])
+        if check not in checks:
+            checks.append(check)
+        self.details.setdefault(order_id, {})[check] = message
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value))
+
+
+def _parse_datetime(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    if len(text) >= 5 and text[-5] in "+-" and text[-3] != ":":  # +0000 -> +00:00
+        text = f"{text[:-2]}:{text[-2:]}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _parse_date(value: Any) -> date | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+@dataclass(frozen=True)
+class DerivedOrder:
+    """What the checks need of one order beyond its raw fields."""
+
+    item_count: int
+    items_total: float | None
+    min_quantity: float | None
+    min_unit_price: float | None
+    service: dict[str, str | None]
+    service_source: str
+    service_country_code: str | None
+    billing_country_code: str | None
+    activated_ok: bool
+    effective_problem: str | None
+
+
+def derive(order: StagedOrder, items: list[StagedItem], today: date) -> DerivedOrder:
+    from .transform import resolve_country_code, service_address
+
+    address, source = service_address(order)
+    prices = [_number(i.get("TotalPrice")) for i in items]
+    quantities = [_number(i.get("Quantity")) for i in items]
+    unit_prices = [_number(i.get("UnitPrice")) for i in items]
+    effective = order.get("EffectiveDate")
+    effective_date = _parse_date(effective)
+    if _blank(effective):
+        problem = "EffectiveDate is missing"
+    elif effective_date is None:
+        problem = f"EffectiveDate {effective!r} is not a valid date (YYYY-MM-DD)"
+    elif effective_date < EARLIEST_EFFECTIVE_DATE:
+        problem = f"EffectiveDate {effective} is before {EARLIEST_EFFECTIVE_DATE}"
+    elif effective_date > today + timedelta(days=MAX_FUTURE_EFFECTIVE_DAYS):
+        problem = f"EffectiveDate {effective} is more than {MAX_FUTURE_EFFECTIVE_DAYS} days in the future"
+    else:
+        problem = None
+    billing_country = order.get("BillingCountry")
+    return DerivedOrder(
+        item_count=len(items),
+        items_total=None if any(p is None for p in prices) else round(sum(p for p in prices if p is not None), 2),
+        min_quantity=min((q if q is not None else -math.inf) for q in quantities) if items else None,
+        min_unit_price=min((p if p is not None else -math.inf) for p in unit_prices) if items else None,
+        service={
+            "street": address.street,
+            "city": address.city,
+            "postal_code": address.postal_code,
+            "country": address.country,
+        },
+        service_source=source,
+        service_country_code=address.country_code,
+        billing_country_code=None if _blank(billing_country) else resolve_country_code(billing_country),
+        activated_ok=_parse_datetime(order.get("ActivatedDate")) is not None,
+        effective_problem=problem,
+    )
+
+
+class OrderValidator:
+    """Builds the Great Expectations suite once and validates chunk after chunk."""
+
+    def __init__(self, column_limits: dict[str, int], today: date | None = None):
+        self.column_limits = dict(column_limits)
+        self.today = today or date.today()
+        self._validation = self._build()
+
+    def _build(self) -> Any:
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        import great_expectations as gx
+        import great_expectations.expectations as gxe
+        from great_expectations.core.validation_definition import ValidationDefinition
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        batch = (
+            context.data_sources.add_pandas("staged_orders")
+            .add_dataframe_asset("orders")
+            .add_batch_definition_whole_dataframe("chunk")
+        )
+        suite = context.suites.add(gx.ExpectationSuite(name="salesforce_orders"))
+
+        def expect(expectation_cls: Callable[..., Any], rule: str, **kwargs: Any) -> None:
+            suite.add_expectation(expectation_cls(meta={"rule": rule}, **kwargs))
+
+        expect(gxe.ExpectColumnValuesToNotBeNull, "order_id_present", column="Id")
+        expect(gxe.ExpectColumnValuesToNotBeNull, "order_number_present", column="OrderNumber")
+        expect(gxe.ExpectColumnValuesToBeUnique, "order_number_unique", column="OrderNumber")
+        expect(gxe.ExpectColumnValuesToNotBeNull, "account_present", column="AccountId")
+        expect(gxe.ExpectColumnValuesToNotBeNull, "account_present", column="Account.Name")
+        expect(gxe.ExpectColumnValuesToBeInSet, "status_activated", column="StatusCode", value_set=["Activated"])
+        expect(gxe.ExpectColumnValuesToBeInSet, "activated_date_valid", column="_activated_ok", value_set=[True])
+        expect(gxe.ExpectColumnValuesToBeInSet, "effective_date_valid", column="_effective_ok", value_set=[True])
+        expect(gxe.ExpectColumnValuesToNotBeNull, "total_non_negative", column="_total")
+        expect(gxe.ExpectColumnValuesToBeBetween, "total_non_negative", column="_total", min_value=0)
+        expect(gxe.ExpectColumnValuesToBeBetween, "total_matches_products", column="_total_mismatch", max_value=TOTAL_TOLERANCE)
+        expect(gxe.ExpectColumnValuesToBeBetween, "has_products", column="_item_count", min_value=1)
+        expect(gxe.ExpectColumnValuesToBeBetween, "quantities_positive", column="_min_quantity", min_value=0, strict_min=True)
+        expect(gxe.ExpectColumnValuesToBeBetween, "unit_prices_non_negative", column="_min_unit_price", min_value=0)
+        for part in ("street", "city", "postal_code", "country"):
+            expect(gxe.ExpectColumnValuesToNotBeNull, "service_address_complete", column=f"_service_{part}")
+        expect(gxe.ExpectColumnValuesToBeInSet, "country_resolvable", column="_countries_ok", value_set=[True])
+        for column, limit in self.column_limits.items():
+            expect(gxe.ExpectColumnValueLengthsToBeBetween, "field_lengths", column=column, max_value=limit)
+        return context.validation_definitions.add(ValidationDefinition(name="staged_orders", data=batch, suite=suite))
+
+    def frame(self, chunk: list[tuple[StagedOrder, list[StagedItem]]]) -> tuple[Any, list[DerivedOrder]]:
+        import pandas as pd
+
+        rows, derived = [], []
+        for order, items in chunk:
+            d = derive(order, items, self.today)
+            derived.append(d)
+            total = _number(order.get("TotalAmount"))
+            countries_ok = (d.service["country"] is None or d.service_country_code is not None) and (
+                _blank(order.get("BillingCountry")) or d.billing_country_code is not None
+            )
+            row = {name: order.get(name) for name in ("Id", "OrderNumber", "AccountId", "Account.Name", "StatusCode")}
+            row.update({column: _as_text(order.get(column)) for column in self.column_limits})
+            row.update(
+                {
+                    "_activated_ok": d.activated_ok,
+                    "_effective_ok": d.effective_problem is None,
+                    "_total": total,
+                    "_total_mismatch": abs(total - d.items_total) if total is not None and d.items_total is not None else math.inf,
+                    "_item_count": d.item_count,
+                    # no products: reported by has_products only
+                    "_min_quantity": d.min_quantity if d.min_quantity is not None else 1.0,
+                    "_min_unit_price": d.min_unit_price if d.min_unit_price is not None else 0.0,
+                    **{f"_service_{k}": (None if _blank(v) else v) for k, v in d.service.items()},
+                    "_countries_ok": countries_ok,
+                }
+            )
+            rows.append(row)
+        frame = pd.DataFrame(rows, dtype=object)
+        for column in ("_total", "_total_mismatch", "_min_quantity", "_min_unit_price"):
+            frame[column] = frame[column].astype(float)
+        frame["_item_count"] = frame["_item_count"].astype(int)
+        return frame, derived
+
+    def validate(self, chunk: list[tuple[StagedOrder, list[StagedItem]]]) -> ChunkResult:
+        result = ChunkResult()
+        if not chunk:
+            return result
+        frame, derived = self.frame(chunk)
+        run = self._validation.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False},
+        )
+        for outcome in run.results:
+            if outcome.success:
+                continue
+            rule = outcome.expectation_config.meta["rule"]
+            column = outcome.expectation_config.kwargs.get("column")
+            for index in outcome.result.get("unexpected_index_list") or []:
+                order, items = chunk[index]
+                order_id = order.get("Id") or f"(row {index})"
+                result.add(order_id, rule, explain(rule, column, order, items, derived[index], self.column_limits))
+        return result
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def explain(
+    rule: str,
+    column: str | None,
+    order: StagedOrder,
+    items: list[StagedItem],
+    derived: DerivedOrder,
+    column_limits: dict[str, int],
+) -> str:
+    """A message for one failed check that names the field and the offending value."""
+    if rule == "order_id_present":
+        return "Id is missing"
+    if rule == "order_number_present":
+        return "OrderNumber is missing"
+    if rule == "order_number_unique":
+        return f"OrderNumber {order.get('OrderNumber')!r} appears on more than one order"
+    if rule == "account_present":
+        return "AccountId is missing" if _blank(order.get("AccountId")) else "Account.Name is missing"
+    if rule == "status_activated":
+        return f"StatusCode is {order.get('StatusCode')!r}, expected 'Activated'"
+    if rule == "activated_date_valid":
+        value = order.get("ActivatedDate")
+        return "ActivatedDate is missing" if _blank(value) else f"ActivatedDate {value!r} is not a valid dateTime"
+    if rule == "effective_date_valid":
+        return derived.effective_problem or "EffectiveDate is not valid"
+    if rule == "total_non_negative":
+        value = order.get("TotalAmount")
+        return "TotalAmount is missing" if _number(value) is None else f"TotalAmount {value} is negative"
+    if rule == "total_matches_products":
+        return (
+            f"TotalAmount {order.get('TotalAmount')} differs from the sum of its products' TotalPrice "
+            f"({derived.items_total if derived.items_total is not None else 'a TotalPrice is missing'})"
+        )
+    if rule == "has_products":
+        return "the order has no products"
+    if rule == "quantities_positive":
+        bad = [i for i in items if (_number(i.get("Quantity")) or 0) <= 0]
+        return "; ".join(f"OrderItem {i.get('Id')} Quantity {i.get('Quantity')!r} is not greater than 0" for i in bad[:5])
+    if rule == "unit_prices_non_negative":
+        bad = [i for i in items if _number(i.get("UnitPrice")) is None or _number(i.get("UnitPrice")) < 0]
+        return "; ".join(f"OrderItem {i.get('Id')} UnitPrice {i.get('UnitPrice')!r} is negative or missing" for i in bad[:5])
+    if rule == "service_address_complete":
+        prefix = "Shipping" if derived.service_source == "shipping" else "Billing"
+        names = {"street": "Street", "city": "City", "postal_code": "PostalCode", "country": "Country"}
+        missing = [f"{prefix}{names[k]}" for k, v in derived.service.items() if _blank(v)]
+        return f"service address (from {prefix}) is missing {', '.join(missing)}"
+    if rule == "country_resolvable":
+        problems = []
+        if derived.service["country"] is not None and derived.service_country_code is None:
+            problems.append(f"{'Shipping' if derived.service_source == 'shipping' else 'Billing'}Country {derived.service['country']!r}")
+        if not _blank(order.get("BillingCountry")) and derived.billing_country_code is None:
+            problems.append(f"BillingCountry {order.get('BillingCountry')!r}")
+        return f"{' and '.join(dict.fromkeys(problems))} is not a recognisable country"
+    if rule == "field_lengths" and column:
+        value = _as_text(order.get(column)) or ""
+        return f"{column} is {len(value)} characters, more than the {column_limits.get(column)} allowed"
+    return CHECKS.get(rule, rule)
+
+
+@dataclass
+class ValidationSummary:
+    checked: int = 0
+    valid: int = 0
+    invalid: int = 0
+    failures_by_check: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def invalid_share(self) -> float:
+        return self.invalid / self.checked if self.checked else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "valid": self.valid,
+            "invalid": self.invalid,
+            "invalid_share": round(self.invalid_share, 4),
+            "failures_by_check": dict(sorted(self.failures_by_check.items())),
+        }
+
+
+class InvalidShareExceeded(RuntimeError):
+    """Too many invalid orders: likely a renamed field or a broken org, so nothing is loaded."""
+
+
+def duplicate_order_numbers(chunk: Iterable[tuple[StagedOrder, list[StagedItem]]], seen: set[str]) -> list[str]:
+    """Ids of orders whose OrderNumber was already seen in an earlier chunk of the run."""
+    duplicates = []
+    for order, _ in chunk:
+        number = order.get("OrderNumber")
+        if not number:
+            continue
+        if number in seen:
+            duplicates.append(order.get("Id"))
+        seen.add(number)
+    return duplicates

@@ -1,0 +1,337 @@
+"""Write-back: drain the warehouse outbox into Salesforce with sObject Collections.
+
+The load step writes one outbox row per Salesforce record to change (the Order: Status and
+card fields; the Account: the customer id) in the same transaction as the orders. This step
+sends them, 200 records a call with ``allOrNone=false``, and keeps every record's outcome:
+
+- success -> ``DONE``;
+- a transient error (``UNABLE_TO_LOCK_ROW``, ...) -> retried a few times within the run, then left
+  ``PENDING`` for the next run;
+- a permanent error (validation rule, bad value, ...) -> ``FAILED`` with Salesforce's code and
+  message; later runs try again (the data may have been fixed) until ``writeback_max_attempts``,
+  then ``DEAD``.
+
+Rows are marked ``PROCESSING`` (committed) before each call, so a crash between the call and
+the bookkeeping leaves them ``PROCESSING``: the next run sends them again, which is harmless
+because every write is an idempotent field update.
+
+Each order's lifecycle follows its rows: ``PROCESSING`` while any is in flight or waiting,
+``COMPLETE`` when all are done, ``FAILED`` (with the error) when one failed or is dead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from .model import COMPLETE, FAILED, PROCESSING, READY
+from .salesforce import COLLECTION_LIMIT, SalesforceOrdersHook
+
+log = logging.getLogger(__name__)
+
+PENDING, SENDING, DONE, ROW_FAILED, DEAD = "PENDING", "PROCESSING", "DONE", "FAILED", "DEAD"
+TRANSIENT_ERRORS = frozenset(
+    {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG", "QUERY_TIMEOUT", "API_TEMPORARILY_UNAVAILABLE"}
+)
+IN_RUN_RETRIES = 2
+IN_RUN_RETRY_DELAY = 1.0  # seconds; doubled on each round
+CARD_MASK_CHAR = "X"
+CARD_MASK_MAX = 16
+
+
+@dataclass
+class WriteBackSummary:
+    attempted: int = 0
+    written: int = 0
+    retry_later: int = 0
+    failed: int = 0
+    dead: int = 0
+    calls: int = 0
+    status_skipped: bool = False  # the org's Status picklist has no imported status
+    errors_by_code: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "attempted": self.attempted,
+            "written": self.written,
+            "retry_later": self.retry_later,
+            "failed": self.failed,
+            "dead": self.dead,
+            "calls": self.calls,
+            "status_skipped": self.status_skipped,
+            "errors_by_code": dict(sorted(self.errors_by_code.items())),
+        }
+
+
+@dataclass(frozen=True)
+class OrgCapabilities:
+    """What the org's describe says about the fields we write."""
+
+    imported_status_available: bool
+    card_field_lengths: dict[str, int]  # only the configured card fields the org has
+
+    @classmethod
+    def from_describe(cls, describe: dict, imported_status: str, card_fields: Iterable[str]) -> OrgCapabilities:
+        fields = {f["name"]: f for f in describe.get("fields", [])}
+        status = fields.get("Status", {})
+        values = {p["value"] for p in status.get("picklistValues", []) if p.get("active", True)}
+        lengths = {name: int(fields[name].get("length") or CARD_MASK_MAX) for name in card_fields if name in fields}
+        return cls(imported_status_available=imported_status in values, card_field_lengths=lengths)
+
+
+def prepare_fields(sf_object: str, fields: dict[str, Any], org: OrgCapabilities, imported_status: str) -> dict[str, Any]:
+    """Adjust an outbox row's fields to the org: drop an unavailable status, size card masks."""
+    if sf_object != "Order":
+        return dict(fields)
+    prepared: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name == "Status" and value == imported_status and not org.imported_status_available:
+            continue
+        if isinstance(value, str) and value and set(value) == {CARD_MASK_CHAR}:
+            if name not in org.card_field_lengths:
+                continue  # the org has no such card field
+            value = CARD_MASK_CHAR * min(org.card_field_lengths[name], CARD_MASK_MAX)
+        prepared[name] = value
+    return prepared
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Backoff between runs for a record that keeps failing: 1, 2, 4 ... minutes, at most 1 hour."""
+    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 60))
+
+
+class OutboxDrainer:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        hook: SalesforceOrdersHook,
+        *,
+        tables: Any,
+        run_id: str,
+        order_object: str,
+        imported_status: str,
+        card_fields: Iterable[str],
+        max_attempts: int,
+        now: datetime | None = None,
+        sleep: Any = time.sleep,
+    ):
+        self.engine = engine
+        self.hook = hook
+        self.t = tables
+        self.run_id = run_id
+        self.order_object = order_object
+        self.imported_status = imported_status
+        self.card_fields = tuple(card_fields)
+        self.max_attempts = max_attempts
+        self.now = now or datetime.now(UTC)
+        self.sleep = sleep
+        self.summary = WriteBackSummary()
+
+    # ---- selection --------------------------------------------------------------------
+
+    def _due_rows(self, after_id: int, limit: int) -> list[Any]:
+        outbox = self.t.writeback_outbox
+        due = sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= self.now)
+        query = (
+            sa.select(outbox)
+            .where(
+                outbox.c.id > after_id,
+                sa.or_(
+                    outbox.c.state.in_([PENDING, SENDING]),
+                    sa.and_(outbox.c.state == ROW_FAILED, outbox.c.attempts < self.max_attempts),
+                ),
+                due,
+            )
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    # ---- bookkeeping ------------------------------------------------------------------
+
+    def _set_rows(self, conn: sa.Connection, ids: list[int], **values: Any) -> None:
+        if ids:
+            outbox = self.t.writeback_outbox
+            conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.id.in_(ids))
+                .values(updated_at=datetime.now(UTC), updated_run_id=self.run_id, **values)
+            )
+
+    def _mark_sending(self, rows: list[Any]) -> None:
+        orders = self.t.external_orders
+        with self.engine.begin() as conn:
+            self._set_rows(conn, [r.id for r in rows], state=SENDING)
+            order_ids = sorted({r.sf_order_id for r in rows})
+            for start in range(0, len(order_ids), 500):
+                conn.execute(
+                    sa.update(orders)
+                    .where(orders.c.sf_order_id.in_(order_ids[start : start + 500]))
+                    .where(orders.c.lifecycle_state.in_([READY, FAILED]))
+                    .values(lifecycle_state=PROCESSING)
+                )
+
+    def _record(self, conn: sa.Connection, row: Any, result: dict | None) -> str:
+        """Store one record's outcome; returns the row's new state."""
+        outbox = self.t.writeback_outbox
+        if result is not None and result.get("success"):
+            conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.id == row.id)
+                .values(state=DONE, attempts=outbox.c.attempts + 1, last_error_code=None, last_error_message=None,
+                        next_attempt_at=None, updated_at=datetime.now(UTC), updated_run_id=self.run_id)
+            )
+            self.summary.written += 1
+            return DONE
+        error = ((result or {}).get("errors") or [{}])[0]
+        code = error.get("statusCode") or "NO_RESULT"
+        message = error.get("message") or "Salesforce returned no result for this record"
+        attempts = (row.attempts or 0) + 1
+        if attempts >= self.max_attempts:
+            state = DEAD
+        elif code in TRANSIENT_ERRORS:
+            state = PENDING
+        else:
+            state = ROW_FAILED
+        conn.execute(
+            sa.update(outbox)
+            .where(outbox.c.id == row.id)
+            .values(state=state, attempts=attempts, last_error_code=code, last_error_message=message[:2000],
+                    next_attempt_at=self.now + retry_delay(attempts) if state != DEAD else None,
+                    updated_at=datetime.now(UTC), updated_run_id=self.run_id)
+        )
+        self.summary.errors_by_code[code] = self.summary.errors_by_code.get(code, 0) + 1
+        log.warning("Write-back of %s %s failed (%s, attempt %d): %s", row.sf_object, row.sf_record_id, code, attempts, message)
+        return state
+
+    # ---- sending ----------------------------------------------------------------------
+
+    def _send(self, rows: list[Any], org: OrgCapabilities) -> list[Any]:
+        """Send one batch; returns the rows that failed transiently (for an in-run retry)."""
+        payloads: list[tuple[Any, dict]] = []
+        nothing_to_write: list[Any] = []
+        for row in rows:
+            fields = row.fields if isinstance(row.fields, dict) else json.loads(row.fields or "{}")
+            prepared = prepare_fields(row.sf_object, fields, org, self.imported_status)
+            if prepared:
+                payloads.append((row, {"attributes": {"type": row.sf_object}, "id": row.sf_record_id, **prepared}))
+            else:
+                nothing_to_write.append(row)
+        self._mark_sending(rows)
+        try:
+            calls_before = self.hook.usage.calls
+            results = self.hook.update_records([p for _, p in payloads]) if payloads else []
+            self.summary.calls += self.hook.usage.calls - calls_before
+        except Exception:
+            # The call itself failed (network, limit): nothing was recorded as sent; retry later.
+            with self.engine.begin() as conn:
+                self._set_rows(conn, [r.id for r in rows], state=PENDING)
+            raise
+        transient = []
+        with self.engine.begin() as conn:
+            for row in nothing_to_write:
+                self._record(conn, row, {"success": True})
+            for (row, _), result in zip(payloads, results + [None] * (len(payloads) - len(results)), strict=True):
+                if self._record(conn, row, result) == PENDING:
+                    transient.append(row)
+        self.summary.attempted += len(rows)
+        return transient
+
+    def drain(self) -> WriteBackSummary:
+        describe = self.hook.describe(self.order_object)
+        org = OrgCapabilities.from_describe(describe, self.imported_status, self.card_fields)
+        if not org.imported_status_available:
+            self.summary.status_skipped = True
+            log.warning(
+                "The org's %s Status picklist has no %r value: Status is left unchanged", self.order_object, self.imported_status
+            )
+        touched: set[str] = set()
+        last_id = 0
+        while True:
+            rows = self._due_rows(last_id, COLLECTION_LIMIT)
+            if not rows:
+                break
+            last_id = rows[-1].id
+            touched.update(r.sf_order_id for r in rows)
+            transient = self._send(rows, org)
+            delay = IN_RUN_RETRY_DELAY
+            for _ in range(IN_RUN_RETRIES):
+                if not transient:
+                    break
+                self.sleep(delay)
+                delay *= 2
+                transient = self._send(self._reload(transient), org)
+        self._count_final_states(touched)
+        self.update_lifecycles(touched)
+        return self.summary
+
+    def _reload(self, rows: list[Any]) -> list[Any]:
+        outbox = self.t.writeback_outbox
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(outbox).where(outbox.c.id.in_([r.id for r in rows])).order_by(outbox.c.id)))
+
+    def _count_final_states(self, order_ids: set[str]) -> None:
+        outbox = self.t.writeback_outbox
+        ids = sorted(order_ids)
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = (
+                    sa.select(outbox.c.state, sa.func.count())
+                    .where(outbox.c.sf_order_id.in_(ids[start : start + 500]), outbox.c.updated_run_id == self.run_id)
+                    .group_by(outbox.c.state)
+                )
+                for state, count in conn.execute(query):
+                    if state == PENDING:
+                        self.summary.retry_later += count
+                    elif state == ROW_FAILED:
+                        self.summary.failed += count
+                    elif state == DEAD:
+                        self.summary.dead += count
+
+    def update_lifecycles(self, order_ids: set[str]) -> None:
+        """Set each touched order's lifecycle from its outbox rows; READY orders with none -> COMPLETE."""
+        outbox, orders = self.t.writeback_outbox, self.t.external_orders
+        ids = sorted(order_ids)
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(
+                    sa.select(outbox.c.sf_order_id, outbox.c.state, outbox.c.last_error_code, outbox.c.last_error_message, outbox.c.sf_object)
+                    .where(outbox.c.sf_order_id.in_(chunk))
+                    .order_by(outbox.c.id)
+                )
+                by_order: dict[str, list[Any]] = {}
+                for row in rows:
+                    by_order.setdefault(row.sf_order_id, []).append(row)
+                for order_id, order_rows in by_order.items():
+                    state, error = lifecycle_for(order_rows)
+                    conn.execute(
+                        sa.update(orders).where(orders.c.sf_order_id == order_id).values(lifecycle_state=state, lifecycle_error=error)
+                    )
+            # Orders loaded with nothing to write back are complete as soon as they are loaded.
+            has_rows = sa.select(outbox.c.id).where(outbox.c.sf_order_id == orders.c.sf_order_id).exists()
+            conn.execute(
+                sa.update(orders).where(orders.c.lifecycle_state == READY, ~has_rows).values(lifecycle_state=COMPLETE, lifecycle_error=None)
+            )
+
+
+def lifecycle_for(rows: list[Any]) -> tuple[str, str | None]:
+    """An order's lifecycle state and error from its outbox rows."""
+    failed = [r for r in rows if r.state in (ROW_FAILED, DEAD)]
+    if failed:
+        r = failed[-1]
+        suffix = " (gave up)" if r.state == DEAD else ""
+        return FAILED, f"{r.sf_object}: {r.last_error_code}: {r.last_error_message}{suffix}"
+    waiting = [r for r in rows if r.state in (PENDING, SENDING)]
+    if waiting:
+        r = waiting[-1]
+        return PROCESSING, (f"{r.sf_object}: {r.last_error_code}: {r.last_error_message} (will retry)" if r.last_error_code else None)
+    return COMPLETE, None

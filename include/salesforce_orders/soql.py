@@ -1,0 +1,318 @@
+"""SOQL for the import: select lists, windows and safely quoted literals.
+
+Every value reaches a query through :func:`literal` (quoted and escaped) and every
+name through :func:`field_name` (validated), so no configured or user-supplied text
+is ever pasted into SOQL as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from salesforce_orders.config import ImportConfig
+
+# An API name segment as Salesforce allows it; dotted paths join segments.
+API_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
+# SOQL follows at most five parent relationships: four dots, plus the field itself.
+MAX_PATH_SEGMENTS = 6
+
+# Standard names the queries rely on, whatever objects the configuration names.
+ACTIVATED = "Activated"
+ITEM_ORDER_FIELD = "OrderId"
+ITEM_ORDER_RELATIONSHIP = "Order"
+
+# Backslash first, so the escapes added for the other characters are not doubled.
+_ESCAPES = str.maketrans(
+    {
+        "\\": "\\\\",
+        "'": "\\'",
+        '"': '\\"',
+        "\n": "\\n",
+        "\r": "\\r",
+        "\t": "\\t",
+        "\b": "\\b",
+        "\f": "\\f",
+    }
+)
+
+_ORDER_BASE_FIELDS = (
+    "Id",
+    "OrderNumber",
+    "Status",
+    "StatusCode",
+    "Type",
+    "EffectiveDate",
+    "ActivatedDate",
+    "TotalAmount",
+    "CurrencyIsoCode",
+    *(f"Billing{part}" for part in ("Street", "City", "State", "PostalCode", "Country")),
+    *(f"Shipping{part}" for part in ("Street", "City", "State", "PostalCode", "Country")),
+    "Description",
+    "PoNumber",
+    "CreatedDate",
+    "LastModifiedDate",
+    "SystemModstamp",
+    "AccountId",
+    "Account.Name",
+    "Account.ParentId",
+    "Account.Parent.Name",
+)
+_ACCOUNT_BILLING_FIELDS = tuple(
+    f"Account.Billing{part}" for part in ("Street", "City", "State", "PostalCode", "Country")
+)
+_ITEM_BASE_FIELDS = (
+    "Id",
+    ITEM_ORDER_FIELD,
+    "Product2Id",
+    "Product2.ProductCode",
+    "Product2.Name",
+    "Quantity",
+    "UnitPrice",
+    "TotalPrice",
+)
+_STATUS_CHANGE_FIELDS = ("Id", "OrderNumber", "StatusCode", "IsDeleted", "SystemModstamp")
+
+
+def is_api_name(name: object, *, allow_path: bool = False) -> bool:
+    """Whether ``name`` is a Salesforce API name (or, with ``allow_path``, a dotted path of them)."""
+    if not isinstance(name, str):
+        return False
+    segments = name.split(".") if allow_path else [name]
+    if len(segments) > MAX_PATH_SEGMENTS:
+        return False
+    return all(API_NAME_PATTERN.fullmatch(segment) for segment in segments)
+
+
+def field_name(name: str) -> str:
+    """``name`` itself when it is an API name or a dotted relationship path; ValueError otherwise."""
+    if not is_api_name(name, allow_path=True):
+        raise ValueError(f"not a valid Salesforce API name or relationship path: {name!r}")
+    return name
+
+
+def object_name(name: str) -> str:
+    """``name`` itself when it is a plain API name (an sObject or child relationship name)."""
+    if not is_api_name(name):
+        raise ValueError(f"not a valid Salesforce object name: {name!r}")
+    return name
+
+
+def quote_string(value: str) -> str:
+    """A SOQL string literal: single-quoted, with every SOQL escape applied."""
+    return "'" + value.translate(_ESCAPES) + "'"
+
+
+def literal(value: Any) -> str:
+    """The SOQL literal for a Python value; a list or tuple becomes an ``IN`` list."""
+    # bool before int: True is an int in Python but ``true`` in SOQL.
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return quote_string(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float | Decimal):
+        return _number_literal(value)
+    # datetime before date: a datetime is a date too.
+    if isinstance(value, datetime):
+        return datetime_literal(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("an IN list needs at least one value")
+        return "(" + ", ".join(literal(member) for member in value) + ")"
+    raise ValueError(f"no SOQL literal for a value of type {type(value).__name__}")
+
+
+def datetime_literal(value: datetime) -> str:
+    """``2026-01-02T03:04:05Z``: an aware datetime in UTC, whole seconds."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"a SOQL dateTime needs a time zone; got the naive datetime {value.isoformat()}")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _number_literal(value: float | Decimal) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"no SOQL literal for {value!r}")
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise ValueError(f"no SOQL literal for {value!r}")
+    # Fixed-point: SOQL has no exponent notation (str(1e20) would be '1e+20').
+    return format(Decimal(str(value)) if isinstance(value, float) else value, "f")
+
+
+@dataclass(frozen=True)
+class ExtractWindow:
+    """Which Activated orders one extraction reads.
+
+    ``activated_since`` (the lookback) always applies; on top of it either the
+    ``SystemModstamp`` range, or just ``order_numbers``, or the manual ``since``.
+    """
+
+    changed_from: datetime | None  # SystemModstamp >= (inclusive)
+    changed_to: datetime | None  # SystemModstamp < (exclusive)
+    activated_since: datetime  # ActivatedDate >= (the lookback)
+    order_numbers: tuple[str, ...] = ()  # re-sync just these (no changed_* bounds then)
+    since: datetime | None = None  # (ActivatedDate >= since OR SystemModstamp >= since)
+
+    def __post_init__(self) -> None:
+        # Accept any sequence of numbers but keep the frozen window hashable.
+        object.__setattr__(self, "order_numbers", tuple(self.order_numbers))
+        for name in ("changed_from", "changed_to", "activated_since", "since"):
+            value = getattr(self, name)
+            if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+                raise ValueError(f"ExtractWindow.{name} must be timezone-aware, got {value.isoformat()}")
+        if self.order_numbers and (self.changed_from or self.changed_to):
+            raise ValueError(
+                "ExtractWindow: order_numbers re-syncs exactly those orders; drop changed_from/changed_to"
+            )
+        if any(not isinstance(n, str) or not n.strip() for n in self.order_numbers):
+            raise ValueError(
+                f"ExtractWindow.order_numbers must be non-empty strings, got {self.order_numbers!r}"
+            )
+        if self.changed_from and self.changed_to and self.changed_from >= self.changed_to:
+            raise ValueError(
+                f"ExtractWindow: changed_from ({self.changed_from.isoformat()}) must be before "
+                f"changed_to ({self.changed_to.isoformat()})"
+            )
+
+
+def _dedupe(names: Iterable[str], *, exclude: Iterable[str] = ()) -> list[str]:
+    """Names in first-seen order without repeats (SOQL rejects a field selected twice)."""
+    seen = {name.lower() for name in exclude}
+    out = []
+    for name in names:
+        key = field_name(name).lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(name)
+    return out
+
+
+def _without_card_fields(names: Iterable[str], config: ImportConfig) -> list[str]:
+    # A path ending in a card field (``Order.Credit_Card_Number__c`` from an item) reads it too.
+    card = config.never_selected_fields()
+    return [name for name in names if name.rsplit(".", 1)[-1].lower() not in card]
+
+
+def order_fields(config: ImportConfig) -> list[str]:
+    """The order select list: flat dotted names, deduplicated, never a card field."""
+    customer_id = field_name(config.customer_id_field)
+    names = [
+        *_ORDER_BASE_FIELDS,
+        f"Account.{customer_id}",
+        f"Account.Parent.{customer_id}",
+        *_ACCOUNT_BILLING_FIELDS,
+        *(rule.field for rule in config.routing.rules),
+        *config.order_field_mappings,
+    ]
+    return _without_card_fields(_dedupe(names), config)
+
+
+def item_fields(config: ImportConfig) -> list[str]:
+    """The order item select list: flat dotted names, deduplicated, never a card field."""
+    names = [*_ITEM_BASE_FIELDS, config.service_number_field, *config.item_field_mappings]
+    return _without_card_fields(_dedupe(names), config)
+
+
+def _order_conditions(config: ImportConfig, window: ExtractWindow, *, path: str = "") -> list[str]:
+    """The WHERE conditions selecting the window's orders, each on fields under ``path``."""
+
+    def f(name: str) -> str:
+        return field_name(path + name)
+
+    conditions = [
+        f"{f('StatusCode')} = {literal(ACTIVATED)}",
+        f"{f('ActivatedDate')} >= {literal(window.activated_since)}",
+    ]
+    if window.order_numbers:
+        conditions.append(f"{f('OrderNumber')} IN {literal(tuple(window.order_numbers))}")
+    else:
+        if window.since is not None:
+            since = literal(window.since)
+            conditions.append(f"({f('ActivatedDate')} >= {since} OR {f('SystemModstamp')} >= {since})")
+        if window.changed_from is not None:
+            conditions.append(f"{f('SystemModstamp')} >= {literal(window.changed_from)}")
+        if window.changed_to is not None:
+            conditions.append(f"{f('SystemModstamp')} < {literal(window.changed_to)}")
+    if config.filter_field is not None:
+        conditions.append(f"{f(config.filter_field)} = {literal(config.filter_value)}")
+    return conditions
+
+
+def _select(fields: Sequence[str], sobject: str, conditions: Sequence[str], order_by: str = "") -> str:
+    # Not SQL: SOQL from validated names (field_name) and quoted values (literal) only.
+    query = f"SELECT {', '.join(fields)} FROM {object_name(sobject)}"  # noqa: S608
+    if conditions:
+        query += " WHERE " + " AND ".join(conditions)
+    if order_by:
+        query += f" ORDER BY {order_by}"
+    return query
+
+
+def build_orders_query(config: ImportConfig, window: ExtractWindow) -> str:
+    """REST query: the window's orders, oldest change first, each with its items as a subquery."""
+    items = _select(item_fields(config), object_name(config.order_items_relationship), ())
+    return _select(
+        [*order_fields(config), f"({items})"],
+        config.order_object,
+        _order_conditions(config, window),
+        order_by="SystemModstamp, Id",
+    )
+
+
+def build_orders_bulk_query(config: ImportConfig, window: ExtractWindow) -> str:
+    """Bulk API 2.0 query: the window's orders alone (Bulk 2.0 has no child subqueries).
+
+    No ORDER BY: Bulk results are staged whole before anything reads them, and ordering
+    would only slow the job down.
+    """
+    return _select(order_fields(config), config.order_object, _order_conditions(config, window))
+
+
+def build_items_query(config: ImportConfig, window: ExtractWindow) -> str:
+    """Bulk API 2.0 query: the items of the window's orders, selected through ``Order.*`` paths."""
+    conditions = _order_conditions(config, window, path=f"{ITEM_ORDER_RELATIONSHIP}.")
+    return _select(item_fields(config), config.order_item_object, conditions)
+
+
+def build_count_query(config: ImportConfig, window: ExtractWindow) -> str:
+    """``SELECT COUNT()`` of the window's orders (decides between REST and Bulk extraction)."""
+    return _select(["COUNT()"], config.order_object, _order_conditions(config, window))
+
+
+def build_status_changes_query(config: ImportConfig, since: datetime) -> str:
+    """For queryAll: orders changed since ``since`` that are no longer Activated or are deleted."""
+    conditions = [
+        f"SystemModstamp >= {literal(since)}",
+        f"(StatusCode != {literal(ACTIVATED)} OR IsDeleted = {literal(True)})",
+    ]
+    return _select(_STATUS_CHANGE_FIELDS, config.order_object, conditions, order_by="SystemModstamp, Id")
+
+
+__all__ = [
+    "API_NAME_PATTERN",
+    "ExtractWindow",
+    "build_count_query",
+    "build_items_query",
+    "build_orders_bulk_query",
+    "build_orders_query",
+    "build_status_changes_query",
+    "datetime_literal",
+    "field_name",
+    "is_api_name",
+    "item_fields",
+    "literal",
+    "object_name",
+    "order_fields",
+    "quote_string",
+]

@@ -1,0 +1,490 @@
+"""Staged Salesforce rows -> the records the load writes. Pure functions, no I/O.
+
+Rows reaching this module have passed validation, but a value may still be missing
+or blank: every rule treats None, "" and whitespace alike and never raises on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from salesforce_orders.config import ImportConfig, RoutingRule
+from salesforce_orders.countries import resolve_country_code
+from salesforce_orders.model import (
+    Address,
+    CustomerRecord,
+    ItemRecord,
+    LocationRecord,
+    OrderRecord,
+    ServiceRecord,
+    SkippedOrder,
+    StagedItem,
+    StagedOrder,
+    TransformedOrder,
+    WriteBack,
+)
+
+SHIPPING = "shipping"
+BILLING = "billing"
+FROM_SALESFORCE = "salesforce"
+ASSIGNED = "assigned"
+ZERO_TOTAL = "zero total"
+# The write-back layer resizes the mask to each card field's length in the org.
+CARD_MASK = "X" * 16
+# Assigned customer ids use the case-sensitive 15-character form of the Account id,
+# so the 15- and 18-character forms of one Account give the same id.
+_ACCOUNT_ID_LENGTH = 15
+_ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country")
+# What our own write-back changes: left out of the content hash so its echo is a no-op.
+_ORDER_ECHO_FIELDS = frozenset({"status", "sf_system_modstamp"})
+_CUSTOMER_ECHO_FIELDS = frozenset({"customer_id_source"})
+
+
+def transform_order(
+    order: StagedOrder, items: list[StagedItem], config: ImportConfig, *, instance_url: str
+) -> TransformedOrder | SkippedOrder:
+    """One staged order and its items -> what the load writes, or why it is skipped."""
+    order_id = _text(order.get("Id")) or ""
+    zero_total = is_zero_total(order, items)
+    if zero_total and config.zero_total_policy == "skip":
+        return SkippedOrder(
+            sf_order_id=order_id, order_number=_text(order.get("OrderNumber")), reason=ZERO_TOTAL
+        )
+
+    warnings: list[str] = []
+    billing = billing_address(order)
+    service, service_source = service_address(order)
+    checked = (
+        (("billing", billing), ("service", service))
+        if service_source == SHIPPING
+        else (("billing", billing),)
+    )
+    for label, address in checked:
+        if address.country and not address.country_code:
+            warnings.append(f"{label} country {address.country!r} is not a recognised country")
+    customer, parent_customer = customer_for(order, config)
+    if not customer.sf_account_id:
+        warnings.append("order has no AccountId")
+    location = location_for(customer, service)
+    location_key = location.location_id if location else None
+    item_records, services = service_groups(order_id, items, config, location_id=location_key)
+    activated_at, activated_ok = _iso_utc(order.get("ActivatedDate"))
+    created_at, _ = _iso_utc(order.get("CreatedDate"))
+    modstamp, _ = _iso_utc(order.get("SystemModstamp"))
+    if not activated_ok:
+        warnings.append(f"ActivatedDate {order.get('ActivatedDate')!r} is not a date and time")
+
+    record = OrderRecord(
+        sf_order_id=order_id,
+        order_number=_text(order.get("OrderNumber")) or "",
+        external_name=external_name(order, config),
+        salesforce_url=salesforce_url(instance_url, order_id),
+        customer_id=customer.customer_id,
+        sf_account_id=customer.sf_account_id,
+        account_name=customer.name,
+        status=_text(order.get("Status")),
+        status_code=_text(order.get("StatusCode")),
+        order_type=_text(order.get("Type")),
+        effective_date=_text(order.get("EffectiveDate")),
+        activated_at=activated_at,
+        total_amount=_number(order.get("TotalAmount")),
+        currency=_text(order.get("CurrencyIsoCode")),
+        billing=billing,
+        service=service,
+        service_address_source=service_source,
+        location_id=location_key,
+        destination=route(order, config),
+        notes=order_notes(order, config),
+        po_number=_text(order.get("PoNumber")),
+        metadata=map_fields(order, config.order_field_mappings),
+        is_zero_total=zero_total,
+        sf_created_at=created_at,
+        sf_system_modstamp=modstamp,
+    )
+    return TransformedOrder(
+        order=record,
+        items=item_records,
+        services=services,
+        customer=customer,
+        parent_customer=parent_customer,
+        location=location,
+        write_backs=write_backs_for(order, customer, config),
+        content_hash=content_hash(record, item_records, services, customer, parent_customer, location),
+        warnings=tuple(warnings),
+    )
+
+
+# --- naming -------------------------------------------------------------------------
+
+
+def external_name(order: StagedOrder, config: ImportConfig) -> str:
+    """``"<prefix><OrderNumber> <Account.Name>"``; just the number when the Account has no name."""
+    number = f"{config.order_prefix}{_text(order.get('OrderNumber')) or ''}"
+    account_name = _text(_get(order, "Account.Name"))
+    return f"{number} {account_name}".strip() if account_name else number.strip()
+
+
+def salesforce_url(instance_url: str, order_id: str) -> str:
+    """The order's Lightning page."""
+    return f"{instance_url.rstrip('/')}/lightning/r/Order/{order_id}/view"
+
+
+# --- addresses ----------------------------------------------------------------------
+
+
+def address_from(record: Mapping[str, Any], prefix: str) -> Address:
+    """The address in ``<prefix>Street`` ... ``<prefix>Country``, trimmed, blanks as None."""
+    street, city, state, postal_code, country = (
+        _text(_get(record, prefix + part)) for part in _ADDRESS_PARTS
+    )
+    return Address(
+        street=street,
+        city=city,
+        state=state,
+        postal_code=postal_code,
+        country=country,
+        country_code=resolve_country_code(country),
+    )
+
+
+def billing_address(order: StagedOrder) -> Address:
+    return address_from(order, "Billing")
+
+
+def service_address(order: StagedOrder) -> tuple[Address, str]:
+    """The shipping address, or the billing address when no shipping field is set; and which."""
+    shipping = address_from(order, "Shipping")
+    if not shipping.is_empty():
+        return shipping, SHIPPING
+    return billing_address(order), BILLING
+
+
+# --- customers and locations ---------------------------------------------------------
+
+
+def assigned_customer_id(account_id: str, config: ImportConfig) -> str:
+    """The id we give an Account that has none: deterministic, so a retry never makes a second."""
+    return f"{config.assigned_customer_id_prefix}{account_id[:_ACCOUNT_ID_LENGTH]}"
+
+
+def _customer_id(salesforce_value: Any, account_id: str, config: ImportConfig) -> tuple[str, str]:
+    value = _text(salesforce_value)
+    if value:
+        return value, FROM_SALESFORCE
+    return assigned_customer_id(account_id, config), ASSIGNED
+
+
+def customer_for(order: StagedOrder, config: ImportConfig) -> tuple[CustomerRecord, CustomerRecord | None]:
+    """The order's Account as a customer, and its parent Account (with what the order tells of it)."""
+    id_field = config.customer_id_field
+    account_id = _text(order.get("AccountId")) or ""
+    customer_id, source = _customer_id(_get(order, f"Account.{id_field}"), account_id, config)
+    parent_account_id = _text(_get(order, "Account.ParentId"))
+    parent = None
+    if parent_account_id:
+        parent_id, parent_source = _customer_id(
+            _get(order, f"Account.Parent.{id_field}"), parent_account_id, config
+        )
+        parent = CustomerRecord(
+            customer_id=parent_id,
+            sf_account_id=parent_account_id,
+            name=_text(_get(order, "Account.Parent.Name")),
+            parent_sf_account_id=None,  # not selected: unknown here, not "no parent"
+            parent_customer_id=None,
+            customer_id_source=parent_source,
+            billing=Address(),
+        )
+    account_billing = address_from(order, "Account.Billing")
+    customer = CustomerRecord(
+        customer_id=customer_id,
+        sf_account_id=account_id,
+        name=_text(_get(order, "Account.Name")),
+        parent_sf_account_id=parent_account_id,
+        parent_customer_id=parent.customer_id if parent else None,
+        customer_id_source=source,
+        billing=billing_address(order) if account_billing.is_empty() else account_billing,
+    )
+    return customer, parent
+
+
+def _normalised_address(address: Address) -> str:
+    # The country code when known, so "USA" and "United States" are one location.
+    parts = (
+        address.street,
+        address.city,
+        address.state,
+        address.postal_code,
+        address.country_code or address.country,
+    )
+    return "|".join(" ".join((part or "").casefold().split()) for part in parts)
+
+
+def location_id(customer_id: str, address: Address) -> str:
+    """A stable id for one customer's address, insensitive to case and spacing."""
+    digest = hashlib.sha1(f"{customer_id}|{_normalised_address(address)}".encode(), usedforsecurity=False)
+    return digest.hexdigest()[:16]
+
+
+def location_for(customer: CustomerRecord, service: Address) -> LocationRecord | None:
+    """The service address as the customer's location; None when there is no address."""
+    if service.is_empty():
+        return None
+    return LocationRecord(
+        location_id=location_id(customer.customer_id, service),
+        customer_id=customer.customer_id,
+        sf_account_id=customer.sf_account_id,
+        address=service,
+    )
+
+
+# --- items and services --------------------------------------------------------------
+
+
+def service_groups(
+    order_id: str, items: Sequence[StagedItem], config: ImportConfig, *, location_id: str | None = None
+) -> tuple[tuple[ItemRecord, ...], tuple[ServiceRecord, ...]]:
+    """Items (ordered by Id) and their services: one per service number, or per lone item."""
+    records = []
+    members: dict[str, list[ItemRecord]] = {}
+    for item in sorted(items, key=lambda row: _text(row.get("Id")) or ""):
+        item_id = _text(item.get("Id")) or ""
+        service_number = _text(_get(item, config.service_number_field))
+        key = f"{order_id}:{service_number}" if service_number else f"{order_id}:item:{item_id}"
+        record = ItemRecord(
+            sf_order_item_id=item_id,
+            sf_order_id=_text(item.get("OrderId")) or order_id,
+            product_code=_text(_get(item, "Product2.ProductCode")),
+            product_name=_text(_get(item, "Product2.Name")),
+            quantity=_number(item.get("Quantity")),
+            unit_price=_number(item.get("UnitPrice")),
+            total_price=_number(item.get("TotalPrice")),
+            service_number=service_number,
+            service_key=key,
+            metadata=map_fields(item, config.item_field_mappings),
+        )
+        records.append(record)
+        members.setdefault(key, []).append(record)
+    services = tuple(
+        ServiceRecord(
+            service_key=key,
+            sf_order_id=order_id,
+            service_number=group[0].service_number,
+            item_count=len(group),
+            total_amount=_money_sum(item.total_price for item in group),
+            location_id=location_id,
+        )
+        for key, group in sorted(members.items())
+    )
+    return tuple(records), services
+
+
+def is_zero_total(order: StagedOrder, items: Sequence[StagedItem]) -> bool:
+    """TotalAmount is 0, or the order's items add up to 0."""
+    if _number(order.get("TotalAmount")) == 0:
+        return True
+    return bool(items) and _money_sum(_number(item.get("TotalPrice")) for item in items) == 0
+
+
+# --- routing, metadata, notes --------------------------------------------------------
+
+
+def route(order: StagedOrder, config: ImportConfig) -> str:
+    """The first matching rule's destination, else the default destination."""
+    for rule in config.routing.rules:
+        if rule_matches(rule, _get(order, rule.field)):
+            return rule.destination
+    return config.routing.default_destination
+
+
+def rule_matches(rule: RoutingRule, actual: Any) -> bool:
+    """Whether a field's value satisfies a rule; text compares case-insensitively, like SOQL."""
+    if rule.operator == "is_null":
+        return _text(actual) is None
+    if rule.operator == "not_null":
+        return _text(actual) is not None
+    if _text(actual) is None:
+        return False
+    if rule.operator == "equals":
+        return _same(actual, rule.value)
+    if rule.operator == "in":
+        return any(_same(actual, expected) for expected in rule.value)
+    text, needle = _fold(actual), _fold(rule.value)
+    if rule.operator == "contains":
+        return needle in text
+    return text.startswith(needle)  # starts_with
+
+
+def map_fields(record: Mapping[str, Any], mappings: Mapping[str, str]) -> dict[str, Any]:
+    """``{metadata key: value}`` for each configured ``Salesforce field -> metadata key``."""
+    return {key: _get(record, sf_field) for sf_field, key in mappings.items()}
+
+
+def order_notes(order: StagedOrder, config: ImportConfig) -> str | None:
+    """The order's Description as notes, when notes are imported."""
+    return _text(order.get("Description")) if config.import_notes else None
+
+
+# --- write-back and change detection ---------------------------------------------------
+
+
+def write_backs_for(
+    order: StagedOrder, customer: CustomerRecord, config: ImportConfig
+) -> tuple[WriteBack, ...]:
+    """The enabled updates for Salesforce: one for the Order (status, card mask), one for the Account."""
+    enabled = config.write_back
+    order_id = _text(order.get("Id")) or ""
+    fields: dict[str, Any] = {}
+    actions = []
+    if enabled.mark_imported and _fold(order.get("Status")) != _fold(config.imported_status):
+        fields["Status"] = config.imported_status
+        actions.append("mark_imported")
+    if enabled.x_out_card_fields and config.card_fields:
+        fields.update(dict.fromkeys(config.card_fields, CARD_MASK))
+        actions.append("x_out_card")
+    write_backs = []
+    if fields and order_id:
+        write_backs.append(WriteBack(config.order_object, order_id, fields, order_id, "+".join(actions)))
+    id_field = config.customer_id_field
+    if (
+        enabled.set_customer_id
+        and customer.sf_account_id
+        and _get(order, f"Account.{id_field}") != customer.customer_id
+    ):
+        write_backs.append(
+            WriteBack(
+                "Account",
+                customer.sf_account_id,
+                {id_field: customer.customer_id},
+                order_id,
+                "set_customer_id",
+            )
+        )
+    return tuple(write_backs)
+
+
+def content_hash(
+    order: OrderRecord,
+    items: Iterable[ItemRecord],
+    services: Iterable[ServiceRecord],
+    customer: CustomerRecord,
+    parent_customer: CustomerRecord | None,
+    location: LocationRecord | None,
+) -> str:
+    """sha256 of the business content, without what our own write-back changes.
+
+    The order's Status and SystemModstamp and the customer id's source are left out,
+    so re-extracting an order after our write-back gives the same hash. (LastModifiedDate
+    is never part of the records.)
+    """
+    content = {
+        "order": _without(asdict(order), _ORDER_ECHO_FIELDS),
+        "items": [asdict(item) for item in items],
+        "services": [asdict(service) for service in services],
+        "customer": _without(asdict(customer), _CUSTOMER_ECHO_FIELDS),
+        "parent_customer": _without(asdict(parent_customer), _CUSTOMER_ECHO_FIELDS)
+        if parent_customer
+        else None,
+        "location": asdict(location) if location else None,
+    }
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- values ---------------------------------------------------------------------------
+
+
+def _get(record: Mapping[str, Any], key: str) -> Any:
+    """``record[key]``, matching the key case-insensitively as Salesforce names are."""
+    if key in record:
+        return record[key]
+    lowered = key.lower()
+    return next((value for name, value in record.items() if name.lower() == lowered), None)
+
+
+def _text(value: Any) -> str | None:
+    """Trimmed text; None for None, "" and whitespace."""
+    if value is None:
+        return None
+    text = value.strip() if isinstance(value, str) else str(value)
+    return text or None
+
+
+def _fold(value: Any) -> str:
+    return (_text(value) or "").casefold()
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    else:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _money_sum(values: Iterable[float | None]) -> float:
+    # Rounded to cents: float addition would otherwise make 0.1 + 0.2 "non-zero".
+    return round(sum(value or 0.0 for value in values), 2)
+
+
+def _same(actual: Any, expected: Any) -> bool:
+    if isinstance(expected, bool):
+        return _fold(actual) == ("true" if expected else "false")
+    if isinstance(expected, int | float):
+        return _number(actual) == float(expected)
+    return _fold(actual) == _fold(expected)
+
+
+def _iso_utc(value: Any) -> tuple[str | None, bool]:
+    """A Salesforce dateTime as ``YYYY-MM-DDThh:mm:ss.fffZ`` (sortable as text); and whether it parsed.
+
+    Text that is not a dateTime is kept as it is rather than lost.
+    """
+    text = _text(value)
+    if text is None:
+        return None, True
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return text, False
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)  # the API always answers in UTC
+    parsed = parsed.astimezone(UTC)
+    return parsed.strftime("%Y-%m-%dT%H:%M:%S.") + f"{parsed.microsecond // 1000:03d}Z", True
+
+
+def _without(record: dict[str, Any], keys: frozenset[str]) -> dict[str, Any]:
+    return {name: value for name, value in record.items() if name not in keys}
+
+
+__all__ = [
+    "CARD_MASK",
+    "address_from",
+    "assigned_customer_id",
+    "billing_address",
+    "content_hash",
+    "customer_for",
+    "external_name",
+    "is_zero_total",
+    "location_for",
+    "location_id",
+    "map_fields",
+    "order_notes",
+    "resolve_country_code",
+    "route",
+    "rule_matches",
+    "salesforce_url",
+    "service_address",
+    "service_groups",
+    "transform_order",
+    "write_backs_for",
+]

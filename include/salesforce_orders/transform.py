@@ -41,7 +41,8 @@ CARD_MASK = "X" * 16
 _ACCOUNT_ID_LENGTH = 15
 _ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country")
 # What our own write-back changes: left out of the content hash so its echo is a no-op.
-_ORDER_ECHO_FIELDS = frozenset({"status", "sf_system_modstamp"})
+# What our own write-back changes, and the link that depends on the connection's host: not content.
+_ORDER_ECHO_FIELDS = frozenset({"status", "sf_system_modstamp", "salesforce_url"})
 _CUSTOMER_ECHO_FIELDS = frozenset({"customer_id_source"})
 
 

@@ -1,0 +1,455 @@
+"""Load: write a run's transformed orders into the warehouse in one transaction.
+
+Everything a run writes (customers, locations, orders, items, services, outbox rows, released
+quarantine rows and the watermark) commits together or not at all, so a crash mid-load leaves
+nothing half-written and the retry redoes the whole load cleanly.
+
+An order whose ``content_hash`` equals the stored one is *unchanged*: nothing is written for it
+(not even ``last_run_id``), so the echo of our own write-back, which only moves
+``SystemModstamp``, costs nothing and sends nothing back to Salesforce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .model import READY, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED, Address, CustomerRecord, TransformedOrder
+from .warehouse import (
+    OUTBOX_DEAD,
+    OUTBOX_PENDING,
+    OUTBOX_UNSENT_STATES,
+    Tables,
+    in_batches,
+    parse_utc,
+    tables,
+    upsert,
+    utc_now,
+)
+
+ORDERS_PER_BATCH = 2000
+_NEVER = datetime.min.replace(tzinfo=UTC)
+WATERMARK_KEY = "orders.system_modstamp"
+
+
+@dataclass
+class LoadCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    outbox_rows: int = 0
+    customers: int = 0
+    locations: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class _RunTally:
+    """Counts across batches; customers and locations are counted once per run."""
+
+    counts: LoadCounts = field(default_factory=LoadCounts)
+    customers: set[str] = field(default_factory=set)
+    locations: set[str] = field(default_factory=set)
+
+    def result(self) -> LoadCounts:
+        self.counts.customers = len(self.customers)
+        self.counts.locations = len(self.locations)
+        return self.counts
+
+
+# ---------------------------------------------------------------------------------------
+# Record -> row
+# ---------------------------------------------------------------------------------------
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    return parse_utc(value) if value else None
+
+
+def _date(value: str | None) -> date | None:
+    return date.fromisoformat(value[:10]) if value else None
+
+
+def _address_columns(prefix: str, address: Address) -> dict[str, Any]:
+    return {f"{prefix}{name}": value for name, value in vars(address).items()}
+
+
+def _customer_hash(customer: CustomerRecord) -> str:
+    return hashlib.sha256(json.dumps(vars(customer), sort_keys=True, default=vars).encode()).hexdigest()
+
+
+def _customer_row(customer: CustomerRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "customer_id": customer.customer_id,
+        "sf_account_id": customer.sf_account_id,
+        "name": customer.name,
+        "parent_customer_id": customer.parent_customer_id,
+        "parent_sf_account_id": customer.parent_sf_account_id,
+        "customer_id_source": customer.customer_id_source,
+        **_address_columns("billing_", customer.billing),
+        "first_imported_at": now,
+        "updated_at": now,
+        "content_hash": _customer_hash(customer),
+    }
+
+
+def _order_row(t: TransformedOrder, run_id: str, now: datetime, state_changed_at: datetime) -> dict[str, Any]:
+    o = t.order
+    return {
+        "sf_order_id": o.sf_order_id,
+        "order_number": o.order_number,
+        "external_name": o.external_name,
+        "salesforce_url": o.salesforce_url,
+        "customer_id": o.customer_id,
+        "sf_account_id": o.sf_account_id,
+        "account_name": o.account_name,
+        "sf_status": o.status,
+        "sf_status_code": o.status_code,
+        "order_type": o.order_type,
+        "effective_date": _date(o.effective_date),
+        "activated_at": _timestamp(o.activated_at),
+        "total_amount": o.total_amount,
+        "currency": o.currency,
+        **_address_columns("billing_", o.billing),
+        **_address_columns("service_", o.service),
+        "service_address_source": o.service_address_source,
+        "location_id": o.location_id,
+        "destination": o.destination,
+        "notes": o.notes,
+        "po_number": o.po_number,
+        "metadata": o.metadata,
+        "is_zero_total": o.is_zero_total,
+        "sf_created_at": _timestamp(o.sf_created_at),
+        "sf_system_modstamp": _timestamp(o.sf_system_modstamp),
+        "content_hash": t.content_hash,
+        "lifecycle_state": READY,
+        "lifecycle_error": None,
+        "sf_state": SF_ACTIVE,
+        "sf_state_changed_at": state_changed_at,
+        "first_imported_at": now,
+        "last_imported_at": now,
+        "last_run_id": run_id,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# The load
+# ---------------------------------------------------------------------------------------
+
+
+def _batches(chunks: Iterable[list[TransformedOrder]]) -> Iterable[list[TransformedOrder]]:
+    """Re-cut the incoming chunks into statement batches of at most ORDERS_PER_BATCH orders."""
+    for chunk in chunks:
+        yield from in_batches(chunk, ORDERS_PER_BATCH)
+
+
+def _by_modstamp(records: list[TransformedOrder]) -> list[TransformedOrder]:
+    """Oldest Salesforce version first, so when orders share an account the newest snapshot wins."""
+    return sorted(records, key=lambda r: _timestamp(r.order.sf_system_modstamp) or _NEVER)
+
+
+def _stored_orders(conn: sa.Connection, t: Tables, order_ids: list[str]) -> dict[str, sa.Row]:
+    o = t.external_orders
+    query = sa.select(o.c.sf_order_id, o.c.content_hash, o.c.sf_state, o.c.sf_state_changed_at).where(
+        o.c.sf_order_id.in_(order_ids)
+    )
+    return {row.sf_order_id: row for row in conn.execute(query)}
+
+
+def _all_but(row: dict[str, Any], *kept: str) -> list[str]:
+    """The columns an update overwrites: all the row carries except ``kept`` (keys, first-seen times)."""
+    return [column for column in row if column not in kept]
+
+
+def _write_customers(conn: sa.Connection, t: Tables, written: list[TransformedOrder], now: datetime, tally: _RunTally) -> None:
+    """Parents first, insert-only: a parent known only by name never overwrites a full record.
+    Then the orders' own accounts, updated only when their content changed."""
+    c = t.customers
+    parents = [_customer_row(r.parent_customer, now) for r in written if r.parent_customer is not None]
+    upsert(conn, c, parents, ["sf_account_id"], update_columns=[])
+    full = [_customer_row(r.customer, now) for r in written]
+    upsert(
+        conn,
+        c,
+        full,
+        ["sf_account_id"],
+        _all_but(full[0], "sf_account_id", "first_imported_at"),
+        update_where=lambda incoming: c.c.content_hash != incoming.content_hash,
+    )
+    tally.customers.update(row["sf_account_id"] for row in parents + full)
+
+
+def _write_locations(conn: sa.Connection, t: Tables, written: list[TransformedOrder], now: datetime, tally: _RunTally) -> None:
+    # The id is a hash of customer and normalised address: an existing id is the same location.
+    rows = [
+        {
+            "location_id": loc.location_id,
+            "customer_id": loc.customer_id,
+            "sf_account_id": loc.sf_account_id,
+            **_address_columns("", loc.address),
+            "first_seen_at": now,
+        }
+        for loc in (r.location for r in written)
+        if loc is not None
+    ]
+    upsert(conn, t.customer_locations, rows, ["location_id"], update_columns=[])
+    tally.locations.update(row["location_id"] for row in rows)
+
+
+def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str]) -> None:
+    c, loc = t.customers, t.customer_locations
+    count = sa.select(sa.func.count()).where(loc.c.customer_id == c.c.customer_id).scalar_subquery()
+    for batch in in_batches(sorted(customer_ids)):
+        conn.execute(
+            sa.update(c).where(c.c.customer_id.in_(batch)).values(location_count=count, is_multi_location=count > 1)
+        )
+
+
+def _replace_children(
+    conn: sa.Connection, table: sa.Table, key: str, order_ids: list[str], rows: list[dict[str, Any]]
+) -> None:
+    """Upsert an order's items (or services) and delete those the new version no longer has."""
+    keep = {row[key] for row in rows}
+    existing = conn.execute(sa.select(table.c[key]).where(table.c.sf_order_id.in_(order_ids))).scalars()
+    stale = sorted(k for k in existing if k not in keep)
+    for batch in in_batches(stale):
+        conn.execute(sa.delete(table).where(table.c[key].in_(batch)))
+    upsert(conn, table, rows, [key])
+
+
+def _write_items_and_services(conn: sa.Connection, t: Tables, written: list[TransformedOrder], run_id: str) -> None:
+    order_ids = [r.order.sf_order_id for r in written]
+    # vars(), not asdict(): these records are flat, and asdict's deep copies dominate a large load
+    items = [{**vars(item), "last_run_id": run_id} for r in written for item in r.items]
+    services = [dict(vars(service)) for r in written for service in r.services]
+    _replace_children(conn, t.external_order_items, "sf_order_item_id", order_ids, items)
+    _replace_children(conn, t.order_services, "service_key", order_ids, services)
+
+
+def _write_outbox(conn: sa.Connection, t: Tables, written: list[TransformedOrder], run_id: str, now: datetime) -> int:
+    """Queue the write-backs as PENDING; a PENDING row for the same record is replaced, not duplicated."""
+    w = t.writeback_outbox
+    latest = {(wb.sf_object, wb.sf_record_id): wb for r in written for wb in r.write_backs}
+    if not latest:
+        return 0
+    pending: dict[tuple[str, str], list[int]] = {}
+    for batch in in_batches(sorted({record_id for _, record_id in latest})):
+        query = sa.select(w.c.id, w.c.sf_object, w.c.sf_record_id).where(
+            w.c.state == OUTBOX_PENDING, w.c.sf_record_id.in_(batch)
+        )
+        for row in conn.execute(query):
+            pending.setdefault((row.sf_object, row.sf_record_id), []).append(row.id)
+    request = {
+        "next_attempt_at": now,
+        "attempts": 0,
+        "last_error_code": None,
+        "last_error_message": None,
+        "updated_run_id": run_id,
+        "updated_at": now,
+    }
+    replacements = [
+        {"b_id": row_id, "sf_order_id": wb.sf_order_id, "action": wb.action, "fields": wb.fields, **request}
+        for key, wb in latest.items()
+        for row_id in pending.get(key, ())
+    ]
+    if replacements:
+        conn.execute(sa.update(w).where(w.c.id == sa.bindparam("b_id")), replacements)
+    inserts = [
+        {
+            "sf_object": wb.sf_object,
+            "sf_record_id": wb.sf_record_id,
+            "sf_order_id": wb.sf_order_id,
+            "action": wb.action,
+            "fields": wb.fields,
+            "state": OUTBOX_PENDING,
+            "created_run_id": run_id,
+            "created_at": now,
+            **request,
+        }
+        for key, wb in latest.items()
+        if key not in pending
+    ]
+    if inserts:
+        conn.execute(sa.insert(w), inserts)
+    return len(latest)
+
+
+def _release_quarantine(conn: sa.Connection, t: Tables, order_ids: list[str], now: datetime) -> None:
+    q = t.quarantined_orders
+    conn.execute(
+        sa.update(q).where(q.c.sf_order_id.in_(order_ids), q.c.released_at.is_(None)).values(released_at=now)
+    )
+
+
+def _load_batch(conn: sa.Connection, t: Tables, run_id: str, batch: list[TransformedOrder], now: datetime, tally: _RunTally) -> None:
+    records = list({r.order.sf_order_id: r for r in batch}.values())
+    order_ids = [r.order.sf_order_id for r in records]
+    stored = _stored_orders(conn, t, order_ids)
+    new = [r for r in records if r.order.sf_order_id not in stored]
+    # A changed hash, or an order we had marked deactivated/deleted that is Activated again.
+    changed = [
+        r
+        for r in records
+        if (s := stored.get(r.order.sf_order_id)) is not None and (s.content_hash != r.content_hash or s.sf_state != SF_ACTIVE)
+    ]
+    tally.counts.inserted += len(new)
+    tally.counts.updated += len(changed)
+    tally.counts.unchanged += len(records) - len(new) - len(changed)
+    _release_quarantine(conn, t, order_ids, now)
+    written = _by_modstamp(new + changed)
+    if not written:
+        return
+
+    _write_customers(conn, t, written, now, tally)
+    _write_locations(conn, t, written, now, tally)
+
+    def state_changed_at(r: TransformedOrder) -> datetime:
+        s = stored.get(r.order.sf_order_id)
+        return s.sf_state_changed_at if s is not None and s.sf_state == SF_ACTIVE else now
+
+    rows = [_order_row(r, run_id, now, state_changed_at(r)) for r in written]
+    upsert(conn, t.external_orders, rows, ["sf_order_id"], _all_but(rows[0], "sf_order_id", "first_imported_at"))
+    _write_items_and_services(conn, t, written, run_id)
+    tally.counts.outbox_rows += _write_outbox(conn, t, written, run_id, now)
+    touched = {r.customer.customer_id for r in written} | {r.location.customer_id for r in written if r.location}
+    _recount_locations(conn, t, touched)
+
+
+def _advance_watermark(conn: sa.Connection, t: Tables, watermark: str, now: datetime) -> None:
+    """sync_state's watermark := max(stored, ``watermark``), compared as instants, kept as ISO UTC."""
+    s = t.sync_state
+    candidate = parse_utc(watermark)
+    stored = conn.execute(sa.select(s.c.value).where(s.c.key == WATERMARK_KEY).with_for_update()).scalar()
+    if stored is not None and parse_utc(stored) >= candidate:
+        return
+    upsert(conn, s, [{"key": WATERMARK_KEY, "value": _iso(candidate), "updated_at": now}], ["key"])
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def load_run(
+    engine: sa.Engine,
+    run_id: str,
+    chunks: Iterable[list[TransformedOrder]],
+    *,
+    schema: str | None = None,
+    now: datetime | None = None,
+    watermark: str | None,
+) -> LoadCounts:
+    """Load every chunk of the run in ONE transaction and move the watermark to ``watermark``
+    (the highest ``SystemModstamp`` extracted) if it is later than the stored one."""
+    now = now or utc_now()
+    t = tables(schema)
+    tally = _RunTally()
+    with engine.begin() as conn:
+        for batch in _batches(chunks):
+            _load_batch(conn, t, run_id, batch, now, tally)
+        if watermark:
+            _advance_watermark(conn, t, watermark, now)
+    return tally.result()
+
+
+def get_watermark(engine: sa.Engine, schema: str | None = None) -> str | None:
+    """The highest ``SystemModstamp`` loaded so far (ISO 8601 UTC, ``...Z``), or None before the first load."""
+    s = tables(schema).sync_state
+    with engine.connect() as conn:
+        return conn.execute(sa.select(s.c.value).where(s.c.key == WATERMARK_KEY)).scalar()
+
+
+# ---------------------------------------------------------------------------------------
+# Orders that left the Activated state in Salesforce
+# ---------------------------------------------------------------------------------------
+
+
+_LEFT_ACTIVE = {SF_DEACTIVATED: "set back to Draft", SF_DELETED: "deleted"}
+
+
+def _state_from_change(change: dict[str, Any]) -> str:
+    if str(change.get("IsDeleted")).lower() == "true":  # JSON true, or "true" from a Bulk CSV
+        return SF_DELETED
+    if change.get("StatusCode") == "Draft":
+        return SF_DEACTIVATED
+    return SF_ACTIVE
+
+
+def mark_status_changes(
+    engine: sa.Engine, changes: list[dict[str, Any]], *, run_id: str, schema: str | None = None, now: datetime | None = None
+) -> int:
+    """Mark orders we hold that went back to Draft (``deactivated``) or were deleted (``deleted``).
+
+    ``changes``: ``{"Id", "StatusCode", "IsDeleted", "SystemModstamp"}`` per Salesforce order.
+    Their write-backs still to be sent become DEAD with the reason: writing ``Imported`` onto a
+    Draft or deleted order would be wrong. Returns how many orders were marked.
+    """
+    now = now or utc_now()
+    t = tables(schema)
+    o, w = t.external_orders, t.writeback_outbox
+    latest: dict[str, dict[str, Any]] = {}
+    for change in sorted(changes, key=lambda c: c.get("SystemModstamp") or ""):
+        latest[change["Id"]] = change
+    wanted = {order_id: state for order_id, c in latest.items() if (state := _state_from_change(c)) != SF_ACTIVE}
+    marked: dict[str, str] = {}
+    with engine.begin() as conn:
+        for batch in in_batches(sorted(wanted)):
+            held = conn.execute(sa.select(o.c.sf_order_id, o.c.sf_state).where(o.c.sf_order_id.in_(batch)))
+            marked.update({row.sf_order_id: wanted[row.sf_order_id] for row in held if row.sf_state != wanted[row.sf_order_id]})
+        for state, reason in _LEFT_ACTIVE.items():
+            for batch in in_batches(sorted(order_id for order_id, s in marked.items() if s == state)):
+                conn.execute(
+                    sa.update(o)
+                    .where(o.c.sf_order_id.in_(batch))
+                    .values(sf_state=state, sf_state_changed_at=now, last_run_id=run_id)
+                )
+                conn.execute(
+                    sa.update(w)
+                    .where(w.c.sf_order_id.in_(batch), w.c.state.in_(OUTBOX_UNSENT_STATES))
+                    .values(
+                        state=OUTBOX_DEAD,
+                        next_attempt_at=None,
+                        last_error_code=f"ORDER_{state.upper()}",
+                        last_error_message=f"not sent: the order was {reason} in Salesforce",
+                        updated_run_id=run_id,
+                        updated_at=now,
+                    )
+                )
+    return len(marked)
+
+
+# ---------------------------------------------------------------------------------------
+# Quarantine
+# ---------------------------------------------------------------------------------------
+
+
+def record_quarantine(
+    conn: sa.Connection, run_id: str, rows: list[dict[str, Any]], *, schema: str | None = None, now: datetime | None = None
+) -> None:
+    """Quarantine invalid orders of the run; ``rows``: sf_order_id, order_number, account_name,
+    failed_checks (check names), details ({check: message naming the field and value})."""
+    quarantined_at = now or utc_now()
+    records = [
+        {
+            "run_id": run_id,
+            "sf_order_id": row["sf_order_id"],
+            "order_number": row.get("order_number"),
+            "account_name": row.get("account_name"),
+            "failed_checks": list(row["failed_checks"]),
+            "details": dict(row["details"]),
+            "quarantined_at": quarantined_at,
+            "released_at": None,
+        }
+        for row in rows
+    ]
+    upsert(conn, tables(schema).quarantined_orders, records, ["run_id", "sf_order_id"])
+
+
+__all__ = ["LoadCounts", "WATERMARK_KEY", "get_watermark", "load_run", "mark_status_changes", "record_quarantine"]

@@ -1,0 +1,313 @@
+"""Staging: each run's extracted and transformed records, keyed by run, between the tasks.
+
+Extract writes staged orders and items (plain dicts, see ``model.py``); validate marks each
+order valid or invalid; transform reads the valid ones and stages its
+:class:`~salesforce_orders.model.TransformedOrder` records for the load. Readers page through
+a run with keyset pagination on ``sf_order_id``, so memory stays bounded by the chunk size
+whatever the run's volume, and no connection stays open while a chunk is being processed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from .model import StagedItem, StagedOrder, TransformedOrder
+from .warehouse import INVALID, STAGED, VALID, in_batches, parse_utc, tables, upsert, utc_now
+
+T = TypeVar("T")
+
+DEFAULT_CHUNK_SIZE = 2000
+
+
+# ---------------------------------------------------------------------------------------
+# Extracted records
+# ---------------------------------------------------------------------------------------
+
+
+def _modstamp(order: StagedOrder) -> datetime | None:
+    stamp = order.get("SystemModstamp")
+    return parse_utc(stamp) if stamp else None
+
+
+def _required(record: Mapping[str, Any], key: str, what: str) -> str:
+    value = record.get(key)
+    if not value:
+        raise ValueError(f"staged {what} without {key}: {sorted(record)[:10]}")
+    return value
+
+
+def stage_orders(
+    conn: sa.Connection, run_id: str, orders: list[StagedOrder], *, schema: str | None = None, now: datetime | None = None
+) -> int:
+    """Stage orders for the run; returns how many distinct orders were written.
+
+    An order staged twice (it changed while the run was paging) keeps the version with the
+    later ``SystemModstamp``; a re-staged order goes back to status ``staged``.
+    """
+    t = tables(schema).stg_orders
+    latest: dict[str, tuple[datetime | None, StagedOrder]] = {}
+    for order in orders:
+        order_id = _required(order, "Id", "order")
+        stamp = _modstamp(order)
+        previous = latest.get(order_id)
+        if previous is None or previous[0] is None or (stamp is not None and stamp >= previous[0]):
+            latest[order_id] = (stamp, order)
+    staged_at = now or utc_now()
+    rows = [
+        {
+            "run_id": run_id,
+            "sf_order_id": order_id,
+            "system_modstamp": stamp,
+            "record": order,
+            "status": STAGED,
+            "failed_checks": None,
+            "staged_at": staged_at,
+        }
+        for order_id, (stamp, order) in latest.items()
+    ]
+    upsert(
+        conn,
+        t,
+        rows,
+        ["run_id", "sf_order_id"],
+        update_where=lambda incoming: sa.or_(
+            t.c.system_modstamp.is_(None), incoming.system_modstamp >= t.c.system_modstamp
+        ),
+    )
+    return len(rows)
+
+
+def stage_items(
+    conn: sa.Connection, run_id: str, items: list[StagedItem], *, schema: str | None = None, now: datetime | None = None
+) -> int:
+    """Stage order products for the run; returns how many distinct items were written."""
+    staged_at = now or utc_now()
+    rows = [
+        {
+            "run_id": run_id,
+            "sf_order_item_id": _required(item, "Id", "order item"),
+            "sf_order_id": _required(item, "OrderId", "order item"),
+            "record": item,
+            "staged_at": staged_at,
+        }
+        for item in items
+    ]
+    upsert(conn, tables(schema).stg_order_items, rows, ["run_id", "sf_order_item_id"])
+    return len({row["sf_order_item_id"] for row in rows})
+
+
+def _keyset_chunks(
+    engine: sa.Engine,
+    query: sa.Select,
+    key: sa.Column,
+    chunk_size: int,
+    load: Callable[[sa.Connection, list[sa.Row]], T],
+) -> Iterator[T]:
+    """Page through ``query`` ordered by ``key``: ``WHERE key > last ORDER BY key LIMIT n``."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    last = None
+    while True:
+        page = query.order_by(key).limit(chunk_size)
+        if last is not None:
+            page = page.where(key > last)
+        with engine.connect() as conn:
+            rows = list(conn.execute(page))
+            if not rows:
+                return
+            chunk = load(conn, rows)
+        yield chunk  # outside the connection: the consumer may write while holding a chunk
+        if len(rows) < chunk_size:
+            return
+        last = rows[-1]._mapping[key]
+
+
+def iter_staged(
+    engine: sa.Engine,
+    run_id: str,
+    status: str | None = VALID,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    *,
+    schema: str | None = None,
+) -> Iterator[list[tuple[StagedOrder, list[StagedItem]]]]:
+    """The run's staged orders with their items, in chunks of at most ``chunk_size`` orders,
+    ordered by order id. ``status``: ``"valid"``, ``"staged"``, ``"invalid"``, or None for all."""
+    t = tables(schema)
+    orders, items = t.stg_orders, t.stg_order_items
+    query = sa.select(orders.c.sf_order_id, orders.c.record).where(orders.c.run_id == run_id)
+    if status is not None:
+        query = query.where(orders.c.status == status)
+
+    def with_items(conn: sa.Connection, rows: list[sa.Row]) -> list[tuple[StagedOrder, list[StagedItem]]]:
+        by_order: dict[str, list[StagedItem]] = {row.sf_order_id: [] for row in rows}
+        item_query = (
+            sa.select(items.c.sf_order_id, items.c.record)
+            .where(items.c.run_id == run_id, items.c.sf_order_id.in_(list(by_order)))
+            .order_by(items.c.sf_order_id, items.c.sf_order_item_id)
+        )
+        for item in conn.execute(item_query):
+            by_order[item.sf_order_id].append(item.record)
+        return [(row.record, by_order[row.sf_order_id]) for row in rows]
+
+    return _keyset_chunks(engine, query, orders.c.sf_order_id, chunk_size, with_items)
+
+
+def mark_validation(
+    conn: sa.Connection,
+    run_id: str,
+    invalid_ids: set[str] | Mapping[str, list[str]],
+    *,
+    checked_ids: Iterable[str] | None = None,
+    schema: str | None = None,
+) -> None:
+    """Record the validation outcome of staged orders.
+
+    ``invalid_ids``: the orders that failed, as a set or as ``{order id: [failed check, ...]}``
+    (the check names are kept on the staged row). ``checked_ids``: the orders validated in
+    this call (e.g. one chunk); those not invalid become ``valid``. Without it, every order of
+    the run still ``staged`` becomes ``valid``.
+    """
+    t = tables(schema).stg_orders
+    failures = dict(invalid_ids) if isinstance(invalid_ids, Mapping) else dict.fromkeys(invalid_ids)
+    if failures:
+        conn.execute(
+            sa.update(t)
+            .where(t.c.run_id == run_id, t.c.sf_order_id == sa.bindparam("b_order_id"))
+            .values(status=INVALID, failed_checks=sa.bindparam("b_checks", type_=t.c.failed_checks.type)),
+            [{"b_order_id": order_id, "b_checks": checks} for order_id, checks in failures.items()],
+        )
+    mark_valid = sa.update(t).where(t.c.run_id == run_id).values(status=VALID, failed_checks=None)
+    if checked_ids is None:
+        conn.execute(mark_valid.where(t.c.status == STAGED))
+        return
+    valid_ids = sorted(set(checked_ids) - set(failures))
+    for batch in in_batches(valid_ids):
+        conn.execute(mark_valid.where(t.c.sf_order_id.in_(batch)))
+
+
+# ---------------------------------------------------------------------------------------
+# Transformed records
+# ---------------------------------------------------------------------------------------
+
+
+def _to_payload(record: TransformedOrder) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+@cache
+def _decoder(annotation: Any) -> Callable[[Any], Any]:
+    """A function rebuilding a value of the model's declared type from its JSON form.
+
+    Built once per type: resolving annotations is far slower than decoding a record."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(options) != 1:
+            return _as_is
+        inner = _decoder(options[0])
+        return lambda value: None if value is None else inner(value)
+    if origin is tuple:
+        element = _decoder(typing.get_args(annotation)[0])
+        return lambda value: tuple(element(v) for v in value)
+    if dataclasses.is_dataclass(annotation):
+        hints = typing.get_type_hints(annotation)
+        fields = [(f.name, _decoder(hints[f.name])) for f in dataclasses.fields(annotation)]
+        # absent keys take the field's default (payloads staged before a field was added)
+        return lambda value: annotation(**{name: decode(value[name]) for name, decode in fields if name in value})
+    return _as_is
+
+
+def _from_payload(payload: Mapping[str, Any]) -> TransformedOrder:
+    return _decoder(TransformedOrder)(payload)
+
+
+def transformed_to_json(record: TransformedOrder) -> str:
+    return json.dumps(_to_payload(record), ensure_ascii=False, separators=(",", ":"))
+
+
+def transformed_from_json(text: str) -> TransformedOrder:
+    return _from_payload(json.loads(text))
+
+
+def stage_transformed(
+    conn: sa.Connection,
+    run_id: str,
+    records: list[TransformedOrder],
+    *,
+    schema: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    staged_at = now or utc_now()
+    rows = [
+        {"run_id": run_id, "sf_order_id": r.order.sf_order_id, "payload": _to_payload(r), "staged_at": staged_at}
+        for r in records
+    ]
+    upsert(conn, tables(schema).stg_transformed, rows, ["run_id", "sf_order_id"])
+
+
+def iter_transformed(
+    engine: sa.Engine, run_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE, *, schema: str | None = None
+) -> Iterator[list[TransformedOrder]]:
+    """The run's transformed orders in chunks of at most ``chunk_size``, ordered by order id."""
+    t = tables(schema).stg_transformed
+    query = sa.select(t.c.sf_order_id, t.c.payload).where(t.c.run_id == run_id)
+    return _keyset_chunks(
+        engine, query, t.c.sf_order_id, chunk_size, lambda _conn, rows: [_from_payload(row.payload) for row in rows]
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Clean-up
+# ---------------------------------------------------------------------------------------
+
+
+def clear_transformed(conn: sa.Connection, run_id: str, *, schema: str | None = None) -> None:
+    """Forget the run's transformed records (a retried transform starts clean)."""
+    t = tables(schema).stg_transformed
+    conn.execute(sa.delete(t).where(t.c.run_id == run_id))
+
+
+def clear_run(conn: sa.Connection, run_id: str, *, schema: str | None = None) -> None:
+    """Forget everything staged for the run (a retried extract starts clean)."""
+    for t in tables(schema).staging:
+        conn.execute(sa.delete(t).where(t.c.run_id == run_id))
+
+
+def purge_staging(
+    engine: sa.Engine, older_than: timedelta, *, schema: str | None = None, now: datetime | None = None
+) -> int:
+    """Delete staged rows written more than ``older_than`` ago; returns how many rows went."""
+    cutoff = (now or utc_now()) - older_than
+    deleted = 0
+    with engine.begin() as conn:
+        for t in tables(schema).staging:
+            deleted += conn.execute(sa.delete(t).where(t.c.staged_at < cutoff)).rowcount
+    return deleted
+
+
+__all__ = [
+    "clear_run",
+    "clear_transformed",
+    "iter_staged",
+    "iter_transformed",
+    "mark_validation",
+    "purge_staging",
+    "stage_items",
+    "stage_orders",
+    "stage_transformed",
+    "transformed_from_json",
+    "transformed_to_json",
+]

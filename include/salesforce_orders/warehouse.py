@@ -1,0 +1,717 @@
+"""The warehouse: table definitions (SQLAlchemy Core), engines, views and dialect-aware upserts.
+
+The same definitions serve SQLite (the embedded default) and PostgreSQL. Every timestamp is
+stored and returned timezone-aware in UTC (:class:`UtcDateTime`); JSON columns are ``JSONB``
+on PostgreSQL so analysts can query into them. ``docs/warehouse.md`` documents every table,
+column and view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.ddl import CreateView, DropView
+
+from .model import LIFECYCLE_STATES, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED
+
+log = logging.getLogger(__name__)
+
+# Write-back outbox row states.
+OUTBOX_PENDING = "PENDING"  # waiting to be sent (first try, or again after a transient error)
+OUTBOX_PROCESSING = "PROCESSING"  # claimed by a write-back run
+OUTBOX_DONE = "DONE"  # written to Salesforce
+OUTBOX_FAILED = "FAILED"  # Salesforce rejected it; later runs try again until the attempt limit
+OUTBOX_DEAD = "DEAD"  # given up: attempts exhausted, or the order left Activated / was deleted
+OUTBOX_STATES = (OUTBOX_PENDING, OUTBOX_PROCESSING, OUTBOX_DONE, OUTBOX_FAILED, OUTBOX_DEAD)
+OUTBOX_UNSENT_STATES = (OUTBOX_PENDING, OUTBOX_PROCESSING, OUTBOX_FAILED)
+
+SF_STATES = (SF_ACTIVE, SF_DEACTIVATED, SF_DELETED)
+RUN_STATUSES = ("running", "success", "failed")
+
+# Staged order validation status.
+STAGED, VALID, INVALID = "staged", "valid", "invalid"
+STAGING_STATUSES = (STAGED, VALID, INVALID)
+
+# Salesforce's maximum lengths for the staged order fields the warehouse stores as text
+# (names as in a staged order, see ``model.py``). The validation step checks them, and the
+# warehouse columns below take their lengths from here, so the two cannot drift apart.
+COLUMN_LIMITS: dict[str, int] = {
+    "OrderNumber": 30,
+    "Status": 40,
+    "StatusCode": 40,
+    "Type": 255,
+    "CurrencyIsoCode": 3,
+    "PoNumber": 80,
+    **{f"{prefix}{part}": limit for prefix in ("Billing", "Shipping") for part, limit in
+       (("Street", 255), ("City", 40), ("State", 80), ("PostalCode", 20), ("Country", 80))},
+    "Account.Name": 255,
+    "Account.Customer_ID__c": 40,
+    "Account.Parent.Name": 255,
+    **{f"Account.Billing{part}": limit for part, limit in
+       (("Street", 255), ("City", 40), ("State", 80), ("PostalCode", 20), ("Country", 80))},
+}
+# The same for staged order products.
+ITEM_COLUMN_LIMITS: dict[str, int] = {
+    "Product2.ProductCode": 255,
+    "Product2.Name": 255,
+    "Service_Number__c": 40,
+}
+
+SF_ID_LENGTH = 18
+CUSTOMER_ID_LENGTH = COLUMN_LIMITS["Account.Customer_ID__c"]
+EXTERNAL_NAME_LENGTH = 300  # "<prefix><OrderNumber> <Account.Name>": 30 + 1 + 255 and a short prefix
+RUN_ID_LENGTH = 250  # Airflow's own limit for run ids
+HASH_LENGTH = 64  # hex SHA-256
+SERVICE_KEY_LENGTH = 100  # "<order id>:<service number>" or "<order id>:item:<item id>"
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # used with fullmatch: no trailing "\n" slips through
+
+
+def validate_identifier(name: str) -> str:
+    """A schema or table name from config, checked before it reaches any SQL."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ValueError(
+            f"invalid warehouse identifier {name!r}: use letters, digits and underscores, "
+            "starting with a letter or underscore, at most 63 characters"
+        )
+    return name
+
+
+def parse_utc(value: str | datetime) -> datetime:
+    """A Salesforce / ISO 8601 timestamp (``...Z``, ``...+0000``, ``...+00:00``) as an aware UTC datetime."""
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp {value!r} has no time zone; Salesforce timestamps are always UTC-qualified")
+    return parsed.astimezone(UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------------------------------
+# Column types
+# ---------------------------------------------------------------------------------------
+
+
+class UtcDateTime(sa.types.TypeDecorator):
+    """Timezone-aware UTC datetimes on every dialect.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so the UTC wall time is stored
+    and the UTC zone put back on read. Naive datetimes are refused: their zone is a guess.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the warehouse stores timezone-aware UTC timestamps")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json() -> sa.types.TypeEngine:
+    # none_as_null: Python None is SQL NULL, not the JSON literal null.
+    return sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+
+
+def _money() -> sa.Numeric:
+    # Exact NUMERIC(18,2) in the database (Salesforce currency precision); floats in Python,
+    # as in the record model.
+    return sa.Numeric(18, 2, asdecimal=False)
+
+
+def _sf_id(name: str, *args: Any, **kw: Any) -> sa.Column:
+    return sa.Column(name, sa.String(SF_ID_LENGTH), *args, **kw)
+
+
+def _run_id(name: str, **kw: Any) -> sa.Column:
+    return sa.Column(name, sa.String(RUN_ID_LENGTH), **kw)
+
+
+def _ts(name: str, **kw: Any) -> sa.Column:
+    return sa.Column(name, UtcDateTime(), **kw)
+
+
+def _count(name: str) -> sa.Column:
+    return sa.Column(name, sa.Integer, nullable=False, default=0, server_default="0")
+
+
+def _one_of(column: str, values: Sequence[str], name: str) -> sa.CheckConstraint:
+    allowed = ", ".join(f"'{v}'" for v in values)
+    return sa.CheckConstraint(f"{column} IN ({allowed})", name=name)
+
+
+def _address(prefix: str, source: str) -> list[sa.Column]:
+    """``<prefix>_street`` ... ``<prefix>_country_code``, lengths of Salesforce's ``<source>*`` fields."""
+    return [
+        sa.Column(f"{prefix}street", sa.String(COLUMN_LIMITS[f"{source}Street"])),
+        sa.Column(f"{prefix}city", sa.String(COLUMN_LIMITS[f"{source}City"])),
+        sa.Column(f"{prefix}state", sa.String(COLUMN_LIMITS[f"{source}State"])),
+        sa.Column(f"{prefix}postal_code", sa.String(COLUMN_LIMITS[f"{source}PostalCode"])),
+        sa.Column(f"{prefix}country", sa.String(COLUMN_LIMITS[f"{source}Country"])),
+        sa.Column(f"{prefix}country_code", sa.String(2)),
+    ]
+
+
+# Deterministic constraint and index names (PostgreSQL needs them unique per schema).
+_NAMING = {
+    "pk": "pk_%(table_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+}
+
+
+def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
+    """A fresh MetaData holding every warehouse table, in ``schema`` (None: the default schema)."""
+    if schema is not None:
+        validate_identifier(schema)
+    md = sa.MetaData(schema=schema, naming_convention=_NAMING)
+
+    sa.Table(
+        "customers", md,
+        sa.Column("customer_id", sa.String(CUSTOMER_ID_LENGTH), primary_key=True),
+        _sf_id("sf_account_id", nullable=False, unique=True),
+        sa.Column("name", sa.String(COLUMN_LIMITS["Account.Name"])),
+        sa.Column("parent_customer_id", sa.String(CUSTOMER_ID_LENGTH), index=True),
+        _sf_id("parent_sf_account_id"),
+        sa.Column("customer_id_source", sa.String(16), nullable=False),
+        sa.Column("is_multi_location", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+        _count("location_count"),
+        *_address("billing_", "Billing"),
+        _ts("first_imported_at", nullable=False),
+        _ts("updated_at", nullable=False),
+        sa.Column("content_hash", sa.String(HASH_LENGTH), nullable=False),
+    )
+
+    sa.Table(
+        "customer_locations", md,
+        sa.Column("location_id", sa.String(HASH_LENGTH), primary_key=True),
+        sa.Column("customer_id", sa.String(CUSTOMER_ID_LENGTH), nullable=False, index=True),
+        _sf_id("sf_account_id", nullable=False),
+        *_address("", "Shipping"),
+        _ts("first_seen_at", nullable=False),
+    )
+
+    sa.Table(
+        "external_orders", md,
+        _sf_id("sf_order_id", primary_key=True),
+        sa.Column("order_number", sa.String(COLUMN_LIMITS["OrderNumber"]), nullable=False, index=True),
+        sa.Column("external_name", sa.String(EXTERNAL_NAME_LENGTH), nullable=False),
+        sa.Column("salesforce_url", sa.String(255), nullable=False),
+        sa.Column("customer_id", sa.String(CUSTOMER_ID_LENGTH), nullable=False, index=True),
+        _sf_id("sf_account_id", nullable=False),
+        sa.Column("account_name", sa.String(COLUMN_LIMITS["Account.Name"])),
+        sa.Column("sf_status", sa.String(COLUMN_LIMITS["Status"])),
+        sa.Column("sf_status_code", sa.String(COLUMN_LIMITS["StatusCode"])),
+        sa.Column("order_type", sa.String(COLUMN_LIMITS["Type"])),
+        sa.Column("effective_date", sa.Date),
+        _ts("activated_at"),
+        sa.Column("total_amount", _money()),
+        sa.Column("currency", sa.String(COLUMN_LIMITS["CurrencyIsoCode"])),
+        *_address("billing_", "Billing"),
+        *_address("service_", "Shipping"),
+        sa.Column("service_address_source", sa.String(16), nullable=False),
+        sa.Column("location_id", sa.String(HASH_LENGTH)),
+        sa.Column("destination", sa.String(16), nullable=False),
+        sa.Column("notes", sa.Text),
+        sa.Column("po_number", sa.String(COLUMN_LIMITS["PoNumber"])),
+        sa.Column("metadata", _json(), nullable=False),
+        sa.Column("is_zero_total", sa.Boolean, nullable=False),
+        _ts("sf_created_at"),
+        _ts("sf_system_modstamp"),
+        sa.Column("content_hash", sa.String(HASH_LENGTH), nullable=False),
+        sa.Column("lifecycle_state", sa.String(16), nullable=False, index=True),
+        sa.Column("lifecycle_error", sa.Text),
+        sa.Column("sf_state", sa.String(16), nullable=False),
+        _ts("sf_state_changed_at", nullable=False),
+        _ts("first_imported_at", nullable=False),
+        _ts("last_imported_at", nullable=False, index=True),
+        _run_id("last_run_id", nullable=False),
+        _one_of("lifecycle_state", LIFECYCLE_STATES, "lifecycle_state"),
+        _one_of("sf_state", SF_STATES, "sf_state"),
+    )
+
+    sa.Table(
+        "external_order_items", md,
+        _sf_id("sf_order_item_id", primary_key=True),
+        _sf_id("sf_order_id", sa.ForeignKey("external_orders.sf_order_id", ondelete="CASCADE"), nullable=False, index=True),
+        sa.Column("product_code", sa.String(ITEM_COLUMN_LIMITS["Product2.ProductCode"])),
+        sa.Column("product_name", sa.String(ITEM_COLUMN_LIMITS["Product2.Name"])),
+        sa.Column("quantity", _money()),
+        sa.Column("unit_price", _money()),
+        sa.Column("total_price", _money()),
+        sa.Column("service_number", sa.String(ITEM_COLUMN_LIMITS["Service_Number__c"])),
+        sa.Column("service_key", sa.String(SERVICE_KEY_LENGTH), nullable=False),
+        sa.Column("metadata", _json(), nullable=False),
+        _run_id("last_run_id", nullable=False),
+    )
+
+    sa.Table(
+        "order_services", md,
+        sa.Column("service_key", sa.String(SERVICE_KEY_LENGTH), primary_key=True),
+        _sf_id("sf_order_id", sa.ForeignKey("external_orders.sf_order_id", ondelete="CASCADE"), nullable=False, index=True),
+        sa.Column("service_number", sa.String(ITEM_COLUMN_LIMITS["Service_Number__c"])),
+        sa.Column("item_count", sa.Integer, nullable=False),
+        sa.Column("total_amount", _money(), nullable=False),
+        sa.Column("location_id", sa.String(HASH_LENGTH)),
+    )
+
+    sa.Table(
+        "quarantined_orders", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        _run_id("run_id", nullable=False),
+        _sf_id("sf_order_id", nullable=False, index=True),
+        # Text, not Salesforce's lengths: an order may be quarantined precisely for a value too long.
+        sa.Column("order_number", sa.Text),
+        sa.Column("account_name", sa.Text),
+        sa.Column("failed_checks", _json(), nullable=False),
+        sa.Column("details", _json(), nullable=False),
+        _ts("quarantined_at", nullable=False),
+        _ts("released_at"),
+        sa.UniqueConstraint("run_id", "sf_order_id"),
+    )
+
+    sa.Table(
+        "import_runs", md,
+        _run_id("run_id", primary_key=True),
+        _run_id("dag_run_id"),
+        sa.Column("run_type", sa.String(32)),
+        sa.Column("mode", sa.String(32)),
+        _ts("window_start"),
+        _ts("window_end"),
+        _ts("started_at"),
+        _ts("finished_at"),
+        sa.Column("status", sa.String(16), nullable=False),
+        *[_count(name) for name in (
+            "extracted", "valid", "quarantined", "skipped", "inserted", "updated", "unchanged",
+            "written_back", "writeback_failed", "deactivated", "api_calls",
+        )],
+        sa.Column("duration_seconds", sa.Float),
+        sa.Column("message", sa.Text),
+        _one_of("status", RUN_STATUSES, "status"),
+    )
+
+    sa.Table(
+        "writeback_outbox", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("sf_object", sa.String(40), nullable=False),
+        _sf_id("sf_record_id", nullable=False),
+        _sf_id("sf_order_id", nullable=False, index=True),
+        sa.Column("action", sa.String(80), nullable=False),
+        sa.Column("fields", _json(), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, default=0, server_default="0"),
+        _ts("next_attempt_at"),
+        sa.Column("last_error_code", sa.String(80)),
+        sa.Column("last_error_message", sa.Text),
+        _run_id("created_run_id", nullable=False),
+        _run_id("updated_run_id", nullable=False),
+        _ts("created_at", nullable=False),
+        _ts("updated_at", nullable=False),
+        sa.Index(None, "state", "next_attempt_at"),
+        sa.Index(None, "sf_object", "sf_record_id"),
+        _one_of("state", OUTBOX_STATES, "state"),
+    )
+
+    sa.Table(
+        "sync_state", md,
+        sa.Column("key", sa.String(100), primary_key=True),
+        sa.Column("value", sa.Text),
+        _ts("updated_at", nullable=False),
+    )
+
+    sa.Table(
+        "stg_orders", md,
+        _run_id("run_id", primary_key=True),
+        _sf_id("sf_order_id", primary_key=True),
+        _ts("system_modstamp"),
+        sa.Column("record", sa.JSON, nullable=False),
+        sa.Column("status", sa.String(8), nullable=False),
+        sa.Column("failed_checks", sa.JSON(none_as_null=True)),
+        _ts("staged_at", nullable=False, index=True),
+        _one_of("status", STAGING_STATUSES, "status"),
+    )
+
+    sa.Table(
+        "stg_order_items", md,
+        _run_id("run_id", primary_key=True),
+        _sf_id("sf_order_item_id", primary_key=True),
+        _sf_id("sf_order_id", nullable=False),
+        sa.Column("record", sa.JSON, nullable=False),
+        _ts("staged_at", nullable=False, index=True),
+        sa.Index(None, "run_id", "sf_order_id"),
+    )
+
+    sa.Table(
+        "stg_transformed", md,
+        _run_id("run_id", primary_key=True),
+        _sf_id("sf_order_id", primary_key=True),
+        sa.Column("payload", sa.JSON, nullable=False),
+        _ts("staged_at", nullable=False, index=True),
+    )
+    return md
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Typed access to the warehouse tables of one schema: ``t.customers``, ``t.external_orders``, ..."""
+
+    metadata: sa.MetaData
+    customers: sa.Table
+    customer_locations: sa.Table
+    external_orders: sa.Table
+    external_order_items: sa.Table
+    order_services: sa.Table
+    quarantined_orders: sa.Table
+    import_runs: sa.Table
+    writeback_outbox: sa.Table
+    sync_state: sa.Table
+    stg_orders: sa.Table
+    stg_order_items: sa.Table
+    stg_transformed: sa.Table
+
+    @classmethod
+    def from_metadata(cls, md: sa.MetaData) -> Tables:
+        prefix = f"{md.schema}." if md.schema else ""
+        names = [f.name for f in fields(cls) if f.name != "metadata"]
+        return cls(metadata=md, **{name: md.tables[prefix + name] for name in names})
+
+    @property
+    def staging(self) -> tuple[sa.Table, ...]:
+        return (self.stg_orders, self.stg_order_items, self.stg_transformed)
+
+
+@cache
+def tables(schema: str | None = None) -> Tables:
+    """The warehouse tables in ``schema``, built once per schema."""
+    return Tables.from_metadata(warehouse_metadata(schema))
+
+
+def create_all(engine: sa.Engine, schema: str | None = None) -> None:
+    """Create whatever is missing (schema, tables, indexes, views). Idempotent and cheap when
+    nothing is missing: every task calls it. Views are recreated only when their definition
+    in this code changed, so analysts' queries are not blocked by a DROP on every task."""
+    t = tables(schema)
+    with engine.begin() as conn:
+        if schema is not None:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+            elif conn.dialect.name == "sqlite" and schema != "main":
+                raise ValueError(f"SQLite warehouses have no schema {schema!r}: leave warehouse_schema unset")
+        t.metadata.create_all(conn)
+        views = _view_ddl(t, conn.dialect)
+        stored = conn.execute(sa.select(t.sync_state.c.value).where(t.sync_state.c.key == VIEWS_KEY)).scalar()
+        if stored != _fingerprint(views, conn.dialect):
+            _replace_views(conn, t, views)
+
+
+# ---------------------------------------------------------------------------------------
+# Views for analysts (documented in docs/warehouse.md)
+# ---------------------------------------------------------------------------------------
+
+
+def _utc_day(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
+    """The UTC calendar day of a UtcDateTime column, as the dialect spells it."""
+    if dialect == "postgresql":
+        return sa.cast(sa.func.timezone("UTC", column), sa.Date)
+    return sa.func.date(column)  # SQLite stores the UTC wall time as text
+
+
+def _view_orders_by_customer(t: Tables, dialect: str) -> sa.Select:
+    """Per customer: its own active orders, and those of its whole child hierarchy."""
+    c, o = t.customers, t.external_orders
+    # Every (ancestor, descendant) pair including (x, x); UNION, not UNION ALL, so a cycle ends.
+    tree = sa.select(c.c.customer_id.label("ancestor_id"), c.c.customer_id.label("descendant_id")).cte(
+        "customer_tree", recursive=True
+    )
+    child = c.alias("child")
+    tree = tree.union(
+        sa.select(tree.c.ancestor_id, child.c.customer_id).where(child.c.parent_customer_id == tree.c.descendant_id)
+    )
+    active = o.c.sf_state == SF_ACTIVE
+    own = sa.and_(active, tree.c.descendant_id == tree.c.ancestor_id)
+    return (
+        sa.select(
+            c.c.customer_id,
+            c.c.name,
+            c.c.parent_customer_id,
+            sa.func.count(sa.case((own, o.c.sf_order_id))).label("own_orders"),
+            sa.func.coalesce(sa.func.sum(sa.case((own, o.c.total_amount))), 0).label("own_amount"),
+            sa.func.count(sa.case((active, o.c.sf_order_id))).label("orders_including_children"),
+            sa.func.coalesce(sa.func.sum(sa.case((active, o.c.total_amount))), 0).label("amount_including_children"),
+        )
+        .select_from(c.join(tree, tree.c.ancestor_id == c.c.customer_id).outerjoin(o, o.c.customer_id == tree.c.descendant_id))
+        .group_by(c.c.customer_id, c.c.name, c.c.parent_customer_id)
+    )
+
+
+def _view_revenue_by_day(t: Tables, dialect: str) -> sa.Select:
+    o = t.external_orders
+    day = _utc_day(o.c.activated_at, dialect).label("day")
+    return (
+        sa.select(
+            day,
+            o.c.currency,
+            sa.func.count().label("orders"),
+            sa.func.coalesce(sa.func.sum(o.c.total_amount), 0).label("revenue"),
+        )
+        .where(o.c.sf_state == SF_ACTIVE, o.c.activated_at.is_not(None))
+        .group_by(day, o.c.currency)
+    )
+
+
+def _view_open_failures(t: Tables, dialect: str) -> sa.Select:
+    """Failed or abandoned write-backs not superseded by a newer row for the same record."""
+    w, o = t.writeback_outbox, t.external_orders
+    newer = w.alias("newer")
+    superseded = (
+        sa.select(newer.c.id)
+        .where(newer.c.sf_object == w.c.sf_object, newer.c.sf_record_id == w.c.sf_record_id, newer.c.id > w.c.id)
+        .exists()
+    )
+    return (
+        sa.select(
+            w.c.id.label("outbox_id"),
+            w.c.sf_object,
+            w.c.sf_record_id,
+            w.c.sf_order_id,
+            o.c.order_number,
+            o.c.account_name,
+            o.c.lifecycle_state,
+            w.c.action,
+            w.c.state,
+            w.c.attempts,
+            w.c.last_error_code,
+            w.c.last_error_message,
+            w.c.next_attempt_at,
+            w.c.updated_at,
+        )
+        .select_from(w.outerjoin(o, o.c.sf_order_id == w.c.sf_order_id))
+        .where(w.c.state.in_([OUTBOX_FAILED, OUTBOX_DEAD]), ~superseded)
+    )
+
+
+def _view_quarantined_orders(t: Tables, dialect: str) -> sa.Select:
+    q = t.quarantined_orders
+    return sa.select(
+        q.c.id,
+        q.c.run_id,
+        q.c.sf_order_id,
+        q.c.order_number,
+        q.c.account_name,
+        q.c.failed_checks,
+        q.c.details,
+        q.c.quarantined_at,
+    ).where(q.c.released_at.is_(None))
+
+
+def _view_multi_location_customers(t: Tables, dialect: str) -> sa.Select:
+    c = t.customers
+    child = c.alias("child")
+    child_count = (
+        sa.select(sa.func.count()).select_from(child).where(child.c.parent_customer_id == c.c.customer_id).scalar_subquery()
+    )
+    return sa.select(
+        c.c.customer_id,
+        c.c.name,
+        c.c.sf_account_id,
+        c.c.parent_customer_id,
+        c.c.location_count,
+        child_count.label("child_accounts"),
+        c.c.is_multi_location,
+    ).where(sa.or_(c.c.is_multi_location.is_(True), child_count > 0))
+
+
+VIEWS: dict[str, Callable[[Tables, str], sa.Select]] = {
+    "v_orders_by_customer": _view_orders_by_customer,
+    "v_revenue_by_day": _view_revenue_by_day,
+    "v_open_failures": _view_open_failures,
+    "v_quarantined_orders": _view_quarantined_orders,
+    "v_multi_location_customers": _view_multi_location_customers,
+}
+
+
+VIEWS_KEY = "warehouse.views"  # sync_state key: fingerprint of the view definitions in place
+
+
+def _view_ddl(t: Tables, dialect: sa.Dialect) -> list[CreateView]:
+    return [CreateView(build(t, dialect.name), name, schema=t.metadata.schema) for name, build in VIEWS.items()]
+
+
+def _fingerprint(views: list[CreateView], dialect: sa.Dialect) -> str:
+    sql = "\n".join(str(view.compile(dialect=dialect)) for view in views)
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
+def _replace_views(conn: sa.Connection, t: Tables, views: list[CreateView]) -> None:
+    for view in views:
+        conn.execute(DropView(view.table, if_exists=True))
+        conn.execute(view)
+    upsert(conn, t.sync_state, [{"key": VIEWS_KEY, "value": _fingerprint(views, conn.dialect), "updated_at": utc_now()}], ["key"])
+
+
+def create_views(engine: sa.Engine, schema: str | None = None) -> None:
+    """(Re)create the analyst views in one transaction (the tables must exist)."""
+    t = tables(schema)
+    with engine.begin() as conn:
+        _replace_views(conn, t, _view_ddl(t, conn.dialect))
+
+
+# ---------------------------------------------------------------------------------------
+# Engines
+# ---------------------------------------------------------------------------------------
+
+
+class WarehouseConnectionError(RuntimeError):
+    """The warehouse Airflow connection is missing or cannot be used; the message names it."""
+
+
+_POSTGRES_EXTRAS = ("sslmode", "sslcert", "sslkey", "sslrootcert", "connect_timeout", "application_name", "options",
+                    "target_session_attrs")
+
+
+def create_sqlite_engine(path: str) -> sa.Engine:
+    """A SQLite warehouse in ``path``: WAL (readers never block the writer), foreign keys enforced."""
+    engine = sa.create_engine(sa.URL.create("sqlite", database=path))
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")  # tasks of overlapping runs wait, not fail
+        cursor.close()
+
+    return engine
+
+
+def engine_from_connection(conn_id: str) -> sa.Engine:
+    """An engine for the Airflow Connection ``conn_id`` (conn_type ``sqlite`` or ``postgres``)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise WarehouseConnectionError(
+            f"Airflow connection {conn_id!r} is not defined: create it (UI, CLI or AIRFLOW_CONN_{conn_id.upper()}) "
+            "with conn_type sqlite (host = database file) or postgres"
+        ) from None
+    conn_type = (conn.conn_type or "").lower()
+    if conn_type == "sqlite":
+        if not conn.host:
+            raise WarehouseConnectionError(f"Airflow connection {conn_id!r} (sqlite) needs the database file path in host")
+        engine = create_sqlite_engine(conn.host)
+    elif conn_type in ("postgres", "postgresql"):
+        extras = conn.extra_dejson
+        url = sa.URL.create(
+            "postgresql+psycopg",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or None,
+            port=conn.port or None,
+            database=conn.schema or None,  # Airflow keeps the database name in "schema"
+            query={k: str(extras[k]) for k in _POSTGRES_EXTRAS if extras.get(k) not in (None, "")},
+        )
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    else:
+        raise WarehouseConnectionError(
+            f"Airflow connection {conn_id!r} has conn_type {conn.conn_type!r}; the warehouse supports sqlite and postgres"
+        )
+    log.info("Warehouse %s: %s", conn_id, engine.url.render_as_string(hide_password=True))
+    return engine
+
+
+# ---------------------------------------------------------------------------------------
+# Upserts
+# ---------------------------------------------------------------------------------------
+
+UPSERT_BATCH_SIZE = 2000
+
+
+def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT construct, which knows ON CONFLICT."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"the warehouse supports SQLite and PostgreSQL, not {conn.dialect.name}")
+
+
+def upsert(
+    conn: sa.Connection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    key_columns: list[str],
+    update_columns: list[str] | None = None,
+    *,
+    update_where: Callable[[Any], sa.ColumnElement[bool]] | None = None,
+) -> None:
+    """INSERT ... ON CONFLICT (key_columns) DO UPDATE, as batched executemany.
+
+    ``update_columns``: None updates every non-key column the rows carry; ``[]`` only inserts
+    rows that are absent (DO NOTHING). ``update_where(excluded)`` returns a condition that must
+    hold for an existing row to be updated (``excluded`` holds the incoming values). Rows with
+    the same key are collapsed first, the last one winning: one statement may not touch a row twice.
+    """
+    if not rows:
+        return
+    unique = list({tuple(row[k] for k in key_columns): row for row in rows}.values())
+    if update_columns is None:
+        update_columns = [c for c in unique[0] if c not in key_columns]
+    stmt = dialect_insert(conn, table)
+    if update_columns:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=key_columns,
+            set_={c: stmt.excluded[c] for c in update_columns},
+            where=update_where(stmt.excluded) if update_where else None,
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing()
+    for start in range(0, len(unique), UPSERT_BATCH_SIZE):
+        conn.execute(stmt, unique[start : start + UPSERT_BATCH_SIZE])
+
+
+def in_batches(values: Sequence[Any], size: int = UPSERT_BATCH_SIZE) -> list[Sequence[Any]]:
+    """``values`` in slices of at most ``size`` (bounds the parameters of an IN list)."""
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+__all__ = [
+    "COLUMN_LIMITS",
+    "ITEM_COLUMN_LIMITS",
+    "OUTBOX_STATES",
+    "Tables",
+    "UtcDateTime",
+    "VIEWS",
+    "WarehouseConnectionError",
+    "create_all",
+    "create_sqlite_engine",
+    "create_views",
+    "engine_from_connection",
+    "parse_utc",
+    "tables",
+    "upsert",
+    "validate_identifier",
+    "warehouse_metadata",
+]

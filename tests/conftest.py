@@ -1,0 +1,261 @@
+"""Shared fixtures: warehouse engines (SQLite and PostgreSQL) and a TransformedOrder builder.
+
+PostgreSQL is the server at ``TEST_POSTGRES_URL`` (default: 127.0.0.1:5432, user postgres,
+database ``test``). Each test session works in its own schema, dropped at the end, so runs do
+not collide. Without a reachable server the PostgreSQL tests are skipped with a loud reason,
+unless ``CI`` is set: then they fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+# As `make test` does: Airflow keeps its files inside the project, not in ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", str(Path(__file__).resolve().parents[1] / ".local" / "airflow"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@dataclass(frozen=True)
+class WarehouseTarget:
+    """An engine and the schema the warehouse lives in (None: the engine's default)."""
+
+    engine: sa.Engine
+    schema: str | None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    """A fresh SQLite warehouse file (WAL, foreign keys on) for one test."""
+    from salesforce_orders.warehouse import create_sqlite_engine
+
+    engine = create_sqlite_engine(str(tmp_path / "warehouse.db"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_schema() -> str:
+    """This session's own schema name."""
+    return f"test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_engine(postgres_schema: str) -> Iterator[sa.Engine]:
+    """An engine on the test PostgreSQL server whose search_path is this session's schema."""
+    engine = sa.create_engine(
+        POSTGRES_URL, connect_args={"options": f"-csearch_path={postgres_schema}", "connect_timeout": 3}
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.schema.CreateSchema(postgres_schema))
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        problem = (
+            f"POSTGRESQL NOT REACHABLE at {engine.url.render_as_string(hide_password=True)}: "
+            f"{str(exc.orig).strip().splitlines()[0]}"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{problem} -- CI is set, so the PostgreSQL warehouse tests must run")
+        pytest.skip(f"{problem} -- every PostgreSQL warehouse test is SKIPPED (start the server, or set CI=1 to fail instead)")
+    yield engine
+    with engine.begin() as conn:
+        conn.execute(sa.schema.DropSchema(postgres_schema, cascade=True, if_exists=True))
+    engine.dispose()
+
+
+@contextmanager
+def capture_statements(engine: sa.Engine) -> Iterator[list[str]]:
+    """The SQL statements the engine sends to the database while the block runs (one per executemany)."""
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def capture_sql() -> Callable[[sa.Engine], Any]:
+    """``with capture_sql(engine) as statements:`` records the SQL sent while the block runs."""
+    return capture_statements
+
+
+def _reset_schema(engine: sa.Engine, schema: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+        conn.execute(sa.schema.CreateSchema(schema))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def warehouse(request: pytest.FixtureRequest) -> Iterator[WarehouseTarget]:
+    """An empty warehouse target, once on SQLite and once on PostgreSQL (tables not created)."""
+    if request.param == "sqlite":
+        yield WarehouseTarget(request.getfixturevalue("sqlite_engine"), None)
+        return
+    engine = request.getfixturevalue("postgres_engine")
+    schema = request.getfixturevalue("postgres_schema")
+    _reset_schema(engine, schema)
+    yield WarehouseTarget(engine, schema)
+    _reset_schema(engine, schema)
+
+
+@pytest.fixture
+def created_warehouse(warehouse: WarehouseTarget) -> WarehouseTarget:
+    """``warehouse`` with its tables and views created."""
+    from salesforce_orders.warehouse import create_all
+
+    create_all(warehouse.engine, warehouse.schema)
+    return warehouse
+
+
+# ---------------------------------------------------------------------------------------
+# TransformedOrder builder
+# ---------------------------------------------------------------------------------------
+
+
+def sf_id(prefix: str, n: int) -> str:
+    """An 18-character Salesforce-style id: key prefix + zero-padded number + suffix."""
+    return f"{prefix}{n:012d}AAA"
+
+
+def build_transformed(
+    n: int,
+    *,
+    account: int = 1,
+    account_name: str = "Acme Corp",
+    customer_id: str | None = None,
+    parent_account: int | None = None,
+    parent_name: str | None = "Acme Holding",
+    items: tuple[tuple[int, str | None, float, float], ...] = ((1, "S1", 1.0, 100.0),),
+    street: str = "1 Main St",
+    city: str = "Springfield",
+    notes: str | None = None,
+    modstamp: str = "2026-01-02T03:04:05.000+0000",
+    activated_at: str = "2026-01-02T03:00:00.000+0000",
+    write_backs: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> Any:
+    """A TransformedOrder for order number ``n``; ``items``: (item number, service number, quantity, unit price).
+
+    The content hash covers the business content (not ``modstamp``), as the transform's does.
+    """
+    from salesforce_orders.model import (
+        REQUEST,
+        Address,
+        CustomerRecord,
+        ItemRecord,
+        LocationRecord,
+        OrderRecord,
+        ServiceRecord,
+        TransformedOrder,
+        WriteBack,
+    )
+
+    order_id = sf_id("801", n)
+    account_id = sf_id("001", account)
+    customer = customer_id or f"C-{account}"
+    parent_id = sf_id("001", parent_account) if parent_account else None
+    parent_customer = f"C-{parent_account}" if parent_account else None
+    address = Address(street, city, "IL", "62701", "United States", "US")
+    location_id = hashlib.sha256(f"{customer}|{street}|{city}".encode()).hexdigest()
+    item_records = tuple(
+        ItemRecord(
+            sf_order_item_id=sf_id("802", n * 100 + item_no),
+            sf_order_id=order_id,
+            product_code=f"P-{item_no}",
+            product_name=f"Product {item_no} ü",
+            quantity=qty,
+            unit_price=price,
+            total_price=qty * price,
+            service_number=service,
+            service_key=f"{order_id}:{service}" if service else f"{order_id}:item:{sf_id('802', n * 100 + item_no)}",
+            metadata={},
+        )
+        for item_no, service, qty, price in items
+    )
+    by_service: dict[str, list[Any]] = {}
+    for item in item_records:
+        by_service.setdefault(item.service_key, []).append(item)
+    services = tuple(
+        ServiceRecord(key, order_id, group[0].service_number, len(group), sum(i.total_price for i in group), location_id)
+        for key, group in by_service.items()
+    )
+    total = sum(i.total_price for i in item_records)
+    order = OrderRecord(
+        sf_order_id=order_id,
+        order_number=f"{n:08d}",
+        external_name=f"SF-{n:08d} {account_name}",
+        salesforce_url=f"https://example.my.salesforce.com/{order_id}",
+        customer_id=customer,
+        sf_account_id=account_id,
+        account_name=account_name,
+        status="Activated",
+        status_code="Activated",
+        order_type="New Service",
+        effective_date="2026-01-02",
+        activated_at=activated_at,
+        total_amount=total,
+        currency="USD",
+        billing=address,
+        service=address,
+        service_address_source="shipping",
+        location_id=location_id,
+        destination=REQUEST,
+        notes=notes,
+        po_number=None,
+        metadata=metadata or {},
+        is_zero_total=total == 0,
+        sf_created_at="2026-01-01T00:00:00.000+0000",
+        sf_system_modstamp=modstamp,
+    )
+    customer_record = CustomerRecord(customer, account_id, account_name, parent_id, parent_customer, "salesforce", address)
+    parent_record = (
+        CustomerRecord(parent_customer, parent_id, parent_name, None, None, "salesforce", Address())
+        if parent_account
+        else None
+    )
+    wbs = (
+        (
+            WriteBack("Order", order_id, {"Status": "Imported"}, order_id, "mark_imported"),
+            WriteBack("Account", account_id, {"Customer_ID__c": customer}, order_id, "set_customer_id"),
+        )
+        if write_backs
+        else ()
+    )
+    content = repr((order.order_number, account_name, customer, parent_id, parent_name, items, street, city, notes, metadata))
+    return TransformedOrder(
+        order=order,
+        items=item_records,
+        services=services,
+        customer=customer_record,
+        parent_customer=parent_record,
+        location=LocationRecord(location_id, customer, account_id, address),
+        write_backs=wbs,
+        content_hash=hashlib.sha256(content.encode()).hexdigest(),
+    )
+
+
+@pytest.fixture
+def make_transformed() -> Callable[..., Any]:
+    """The TransformedOrder builder (see ``build_transformed``)."""
+    return build_transformed

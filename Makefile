@@ -34,16 +34,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 run: $(STAMP)
-	$(BIN)/python -m salesforce_orders.demo
+	$(BIN)/python -m salesforce_orders_local.demo
 
 sandbox: $(STAMP)
 	$(BIN)/python -m salesforce_sandbox serve --port 8443 --orders 500 --seed 7
 
 up: $(STAMP)
-	$(BIN)/python -m salesforce_orders.demo --standalone
+	$(BIN)/python -m salesforce_orders_local.standalone
 
 bench: $(STAMP)
-	$(BIN)/python -m salesforce_orders.bench $(BENCH_ARGS)
+	$(BIN)/python -m salesforce_orders_local.bench $(BENCH_ARGS)
 
 lock: $(STAMP)
 	$(BIN)/uv pip compile requirements.txt --python $(BIN)/python --no-header --no-annotate -o constraints.txt

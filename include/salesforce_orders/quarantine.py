@@ -45,7 +45,7 @@ def validate_run(engine: sa.Engine, run_id: str, config: ImportConfig, *, today:
             for order_id, checks in result.failures.items()
         ]
         with engine.begin() as conn:
-            mark_validation(conn, run_id, [o.get("Id") for o, _ in chunk], set(result.failures), schema=schema)
+            mark_validation(conn, run_id, result.failures, checked_ids=[o.get("Id") for o, _ in chunk], schema=schema)
             record_quarantine(conn, run_id, quarantine_rows, schema=schema)
         summary.checked += len(chunk)
         summary.invalid += len(result.failures)

@@ -168,9 +168,30 @@ def service_address(order: StagedOrder) -> tuple[Address, str]:
 # --- customers and locations ---------------------------------------------------------
 
 
+def case_safe_id(record_id: str) -> str:
+    """The 18-character form of a Salesforce id (its suffix encodes the case of the first 15).
+
+    15-character ids differ only by case, and text fields (such as a unique customer-id field)
+    compare case-insensitively in Salesforce: only the 18-character form is safe there.
+    """
+    base = record_id[:_ACCOUNT_ID_LENGTH]
+    if len(base) < _ACCOUNT_ID_LENGTH:
+        return record_id
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+    suffix = ""
+    for start in range(0, _ACCOUNT_ID_LENGTH, 5):
+        bits = sum(1 << i for i, ch in enumerate(base[start : start + 5]) if "A" <= ch <= "Z")
+        suffix += alphabet[bits]
+    return base + suffix
+
+
 def assigned_customer_id(account_id: str, config: ImportConfig) -> str:
-    """The id we give an Account that has none: deterministic, so a retry never makes a second."""
-    return f"{config.assigned_customer_id_prefix}{account_id[:_ACCOUNT_ID_LENGTH]}"
+    """The id we give an Account that has none: deterministic, so a retry never makes a second.
+
+    Built from the case-safe 18-character Account id: two Accounts whose 15-character ids differ
+    only by case must not get ids that Salesforce's case-insensitive unique field sees as equal.
+    """
+    return f"{config.assigned_customer_id_prefix}{case_safe_id(account_id)}"
 
 
 def _customer_id(salesforce_value: Any, account_id: str, config: ImportConfig) -> tuple[str, str]:

@@ -304,7 +304,10 @@ class OutboxDrainer:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 rows = conn.execute(
-                    sa.select(outbox.c.sf_order_id, outbox.c.state, outbox.c.last_error_code, outbox.c.last_error_message, outbox.c.sf_object)
+                    sa.select(
+                        outbox.c.sf_order_id, outbox.c.sf_object, outbox.c.sf_record_id, outbox.c.state,
+                        outbox.c.last_error_code, outbox.c.last_error_message,
+                    )
                     .where(outbox.c.sf_order_id.in_(chunk))
                     .order_by(outbox.c.id)
                 )
@@ -324,7 +327,13 @@ class OutboxDrainer:
 
 
 def lifecycle_for(rows: list[Any]) -> tuple[str, str | None]:
-    """An order's lifecycle state and error from its outbox rows."""
+    """An order's lifecycle state and error from its outbox rows (oldest first).
+
+    Only the newest row per Salesforce record counts: a row that failed once is superseded by a
+    newer row for the same record that went through.
+    """
+    latest = {(r.sf_object, getattr(r, "sf_record_id", None)): r for r in rows}
+    rows = list(latest.values())
     failed = [r for r in rows if r.state in (ROW_FAILED, DEAD)]
     if failed:
         r = failed[-1]

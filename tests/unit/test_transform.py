@@ -12,6 +12,7 @@ from salesforce_orders.model import Address, SkippedOrder, TransformedOrder
 from salesforce_orders.transform import (
     CARD_MASK,
     assigned_customer_id,
+    case_safe_id,
     billing_address,
     customer_for,
     external_name,
@@ -245,7 +246,7 @@ def test_customer_id_from_salesforce() -> None:
 def test_assigned_customer_id_is_deterministic() -> None:
     config = ImportConfig()
     customer, _ = customer_for(staged_order(), config)
-    assert (customer.customer_id, customer.customer_id_source) == ("SF-0010000000000AA", "assigned")
+    assert (customer.customer_id, customer.customer_id_source) == ("SF-0010000000000AAAAY", "assigned")
     # The 15- and 18-character forms of one Account id give one customer.
     assert assigned_customer_id(ACCOUNT_ID[:15], config) == assigned_customer_id(ACCOUNT_ID, config)
     assert customer_for(staged_order(), config)[0] == customer
@@ -253,7 +254,15 @@ def test_assigned_customer_id_is_deterministic() -> None:
 
 def test_assigned_customer_id_prefix_is_configurable() -> None:
     config = parse_config({"assigned_customer_id_prefix": "EXT"})
-    assert assigned_customer_id(ACCOUNT_ID, config) == "EXT" + ACCOUNT_ID[:15]
+    assert assigned_customer_id(ACCOUNT_ID, config) == "EXT" + case_safe_id(ACCOUNT_ID)
+
+
+def test_assigned_customer_ids_of_ids_differing_only_by_case_differ_case_insensitively() -> None:
+    config = ImportConfig()
+    lower, upper = "00100000000001y", "00100000000001Y"
+    first, second = assigned_customer_id(lower, config), assigned_customer_id(upper, config)
+    assert first.casefold() != second.casefold()
+    assert case_safe_id("001A0000006Vm9r") == "001A0000006Vm9rIAC"  # Salesforce's documented example
 
 
 def test_customer_id_field_is_configurable() -> None:
@@ -285,7 +294,7 @@ def test_parent_without_customer_id_gets_the_assigned_id() -> None:
     order = staged_order(**{"Account.ParentId": PARENT_ID, "Account.Parent.Name": "Acme Holdings"})
     customer, parent = customer_for(order, ImportConfig())
     assert parent is not None
-    assert parent.customer_id == "SF-" + PARENT_ID[:15] == customer.parent_customer_id
+    assert parent.customer_id == "SF-" + case_safe_id(PARENT_ID) == customer.parent_customer_id
     assert parent.customer_id_source == "assigned"
 
 
@@ -539,7 +548,7 @@ def test_order_record_values() -> None:
     assert (order.sf_order_id, order.order_number, order.customer_id, order.sf_account_id) == (
         ORDER_ID,
         "00000100",
-        "SF-0010000000000AA",
+        "SF-0010000000000AAAAY",
         ACCOUNT_ID,
     )
     assert (order.status, order.status_code, order.order_type) == ("Activated", "Activated", "New Service")
@@ -600,7 +609,7 @@ def test_write_backs_merge_status_and_card_mask_for_the_order() -> None:
         ACCOUNT_ID,
         ORDER_ID,
     )
-    assert account_update.fields == {"Customer_ID__c": "SF-0010000000000AA"}
+    assert account_update.fields == {"Customer_ID__c": "SF-0010000000000AAAAY"}
     assert account_update.action == "set_customer_id"
 
 
@@ -641,7 +650,7 @@ def test_write_backs_use_the_configured_names() -> None:
     )
     order_update, account_update = transform(config=config).write_backs
     assert order_update.fields == {"Status": "Synced", "Card_Token__c": CARD_MASK}
-    assert account_update.fields == {"Legacy_ID__c": "SF-0010000000000AA"}
+    assert account_update.fields == {"Legacy_ID__c": "SF-0010000000000AAAAY"}
 
 
 def test_no_card_fields_means_no_mask() -> None:

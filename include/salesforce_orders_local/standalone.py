@@ -1,0 +1,44 @@
+"""``make up``: ``airflow standalone`` with the sandbox, the connections and the Variable preset.
+
+The UI listens on http://localhost:8080 (``airflow standalone`` prints the admin password). The
+sandbox serves on https://localhost:8443 with the demo org kept in ``.local/sandbox``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from .airflow_env import configure, connection_env, sqlite_warehouse_connection, variable_env
+from .demo import STATE_DIR, sandbox_connection
+from .demo import start_sandbox as _start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--orders", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--port", type=int, default=8080, help="Airflow UI port")
+    args = parser.parse_args(argv)
+
+    server = _start(STATE_DIR, args.orders, args.seed)
+    env = {
+        **connection_env("salesforce_default", sandbox_connection(server)),
+        **connection_env("orders_warehouse", sqlite_warehouse_connection(STATE_DIR / "warehouse.db")),
+        **variable_env("salesforce_orders_config", {"enabled": True}),
+        "AIRFLOW__API__PORT": str(args.port),
+    }
+    configure(STATE_DIR / "airflow", env)
+    print(f"Sandbox: {server.url} (CA {server.ca_path}); Airflow UI: http://localhost:{args.port}", flush=True)
+    try:
+        return subprocess.call([sys.executable, "-m", "airflow", "standalone"], env={**os.environ})
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Run planning: which window each kind of run extracts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from salesforce_orders.config import parse_config
+from salesforce_orders.runs import (
+    BACKFILL,
+    FULL_RESYNC,
+    INCREMENTAL,
+    ORDER_NUMBERS,
+    SINCE,
+    ParamError,
+    parse_order_numbers,
+    parse_since,
+    plan_run,
+)
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+START = datetime(2026, 11, 22, 11, 30, tzinfo=UTC)
+END = datetime(2026, 11, 22, 11, 45, tzinfo=UTC)
+
+
+def plan(run_type="scheduled", params=None, watermark=None, **config):
+    return plan_run(
+        run_type=run_type,
+        data_interval_start=START,
+        data_interval_end=END,
+        params=params or {},
+        watermark=watermark,
+        now=NOW,
+        config=parse_config(config or None),
+    )
+
+
+def test_first_scheduled_run_reaches_back_the_lookback():
+    p = plan()
+    assert p.mode == INCREMENTAL
+    assert p.window.changed_from is None
+    assert p.window.changed_to == END
+    assert p.window.activated_since == NOW - timedelta(days=730)
+
+
+def test_scheduled_run_starts_at_watermark_minus_overlap():
+    p = plan(watermark="2026-11-20T10:00:00.000+0000", overlap_minutes=5)
+    assert p.window.changed_from == datetime(2026, 11, 20, 9, 55, tzinfo=UTC)
+    assert p.window.changed_to == END
+
+
+def test_manual_run_without_params_runs_up_to_now():
+    p = plan(run_type="manual", watermark="2026-11-20T10:00:00.000+0000")
+    assert p.mode == INCREMENTAL and p.window.changed_to is None
+
+
+def test_backfill_takes_exactly_its_interval():
+    p = plan(run_type="backfill", watermark="2026-11-20T10:00:00.000+0000")
+    assert p.mode == BACKFILL
+    assert (p.window.changed_from, p.window.changed_to) == (START, END)
+
+
+def test_params_take_precedence():
+    assert plan(params={"order_numbers": ["00000100", "00000101"]}).window.order_numbers == ("00000100", "00000101")
+    assert plan(params={"order_numbers": "00000100, 00000101"}).mode == ORDER_NUMBERS
+    assert plan(params={"full_resync": True}).mode == FULL_RESYNC
+    since = plan(params={"since": "2026-01-01"})
+    assert since.mode == SINCE and since.window.since == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_lookback_is_configurable():
+    assert plan(lookback_days=30).window.activated_since == NOW - timedelta(days=30)
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "2026-13-01", "01/02/2026"])
+def test_bad_since_names_the_param(bad):
+    with pytest.raises(ParamError, match="param 'since'"):
+        parse_since(bad)
+
+
+def test_order_numbers_are_deduplicated_and_checked():
+    assert parse_order_numbers(["1", "1", " 2 "]) == ("1", "2")
+    with pytest.raises(ParamError, match="order_numbers"):
+        parse_order_numbers(["x" * 31])

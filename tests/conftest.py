@@ -20,9 +20,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-# As `make test` does: Airflow keeps its files inside the project, not in ~/airflow.
-os.environ.setdefault("AIRFLOW_HOME", str(Path(__file__).resolve().parents[1] / ".local" / "airflow"))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# Airflow reads its configuration when first imported: point it at the tests' own home inside
+# the project (not ~/airflow, not the home `make run` uses) before any test imports it.
+_PROJECT = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = _PROJECT / ".local" / "airflow-test"
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_PROJECT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(_PROJECT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -7,7 +7,6 @@ warehouse's staging tables (keyed by ``run_id``), so tasks may run on different 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
@@ -226,4 +225,4 @@ def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], star
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
-__all__ = ["extract", "load", "mark_status_changes", "report", "transform", "validate", "write_back", "time"]
+__all__ = ["extract", "load", "mark_status_changes", "report", "transform", "validate", "write_back"]

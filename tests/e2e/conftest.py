@@ -17,8 +17,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
-from salesforce_orders_local.airflow_env import configure, connection_env, postgres_warehouse_connection, sqlite_warehouse_connection
+from salesforce_orders_local.airflow_env import (
+    configure,
+    connection_env,
+    postgres_warehouse_connection,
+    sqlite_warehouse_connection,
+)
 
 ORG_ORDERS = 240
 ORG_SEED = 11

@@ -44,7 +44,6 @@ def _blank(value) -> bool:
 
 
 def test_first_run_imports_transforms_and_writes_back(harness):
-    org = harness.org
     harness.set_config(routing=ROUTING, order_field_mappings=MAPPINGS)
     expected = activated_orders(harness)
     items = items_by_order(harness)
@@ -196,7 +195,6 @@ def test_backfill_takes_exactly_its_interval(harness):
     """A backfill run's extract reads just the orders whose SystemModstamp falls in its interval."""
     from salesforce_orders import stages
 
-    org = harness.org
     stamps = sorted(r["SystemModstamp"] for r in activated_orders(harness).values())
     lo, hi = stamps[len(stamps) // 4], stamps[len(stamps) // 2]
     parse = lambda s: datetime.strptime(s[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)  # noqa: E731

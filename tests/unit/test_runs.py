@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from salesforce_orders.config import parse_config
 from salesforce_orders.runs import (
     BACKFILL,

@@ -1,0 +1,152 @@
+"""Bulk API 2.0 through simple-salesforce's ``sf.bulk2`` and raw calls."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+from salesforce_sandbox import bulk
+from salesforce_sandbox.server import SandboxServer
+from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import SalesforceOperationError
+
+# simple-salesforce sleeps `wait` seconds before its first poll (default 5).
+NO_WAIT = 0
+
+
+def _rows(page: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(page)))
+
+
+def test_query_pages_are_csv_with_a_header_each(sf: Salesforce):
+    expected = sf.query("SELECT COUNT() FROM Order WHERE Status = 'Activated'")["totalSize"]
+    pages = list(
+        sf.bulk2.Order.query(
+            "SELECT Id, Account.Name, TotalAmount FROM Order WHERE Status = 'Activated'", max_records=60, wait=NO_WAIT
+        )
+    )
+    assert len(pages) == -(-expected // 60)
+    rows = []
+    for page in pages:
+        assert page.splitlines()[0] == '"Id","Account.Name","TotalAmount"'
+        rows.extend(_rows(page)[1:])
+    assert len(rows) == expected == len({r[0] for r in rows})
+
+
+def test_values_are_quoted_and_null_is_empty(sf: Salesforce, make_order: Callable[..., str]):
+    order_id = make_order()
+    (page,) = sf.bulk2.Order.query(f"SELECT Id, Description, Status FROM Order WHERE Id = '{order_id}'", wait=NO_WAIT)
+    assert page.splitlines()[1] == f'"{order_id}",,"Draft"'
+
+
+def test_download_writes_csv_files(sf: Salesforce, tmp_path: Path):
+    results = sf.bulk2.OrderItem.download("SELECT Id, Order.OrderNumber FROM OrderItem", str(tmp_path), wait=NO_WAIT)
+    total = sum(r["number_of_records"] for r in results)
+    assert total == sf.query("SELECT COUNT() FROM OrderItem")["totalSize"]
+    first = Path(results[0]["file"]).read_text()
+    assert first.startswith('"Id","Order.OrderNumber"\n')
+
+
+def test_query_all_job_includes_deleted_rows(sf: Salesforce, make_order: Callable[..., str]):
+    order_id = make_order()
+    sf.Order.delete(order_id)
+    soql = f"SELECT Id, IsDeleted FROM Order WHERE Id = '{order_id}'"
+    (visible,) = sf.bulk2.Order.query(soql, wait=NO_WAIT)
+    (everything,) = sf.bulk2.Order.query_all(soql, wait=NO_WAIT)
+    assert len(_rows(visible)) == 1
+    assert _rows(everything)[1] == [order_id, "true"]
+
+
+def test_job_state_progression_and_results_before_completion(api: Callable[..., requests.Response]):
+    created = api("POST", "jobs/query", json={"operation": "query", "query": "SELECT Id FROM OrderItem"})
+    assert created.status_code == 200
+    job = created.json()
+    assert (job["state"], job["jobType"], job["object"]) == ("UploadComplete", "V2Query", "OrderItem")
+    assert job["id"].startswith("750")
+
+    states = []
+    deadline = time.monotonic() + 10
+    while not states or states[-1] != "JobComplete":
+        assert time.monotonic() < deadline
+        states.append(api("GET", f"jobs/query/{job['id']}").json()["state"])
+    assert set(states) <= {"InProgress", "JobComplete"}
+
+    page = api("GET", f"jobs/query/{job['id']}/results", params={"maxRecords": 100})
+    assert page.headers["Content-Type"].startswith("text/csv")
+    assert page.headers["Sforce-NumberOfRecords"] == "100"
+    locator = page.headers["Sforce-Locator"]
+    assert locator not in ("", "null")
+    last = api("GET", f"jobs/query/{job['id']}/results", params={"maxRecords": 100000, "locator": locator})
+    assert last.headers["Sforce-Locator"] == "null"
+    assert api("GET", "jobs/query").json()["records"][-1]["id"] == job["id"]
+
+
+def test_results_are_refused_until_the_job_completes(
+    api: Callable[..., requests.Response], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(bulk, "MIN_PROCESSING_SECONDS", 30.0)  # a job that is surely still running
+    job = api("POST", "jobs/query", json={"operation": "query", "query": "SELECT Id FROM Order"}).json()
+    assert api("GET", f"jobs/query/{job['id']}").json()["state"] == "InProgress"
+    response = api("GET", f"jobs/query/{job['id']}/results")
+    assert response.status_code == 412
+    assert response.json()[0]["errorCode"] == "JOB_NOT_COMPLETE"
+
+
+def test_abort_and_delete_a_query_job(api: Callable[..., requests.Response]):
+    job = api("POST", "jobs/query", json={"operation": "query", "query": "SELECT Id FROM Order"}).json()
+    aborted = api("PATCH", f"jobs/query/{job['id']}", json={"state": "Aborted"})
+    assert aborted.json()["state"] == "Aborted"
+    assert api("DELETE", f"jobs/query/{job['id']}").status_code == 204
+    assert api("GET", f"jobs/query/{job['id']}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "soql",
+    ["SELECT COUNT(Id) FROM Order", "SELECT Id, (SELECT Id FROM OrderItems) FROM Order"],
+)
+def test_aggregates_and_subqueries_are_refused(api: Callable[..., requests.Response], soql: str):
+    response = api("POST", "jobs/query", json={"operation": "query", "query": soql})
+    assert response.status_code == 400
+    assert response.json()[0]["errorCode"] == "API_ERROR"
+
+
+def test_ingest_update_reports_successes_and_failures(sf: Salesforce, make_order: Callable[..., str]):
+    good, bad = make_order(), make_order()
+    (result,) = sf.bulk2.Order.update(
+        records=[{"Id": good, "Description": "bulk"}, {"Id": bad, "Status": "Nope"}], wait=NO_WAIT
+    )
+    assert (result["numberRecordsProcessed"], result["numberRecordsFailed"]) == (2, 1)
+    assert sf.Order.get(good)["Description"] == "bulk"
+
+    outcome = sf.bulk2.Order.get_all_ingest_records(result["job_id"])
+    (succeeded,) = outcome["successfulRecords"]
+    assert (succeeded["sf__Id"], succeeded["sf__Created"], succeeded["Description"]) == (good, "false", "bulk")
+    (failed,) = outcome["failedRecords"]
+    assert failed["sf__Id"] == bad
+    assert failed["sf__Error"].startswith("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST:")
+    assert outcome["unprocessedRecords"] == []
+
+
+def test_ingest_insert_creates_records(sf: Salesforce):
+    (result,) = sf.bulk2.Account.insert(records=[{"Name": "Bulk One"}, {"Name": "Bulk Two"}], wait=NO_WAIT)
+    assert result["numberRecordsFailed"] == 0
+    rows = list(csv.DictReader(io.StringIO(sf.bulk2.Account.get_successful_records(result["job_id"]))))
+    assert [r["sf__Created"] for r in rows] == ["true", "true"]
+    assert {sf.Account.get(r["sf__Id"])["Name"] for r in rows} == {"Bulk One", "Bulk Two"}
+
+
+def test_ingest_with_an_unknown_column_fails_the_job(sf: Salesforce):
+    with pytest.raises(SalesforceOperationError, match="Field name not found : Bogus__c"):
+        sf.bulk2.Account.insert(records=[{"Name": "x", "Bogus__c": "y"}], wait=NO_WAIT)
+
+
+def test_bulk_calls_are_counted(sandbox: SandboxServer, sf: Salesforce):
+    before = sandbox.admin.stats()["calls"]["bulk_query"]
+    list(sf.bulk2.Order.query("SELECT Id FROM Order", wait=NO_WAIT))
+    # create, at least one poll, one results page
+    assert sandbox.admin.stats()["calls"]["bulk_query"] - before >= 3

@@ -1,0 +1,79 @@
+"""sObject Collections through ``sf.restful('composite/sobjects', ...)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import SalesforceMalformedRequest
+
+
+def _update(order_id: str, **values) -> dict:
+    return {"attributes": {"type": "Order"}, "id": order_id, **values}
+
+
+def test_update_in_request_order_with_partial_failure(sf: Salesforce, make_order: Callable[..., str]):
+    first, second = make_order(), make_order()
+    results = sf.restful(
+        "composite/sobjects",
+        method="PATCH",
+        json={
+            "allOrNone": False,
+            "records": [
+                _update(first, Description="one"),
+                _update(second, Status="NoSuchStatus"),
+                _update(second, Description="two"),
+            ],
+        },
+    )
+    assert results[0] == {"id": first, "success": True, "errors": []}
+    assert results[1]["success"] is False
+    assert results[1]["errors"][0]["statusCode"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    assert results[1]["errors"][0]["fields"] == ["Status"]
+    assert results[2] == {"id": second, "success": True, "errors": []}
+    assert sf.Order.get(first)["Description"] == "one"
+    assert sf.Order.get(second)["Description"] == "two"
+
+
+def test_all_or_none_rolls_everything_back(sf: Salesforce, make_order: Callable[..., str]):
+    first, second = make_order(), make_order()
+    results = sf.restful(
+        "composite/sobjects",
+        method="PATCH",
+        json={"allOrNone": True, "records": [_update(first, Description="kept?"), _update(second, BillingCity="x" * 41)]},
+    )
+    assert results[0]["success"] is False
+    assert results[0]["errors"][0]["statusCode"] == "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+    assert results[1]["errors"][0]["statusCode"] == "STRING_TOO_LONG"
+    assert sf.Order.get(first)["Description"] is None
+
+
+def test_create_and_delete(sf: Salesforce):
+    created = sf.restful(
+        "composite/sobjects",
+        method="POST",
+        json={"records": [{"attributes": {"type": "Account"}, "Name": f"Collection {i}"} for i in range(3)]},
+    )
+    ids = [r["id"] for r in created]
+    assert all(r["success"] for r in created) and all(i.startswith("001") for i in ids)
+    deleted = sf.restful("composite/sobjects", method="DELETE", params={"ids": ",".join(ids), "allOrNone": "false"})
+    assert deleted == [{"id": i, "success": True, "errors": []} for i in ids]
+
+
+def test_record_without_type_or_id_fails_alone(sf: Salesforce, make_order: Callable[..., str]):
+    order_id = make_order()
+    results = sf.restful(
+        "composite/sobjects",
+        method="PATCH",
+        json={"records": [{"id": order_id, "Description": "x"}, {"attributes": {"type": "Order"}, "Description": "y"}]},
+    )
+    assert results[0]["errors"][0]["statusCode"] == "INVALID_TYPE"
+    assert results[1]["errors"][0]["statusCode"] == "MISSING_ARGUMENT"
+
+
+def test_more_than_200_records_is_rejected(sf: Salesforce, make_order: Callable[..., str]):
+    order_id = make_order()
+    with pytest.raises(SalesforceMalformedRequest) as failure:
+        sf.restful("composite/sobjects", method="PATCH", json={"records": [_update(order_id)] * 201})
+    assert failure.value.content[0]["errorCode"] == "EXCEEDED_ID_LIMIT"

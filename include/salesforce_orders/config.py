@@ -42,8 +42,8 @@ DEFAULT_CARD_FIELDS = (
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")  # fits PostgreSQL's 63-byte names
 _CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")  # what Airflow allows in a connection id
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-# The assigned id is the prefix plus 15 characters and must fit the 40-character id field.
-_MAX_ASSIGNED_PREFIX = 25
+# The assigned id is the prefix plus the 18-character Account id and must fit the 40-character id field.
+_MAX_ASSIGNED_PREFIX = 22
 
 _PROBLEMS = "config_problems"  # error type carrying (path suffix, message) pairs
 

@@ -68,7 +68,7 @@ ITEM_COLUMN_LIMITS: dict[str, int] = {
 
 SF_ID_LENGTH = 18
 CUSTOMER_ID_LENGTH = COLUMN_LIMITS["Account.Customer_ID__c"]
-EXTERNAL_NAME_LENGTH = 300  # "<prefix><OrderNumber> <Account.Name>": 30 + 1 + 255 and a short prefix
+EXTERNAL_NAME_LENGTH = 330  # "<prefix><OrderNumber> <Account.Name>": 40 + 30 + 1 + 255
 RUN_ID_LENGTH = 250  # Airflow's own limit for run ids
 HASH_LENGTH = 64  # hex SHA-256
 SERVICE_KEY_LENGTH = 100  # "<order id>:<service number>" or "<order id>:item:<item id>"

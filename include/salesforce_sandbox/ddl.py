@@ -23,7 +23,9 @@ def create_tables(conn: sqlite3.Connection, schema: Schema) -> None:
             cols.append(col)
         table = quote_ident(obj.name)
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)})")
-        indexed = ["SystemModstamp", "IsDeleted"]
+        # No index on IsDeleted: it matches almost every row, and without statistics SQLite's
+        # planner would prefer it to a selective index such as OrderId.
+        indexed = ["SystemModstamp"]
         indexed += [f.name for f in obj.fields if f.type == "reference" and f.name not in ("CreatedById", "LastModifiedById", "OwnerId")]
         indexed += [f.name for f in obj.fields if f.external_id or f.auto_number]
         for name in dict.fromkeys(indexed):

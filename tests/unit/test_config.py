@@ -211,7 +211,7 @@ def test_every_key_has_a_wrong_type_case() -> None:
         ("api_budget_share", 2, "must be at most 1"),
         ("order_prefix", "P" * 41, "must be at most 40 characters"),
         ("imported_status", "S" * 41, "must be at most 40 characters"),
-        ("assigned_customer_id_prefix", "P" * 26, "must be at most 25 characters"),
+        ("assigned_customer_id_prefix", "P" * 23, "must be at most 22 characters"),
     ],
 )
 def test_out_of_range(key: str, value: object, message: str) -> None:

@@ -121,7 +121,7 @@ def test_column_lengths_follow_salesforce_field_lengths():
     assert t.external_orders.c.service_postal_code.type.length == 20
     assert t.external_orders.c.account_name.type.length == 255
     assert t.external_orders.c.po_number.type.length == 80
-    assert t.external_orders.c.external_name.type.length == 300
+    assert t.external_orders.c.external_name.type.length == 330
     assert t.customer_locations.c.state.type.length == 80
 
 

@@ -38,7 +38,7 @@ def test_conventions(dag):
     assert dag.doc_md and "salesforce_orders_config" in dag.doc_md and "backfill" in dag.doc_md
     assert dag.start_date is not None and dag.start_date.year == 2026
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
-    assert dag.timetable._expression == "*/15 * * * *"
+    assert dag.timetable.expression == "*/15 * * * *"
     for t in dag.tasks:
         assert t.retries >= (1 if t.task_id == "report" else 2), t.task_id
         assert t.retry_delay >= timedelta(seconds=30), t.task_id

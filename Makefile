@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 run: $(STAMP)
-	$(BIN)/python -m salesforce_orders_local.demo
+	$(BIN)/python -m salesforce_orders_local.demo $(RUN_ARGS)
 
 sandbox: $(STAMP)
 	$(BIN)/python -m salesforce_sandbox serve --port 8443 --orders 500 --seed 7

@@ -51,11 +51,11 @@ def extract(
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     from .config import ConfigError
-    from .extract import extract_rest
+    from .extract import extract_bulk, extract_rest
     from .load import get_watermark
     from .report import start_run
     from .runs import ParamError, plan_run
-    from .soql import build_orders_query
+    from .soql import build_count_query, build_items_query, build_orders_bulk_query, build_orders_query
     from .staging import clear_run
 
     try:
@@ -80,21 +80,34 @@ def extract(
         clear_run(conn, run_id, schema=config.warehouse_schema)
     hook = _hook(config)
     hook.set_budget_share(config.api_budget_share)
-    soql = build_orders_query(config, plan.window)
-    summary = extract_rest(
-        engine,
-        hook,
-        run_id,
-        soql,
-        items_relationship=config.order_items_relationship,
-        page_size=config.extract_page_size,
-        schema=config.warehouse_schema,
-    )
+    expected = hook.count(build_count_query(config, plan.window))
+    path = "bulk" if expected > config.bulk_threshold else "rest"
+    log.info("%d orders to extract: using the %s API (bulk_threshold %d)", expected, path.upper(), config.bulk_threshold)
+    if path == "bulk":
+        summary = extract_bulk(
+            engine,
+            hook,
+            run_id,
+            build_orders_bulk_query(config, plan.window),
+            build_items_query(config, plan.window),
+            schema=config.warehouse_schema,
+        )
+    else:
+        summary = extract_rest(
+            engine,
+            hook,
+            run_id,
+            build_orders_query(config, plan.window),
+            items_relationship=config.order_items_relationship,
+            page_size=config.extract_page_size,
+            schema=config.warehouse_schema,
+        )
     log.info("Extracted %d orders with %d items in %d pages (%d API calls)", summary.orders, summary.items, summary.pages, hook.usage.calls)
     return {
         "run_id": run_id,
         "instance_url": hook.instance_url,
         "window": plan.as_dict(),
+        "path": path,
         **summary.as_dict(),
         "api_calls": hook.usage.calls,
     }

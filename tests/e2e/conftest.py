@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 from salesforce_orders_local.airflow_env import (
     configure,
     connection_env,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from salesforce_orders.config import parse_config
 from salesforce_orders.runs import (
     BACKFILL,

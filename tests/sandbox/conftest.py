@@ -12,8 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
-from salesforce_sandbox.server import SandboxServer
 from simple_salesforce import Salesforce
+
+from salesforce_sandbox.server import SandboxServer
 
 SANDBOX_ORDERS = 200
 

@@ -6,9 +6,10 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from salesforce_sandbox.server import SandboxServer
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed, SalesforceExpiredSession
+
+from salesforce_sandbox.server import SandboxServer
 
 
 def _order_count(sf: Salesforce) -> int:

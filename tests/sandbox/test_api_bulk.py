@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from salesforce_sandbox import bulk
-from salesforce_sandbox.server import SandboxServer
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceOperationError
+
+from salesforce_sandbox import bulk
+from salesforce_sandbox.server import SandboxServer
 
 # simple-salesforce sleeps `wait` seconds before its first poll (default 5).
 NO_WAIT = 0
@@ -150,3 +151,30 @@ def test_bulk_calls_are_counted(sandbox: SandboxServer, sf: Salesforce):
     list(sf.bulk2.Order.query("SELECT Id FROM Order", wait=NO_WAIT))
     # create, at least one poll, one results page
     assert sandbox.admin.stats()["calls"]["bulk_query"] - before >= 3
+
+
+def test_ingest_upsert_by_external_id(sf: Salesforce):
+    sf.Account.create({"Name": "Before", "Customer_ID__c": "BULK-UPSERT-1"})
+    (result,) = sf.bulk2.Account.upsert(
+        records=[
+            {"Customer_ID__c": "BULK-UPSERT-1", "Name": "After"},
+            {"Customer_ID__c": "BULK-UPSERT-2", "Name": "New"},
+        ],
+        external_id_field="Customer_ID__c",
+        wait=NO_WAIT,
+    )
+    assert result["numberRecordsFailed"] == 0
+    rows = csv.DictReader(io.StringIO(sf.bulk2.Account.get_successful_records(result["job_id"])))
+    assert {r["Customer_ID__c"]: r["sf__Created"] for r in rows} == {"BULK-UPSERT-1": "false", "BULK-UPSERT-2": "true"}
+    assert sf.Account.get_by_custom_id("Customer_ID__c", "BULK-UPSERT-1")["Name"] == "After"
+
+
+def test_aborted_ingest_leaves_its_rows_unprocessed(api: Callable[..., requests.Response]):
+    job = api("POST", "jobs/ingest", json={"operation": "insert", "object": "Account", "contentType": "CSV"}).json()
+    assert (job["state"], job["contentUrl"]) == ("Open", f"services/data/v59.0/jobs/ingest/{job['id']}/batches")
+    upload = api(
+        "PUT", f"jobs/ingest/{job['id']}/batches", data='Name\n"Never"\n', headers={"Content-Type": "text/csv"}
+    )
+    assert upload.status_code == 201
+    assert api("PATCH", f"jobs/ingest/{job['id']}", json={"state": "Aborted"}).json()["state"] == "Aborted"
+    assert api("GET", f"jobs/ingest/{job['id']}/unprocessedRecords").text == '"Name"\n"Never"\n'

@@ -12,6 +12,7 @@ import json
 import pytest
 import requests
 from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
+
 from salesforce_sandbox.server import SandboxServer
 
 CONN_ID = "salesforce_sandbox_test"

@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import pytest
 import requests
-from salesforce_sandbox.server import SandboxServer
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
+
+from salesforce_sandbox.server import SandboxServer
 
 SMALL_PAGES = {"Sforce-Query-Options": "batchSize=200"}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 from cryptography import x509
+
 from salesforce_sandbox.cursors import ChildCursor, CursorStore
 from salesforce_sandbox.errors import SalesforceError
 from salesforce_sandbox.server import SandboxServer

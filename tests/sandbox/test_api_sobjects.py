@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import pytest
 import requests
-from salesforce_sandbox.server import SandboxServer
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceResourceNotFound
+
+from salesforce_sandbox.server import SandboxServer
 
 
 def _error_code(failure: pytest.ExceptionInfo) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from salesforce_sandbox.generator import (
     DIRTY_KINDS,
     FREE_TEXT_COUNTRIES,

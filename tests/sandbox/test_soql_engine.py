@@ -6,6 +6,7 @@ import datetime as dt
 import sqlite3
 
 import pytest
+
 from salesforce_sandbox.ddl import create_tables, quote_ident
 from salesforce_sandbox.schema import Field, Schema, SObject, build_schema
 from salesforce_sandbox.soql import QueryEngine

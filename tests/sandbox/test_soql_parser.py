@@ -10,6 +10,7 @@ import datetime as dt
 import sqlite3
 
 import pytest
+
 from salesforce_sandbox.ddl import create_tables
 from salesforce_sandbox.errors import SalesforceError
 from salesforce_sandbox.schema import build_schema

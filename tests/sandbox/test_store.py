@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from salesforce_sandbox.errors import SalesforceError
 from salesforce_sandbox.ids import checksum_suffix, is_valid_id, make_id, to_18
 from salesforce_sandbox.schema import build_schema

@@ -1,0 +1,119 @@
+"""The sandbox's HTTP application: the route table and the Salesforce-shaped 404/405 answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from . import (
+    routes_admin,
+    routes_auth,
+    routes_bulk,
+    routes_composite,
+    routes_org,
+    routes_query,
+    routes_sobjects,
+)
+from .gateway import Handler, KindOf, api_endpoint, read_or_write
+from .runtime import SandboxRuntime
+from .usage import CallKind
+
+
+class ApiVersionConvertor(Convertor[str]):
+    """``59.0`` in ``/services/data/v59.0/...``: any major.minor version is accepted."""
+
+    regex = r"[0-9]+\.[0-9]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("apiver", ApiVersionConvertor())
+
+READ = ["GET"]
+RECORD_METHODS = ["GET", "PATCH", "DELETE"]
+
+
+def _api(path: str, handler: Handler, kind: KindOf, methods: Sequence[str] = READ) -> list[Route]:
+    """The route with and without a trailing slash (clients use both)."""
+    endpoint = api_endpoint(kind, handler)
+    bare = path.rstrip("/")
+    paths = [bare, bare + "/"] if bare else ["/"]
+    return [Route(p, endpoint, methods=list(methods)) for p in paths]
+
+
+def _versioned_routes() -> list[BaseRoute]:
+    sobject_kind = read_or_write(CallKind.SOBJECT_READ, CallKind.SOBJECT_WRITE)
+    return [
+        *_api("/", routes_org.resources, CallKind.DESCRIBE),
+        *_api("/limits", routes_org.limits, CallKind.LIMITS),
+        # SOQL
+        *_api("/query", routes_query.query, CallKind.QUERY),
+        *_api("/queryAll", routes_query.query_all, CallKind.QUERY),
+        *_api("/query/{next}", routes_query.query_more, CallKind.QUERY_MORE),
+        *_api("/queryAll/{next}", routes_query.query_more, CallKind.QUERY_MORE),
+        # sObjects: fixed sub-resources before the id patterns that would also match them
+        *_api("/sobjects", routes_sobjects.describe_global, CallKind.DESCRIBE),
+        *_api("/sobjects/{sobject}/describe", routes_sobjects.describe, CallKind.DESCRIBE),
+        *_api("/sobjects/{sobject}/updated", routes_sobjects.updated, CallKind.SOBJECT_READ),
+        *_api("/sobjects/{sobject}/deleted", routes_sobjects.deleted, CallKind.SOBJECT_READ),
+        *_api(
+            "/sobjects/{sobject}",
+            routes_sobjects.sobject_root,
+            read_or_write(CallKind.DESCRIBE, CallKind.SOBJECT_WRITE),
+            ["GET", "POST"],
+        ),
+        *_api("/sobjects/{sobject}/{record_id}", routes_sobjects.sobject_record, sobject_kind, RECORD_METHODS),
+        *_api(
+            "/sobjects/{sobject}/{field}/{value}", routes_sobjects.sobject_by_external_id, sobject_kind, RECORD_METHODS
+        ),
+        # sObject Collections
+        *_api("/composite/sobjects", routes_composite.collection, CallKind.COMPOSITE, ["POST", "PATCH", "DELETE"]),
+        # Bulk API 2.0
+        *_api("/jobs/query", routes_bulk.query_jobs, CallKind.BULK_QUERY, ["GET", "POST"]),
+        *_api("/jobs/query/{job_id}", routes_bulk.query_job, CallKind.BULK_QUERY, RECORD_METHODS),
+        *_api("/jobs/query/{job_id}/results", routes_bulk.query_results, CallKind.BULK_QUERY),
+        *_api("/jobs/ingest", routes_bulk.ingest_jobs, CallKind.BULK_INGEST, ["GET", "POST"]),
+        *_api("/jobs/ingest/{job_id}", routes_bulk.ingest_job, CallKind.BULK_INGEST, RECORD_METHODS),
+        *_api("/jobs/ingest/{job_id}/batches", routes_bulk.ingest_batches, CallKind.BULK_INGEST, ["PUT"]),
+        *_api("/jobs/ingest/{job_id}/{results}", routes_bulk.ingest_results, CallKind.BULK_INGEST),
+    ]
+
+
+def _routes() -> list[BaseRoute]:
+    return [
+        Route("/services/oauth2/token", routes_auth.oauth_token, methods=["POST"]),
+        Route("/services/Soap/u/{version:apiver}", routes_auth.soap_login, methods=["POST"]),
+        Route("/services/data", routes_org.versions, methods=["GET"]),
+        Route("/services/data/", routes_org.versions, methods=["GET"]),
+        Mount("/services/data/v{version:apiver}", routes=_versioned_routes()),
+        Mount("/__sandbox", routes=routes_admin.ROUTES),
+    ]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown routes and methods, answered as Salesforce does: a JSON array of errors."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 405:
+        body = [{"errorCode": "METHOD_NOT_ALLOWED", "message": f"HTTP Method '{request.method}' not allowed."}]
+    elif status == 404:
+        body = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
+    else:
+        body = [{"errorCode": "UNKNOWN_EXCEPTION", "message": str(getattr(exc, "detail", "error"))}]
+    sandbox: SandboxRuntime = request.app.state.sandbox
+    return JSONResponse(body, status_code=status, headers={"Sforce-Limit-Info": sandbox.usage.header()})
+
+
+def create_app(sandbox: SandboxRuntime) -> Starlette:
+    app = Starlette(routes=_routes(), exception_handlers={HTTPException: _http_error})
+    app.state.sandbox = sandbox
+    return app

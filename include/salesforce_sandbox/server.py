@@ -1,0 +1,211 @@
+"""Run the sandbox: a seeded store behind the HTTPS app, on uvicorn in a background thread.
+
+    with SandboxServer(port=0, orders=200) as srv:
+        Salesforce(session_id=srv.credentials["session_id"], instance_url=srv.url, session=...)
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from .admin import AdminClient
+from .app import create_app
+from .auth import Credentials
+from .faults import Faults
+from .runtime import DEFAULT_DAILY_API_LIMIT, SandboxRuntime
+from .schema import build_schema
+from .store import Store
+from .tls import DEFAULT_STATE_DIR, ensure_certificate, ensure_jwt_keypair
+
+STARTUP_TIMEOUT_SECONDS = 30.0
+
+
+class SandboxServer:
+    """A local Salesforce-compatible org on ``https://localhost:<port>``."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        db_path: str | Path = ":memory:",
+        orders: int = 500,
+        seed: int = 7,
+        with_imported_status: bool = True,
+        daily_api_limit: int = DEFAULT_DAILY_API_LIMIT,
+        state_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        *,
+        reseed: bool = False,
+        generator_options: dict[str, Any] | None = None,
+        credentials: Credentials | None = None,
+    ):
+        self.host = host
+        self.state_dir = Path(state_dir) if state_dir is not None else Path.cwd() / DEFAULT_STATE_DIR
+        self._requested_port = port
+        self._db_path = db_path
+        self._orders = orders
+        self._seed = seed
+        self._with_imported_status = with_imported_status
+        self._daily_api_limit = daily_api_limit
+        self._reseed = reseed
+        self._generator_options = generator_options or {}
+        self._credentials = credentials or Credentials()
+        self._runtime: SandboxRuntime | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self._admin: AdminClient | None = None
+        self.seed_summary: dict | None = None  # what seeding created, None when existing data was kept
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> SandboxServer:
+        """Seed (unless the database already holds orders), listen, and return once serving."""
+        if self._thread is not None:
+            raise RuntimeError("the sandbox server is already running")
+        cert = ensure_certificate(self.state_dir)
+        jwt_keys = ensure_jwt_keypair(self.state_dir)
+        # Bind first: with port=0 the port, and so the URL sessions are issued for, is known up front.
+        self._socket = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._socket.bind((self.host, self._requested_port))
+            self._runtime = self._seeded_runtime(jwt_keys.public_key_path)
+            config = uvicorn.Config(
+                create_app(self._runtime),
+                ssl_certfile=str(cert.cert_path),
+                ssl_keyfile=str(cert.key_path),
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
+            self._server = uvicorn.Server(config)
+            self._thread = threading.Thread(
+                target=self._server.run, kwargs={"sockets": [self._socket]}, name="salesforce-sandbox", daemon=True
+            )
+            self._thread.start()
+            self._wait_until_started()
+        except BaseException:
+            self.stop()
+            raise
+        self._admin = AdminClient(self.url, self.ca_path)
+        return self
+
+    def _seeded_runtime(self, jwt_public_key_path: Path) -> SandboxRuntime:
+        store = Store(self._db_path, schema=build_schema(with_imported_status=self._with_imported_status))
+        runtime = SandboxRuntime(
+            store,
+            credentials=self._credentials,
+            daily_api_limit=self._daily_api_limit,
+            jwt_public_key_path=jwt_public_key_path,
+            base_url=self.url,
+        )
+        if self._reseed or store.count("Order", include_deleted=True) == 0:
+            self.seed_summary = runtime.reseed(
+                self._orders, self._seed, self._with_imported_status, **self._generator_options
+            )
+        return runtime
+
+    def _wait_until_started(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the sandbox server failed to start (see the log above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sandbox server did not start in time")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            # Clients keep TLS connections alive; waiting for them to close would stall the stop.
+            self._server.should_exit = self._server.force_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._socket is not None:
+            self._socket.close()
+        if self._runtime is not None:
+            self._runtime.store.conn.close()
+        if self._admin is not None:
+            self._admin.close()
+        self._server = self._thread = self._socket = self._runtime = self._admin = None
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- what clients need -----------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._socket is None:
+            raise RuntimeError("the sandbox server is not running")
+        return self._socket.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        """``https://localhost:<port>``, no trailing slash."""
+        return f"https://localhost:{self.port}"
+
+    @property
+    def ca_path(self) -> Path:
+        """The self-signed certificate (PEM) clients must trust."""
+        return ensure_certificate(self.state_dir).cert_path.resolve()
+
+    @property
+    def jwt_private_key_path(self) -> Path:
+        """The key a JWT bearer client signs with (the sandbox holds the matching public key)."""
+        return ensure_jwt_keypair(self.state_dir).private_key_path.resolve()
+
+    @property
+    def runtime(self) -> SandboxRuntime:
+        if self._runtime is None:
+            raise RuntimeError("the sandbox server is not running")
+        return self._runtime
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    @property
+    def faults(self) -> Faults:
+        return self.runtime.faults
+
+    @property
+    def admin(self) -> AdminClient:
+        """A client of the control endpoint (``/__sandbox/``)."""
+        if self._admin is None:
+            raise RuntimeError("the sandbox server is not running")
+        return self._admin
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return self._credentials.as_dict()
+
+    def connection_extras(self) -> dict[str, str]:
+        """The Airflow connection's extras that reach this sandbox."""
+        return {
+            "security_token": self._credentials.security_token,
+            "instance_url": self.url,
+            "login_url": self.url,
+            "ca_bundle": str(self.ca_path),
+        }
+
+    def airflow_connection(self) -> dict[str, Any]:
+        """The Airflow connection (JSON form of ``AIRFLOW_CONN_<ID>``) for this sandbox."""
+        return {
+            "conn_type": "salesforce",
+            "login": self._credentials.username,
+            "password": self._credentials.password,
+            "extra": self.connection_extras(),
+        }
+
+    def airflow_connection_json(self) -> str:
+        return json.dumps(self.airflow_connection())

@@ -1,0 +1,109 @@
+"""Key material of the sandbox: its self-signed TLS certificate and a JWT signing key pair.
+
+Both are generated on first use into the state directory and reused afterwards, so a client
+that trusts the certificate once (``REQUESTS_CA_BUNDLE`` or the connection's ``ca_bundle``)
+keeps trusting it across restarts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+DEFAULT_STATE_DIR = Path(".local") / "sandbox"
+CERT_FILE = "sandbox-cert.pem"
+KEY_FILE = "sandbox-key.pem"
+JWT_PRIVATE_KEY_FILE = "jwt-private-key.pem"
+JWT_PUBLIC_KEY_FILE = "jwt-public-key.pem"
+CERT_VALIDITY = dt.timedelta(days=3650)
+
+
+@dataclass(frozen=True)
+class CertificateFiles:
+    cert_path: Path  # PEM certificate: also the trust anchor clients use
+    key_path: Path  # PEM private key, unencrypted
+
+
+@dataclass(frozen=True)
+class JwtKeyFiles:
+    private_key_path: Path  # what a client signs its JWT bearer assertions with
+    public_key_path: Path  # what the sandbox verifies them against
+
+
+def ensure_certificate(state_dir: Path) -> CertificateFiles:
+    """The sandbox's certificate and key in ``state_dir``, created if missing."""
+    files = CertificateFiles(state_dir / CERT_FILE, state_dir / KEY_FILE)
+    if files.cert_path.is_file() and files.key_path.is_file():
+        return files
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = _new_rsa_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Salesforce sandbox (local)")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + CERT_VALIDITY)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        # CA:TRUE lets clients use the certificate itself as their trust anchor.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_encipherment=True, key_cert_sign=True, crl_sign=False,
+                content_commitment=False, data_encipherment=False, key_agreement=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_private_key(files.key_path, key)
+    files.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
+def ensure_jwt_keypair(state_dir: Path) -> JwtKeyFiles:
+    """An RSA key pair for the JWT bearer flow in ``state_dir``, created if missing."""
+    files = JwtKeyFiles(state_dir / JWT_PRIVATE_KEY_FILE, state_dir / JWT_PUBLIC_KEY_FILE)
+    if files.private_key_path.is_file() and files.public_key_path.is_file():
+        return files
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = _new_rsa_key()
+    _write_private_key(files.private_key_path, key)
+    files.public_key_path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return files
+
+
+def _new_rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _write_private_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    path.write_bytes(pem)
+    path.chmod(0o600)

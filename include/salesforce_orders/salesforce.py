@@ -72,6 +72,11 @@ class ApiUsage:
     budget: int | None = None  # calls this run may make; None = unlimited
 
     @property
+    def budget_left(self) -> int | None:
+        """Calls still allowed under the budget; None = unlimited."""
+        return None if self.budget is None else max(self.budget - self.calls, 0)
+
+    @property
     def org_remaining(self) -> int | None:
         if self.org_used is None or self.org_max is None:
             return None
@@ -160,7 +165,9 @@ class SalesforceOrdersHook(SalesforceHook):
         return session
 
     def _count_call(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        self.usage.calls += 1
+        # Salesforce counts API requests under /services/data/ against the daily allowance; logins are not.
+        if "/services/data/" in (response.url or ""):
+            self.usage.calls += 1
         match = _LIMIT_INFO.search(response.headers.get("Sforce-Limit-Info", ""))
         if match:
             self.usage.org_used, self.usage.org_max = int(match.group(1)), int(match.group(2))
@@ -180,6 +187,15 @@ class SalesforceOrdersHook(SalesforceHook):
         sf = SalesforceHook.conn.func(self)  # type: ignore[attr-defined]
         if sf.session_id:
             mask_secret(sf.session_id)
+        # simple-salesforce logs in again by itself when a session expires mid-run: mask that one too.
+        relogin = sf._refresh_session
+
+        def relogin_and_mask() -> None:
+            relogin()
+            if sf.session_id:
+                mask_secret(sf.session_id)
+
+        sf._refresh_session = relogin_and_mask
         return sf
 
     @property
@@ -189,12 +205,17 @@ class SalesforceOrdersHook(SalesforceHook):
     # ---- budget -----------------------------------------------------------------------
 
     def set_budget_share(self, share: float) -> None:
-        """Allow this hook at most ``share`` of the org's remaining daily allowance (read now)."""
+        """Allow this hook at most ``share`` of the org's remaining daily allowance.
+
+        The allowance comes from the last ``Sforce-Limit-Info`` header seen (every REST answer
+        carries it), or from ``/limits`` before the first call.
+        """
         if share >= 1:
             return
-        limits = self.call("GET", "limits/")
-        daily = (limits or {}).get("DailyApiRequests", {})
-        remaining = int(daily.get("Remaining", 0))
+        remaining = self.usage.org_remaining
+        if remaining is None:  # no answer carried Sforce-Limit-Info yet: ask /limits
+            limits = self.call("GET", "limits/")
+            remaining = int((limits or {}).get("DailyApiRequests", {}).get("Remaining", 0))
         self.usage.budget = self.usage.calls + int(remaining * share)
         log.info("API budget: %d calls (%.0f%% of %d remaining today)", int(remaining * share), share * 100, remaining)
 
@@ -205,6 +226,11 @@ class SalesforceOrdersHook(SalesforceHook):
                 f"org usage {self.usage.org_used}/{self.usage.org_max}); the next run continues",
                 code="API_BUDGET_EXCEEDED",
             )
+
+    def limit_calls(self, calls: int | None) -> None:
+        """Carry what is left of the run's budget into this hook: at most ``calls`` more (None: no limit)."""
+        if calls is not None:
+            self.usage.budget = self.usage.calls + max(calls, 0)
 
     # ---- calls ------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ KEY_FILE = "sandbox-key.pem"
 JWT_PRIVATE_KEY_FILE = "jwt-private-key.pem"
 JWT_PUBLIC_KEY_FILE = "jwt-public-key.pem"
 CERT_VALIDITY = dt.timedelta(days=3650)
+# Extra DNS names for the certificate (comma-separated), e.g. "sandbox" when clients reach the
+# sandbox by a container's service name. Read when the certificate is first created.
+EXTRA_NAMES_ENV = "SANDBOX_CERT_HOSTNAMES"
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ def ensure_certificate(state_dir: Path) -> CertificateFiles:
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                + [x509.DNSName(n.strip()) for n in os.environ.get(EXTRA_NAMES_ENV, "").split(",") if n.strip()]
             ),
             critical=False,
         )

@@ -1,0 +1,403 @@
+"""``make bench``: the import pipeline against a generated org, measured stage by stage.
+
+For each org size (default 10k and 100k Activated orders, ~3 products each) it generates the
+org in the sandbox, runs every stage of the DAG in its own process (as an Airflow worker runs
+each task) against a PostgreSQL warehouse, and records wall time, records/s, peak RSS and API
+calls per stage, and API calls against the theoretical minimum (reads: one call per 2,000 REST
+records or per Bulk result page; writes: one call per 200 records). At the largest size it
+then does the same work the way the provider's documentation suggests — ``SalesforceHook
+.make_query`` → DataFrame → ``to_sql``, then one update call per record — and prints the ratios.
+It also times the DAG file's parse. Results are printed and written as JSON.
+
+    python -m salesforce_orders_local.bench --sizes 10000 100000 --output bench-results/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .airflow_env import (
+    DAGS_FOLDER,
+    PROJECT_ROOT,
+    configure,
+    connection_env,
+    postgres_warehouse_connection,
+    variable_env,
+)
+from .demo import sandbox_connection
+
+STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back", "report")
+REST_PAGE = 2000
+COLLECTION = 200
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---- one stage in its own process ---------------------------------------------------------
+
+
+def run_stage_in_process(name: str, kwargs: dict[str, Any]) -> None:
+    """Entry point of the child process: run one stage, print one JSON line with its figures."""
+    started = time.perf_counter()
+    # What a worker process loads before the task's work starts: timed apart from the work.
+    import pandas  # noqa: F401
+    import sqlalchemy  # noqa: F401
+
+    from salesforce_orders import stages
+    from salesforce_orders.config import load_config
+
+    load_config()
+    if name == "validate":
+        import great_expectations  # noqa: F401
+    imported = time.perf_counter() - started
+    started = time.perf_counter()
+    if name == "report":
+        result = stages.report(run_id=kwargs["run_id"], results=kwargs["results"])
+    else:
+        result = getattr(stages, name)(**kwargs)
+    figures = {"result": result, "seconds": time.perf_counter() - started, "import_seconds": imported, "peak_rss_mb": _peak_rss_mb()}
+    print("BENCH " + json.dumps(figures, default=str))
+
+
+def _child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "salesforce_orders_local.bench", *args], env=env, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH "):
+            return json.loads(line[6:])
+    raise RuntimeError(f"{args[:2]} failed:\n{proc.stderr[-4000:]}")
+
+
+def run_stage(name: str, kwargs: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    return _child(["--stage", name, "--kwargs", json.dumps(kwargs, default=str)], env)
+
+
+# ---- the pipeline at one size ---------------------------------------------------------------
+
+
+def _outbox_counts(pg_url: str, schema: str) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    from salesforce_orders.warehouse import tables
+
+    outbox = tables(schema).writeback_outbox
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(outbox.c.sf_object, sa.func.count()).group_by(outbox.c.sf_object))
+        counts = {r[0]: r[1] for r in rows}
+    engine.dispose()
+    return counts
+
+
+def _drop_schema(pg_url: str, schema: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+    engine.dispose()
+
+
+def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str]) -> dict[str, Any]:
+    from sqlalchemy.engine import make_url
+
+    from salesforce_sandbox.server import SandboxServer
+
+    generated = time.perf_counter()
+    server = SandboxServer(
+        port=0,
+        db_path=str(state / f"org-{orders}.db"),
+        orders=orders,
+        seed=7,
+        state_dir=state,
+        daily_api_limit=10_000_000,
+        generator_options={"activated_share": 1.0, "dirty_share": 0.01},
+    )
+    server.start()
+    generated = time.perf_counter() - generated
+    schema = f"bench_{orders}_{uuid.uuid4().hex[:6]}"
+    url = make_url(pg_url)
+    env = {
+        **base_env,
+        **connection_env("salesforce_default", sandbox_connection(server)),
+        **connection_env("orders_warehouse", postgres_warehouse_connection(url.host, url.port or 5432, url.database, url.username, url.password)),
+        **variable_env("salesforce_orders_config", {"warehouse_schema": schema, "api_budget_share": 1.0}),
+    }
+    run_id = f"bench__{orders}__{uuid.uuid4().hex[:6]}"
+    figures: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+    try:
+        server.admin.reset_stats()
+        for name in STAGES:
+            kwargs: dict[str, Any] = {"run_id": run_id}
+            if name == "extract":
+                kwargs.update(dag_run_id=run_id, run_type="manual", data_interval_start=None, data_interval_end=None, params={})
+            elif name == "transform":
+                kwargs["instance_url"] = results["extract"]["instance_url"]
+            elif name == "load":
+                kwargs["max_system_modstamp"] = results["extract"]["max_system_modstamp"]
+            elif name == "mark_status_changes":
+                kwargs["window"] = results["extract"]["window"]
+            elif name == "report":
+                kwargs["results"] = {k: v for k, v in results.items()}
+            out = run_stage(name, kwargs, env)
+            results[name] = out["result"]
+            figures[name] = {
+                "seconds": round(out["seconds"], 2),
+                "import_seconds": round(out["import_seconds"], 2),
+                "peak_rss_mb": round(out["peak_rss_mb"], 1),
+                # the report's api_calls is the run's total, not its own
+                "api_calls": 0 if name == "report" else out["result"].get("api_calls", 0),
+            }
+        stats = server.admin.stats()
+        outbox = _outbox_counts(pg_url, schema)
+    finally:
+        server.stop()
+        _drop_schema(pg_url, schema)
+
+    extract = results["extract"]
+    records = {
+        "extract": extract["extracted"] + extract["items"],
+        "validate": results["validate"]["checked"],
+        "transform": results["transform"]["transformed"],
+        "load": results["load"]["inserted"] + results["load"]["updated"] + results["load"]["unchanged"],
+        "write_back": results["write_back"].get("attempted", 0),
+    }
+    for name, count in records.items():
+        seconds = figures[name]["seconds"]
+        figures[name]["records"] = count
+        figures[name]["records_per_second"] = round(count / seconds) if seconds else None
+    read_min = extract["pages"] if extract["path"] == "bulk" else math.ceil(extract["extracted"] / REST_PAGE)
+    write_min = sum(math.ceil(n / COLLECTION) for n in outbox.values())
+    figures["extract"]["api_min"] = read_min
+    figures["write_back"]["api_min"] = write_min
+    total_calls = sum(f["api_calls"] for f in figures.values())
+    return {
+        "orders": orders,
+        "items": extract["items"],
+        "generate_seconds": round(generated, 1),
+        "extract_path": extract["path"],
+        "stages": figures,
+        "end_to_end_seconds": round(sum(f["seconds"] for f in figures.values()), 1),
+        "process_start_seconds": round(sum(f["import_seconds"] for f in figures.values()), 1),
+        "peak_rss_mb_max": max(f["peak_rss_mb"] for f in figures.values()),
+        "api_calls": total_calls,
+        "api_calls_min": read_min + write_min,
+        "api_ratio": round(total_calls / (read_min + write_min), 3) if read_min + write_min else None,
+        "sandbox_calls_by_kind": stats.get("calls"),
+        "quarantined": results["validate"]["invalid"],
+    }
+
+
+# ---- the provider-documented way ----------------------------------------------------------
+
+
+def run_baseline_in_process(kwargs: dict[str, Any]) -> None:
+    """Child process: make_query -> DataFrame -> to_sql, then one update call per record (sampled)."""
+    import pandas as pd
+    import sqlalchemy as sa
+    from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
+
+    from salesforce_orders.config import parse_config
+    from salesforce_orders.runs import plan_run
+    from salesforce_orders.salesforce import SalesforceOrdersHook
+    from salesforce_orders.soql import build_orders_query
+
+    ours = SalesforceOrdersHook("salesforce_default")
+    extras = ours.get_connection("salesforce_default").extra_dejson
+    session = ours._build_session(extras)  # only to reach the sandbox: the provider hook is used as is
+    calls = {"n": 0}
+    session.hooks["response"].append(lambda r, *a, **k: calls.__setitem__("n", calls["n"] + 1))
+    hook = SalesforceHook(salesforce_conn_id="salesforce_default", session=session)
+    config = parse_config({})
+    from datetime import UTC, datetime
+
+    plan = plan_run(run_type="manual", data_interval_start=None, data_interval_end=None, params={}, watermark=None, now=datetime.now(UTC), config=config)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    result = hook.make_query(build_orders_query(config, plan.window))
+    records = result["records"]
+    frame = pd.json_normalize(records, sep=".")
+    for column in frame.columns:
+        if frame[column].map(lambda v: isinstance(v, (list, dict))).any():
+            frame[column] = frame[column].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+    engine = sa.create_engine(kwargs["pg_url"])
+    frame.to_sql("baseline_orders", engine, schema=kwargs["schema"], if_exists="replace", index=False, chunksize=2000)
+    engine.dispose()
+    timings["read_and_load_seconds"] = time.perf_counter() - started
+    read_calls = calls["n"]
+    sample = [r["Id"] for r in records[: kwargs["sample_writes"]]]
+    started = time.perf_counter()
+    for order_id in sample:
+        hook.get_conn().Order.update(order_id, {"Status": "Imported"})
+    write_seconds = time.perf_counter() - started
+    print(
+        "BENCH "
+        + json.dumps(
+            {
+                "orders": len(records),
+                "read_and_load_seconds": round(timings["read_and_load_seconds"], 2),
+                "read_calls": read_calls,
+                "sampled_writes": len(sample),
+                "sampled_write_seconds": round(write_seconds, 2),
+                "peak_rss_mb": round(_peak_rss_mb(), 1),
+            }
+        )
+    )
+
+
+def bench_baseline(orders: int, pg_url: str, state: Path, base_env: dict[str, str], sample_writes: int, ours: dict[str, Any]) -> dict[str, Any]:
+    from sqlalchemy.engine import make_url
+
+    from salesforce_sandbox.server import SandboxServer
+
+    server = SandboxServer(
+        port=0,
+        db_path=str(state / f"org-{orders}.db"),
+        orders=orders,
+        seed=7,
+        state_dir=state,
+        daily_api_limit=10_000_000,
+        generator_options={"activated_share": 1.0, "dirty_share": 0.01},
+        reseed=True,
+    )
+    server.start()
+    schema = f"bench_base_{uuid.uuid4().hex[:6]}"
+    url = make_url(pg_url)
+    env = {**base_env, **connection_env("salesforce_default", sandbox_connection(server))}
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.schema.CreateSchema(schema))
+    engine.dispose()
+    try:
+        out = _child(["--baseline", json.dumps({"pg_url": url.render_as_string(hide_password=False), "schema": schema, "sample_writes": sample_writes})], env)
+    finally:
+        server.stop()
+        _drop_schema(pg_url, schema)
+    # one update call per record: the orders and (as ours does) their accounts
+    records_to_write = ours["stages"]["write_back"]["records"]
+    per_write = out["sampled_write_seconds"] / max(out["sampled_writes"], 1)
+    write_seconds = per_write * records_to_write
+    total = out["read_and_load_seconds"] + write_seconds
+    ours_total = ours["end_to_end_seconds"]
+    return {
+        **out,
+        "write_calls": records_to_write,
+        "write_seconds_extrapolated": round(write_seconds, 1),
+        "end_to_end_seconds": round(total, 1),
+        "api_calls": out["read_calls"] + records_to_write,
+        "speedup": round(total / ours_total, 1) if ours_total else None,
+        "write_call_ratio": round(ours["stages"]["write_back"]["api_calls"] / records_to_write, 4) if records_to_write else None,
+    }
+
+
+# ---- DAG parse time -------------------------------------------------------------------------
+
+
+def bench_parse(env: dict[str, str]) -> dict[str, Any]:
+    dag_file = DAGS_FOLDER / "salesforce_orders_import.py"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(dag_file)], env=env, check=True)
+    whole = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import airflow.sdk"], env=env, check=True)
+    airflow_import = time.perf_counter() - started
+    code = (
+        "import time; import airflow.sdk; from airflow.dag_processing.dagbag import DagBag; "
+        f"t = time.perf_counter(); b = DagBag(dag_folder={str(dag_file)!r}); "
+        "assert not b.import_errors, b.import_errors; print(time.perf_counter() - t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    return {
+        "python_dag_file_seconds": round(whole, 2),
+        "python_import_airflow_sdk_seconds": round(airflow_import, 2),
+        "dag_file_parse_seconds_in_dag_processor": round(float(out.stdout.strip().splitlines()[-1]), 3),
+    }
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    for run in report["runs"]:
+        print(f"\n{run['orders']:,} orders, {run['items']:,} items ({run['extract_path'].upper()} extraction), PostgreSQL warehouse")
+        print(f"  {'stage':<20}{'seconds':>9}{'records/s':>12}{'peak RSS MB':>13}{'API calls':>11}{'min':>6}{'imports s':>11}")
+        for name, f in run["stages"].items():
+            rate = f.get("records_per_second") or ""
+            print(
+                f"  {name:<20}{f['seconds']:>9}{rate!s:>12}{f['peak_rss_mb']:>13}{f['api_calls']:>11}"
+                f"{f.get('api_min', ''):>6}{f['import_seconds']:>11}"
+            )
+        print(f"  end to end {run['end_to_end_seconds']} s (+ {run['process_start_seconds']} s of per-task imports); "
+              f"peak RSS of any stage {run['peak_rss_mb_max']} MB; "
+              f"API calls {run['api_calls']} vs minimum {run['api_calls_min']} (x{run['api_ratio']}); quarantined {run['quarantined']}")
+    base = report.get("baseline")
+    if base:
+        print(f"\nProvider-documented way at {base['orders']:,} orders (make_query -> DataFrame -> to_sql, one update per record):")
+        print(f"  read + load {base['read_and_load_seconds']} s, {base['read_calls']} read calls, peak RSS {base['peak_rss_mb']} MB")
+        print(f"  writes: {base['write_calls']:,} calls, {base['write_seconds_extrapolated']} s (extrapolated from {base['sampled_writes']} timed calls)")
+        print(f"  end to end {base['end_to_end_seconds']} s -> this pipeline is {base['speedup']}x faster; "
+              f"write-back calls {base['write_call_ratio']} of the per-record way")
+    p = report["parse"]
+    print(f"\nDAG parse: {p['dag_file_parse_seconds_in_dag_processor']} s in a DAG processor (Airflow already imported); "
+          f"`python dags/salesforce_orders_import.py` {p['python_dag_file_seconds']} s, of which importing airflow.sdk {p['python_import_airflow_sdk_seconds']} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="org sizes (Activated orders)")
+    parser.add_argument("--pg-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_PG))
+    parser.add_argument("--sample-writes", type=int, default=3000, help="per-record update calls timed for the baseline")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--output", default=str(PROJECT_ROOT / "bench-results" / "bench.json"))
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--kwargs", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.stage:
+        run_stage_in_process(args.stage, json.loads(args.kwargs))
+        return 0
+    if args.baseline:
+        run_baseline_in_process(json.loads(args.baseline))
+        return 0
+
+    state = Path(tempfile.mkdtemp(prefix="orders-bench-"))
+    base_env = {**os.environ, **configure(PROJECT_ROOT / ".local" / "airflow-bench", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})}
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "runs": [],
+    }
+    for size in args.sizes:
+        print(f"Benchmarking {size:,} orders ...", flush=True)
+        report["runs"].append(bench_size(size, args.pg_url, state, base_env))
+    if not args.no_baseline:
+        largest = max(report["runs"], key=lambda r: r["orders"])
+        print(f"Baseline at {largest['orders']:,} orders ...", flush=True)
+        report["baseline"] = bench_baseline(largest["orders"], args.pg_url, state, base_env, args.sample_writes, largest)
+    report["parse"] = bench_parse(base_env)
+    print_summary(report)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
+    print(f"\nResults: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

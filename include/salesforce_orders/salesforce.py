@@ -356,6 +356,64 @@ class SalesforceOrdersHook(SalesforceHook):
             if not locator or locator == "null":
                 return
 
+    def bulk_update(self, sobject: str, records: list[dict], *, sleep: Any = time.sleep) -> list[dict]:
+        """Update records with one Bulk API 2.0 ingest job; results as ``update_records`` gives them.
+
+        ``records`` carry ``id`` and the fields to set (no ``attributes``). An empty CSV cell leaves
+        a field unchanged, so records may set different fields.
+        """
+        columns = sorted({k for r in records for k in r if k not in ("id", "attributes")})
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["Id", *columns])
+        for record in records:
+            writer.writerow([record["id"], *(("" if record.get(c) is None else record.get(c)) for c in columns)])
+        job = self.call(
+            "POST",
+            "jobs/ingest",
+            json={"object": sobject, "operation": "update", "contentType": "CSV", "columnDelimiter": "COMMA", "lineEnding": "LF"},
+        )
+        job_id = job["id"]
+        self._check_budget()
+        try:
+            self.conn._call_salesforce(
+                "PUT",
+                f"{self.conn.bulk2_url}ingest/{job_id}/batches",
+                data=buffer.getvalue().encode("utf-8"),
+                headers={"Content-Type": "text/csv; charset=UTF-8"},
+            )
+        except ClientError as exc:
+            raise _error_from_client(exc) from None
+        self.call("PATCH", f"jobs/ingest/{job_id}", json={"state": "UploadComplete"})
+        deadline = time.monotonic() + BULK_TIMEOUT_SECONDS
+        while True:
+            info = self.call("GET", f"jobs/ingest/{job_id}")
+            if info.get("state") in ("JobComplete", "Failed", "Aborted"):
+                break
+            if time.monotonic() > deadline:
+                raise SalesforceApiError(f"Bulk ingest job {job_id} did not complete within {BULK_TIMEOUT_SECONDS} s", code="BULK_JOB_TIMEOUT")
+            sleep(BULK_POLL_SECONDS)
+        outcome: dict[str, dict] = {}
+        for kind in ("successfulResults", "failedResults"):
+            for row in self._bulk_csv(f"ingest/{job_id}/{kind}/"):
+                record_id = row.get("Id") or row.get("sf__Id")
+                if kind == "successfulResults":
+                    outcome[record_id] = {"id": record_id, "success": True, "errors": []}
+                else:
+                    code, _, message = (row.get("sf__Error") or "UNKNOWN_EXCEPTION:").partition(":")
+                    outcome[record_id] = {"id": record_id, "success": False, "errors": [{"statusCode": code, "message": message, "fields": []}]}
+        # records in neither file were not processed (a failed or aborted job): a transient outcome
+        unprocessed = {"statusCode": "BULK_UNPROCESSED", "message": f"not processed by bulk job {job_id} ({info.get('state')})", "fields": []}
+        return [outcome.get(r["id"], {"id": r["id"], "success": False, "errors": [unprocessed]}) for r in records]
+
+    def _bulk_csv(self, path: str) -> list[dict]:
+        self._check_budget()
+        try:
+            response = self.conn._call_salesforce("GET", f"{self.conn.bulk2_url}{path}")
+        except ClientError as exc:
+            raise _error_from_client(exc) from None
+        return list(csv.DictReader(io.StringIO(response.content.decode("utf-8"))))
+
     def column_types(self, soql: str, columns: list[str]) -> dict[str, str]:
         """Field types of a query's (dotted) columns, from the describes of the objects on the paths."""
         root = _FROM.search(soql)

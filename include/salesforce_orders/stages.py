@@ -6,12 +6,22 @@ warehouse's staging tables (keyed by ``run_id``), so tasks may run on different 
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+_STOPPED = (
+    "The run stops here without retrying; what was committed stays. The watermark moves only with a "
+    "successful load and unsent write-backs stay in the outbox, so the next run picks up the rest."
+)
+
+
+class SalesforceUnavailable(RuntimeError):
+    """Salesforce did not answer (down, unreachable or too slow); Airflow retries the task."""
 
 
 def _now() -> datetime:
@@ -25,19 +35,64 @@ def _config():
 
 
 def _warehouse(config):
-    from .warehouse import create_all, engine_from_connection
+    import sqlalchemy as sa
+
+    from .warehouse import WarehouseConnectionError, create_all, engine_from_connection
 
     engine = engine_from_connection(config.warehouse_conn_id)
-    create_all(engine, config.warehouse_schema)
+    try:
+        create_all(engine, config.warehouse_schema)  # the first statement: fails before anything else is done
+    except sa.exc.OperationalError as exc:
+        # A server that is down or a file that cannot be opened: name the connection; Airflow retries.
+        raise WarehouseConnectionError(
+            f"The warehouse (Airflow connection {config.warehouse_conn_id!r}, "
+            f"{engine.url.render_as_string(hide_password=True)}) cannot be used: {str(exc.orig).strip()}"
+        ) from exc
     return engine
 
 
-def _hook(config):
+def _hook(config, api_budget_left: int | None = None):
     from .salesforce import SalesforceOrdersHook
 
-    return SalesforceOrdersHook(config.salesforce_conn_id)
+    hook = SalesforceOrdersHook(config.salesforce_conn_id)
+    hook.limit_calls(api_budget_left)
+    return hook
 
 
+def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Salesforce failures as messages that say what happened and what the next run does.
+
+    The daily allowance (REQUEST_LIMIT_EXCEEDED), the run's API budget and a refused login stop the
+    run without retries: retrying within minutes cannot help, and repeated failed logins can lock the
+    user out. A Salesforce that is down or too slow is retried by Airflow.
+    """
+
+    @functools.wraps(stage)
+    def run(**kwargs: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+        from requests import RequestException
+        from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+
+        from .salesforce import ApiBudgetExceeded, ApiLimitExceeded
+
+        name = stage.__name__
+        try:
+            return stage(**kwargs)
+        except ApiLimitExceeded as exc:
+            raise AirflowFailException(f"{name}: Salesforce's daily API allowance is used up ({exc}). {_STOPPED}") from None
+        except ApiBudgetExceeded as exc:
+            raise AirflowFailException(f"{name}: {exc}. {_STOPPED}") from None
+        except SalesforceAuthenticationFailed as exc:
+            conn_id = _config().salesforce_conn_id
+            raise AirflowFailException(f"{name}: Salesforce refused the login of Airflow connection {conn_id!r}: {exc}") from None
+        except RequestException as exc:
+            conn_id = _config().salesforce_conn_id
+            raise SalesforceUnavailable(f"{name}: Salesforce (Airflow connection {conn_id!r}) did not answer: {exc}") from exc
+
+    return run
+
+
+@_talks_to_salesforce
 def extract(
     *,
     run_id: str,
@@ -79,8 +134,8 @@ def extract(
     with engine.begin() as conn:
         clear_run(conn, run_id, schema=config.warehouse_schema)
     hook = _hook(config)
-    hook.set_budget_share(config.api_budget_share)
     expected = hook.count(build_count_query(config, plan.window))
+    hook.set_budget_share(config.api_budget_share)  # from the count's Sforce-Limit-Info: no extra call
     path = "bulk" if expected > config.bulk_threshold else "rest"
     log.info("%d orders to extract: using the %s API (bulk_threshold %d)", expected, path.upper(), config.bulk_threshold)
     if path == "bulk":
@@ -110,6 +165,7 @@ def extract(
         "path": path,
         **summary.as_dict(),
         "api_calls": hook.usage.calls,
+        "api_budget_left": hook.usage.budget_left,  # the rest of the run's budget, for the later stages
     }
 
 
@@ -177,29 +233,46 @@ def load(*, run_id: str, max_system_modstamp: str | None) -> dict[str, Any]:
     return result
 
 
-def mark_status_changes(*, run_id: str, window: Mapping[str, Any]) -> dict[str, Any]:
+@_talks_to_salesforce
+def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_left: int | None = None) -> dict[str, Any]:
     """Mark imported orders that went back to Draft or were deleted in Salesforce."""
-    from .load import get_watermark
+    from .load import STATUS_CHECK_KEY, get_watermark
     from .load import mark_status_changes as mark
     from .runs import parse_watermark
     from .soql import build_status_changes_query
 
     config = _config()
     engine = _warehouse(config)
+    schema = config.warehouse_schema
+    loaded_to = get_watermark(engine, schema)  # read before the query: every change before it is in the answer
     since = parse_watermark(window.get("changed_from")) or parse_watermark(window.get("since"))
     if since is None:
         # first run or a full re-sync: look back as far as the watermark allows, else the lookback
-        since = parse_watermark(get_watermark(engine, config.warehouse_schema)) or parse_watermark(window["activated_since"])
-    hook = _hook(config)
+        since = parse_watermark(loaded_to) or parse_watermark(window["activated_since"])
+    checked = parse_watermark(get_watermark(engine, schema, key=STATUS_CHECK_KEY))
+    if checked is not None:
+        # Never later than where the last successful check got to: when a run failed before this
+        # step, the next one still sees the orders set back to Draft or deleted in between.
+        since = min(since, checked - timedelta(minutes=config.overlap_minutes))
+    hook = _hook(config, api_budget_left)
     changes = []
     for page in hook.iter_query_pages(build_status_changes_query(config, since), include_deleted=True):
         changes.extend({k: r.get(k) for k in ("Id", "OrderNumber", "StatusCode", "IsDeleted", "SystemModstamp")} for r in page)
-    marked = mark(engine, changes, run_id=run_id, schema=config.warehouse_schema)
+    stamps = [c["SystemModstamp"] for c in changes if c.get("SystemModstamp")]
+    checked_to = max((s for s in (loaded_to, *stamps) if s), key=parse_watermark, default=None)
+    marked = mark(engine, changes, run_id=run_id, schema=schema, checked_to=checked_to)
     log.info("%d orders changed status in Salesforce since %s; %d of them marked in the warehouse", len(changes), since, marked)
-    return {"run_id": run_id, "status_changes_seen": len(changes), "deactivated": marked, "api_calls": hook.usage.calls}
+    return {
+        "run_id": run_id,
+        "status_changes_seen": len(changes),
+        "deactivated": marked,
+        "api_calls": hook.usage.calls,
+        "api_budget_left": hook.usage.budget_left,
+    }
 
 
-def write_back(*, run_id: str) -> dict[str, Any]:
+@_talks_to_salesforce
+def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, Any]:
     """Drain the outbox into Salesforce (collections, 200 a call) and update order lifecycles."""
     from .warehouse import tables
     from .writeback import OutboxDrainer
@@ -210,7 +283,7 @@ def write_back(*, run_id: str) -> dict[str, Any]:
     if not (flags.mark_imported or flags.set_customer_id or flags.x_out_card_fields):
         log.info("Write-back disabled in the config")
         return {"run_id": run_id, "attempted": 0, "api_calls": 0}
-    hook = _hook(config)
+    hook = _hook(config, api_budget_left)
     drainer = OutboxDrainer(
         engine,
         hook,
@@ -220,6 +293,7 @@ def write_back(*, run_id: str) -> dict[str, Any]:
         imported_status=config.imported_status,
         card_fields=config.card_fields,
         max_attempts=config.writeback_max_attempts,
+        bulk_threshold=config.bulk_writeback_threshold,
     )
     summary = drainer.drain()
     log.info("Write-back: %s", summary.as_dict())
@@ -238,4 +312,4 @@ def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], star
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
-__all__ = ["extract", "load", "mark_status_changes", "report", "transform", "validate", "write_back"]
+__all__ = ["SalesforceUnavailable", "extract", "load", "mark_status_changes", "report", "transform", "validate", "write_back"]

@@ -32,14 +32,23 @@ from typing import Any
 import sqlalchemy as sa
 
 from .model import COMPLETE, FAILED, PROCESSING, READY
+from .redaction import redact_card_numbers
 from .salesforce import COLLECTION_LIMIT, SalesforceOrdersHook
 
 log = logging.getLogger(__name__)
 
 PENDING, SENDING, DONE, ROW_FAILED, DEAD = "PENDING", "PROCESSING", "DONE", "FAILED", "DEAD"
 TRANSIENT_ERRORS = frozenset(
-    {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG", "QUERY_TIMEOUT", "API_TEMPORARILY_UNAVAILABLE"}
+    {
+        "UNABLE_TO_LOCK_ROW",
+        "SERVER_UNAVAILABLE",
+        "REQUEST_RUNNING_TOO_LONG",
+        "QUERY_TIMEOUT",
+        "API_TEMPORARILY_UNAVAILABLE",
+        "BULK_UNPROCESSED",
+    }
 )
+BULK_JOB_RECORDS = 10_000  # outbox rows per Bulk ingest round (bounded memory)
 IN_RUN_RETRIES = 2
 IN_RUN_RETRY_DELAY = 1.0  # seconds; doubled on each round
 CARD_MASK_CHAR = "X"
@@ -119,6 +128,7 @@ class OutboxDrainer:
         imported_status: str,
         card_fields: Iterable[str],
         max_attempts: int,
+        bulk_threshold: int | None = None,
         now: datetime | None = None,
         sleep: Any = time.sleep,
     ):
@@ -130,30 +140,32 @@ class OutboxDrainer:
         self.imported_status = imported_status
         self.card_fields = tuple(card_fields)
         self.max_attempts = max_attempts
+        self.bulk_threshold = bulk_threshold
         self.now = now or datetime.now(UTC)
         self.sleep = sleep
         self.summary = WriteBackSummary()
 
     # ---- selection --------------------------------------------------------------------
 
+    def _due(self) -> sa.ColumnElement[bool]:
+        outbox = self.t.writeback_outbox
+        return sa.and_(
+            sa.or_(
+                outbox.c.state.in_([PENDING, SENDING]),
+                sa.and_(outbox.c.state == ROW_FAILED, outbox.c.attempts < self.max_attempts),
+            ),
+            sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= self.now),
+        )
+
     def _due_rows(self, after_id: int, limit: int) -> list[Any]:
         outbox = self.t.writeback_outbox
-        due = sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= self.now)
-        query = (
-            sa.select(outbox)
-            .where(
-                outbox.c.id > after_id,
-                sa.or_(
-                    outbox.c.state.in_([PENDING, SENDING]),
-                    sa.and_(outbox.c.state == ROW_FAILED, outbox.c.attempts < self.max_attempts),
-                ),
-                due,
-            )
-            .order_by(outbox.c.id)
-            .limit(limit)
-        )
+        query = sa.select(outbox).where(outbox.c.id > after_id, self._due()).order_by(outbox.c.id).limit(limit)
         with self.engine.connect() as conn:
             return list(conn.execute(query))
+
+    def _due_count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(self.t.writeback_outbox).where(self._due())).scalar_one()
 
     # ---- bookkeeping ------------------------------------------------------------------
 
@@ -179,21 +191,16 @@ class OutboxDrainer:
                     .values(lifecycle_state=PROCESSING)
                 )
 
-    def _record(self, conn: sa.Connection, row: Any, result: dict | None) -> str:
-        """Store one record's outcome; returns the row's new state."""
-        outbox = self.t.writeback_outbox
+    def _outcome(self, row: Any, result: dict | None) -> dict[str, Any]:
+        """One record's new outbox values from Salesforce's answer for it."""
         if result is not None and result.get("success"):
-            conn.execute(
-                sa.update(outbox)
-                .where(outbox.c.id == row.id)
-                .values(state=DONE, attempts=outbox.c.attempts + 1, last_error_code=None, last_error_message=None,
-                        next_attempt_at=None, updated_at=datetime.now(UTC), updated_run_id=self.run_id)
-            )
             self.summary.written += 1
-            return DONE
+            return {"b_id": row.id, "state": DONE, "attempts": (row.attempts or 0) + 1, "last_error_code": None,
+                    "last_error_message": None, "next_attempt_at": None}
         error = ((result or {}).get("errors") or [{}])[0]
         code = error.get("statusCode") or "NO_RESULT"
-        message = error.get("message") or "Salesforce returned no result for this record"
+        # Salesforce's own text may quote a card number (a validation rule's message): never kept.
+        message = redact_card_numbers(error.get("message")) or "Salesforce returned no result for this record"
         attempts = (row.attempts or 0) + 1
         if attempts >= self.max_attempts:
             state = DEAD
@@ -201,20 +208,41 @@ class OutboxDrainer:
             state = PENDING
         else:
             state = ROW_FAILED
-        conn.execute(
-            sa.update(outbox)
-            .where(outbox.c.id == row.id)
-            .values(state=state, attempts=attempts, last_error_code=code, last_error_message=message[:2000],
-                    next_attempt_at=self.now + retry_delay(attempts) if state != DEAD else None,
-                    updated_at=datetime.now(UTC), updated_run_id=self.run_id)
-        )
         self.summary.errors_by_code[code] = self.summary.errors_by_code.get(code, 0) + 1
         log.warning("Write-back of %s %s failed (%s, attempt %d): %s", row.sf_object, row.sf_record_id, code, attempts, message)
-        return state
+        return {"b_id": row.id, "state": state, "attempts": attempts, "last_error_code": code,
+                "last_error_message": message[:2000], "next_attempt_at": self.now + retry_delay(attempts) if state != DEAD else None}
+
+    def _store_outcomes(self, conn: sa.Connection, outcomes: list[dict[str, Any]]) -> None:
+        """All outcomes of a batch in one executemany (no round trip per record)."""
+        if not outcomes:
+            return
+        outbox = self.t.writeback_outbox
+        names = ("state", "attempts", "last_error_code", "last_error_message", "next_attempt_at")
+        statement = (
+            sa.update(outbox)
+            .where(outbox.c.id == sa.bindparam("b_id"))
+            .values(
+                {name: sa.bindparam(name, type_=outbox.c[name].type) for name in names}
+                | {"updated_at": datetime.now(UTC), "updated_run_id": self.run_id}
+            )
+        )
+        conn.execute(statement, outcomes)
 
     # ---- sending ----------------------------------------------------------------------
 
-    def _send(self, rows: list[Any], org: OrgCapabilities) -> list[Any]:
+    def _deliver(self, payloads: list[dict], bulk: bool) -> list[dict]:
+        """Per-record results, in order: sObject Collections, or one Bulk ingest job per object."""
+        if not bulk:
+            return self.hook.update_records(payloads)
+        results: dict[int, dict] = {}
+        for sf_object in dict.fromkeys(p["attributes"]["type"] for p in payloads):
+            positions = [i for i, p in enumerate(payloads) if p["attributes"]["type"] == sf_object]
+            answers = self.hook.bulk_update(sf_object, [{k: v for k, v in payloads[i].items() if k != "attributes"} for i in positions])
+            results.update(zip(positions, answers, strict=True))
+        return [results[i] for i in range(len(payloads))]
+
+    def _send(self, rows: list[Any], org: OrgCapabilities, bulk: bool = False) -> list[Any]:
         """Send one batch; returns the rows that failed transiently (for an in-run retry)."""
         payloads: list[tuple[Any, dict]] = []
         nothing_to_write: list[Any] = []
@@ -228,20 +256,20 @@ class OutboxDrainer:
         self._mark_sending(rows)
         try:
             calls_before = self.hook.usage.calls
-            results = self.hook.update_records([p for _, p in payloads]) if payloads else []
+            results = self._deliver([p for _, p in payloads], bulk) if payloads else []
             self.summary.calls += self.hook.usage.calls - calls_before
         except Exception:
             # The call itself failed (network, limit): nothing was recorded as sent; retry later.
             with self.engine.begin() as conn:
                 self._set_rows(conn, [r.id for r in rows], state=PENDING)
             raise
-        transient = []
+        outcomes = [self._outcome(row, {"success": True}) for row in nothing_to_write]
+        padded = results + [None] * (len(payloads) - len(results))
+        outcomes += [self._outcome(row, result) for (row, _), result in zip(payloads, padded, strict=True)]
         with self.engine.begin() as conn:
-            for row in nothing_to_write:
-                self._record(conn, row, {"success": True})
-            for (row, _), result in zip(payloads, results + [None] * (len(payloads) - len(results)), strict=True):
-                if self._record(conn, row, result) == PENDING:
-                    transient.append(row)
+            self._store_outcomes(conn, outcomes)
+        by_id = {row.id: row for row in rows}
+        transient = [by_id[o["b_id"]] for o in outcomes if o["state"] == PENDING]
         self.summary.attempted += len(rows)
         return transient
 
@@ -253,22 +281,25 @@ class OutboxDrainer:
             log.warning(
                 "The org's %s Status picklist has no %r value: Status is left unchanged", self.order_object, self.imported_status
             )
+        bulk = self.bulk_threshold is not None and self._due_count() > self.bulk_threshold
+        if bulk:
+            log.info("More than %d write-backs due: sending them with Bulk API 2.0 ingest jobs", self.bulk_threshold)
         touched: set[str] = set()
         last_id = 0
         while True:
-            rows = self._due_rows(last_id, COLLECTION_LIMIT)
+            rows = self._due_rows(last_id, BULK_JOB_RECORDS if bulk else COLLECTION_LIMIT)
             if not rows:
                 break
             last_id = rows[-1].id
             touched.update(r.sf_order_id for r in rows)
-            transient = self._send(rows, org)
+            transient = self._send(rows, org, bulk)
             delay = IN_RUN_RETRY_DELAY
             for _ in range(IN_RUN_RETRIES):
                 if not transient:
                     break
                 self.sleep(delay)
                 delay *= 2
-                transient = self._send(self._reload(transient), org)
+                transient = self._send(self._reload(transient), org)  # few rows: collections
         self._count_final_states(touched)
         self.update_lifecycles(touched)
         return self.summary
@@ -314,10 +345,16 @@ class OutboxDrainer:
                 by_order: dict[str, list[Any]] = {}
                 for row in rows:
                     by_order.setdefault(row.sf_order_id, []).append(row)
+                updates = []
                 for order_id, order_rows in by_order.items():
                     state, error = lifecycle_for(order_rows)
+                    updates.append({"b_order_id": order_id, "b_state": state, "b_error": error})
+                if updates:
                     conn.execute(
-                        sa.update(orders).where(orders.c.sf_order_id == order_id).values(lifecycle_state=state, lifecycle_error=error)
+                        sa.update(orders)
+                        .where(orders.c.sf_order_id == sa.bindparam("b_order_id"))
+                        .values(lifecycle_state=sa.bindparam("b_state"), lifecycle_error=sa.bindparam("b_error")),
+                        updates,
                     )
             # Orders loaded with nothing to write back are complete as soon as they are loaded.
             has_rows = sa.select(outbox.c.id).where(outbox.c.sf_order_id == orders.c.sf_order_id).exists()

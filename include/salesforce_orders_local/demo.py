@@ -27,18 +27,8 @@ STATE_DIR = PROJECT_ROOT / ".local"
 
 
 def sandbox_connection(server: Any) -> dict[str, Any]:
-    creds = server.credentials
-    return {
-        "conn_type": "salesforce",
-        "login": creds["username"],
-        "password": creds["password"],
-        "extra": {
-            "security_token": creds["security_token"],
-            "instance_url": server.url,
-            "login_url": server.url,
-            "ca_bundle": str(server.ca_path),
-        },
-    }
+    """The ``salesforce_default`` connection that reaches this sandbox (password login via login_url)."""
+    return server.airflow_connection()
 
 
 def start_sandbox(state_dir: Path, orders: int, seed: int) -> Any:

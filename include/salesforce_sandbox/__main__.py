@@ -54,6 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         host=args.host,
         reseed=args.reseed,
+        public_url=args.public_url,
         generator_options=_generator_options(args),
     )
     stop = threading.Event()
@@ -188,6 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="seed and serve until Ctrl-C")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
     serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--public-url", help="the URL clients reach the sandbox at, when not https://localhost:<port> (e.g. https://sandbox:8443)")
     serve.add_argument("--db", default=None, help="SQLite file (default: in memory)")
     serve.add_argument("--reseed", action="store_true", help="re-generate even if --db already holds data")
     serve.add_argument("--daily-api-limit", type=int, default=DEFAULT_DAILY_API_LIMIT)

@@ -42,6 +42,7 @@ class SandboxServer:
         host: str = "127.0.0.1",
         *,
         reseed: bool = False,
+        public_url: str | None = None,
         generator_options: dict[str, Any] | None = None,
         credentials: Credentials | None = None,
     ):
@@ -54,6 +55,8 @@ class SandboxServer:
         self._with_imported_status = with_imported_status
         self._daily_api_limit = daily_api_limit
         self._reseed = reseed
+        # Where clients reach the server when that is not localhost (e.g. a container's service name).
+        self._public_url = public_url.rstrip("/") if public_url else None
         self._generator_options = generator_options or {}
         self._credentials = credentials or Credentials()
         self._runtime: SandboxRuntime | None = None
@@ -104,7 +107,7 @@ class SandboxServer:
             credentials=self._credentials,
             daily_api_limit=self._daily_api_limit,
             jwt_public_key_path=jwt_public_key_path,
-            base_url=self.url,
+            base_url=self.public_url,
         )
         if self._reseed or store.count("Order", include_deleted=True) == 0:
             self.seed_summary = runtime.reseed(
@@ -155,6 +158,11 @@ class SandboxServer:
         return f"https://localhost:{self.port}"
 
     @property
+    def public_url(self) -> str:
+        """The URL clients are told to use (login answers' ``instance_url``): ``--public-url`` or :attr:`url`."""
+        return self._public_url or self.url
+
+    @property
     def ca_path(self) -> Path:
         """The self-signed certificate (PEM) clients must trust."""
         return ensure_certificate(self.state_dir).cert_path.resolve()
@@ -193,8 +201,8 @@ class SandboxServer:
         """The Airflow connection's extras that reach this sandbox."""
         return {
             "security_token": self._credentials.security_token,
-            "instance_url": self.url,
-            "login_url": self.url,
+            "instance_url": self.public_url,
+            "login_url": self.public_url,
             "ca_bundle": str(self.ca_path),
         }
 

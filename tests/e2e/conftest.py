@@ -55,21 +55,6 @@ def org(sandbox: Any) -> Any:
     return sandbox
 
 
-def sandbox_connection(server: Any) -> dict[str, Any]:
-    creds = server.credentials
-    return {
-        "conn_type": "salesforce",
-        "login": creds["username"],
-        "password": creds["password"],
-        "extra": {
-            "security_token": creds["security_token"],
-            "instance_url": server.url,
-            "login_url": server.url,
-            "ca_bundle": str(server.ca_path),
-        },
-    }
-
-
 def org_rows(server: Any, sql: str, *params: Any) -> list[dict]:
     """Rows straight from the sandbox org's tables (for assertions)."""
     with server.store.lock:
@@ -128,7 +113,7 @@ def harness(
         engine, schema = sa.create_engine(url), f"e2e_{uuid.uuid4().hex[:10]}"
     config: dict[str, Any] = {"warehouse_schema": schema} if schema else {}
     for key, value in {
-        **connection_env("salesforce_default", sandbox_connection(org)),
+        **connection_env("salesforce_default", org.airflow_connection()),
         **connection_env("orders_warehouse", warehouse_conn),
     }.items():
         monkeypatch.setenv(key, value)

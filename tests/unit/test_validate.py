@@ -1,0 +1,337 @@
+"""Validation of staged orders: every check, its message, duplicates across chunks, and the
+validate stage over a SQLite warehouse (quarantine, staging status, the invalid-share breaker).
+
+The Great Expectations suite costs seconds to build, so one validator serves the module and the
+crafted orders are validated together in one chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from salesforce_orders.config import ImportConfig, parse_config
+from salesforce_orders.quarantine import validate_run
+from salesforce_orders.soql import item_fields, order_fields
+from salesforce_orders.staging import stage_items, stage_orders
+from salesforce_orders.validate import (
+    CHECKS,
+    ChunkResult,
+    InvalidShareExceeded,
+    OrderValidator,
+    duplicate_order_numbers,
+)
+from salesforce_orders.warehouse import COLUMN_LIMITS, create_all, tables
+
+TODAY = date(2026, 3, 1)
+CONFIG = ImportConfig()
+
+
+# ---------------------------------------------------------------------------------------
+# Staged records, shaped as extract stages them
+# ---------------------------------------------------------------------------------------
+
+
+def sf_id(prefix: str, n: int) -> str:
+    """An 18-character Salesforce-style id."""
+    return f"{prefix}{n:012d}AAA"
+
+
+def staged_item(order_n: int, item_n: int, quantity: Any = 1.0, unit_price: Any = 100.0, **overrides: Any) -> dict:
+    """A staged order product (every selected field present); TotalPrice follows quantity x price."""
+    item = dict.fromkeys(item_fields(CONFIG))
+    total = round(quantity * unit_price, 2) if isinstance(quantity, float) and isinstance(unit_price, float) else None
+    item.update(
+        {
+            "Id": sf_id("802", order_n * 100 + item_n),
+            "OrderId": sf_id("801", order_n),
+            "Product2Id": sf_id("01t", item_n),
+            "Product2.ProductCode": f"P-{item_n}",
+            "Product2.Name": f"Product {item_n}",
+            "Quantity": quantity,
+            "UnitPrice": unit_price,
+            "TotalPrice": total,
+        }
+    )
+    item.update(overrides)
+    return item
+
+
+def staged_order(n: int, items: list[dict] | None = None, **overrides: Any) -> tuple[dict, list[dict]]:
+    """A valid staged order ``n`` with its items; ``overrides`` replace fields by API name.
+
+    TotalAmount is the sum of the items' TotalPrice unless overridden.
+    """
+    if items is None:
+        items = [staged_item(n, 1, 1.0, 100.0), staged_item(n, 2, 2.0, 25.0)]
+    order = dict.fromkeys(order_fields(CONFIG))
+    address = {"Street": "1 Main St", "City": "Springfield", "State": "IL", "PostalCode": "62701", "Country": "United States"}
+    order.update(
+        {
+            "Id": sf_id("801", n),
+            "OrderNumber": f"{n:08d}",
+            "Status": "Activated",
+            "StatusCode": "Activated",
+            "Type": "New Service",
+            "EffectiveDate": "2026-01-15",
+            "ActivatedDate": "2026-01-16T10:00:00.000+0000",
+            "TotalAmount": round(sum(i["TotalPrice"] or 0 for i in items), 2),
+            "CurrencyIsoCode": "USD",
+            **{f"Billing{part}": value for part, value in address.items()},
+            **{f"Shipping{part}": value for part, value in address.items()},
+            "CreatedDate": "2026-01-15T09:00:00.000+0000",
+            "LastModifiedDate": "2026-01-16T10:00:00.000+0000",
+            "SystemModstamp": f"2026-01-16T10:{n % 60:02d}:00.000+0000",
+            "AccountId": sf_id("001", n),
+            "Account.Name": f"Account {n}",
+        }
+    )
+    order.update(overrides)
+    return order, items
+
+
+# ---------------------------------------------------------------------------------------
+# Every check, triggered by a crafted order
+# ---------------------------------------------------------------------------------------
+
+NO_SHIPPING = {f"Shipping{part}": None for part in ("Street", "City", "State", "PostalCode", "Country")}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One crafted order: what it breaks, the checks it must fail, and what each message must say."""
+
+    name: str
+    checks: tuple[str, ...]
+    fragments: dict[str, tuple[str, ...]]  # check -> texts its message must contain
+    overrides: dict[str, Any] = field(default_factory=dict)
+    items: tuple[tuple[Any, Any], ...] | None = None  # (Quantity, UnitPrice) per item
+
+
+CASES = [
+    Case("missing Id", ("order_id_present",), {"order_id_present": ("Id is missing",)}, {"Id": None}),
+    Case("missing OrderNumber", ("order_number_present",), {"order_number_present": ("OrderNumber is missing",)},
+         {"OrderNumber": None}),
+    Case("missing AccountId", ("account_present",), {"account_present": ("AccountId is missing",)}, {"AccountId": None}),
+    Case("missing Account.Name", ("account_present",), {"account_present": ("Account.Name is missing",)},
+         {"Account.Name": None}),
+    Case("Draft status", ("status_activated",), {"status_activated": ("StatusCode", "'Draft'")}, {"StatusCode": "Draft"}),
+    Case("impossible ActivatedDate", ("activated_date_valid",),
+         {"activated_date_valid": ("ActivatedDate", "'2026-02-30T10:00:00.000+0000'", "not a valid dateTime")},
+         {"ActivatedDate": "2026-02-30T10:00:00.000+0000"}),
+    Case("missing ActivatedDate", ("activated_date_valid",), {"activated_date_valid": ("ActivatedDate is missing",)},
+         {"ActivatedDate": None}),
+    Case("EffectiveDate not a date", ("effective_date_valid",),
+         {"effective_date_valid": ("EffectiveDate", "'15/01/2026'", "not a valid date")}, {"EffectiveDate": "15/01/2026"}),
+    Case("EffectiveDate before 2000", ("effective_date_valid",),
+         {"effective_date_valid": ("EffectiveDate 1999-12-31", "before 2000-01-01")}, {"EffectiveDate": "1999-12-31"}),
+    Case("EffectiveDate over a year ahead", ("effective_date_valid",),
+         {"effective_date_valid": ("EffectiveDate 2027-03-02", "365 days in the future")}, {"EffectiveDate": "2027-03-02"}),
+    Case("missing EffectiveDate", ("effective_date_valid",), {"effective_date_valid": ("EffectiveDate is missing",)},
+         {"EffectiveDate": None}),
+    # A negative total cannot equal the (positive) sum of the products as well.
+    Case("negative TotalAmount", ("total_non_negative", "total_matches_products"),
+         {"total_non_negative": ("TotalAmount -150.0 is negative",), "total_matches_products": ("TotalAmount -150.0", "150.0")},
+         {"TotalAmount": -150.0}),
+    Case("missing TotalAmount", ("total_non_negative", "total_matches_products"),
+         {"total_non_negative": ("TotalAmount is missing",), "total_matches_products": ("TotalAmount None",)},
+         {"TotalAmount": None}),
+    Case("TotalAmount off the products", ("total_matches_products",),
+         {"total_matches_products": ("TotalAmount 999.0", "TotalPrice (150.0)")}, {"TotalAmount": 999.0}),
+    Case("no products", ("has_products",), {"has_products": ("no products",)}, {"TotalAmount": 0.0}, items=()),
+    Case("zero quantity", ("quantities_positive",), {"quantities_positive": ("OrderItem", "Quantity 0.0", "not greater than 0")},
+         items=((1.0, 100.0), (0.0, 50.0))),
+    Case("missing quantity", ("quantities_positive", "total_matches_products"),
+         {"quantities_positive": ("Quantity None",)}, items=((1.0, 100.0), (None, 50.0))),
+    Case("negative unit price", ("unit_prices_non_negative",),
+         {"unit_prices_non_negative": ("OrderItem", "UnitPrice -10.0", "negative")}, items=((1.0, 100.0), (1.0, -10.0))),
+    Case("shipping address without city", ("service_address_complete",),
+         {"service_address_complete": ("from Shipping", "ShippingCity")}, {"ShippingCity": "  "}),
+    Case("billing fallback without postal code", ("service_address_complete",),
+         {"service_address_complete": ("from Billing", "BillingPostalCode")}, {**NO_SHIPPING, "BillingPostalCode": None}),
+    Case("unknown shipping country", ("country_resolvable",),
+         {"country_resolvable": ("ShippingCountry 'Atlantis'", "not a recognisable country")}, {"ShippingCountry": "Atlantis"}),
+    Case("unknown billing country", ("country_resolvable",),
+         {"country_resolvable": ("BillingCountry 'Narnia'",)}, {"BillingCountry": "Narnia"}),
+    Case("PoNumber too long", ("field_lengths",),
+         {"field_lengths": ("PoNumber is 81 characters", "the 80 allowed")}, {"PoNumber": "P" * 81}),
+    Case("Account.Name too long", ("field_lengths",),
+         {"field_lengths": ("Account.Name is 256 characters", "the 255 allowed")}, {"Account.Name": "A" * 256}),
+    Case("several problems at once", ("status_activated", "activated_date_valid", "country_resolvable"),
+         {"status_activated": ("'Draft'",), "activated_date_valid": ("ActivatedDate is missing",),
+          "country_resolvable": ("ShippingCountry 'Atlantis'",)},
+         {"StatusCode": "Draft", "ActivatedDate": None, "ShippingCountry": "Atlantis"}),
+]
+FIRST_CASE = 100  # order numbers of the crafted orders start here
+VALID = 1
+DUPLICATES = (2, 3)  # two orders sharing one OrderNumber
+
+
+def crafted(index: int, case: Case) -> tuple[dict, list[dict]]:
+    n = FIRST_CASE + index
+    items = None if case.items is None else [staged_item(n, k, q, p) for k, (q, p) in enumerate(case.items, start=1)]
+    return staged_order(n, items, **case.overrides)
+
+
+@pytest.fixture(scope="module")
+def validator() -> OrderValidator:
+    return OrderValidator(COLUMN_LIMITS, today=TODAY)
+
+
+@pytest.fixture(scope="module")
+def chunk() -> list[tuple[dict, list[dict]]]:
+    duplicates = [staged_order(n, OrderNumber="DUP-0001") for n in DUPLICATES]
+    return [staged_order(VALID), *duplicates, *(crafted(i, case) for i, case in enumerate(CASES))]
+
+
+@pytest.fixture(scope="module")
+def outcome(validator: OrderValidator, chunk: list[tuple[dict, list[dict]]]) -> ChunkResult:
+    return validator.validate(chunk)
+
+
+def result_key(chunk: list[tuple[dict, list[dict]]], index: int) -> str:
+    """How the result names an order: its Id, or its row when it has none."""
+    return chunk[index][0]["Id"] or f"(row {index})"
+
+
+def test_every_check_has_a_crafted_order():
+    assert {check for case in CASES for check in case.checks} | {"order_number_unique"} == set(CHECKS)
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[case.name for case in CASES])
+def test_each_check_names_the_field_and_value(outcome: ChunkResult, chunk, index: int):
+    case = CASES[index]
+    key = result_key(chunk, 3 + index)
+    assert sorted(outcome.failures.get(key, [])) == sorted(case.checks)
+    for check, fragments in case.fragments.items():
+        message = outcome.details[key][check]
+        for fragment in fragments:
+            assert fragment in message, f"{check}: {message!r} lacks {fragment!r}"
+
+
+def test_the_valid_order_passes_every_check(outcome: ChunkResult, chunk):
+    assert chunk[0][0]["Id"] not in outcome.failures
+
+
+def test_a_valid_order_alone_passes_every_check(validator: OrderValidator):
+    assert validator.validate([staged_order(VALID)]) == ChunkResult()
+
+
+def test_orders_sharing_an_order_number_in_one_chunk_both_fail(outcome: ChunkResult, chunk):
+    for index in (1, 2):
+        key = result_key(chunk, index)
+        assert outcome.failures[key] == ["order_number_unique"]
+        assert outcome.details[key]["order_number_unique"] == "OrderNumber 'DUP-0001' appears on more than one order"
+
+
+def test_an_empty_chunk_has_no_failures(validator: OrderValidator):
+    assert validator.validate([]) == ChunkResult()
+
+
+def test_duplicate_order_numbers_across_chunks():
+    seen: set[str] = set()
+    first = [staged_order(1), staged_order(2)]
+    second = [staged_order(3, OrderNumber="00000001"), staged_order(4, OrderNumber=None), staged_order(5)]
+    third = [staged_order(6, OrderNumber="00000005"), staged_order(7, OrderNumber="00000005")]
+
+    assert duplicate_order_numbers(first, seen) == []
+    assert duplicate_order_numbers(second, seen) == [sf_id("801", 3)]
+    assert duplicate_order_numbers(third, seen) == [sf_id("801", 6), sf_id("801", 7)]
+    assert seen == {"00000001", "00000002", "00000005"}
+
+
+# ---------------------------------------------------------------------------------------
+# The validate stage over a warehouse
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def engine(sqlite_engine: sa.Engine) -> sa.Engine:
+    create_all(sqlite_engine)
+    return sqlite_engine
+
+
+def stage(engine: sa.Engine, run_id: str, orders: list[tuple[dict, list[dict]]]) -> None:
+    with engine.begin() as conn:
+        stage_orders(conn, run_id, [order for order, _ in orders])
+        stage_items(conn, run_id, [item for _, items in orders for item in items])
+
+
+def rows(engine: sa.Engine, table: sa.Table, *where: Any) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(table).where(*where)).mappings()]
+
+
+def staged_status(engine: sa.Engine, run_id: str) -> dict[str, tuple[str, Any]]:
+    t = tables().stg_orders
+    return {r["sf_order_id"]: (r["status"], r["failed_checks"]) for r in rows(engine, t, t.c.run_id == run_id)}
+
+
+def test_validate_run_quarantines_the_invalid_and_marks_staging(engine: sa.Engine):
+    orders = [
+        staged_order(1),
+        staged_order(2, StatusCode="Draft", PoNumber="P" * 81),
+        staged_order(3),
+        staged_order(4),
+    ]
+    stage(engine, "run-1", orders)
+
+    summary = validate_run(engine, "run-1", parse_config({"max_invalid_share": 0.5}), today=TODAY)
+
+    assert summary.as_dict() == {
+        "checked": 4,
+        "valid": 3,
+        "invalid": 1,
+        "invalid_share": 0.25,
+        "failures_by_check": {"field_lengths": 1, "status_activated": 1},
+    }
+    [quarantined] = rows(engine, tables().quarantined_orders)
+    assert (quarantined["run_id"], quarantined["sf_order_id"]) == ("run-1", sf_id("801", 2))
+    assert (quarantined["order_number"], quarantined["account_name"]) == ("00000002", "Account 2")
+    assert sorted(quarantined["failed_checks"]) == ["field_lengths", "status_activated"]
+    assert quarantined["details"]["status_activated"] == "StatusCode is 'Draft', expected 'Activated'"
+    assert quarantined["details"]["field_lengths"] == "PoNumber is 81 characters, more than the 80 allowed"
+    assert quarantined["released_at"] is None
+    status = staged_status(engine, "run-1")
+    assert status[sf_id("801", 2)][0] == "invalid"
+    assert sorted(status[sf_id("801", 2)][1]) == ["field_lengths", "status_activated"]
+    assert {status[sf_id("801", n)] for n in (1, 3, 4)} == {("valid", None)}
+
+
+def test_validate_run_quarantines_an_order_number_seen_in_an_earlier_chunk(engine: sa.Engine):
+    # Chunks hold 100 orders, ordered by Id: the last order repeats the first one's number.
+    orders = [staged_order(n) for n in range(1, 101)] + [staged_order(101, OrderNumber="00000001")]
+    stage(engine, "run-1", orders)
+
+    summary = validate_run(engine, "run-1", parse_config({"chunk_size": 100}), today=TODAY)
+
+    assert (summary.checked, summary.valid, summary.invalid) == (101, 100, 1)
+    assert summary.failures_by_check == {"order_number_unique": 1}
+    [quarantined] = rows(engine, tables().quarantined_orders)
+    assert quarantined["sf_order_id"] == sf_id("801", 101)
+    assert quarantined["failed_checks"] == ["order_number_unique"]
+    assert quarantined["details"] == {"order_number_unique": "OrderNumber '00000001' appears on more than one order"}
+    status = staged_status(engine, "run-1")
+    assert status[sf_id("801", 101)] == ("invalid", ["order_number_unique"])
+    assert status[sf_id("801", 1)] == ("valid", None)
+
+
+def test_too_many_invalid_orders_stop_the_run_before_anything_is_loaded(engine: sa.Engine):
+    orders = [staged_order(1), staged_order(2, AccountId=None), staged_order(3, TotalAmount=1.0), staged_order(4)]
+    stage(engine, "run-1", orders)
+
+    with pytest.raises(InvalidShareExceeded) as raised:
+        validate_run(engine, "run-1", parse_config({"max_invalid_share": 0.25}), today=TODAY)
+
+    message = str(raised.value)
+    assert "2 of 4 orders (50%)" in message and "max_invalid_share 25%" in message
+    assert "nothing was loaded" in message and "quarantined_orders" in message
+    t = tables()
+    assert rows(engine, t.external_orders) == []
+    assert rows(engine, t.writeback_outbox) == []
+    # The reasons stay visible for whoever looks into the stopped run.
+    assert {r["sf_order_id"] for r in rows(engine, t.quarantined_orders)} == {sf_id("801", 2), sf_id("801", 3)}

@@ -1,0 +1,411 @@
+"""Write-back: field preparation for the org, lifecycles, retry delays, and draining the outbox of
+a SQLite warehouse through a fake Salesforce that answers per record as sObject Collections do."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from salesforce_orders.config import DEFAULT_CARD_FIELDS
+from salesforce_orders.load import load_run
+from salesforce_orders.model import WriteBack
+from salesforce_orders.salesforce import COLLECTION_LIMIT, ApiUsage, SalesforceApiError
+from salesforce_orders.warehouse import create_all, tables
+from salesforce_orders.writeback import (
+    CARD_MASK_MAX,
+    OrgCapabilities,
+    OutboxDrainer,
+    WriteBackSummary,
+    lifecycle_for,
+    prepare_fields,
+    retry_delay,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+CARD_NUMBER, CARD_CVV, CARD_MONTH, CARD_YEAR = DEFAULT_CARD_FIELDS
+MASK = "X" * 16
+LOCKED = {"statusCode": "UNABLE_TO_LOCK_ROW", "message": "unable to obtain exclusive access to this record", "fields": []}
+RULE = {"statusCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Status cannot change this week", "fields": ["Status"]}
+
+
+def order_describe(statuses: tuple[str, ...] = ("Draft", "Activated", "Imported"), card_lengths: dict[str, int] | None = None) -> dict:
+    """The part of an Order describe the write-back reads."""
+    lengths = {CARD_NUMBER: 20, CARD_CVV: 4, CARD_MONTH: 2, CARD_YEAR: 4} if card_lengths is None else card_lengths
+    return {
+        "name": "Order",
+        "fields": [
+            {"name": "Id", "length": 18},
+            {"name": "Status", "length": 40, "picklistValues": [{"value": s, "active": True} for s in statuses]},
+            *({"name": name, "length": length} for name, length in lengths.items()),
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Pure functions
+# ---------------------------------------------------------------------------------------
+
+
+def test_capabilities_from_the_describe():
+    describe = order_describe(card_lengths={CARD_NUMBER: 20, CARD_CVV: 0})
+    describe["fields"][1]["picklistValues"].append({"value": "Archived", "active": False})
+
+    org = OrgCapabilities.from_describe(describe, "Imported", DEFAULT_CARD_FIELDS)
+    assert org == OrgCapabilities(imported_status_available=True, card_field_lengths={CARD_NUMBER: 20, CARD_CVV: CARD_MASK_MAX})
+    # An inactive picklist value cannot be set.
+    assert OrgCapabilities.from_describe(describe, "Archived", ()).imported_status_available is False
+    assert OrgCapabilities.from_describe({"fields": []}, "Imported", DEFAULT_CARD_FIELDS) == OrgCapabilities(False, {})
+
+
+def test_prepare_fields_sizes_card_masks_and_drops_what_the_org_lacks():
+    org = OrgCapabilities(imported_status_available=False, card_field_lengths={CARD_NUMBER: 20, CARD_CVV: 4, CARD_MONTH: 2})
+    fields = {"Status": "Imported", **dict.fromkeys(DEFAULT_CARD_FIELDS, MASK), "Description": "XY", "PoNumber": ""}
+
+    assert prepare_fields("Order", fields, org, "Imported") == {
+        CARD_NUMBER: MASK,  # at most 16 characters, however long the field
+        CARD_CVV: "XXXX",
+        CARD_MONTH: "XX",
+        "Description": "XY",  # not a mask: sent as it is
+        "PoNumber": "",
+    }
+
+
+def test_prepare_fields_keeps_an_available_status_and_other_statuses():
+    with_status = OrgCapabilities(imported_status_available=True, card_field_lengths={})
+    without = OrgCapabilities(imported_status_available=False, card_field_lengths={})
+
+    assert prepare_fields("Order", {"Status": "Imported"}, with_status, "Imported") == {"Status": "Imported"}
+    assert prepare_fields("Order", {"Status": "Activated"}, without, "Imported") == {"Status": "Activated"}
+
+
+def test_prepare_fields_leaves_other_objects_alone():
+    org = OrgCapabilities(imported_status_available=False, card_field_lengths={})
+    fields = {"Customer_ID__c": "C-1", "Status": "Imported", "Code__c": "XXXX"}
+
+    prepared = prepare_fields("Account", fields, org, "Imported")
+    assert prepared == fields and prepared is not fields
+
+
+@pytest.mark.parametrize(
+    ("attempts", "minutes"), [(0, 1), (1, 1), (2, 2), (3, 4), (6, 32), (7, 60), (20, 60)]
+)
+def test_retry_delay_doubles_up_to_an_hour(attempts: int, minutes: int):
+    assert retry_delay(attempts) == timedelta(minutes=minutes)
+
+
+def outbox_row(sf_object: str, record: str, state: str, code: str | None = None, message: str | None = None) -> Any:
+    return SimpleNamespace(sf_object=sf_object, sf_record_id=record, state=state, last_error_code=code, last_error_message=message)
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([], ("COMPLETE", None)),
+        ([outbox_row("Order", "o1", "DONE"), outbox_row("Account", "a1", "DONE")], ("COMPLETE", None)),
+        ([outbox_row("Order", "o1", "DONE"), outbox_row("Account", "a1", "PENDING")], ("PROCESSING", None)),
+        (
+            [outbox_row("Order", "o1", "PENDING", "UNABLE_TO_LOCK_ROW", "locked")],
+            ("PROCESSING", "Order: UNABLE_TO_LOCK_ROW: locked (will retry)"),
+        ),
+        (
+            [outbox_row("Order", "o1", "FAILED", "INVALID_FIELD", "bad"), outbox_row("Account", "a1", "PENDING")],
+            ("FAILED", "Order: INVALID_FIELD: bad"),
+        ),
+        ([outbox_row("Account", "a1", "DEAD", "DUPLICATE_VALUE", "taken")], ("FAILED", "Account: DUPLICATE_VALUE: taken (gave up)")),
+        # A newer row for the same record supersedes the one that failed.
+        ([outbox_row("Order", "o1", "FAILED", "INVALID_FIELD", "bad"), outbox_row("Order", "o1", "DONE")], ("COMPLETE", None)),
+    ],
+    ids=["no rows", "all done", "one waiting", "transient error", "failed wins", "dead", "superseded failure"],
+)
+def test_lifecycle_for(rows: list[Any], expected: tuple[str, str | None]):
+    assert lifecycle_for(rows) == expected
+
+
+# ---------------------------------------------------------------------------------------
+# Draining the outbox
+# ---------------------------------------------------------------------------------------
+
+
+class FakeSalesforce:
+    """What the drainer uses of the hook: ``describe``, ``update_records`` and ``usage.calls``.
+
+    ``answer(record)`` gives the per-record result (an error dict, or None for success);
+    ``fail_call`` makes the whole call raise instead.
+    """
+
+    def __init__(self, describe: dict | None = None):
+        self.usage = ApiUsage()
+        self._describe = describe or order_describe()
+        self.answer: Callable[[dict], dict | None] = lambda record: None
+        self.fail_call: BaseException | None = None
+        self.calls: list[list[dict]] = []
+
+    def describe(self, sobject: str) -> dict:
+        assert sobject == "Order"
+        return self._describe
+
+    def update_records(self, records: list[dict]) -> list[dict]:
+        if self.fail_call is not None:
+            raise self.fail_call
+        self.calls.append(records)
+        self.usage.calls += math.ceil(len(records) / COLLECTION_LIMIT)
+        results = []
+        for record in records:
+            error = self.answer(record)
+            results.append({"id": record["id"], "success": error is None, "errors": [error] if error else []})
+        return results
+
+    def sent(self) -> list[dict]:
+        return [record for call in self.calls for record in call]
+
+
+@pytest.fixture
+def engine(sqlite_engine: sa.Engine) -> sa.Engine:
+    create_all(sqlite_engine)
+    return sqlite_engine
+
+
+@pytest.fixture
+def loaded(engine: sa.Engine, make_transformed: Callable[..., Any]) -> Callable[..., list[Any]]:
+    """Load orders (each with its own Account) so their write-backs sit in the outbox as PENDING."""
+
+    def load(*numbers: int, records: list[Any] | None = None) -> list[Any]:
+        records = records or [make_transformed(n, account=n) for n in numbers]
+        load_run(engine, "run-load", [records], now=T0, watermark=None)
+        return records
+
+    return load
+
+
+def drain(engine: sa.Engine, hook: FakeSalesforce, *, now: datetime = T0, run_id: str = "run-wb", max_attempts: int = 5,
+          sleeps: list[float] | None = None) -> WriteBackSummary:
+    drainer = OutboxDrainer(
+        engine,
+        hook,  # type: ignore[arg-type]
+        tables=tables(),
+        run_id=run_id,
+        order_object="Order",
+        imported_status="Imported",
+        card_fields=DEFAULT_CARD_FIELDS,
+        max_attempts=max_attempts,
+        now=now,
+        sleep=(sleeps if sleeps is not None else []).append,
+    )
+    return drainer.drain()
+
+
+def outbox(engine: sa.Engine) -> list[dict]:
+    t = tables().writeback_outbox
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(t).order_by(t.c.id)).mappings()]
+
+
+def order_row(engine: sa.Engine, transformed: Any) -> dict:
+    t = tables().external_orders
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.select(t).where(t.c.sf_order_id == transformed.order.sf_order_id)).mappings().one())
+
+
+def lifecycle(engine: sa.Engine, transformed: Any) -> tuple[str, str | None]:
+    row = order_row(engine, transformed)
+    return row["lifecycle_state"], row["lifecycle_error"]
+
+
+def fail(record_id: str, error: dict) -> Callable[[dict], dict | None]:
+    return lambda record: error if record["id"] == record_id else None
+
+
+def test_success_marks_rows_done_and_orders_complete(engine, loaded):
+    first, second = loaded(1, 2)
+    hook = FakeSalesforce()
+
+    summary = drain(engine, hook)
+
+    assert summary.as_dict() == {
+        "attempted": 4, "written": 4, "retry_later": 0, "failed": 0, "dead": 0, "calls": 1,
+        "status_skipped": False, "errors_by_code": {},
+    }
+    assert hook.sent() == [
+        {"attributes": {"type": "Order"}, "id": first.order.sf_order_id, "Status": "Imported"},
+        {"attributes": {"type": "Account"}, "id": first.customer.sf_account_id, "Customer_ID__c": "C-1"},
+        {"attributes": {"type": "Order"}, "id": second.order.sf_order_id, "Status": "Imported"},
+        {"attributes": {"type": "Account"}, "id": second.customer.sf_account_id, "Customer_ID__c": "C-2"},
+    ]
+    assert [(r["state"], r["attempts"], r["updated_run_id"], r["last_error_code"]) for r in outbox(engine)] == [
+        ("DONE", 1, "run-wb", None)
+    ] * 4
+    assert lifecycle(engine, first) == lifecycle(engine, second) == ("COMPLETE", None)
+
+
+def test_nothing_due_sends_nothing(engine, loaded):
+    loaded(1)
+    hook = FakeSalesforce()
+    drain(engine, hook)
+
+    again = drain(engine, hook, now=T0 + timedelta(hours=1))
+
+    assert len(hook.calls) == 1
+    assert (again.attempted, again.calls) == (0, 0)
+
+
+def test_transient_error_is_retried_in_the_run_then_left_pending(engine, loaded):
+    [order] = loaded(1)
+    hook = FakeSalesforce()
+    hook.answer = fail(order.order.sf_order_id, LOCKED)
+    sleeps: list[float] = []
+
+    summary = drain(engine, hook, sleeps=sleeps)
+
+    assert sleeps == [1.0, 2.0]  # two in-run retries, backing off
+    assert [len(call) for call in hook.calls] == [2, 1, 1]  # the Account went through the first time
+    assert (summary.written, summary.retry_later, summary.failed, summary.dead) == (1, 1, 0, 0)
+    assert summary.errors_by_code == {"UNABLE_TO_LOCK_ROW": 3}
+    order_outbox, account_outbox = outbox(engine)
+    assert (order_outbox["state"], order_outbox["attempts"], order_outbox["last_error_code"]) == ("PENDING", 3, "UNABLE_TO_LOCK_ROW")
+    assert order_outbox["next_attempt_at"] == T0 + retry_delay(3)
+    assert account_outbox["state"] == "DONE"
+    state, error = lifecycle(engine, order)
+    assert state == "PROCESSING"
+    assert error == f"Order: UNABLE_TO_LOCK_ROW: {LOCKED['message']} (will retry)"
+
+    # Once the lock is gone, a later run writes it and the order completes.
+    hook.answer = lambda record: None
+    later = drain(engine, hook, now=T0 + timedelta(hours=1), run_id="run-wb-2")
+    assert later.written == 1
+    assert outbox(engine)[0]["state"] == "DONE"
+    assert lifecycle(engine, order) == ("COMPLETE", None)
+
+
+def test_permanent_error_fails_is_retried_later_and_given_up_after_max_attempts(engine, loaded):
+    [order] = loaded(1)
+    hook = FakeSalesforce()
+    hook.answer = fail(order.order.sf_order_id, RULE)
+    expected_error = f"Order: FIELD_CUSTOM_VALIDATION_EXCEPTION: {RULE['message']}"
+
+    first = drain(engine, hook, max_attempts=3)
+    assert (first.written, first.failed, first.dead, len(hook.calls)) == (1, 1, 0, 1)  # not retried in the run
+    row = outbox(engine)[0]
+    assert (row["state"], row["attempts"], row["last_error_message"]) == ("FAILED", 1, RULE["message"])
+    assert row["next_attempt_at"] == T0 + timedelta(minutes=1)
+    assert lifecycle(engine, order) == ("FAILED", expected_error)
+
+    # Not due yet: the backoff holds it back.
+    assert drain(engine, hook, now=T0 + timedelta(seconds=30), max_attempts=3).attempted == 0
+
+    second = drain(engine, hook, now=T0 + timedelta(minutes=2), run_id="run-wb-2", max_attempts=3)
+    assert (second.attempted, second.failed) == (1, 1)
+    assert outbox(engine)[0]["attempts"] == 2
+
+    third = drain(engine, hook, now=T0 + timedelta(minutes=10), run_id="run-wb-3", max_attempts=3)
+    assert (third.attempted, third.failed, third.dead) == (1, 0, 1)
+    row = outbox(engine)[0]
+    assert (row["state"], row["attempts"], row["next_attempt_at"]) == ("DEAD", 3, None)
+    assert lifecycle(engine, order) == ("FAILED", f"{expected_error} (gave up)")
+
+    # A dead row is never sent again.
+    calls = len(hook.calls)
+    assert drain(engine, hook, now=T0 + timedelta(days=1), run_id="run-wb-4", max_attempts=3).attempted == 0
+    assert len(hook.calls) == calls
+
+
+def test_a_failed_record_written_by_a_later_run_completes_the_order(engine, loaded):
+    [order] = loaded(1)
+    hook = FakeSalesforce()
+    hook.answer = fail(order.order.sf_order_id, RULE)
+    drain(engine, hook)
+
+    hook.answer = lambda record: None
+    drain(engine, hook, now=T0 + timedelta(minutes=5), run_id="run-wb-2")
+
+    assert [r["state"] for r in outbox(engine)] == ["DONE", "DONE"]
+    assert lifecycle(engine, order) == ("COMPLETE", None)
+
+
+def test_the_imported_status_is_dropped_when_the_org_lacks_it(engine, loaded):
+    [order] = loaded(1)
+    hook = FakeSalesforce(order_describe(statuses=("Draft", "Activated")))
+
+    summary = drain(engine, hook)
+
+    assert summary.status_skipped is True
+    # The Order row had only the status to write: nothing of it is sent, and it counts as done.
+    assert hook.sent() == [{"attributes": {"type": "Account"}, "id": order.customer.sf_account_id, "Customer_ID__c": "C-1"}]
+    assert [r["state"] for r in outbox(engine)] == ["DONE", "DONE"]
+    assert lifecycle(engine, order) == ("COMPLETE", None)
+
+
+def test_card_masks_are_sized_to_the_org_fields(engine, loaded, make_transformed):
+    base = make_transformed(1)
+    order_id = base.order.sf_order_id
+    fields = {"Status": "Imported", **dict.fromkeys(DEFAULT_CARD_FIELDS, MASK)}
+    record = replace(base, write_backs=(WriteBack("Order", order_id, fields, order_id, "mark_imported+x_out_card"),))
+    loaded(records=[record])
+    # The org has no expiration-year field, and short CVV and month fields.
+    hook = FakeSalesforce(order_describe(card_lengths={CARD_NUMBER: 20, CARD_CVV: 4, CARD_MONTH: 2}))
+
+    drain(engine, hook)
+
+    assert hook.sent() == [
+        {"attributes": {"type": "Order"}, "id": order_id, "Status": "Imported", CARD_NUMBER: MASK, CARD_CVV: "XXXX", CARD_MONTH: "XX"}
+    ]
+    assert outbox(engine)[0]["fields"] == fields  # the outbox keeps what was asked for
+
+
+def test_a_call_that_raises_leaves_rows_pending(engine, loaded):
+    [order] = loaded(1)
+    hook = FakeSalesforce()
+    hook.fail_call = SalesforceApiError("Salesforce answered 403 REQUEST_LIMIT_EXCEEDED", code="REQUEST_LIMIT_EXCEEDED", status=403)
+
+    with pytest.raises(SalesforceApiError):
+        drain(engine, hook)
+
+    assert [(r["state"], r["attempts"]) for r in outbox(engine)] == [("PENDING", 0), ("PENDING", 0)]
+    assert lifecycle(engine, order)[0] == "PROCESSING"
+
+    hook.fail_call = None
+    assert drain(engine, hook, run_id="run-wb-2").written == 2
+    assert lifecycle(engine, order) == ("COMPLETE", None)
+
+
+class Crash(BaseException):
+    """The worker dies mid-call: nothing after the call runs."""
+
+
+def test_rows_left_processing_by_a_crashed_run_are_sent_again(engine, loaded):
+    [order] = loaded(1)
+    hook = FakeSalesforce()
+    hook.fail_call = Crash()
+    with pytest.raises(Crash):
+        drain(engine, hook)
+    assert [r["state"] for r in outbox(engine)] == ["PROCESSING", "PROCESSING"]
+
+    hook.fail_call = None
+    summary = drain(engine, hook, run_id="run-wb-2")
+
+    assert summary.written == 2
+    assert {r["id"] for r in hook.sent()} == {order.order.sf_order_id, order.customer.sf_account_id}
+    assert [(r["state"], r["attempts"]) for r in outbox(engine)] == [("DONE", 1), ("DONE", 1)]
+    assert lifecycle(engine, order) == ("COMPLETE", None)
+
+
+def test_450_rows_go_out_in_three_calls_of_at_most_200(engine, loaded):
+    loaded(*range(1, 226))  # an Order and an Account row each
+    hook = FakeSalesforce()
+
+    summary = drain(engine, hook)
+
+    assert len(outbox(engine)) == 450
+    assert [len(call) for call in hook.calls] == [200, 200, 50]
+    assert len({r["id"] for r in hook.sent()}) == 450
+    assert (summary.attempted, summary.written, summary.calls) == (450, 450, 3)
+    orders = tables().external_orders
+    with engine.connect() as conn:
+        states = conn.execute(sa.select(orders.c.lifecycle_state, sa.func.count()).group_by(orders.c.lifecycle_state)).all()
+    assert [tuple(row) for row in states] == [("COMPLETE", 225)]

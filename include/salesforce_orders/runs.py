@@ -105,7 +105,7 @@ def plan_run(
         return RunPlan(FULL_RESYNC, ExtractWindow(None, None, activated_since))
     if since is not None:
         return RunPlan(SINCE, ExtractWindow(None, None, activated_since, since=since))
-    if str(run_type).lower().endswith("backfill") or str(run_type).lower() == "backfill_job":
+    if str(run_type).lower() == "backfill":  # DagRunType.BACKFILL_JOB's value
         if data_interval_start is None or data_interval_end is None:
             raise ParamError("a backfill run needs a data interval")
         return RunPlan(BACKFILL, ExtractWindow(data_interval_start, data_interval_end, activated_since))

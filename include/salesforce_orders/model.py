@@ -14,7 +14,7 @@ Card fields appear in neither: they are never selected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 StagedOrder = dict[str, Any]
@@ -154,3 +154,25 @@ class SkippedOrder:
     sf_order_id: str
     order_number: str | None
     reason: str
+
+
+def plain(value: Any) -> Any:
+    """A record as plain JSON-able data (dicts, lists, scalars).
+
+    Equivalent to ``dataclasses.asdict`` for these records, without its deep copies, which
+    dominate the transform and load of large runs.
+    """
+    names = _FIELD_NAMES.get(type(value))
+    if names is not None:
+        return {name: plain(getattr(value, name)) for name in names}
+    if isinstance(value, tuple | list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls))
+    for cls in (Address, CustomerRecord, LocationRecord, OrderRecord, ItemRecord, ServiceRecord, WriteBack, TransformedOrder, SkippedOrder)
+}

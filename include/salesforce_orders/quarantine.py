@@ -18,8 +18,14 @@ from .validate import InvalidShareExceeded, OrderValidator, ValidationSummary, d
 
 log = logging.getLogger(__name__)
 
+# Orders per Great Expectations run: each run has a fixed cost (~0.5 s for the suite), so
+# validating 10,000 orders at a time is several times faster than 2,000, for ~50 MB of memory.
+VALIDATION_CHUNK = 10_000
 
-def validate_run(engine: sa.Engine, run_id: str, config: ImportConfig, *, today: date | None = None) -> ValidationSummary:
+
+def validate_run(
+    engine: sa.Engine, run_id: str, config: ImportConfig, *, today: date | None = None, batch_size: int | None = None
+) -> ValidationSummary:
     from .load import record_quarantine
     from .staging import iter_staged, mark_validation
     from .warehouse import COLUMN_LIMITS
@@ -28,7 +34,7 @@ def validate_run(engine: sa.Engine, run_id: str, config: ImportConfig, *, today:
     validator = OrderValidator(COLUMN_LIMITS, today=today)
     summary = ValidationSummary()
     seen_numbers: set[str] = set()
-    for chunk in iter_staged(engine, run_id, status=None, chunk_size=config.chunk_size, schema=schema):
+    for chunk in iter_staged(engine, run_id, status=None, chunk_size=batch_size or max(config.chunk_size, VALIDATION_CHUNK), schema=schema):
         result = validator.validate(chunk)
         for order_id in duplicate_order_numbers(chunk, seen_numbers):
             number = next(o.get("OrderNumber") for o, _ in chunk if o.get("Id") == order_id)

@@ -32,13 +32,14 @@ import requests
 from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
 from requests.adapters import HTTPAdapter
 from simple_salesforce import api as sf_api
+from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 from simple_salesforce.exceptions import SalesforceError as ClientError
 from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
 
 COLLECTION_LIMIT = 200  # records per sObject Collections call
-BULK_PAGE_RECORDS = 50_000  # records per Bulk API 2.0 result page (maxRecords)
+BULK_PAGE_RECORDS = 25_000  # records per Bulk API 2.0 result page (maxRecords): bounds a page in memory
 BULK_POLL_SECONDS = 0.5
 BULK_TIMEOUT_SECONDS = 3600
 _NUMERIC_TYPES = {"double", "currency", "percent"}
@@ -56,6 +57,10 @@ class SalesforceApiError(RuntimeError):
 
 class ApiLimitExceeded(SalesforceApiError):
     """The org's daily API allowance is used up (REQUEST_LIMIT_EXCEEDED)."""
+
+
+class LoginRefused(SalesforceApiError):
+    """Salesforce refused the connection's credentials (at the first login or a re-login)."""
 
 
 class ApiBudgetExceeded(SalesforceApiError):
@@ -104,6 +109,8 @@ class _SalesforceAdapter(HTTPAdapter):
 
 def _error_from_client(exc: ClientError) -> SalesforceApiError:
     """Translate simple-salesforce's exception into ours, keeping Salesforce's code and message."""
+    if isinstance(exc, SalesforceAuthenticationFailed):  # the lazy login, or a re-login, inside a call
+        return LoginRefused(f"Salesforce refused the login: {exc}", code=str(exc.code or "") or None, status=401)
     content = getattr(exc, "content", None)
     code, message = None, str(exc)
     if isinstance(content, list) and content and isinstance(content[0], dict):

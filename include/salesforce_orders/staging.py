@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from .model import StagedItem, StagedOrder, TransformedOrder
+from .model import StagedItem, StagedOrder, TransformedOrder, plain
 from .warehouse import INVALID, STAGED, VALID, in_batches, parse_utc, tables, upsert, utc_now
 
 T = TypeVar("T")
@@ -200,7 +200,7 @@ def mark_validation(
 
 
 def _to_payload(record: TransformedOrder) -> dict[str, Any]:
-    return dataclasses.asdict(record)
+    return plain(record)
 
 
 def _as_is(value: Any) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +26,7 @@ from salesforce_orders.model import (
     StagedOrder,
     TransformedOrder,
     WriteBack,
+    plain,
 )
 
 SHIPPING = "shipping"
@@ -404,14 +404,14 @@ def content_hash(
     is never part of the records.)
     """
     content = {
-        "order": _without(asdict(order), _ORDER_ECHO_FIELDS),
-        "items": [asdict(item) for item in items],
-        "services": [asdict(service) for service in services],
-        "customer": _without(asdict(customer), _CUSTOMER_ECHO_FIELDS),
-        "parent_customer": _without(asdict(parent_customer), _CUSTOMER_ECHO_FIELDS)
+        "order": _without(plain(order), _ORDER_ECHO_FIELDS),
+        "items": [plain(item) for item in items],
+        "services": [plain(service) for service in services],
+        "customer": _without(plain(customer), _CUSTOMER_ECHO_FIELDS),
+        "parent_customer": _without(plain(parent_customer), _CUSTOMER_ECHO_FIELDS)
         if parent_customer
         else None,
-        "location": asdict(location) if location else None,
+        "location": plain(location) if location else None,
     }
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

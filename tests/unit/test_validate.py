@@ -307,7 +307,7 @@ def test_validate_run_quarantines_an_order_number_seen_in_an_earlier_chunk(engin
     orders = [staged_order(n) for n in range(1, 101)] + [staged_order(101, OrderNumber="00000001")]
     stage(engine, "run-1", orders)
 
-    summary = validate_run(engine, "run-1", parse_config({"chunk_size": 100}), today=TODAY)
+    summary = validate_run(engine, "run-1", parse_config({"chunk_size": 100}), today=TODAY, batch_size=100)
 
     assert (summary.checked, summary.valid, summary.invalid) == (101, 100, 1)
     assert summary.failures_by_check == {"order_number_unique": 1}

@@ -649,9 +649,6 @@ def engine_from_connection(conn_id: str) -> sa.Engine:
 UPSERT_BATCH_SIZE = 2000
 
 
-POSTGRES_MAX_PARAMS = 60_000  # PostgreSQL's protocol allows 65,535 bind parameters per statement
-
-
 def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
     """The dialect's INSERT construct, which knows ON CONFLICT."""
     if conn.dialect.name == "postgresql":
@@ -692,12 +689,6 @@ def upsert(
             where=update_where(stmt.excluded) if update_where else None,
         )
 
-    if conn.dialect.name == "postgresql":
-        # One multi-row VALUES statement per batch: a network round trip per batch, not per row.
-        per_statement = max(1, min(UPSERT_BATCH_SIZE, POSTGRES_MAX_PARAMS // max(len(unique[0]), 1)))
-        for start in range(0, len(unique), per_statement):
-            conn.execute(on_conflict(dialect_insert(conn, table).values(unique[start : start + per_statement])))
-        return
     stmt = on_conflict(dialect_insert(conn, table))
     for start in range(0, len(unique), UPSERT_BATCH_SIZE):
         conn.execute(stmt, unique[start : start + UPSERT_BATCH_SIZE])

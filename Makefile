@@ -7,8 +7,11 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.8
 export AIRFLOW_HOME ?= $(CURDIR)/.local/airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+# The browser tests drive Debian's Chromium (never a downloaded browser build).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help install run test lint sandbox up bench lock clean
+.PHONY: help install run test lint sandbox up bench lock screenshots clean
 
 help:
 	@echo "make run      run the import DAG once end to end (sandbox + SQLite) and print what it loaded"
@@ -17,6 +20,7 @@ help:
 	@echo "make up       airflow standalone + sandbox, UI on http://localhost:8080"
 	@echo "make lint     ruff"
 	@echo "make lock     re-resolve constraints.txt from requirements.txt"
+	@echo "make screenshots  refresh docs/screenshots/ from the browser test of the External Orders view"
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +31,16 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# Skipped when the file exists: installs Chromium once per machine.
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+screenshots: $(STAMP) $(CHROMIUM)
+	UI_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/ui/test_external_orders_page.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

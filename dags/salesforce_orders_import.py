@@ -5,9 +5,16 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back")
+
+# The loaded tables as Airflow Assets: analysts' DAGs schedule on them (dags/orders_downstream_example.py).
+# Each event's extra carries the load's counts, so a consumer can tell a real change from a no-op run.
+WAREHOUSE_ASSETS = tuple(
+    Asset(name=f"orders_warehouse.{table}", group="salesforce_orders")
+    for table in ("external_orders", "external_order_items", "order_services", "customers", "customer_locations")
+)
 
 DOC = """
 ### Salesforce Orders import
@@ -46,14 +53,33 @@ TASK_DOCS = {
     "transform": "Pure transform of valid orders: external name, billing/service address, customers "
     "(parent/child), service groups, routing, metadata, zero-total policy, notes.",
     "load": "One warehouse transaction: upserts customers, locations, orders, items and services; an unchanged "
-    "order (same content hash) is a no-op; write-back rows go to the outbox; the watermark moves.",
+    "order (same content hash) is a no-op; write-back rows go to the outbox; the watermark moves. Updates the "
+    "`orders_warehouse.*` Assets (event extra: inserted/updated/unchanged) for analysts' DAGs.",
     "mark_status_changes": "Orders that went back to Draft or were deleted in Salesforce are marked "
     "`deactivated`/`deleted` in the warehouse and their pending write-backs cancelled.",
     "write_back": "Drains the outbox with sObject Collections (200 records a call): Status → Imported, card fields "
     "X-ed out, customer id on the Account. Failed records stay visible in `writeback_outbox` and are retried.",
     "report": "Writes the run's `import_runs` row (counts per stage, API calls, duration) and logs the summary. "
-    "Runs even when a stage failed.",
+    "Runs even when a stage failed, then fails itself so the run shows failed and the failure alert fires.",
 }
+
+
+def _notify_failure(context) -> None:
+    """The failure alert (off unless the config's ``notifications`` names a channel)."""
+    from salesforce_orders.alerts import notify_failure
+
+    notify_failure(context)
+
+
+def _fail_if_a_stage_failed(facts: dict) -> None:
+    """A failed stage fails the run once its summary is recorded: the run shows red and the failure alert fires."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    ti, dag_run = facts["context"]["ti"], facts["dag_run"]
+    states = ti.get_task_states(dag_id=dag_run.dag_id, task_ids=list(STAGES), run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
+    failed = [stage for stage in STAGES if states.get(stage) in ("failed", "upstream_failed")]
+    if failed:
+        raise AirflowFailException(f"Import run failed at: {', '.join(failed)}. Its summary is logged above and in import_runs.")
 
 
 def _run_facts() -> dict:
@@ -70,6 +96,7 @@ def _run_facts() -> dict:
     max_active_runs=1,
     doc_md=DOC,
     tags=["salesforce", "orders", "import"],
+    on_failure_callback=_notify_failure,
     default_args={
         "owner": "data-engineering",
         "retries": 3,
@@ -112,23 +139,29 @@ def salesforce_orders_import():
 
         return stages.transform(run_id=extracted["run_id"], instance_url=extracted["instance_url"])
 
-    @task(doc_md=TASK_DOCS["load"])
+    @task(doc_md=TASK_DOCS["load"], outlets=list(WAREHOUSE_ASSETS))
     def load(extracted: dict, transformed: dict) -> dict:
         from salesforce_orders import stages
 
-        return stages.load(run_id=extracted["run_id"], max_system_modstamp=extracted["max_system_modstamp"])
+        loaded = stages.load(run_id=extracted["run_id"], max_system_modstamp=extracted["max_system_modstamp"])
+        events = get_current_context()["outlet_events"]
+        for asset in WAREHOUSE_ASSETS:
+            events[asset].extra = {"run_id": loaded["run_id"], **{k: loaded.get(k, 0) for k in ("inserted", "updated", "unchanged")}}
+        return loaded
 
     @task(doc_md=TASK_DOCS["mark_status_changes"])
     def mark_status_changes(extracted: dict, loaded: dict) -> dict:
         from salesforce_orders import stages
 
-        return stages.mark_status_changes(run_id=extracted["run_id"], window=extracted["window"])
+        return stages.mark_status_changes(
+            run_id=extracted["run_id"], window=extracted["window"], api_budget_left=extracted.get("api_budget_left")
+        )
 
     @task(doc_md=TASK_DOCS["write_back"])
     def write_back(extracted: dict, marked: dict) -> dict:
         from salesforce_orders import stages
 
-        return stages.write_back(run_id=extracted["run_id"])
+        return stages.write_back(run_id=extracted["run_id"], api_budget_left=marked.get("api_budget_left"))
 
     @task(doc_md=TASK_DOCS["report"], trigger_rule="all_done", retries=1)
     def report() -> dict:
@@ -137,7 +170,9 @@ def salesforce_orders_import():
         facts = _run_facts()
         ti = facts["context"]["ti"]
         results = {stage: ti.xcom_pull(task_ids=stage, default=None) for stage in STAGES}
-        return stages.report(run_id=facts["run_id"], results=results)
+        summary = stages.report(run_id=facts["run_id"], results=results)
+        _fail_if_a_stage_failed(facts)
+        return summary
 
     extracted = extract()
     validated = validate(extracted)

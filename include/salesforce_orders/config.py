@@ -188,6 +188,50 @@ class WriteBackConfig(_Section):
     x_out_card_fields: Flag = True
 
 
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.fullmatch(value):
+        raise ValueError("not an e-mail address")
+    return value
+
+
+def _at_least_one(values: tuple[str, ...]) -> tuple[str, ...]:
+    if not values:
+        raise ValueError("needs at least one address")
+    return values
+
+
+EmailAddress = Annotated[str, Strict(), AfterValidator(_email)]
+
+
+class EmailAlerts(_Section):
+    """Alerts by e-mail, sent with the SMTP provider's notifier through an SMTP connection."""
+
+    to: Annotated[tuple[EmailAddress, ...], AfterValidator(_at_least_one)]
+    smtp_conn_id: ConnId = "smtp_default"
+    from_email: EmailAddress | None = None  # None: the connection's from_email
+
+
+class SlackAlerts(_Section):
+    """Alerts to a Slack channel, sent with the Slack provider's incoming-webhook notifier."""
+
+    slack_webhook_conn_id: ConnId = "slack_default"
+
+
+class NotificationsConfig(_Section):
+    """Where failure and no-success alerts go. Nothing is sent until a channel is set."""
+
+    email: EmailAlerts | None = None
+    slack: SlackAlerts | None = None
+    no_success_after_minutes: _int(15, 10_080) = 120  # the freshness check alerts past this
+
+    @property
+    def enabled(self) -> bool:
+        return self.email is not None or self.slack is not None
+
+
 def _check_mapping(mapping: dict[str, str]) -> dict[str, str]:
     seen: dict[str, str] = {}
     duplicates = []
@@ -248,6 +292,8 @@ class ImportConfig(_Section):
     bulk_threshold: _int(0, 1_000_000_000) = 50_000
     bulk_writeback_threshold: _int(0, 1_000_000_000) = 2000
     api_budget_share: Share = 0.5
+
+    notifications: NotificationsConfig = NotificationsConfig()
 
     @field_validator("filter_value")
     @classmethod
@@ -330,6 +376,11 @@ EXAMPLE: dict[str, Any] = {
     "bulk_threshold": 50000,
     "bulk_writeback_threshold": 2000,
     "api_budget_share": 0.5,
+    "notifications": {
+        "email": {"to": ["orders-oncall@example.com"], "smtp_conn_id": "smtp_default", "from_email": "airflow@example.com"},
+        "slack": {"slack_webhook_conn_id": "slack_default"},
+        "no_success_after_minutes": 120,
+    },
 }
 
 
@@ -432,9 +483,12 @@ __all__ = [
     "EXAMPLE",
     "VARIABLE_NAME",
     "ConfigError",
+    "EmailAlerts",
     "ImportConfig",
+    "NotificationsConfig",
     "RoutingConfig",
     "RoutingRule",
+    "SlackAlerts",
     "WriteBackConfig",
     "load_config",
     "parse_config",

@@ -77,7 +77,9 @@ def test_defaults() -> None:
         "bulk_threshold": 50000,
         "bulk_writeback_threshold": 2000,
         "api_budget_share": 0.5,
+        "notifications": {"email": None, "slack": None, "no_success_after_minutes": 120},
     }
+    assert not config.notifications.enabled  # alerts are off until a channel is set
 
 
 def test_defaults_name_the_sandbox_orgs_objects_and_fields() -> None:
@@ -118,7 +120,8 @@ def test_docs_show_the_example_and_every_key() -> None:
     assert json.loads(block.group(1)) == EXAMPLE
     nested = {f"routing.{key}" for key in ("rules", "default_destination")} | {
         f"write_back.{key}" for key in ("mark_imported", "set_customer_id", "x_out_card_fields")
-    }
+    } | {f"notifications.{key}" for key in ("email", "email.to", "email.smtp_conn_id", "email.from_email", "slack",
+                                               "slack.slack_webhook_conn_id", "no_success_after_minutes")}
     for key in {*ImportConfig.model_fields, *nested}:
         assert f"`{key}`" in text, f"{key} is not documented"
     assert f"airflow variables set {VARIABLE_NAME}" in text
@@ -176,6 +179,7 @@ WRONG_TYPES = [
     ("bulk_threshold", 1e5, "must be a whole number"),
     ("bulk_writeback_threshold", False, "must be a whole number"),
     ("api_budget_share", True, "must be a number"),
+    ("notifications", "slack", "must be an object"),
 ]
 
 
@@ -506,6 +510,39 @@ def test_bad_default_destination() -> None:
 
 
 # --- reading the Variable ---------------------------------------------------------------
+
+
+# --- notifications ---------------------------------------------------------------------
+
+
+def test_notifications_with_both_channels() -> None:
+    config = parse_config({"notifications": {"email": {"to": ["a@example.com", "b@example.org"]}, "slack": {}}})
+    assert config.notifications.enabled
+    assert config.notifications.email.to == ("a@example.com", "b@example.org")
+    assert config.notifications.email.smtp_conn_id == "smtp_default"
+    assert config.notifications.email.from_email is None
+    assert config.notifications.slack.slack_webhook_conn_id == "slack_default"
+
+
+@pytest.mark.parametrize(
+    ("notifications", "path", "message"),
+    [
+        ({"email": {}}, "notifications.email.to", "required"),
+        ({"email": {"to": []}}, "notifications.email.to", "needs at least one address"),
+        ({"email": {"to": "a@example.com"}}, "notifications.email.to", "must be a list"),
+        ({"email": {"to": ["a@example.com", "oncall"]}}, "notifications.email.to[1]", "not an e-mail address (got 'oncall')"),
+        ({"email": {"to": ["a@example.com"], "from_email": "x"}}, "notifications.email.from_email", "not an e-mail address"),
+        ({"email": {"to": ["a@example.com"], "smtp_conn_id": "smtp default"}}, "notifications.email.smtp_conn_id", "not a valid Airflow connection id"),
+        ({"slack": {"channel": "#orders"}}, "notifications.slack.channel", "unknown key"),
+        ({"pager": {}}, "notifications.pager", "unknown key"),
+        ({"no_success_after_minutes": 14}, "notifications.no_success_after_minutes", "must be at least 15"),
+        ({"no_success_after_minutes": "2h"}, "notifications.no_success_after_minutes", "must be a whole number"),
+    ],
+)
+def test_bad_notifications(notifications: dict, path: str, message: str) -> None:
+    problems = problems_of({"notifications": notifications})
+    assert list(problems) == [path]
+    assert problems[path].startswith(message)
 
 
 def test_load_config_reads_the_variable_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,252 @@
+"""The warehouse reads behind the External Orders pages: filtered, paged, one query per list.
+
+Every list is ordered on an indexed column and fetched a page at a time (LIMIT/OFFSET plus one
+COUNT with the same filters), so a page costs the same on 100 orders as on 100,000. The functions
+take a connection and the warehouse ``Tables`` and return plain dicts, ready for a template.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from salesforce_orders.model import COMPLETE, FAILED, LIFECYCLE_STATES
+from salesforce_orders.warehouse import OUTBOX_DEAD, OUTBOX_FAILED, Tables
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+MAX_SEARCH_LENGTH = 100
+
+# Why an order's write-back rows were abandoned without a Salesforce error (see load.mark_status_changes).
+ABANDONED_CODES = ("ORDER_DEACTIVATED", "ORDER_DELETED")
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list: its rows, and where it sits in the whole result."""
+
+    rows: list[dict[str, Any]]
+    total: int
+    number: int
+    size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.size))
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.pages
+
+    @property
+    def first_row(self) -> int:
+        return (self.number - 1) * self.size + 1 if self.rows else 0
+
+    @property
+    def last_row(self) -> int:
+        return self.first_row + len(self.rows) - 1 if self.rows else 0
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    """The Orders page's filters; each one left empty matches everything."""
+
+    state: str | None = None  # one of LIFECYCLE_STATES
+    failed_only: bool = False  # red sync status: write-back failed, or failing and being retried
+    imported_from: date | None = None  # last import on or after this UTC day
+    imported_to: date | None = None  # last import on or before this UTC day
+    search: str = ""  # order number (exact, or its start) or part of the account name
+
+    def __post_init__(self) -> None:
+        if self.state is not None and self.state not in LIFECYCLE_STATES:
+            raise ValueError(f"unknown lifecycle state {self.state!r}: use one of {', '.join(LIFECYCLE_STATES)}")
+        if len(self.search) > MAX_SEARCH_LENGTH:
+            raise ValueError(f"search text is longer than {MAX_SEARCH_LENGTH} characters")
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The counts shown above every page."""
+
+    orders_by_state: dict[str, int] = field(default_factory=dict)
+    open_quarantine: int = 0
+    open_writeback_failures: int = 0
+
+    @property
+    def orders(self) -> int:
+        return sum(self.orders_by_state.values())
+
+
+def page_bounds(number: int, size: int) -> tuple[int, int]:
+    """A valid (page number, page size) from what the request asked for."""
+    return max(1, number), min(max(1, size), MAX_PAGE_SIZE)
+
+
+def _like_pattern(text: str, *, prefix_only: bool = False) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"{escaped}%" if prefix_only else f"%{escaped}%"
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _count(conn: sa.Connection, query: sa.Select) -> int:
+    return conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+
+
+def _paged(
+    conn: sa.Connection, query: sa.Select, order_by: Sequence[Any], number: int, size: int, *, count_query: sa.Select | None = None
+) -> Page:
+    """``query`` sorted and cut to page ``number``; ``count_query`` (default ``query``) counts the whole result."""
+    number, size = page_bounds(number, size)
+    total = _count(conn, count_query if count_query is not None else query)
+    rows = conn.execute(query.order_by(*order_by).limit(size).offset((number - 1) * size)).mappings().all()
+    return Page([dict(r) for r in rows], total, number, size)
+
+
+def order_conditions(t: Tables, flt: OrderFilter) -> list[sa.ColumnElement[bool]]:
+    """The WHERE conditions for ``flt`` on ``external_orders``."""
+    o = t.external_orders
+    conditions: list[sa.ColumnElement[bool]] = []
+    if flt.state:
+        conditions.append(o.c.lifecycle_state == flt.state)
+    if flt.failed_only:
+        conditions.append(sa.or_(o.c.lifecycle_state == FAILED, o.c.lifecycle_error.is_not(None)))
+    if flt.imported_from:
+        conditions.append(o.c.last_imported_at >= _day_start(flt.imported_from))
+    if flt.imported_to:
+        conditions.append(o.c.last_imported_at < _day_start(flt.imported_to + timedelta(days=1)))
+    search = flt.search.strip()
+    if search:
+        # The order number through its index (exact or leading part); the account name anywhere, any case.
+        conditions.append(
+            sa.or_(
+                o.c.order_number == search,
+                o.c.order_number.like(_like_pattern(search, prefix_only=True), escape="\\"),
+                o.c.account_name.ilike(_like_pattern(search), escape="\\"),
+            )
+        )
+    return conditions
+
+
+def sync_status(lifecycle_state: str, lifecycle_error: str | None) -> str:
+    """The mark the page shows: ``ok`` (green), ``failed`` (red) or ``pending``."""
+    if lifecycle_state == COMPLETE and not lifecycle_error:
+        return "ok"
+    if lifecycle_state == FAILED or lifecycle_error:
+        return "failed"
+    return "pending"
+
+
+def list_orders(conn: sa.Connection, t: Tables, flt: OrderFilter, number: int = 1, size: int = DEFAULT_PAGE_SIZE) -> Page:
+    """Orders matching ``flt``, most recently imported first, with their customer and its parent."""
+    o, c = t.external_orders, t.customers
+    parent = c.alias("parent")
+    conditions = order_conditions(t, flt)
+    query = (
+        sa.select(
+            o.c.sf_order_id,
+            o.c.order_number,
+            o.c.external_name,
+            o.c.salesforce_url,
+            o.c.customer_id,
+            o.c.account_name,
+            c.c.parent_customer_id,
+            parent.c.name.label("parent_name"),
+            o.c.destination,
+            o.c.lifecycle_state,
+            o.c.lifecycle_error,
+            o.c.sf_state,
+            o.c.total_amount,
+            o.c.currency,
+            o.c.last_imported_at,
+            o.c.last_run_id,
+        )
+        .select_from(o.outerjoin(c, c.c.customer_id == o.c.customer_id).outerjoin(parent, parent.c.customer_id == c.c.parent_customer_id))
+        .where(*conditions)
+    )
+    # Counted without the customer joins: they add columns to a page, never rows.
+    count_query = sa.select(o.c.sf_order_id).where(*conditions)
+    page = _paged(conn, query, [o.c.last_imported_at.desc(), o.c.sf_order_id.desc()], number, size, count_query=count_query)
+    for row in page.rows:
+        row["sync_status"] = sync_status(row["lifecycle_state"], row["lifecycle_error"])
+    return page
+
+
+def _latest_open_quarantine(t: Tables) -> sa.Select:
+    """Each quarantined, not yet released order once: its latest refusal."""
+    q = t.quarantined_orders
+    newer = q.alias("newer")
+    superseded = (
+        sa.select(newer.c.id)
+        .where(newer.c.sf_order_id == q.c.sf_order_id, newer.c.released_at.is_(None), newer.c.id > q.c.id)
+        .exists()
+    )
+    return sa.select(q).where(q.c.released_at.is_(None), ~superseded)
+
+
+def list_quarantine(conn: sa.Connection, t: Tables, search: str = "", number: int = 1, size: int = DEFAULT_PAGE_SIZE) -> Page:
+    """Orders still refused by validation, latest refusal first, with the checks they failed."""
+    query = _latest_open_quarantine(t)
+    q = t.quarantined_orders
+    search = search.strip()
+    if search:
+        query = query.where(
+            sa.or_(q.c.order_number == search, q.c.account_name.ilike(_like_pattern(search), escape="\\"))
+        )
+    return _paged(conn, query, [q.c.quarantined_at.desc(), q.c.id.desc()], number, size)
+
+
+def list_runs(conn: sa.Connection, t: Tables, number: int = 1, size: int = DEFAULT_PAGE_SIZE) -> Page:
+    """Import runs, newest first."""
+    r = t.import_runs
+    return _paged(conn, sa.select(r), [r.c.started_at.desc(), r.c.run_id.desc()], number, size)
+
+
+def open_writeback_failures(t: Tables) -> sa.Select:
+    """Newest outbox row per Salesforce record, where that row failed or was given up after errors."""
+    w = t.writeback_outbox
+    newer = w.alias("newer")
+    superseded = (
+        sa.select(newer.c.id)
+        .where(newer.c.sf_object == w.c.sf_object, newer.c.sf_record_id == w.c.sf_record_id, newer.c.id > w.c.id)
+        .exists()
+    )
+    return sa.select(w).where(
+        w.c.state.in_([OUTBOX_FAILED, OUTBOX_DEAD]),
+        sa.or_(w.c.last_error_code.is_(None), w.c.last_error_code.not_in(ABANDONED_CODES)),
+        ~superseded,
+    )
+
+
+def overview(conn: sa.Connection, t: Tables) -> Overview:
+    o = t.external_orders
+    by_state = {state: 0 for state in LIFECYCLE_STATES}
+    by_state.update(conn.execute(sa.select(o.c.lifecycle_state, sa.func.count()).group_by(o.c.lifecycle_state)).tuples().all())
+    return Overview(by_state, _count(conn, _latest_open_quarantine(t)), _count(conn, open_writeback_failures(t)))
+
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "OrderFilter",
+    "Overview",
+    "Page",
+    "list_orders",
+    "list_quarantine",
+    "list_runs",
+    "open_writeback_failures",
+    "overview",
+    "page_bounds",
+    "sync_status",
+]

@@ -36,6 +36,9 @@ from .warehouse import (
 ORDERS_PER_BATCH = 2000
 _NEVER = datetime.min.replace(tzinfo=UTC)
 WATERMARK_KEY = "orders.system_modstamp"
+# How far status changes (back to Draft, deleted) have been checked: moves only when the check
+# succeeds, so a run that failed before checking loses nothing.
+STATUS_CHECK_KEY = "orders.status_checked_to"
 
 
 @dataclass
@@ -53,15 +56,17 @@ class LoadCounts:
 
 @dataclass
 class _RunTally:
-    """Counts across batches; customers and locations are counted once per run."""
+    """Counts across batches; customers, locations and write-backs are counted once per run."""
 
     counts: LoadCounts = field(default_factory=LoadCounts)
     customers: set[str] = field(default_factory=set)
     locations: set[str] = field(default_factory=set)
+    write_backs: set[tuple[str, str]] = field(default_factory=set)  # (sObject, record id)
 
     def result(self) -> LoadCounts:
         self.counts.customers = len(self.customers)
         self.counts.locations = len(self.locations)
+        self.counts.outbox_rows = len(self.write_backs)
         return self.counts
 
 
@@ -158,9 +163,15 @@ def _by_modstamp(records: list[TransformedOrder]) -> list[TransformedOrder]:
 
 def _stored_orders(conn: sa.Connection, t: Tables, order_ids: list[str]) -> dict[str, sa.Row]:
     o = t.external_orders
-    query = sa.select(o.c.sf_order_id, o.c.content_hash, o.c.sf_state, o.c.sf_state_changed_at).where(
-        o.c.sf_order_id.in_(order_ids)
-    )
+    query = sa.select(
+        o.c.sf_order_id,
+        o.c.content_hash,
+        o.c.sf_state,
+        o.c.sf_state_changed_at,
+        o.c.last_run_id,
+        o.c.first_imported_at,
+        o.c.last_imported_at,
+    ).where(o.c.sf_order_id.in_(order_ids))
     return {row.sf_order_id: row for row in conn.execute(query)}
 
 
@@ -234,12 +245,15 @@ def _write_items_and_services(conn: sa.Connection, t: Tables, written: list[Tran
     _replace_children(conn, t.order_services, "service_key", order_ids, services)
 
 
-def _write_outbox(conn: sa.Connection, t: Tables, written: list[TransformedOrder], run_id: str, now: datetime) -> int:
-    """Queue the write-backs as PENDING; a PENDING row for the same record is replaced, not duplicated."""
+def _write_outbox(
+    conn: sa.Connection, t: Tables, written: list[TransformedOrder], run_id: str, now: datetime
+) -> set[tuple[str, str]]:
+    """Queue the write-backs as PENDING; a PENDING row for the same record is replaced, not duplicated.
+    Returns the (sObject, record id) of the records queued."""
     w = t.writeback_outbox
     latest = {(wb.sf_object, wb.sf_record_id): wb for r in written for wb in r.write_backs}
     if not latest:
-        return 0
+        return set()
     pending: dict[tuple[str, str], list[int]] = {}
     for batch in in_batches(sorted({record_id for _, record_id in latest})):
         query = sa.select(w.c.id, w.c.sf_object, w.c.sf_record_id).where(
@@ -279,7 +293,7 @@ def _write_outbox(conn: sa.Connection, t: Tables, written: list[TransformedOrder
     ]
     if inserts:
         conn.execute(sa.insert(w), inserts)
-    return len(latest)
+    return set(latest)
 
 
 def _release_quarantine(conn: sa.Connection, t: Tables, order_ids: list[str], now: datetime) -> None:
@@ -300,9 +314,18 @@ def _load_batch(conn: sa.Connection, t: Tables, run_id: str, batch: list[Transfo
         for r in records
         if (s := stored.get(r.order.sf_order_id)) is not None and (s.content_hash != r.content_hash or s.sf_state != SF_ACTIVE)
     ]
-    tally.counts.inserted += len(new)
-    tally.counts.updated += len(changed)
-    tally.counts.unchanged += len(records) - len(new) - len(changed)
+    # Unchanged because an earlier try of this same run committed them (the task died after its
+    # commit): counted as that try wrote them, so the run's counts stay right.
+    written_ids = {r.order.sf_order_id for r in new + changed}
+    earlier_try = [
+        stored[r.order.sf_order_id]
+        for r in records
+        if r.order.sf_order_id not in written_ids and stored[r.order.sf_order_id].last_run_id == run_id
+    ]
+    inserted_before = sum(1 for row in earlier_try if row.first_imported_at == row.last_imported_at)
+    tally.counts.inserted += len(new) + inserted_before
+    tally.counts.updated += len(changed) + len(earlier_try) - inserted_before
+    tally.counts.unchanged += len(records) - len(new) - len(changed) - len(earlier_try)
     _release_quarantine(conn, t, order_ids, now)
     written = _by_modstamp(new + changed)
     if not written:
@@ -318,19 +341,21 @@ def _load_batch(conn: sa.Connection, t: Tables, run_id: str, batch: list[Transfo
     rows = [_order_row(r, run_id, now, state_changed_at(r)) for r in written]
     upsert(conn, t.external_orders, rows, ["sf_order_id"], _all_but(rows[0], "sf_order_id", "first_imported_at"))
     _write_items_and_services(conn, t, written, run_id)
-    tally.counts.outbox_rows += _write_outbox(conn, t, written, run_id, now)
+    tally.write_backs |= _write_outbox(conn, t, written, run_id, now)
     touched = {r.customer.customer_id for r in written} | {r.location.customer_id for r in written if r.location}
     _recount_locations(conn, t, touched)
 
 
-def _advance_watermark(conn: sa.Connection, t: Tables, watermark: str, now: datetime) -> None:
-    """sync_state's watermark := max(stored, ``watermark``), compared as instants, kept as ISO UTC."""
+def _advance_watermark(
+    conn: sa.Connection, t: Tables, watermark: str, now: datetime, key: str = WATERMARK_KEY
+) -> None:
+    """sync_state's ``key`` := max(stored, ``watermark``), compared as instants, kept as ISO UTC."""
     s = t.sync_state
     candidate = parse_utc(watermark)
-    stored = conn.execute(sa.select(s.c.value).where(s.c.key == WATERMARK_KEY).with_for_update()).scalar()
+    stored = conn.execute(sa.select(s.c.value).where(s.c.key == key).with_for_update()).scalar()
     if stored is not None and parse_utc(stored) >= candidate:
         return
-    upsert(conn, s, [{"key": WATERMARK_KEY, "value": _iso(candidate), "updated_at": now}], ["key"])
+    upsert(conn, s, [{"key": key, "value": _iso(candidate), "updated_at": now}], ["key"])
 
 
 def _iso(moment: datetime) -> str:
@@ -359,11 +384,13 @@ def load_run(
     return tally.result()
 
 
-def get_watermark(engine: sa.Engine, schema: str | None = None) -> str | None:
-    """The highest ``SystemModstamp`` loaded so far (ISO 8601 UTC, ``...Z``), or None before the first load."""
+def get_watermark(engine: sa.Engine, schema: str | None = None, key: str = WATERMARK_KEY) -> str | None:
+    """The highest ``SystemModstamp`` loaded so far (ISO 8601 UTC, ``...Z``), or None before the first load.
+
+    ``key=STATUS_CHECK_KEY``: how far status changes have been checked, or None before the first check."""
     s = tables(schema).sync_state
     with engine.connect() as conn:
-        return conn.execute(sa.select(s.c.value).where(s.c.key == WATERMARK_KEY)).scalar()
+        return conn.execute(sa.select(s.c.value).where(s.c.key == key)).scalar()
 
 
 # ---------------------------------------------------------------------------------------
@@ -383,13 +410,21 @@ def _state_from_change(change: dict[str, Any]) -> str:
 
 
 def mark_status_changes(
-    engine: sa.Engine, changes: list[dict[str, Any]], *, run_id: str, schema: str | None = None, now: datetime | None = None
+    engine: sa.Engine,
+    changes: list[dict[str, Any]],
+    *,
+    run_id: str,
+    schema: str | None = None,
+    now: datetime | None = None,
+    checked_to: str | None = None,
 ) -> int:
     """Mark orders we hold that went back to Draft (``deactivated``) or were deleted (``deleted``).
 
     ``changes``: ``{"Id", "StatusCode", "IsDeleted", "SystemModstamp"}`` per Salesforce order.
     Their write-backs still to be sent become DEAD with the reason: writing ``Imported`` onto a
-    Draft or deleted order would be wrong. Returns how many orders were marked.
+    Draft or deleted order would be wrong. ``checked_to``: the instant up to which ``changes``
+    holds every status change; it becomes the ``STATUS_CHECK_KEY`` mark in the same transaction.
+    Returns how many orders were marked.
     """
     now = now or utc_now()
     t = tables(schema)
@@ -422,6 +457,8 @@ def mark_status_changes(
                         updated_at=now,
                     )
                 )
+        if checked_to:
+            _advance_watermark(conn, t, checked_to, now, key=STATUS_CHECK_KEY)
     return len(marked)
 
 
@@ -452,4 +489,4 @@ def record_quarantine(
     upsert(conn, tables(schema).quarantined_orders, records, ["run_id", "sf_order_id"])
 
 
-__all__ = ["LoadCounts", "WATERMARK_KEY", "get_watermark", "load_run", "mark_status_changes", "record_quarantine"]
+__all__ = ["STATUS_CHECK_KEY", "LoadCounts", "WATERMARK_KEY", "get_watermark", "load_run", "mark_status_changes", "record_quarantine"]

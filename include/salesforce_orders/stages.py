@@ -73,7 +73,7 @@ def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., 
         from requests import RequestException
         from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
-        from .salesforce import ApiBudgetExceeded, ApiLimitExceeded
+        from .salesforce import ApiBudgetExceeded, ApiLimitExceeded, LoginRefused
 
         name = stage.__name__
         try:
@@ -81,8 +81,10 @@ def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., 
         except ApiLimitExceeded as exc:
             raise AirflowFailException(f"{name}: Salesforce's daily API allowance is used up ({exc}). {_STOPPED}") from None
         except ApiBudgetExceeded as exc:
-            raise AirflowFailException(f"{name}: {exc}. {_STOPPED}") from None
-        except SalesforceAuthenticationFailed as exc:
+            raise AirflowFailException(
+                f"{name}: {exc} (api_budget_share: the share of the remaining daily allowance one run may use). {_STOPPED}"
+            ) from None
+        except (LoginRefused, SalesforceAuthenticationFailed) as exc:
             conn_id = _config().salesforce_conn_id
             raise AirflowFailException(f"{name}: Salesforce refused the login of Airflow connection {conn_id!r}: {exc}") from None
         except RequestException as exc:

@@ -284,7 +284,7 @@ class OutboxDrainer:
         bulk = self.bulk_threshold is not None and self._due_count() > self.bulk_threshold
         if bulk:
             log.info("More than %d write-backs due: sending them with Bulk API 2.0 ingest jobs", self.bulk_threshold)
-        touched: set[str] = set()
+        touched = self._in_flight_orders()
         last_id = 0
         while True:
             rows = self._due_rows(last_id, BULK_JOB_RECORDS if bulk else COLLECTION_LIMIT)
@@ -303,6 +303,13 @@ class OutboxDrainer:
         self._count_final_states(touched)
         self.update_lifecycles(touched)
         return self.summary
+
+    def _in_flight_orders(self) -> set[str]:
+        """Orders an earlier write-back left PROCESSING when it stopped or died half-way: their
+        lifecycle is settled again at the end of this one, whether or not they have rows due."""
+        orders = self.t.external_orders
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(orders.c.sf_order_id).where(orders.c.lifecycle_state == PROCESSING)).scalars())
 
     def _reload(self, rows: list[Any]) -> list[Any]:
         outbox = self.t.writeback_outbox

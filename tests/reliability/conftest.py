@@ -1,0 +1,242 @@
+"""Fault and crash tests: the sandbox org, a warehouse on SQLite or PostgreSQL, and the import's
+stages run in the DAG's order.
+
+The stages are the DAG's task bodies (``salesforce_orders.stages``), called here in this process
+(or, for the crash tests, in a child process) exactly as the DAG's tasks call them: same
+arguments, same connections and Variable from ``AIRFLOW_CONN_*`` / ``AIRFLOW_VAR_*``. A stage
+that raises ends the run as in Airflow (downstream stages do not run, ``report`` still does); an
+Airflow retry of a task is calling its stage again with the same run id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from salesforce_orders_local.airflow_env import (
+    configure,
+    connection_env,
+    postgres_warehouse_connection,
+    sqlite_warehouse_connection,
+)
+
+ORG_ORDERS = 450  # about 310 Activated orders in the lookback: two pages of 200
+ORG_SEED = 23
+PAGE_SIZE = 200
+STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back")
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    home = Path(os.environ["AIRFLOW_HOME"])
+    configure(home)
+    return home
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from salesforce_sandbox.server import SandboxServer
+
+    server = SandboxServer(port=0, orders=ORG_ORDERS, seed=ORG_SEED, state_dir=tmp_path_factory.mktemp("sandbox"))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def org(sandbox: Any) -> Iterator[Any]:
+    """The sandbox org, re-seeded for this test, without faults and with fresh counters."""
+    sandbox.admin.clear_faults()
+    sandbox.admin.reset(orders=ORG_ORDERS, seed=ORG_SEED, with_imported_status=True)
+    sandbox.admin.reset_stats()
+    yield sandbox
+    sandbox.admin.clear_faults()
+
+
+@dataclass
+class RunOutcome:
+    """One run: each stage's result (None when it failed or was not reached), the error that
+    ended it, and its ``import_runs`` row as ``report`` wrote it."""
+
+    run_id: str
+    results: dict[str, dict[str, Any] | None]
+    error: Exception | None = None
+    failed_stage: str | None = None
+    report: dict[str, Any] | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Pipeline:
+    """The import wired to the org and one warehouse; runs its stages as the DAG does."""
+
+    engine: sa.Engine
+    schema: str | None
+    org: Any
+    monkeypatch: pytest.MonkeyPatch
+    config: dict[str, Any] = field(default_factory=dict)
+    params_by_run: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def set_config(self, **values: Any) -> None:
+        self.config.update(values)
+        self.monkeypatch.setenv("AIRFLOW_VAR_SALESFORCE_ORDERS_CONFIG", json.dumps(self.config))
+
+    def set_connection(self, conn_id: str, connection: dict[str, Any]) -> None:
+        for key, value in connection_env(conn_id, connection).items():
+            self.monkeypatch.setenv(key, value)
+
+    def new_run_id(self) -> str:
+        return f"manual__reliability_{len(self.params_by_run) + 1}_{uuid.uuid4().hex[:6]}"
+
+    def stage(self, name: str, outcome: RunOutcome) -> dict[str, Any]:
+        """Run one stage of ``outcome``'s run (again, for a retry); its result is recorded."""
+        from salesforce_orders import stages
+
+        results, run_id = outcome.results, outcome.run_id
+        calls: dict[str, Callable[[], dict[str, Any]]] = {
+            "extract": lambda: stages.extract(
+                run_id=run_id, dag_run_id=run_id, run_type="manual",
+                data_interval_start=None, data_interval_end=None, params=self.params_by_run.get(run_id, {}),
+            ),
+            "validate": lambda: stages.validate(run_id=run_id),
+            "transform": lambda: stages.transform(run_id=run_id, instance_url=results["extract"]["instance_url"]),
+            "load": lambda: stages.load(run_id=run_id, max_system_modstamp=results["extract"]["max_system_modstamp"]),
+            "mark_status_changes": lambda: stages.mark_status_changes(
+                run_id=run_id, window=results["extract"]["window"], api_budget_left=results["extract"].get("api_budget_left")
+            ),
+            "write_back": lambda: stages.write_back(
+                run_id=run_id, api_budget_left=results["mark_status_changes"].get("api_budget_left")
+            ),
+        }
+        results[name] = calls[name]()
+        return results[name]
+
+    def run(self, params: dict[str, Any] | None = None, *, until: str = "write_back") -> RunOutcome:
+        """One run, stage after stage up to ``until``; the first failure ends it. ``report`` runs
+        at the end like the DAG's all_done task (when the warehouse can take it)."""
+        from salesforce_orders import stages
+
+        outcome = RunOutcome(self.new_run_id(), dict.fromkeys(STAGES))
+        self.params_by_run[outcome.run_id] = params or {}
+        for name in STAGES[: STAGES.index(until) + 1]:
+            try:
+                self.stage(name, outcome)
+            except Exception as exc:  # the run records it, as Airflow does
+                outcome.error, outcome.failed_stage = exc, name
+                break
+        try:
+            outcome.report = stages.report(run_id=outcome.run_id, results=outcome.results)
+        except Exception:  # an unreachable warehouse cannot take the report either
+            outcome.report = None
+        return outcome
+
+    # -- looking at the warehouse and the org -------------------------------------------------
+
+    def query(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            if self.schema:
+                conn.execute(sa.text(f'SET search_path TO "{self.schema}"'))
+            return [dict(row) for row in conn.execute(sa.text(sql), params).mappings()]
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        rows = self.query(sql, **params)
+        return next(iter(rows[0].values())) if rows else None
+
+    def execute(self, sql: str, **params: Any) -> None:
+        with self.engine.begin() as conn:
+            if self.schema:
+                conn.execute(sa.text(f'SET search_path TO "{self.schema}"'))
+            conn.execute(sa.text(sql), params)
+
+    def watermark(self) -> str | None:
+        return self.scalar("SELECT value FROM sync_state WHERE key = 'orders.system_modstamp'")
+
+    def org_rows(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        return org_rows(self.org, sql, *params)
+
+    def org_update(self, sobject: str, record_id: str, **values: Any) -> None:
+        with self.org.store.lock:
+            self.org.store.update(sobject, record_id, values)
+
+    def expected_order_ids(self) -> set[str]:
+        """The org's Activated, live orders within the default two-year lookback."""
+        return {
+            r["Id"]
+            for r in self.org_rows(
+                "SELECT Id FROM \"Order\" WHERE StatusCode = 'Activated' AND IsDeleted = 0 "
+                "AND ActivatedDate >= strftime('%Y-%m-%dT%H:%M:%S', 'now', '-730 days')"
+            )
+        }
+
+
+def org_rows(server: Any, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """Rows straight from the sandbox org's tables."""
+    with server.store.lock:
+        cursor = server.store.conn.execute(sql, params)
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _sqlite_target(tmp_path: Path) -> tuple[dict[str, Any], sa.Engine, None]:
+    from salesforce_orders.warehouse import create_sqlite_engine
+
+    path = tmp_path / "warehouse.db"
+    return sqlite_warehouse_connection(path), create_sqlite_engine(str(path)), None
+
+
+def _postgres_target(request: pytest.FixtureRequest) -> tuple[dict[str, Any], sa.Engine, str]:
+    url = request.getfixturevalue("postgres_engine").url  # skips loudly, or fails under CI, without a server
+    connection = postgres_warehouse_connection(url.host, url.port or 5432, url.database, url.username, url.password)
+    return connection, sa.create_engine(url), f"rel_{uuid.uuid4().hex[:10]}"
+
+
+def make_pipeline(
+    request: pytest.FixtureRequest, kind: str, org: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Pipeline]:
+    connection, engine, schema = _sqlite_target(tmp_path) if kind == "sqlite" else _postgres_target(request)
+    pipeline = Pipeline(engine, schema, org, monkeypatch)
+    pipeline.set_connection("salesforce_default", org.airflow_connection())
+    pipeline.set_connection("orders_warehouse", connection)
+    pipeline.set_config(extract_page_size=PAGE_SIZE, **({"warehouse_schema": schema} if schema else {}))
+    yield pipeline
+    if schema:
+        with engine.begin() as conn:
+            conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def pipeline(
+    request: pytest.FixtureRequest, airflow_home: Path, org: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Pipeline]:
+    """The import against the org, once with a SQLite warehouse and once with PostgreSQL."""
+    yield from make_pipeline(request, request.param, org, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def sqlite_pipeline(
+    request: pytest.FixtureRequest, airflow_home: Path, org: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Pipeline]:
+    """The import against the org with a SQLite warehouse (faults whose handling does not depend on the database)."""
+    yield from make_pipeline(request, "sqlite", org, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def postgres_pipeline(
+    request: pytest.FixtureRequest, airflow_home: Path, org: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Pipeline]:
+    yield from make_pipeline(request, "postgresql", org, tmp_path, monkeypatch)

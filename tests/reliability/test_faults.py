@@ -1,0 +1,579 @@
+"""Faults from Salesforce, the network and the warehouse, injected into real runs of the import.
+
+Each test breaks one thing at one moment of a run (the sandbox's fault switches, a connection
+pointing nowhere), checks what the run did about it, and then lets the next run finish the work:
+every Activated order ends up in the warehouse exactly once, nothing is written back twice
+wrongly, and nothing is skipped. docs/reliability.md lists each fault with its test.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from airflow.sdk.exceptions import AirflowFailException
+
+from salesforce_orders import staging, writeback
+from salesforce_orders.stages import SalesforceUnavailable
+from salesforce_orders.warehouse import WarehouseConnectionError, parse_utc, tables
+from salesforce_orders_local.airflow_env import postgres_warehouse_connection, sqlite_warehouse_connection
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+
+
+def after_first_page(monkeypatch: pytest.MonkeyPatch, action: Callable[[], Any]) -> list[float]:
+    """Run ``action`` once the extract has staged its first page, i.e. while it is paging.
+
+    Returns the times at which pages were staged (to see how long the next page took)."""
+    staged_at: list[float] = []
+    stage_orders = staging.stage_orders
+
+    def stage_then_act(*args: Any, **kwargs: Any) -> int:
+        count = stage_orders(*args, **kwargs)
+        staged_at.append(time.monotonic())
+        if len(staged_at) == 1:
+            action()
+        return count
+
+    monkeypatch.setattr(staging, "stage_orders", stage_then_act)
+    return staged_at
+
+
+def record_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits urllib3's retry asks for between attempts, recorded instead of slept."""
+    from urllib3.util.retry import Retry
+
+    waits: list[float] = []
+    backoff = Retry.get_backoff_time
+
+    def recorded(self: Retry) -> float:
+        waits.append(backoff(self))
+        return 0.0
+
+    monkeypatch.setattr(Retry, "get_backoff_time", recorded)
+    return waits
+
+
+def loaded_ids(p) -> set[str]:
+    return {r["sf_order_id"] for r in p.query("SELECT sf_order_id FROM external_orders")}
+
+
+def quarantined_ids(p) -> set[str]:
+    return {r["sf_order_id"] for r in p.query("SELECT DISTINCT sf_order_id FROM quarantined_orders WHERE released_at IS NULL")}
+
+
+def assert_every_order_once(p, expected: set[str]) -> None:
+    """Each expected order is in the warehouse (loaded or quarantined), once, and nothing else is."""
+    counts = p.query("SELECT sf_order_id, COUNT(*) AS n FROM external_orders GROUP BY sf_order_id HAVING COUNT(*) > 1")
+    assert counts == []
+    assert loaded_ids(p) | quarantined_ids(p) == expected
+    assert not loaded_ids(p) & quarantined_ids(p)
+
+
+def outbox_states(p) -> dict[str, int]:
+    return {r["state"]: r["n"] for r in p.query("SELECT state, COUNT(*) AS n FROM writeback_outbox GROUP BY state")}
+
+
+def assert_written_back(p) -> None:
+    """Every write-back is DONE, and the org shows it: Status Imported, card fields X-ed out."""
+    assert set(outbox_states(p)) == {"DONE"}
+    org = {r["Id"]: r for r in p.org_rows('SELECT Id, Status, Credit_Card_Number__c FROM "Order"')}
+    active = {r["sf_order_id"] for r in p.query("SELECT sf_order_id FROM external_orders WHERE sf_state = 'active'")}
+    for order_id in active:
+        assert org[order_id]["Status"] == "Imported", order_id
+        assert org[order_id]["Credit_Card_Number__c"] in (None, "X" * 16), order_id
+    assert {r["lifecycle_state"] for r in p.query("SELECT DISTINCT lifecycle_state FROM external_orders")} == {"COMPLETE"}
+
+
+def make_due(p) -> None:
+    """Let the write-back backoff between runs pass (the next run is minutes later in real life)."""
+    p.execute("UPDATE writeback_outbox SET next_attempt_at = NULL WHERE state IN ('PENDING', 'FAILED')")
+
+
+def injected(p) -> dict[str, int]:
+    return p.org.admin.stats()["faults_injected"]
+
+
+def api_used(p) -> int:
+    return p.org.admin.stats()["api_usage"]["used"]
+
+
+# ---------------------------------------------------------------------------------------
+# 1. a burst of 503s during extraction
+# ---------------------------------------------------------------------------------------
+
+
+def test_503_burst_while_paging_is_retried_with_backoff_and_the_run_completes(sqlite_pipeline, monkeypatch):
+    pipeline = sqlite_pipeline
+    expected = pipeline.expected_order_ids()
+    staged_at = after_first_page(monkeypatch, lambda: pipeline.org.admin.set_faults(error_503_burst=3))
+
+    run = pipeline.run()
+
+    assert run.succeeded, run.error
+    assert injected(pipeline)["error_503"] == 3
+    assert len(staged_at) == run.results["extract"]["pages"] >= 2
+    # urllib3 waited 0, 1 and 2 seconds between the attempts for page two
+    assert staged_at[1] - staged_at[0] >= 3.0
+    assert run.results["extract"]["extracted"] == len(expected)
+    assert_every_order_once(pipeline, expected)
+    assert_written_back(pipeline)
+
+
+# ---------------------------------------------------------------------------------------
+# 2. the daily API allowance runs out mid-run
+# ---------------------------------------------------------------------------------------
+
+
+def test_allowance_exhausted_while_paging_stops_the_run_and_the_next_run_imports_everything(sqlite_pipeline, monkeypatch):
+    p = sqlite_pipeline
+    expected = p.expected_order_ids()
+    after_first_page(monkeypatch, lambda: p.org.admin.set_faults(daily_api_limit=api_used(p)))
+
+    stopped = p.run()
+
+    assert stopped.failed_stage == "extract"
+    assert isinstance(stopped.error, AirflowFailException)
+    message = str(stopped.error)
+    assert "daily API allowance is used up" in message and "REQUEST_LIMIT_EXCEEDED" in message
+    assert "the next run picks up the rest" in message
+    assert p.query("SELECT COUNT(*) AS n FROM external_orders")[0]["n"] == 0
+    assert p.watermark() is None
+    assert stopped.report["status"] == "failed"
+
+    p.org.admin.clear_faults()  # a new day: the allowance is back
+    after = p.run()
+    assert after.succeeded, after.error
+    assert_every_order_once(p, expected)
+    assert_written_back(p)
+
+
+def test_allowance_exhausted_during_write_back_keeps_what_was_committed(pipeline):
+    expected = pipeline.expected_order_ids()
+    run = pipeline.run(until="mark_status_changes")
+    assert run.succeeded, run.error
+    watermark = pipeline.watermark()
+    # the describe and one collection call (200 records) go through, then the allowance is gone
+    pipeline.org.admin.set_faults(daily_api_limit=api_used(pipeline) + 2)
+
+    with pytest.raises(AirflowFailException, match="daily API allowance is used up .*REQUEST_LIMIT_EXCEEDED"):
+        pipeline.stage("write_back", run)
+
+    states = outbox_states(pipeline)
+    assert states["DONE"] == 200 and states["PENDING"] > 0 and set(states) == {"DONE", "PENDING"}
+    assert pipeline.watermark() == watermark
+    assert_every_order_once(pipeline, expected)
+
+    pipeline.org.admin.clear_faults()
+    after = pipeline.run()
+    assert after.succeeded, after.error
+    assert after.results["load"]["inserted"] == 0
+    assert after.results["write_back"]["written"] == states["PENDING"]
+    assert_every_order_once(pipeline, expected)
+    assert_written_back(pipeline)
+
+
+# ---------------------------------------------------------------------------------------
+# 3. the API budget guard
+# ---------------------------------------------------------------------------------------
+
+
+def test_budget_guard_stops_the_extract_before_it_uses_more_than_its_share(sqlite_pipeline):
+    p = sqlite_pipeline
+    expected = p.expected_order_ids()
+    p.set_config(api_budget_share=0.5)
+    used = api_used(p)
+    remaining = 4  # half of it: not enough for the extract's two pages
+    p.org.admin.set_faults(daily_api_limit=used + remaining)
+
+    stopped = p.run()
+
+    assert stopped.failed_stage == "extract"
+    assert isinstance(stopped.error, AirflowFailException)
+    assert "Stopped before exceeding this run's API budget" in str(stopped.error)
+    assert "api_budget_share" in str(stopped.error)
+    assert "the next run picks up the rest" in str(stopped.error)
+    assert api_used(p) - used <= remaining * 0.5
+    assert injected(p)["request_limit_exceeded"] == 0  # stopped by the guard, not by Salesforce
+    assert p.watermark() is None
+
+    p.org.admin.clear_faults()
+    after = p.run()
+    assert after.succeeded, after.error
+    assert_every_order_once(p, expected)
+
+
+def test_budget_guard_covers_the_stages_after_the_extract(sqlite_pipeline):
+    """What is left of the run's budget travels with the run: status check and write-back stop too."""
+    from salesforce_orders import stages
+
+    p = sqlite_pipeline
+    run = p.run(until="load")
+    assert run.succeeded, run.error
+    calls_before = api_used(p)
+
+    with pytest.raises(AirflowFailException, match="API budget"):
+        stages.mark_status_changes(run_id=run.run_id, window=run.results["extract"]["window"], api_budget_left=0)
+    with pytest.raises(AirflowFailException, match="API budget"):
+        stages.write_back(run_id=run.run_id, api_budget_left=1)  # the describe, then no collection call
+    assert api_used(p) - calls_before == 1
+    assert set(outbox_states(p)) == {"PENDING"}
+
+    after = p.run()  # a new run has a new budget
+    assert after.succeeded, after.error
+    assert_written_back(p)
+
+
+# ---------------------------------------------------------------------------------------
+# 4. the session expires in the middle of pagination
+# ---------------------------------------------------------------------------------------
+
+
+def test_session_expiry_while_paging_logs_in_again_and_loses_no_page(sqlite_pipeline, monkeypatch):
+    pipeline = sqlite_pipeline
+    expected = pipeline.expected_order_ids()
+    logins = pipeline.org.admin.stats()["calls"]["auth"]
+    after_first_page(monkeypatch, lambda: pipeline.org.admin.set_faults(session_expires_after=0))
+
+    run = pipeline.run(until="load")
+
+    assert run.succeeded, run.error
+    assert injected(pipeline)["invalid_session"] == 1
+    extract = run.results["extract"]
+    assert extract["pages"] >= 2
+    # the extract's own login, then one more after the expiry
+    assert pipeline.org.admin.stats()["calls"]["auth"] == logins + 2
+    staged = pipeline.query("SELECT sf_order_id FROM stg_orders WHERE run_id = :r", r=run.run_id)
+    assert extract["extracted"] == len(staged) == len({r["sf_order_id"] for r in staged}) == len(expected)
+    assert_every_order_once(pipeline, expected)
+
+
+# ---------------------------------------------------------------------------------------
+# 5. UNABLE_TO_LOCK_ROW on some write-back records
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def quick_in_run_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write-back's in-run retry waits 1 s, then 2 s; the tests keep the schedule, not the wait."""
+    monkeypatch.setattr(writeback, "IN_RUN_RETRY_DELAY", 0.05)
+
+
+def order_rows(p, order_ids: list[str]) -> list[dict[str, Any]]:
+    """The outbox rows writing back to these Orders (not to their Accounts), with typed values."""
+    outbox = tables(p.schema).writeback_outbox
+    query = sa.select(outbox).where(outbox.c.sf_object == "Order", outbox.c.sf_record_id.in_(order_ids)).order_by(outbox.c.id)
+    with p.engine.connect() as conn:
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def test_locked_rows_are_retried_within_the_run(sqlite_pipeline, quick_in_run_retries):
+    p = sqlite_pipeline
+    run = p.run(until="mark_status_changes")
+    locked = sorted(loaded_ids(p))[:3]
+    p.org.admin.set_faults(lock_rows=locked, lock_rows_times=1)
+
+    result = p.stage("write_back", run)
+
+    assert injected(p)["unable_to_lock_row"] == 3
+    assert (result["retry_later"], result["failed"], result["errors_by_code"]) == (0, 0, {"UNABLE_TO_LOCK_ROW": 3})
+    assert [r["attempts"] for r in order_rows(p, locked)] == [2, 2, 2]
+    assert_written_back(p)
+
+
+def test_rows_still_locked_stay_pending_and_visible_until_a_later_run_writes_them(sqlite_pipeline, quick_in_run_retries):
+    pipeline = sqlite_pipeline
+    run = pipeline.run(until="mark_status_changes")
+    locked = sorted(loaded_ids(pipeline))[:2]
+    pipeline.org.admin.set_faults(lock_rows=locked)
+
+    result = pipeline.stage("write_back", run)
+
+    assert result["retry_later"] == 2
+    assert injected(pipeline)["unable_to_lock_row"] == 2 * (1 + writeback.IN_RUN_RETRIES)
+    for row in order_rows(pipeline, locked):
+        assert (row["state"], row["attempts"], row["last_error_code"]) == ("PENDING", 3, "UNABLE_TO_LOCK_ROW")
+        assert row["next_attempt_at"] > datetime.now(UTC)  # backed off until a later run
+    orders = pipeline.query("SELECT sf_order_id, lifecycle_state, lifecycle_error FROM external_orders")
+    for order in orders:
+        if order["sf_order_id"] in locked:
+            assert order["lifecycle_state"] == "PROCESSING"
+            assert "UNABLE_TO_LOCK_ROW" in order["lifecycle_error"] and "(will retry)" in order["lifecycle_error"]
+        else:
+            assert order["lifecycle_state"] == "COMPLETE"
+    statuses = {r["Id"]: r["Status"] for r in pipeline.org_rows('SELECT Id, Status FROM "Order"')}
+    assert {statuses[i] for i in locked} == {"Activated"}
+
+    pipeline.org.admin.clear_faults()
+    make_due(pipeline)
+    after = pipeline.run()
+    assert after.succeeded, after.error
+    assert after.results["write_back"]["written"] == 2
+    assert_written_back(pipeline)
+
+
+# ---------------------------------------------------------------------------------------
+# 6. records failing permanently in a collection call
+# ---------------------------------------------------------------------------------------
+
+
+def test_permanent_failures_keep_salesforces_message_and_end_dead_after_the_maximum(sqlite_pipeline):
+    pipeline = sqlite_pipeline
+    pipeline.set_config(writeback_max_attempts=2)
+    run = pipeline.run(until="mark_status_changes")
+    rejected = sorted(loaded_ids(pipeline))[0]
+    message = "PO number required before an order can be marked Imported"
+    pipeline.org.admin.set_faults(fail_rows={rejected: ["FIELD_CUSTOM_VALIDATION_EXCEPTION", message]})
+    collection_calls = pipeline.org.admin.stats()["calls"]["composite"]
+
+    first = pipeline.stage("write_back", run)
+
+    (row,) = order_rows(pipeline, [rejected])
+    assert (row["state"], row["attempts"], row["last_error_code"], row["last_error_message"]) == (
+        "FAILED", 1, "FIELD_CUSTOM_VALIDATION_EXCEPTION", message
+    )
+    assert first["failed"] == 1
+    assert first["written"] == first["attempted"] - 1  # the others in the same calls went through
+    assert pipeline.org.admin.stats()["calls"]["composite"] - collection_calls == -(-first["attempted"] // 200)
+    (order,) = pipeline.query("SELECT * FROM external_orders WHERE sf_order_id = :i", i=rejected)
+    assert order["lifecycle_state"] == "FAILED" and message in order["lifecycle_error"]
+
+    # a later run tries again (the data may have been fixed), fails again: the maximum is reached
+    make_due(pipeline)
+    second = pipeline.run()
+    assert second.results["write_back"]["dead"] == 1
+    (row,) = order_rows(pipeline, [rejected])
+    assert (row["state"], row["attempts"]) == ("DEAD", 2)
+    (order,) = pipeline.query("SELECT * FROM external_orders WHERE sf_order_id = :i", i=rejected)
+    assert order["lifecycle_state"] == "FAILED" and order["lifecycle_error"].endswith("(gave up)")
+    (failure,) = pipeline.query("SELECT * FROM v_open_failures")
+    assert (failure["sf_record_id"], failure["state"], failure["last_error_message"]) == (rejected, "DEAD", message)
+
+    # and no run sends it again
+    failures = injected(pipeline)["record_failure"]
+    make_due(pipeline)
+    third = pipeline.run()
+    assert third.succeeded, third.error
+    assert third.results["write_back"]["attempted"] == 0
+    assert injected(pipeline)["record_failure"] == failures == 2
+
+
+# ---------------------------------------------------------------------------------------
+# 9. the warehouse is unreachable
+# ---------------------------------------------------------------------------------------
+
+
+def unreachable_warehouse(p, tmp_path) -> dict[str, Any]:
+    """A warehouse connection of the same kind that cannot be used: a closed port, a file in no directory."""
+    if p.dialect == "sqlite":
+        return sqlite_warehouse_connection(tmp_path / "no-such-directory" / "warehouse.db")
+    return postgres_warehouse_connection("127.0.0.1", 1, "test", "postgres")
+
+
+def test_unreachable_warehouse_fails_the_run_before_salesforce_is_called(pipeline, tmp_path):
+    pipeline.set_connection("orders_warehouse", unreachable_warehouse(pipeline, tmp_path))
+    calls = pipeline.org.admin.stats()["calls"]["total"]
+
+    run = pipeline.run()
+
+    assert run.failed_stage == "extract"
+    assert isinstance(run.error, WarehouseConnectionError)  # retried by Airflow: the server may be back
+    assert "The warehouse (Airflow connection 'orders_warehouse'" in str(run.error)
+    assert "cannot be used" in str(run.error)
+    assert pipeline.org.admin.stats()["calls"]["total"] == calls
+
+
+def test_warehouse_lost_before_the_load_fails_before_any_write_back_and_keeps_the_watermark(pipeline, tmp_path):
+    from salesforce_orders import stages
+
+    expected = pipeline.expected_order_ids()
+    run = pipeline.run(until="transform")
+    assert run.succeeded, run.error
+    warehouse = os.environ["AIRFLOW_CONN_ORDERS_WAREHOUSE"]
+    pipeline.set_connection("orders_warehouse", unreachable_warehouse(pipeline, tmp_path))
+    writes = pipeline.org.admin.stats()["calls"]["composite"]
+
+    with pytest.raises(WarehouseConnectionError, match="orders_warehouse"):
+        pipeline.stage("load", run)
+    with pytest.raises(WarehouseConnectionError, match="orders_warehouse"):
+        stages.write_back(run_id=run.run_id)
+
+    assert pipeline.org.admin.stats()["calls"]["composite"] == writes == 0
+    assert "Imported" not in {r["Status"] for r in pipeline.org_rows('SELECT Status FROM "Order"')}
+    assert pipeline.watermark() is None
+
+    pipeline.monkeypatch.setenv("AIRFLOW_CONN_ORDERS_WAREHOUSE", warehouse)  # the server is back: Airflow retries
+    loaded = pipeline.stage("load", run)
+    assert loaded["inserted"] == run.results["transform"]["transformed"]
+    assert pipeline.watermark() is not None
+    pipeline.stage("mark_status_changes", run)
+    pipeline.stage("write_back", run)
+    assert_every_order_once(pipeline, expected)
+    assert_written_back(pipeline)
+
+
+# ---------------------------------------------------------------------------------------
+# 10. Salesforce is down or answers slowly
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stopped_sandbox(tmp_path) -> dict[str, Any]:
+    """The connection of a sandbox that was running and is not any more: its port refuses."""
+    from salesforce_sandbox.server import SandboxServer
+
+    with SandboxServer(port=0, orders=1, state_dir=tmp_path / "stopped-sandbox") as server:
+        connection = server.airflow_connection()
+    return connection
+
+
+def test_salesforce_down_is_retried_with_backoff_then_fails_clearly(sqlite_pipeline, stopped_sandbox, monkeypatch):
+    p = sqlite_pipeline
+    expected = p.expected_order_ids()
+    p.set_connection("salesforce_default", stopped_sandbox)
+    waits = record_backoff(monkeypatch)
+
+    run = p.run()
+
+    assert run.failed_stage == "extract"
+    assert isinstance(run.error, SalesforceUnavailable)  # retried by Airflow
+    assert "Salesforce (Airflow connection 'salesforce_default') did not answer" in str(run.error)
+    assert "Connection refused" in str(run.error)
+    assert waits == [0, 1.0, 2.0, 4.0, 8.0]  # five retries, backing off
+    assert p.query("SELECT COUNT(*) AS n FROM stg_orders")[0]["n"] == 0
+    assert p.watermark() is None
+
+    p.set_connection("salesforce_default", p.org.airflow_connection())
+    after = p.run()
+    assert after.succeeded, after.error
+    assert_every_order_once(p, expected)
+    assert_written_back(p)
+
+
+def test_slow_salesforce_times_out_and_the_next_run_finishes_what_was_left(sqlite_pipeline, monkeypatch):
+    """Timed out after the load: the write-back and the status check are left to the next run,
+    which also marks an order set back to Draft while the failed run was under way."""
+    p = sqlite_pipeline
+    p.set_config(overlap_minutes=0)
+    connection = p.org.airflow_connection()
+    connection["extra"]["timeout"] = 0.5
+    p.set_connection("salesforce_default", connection)
+    first = p.run()
+    assert first.succeeded, first.error
+    drafted, changed = sorted(loaded_ids(p))[:2]
+    p.org_update("Order", drafted, Status="Draft")
+    time.sleep(1.1)  # a later second: SOQL datetimes have whole seconds, the change must come after
+    p.org_update("Order", changed, Description="Leave parcels at the back door")
+    second = p.run(until="load")
+    assert second.results["load"]["updated"] == 1
+    p.org.admin.set_faults(latency_ms=1500)
+    waits = record_backoff(monkeypatch)
+
+    with pytest.raises(SalesforceUnavailable, match=r"salesforce_default.*[Rr]ead timed out"):
+        p.stage("mark_status_changes", second)
+
+    assert waits == [0, 1.0]  # two read retries
+    assert p.scalar("SELECT sf_state FROM external_orders WHERE sf_order_id = :i", i=drafted) == "active"
+    p.org.admin.clear_faults()
+    third = p.run()
+    assert third.succeeded, third.error
+    states = {r["sf_order_id"]: r["sf_state"] for r in p.query("SELECT sf_order_id, sf_state FROM external_orders")}
+    assert states[drafted] == "deactivated"
+    assert p.scalar("SELECT notes FROM external_orders WHERE sf_order_id = :i", i=changed) == "Leave parcels at the back door"
+    assert_written_back(p)
+
+
+# ---------------------------------------------------------------------------------------
+# 11. the same order on two pages
+# ---------------------------------------------------------------------------------------
+
+
+def _complete_shipping(record: dict[str, Any]) -> bool:
+    return all(record.get(f"Shipping{part}") for part in ("Street", "City", "PostalCode", "Country"))
+
+
+@pytest.mark.parametrize("newer_first", [False, True], ids=["newer-version-later", "newer-version-first"])
+def test_order_read_on_two_pages_is_loaded_once_with_its_latest_version(sqlite_pipeline, monkeypatch, newer_first):
+    """An order changes while the extract pages: it is read once as it was and once as it is."""
+    from salesforce_orders.config import parse_config
+    from salesforce_orders.salesforce import SalesforceOrdersHook
+    from salesforce_orders.soql import ExtractWindow, build_orders_query
+
+    p = sqlite_pipeline
+    expected = p.expected_order_ids()
+    pages = SalesforceOrdersHook.iter_query_pages
+    moved: dict[str, Any] = {}
+
+    def pages_with_a_change(self: SalesforceOrdersHook, soql: str, **kwargs: Any) -> Iterator[list[dict]]:
+        source = pages(self, soql, **kwargs)
+        if moved or "OrderItems" not in soql:  # only the extract's order query, once
+            yield from source
+            return
+        first = next(source)
+        stale = moved["stale"] = next(r for r in first if _complete_shipping(r))
+        p.org_update("Order", stale["Id"], Description="Changed while the import was paging")
+        lookback = datetime.now(UTC) - timedelta(days=730)
+        window = ExtractWindow(None, None, lookback, order_numbers=(stale["OrderNumber"],))
+        (fresh,) = [r for page in pages(self, build_orders_query(parse_config(p.config), window)) for r in page]
+        moved["fresh"] = fresh
+        if newer_first:
+            yield [fresh if r is stale else r for r in first]
+            yield [stale, *next(source)]
+        else:
+            yield first
+            yield [fresh, *next(source)]
+        yield from source
+
+    monkeypatch.setattr(SalesforceOrdersHook, "iter_query_pages", pages_with_a_change)
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    order_id = moved["stale"]["Id"]
+    assert run.results["extract"]["extracted"] == len(expected) + 1  # read twice...
+    staged = p.query("SELECT sf_order_id FROM stg_orders WHERE run_id = :r", r=run.run_id)
+    assert len(staged) == len({r["sf_order_id"] for r in staged}) == len(expected)  # ...staged once
+    assert_every_order_once(p, expected)
+    (order,) = p.query("SELECT * FROM external_orders WHERE sf_order_id = :i", i=order_id)
+    assert order["notes"] == "Changed while the import was paging"
+    assert parse_utc(p.watermark()) == parse_utc(moved["fresh"]["SystemModstamp"]) > parse_utc(moved["stale"]["SystemModstamp"])
+
+
+# ---------------------------------------------------------------------------------------
+# 12. an order deactivated or deleted between two runs
+# ---------------------------------------------------------------------------------------
+
+
+def test_orders_deactivated_or_deleted_between_runs_are_marked_and_never_written_back(pipeline, quick_in_run_retries):
+    run = pipeline.run(until="mark_status_changes")
+    drafted, deleted = sorted(loaded_ids(pipeline))[:2]
+    pipeline.org.admin.set_faults(lock_rows=[drafted])  # its write-back is still to be sent...
+    pipeline.stage("write_back", run)
+    pipeline.org.admin.clear_faults()
+    active_before = len(loaded_ids(pipeline))
+    pipeline.org_update("Order", drafted, Status="Draft")  # ...when it goes back to Draft
+    pipeline.org_update("Order", deleted, Status="Draft")
+    with pipeline.org.store.lock:
+        pipeline.org.store.delete("Order", deleted)
+    make_due(pipeline)
+
+    after = pipeline.run()
+
+    assert after.succeeded, after.error
+    assert after.results["mark_status_changes"]["deactivated"] == 2
+    states = {r["sf_order_id"]: r["sf_state"] for r in pipeline.query("SELECT sf_order_id, sf_state FROM external_orders")}
+    assert (states[drafted], states[deleted]) == ("deactivated", "deleted")
+    assert list(states.values()).count("active") == active_before - 2
+    (row,) = order_rows(pipeline, [drafted])
+    assert (row["state"], row["last_error_code"]) == ("DEAD", "ORDER_DEACTIVATED")
+    (org_order,) = pipeline.org_rows('SELECT Status FROM "Order" WHERE Id = ?', drafted)
+    assert org_order["Status"] == "Draft"  # never marked Imported after it left Activated
+    revenue_orders = pipeline.scalar("SELECT SUM(orders) AS n FROM v_revenue_by_day")
+    assert revenue_orders == active_before - 2

@@ -30,6 +30,16 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(_PROJECT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
 
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    """This session's Airflow home with its metadata DB migrated (once; kept between runs)."""
+    from salesforce_orders_local.airflow_env import configure
+
+    home = Path(os.environ["AIRFLOW_HOME"])
+    configure(home)
+    return home
+
+
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

@@ -15,7 +15,7 @@ DAG_FILE = DAGS / "salesforce_orders_import.py"
 
 
 @pytest.fixture(scope="module")
-def dag():
+def dag(airflow_home):
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(DAGS))

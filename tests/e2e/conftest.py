@@ -8,7 +8,6 @@ deployment may define them.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ import pytest
 import sqlalchemy as sa
 
 from salesforce_orders_local.airflow_env import (
-    configure,
     connection_env,
     postgres_warehouse_connection,
     sqlite_warehouse_connection,
@@ -27,13 +25,6 @@ from salesforce_orders_local.airflow_env import (
 
 ORG_ORDERS = 240
 ORG_SEED = 11
-
-
-@pytest.fixture(scope="session")
-def airflow_home() -> Path:
-    home = Path(os.environ["AIRFLOW_HOME"])
-    configure(home)
-    return home
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ Airflow retry of a task is calling its stage again with the same run id.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ import pytest
 import sqlalchemy as sa
 
 from salesforce_orders_local.airflow_env import (
-    configure,
     connection_env,
     postgres_warehouse_connection,
     sqlite_warehouse_connection,
@@ -32,13 +30,6 @@ ORG_ORDERS = 450  # about 310 Activated orders in the lookback: two pages of 200
 ORG_SEED = 23
 PAGE_SIZE = 200
 STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back")
-
-
-@pytest.fixture(scope="session")
-def airflow_home() -> Path:
-    home = Path(os.environ["AIRFLOW_HOME"])
-    configure(home)
-    return home
 
 
 @pytest.fixture(scope="module")

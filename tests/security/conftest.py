@@ -4,7 +4,6 @@ every place a run leaves text behind (warehouse tables and views, XCom, task log
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from salesforce_orders_local.airflow_env import configure, connection_env, sqlite_warehouse_connection
+from salesforce_orders_local.airflow_env import connection_env, sqlite_warehouse_connection
 
 ORG_ORDERS = 80
 ORG_SEED = 31
-
-
-@pytest.fixture(scope="session")
-def airflow_home() -> Path:
-    home = Path(os.environ["AIRFLOW_HOME"])
-    configure(home)
-    return home
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+
 from salesforce_orders.config import (
     EXAMPLE,
     VARIABLE_NAME,

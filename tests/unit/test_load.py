@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+
 from salesforce_orders import load
 from salesforce_orders.load import (
     LoadCounts,

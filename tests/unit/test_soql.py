@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+
 from salesforce_orders.config import DEFAULT_CARD_FIELDS, EXAMPLE, ImportConfig, parse_config
 from salesforce_orders.soql import (
     ExtractWindow,

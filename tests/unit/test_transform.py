@@ -7,13 +7,14 @@ import re
 from typing import Any
 
 import pytest
+
 from salesforce_orders.config import ImportConfig, parse_config
 from salesforce_orders.model import Address, SkippedOrder, TransformedOrder
 from salesforce_orders.transform import (
     CARD_MASK,
     assigned_customer_id,
-    case_safe_id,
     billing_address,
+    case_safe_id,
     customer_for,
     external_name,
     is_zero_total,

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+
 from salesforce_orders import warehouse
 from salesforce_orders.load import load_run, record_quarantine
 from salesforce_orders.staging import (

@@ -77,23 +77,35 @@ def stage_pages(
     summary: ExtractSummary | None = None,
 ) -> ExtractSummary:
     """Write each page of order records (with or without their items) to staging, a transaction a page."""
-    from .staging import stage_items, stage_orders
+    from .staging import drop_staged_items, stage_items, stage_orders
 
     summary = summary or ExtractSummary()
     started = last_progress = time.monotonic()
+    # An order changed while the run was paging can come twice: the later SystemModstamp wins,
+    # with its own items (an id and a stamp per order: small next to the records themselves).
+    staged_stamps: dict[str, str] = {}
+    staged_before: set[str] = set()
     for page in pages:
-        orders, items = [], []
+        latest: dict[str, tuple[StagedOrder, list[StagedItem]]] = {}
         for record in page:
             order, order_items = split_order(record, items_relationship)
-            orders.append(order)
-            items.extend(order_items)
-            stamp = order.get("SystemModstamp")
+            order_id, stamp = order.get("Id"), order.get("SystemModstamp") or ""
+            if order_id in staged_stamps and stamp < staged_stamps[order_id]:
+                continue  # an older version than the one already seen
+            staged_stamps[order_id] = stamp
+            latest[order_id] = (order, order_items)
             if stamp and (summary.max_system_modstamp is None or stamp > summary.max_system_modstamp):
                 summary.max_system_modstamp = stamp
+        superseded = [order_id for order_id in latest if order_id in staged_before]
+        staged_before.update(latest)
+        orders = [order for order, _ in latest.values()]
+        items = [item for _, order_items in latest.values() for item in order_items]
         with engine.begin() as conn:
+            if superseded:
+                drop_staged_items(conn, run_id, superseded, schema=schema)
             stage_orders(conn, run_id, orders, schema=schema)
             stage_items(conn, run_id, items, schema=schema)
-        summary.orders += len(orders)
+        summary.orders += len(orders) - len(superseded)
         summary.items += len(items)
         summary.pages += 1
         now = time.monotonic()

@@ -86,6 +86,13 @@ def stage_orders(
     return len(rows)
 
 
+def drop_staged_items(conn: sa.Connection, run_id: str, order_ids: list[str], *, schema: str | None = None) -> None:
+    """Remove the run's staged items of these orders (a newer version of the order replaces them)."""
+    t = tables(schema).stg_order_items
+    for batch in in_batches(order_ids):
+        conn.execute(sa.delete(t).where(t.c.run_id == run_id, t.c.sf_order_id.in_(batch)))
+
+
 def stage_items(
     conn: sa.Connection, run_id: str, items: list[StagedItem], *, schema: str | None = None, now: datetime | None = None
 ) -> int:

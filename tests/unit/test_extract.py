@@ -178,3 +178,25 @@ def test_no_pages_stage_nothing(engine):
     summary = stage_pages(engine, "run-1", [], "OrderItems")
     assert summary.as_dict() | {"seconds": 0} == ExtractSummary().as_dict()
     assert staged(engine) == {}
+
+
+def test_a_newer_version_replaces_the_items_of_the_older_one(engine):
+    older = rest_order(ORDER_A, "2026-01-02T03:04:05.000+0000", [rest_item("802A1", 1.0), rest_item("802A2", 1.0)])
+    newer = rest_order(ORDER_A, "2026-01-02T03:09:00.000+0000", [rest_item("802A1", 4.0)])
+
+    summary = stage_pages(engine, "run-1", [[older], [newer]], "OrderItems")
+
+    assert summary.orders == 1
+    _, items = staged(engine)[ORDER_A]
+    assert [(i["Id"], i["Quantity"]) for i in items] == [("802A1", 4.0)]
+
+
+@pytest.mark.parametrize("pages", ["one page", "two pages"])
+def test_the_items_of_an_older_version_met_later_are_ignored(engine, pages):
+    newer = rest_order(ORDER_A, "2026-01-02T03:09:00.000+0000", [rest_item("802A1", 4.0)])
+    older = rest_order(ORDER_A, "2026-01-02T03:04:05.000+0000", [rest_item("802A1", 1.0), rest_item("802A2", 1.0)])
+
+    stage_pages(engine, "run-1", [[newer, older]] if pages == "one page" else [[newer], [older]], "OrderItems")
+
+    _, items = staged(engine)[ORDER_A]
+    assert [(i["Id"], i["Quantity"]) for i in items] == [("802A1", 4.0)]

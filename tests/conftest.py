@@ -40,6 +40,33 @@ def airflow_home() -> Path:
     return home
 
 
+@pytest.fixture(scope="module")
+def org_size() -> tuple[int, int]:
+    """(orders, seed) of the sandbox org; a test directory's conftest overrides it."""
+    return 240, 11
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, org_size: tuple[int, int]) -> Iterator[Any]:
+    """A sandbox org on a free port for the module's tests."""
+    from salesforce_sandbox.server import SandboxServer
+
+    orders, seed = org_size
+    with SandboxServer(port=0, orders=orders, seed=seed, state_dir=tmp_path_factory.mktemp("sandbox")) as server:
+        yield server
+
+
+@pytest.fixture
+def org(sandbox: Any, org_size: tuple[int, int]) -> Iterator[Any]:
+    """The sandbox org, re-seeded for this test, without faults and with fresh counters."""
+    orders, seed = org_size
+    sandbox.admin.clear_faults()
+    sandbox.admin.reset(orders=orders, seed=seed, with_imported_status=True)
+    sandbox.admin.reset_stats()
+    yield sandbox
+    sandbox.admin.clear_faults()
+
+
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

@@ -117,12 +117,10 @@ def _drop_schema(pg_url: str, schema: str) -> None:
     engine.dispose()
 
 
-def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str]) -> dict[str, Any]:
-    from sqlalchemy.engine import make_url
-
+def start_org(orders: int, state: Path, *, reseed: bool = False) -> Any:
+    """The benchmark's org: ``orders`` Activated orders (1% dirty), kept in ``state`` between uses."""
     from salesforce_sandbox.server import SandboxServer
 
-    generated = time.perf_counter()
     server = SandboxServer(
         port=0,
         db_path=str(state / f"org-{orders}.db"),
@@ -131,8 +129,16 @@ def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str]) 
         state_dir=state,
         daily_api_limit=10_000_000,
         generator_options={"activated_share": 1.0, "dirty_share": 0.01},
+        reseed=reseed,
     )
-    server.start()
+    return server.start()
+
+
+def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str]) -> dict[str, Any]:
+    from sqlalchemy.engine import make_url
+
+    generated = time.perf_counter()
+    server = start_org(orders, state)
     generated = time.perf_counter() - generated
     schema = f"bench_{orders}_{uuid.uuid4().hex[:6]}"
     url = make_url(pg_url)
@@ -268,19 +274,7 @@ def run_baseline_in_process(kwargs: dict[str, Any]) -> None:
 def bench_baseline(orders: int, pg_url: str, state: Path, base_env: dict[str, str], sample_writes: int, ours: dict[str, Any]) -> dict[str, Any]:
     from sqlalchemy.engine import make_url
 
-    from salesforce_sandbox.server import SandboxServer
-
-    server = SandboxServer(
-        port=0,
-        db_path=str(state / f"org-{orders}.db"),
-        orders=orders,
-        seed=7,
-        state_dir=state,
-        daily_api_limit=10_000_000,
-        generator_options={"activated_share": 1.0, "dirty_share": 0.01},
-        reseed=True,
-    )
-    server.start()
+    server = start_org(orders, state, reseed=True)  # the org as it was before our write-back
     schema = f"bench_base_{uuid.uuid4().hex[:6]}"
     url = make_url(pg_url)
     env = {**base_env, **connection_env("salesforce_default", sandbox_connection(server))}

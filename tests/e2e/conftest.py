@@ -28,22 +28,8 @@ ORG_SEED = 11
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from salesforce_sandbox.server import SandboxServer
-
-    server = SandboxServer(port=0, orders=ORG_ORDERS, seed=ORG_SEED, state_dir=tmp_path_factory.mktemp("sandbox"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def org(sandbox: Any) -> Any:
-    """The sandbox, re-seeded for this test, with no faults and fresh counters."""
-    sandbox.admin.clear_faults()
-    sandbox.admin.reset(orders=ORG_ORDERS, seed=ORG_SEED, with_imported_status=True)
-    sandbox.admin.reset_stats()
-    return sandbox
+def org_size() -> tuple[int, int]:
+    return ORG_ORDERS, ORG_SEED
 
 
 def org_rows(server: Any, sql: str, *params: Any) -> list[dict]:

@@ -33,22 +33,8 @@ STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "wr
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from salesforce_sandbox.server import SandboxServer
-
-    server = SandboxServer(port=0, orders=ORG_ORDERS, seed=ORG_SEED, state_dir=tmp_path_factory.mktemp("sandbox"))
-    with server:
-        yield server
-
-
-@pytest.fixture
-def org(sandbox: Any) -> Iterator[Any]:
-    """The sandbox org, re-seeded for this test, without faults and with fresh counters."""
-    sandbox.admin.clear_faults()
-    sandbox.admin.reset(orders=ORG_ORDERS, seed=ORG_SEED, with_imported_status=True)
-    sandbox.admin.reset_stats()
-    yield sandbox
-    sandbox.admin.clear_faults()
+def org_size() -> tuple[int, int]:
+    return ORG_ORDERS, ORG_SEED
 
 
 @dataclass

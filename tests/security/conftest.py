@@ -19,21 +19,8 @@ ORG_SEED = 31
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from salesforce_sandbox.server import SandboxServer
-
-    server = SandboxServer(port=0, orders=ORG_ORDERS, seed=ORG_SEED, state_dir=tmp_path_factory.mktemp("sandbox"))
-    with server:
-        yield server
-
-
-@pytest.fixture
-def org(sandbox: Any) -> Iterator[Any]:
-    """The sandbox org, re-seeded for this test, without faults."""
-    sandbox.admin.clear_faults()
-    sandbox.admin.reset(orders=ORG_ORDERS, seed=ORG_SEED, with_imported_status=True)
-    yield sandbox
-    sandbox.admin.clear_faults()
+def org_size() -> tuple[int, int]:
+    return ORG_ORDERS, ORG_SEED
 
 
 @dataclass

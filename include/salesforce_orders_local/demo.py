@@ -31,12 +31,12 @@ def sandbox_connection(server: Any) -> dict[str, Any]:
     return server.airflow_connection()
 
 
-def start_sandbox(state_dir: Path, orders: int, seed: int) -> Any:
+def start_sandbox(state_dir: Path, orders: int, seed: int, port: int = 0) -> Any:
     from salesforce_sandbox.server import SandboxServer
 
     sandbox_dir = state_dir / "sandbox"
     sandbox_dir.mkdir(parents=True, exist_ok=True)
-    server = SandboxServer(port=0, db_path=str(sandbox_dir / "org.db"), orders=orders, seed=seed, state_dir=sandbox_dir)
+    server = SandboxServer(port=port, db_path=str(sandbox_dir / "org.db"), orders=orders, seed=seed, state_dir=sandbox_dir)
     server.start()
     return server
 

@@ -10,6 +10,7 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from .airflow_env import configure, connection_env, sqlite_warehouse_connection, variable_env
 from .demo import STATE_DIR, sandbox_connection
@@ -21,14 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--port", type=int, default=8080, help="Airflow UI port")
+    parser.add_argument("--sandbox-port", type=int, default=8443)
     args = parser.parse_args(argv)
 
-    server = _start(STATE_DIR, args.orders, args.seed)
+    server = _start(STATE_DIR, args.orders, args.seed, port=args.sandbox_port)
     env = {
         **connection_env("salesforce_default", sandbox_connection(server)),
         **connection_env("orders_warehouse", sqlite_warehouse_connection(STATE_DIR / "warehouse.db")),
         **variable_env("salesforce_orders_config", {"enabled": True}),
         "AIRFLOW__API__PORT": str(args.port),
+        # `airflow standalone` starts its components as `airflow ...` commands: the venv's.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     configure(STATE_DIR / "airflow", env)
     print(f"Sandbox: {server.url} (CA {server.ca_path}); Airflow UI: http://localhost:{args.port}", flush=True)

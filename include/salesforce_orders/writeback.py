@@ -144,6 +144,9 @@ class OutboxDrainer:
         self.now = now or datetime.now(UTC)
         self.sleep = sleep
         self.summary = WriteBackSummary()
+        # Rows already counted as attempted in this run: the in-run retries of a transient error
+        # belong to the same attempt, so a record locked across two runs is not given up early.
+        self._attempted: set[int] = set()
 
     # ---- selection --------------------------------------------------------------------
 
@@ -195,13 +198,13 @@ class OutboxDrainer:
         """One record's new outbox values from Salesforce's answer for it."""
         if result is not None and result.get("success"):
             self.summary.written += 1
-            return {"b_id": row.id, "state": DONE, "attempts": (row.attempts or 0) + 1, "last_error_code": None,
+            return {"b_id": row.id, "state": DONE, "attempts": self._attempts(row), "last_error_code": None,
                     "last_error_message": None, "next_attempt_at": None}
         error = ((result or {}).get("errors") or [{}])[0]
         code = error.get("statusCode") or "NO_RESULT"
         # Salesforce's own text may quote a card number (a validation rule's message): never kept.
         message = redact_card_numbers(error.get("message")) or "Salesforce returned no result for this record"
-        attempts = (row.attempts or 0) + 1
+        attempts = self._attempts(row)
         if attempts >= self.max_attempts:
             state = DEAD
         elif code in TRANSIENT_ERRORS:
@@ -212,6 +215,13 @@ class OutboxDrainer:
         log.warning("Write-back of %s %s failed (%s, attempt %d): %s", row.sf_object, row.sf_record_id, code, attempts, message)
         return {"b_id": row.id, "state": state, "attempts": attempts, "last_error_code": code,
                 "last_error_message": message[:2000], "next_attempt_at": self.now + retry_delay(attempts) if state != DEAD else None}
+
+    def _attempts(self, row: Any) -> int:
+        """The row's attempt count after this send: one more per run, however often retried in it."""
+        if row.id in self._attempted:
+            return row.attempts or 0
+        self._attempted.add(row.id)
+        return (row.attempts or 0) + 1
 
     def _store_outcomes(self, conn: sa.Connection, outcomes: list[dict[str, Any]]) -> None:
         """All outcomes of a batch in one executemany (no round trip per record)."""

@@ -284,7 +284,7 @@ def test_locked_rows_are_retried_within_the_run(sqlite_pipeline, quick_in_run_re
 
     assert injected(p)["unable_to_lock_row"] == 3
     assert (result["retry_later"], result["failed"], result["errors_by_code"]) == (0, 0, {"UNABLE_TO_LOCK_ROW": 3})
-    assert [r["attempts"] for r in order_rows(p, locked)] == [2, 2, 2]
+    assert [r["attempts"] for r in order_rows(p, locked)] == [1, 1, 1]  # one attempt per run, retries included
     assert_written_back(p)
 
 
@@ -299,7 +299,7 @@ def test_rows_still_locked_stay_pending_and_visible_until_a_later_run_writes_the
     assert result["retry_later"] == 2
     assert injected(pipeline)["unable_to_lock_row"] == 2 * (1 + writeback.IN_RUN_RETRIES)
     for row in order_rows(pipeline, locked):
-        assert (row["state"], row["attempts"], row["last_error_code"]) == ("PENDING", 3, "UNABLE_TO_LOCK_ROW")
+        assert (row["state"], row["attempts"], row["last_error_code"]) == ("PENDING", 1, "UNABLE_TO_LOCK_ROW")
         assert row["next_attempt_at"] > datetime.now(UTC)  # backed off until a later run
     orders = pipeline.query("SELECT sf_order_id, lifecycle_state, lifecycle_error FROM external_orders")
     for order in orders:

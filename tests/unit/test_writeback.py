@@ -268,8 +268,9 @@ def test_transient_error_is_retried_in_the_run_then_left_pending(engine, loaded)
     assert (summary.written, summary.retry_later, summary.failed, summary.dead) == (1, 1, 0, 0)
     assert summary.errors_by_code == {"UNABLE_TO_LOCK_ROW": 3}
     order_outbox, account_outbox = outbox(engine)
-    assert (order_outbox["state"], order_outbox["attempts"], order_outbox["last_error_code"]) == ("PENDING", 3, "UNABLE_TO_LOCK_ROW")
-    assert order_outbox["next_attempt_at"] == T0 + retry_delay(3)
+    # the in-run retries are part of this run's one attempt
+    assert (order_outbox["state"], order_outbox["attempts"], order_outbox["last_error_code"]) == ("PENDING", 1, "UNABLE_TO_LOCK_ROW")
+    assert order_outbox["next_attempt_at"] == T0 + retry_delay(1)
     assert account_outbox["state"] == "DONE"
     state, error = lifecycle(engine, order)
     assert state == "PROCESSING"
@@ -281,6 +282,18 @@ def test_transient_error_is_retried_in_the_run_then_left_pending(engine, loaded)
     assert later.written == 1
     assert outbox(engine)[0]["state"] == "DONE"
     assert lifecycle(engine, order) == ("COMPLETE", None)
+
+
+def test_a_record_locked_through_two_runs_is_not_given_up(engine, loaded):
+    [order] = loaded(1)
+    hook = FakeSalesforce()
+    hook.answer = fail(order.order.sf_order_id, LOCKED)
+
+    drain(engine, hook, sleeps=[])
+    second = drain(engine, hook, now=T0 + timedelta(hours=1), run_id="run-wb-2", sleeps=[])
+
+    assert second.dead == 0 and second.retry_later == 1
+    assert (outbox(engine)[0]["state"], outbox(engine)[0]["attempts"]) == ("PENDING", 2)
 
 
 def test_permanent_error_fails_is_retried_later_and_given_up_after_max_attempts(engine, loaded):

@@ -18,6 +18,7 @@ help:
 	@echo "make test     run the whole test suite"
 	@echo "make sandbox  start the local Salesforce sandbox on https://localhost:8443"
 	@echo "make up       airflow standalone + sandbox, UI on http://localhost:8080"
+	@echo "make bench    benchmark the pipeline at 10k and 100k orders against PostgreSQL (BENCH_ARGS=...)"
 	@echo "make lint     ruff"
 	@echo "make lock     re-resolve constraints.txt from requirements.txt"
 	@echo "make screenshots  refresh docs/screenshots/ from the browser test of the External Orders view"

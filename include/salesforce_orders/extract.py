@@ -84,20 +84,21 @@ def stage_pages(
     # An order changed while the run was paging can come twice: the later SystemModstamp wins,
     # with its own items (an id and a stamp per order: small next to the records themselves).
     staged_stamps: dict[str, str] = {}
-    staged_before: set[str] = set()
     for page in pages:
         latest: dict[str, tuple[StagedOrder, list[StagedItem]]] = {}
+        superseded = []  # staged by an earlier page: their items are replaced
         for record in page:
             order, order_items = split_order(record, items_relationship)
             order_id, stamp = order.get("Id"), order.get("SystemModstamp") or ""
-            if order_id in staged_stamps and stamp < staged_stamps[order_id]:
-                continue  # an older version than the one already seen
+            if order_id in staged_stamps:
+                if stamp < staged_stamps[order_id]:
+                    continue  # an older version than the one already seen
+                if order_id not in latest:
+                    superseded.append(order_id)
             staged_stamps[order_id] = stamp
             latest[order_id] = (order, order_items)
             if stamp and (summary.max_system_modstamp is None or stamp > summary.max_system_modstamp):
                 summary.max_system_modstamp = stamp
-        superseded = [order_id for order_id in latest if order_id in staged_before]
-        staged_before.update(latest)
         orders = [order for order, _ in latest.values()]
         items = [item for _, order_items in latest.values() for item in order_items]
         with engine.begin() as conn:

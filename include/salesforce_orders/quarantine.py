@@ -36,10 +36,10 @@ def validate_run(
     seen_numbers: set[str] = set()
     for chunk in iter_staged(engine, run_id, status=None, chunk_size=batch_size or max(config.chunk_size, VALIDATION_CHUNK), schema=schema):
         result = validator.validate(chunk)
-        for order_id in duplicate_order_numbers(chunk, seen_numbers):
-            number = next(o.get("OrderNumber") for o, _ in chunk if o.get("Id") == order_id)
-            result.add(order_id, "order_number_unique", f"OrderNumber {number!r} appears on more than one order")
         by_id = {order.get("Id"): order for order, _ in chunk}
+        for order_id in duplicate_order_numbers(chunk, seen_numbers):
+            number = by_id[order_id].get("OrderNumber")
+            result.add(order_id, "order_number_unique", f"OrderNumber {number!r} appears on more than one order")
         quarantine_rows = [
             {
                 "sf_order_id": order_id,

@@ -189,6 +189,7 @@ def validate(*, run_id: str) -> dict[str, Any]:
 
 def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     """Transform valid staged orders into warehouse records (pure functions), staged again."""
+    from .model import SkippedOrder
     from .staging import clear_transformed, iter_staged, stage_transformed
     from .transform import transform_order
 
@@ -203,7 +204,7 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
         records = []
         for order, items in chunk:
             result = transform_order(order, items, config, instance_url=instance_url)
-            if hasattr(result, "content_hash"):
+            if not isinstance(result, SkippedOrder):
                 records.append(result)
             else:
                 skipped += 1

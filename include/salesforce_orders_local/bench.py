@@ -36,7 +36,6 @@ from .airflow_env import (
     postgres_warehouse_connection,
     variable_env,
 )
-from .demo import sandbox_connection
 
 STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back", "report")
 REST_PAGE = 2000
@@ -144,7 +143,7 @@ def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str]) 
     url = make_url(pg_url)
     env = {
         **base_env,
-        **connection_env("salesforce_default", sandbox_connection(server)),
+        **connection_env("salesforce_default", server.airflow_connection()),
         **connection_env("orders_warehouse", postgres_warehouse_connection(url.host, url.port or 5432, url.database, url.username, url.password)),
         **variable_env("salesforce_orders_config", {"warehouse_schema": schema, "api_budget_share": 1.0}),
     }
@@ -277,7 +276,7 @@ def bench_baseline(orders: int, pg_url: str, state: Path, base_env: dict[str, st
     server = start_org(orders, state, reseed=True)  # the org as it was before our write-back
     schema = f"bench_base_{uuid.uuid4().hex[:6]}"
     url = make_url(pg_url)
-    env = {**base_env, **connection_env("salesforce_default", sandbox_connection(server))}
+    env = {**base_env, **connection_env("salesforce_default", server.airflow_connection())}
     import sqlalchemy as sa
 
     engine = sa.create_engine(pg_url)

@@ -26,11 +26,6 @@ from .airflow_env import (
 STATE_DIR = PROJECT_ROOT / ".local"
 
 
-def sandbox_connection(server: Any) -> dict[str, Any]:
-    """The ``salesforce_default`` connection that reaches this sandbox (password login via login_url)."""
-    return server.airflow_connection()
-
-
 def start_sandbox(state_dir: Path, orders: int, seed: int, port: int = 0) -> Any:
     from salesforce_sandbox.server import SandboxServer
 
@@ -117,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     server = start_sandbox(STATE_DIR, args.orders, args.seed)
     warehouse = STATE_DIR / "warehouse.db"
     env = {
-        **connection_env("salesforce_default", sandbox_connection(server)),
+        **connection_env("salesforce_default", server.airflow_connection()),
         **connection_env("orders_warehouse", sqlite_warehouse_connection(warehouse)),
     }
     if not args.verbose:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .airflow_env import configure, connection_env, sqlite_warehouse_connection, variable_env
-from .demo import STATE_DIR, sandbox_connection
+from .demo import STATE_DIR
 from .demo import start_sandbox as _start
 
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server = _start(STATE_DIR, args.orders, args.seed, port=args.sandbox_port)
     env = {
-        **connection_env("salesforce_default", sandbox_connection(server)),
+        **connection_env("salesforce_default", server.airflow_connection()),
         **connection_env("orders_warehouse", sqlite_warehouse_connection(STATE_DIR / "warehouse.db")),
         **variable_env("salesforce_orders_config", {"enabled": True}),
         "AIRFLOW__API__PORT": str(args.port),

@@ -125,7 +125,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
         run_dag,
         sqlite_warehouse_connection,
     )
-    from salesforce_orders_local.demo import sandbox_connection
     from salesforce_sandbox.server import SandboxServer
 
     work = tmp_path_factory.mktemp("ui")
@@ -136,7 +135,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
 
     warehouse_path = work / "warehouse.db"
     env = {
-        **connection_env("salesforce_default", sandbox_connection(org)),
+        **connection_env("salesforce_default", org.airflow_connection()),
         **connection_env("orders_warehouse", sqlite_warehouse_connection(warehouse_path)),
         "AIRFLOW_VAR_SALESFORCE_ORDERS_CONFIG": json.dumps({}),
     }

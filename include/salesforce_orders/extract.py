@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,30 @@ class ExtractSummary:
         }
 
 
+class _Progress:
+    """A progress line in the task log every ``every`` seconds: records done, rate, API calls."""
+
+    def __init__(self, what: str, hook: SalesforceOrdersHook | None, every: float = 10.0):
+        self.what, self.hook, self.every = what, hook, every
+        self.started = self.last = time.monotonic()
+
+    def tick(self, done: int, items: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        calls = f", {self.hook.usage.calls} API calls" if self.hook is not None else ""
+        log.info("Extracted %d %s, %d items (%.0f/s%s)", done, self.what, items, done / (now - self.started), calls)
+
+
+def _rest_split(items_relationship: str) -> Callable[[dict], tuple[StagedOrder, list[StagedItem]]]:
+    return lambda record: split_order(record, items_relationship)
+
+
+def _already_flat(record: dict) -> tuple[StagedOrder, list[StagedItem]]:
+    return record, []  # a Bulk CSV row: flat already, its items come from their own query
+
+
 def stage_pages(
     engine: sa.Engine,
     run_id: str,
@@ -75,12 +99,15 @@ def stage_pages(
     schema: str | None = None,
     progress_every: float = 10.0,
     summary: ExtractSummary | None = None,
+    hook: SalesforceOrdersHook | None = None,
+    split: Callable[[dict], tuple[StagedOrder, list[StagedItem]]] | None = None,
 ) -> ExtractSummary:
     """Write each page of order records (with or without their items) to staging, a transaction a page."""
     from .staging import drop_staged_items, stage_items, stage_orders
 
     summary = summary or ExtractSummary()
-    started = last_progress = time.monotonic()
+    split = split or _rest_split(items_relationship)
+    progress = _Progress("orders", hook, progress_every)
     # An order changed while the run was paging can come twice: the later SystemModstamp wins,
     # with its own items (an id and a stamp per order: small next to the records themselves).
     staged_stamps: dict[str, str] = {}
@@ -88,7 +115,7 @@ def stage_pages(
         latest: dict[str, tuple[StagedOrder, list[StagedItem]]] = {}
         superseded = []  # staged by an earlier page: their items are replaced
         for record in page:
-            order, order_items = split_order(record, items_relationship)
+            order, order_items = split(record)
             order_id, stamp = order.get("Id"), order.get("SystemModstamp") or ""
             if order_id in staged_stamps:
                 if stamp < staged_stamps[order_id]:
@@ -109,28 +136,31 @@ def stage_pages(
         summary.orders += len(orders) - len(superseded)
         summary.items += len(items)
         summary.pages += 1
-        now = time.monotonic()
-        if now - last_progress >= progress_every:
-            last_progress = now
-            log.info("Extracted %d orders, %d items (%.0f orders/s)", summary.orders, summary.items, summary.orders / (now - started))
-    summary.seconds += time.monotonic() - started
+        progress.tick(summary.orders, summary.items)
+    summary.seconds += time.monotonic() - progress.started
     return summary
 
 
 def stage_item_pages(
-    engine: sa.Engine, run_id: str, pages: Iterable[list[dict]], summary: ExtractSummary, *, schema: str | None = None
+    engine: sa.Engine,
+    run_id: str,
+    pages: Iterable[list[dict]],
+    summary: ExtractSummary,
+    *,
+    schema: str | None = None,
+    hook: SalesforceOrdersHook | None = None,
 ) -> ExtractSummary:
     """Write pages of order items (Bulk: queried apart from their orders) to staging."""
     from .staging import stage_items
 
-    started = time.monotonic()
+    progress = _Progress("orders", hook)
     for page in pages:
         with engine.begin() as conn:
             stage_items(conn, run_id, page, schema=schema)
         summary.items += len(page)
         summary.pages += 1
-        log.info("Extracted %d items", summary.items)
-    summary.seconds += time.monotonic() - started
+        progress.tick(summary.orders, summary.items)
+    summary.seconds += time.monotonic() - progress.started
     return summary
 
 
@@ -144,10 +174,11 @@ def extract_rest(
     page_size: int | None = None,
     schema: str | None = None,
 ) -> ExtractSummary:
-    calls_before = hook.usage.calls
+    calls_before, pages_before = hook.usage.calls, hook.usage.result_pages
     pages = hook.iter_query_pages(soql, page_size=page_size)
-    summary = stage_pages(engine, run_id, pages, items_relationship, schema=schema)
+    summary = stage_pages(engine, run_id, pages, items_relationship, schema=schema, hook=hook)
     summary.api_calls = hook.usage.calls - calls_before
+    summary.pages = hook.usage.result_pages - pages_before
     return summary
 
 
@@ -161,8 +192,11 @@ def extract_bulk(
     schema: str | None = None,
 ) -> ExtractSummary:
     """Bulk API 2.0: one query job for the orders, one for their items (Bulk has no subqueries)."""
-    calls_before = hook.usage.calls
-    summary = stage_pages(engine, run_id, hook.iter_bulk_query_pages(orders_soql), items_relationship="", schema=schema)
-    stage_item_pages(engine, run_id, hook.iter_bulk_query_pages(items_soql), summary, schema=schema)
+    calls_before, pages_before = hook.usage.calls, hook.usage.result_pages
+    summary = stage_pages(
+        engine, run_id, hook.iter_bulk_query_pages(orders_soql), items_relationship="", schema=schema, hook=hook, split=_already_flat
+    )
+    stage_item_pages(engine, run_id, hook.iter_bulk_query_pages(items_soql), summary, schema=schema, hook=hook)
     summary.api_calls = hook.usage.calls - calls_before
+    summary.pages = hook.usage.result_pages - pages_before  # API result pages, not the chunks staged
     return summary

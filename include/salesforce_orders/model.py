@@ -160,11 +160,16 @@ def plain(value: Any) -> Any:
     """A record as plain JSON-able data (dicts, lists, scalars).
 
     Equivalent to ``dataclasses.asdict`` for these records, without its deep copies, which
-    dominate the transform and load of large runs.
+    dominate the transform and load of large runs: a record's fields are copied from its
+    ``__dict__`` in one step, and only the fields that can hold records or containers are
+    converted further.
     """
-    names = _FIELD_NAMES.get(type(value))
-    if names is not None:
-        return {name: plain(getattr(value, name)) for name in names}
+    nested = _NESTED_FIELDS.get(type(value))
+    if nested is not None:
+        data = dict(value.__dict__)
+        for name in nested:
+            data[name] = plain(data[name])
+        return data
     if isinstance(value, tuple | list):
         return [plain(v) for v in value]
     if isinstance(value, dict):
@@ -172,7 +177,10 @@ def plain(value: Any) -> Any:
     return value
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {
-    cls: tuple(f.name for f in fields(cls))
+_SCALAR_TYPES = {"str", "str | None", "float | None", "int", "bool", "float", "int | None", "bool | None"}
+# Per record class, the fields whose values are records, tuples or dicts (annotations are
+# strings under ``from __future__ import annotations``); the rest are JSON scalars already.
+_NESTED_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls) if str(f.type) not in _SCALAR_TYPES)
     for cls in (Address, CustomerRecord, LocationRecord, OrderRecord, ItemRecord, ServiceRecord, WriteBack, TransformedOrder, SkippedOrder)
 }

@@ -39,7 +39,8 @@ from urllib3.util.retry import Retry
 log = logging.getLogger(__name__)
 
 COLLECTION_LIMIT = 200  # records per sObject Collections call
-BULK_PAGE_RECORDS = 25_000  # records per Bulk API 2.0 result page (maxRecords): bounds a page in memory
+BULK_PAGE_RECORDS = 100_000  # records per Bulk API 2.0 result page (maxRecords): fewer calls; pages are streamed
+BULK_CHUNK_RECORDS = 5_000  # records per chunk yielded from a streamed Bulk result page: bounds memory
 BULK_POLL_SECONDS = 0.5
 BULK_TIMEOUT_SECONDS = 3600
 _NUMERIC_TYPES = {"double", "currency", "percent"}
@@ -72,6 +73,7 @@ class ApiUsage:
     """Calls made through one hook, and the org's daily usage as last reported."""
 
     calls: int = 0
+    result_pages: int = 0  # query result pages read (REST query/queryMore pages, Bulk result pages)
     org_used: int | None = None
     org_max: int | None = None
     budget: int | None = None  # calls this run may make; None = unlimited
@@ -279,6 +281,7 @@ class SalesforceOrdersHook(SalesforceHook):
         """Yield the query's records page by page; child subqueries are completed per record."""
         result = self._query(soql, include_deleted, page_size)
         while True:
+            self.usage.result_pages += 1
             records = result.get("records", [])
             for record in records:
                 self._complete_children(record)
@@ -319,13 +322,15 @@ class SalesforceOrdersHook(SalesforceHook):
         *,
         include_deleted: bool = False,
         max_records: int = BULK_PAGE_RECORDS,
+        chunk_records: int = BULK_CHUNK_RECORDS,
         sleep: Any = time.sleep,
     ) -> Iterator[list[dict]]:
-        """Run a Bulk API 2.0 query job and yield its result pages as lists of flat records.
+        """Run a Bulk API 2.0 query job and yield its results as lists of flat records.
 
-        Records are keyed by the CSV header (dotted relationship paths) with values typed as the
-        REST API would return them (numbers, booleans, None for an empty cell), so both paths
-        stage identical records.
+        Each result page (``maxRecords`` per call) is streamed and yielded in chunks of at most
+        ``chunk_records``, so a large page never sits in memory whole. Records are keyed by the
+        CSV header (dotted relationship paths) with values typed as the REST API would return
+        them (numbers, booleans, None for an empty cell), so both paths stage identical records.
         """
         job = self.call(
             "POST",
@@ -344,7 +349,6 @@ class SalesforceOrdersHook(SalesforceHook):
             if time.monotonic() > deadline:
                 raise SalesforceApiError(f"Bulk query job {job_id} did not complete within {BULK_TIMEOUT_SECONDS} s", code="BULK_JOB_TIMEOUT")
             sleep(BULK_POLL_SECONDS)
-        types: dict[str, str] | None = None
         locator = ""
         while True:
             params: dict[str, Any] = {"maxRecords": max_records}
@@ -352,16 +356,35 @@ class SalesforceOrdersHook(SalesforceHook):
                 params["locator"] = locator
             self._check_budget()
             try:
-                response = self.conn._call_salesforce("GET", f"{self.conn.bulk2_url}query/{job_id}/results", params=params)
+                response = self.conn._call_salesforce(
+                    "GET", f"{self.conn.bulk2_url}query/{job_id}/results", params=params, stream=True
+                )
             except ClientError as exc:
                 raise _error_from_client(exc) from None
-            reader = csv.DictReader(io.StringIO(response.content.decode("utf-8")))
-            if types is None:
-                types = self.column_types(soql, reader.fieldnames or [])
-            yield [_typed(row, types) for row in reader]
+            self.usage.result_pages += 1
+            with response:
+                yield from self._stream_csv_records(response, soql, chunk_records)
             locator = response.headers.get("Sforce-Locator", "null")
             if not locator or locator == "null":
                 return
+
+    def _stream_csv_records(self, response: requests.Response, soql: str, chunk_records: int) -> Iterator[list[dict]]:
+        """A Bulk CSV result page, read from the socket as it arrives, in chunks of typed records."""
+        response.raw.decode_content = True  # gzip, if the server compressed the page
+        response.raw.auto_close = False  # else the wrapper below reads a closed file at the end of the page
+        reader = csv.reader(io.TextIOWrapper(response.raw, encoding="utf-8", newline=""))
+        header = next(reader, None)
+        if not header:
+            return
+        convert = _converters(header, self.column_types(soql, header))
+        chunk: list[dict] = []
+        for row in reader:
+            chunk.append({name: None if text == "" else to_value(text) for name, to_value, text in zip(header, convert, row, strict=True)})
+            if len(chunk) >= chunk_records:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
     def bulk_update(self, sobject: str, records: list[dict], *, sleep: Any = time.sleep) -> list[dict]:
         """Update records with one Bulk API 2.0 ingest job; results as ``update_records`` gives them.
@@ -447,20 +470,20 @@ class SalesforceOrdersHook(SalesforceHook):
 _FROM = re.compile(r"\bFROM\s+([A-Za-z][A-Za-z0-9_]*)", re.IGNORECASE)
 
 
-def _typed(row: dict[str, str], types: dict[str, str]) -> dict[str, Any]:
-    """One Bulk CSV row with REST-like values: '' -> None, numbers and booleans parsed."""
-    typed: dict[str, Any] = {}
-    for column, value in row.items():
-        if value == "" or value is None:
-            typed[column] = None
-            continue
-        kind = types.get(column)
-        if kind in _NUMERIC_TYPES:
-            typed[column] = float(value)
-        elif kind == "int":
-            typed[column] = int(float(value))
-        elif kind == "boolean":
-            typed[column] = value.lower() == "true"
-        else:
-            typed[column] = value
-    return typed
+def _boolean(text: str) -> bool:
+    return text.lower() == "true"
+
+
+def _integer(text: str) -> int:
+    return int(float(text))
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+def _converters(header: list[str], types: dict[str, str]) -> list[Any]:
+    """Per CSV column, the function giving a non-empty cell its REST-like value (numbers and
+    booleans parsed, text as is); an empty cell is None whatever the column."""
+    by_type = {**dict.fromkeys(_NUMERIC_TYPES, float), "int": _integer, "boolean": _boolean}
+    return [by_type.get(types.get(column), _as_is) for column in header]

@@ -138,6 +138,23 @@ def _keyset_chunks(
         last = rows[-1]._mapping[key]
 
 
+def _with_items(
+    conn: sa.Connection, run_id: str, rows: list[sa.Row], schema: str | None
+) -> list[tuple[StagedOrder, list[StagedItem]]]:
+    """Staged order rows (``sf_order_id``, ``record``) paired with their staged items."""
+    items = tables(schema).stg_order_items
+    by_order: dict[str, list[StagedItem]] = {row.sf_order_id: [] for row in rows}
+    for batch in in_batches(list(by_order)):
+        item_query = (
+            sa.select(items.c.sf_order_id, items.c.record)
+            .where(items.c.run_id == run_id, items.c.sf_order_id.in_(batch))
+            .order_by(items.c.sf_order_id, items.c.sf_order_item_id)
+        )
+        for item in conn.execute(item_query):
+            by_order[item.sf_order_id].append(item.record)
+    return [(row.record, by_order[row.sf_order_id]) for row in rows]
+
+
 def iter_staged(
     engine: sa.Engine,
     run_id: str,
@@ -148,24 +165,29 @@ def iter_staged(
 ) -> Iterator[list[tuple[StagedOrder, list[StagedItem]]]]:
     """The run's staged orders with their items, in chunks of at most ``chunk_size`` orders,
     ordered by order id. ``status``: ``"valid"``, ``"staged"``, ``"invalid"``, or None for all."""
-    t = tables(schema)
-    orders, items = t.stg_orders, t.stg_order_items
+    orders = tables(schema).stg_orders
     query = sa.select(orders.c.sf_order_id, orders.c.record).where(orders.c.run_id == run_id)
     if status is not None:
         query = query.where(orders.c.status == status)
+    return _keyset_chunks(
+        engine, query, orders.c.sf_order_id, chunk_size, lambda conn, rows: _with_items(conn, run_id, rows, schema)
+    )
 
-    def with_items(conn: sa.Connection, rows: list[sa.Row]) -> list[tuple[StagedOrder, list[StagedItem]]]:
-        by_order: dict[str, list[StagedItem]] = {row.sf_order_id: [] for row in rows}
-        item_query = (
-            sa.select(items.c.sf_order_id, items.c.record)
-            .where(items.c.run_id == run_id, items.c.sf_order_id.in_(list(by_order)))
-            .order_by(items.c.sf_order_id, items.c.sf_order_item_id)
-        )
-        for item in conn.execute(item_query):
-            by_order[item.sf_order_id].append(item.record)
-        return [(row.record, by_order[row.sf_order_id]) for row in rows]
 
-    return _keyset_chunks(engine, query, orders.c.sf_order_id, chunk_size, with_items)
+def staged_orders(
+    engine: sa.Engine, run_id: str, order_ids: Iterable[str], *, schema: str | None = None
+) -> dict[str, tuple[StagedOrder, list[StagedItem]]]:
+    """These staged orders of the run with their items, by order id (ids not staged are left out)."""
+    orders = tables(schema).stg_orders
+    found: dict[str, tuple[StagedOrder, list[StagedItem]]] = {}
+    with engine.connect() as conn:
+        for batch in in_batches(sorted(set(order_ids))):
+            query = sa.select(orders.c.sf_order_id, orders.c.record).where(
+                orders.c.run_id == run_id, orders.c.sf_order_id.in_(batch)
+            )
+            rows = list(conn.execute(query))
+            found.update(zip((row.sf_order_id for row in rows), _with_items(conn, run_id, rows, schema), strict=True))
+    return found
 
 
 def mark_validation(
@@ -225,15 +247,27 @@ def _decoder(annotation: Any) -> Callable[[Any], Any]:
         if len(options) != 1:
             return _as_is
         inner = _decoder(options[0])
+        if inner is _as_is:
+            return _as_is
         return lambda value: None if value is None else inner(value)
     if origin is tuple:
         element = _decoder(typing.get_args(annotation)[0])
         return lambda value: tuple(element(v) for v in value)
     if dataclasses.is_dataclass(annotation):
         hints = typing.get_type_hints(annotation)
-        fields = [(f.name, _decoder(hints[f.name])) for f in dataclasses.fields(annotation)]
-        # absent keys take the field's default (payloads staged before a field was added)
-        return lambda value: annotation(**{name: decode(value[name]) for name, decode in fields if name in value})
+        names = [f.name for f in dataclasses.fields(annotation)]
+        # Only fields holding records or tuples need rebuilding; scalars are taken as they are.
+        nested = [(name, decode) for name in names if (decode := _decoder(hints[name])) is not _as_is]
+
+        def decode_record(value: Mapping[str, Any]) -> Any:
+            # absent keys take the field's default (payloads staged before a field was added)
+            kwargs = {name: value[name] for name in names if name in value}
+            for name, decode in nested:
+                if name in kwargs:
+                    kwargs[name] = decode(kwargs[name])
+            return annotation(**kwargs)
+
+        return decode_record
     return _as_is
 
 
@@ -315,6 +349,7 @@ __all__ = [
     "stage_items",
     "stage_orders",
     "stage_transformed",
+    "staged_orders",
     "transformed_from_json",
     "transformed_to_json",
 ]

@@ -69,11 +69,21 @@ def run_stage_in_process(name: str, kwargs: dict[str, Any]) -> None:
     if name == "validate":
         import great_expectations  # noqa: F401
     imported = time.perf_counter() - started
+    profile_dir = os.environ.get("BENCH_PROFILE_DIR")
+    profiler = None
+    if profile_dir:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     started = time.perf_counter()
     if name == "report":
         result = stages.report(run_id=kwargs["run_id"], results=kwargs["results"])
     else:
         result = getattr(stages, name)(**kwargs)
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(str(Path(profile_dir) / f"{kwargs['run_id'].split('__')[1]}-{name}.prof"))
     figures = {"result": result, "seconds": time.perf_counter() - started, "import_seconds": imported, "peak_rss_mb": _peak_rss_mb()}
     print("BENCH " + json.dumps(figures, default=str))
 
@@ -363,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_PG))
     parser.add_argument("--sample-writes", type=int, default=3000, help="per-record update calls timed for the baseline")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--profile", metavar="DIR", help="write a cProfile file per stage and size into DIR (slows the stages)")
     parser.add_argument("--output", default=str(PROJECT_ROOT / "bench-results" / "bench.json"))
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", help=argparse.SUPPRESS)
@@ -377,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
 
     state = Path(tempfile.mkdtemp(prefix="orders-bench-"))
     base_env = {**os.environ, **configure(PROJECT_ROOT / ".local" / "airflow-bench", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})}
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        base_env["BENCH_PROFILE_DIR"] = str(Path(args.profile).resolve())
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "runs": [],

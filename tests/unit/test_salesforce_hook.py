@@ -138,6 +138,30 @@ def test_iter_query_pages_yields_every_page(sandbox: SandboxServer, hook: Salesf
     assert hook.usage.calls - calls_before == 3  # one query, two queryMore
 
 
+def test_bulk_result_pages_are_streamed_in_chunks(sandbox: SandboxServer, hook: SalesforceOrdersHook):
+    """A Bulk result page bigger than a chunk comes in chunks, with REST-typed values, and counts as
+    one page; a value with a line break inside its quotes stays one value."""
+    with sandbox.store.lock:
+        order_id = sandbox.store.conn.execute('SELECT Id FROM "Order" WHERE IsDeleted = 0 ORDER BY Id LIMIT 1').fetchone()[0]
+    sandbox.store.update("Order", order_id, {"Description": 'first line\nsecond, "quoted" line'})
+    pages_before, calls_before = hook.usage.result_pages, hook.usage.calls
+
+    chunks = list(
+        hook.iter_bulk_query_pages(
+            "SELECT Id, Description, TotalAmount FROM Order", chunk_records=100, sleep=lambda seconds: None
+        )
+    )
+
+    total = sandbox.store.count("Order")
+    assert [len(chunk) for chunk in chunks] == [100] * (total // 100) + ([total % 100] if total % 100 else [])
+    records = {record["Id"]: record for chunk in chunks for record in chunk}
+    assert len(records) == total
+    assert records[order_id]["Description"] == 'first line\nsecond, "quoted" line'
+    assert all(isinstance(r["TotalAmount"], float) for r in records.values() if r["TotalAmount"] is not None)
+    assert hook.usage.result_pages - pages_before == 1
+    assert hook.usage.calls - calls_before >= 3  # job, at least one poll, one result page (+ describe)
+
+
 @pytest.fixture(scope="module")
 def order_with_many_items(sandbox: SandboxServer) -> str:
     """An Activated order with more products than a child subquery returns inline."""

@@ -32,4 +32,12 @@ def create_tables(conn: sqlite3.Connection, schema: Schema) -> None:
             conn.execute(
                 f"CREATE INDEX IF NOT EXISTS {quote_ident(f'ix_{obj.name}_{name}')} ON {table} ({quote_ident(name)})"
             )
+        # Unique and external id values match case-insensitively (duplicate checks, upsert): only an
+        # index with the same collation serves `= ? COLLATE NOCASE`; without it each lookup scans the table.
+        for f in obj.fields:
+            if (f.unique or f.external_id) and f.sql_type == "TEXT":
+                conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS {quote_ident(f'ix_{obj.name}_{f.name}_nocase')} "
+                    f"ON {table} ({quote_ident(f.name)} COLLATE NOCASE)"
+                )
     conn.commit()

@@ -59,6 +59,8 @@ def to_18(record_id: str) -> str:
     if len(record_id) == SHORT_ID_LENGTH:
         return record_id + checksum_suffix(record_id)
     if len(record_id) == ID_LENGTH:
+        if record_id[SHORT_ID_LENGTH:] == checksum_suffix(record_id[:SHORT_ID_LENGTH]):
+            return record_id  # already in its canonical case, as nearly every id a client sends
         restored = _restore_case(record_id)
         if restored is not None:
             return restored

@@ -1,13 +1,16 @@
 """sObject Collections: ``/composite/sobjects`` create, update and delete (wire spec §5).
 
-Results come back in request order, one per record, with ``statusCode`` in errors. With
-``allOrNone`` every write runs in one store transaction that is rolled back when any record
-fails; the records that did not fail then report ``ALL_OR_NONE_OPERATION_ROLLED_BACK``.
+Results come back in request order, one per record, with ``statusCode`` in errors. Every
+write of a request runs in one store transaction; with ``allOrNone`` it is rolled back when any
+record fails, and the records that did not fail then report ``ALL_OR_NONE_OPERATION_ROLLED_BACK``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from itertools import groupby
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
@@ -26,6 +29,8 @@ ROLLED_BACK = SalesforceError(
 
 # One record's write: returns the record id, or raises SalesforceError.
 RecordWrite = Callable[[], str]
+# Every record's write, in request order: the record id, or the error, per record.
+WriteAll = Callable[[], list[str | SalesforceError]]
 
 
 class _RollBack(Exception):
@@ -37,17 +42,20 @@ def collection(sandbox: SandboxRuntime, call: ApiCall) -> Response:
         ids = [i for i in (call.query_params.get("ids") or "").split(",") if i]
         all_or_none = (call.query_params.get("allOrNone") or "false").lower() == "true"
         _check_size(len(ids))
-        writes = [(record_id, _delete(sandbox, record_id)) for record_id in ids]
-        return JSONResponse(_run(sandbox, writes, all_or_none))
+        writes = [_delete(sandbox, record_id) for record_id in ids]
+        return JSONResponse(_run(sandbox, ids, _one_by_one(writes), all_or_none))
     body = call.json_object()
     records = body.get("records")
     if not isinstance(records, list):
         raise SalesforceError("JSON_PARSER_ERROR", "The request body needs a 'records' array")
     _check_size(len(records))
     all_or_none = bool(body.get("allOrNone", False))
-    make_write = _create if call.method == "POST" else _update
-    writes = [(_given_id(record), make_write(sandbox, record)) for record in records]
-    return JSONResponse(_run(sandbox, writes, all_or_none))
+    given_ids = [_given_id(record) for record in records]
+    if call.method == "POST":
+        write_all = _one_by_one([_create(sandbox, record) for record in records])
+    else:
+        write_all = partial(_update_all, sandbox, records)
+    return JSONResponse(_run(sandbox, given_ids, write_all, all_or_none))
 
 
 def _check_size(count: int) -> None:
@@ -61,20 +69,26 @@ def _given_id(record: Any) -> str | None:
     return record.get("id") or record.get("Id") if isinstance(record, dict) else None
 
 
-def _run(sandbox: SandboxRuntime, writes: list[tuple[str | None, RecordWrite]], all_or_none: bool) -> list[dict]:
+def _run(
+    sandbox: SandboxRuntime, given_ids: list[str | None], write_all: WriteAll, all_or_none: bool
+) -> list[dict]:
+    # One transaction for the request (one commit, not one per record); without allOrNone a
+    # failed record still writes nothing and the others stand.
     store = sandbox.store
     outcomes: list[str | SalesforceError] = []
     with store.lock:
-        if not all_or_none:
-            return [_result(given_id, _attempt(write)) for given_id, write in writes]
         try:
             with store.transaction():
-                outcomes = [_attempt(write) for _, write in writes]
-                if any(isinstance(o, SalesforceError) for o in outcomes):
+                outcomes = write_all()
+                if all_or_none and any(isinstance(o, SalesforceError) for o in outcomes):
                     raise _RollBack
         except _RollBack:
             outcomes = [o if isinstance(o, SalesforceError) else ROLLED_BACK for o in outcomes]
-    return [_result(given_id, outcome) for (given_id, _), outcome in zip(writes, outcomes, strict=True)]
+    return [_result(given_id, outcome) for given_id, outcome in zip(given_ids, outcomes, strict=True)]
+
+
+def _one_by_one(writes: list[RecordWrite]) -> WriteAll:
+    return lambda: [_attempt(write) for write in writes]
 
 
 def _attempt(write: RecordWrite) -> str | SalesforceError:
@@ -117,17 +131,36 @@ def _create(sandbox: SandboxRuntime, record: Any) -> RecordWrite:
     return write
 
 
-def _update(sandbox: SandboxRuntime, record: Any) -> RecordWrite:
-    def write() -> str:
-        name, values = _record_type(sandbox, record)
-        record_id = values.pop("id", None) or values.pop("Id", None)
-        if not record_id:
-            raise SalesforceError("MISSING_ARGUMENT", "Id not specified in an update call")
-        sandbox.faults.check_write(record_id)
-        sandbox.store.update(name, record_id, values)
-        return record_id
+def _update_all(sandbox: SandboxRuntime, records: list[Any]) -> list[str | SalesforceError]:
+    """Every record checked here in request order, then written by ``Store.update_each`` a run of
+    records of one object at a time (it reads a run's records together rather than one by one)."""
+    outcomes: list[str | SalesforceError] = []
+    to_write: list[tuple[int, str, str, dict]] = []  # (position, sobject, record id, values)
+    for position, record in enumerate(records):
+        try:
+            name, record_id, values = _update_target(sandbox, record)
+        except SalesforceError as exc:
+            outcomes.append(exc)
+        else:
+            outcomes.append(record_id)
+            to_write.append((position, name, record_id, values))
+    for name, run in groupby(to_write, key=itemgetter(1)):
+        run = list(run)
+        errors = sandbox.store.update_each(name, [(record_id, values) for _, _, record_id, values in run])
+        for (position, *_), error in zip(run, errors, strict=True):
+            if error is not None:
+                outcomes[position] = error
+    return outcomes
 
-    return write
+
+def _update_target(sandbox: SandboxRuntime, record: Any) -> tuple[str, str, dict]:
+    """An update record's object, id and values, once clear of injected write faults."""
+    name, values = _record_type(sandbox, record)
+    record_id = values.pop("id", None) or values.pop("Id", None)
+    if not record_id:
+        raise SalesforceError("MISSING_ARGUMENT", "Id not specified in an update call")
+    sandbox.faults.check_write(record_id)
+    return name, record_id, values
 
 
 def _delete(sandbox: SandboxRuntime, record_id: str) -> RecordWrite:

@@ -23,6 +23,7 @@ Storage conventions (shared by the store, the query engine and the generator):
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 # Custom fields the importer relies on (names as in a real org's API).
 CUSTOMER_ID_FIELD = "Customer_ID__c"
@@ -84,6 +85,11 @@ class Field:
     def required(self) -> bool:
         """Required on create: not nillable, createable and not defaulted."""
         return not self.nillable and self.createable and not self.defaulted_on_create
+
+    @cached_property
+    def active_picklist_values(self) -> frozenset[str]:
+        """The values a restricted picklist accepts (checked on every write of the field)."""
+        return frozenset(p.value for p in self.picklist if p.active)
 
     @property
     def sql_type(self) -> str:
@@ -169,14 +175,13 @@ class SObject:
 
     def field(self, name: str) -> Field | None:
         """Case-insensitive field lookup (SOQL and REST are case-insensitive)."""
-        return self._by_lower().get(name.lower())
+        return self._fields_by_lower.get(name.lower())
 
-    def _by_lower(self) -> dict[str, Field]:
-        cache = self.__dict__.get("_lower_cache")
-        if cache is None:
-            cache = {f.name.lower(): f for f in self.fields}
-            object.__setattr__(self, "_lower_cache", cache)
-        return cache
+    @cached_property
+    def _fields_by_lower(self) -> dict[str, Field]:
+        # Looked up for every value of every write: built once (cached_property works on a
+        # frozen dataclass, as it writes the instance __dict__ directly).
+        return {f.name.lower(): f for f in self.fields}
 
     def relationship(self, name: str) -> Field | None:
         """The reference field behind a parent relationship name (``Account`` -> ``AccountId``)."""

@@ -17,12 +17,13 @@ import math
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .ddl import create_tables, quote_ident
 from .errors import SalesforceError, not_found
@@ -55,6 +56,8 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 
+_T = TypeVar("_T")
+
 
 # ---------------------------------------------------------------------------------------------
 # Dates and times
@@ -85,6 +88,18 @@ def _to_ms(moment: datetime) -> int:
 
 def _from_ms(ms: int) -> datetime:
     return _EPOCH + ms * _MILLISECOND
+
+
+@lru_cache(maxsize=64)
+def _second_text(second: int) -> str:
+    # ``YYYY-MM-DDThh:mm:ss`` of a whole second since the epoch: format_datetime() without ``.SSS+0000``.
+    return format_datetime(_from_ms(second * 1000))[: -len(".000+0000")]
+
+
+def _stamp_text(ms: int) -> str:
+    """``format_datetime(_from_ms(ms))``, without a datetime per stamp (bulk jobs issue thousands a second)."""
+    second, millisecond = divmod(ms, 1000)
+    return f"{_second_text(second)}.{millisecond:03d}+0000"
 
 
 def _to_minute(moment: datetime) -> datetime:
@@ -143,7 +158,7 @@ def _coerce_text(field: Field, value: Any) -> str:
             "INVALID_EMAIL_ADDRESS", f"{_label(field)}: invalid email address: {text}", fields=[field.name]
         )
     if field.restricted_picklist:
-        allowed = {p.value for p in field.picklist if p.active}
+        allowed = field.active_picklist_values
         chosen = text.split(";") if field.type == "multipicklist" else [text]
         bad = next((v for v in chosen if v not in allowed), None)
         if bad is not None:
@@ -234,9 +249,16 @@ def _sql(template: str, *, params: int = 0, **identifiers: str | list[str]) -> s
     """SQL text with ``{name}`` placeholders filled by quoted identifiers (a list becomes a
     comma-separated list) and ``{params}`` by that many ``?``. Identifiers come from the
     schema, never from requests; values are always bound parameters."""
+    key = tuple((key, name if isinstance(name, str) else tuple(name)) for key, name in identifiers.items())
+    return _cached_sql(template, params, key)
+
+
+@lru_cache(maxsize=2048)
+def _cached_sql(template: str, params: int, identifiers: tuple[tuple[str, Any], ...]) -> str:
+    # Writes build the same few statements over and over (one per set of changed columns).
     quoted = {
         key: quote_ident(name) if isinstance(name, str) else ", ".join(map(quote_ident, name))
-        for key, name in identifiers.items()
+        for key, name in identifiers
     }
     return template.format(params=", ".join("?" * params), **quoted)
 
@@ -257,9 +279,16 @@ def _insert_sql(obj: SObject, columns: list[str]) -> str:
     )
 
 
-def _chunks(items: list[str], size: int = _IN_CHUNK) -> Iterator[list[str]]:
+def _chunks(items: Sequence[_T], size: int = _IN_CHUNK) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _row_dicts(cursor: sqlite3.Cursor) -> Iterator[dict]:
+    """The cursor's rows as dicts keyed by column name."""
+    names = [column[0] for column in cursor.description]
+    for row in cursor:
+        yield dict(zip(names, row, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,8 +338,11 @@ class Store:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
         self._savepoint_depth = 0
-        # Highest value handed out per sequence: a rolled-back write never gets its numbers reused.
+        # Highest value handed out per sequence, read from _sandbox_sequences on first use and kept
+        # here: a claim costs no SQL, and a rolled-back write never gets its numbers reused.
         self._claimed: dict[str, int] = {}
+        # Sequences claimed since their value was last committed to _sandbox_sequences.
+        self._unsaved: set[str] = set()
         with self.lock:
             create_tables(self.conn, self.schema)
             self._create_internal_tables()
@@ -333,37 +365,57 @@ class Store:
     def transaction(self) -> Iterator[None]:
         """All-or-none: everything written inside is rolled back if the block raises. Nestable."""
         with self.lock:
+            outermost = self._savepoint_depth == 0
             name = f"sandbox_sp_{self._savepoint_depth}"
             self._savepoint_depth += 1
             self.conn.execute(f"SAVEPOINT {name}")
             try:
                 yield
+                if outermost:
+                    self._save_sequences()  # committed together with the rows that use the values
             except BaseException:
                 self.conn.execute(f"ROLLBACK TO {name}")
                 self.conn.execute(f"RELEASE {name}")
                 raise
             else:
                 self.conn.execute(f"RELEASE {name}")
+                if outermost:
+                    self._unsaved.clear()
             finally:
                 self._savepoint_depth -= 1
 
     def _claim(self, sequence: str, count: int = 1, at_least: int = 1) -> int:
-        """Reserve ``count`` consecutive values of a sequence (none below ``at_least``); returns the first."""
-        row = self.conn.execute("SELECT value FROM _sandbox_sequences WHERE name = ?", (sequence,)).fetchone()
-        last = max(row[0] if row else 0, self._claimed.get(sequence, 0))
+        """Reserve ``count`` consecutive values of a sequence (none below ``at_least``); returns the first.
+
+        Inside a transaction the new high-water mark is written when the outermost transaction
+        commits (one write per sequence, however many claims), so a re-opened file never hands
+        out a value that committed rows already use. Outside one it is written at once."""
+        last = self._claimed.get(sequence)
+        if last is None:
+            saved = self.conn.execute("SELECT value FROM _sandbox_sequences WHERE name = ?", (sequence,))
+            row = saved.fetchone()
+            last = row[0] if row else 0
         first = max(last + 1, at_least)
         self._claimed[sequence] = first + count - 1
-        self.conn.execute(
-            "INSERT INTO _sandbox_sequences (name, value) VALUES (?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            (sequence, self._claimed[sequence]),
-        )
+        self._unsaved.add(sequence)
+        if self._savepoint_depth == 0:
+            self._save_sequences()
+            self._unsaved.clear()
         return first
+
+    def _save_sequences(self) -> None:
+        """Write the high-water marks claimed since the last save (a rolled-back save stays pending)."""
+        if self._unsaved:
+            self.conn.executemany(
+                "INSERT INTO _sandbox_sequences (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [(name, self._claimed[name]) for name in sorted(self._unsaved)],
+            )
 
     def _next_stamp(self) -> str:
         """The clock's time, moved a millisecond past the last stamp when the clock has not advanced."""
         with self.lock:
-            return format_datetime(_from_ms(self._claim(_MODSTAMP_SEQUENCE, at_least=_to_ms(self.clock()))))
+            return _stamp_text(self._claim(_MODSTAMP_SEQUENCE, at_least=_to_ms(self.clock())))
 
     def new_ids(self, sobject: str, count: int) -> list[str]:
         """Reserve ``count`` new record ids (for rows written with :meth:`bulk_insert`)."""
@@ -402,13 +454,30 @@ class Store:
 
     def _fetch(self, obj: SObject, record_id: str) -> dict | None:
         cursor = self.conn.execute(_sql("SELECT * FROM {table} WHERE Id = ?", table=obj.name), (record_id,))
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        return dict(zip((c[0] for c in cursor.description), row, strict=True))
+        return next(_row_dicts(cursor), None)
 
-    def _live_record(self, obj: SObject, record_id: str, *, reading: bool) -> dict:
-        """The record, or the error Salesforce answers for a malformed, unknown or deleted id."""
+    def _fetch_many(self, obj: SObject, record_ids: Iterable[Any]) -> dict[str, dict]:
+        """The rows of the well-formed ids among ``record_ids`` (15 or 18 characters), keyed by Id:
+        one SELECT per 500 ids instead of one per id."""
+        wanted = set()
+        for record_id in record_ids:
+            try:
+                wanted.add(to_18(record_id))
+            except ValueError:
+                continue  # _live_record() answers MALFORMED_ID for it
+        found: dict[str, dict] = {}
+        for chunk in _chunks(sorted(wanted)):
+            cursor = self.conn.execute(
+                _sql("SELECT * FROM {table} WHERE Id IN ({params})", params=len(chunk), table=obj.name), chunk
+            )
+            found.update((row["Id"], row) for row in _row_dicts(cursor))
+        return found
+
+    def _live_record(
+        self, obj: SObject, record_id: str, *, reading: bool, known: dict[str, dict] | None = None
+    ) -> dict:
+        """The record, or the error Salesforce answers for a malformed, unknown or deleted id.
+        ``known``: rows read ahead by :meth:`_fetch_many`, looked up instead of the table."""
         try:
             normalised = to_18(record_id)
         except ValueError:
@@ -417,7 +486,12 @@ class Store:
             raise SalesforceError(
                 "MALFORMED_ID", f"{obj.name} ID: id value of incorrect type: {record_id}", fields=["Id"]
             ) from None
-        row = self._fetch(obj, normalised) if normalised.startswith(obj.key_prefix) else None
+        if not normalised.startswith(obj.key_prefix):
+            row = None
+        elif known is not None:
+            row = known.get(normalised)
+        else:
+            row = self._fetch(obj, normalised)
         if row is None:
             raise not_found()
         if row["IsDeleted"]:
@@ -565,7 +639,7 @@ class Store:
     def _checked_values(self, obj: SObject, values: dict, *, record_id: str | None = None) -> dict[str, Any]:
         """The request's values, keyed by field API name, in storage form (``record_id`` None = create)."""
         creating = record_id is None
-        raw: dict[str, Any] = {}
+        raw: dict[str, tuple[Field, Any]] = {}
         not_writable: list[str] = []
         for key, value in values.items():
             if key == "attributes":
@@ -583,7 +657,7 @@ class Store:
             if not (field.createable if creating else field.updateable):
                 not_writable.append(field.name)
                 continue
-            raw[field.name] = value
+            raw[field.name] = (field, value)
         if not_writable:
             raise SalesforceError(
                 "INVALID_FIELD_FOR_INSERT_UPDATE",
@@ -591,11 +665,10 @@ class Store:
                 "this field and verify that it is read/write for your profile or permission set.",
                 fields=not_writable,
             )
-        checked = {name: coerce_value(obj.field(name), value) for name, value in raw.items()}
-        for name, value in checked.items():
-            field = obj.field(name)
-            if field.type == "reference" and value is not None:
-                checked[name] = self._referenced_id(field, value)
+        checked = {name: coerce_value(field, value) for name, (field, value) in raw.items()}
+        for name, (field, _) in raw.items():
+            if field.type == "reference" and checked[name] is not None:
+                checked[name] = self._referenced_id(field, checked[name])
         return checked
 
     def _referenced_id(self, field: Field, value: str) -> str:
@@ -668,8 +741,9 @@ class Store:
 
     # -- Order rules ---------------------------------------------------------------------------
 
-    def _status_category(self, status: str) -> str:
-        picklist: tuple[PicklistValue, ...] = self._sobject("Order").field("Status").picklist
+    @staticmethod
+    def _status_category(order: SObject, status: str) -> str:
+        picklist: tuple[PicklistValue, ...] = order.field("Status").picklist
         value = next((p for p in picklist if p.value == status), None)
         return (value.category if value else None) or DRAFT_CATEGORY
 
@@ -686,7 +760,7 @@ class Store:
     def _on_create(self, obj: SObject, row: dict) -> None:
         """Object rules and derived fields of a record about to be inserted."""
         if obj.name == "Order":
-            if self._status_category(row["Status"]) != DRAFT_CATEGORY:
+            if self._status_category(obj, row["Status"]) != DRAFT_CATEGORY:
                 raise SalesforceError("FAILED_ACTIVATION", "For a new or cloned order, choose Draft.")
             row["StatusCode"] = DRAFT_CATEGORY
             row["TotalAmount"] = 0.0
@@ -729,7 +803,7 @@ class Store:
                             fields=[name],
                         )
             if "Status" in changes:
-                category = self._status_category(after["Status"])
+                category = self._status_category(obj, after["Status"])
                 if category == ACTIVATED_CATEGORY and not was_activated:
                     if not self._has_items(before["Id"]):
                         raise SalesforceError(
@@ -765,8 +839,10 @@ class Store:
         columns = list(row)
         self.conn.execute(_insert_sql(obj, columns), [row[c] for c in columns])
 
-    def _write(self, obj: SObject, record_id: str, changes: dict[str, Any], stamp: str | None = None) -> None:
-        """Update columns of one record and move its modification stamps."""
+    def _write(
+        self, obj: SObject, record_id: str, changes: dict[str, Any], stamp: str | None = None
+    ) -> dict[str, Any]:
+        """Update columns of one record and move its modification stamps; returns the columns written."""
         stamp = stamp or self._next_stamp()
         values = {
             **changes,
@@ -782,8 +858,9 @@ class Store:
                 table=obj.name,
                 columns=columns,
             ),
-            [values[c] for c in columns] + [record_id],
+            [*values.values(), record_id],
         )
+        return values
 
     def _audit_fields_for_create(self, record_id: str, stamp: str, user_id: str) -> dict[str, Any]:
         return {
@@ -844,20 +921,48 @@ class Store:
         """Change fields of a live record through the org's validation and rules."""
         obj = self._sobject(sobject)
         with self.transaction():
-            before = self._live_record(obj, record_id, reading=False)
-            changes = self._checked_values(obj, values, record_id=before["Id"])
-            missing = [
-                name for name, value in changes.items() if value is None and not obj.field(name).nillable
-            ]
-            if missing:
-                raise _required_missing(missing)
-            after = {**before, **changes}
-            stamp = self._next_stamp()
-            self._on_update(obj, before, after, changes, stamp)
-            self._check_unique(obj, {name: after[name] for name in changes}, before["Id"])
-            self._write(obj, before["Id"], {k: v for k, v in after.items() if before.get(k) != v}, stamp)
-            if obj.name == "OrderItem":
-                self._refresh_order_total(before["OrderId"])
+            self._update_record(obj, self._live_record(obj, record_id, reading=False), values)
+
+    def update_each(self, sobject: str, updates: Sequence[tuple[str, dict]]) -> list[SalesforceError | None]:
+        """Apply ``(record_id, values)`` updates in order, each on its own exactly as :meth:`update`
+        would (a failed one writes nothing and the rest go on); returns None or the error per update.
+
+        For many updates at once (Bulk ingest, sObject Collections): the target records are read
+        500 at a time rather than one by one, and all of it is one transaction."""
+        obj = self._sobject(sobject)
+        outcomes: list[SalesforceError | None] = []
+        with self.transaction():
+            for chunk in _chunks(updates):
+                known = self._fetch_many(obj, (record_id for record_id, _ in chunk))
+                for record_id, values in chunk:
+                    try:
+                        before = self._live_record(obj, record_id, reading=False, known=known)
+                        # A later update of the same record in this chunk starts from this one's result.
+                        known[before["Id"]] = self._update_record(obj, before, values)
+                    except SalesforceError as exc:
+                        outcomes.append(exc)
+                    else:
+                        outcomes.append(None)
+        return outcomes
+
+    def _update_record(self, obj: SObject, before: dict, values: dict) -> dict:
+        """Check and write one update of the live record ``before``; returns the record as written.
+        Every check runs before the first write, so an update that fails has written nothing
+        (which lets :meth:`update_each` go on without a savepoint per record)."""
+        changes = self._checked_values(obj, values, record_id=before["Id"])
+        missing = [name for name, value in changes.items() if value is None and not obj.field(name).nillable]
+        if missing:
+            raise _required_missing(missing)
+        after = {**before, **changes}
+        stamp = self._next_stamp()
+        self._on_update(obj, before, after, changes, stamp)
+        self._check_unique(obj, {name: after[name] for name in changes}, before["Id"])
+        # -- writes from here on
+        changed = {k: v for k, v in after.items() if before.get(k) != v}
+        after.update(self._write(obj, before["Id"], changed, stamp))
+        if obj.name == "OrderItem":
+            self._refresh_order_total(before["OrderId"])
+        return after
 
     def upsert(self, sobject: str, ext_field: str, ext_value: str, values: dict) -> tuple[str, bool]:
         """Update the record whose external id is ``ext_value``, or create it; returns (Id, created)."""
@@ -953,6 +1058,7 @@ class Store:
             # Modstamps keep rising across a reset: a consumer's watermark stays meaningful.
             self.conn.execute("DELETE FROM _sandbox_sequences WHERE name != ?", (_MODSTAMP_SEQUENCE,))
             self._claimed = {k: v for k, v in self._claimed.items() if k == _MODSTAMP_SEQUENCE}
+            self._unsaved &= {_MODSTAMP_SEQUENCE}
             self.integration_user_id = self._ensure_integration_user()
 
 

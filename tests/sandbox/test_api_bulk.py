@@ -13,7 +13,7 @@ import requests
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceOperationError
 
-from salesforce_sandbox import bulk
+from salesforce_sandbox import bulk, routes_bulk
 from salesforce_sandbox.server import SandboxServer
 
 # simple-salesforce sleeps `wait` seconds before its first poll (default 5).
@@ -178,3 +178,72 @@ def test_aborted_ingest_leaves_its_rows_unprocessed(api: Callable[..., requests.
     assert upload.status_code == 201
     assert api("PATCH", f"jobs/ingest/{job['id']}", json={"state": "Aborted"}).json()["state"] == "Aborted"
     assert api("GET", f"jobs/ingest/{job['id']}/unprocessedRecords").text == '"Name"\n"Never"\n'
+
+
+
+def _update_job(api: Callable[..., requests.Response], sobject: str, lines: list[str]) -> tuple[dict, list, list]:
+    """Run an update job over raw CSV lines: (final job info, successful rows, failed rows)."""
+    job = api("POST", "jobs/ingest", json={"operation": "update", "object": sobject, "contentType": "CSV"}).json()
+    data = ("\n".join(lines) + "\n").encode()
+    api("PUT", f"jobs/ingest/{job['id']}/batches", data=data, headers={"Content-Type": "text/csv"})
+    api("PATCH", f"jobs/ingest/{job['id']}", json={"state": "UploadComplete"})
+    deadline = time.monotonic() + 10
+    while (info := api("GET", f"jobs/ingest/{job['id']}").json())["state"] != "JobComplete":
+        assert time.monotonic() < deadline, info
+    succeeded, failed = (
+        _rows(api("GET", f"jobs/ingest/{job['id']}/{kind}").text)[1:] for kind in ("successfulResults", "failedResults")
+    )
+    return info, succeeded, failed
+
+
+def test_ingest_update_checks_unique_values_between_rows_of_one_job(
+    sf: Salesforce, api: Callable[..., requests.Response], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(routes_bulk, "ROWS_PER_TRANSACTION", 2)  # the rows span several transactions
+    tag = f"{time.time_ns()}"
+    first, second, third = (sf.Account.create({"Name": f"Dup {n}"})["id"] for n in range(3))
+    info, succeeded, failed = _update_job(
+        api,
+        "Account",
+        [
+            "Id,Customer_ID__c",
+            f"{first},DUP-{tag}-A",
+            f"{second},dup-{tag}-a",  # the same value in another letter case
+            f"{third},DUP-{tag}-B",
+            f"garbage,DUP-{tag}-C",
+            f",DUP-{tag}-D",
+            f"{second},DUP-{tag}-E",
+        ],
+    )
+    assert (info["numberRecordsProcessed"], info["numberRecordsFailed"]) == (6, 3)
+    assert succeeded == [
+        [first, "false", first, f"DUP-{tag}-A"],
+        [third, "false", third, f"DUP-{tag}-B"],
+        [second, "false", second, f"DUP-{tag}-E"],
+    ]
+    assert failed == [
+        [second, f"DUPLICATE_VALUE:duplicate value found: Customer_ID__c duplicates value on record with id: {first}",
+         second, f"dup-{tag}-a"],
+        ["garbage", "MALFORMED_ID:Account ID: id value of incorrect type: garbage", "garbage", f"DUP-{tag}-C"],
+        ["", "MISSING_ARGUMENT:Id not specified in an update call", "", f"DUP-{tag}-D"],
+    ]  # fmt: skip
+    assert sf.Account.get(second)["Customer_ID__c"] == f"DUP-{tag}-E"
+
+
+def test_ingest_update_applies_write_faults_row_by_row(
+    sandbox: SandboxServer, api: Callable[..., requests.Response], make_order: Callable[..., str]
+):
+    failing, locked, other = make_order(), make_order(), make_order()
+    sandbox.admin.set_faults(
+        fail_rows={failing: ["FIELD_CUSTOM_VALIDATION_EXCEPTION", "Card declined"]},
+        lock_rows=[locked],
+        lock_rows_times=1,
+    )
+    lines = ["Id,Description", f"{failing},a", f"{locked},b", f"{other},c", f"{locked},d"]
+    info, succeeded, failed = _update_job(api, "Order", lines)
+    assert info["numberRecordsFailed"] == 2
+    assert failed == [
+        [failing, "FIELD_CUSTOM_VALIDATION_EXCEPTION:Card declined", failing, "a"],
+        [locked, f"UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record or 1 records: {locked}", locked, "b"],
+    ]  # fmt: skip
+    assert succeeded == [[other, "false", other, "c"], [locked, "false", locked, "d"]]  # the lock held once

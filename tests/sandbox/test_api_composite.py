@@ -77,3 +77,39 @@ def test_more_than_200_records_is_rejected(sf: Salesforce, make_order: Callable[
     with pytest.raises(SalesforceMalformedRequest) as failure:
         sf.restful("composite/sobjects", method="PATCH", json={"records": [_update(order_id)] * 201})
     assert failure.value.content[0]["errorCode"] == "EXCEEDED_ID_LIMIT"
+
+
+def test_update_of_mixed_objects_checks_unique_values_within_the_request(
+    sf: Salesforce, make_order: Callable[..., str]
+):
+    order_id = make_order()
+    first, second = (sf.Account.create({"Name": f"Collection dup {n}"})["id"] for n in range(2))
+    value = f"COLL-{order_id}"
+
+    def account(record_id: str, **values) -> dict:
+        return {"attributes": {"type": "Account"}, "id": record_id, **values}
+
+    results = sf.restful(
+        "composite/sobjects",
+        method="PATCH",
+        json={
+            "records": [
+                account(first, Customer_ID__c=value),
+                _update(order_id, Description="mixed"),
+                account(second, Customer_ID__c=value.lower()),  # a duplicate of the first record's
+                account(second, Name="renamed"),
+                _update("801000000000000", Description="x"),
+            ]
+        },
+    )
+    assert [r["success"] for r in results] == [True, True, False, True, False]
+    assert results[2]["errors"] == [
+        {
+            "statusCode": "DUPLICATE_VALUE",
+            "message": f"duplicate value found: Customer_ID__c duplicates value on record with id: {first}",
+            "fields": ["Customer_ID__c"],
+        }
+    ]
+    assert results[4]["errors"][0]["statusCode"] == "NOT_FOUND"
+    assert sf.Account.get(second)["Name"] == "renamed"
+    assert sf.Order.get(order_id)["Description"] == "mixed"

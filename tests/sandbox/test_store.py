@@ -825,3 +825,181 @@ def test_reset_empties_the_org_but_keeps_an_integration_user(store: Store, org: 
     assert store.count("User") == 1
     assert store.get("User", store.integration_user_id)["Username"] == INTEGRATION_USERNAME
     assert Org(store).order() == make_id("801", 1)
+
+
+# -- many updates at once (Bulk ingest, sObject Collections) -----------------------------------
+
+
+def _scripted_org(store: Store) -> dict[str, str]:
+    """Records the update script below works on, built the same way in any store."""
+    org = Org(store)
+    ids = {
+        "a": store.create("Account", {"Name": "A", "Customer_ID__c": "CUST-1"}),
+        "b": store.create("Account", {"Name": "B"}),
+        "c": store.create("Account", {"Name": "C"}),
+        "gone": store.create("Account", {"Name": "gone"}),
+        "activated": org.activated_order(),
+        "draft": org.order(),
+        "empty": org.order(),
+    }
+    ids["item"] = org.item(ids["draft"])
+    store.delete("Account", ids["gone"])
+    return ids
+
+
+def _update_script(ids: dict[str, str]) -> list[tuple[str, str, dict]]:
+    """(object, id, values): every outcome an update can have, and updates that depend on earlier ones."""
+    a, b, c = ids["a"], ids["b"], ids["c"]
+    return [
+        ("Account", b, {"Customer_ID__c": "cust-1"}),  # DUPLICATE_VALUE, case-insensitively
+        ("Account", b, {"Customer_ID__c": "CUST-2"}),
+        ("Account", c, {"Customer_ID__c": "Cust-2"}),  # DUPLICATE_VALUE with the update just before
+        ("Account", a, {"Customer_ID__c": "CUST-3"}),  # frees CUST-1 ...
+        ("Account", c, {"Customer_ID__c": "CUST-1"}),  # ... for the next one
+        ("Account", ids["gone"], {"Name": "x"}),  # ENTITY_IS_DELETED
+        ("Account", "garbage", {"Name": "x"}),  # MALFORMED_ID
+        ("Account", make_id("001", 999), {"Name": "x"}),  # NOT_FOUND
+        ("Account", ids["activated"], {"Name": "x"}),  # NOT_FOUND: an id of another object
+        ("Account", a[:15], {"Name": ""}),  # REQUIRED_FIELD_MISSING
+        ("Account", a, {"Bogus__c": 1}),  # INVALID_FIELD
+        ("Account", a.lower(), {"Name": "A2"}),  # an 18-character id in any case
+        ("Account", a, {"Name": "A3", "BillingCity": "X" * 41}),  # STRING_TOO_LONG: Name stays A2
+        ("Account", a, {"ParentId": ids["gone"]}),  # ENTITY_IS_DELETED on the lookup
+        ("Order", ids["activated"], {"Status": "Imported", "Credit_Card_Number__c": "XXXXXXXXXXXXXXXX"}),
+        ("Order", ids["activated"], {"AccountId": b}),  # locked on an activated order
+        ("Order", ids["draft"], {"Status": "Activated"}),
+        ("Order", ids["empty"], {"Status": "Activated"}),  # FAILED_ACTIVATION: no products
+        ("Order", ids["draft"], {"Status": "Draft"}),  # back to Draft clears the activation just set
+        ("Order", ids["activated"], {"Status": "Nope"}),  # restricted picklist
+        ("Order", ids["activated"], {"Status": "Imported"}),  # no change, the stamps still move
+        ("OrderItem", ids["item"], {"Quantity": 5}),  # the order's total follows
+    ]
+
+
+def _outcome(error: SalesforceError | None) -> tuple | None:
+    return None if error is None else (error.error_code, error.message, error.fields, error.status)
+
+
+def _dump(store: Store) -> dict[str, list[tuple]]:
+    tables = [*store.schema.objects, "_sandbox_sequences", "_sandbox_deleted_log"]
+    return {t: store.conn.execute(f'SELECT * FROM "{t}" ORDER BY 1, 2').fetchall() for t in tables}
+
+
+def test_update_each_gives_the_outcomes_and_rows_of_one_update_at_a_time(clock: Clock) -> None:
+    one_by_one, together = Store(clock=clock), Store(clock=clock)
+    ids = _scripted_org(one_by_one)
+    assert _scripted_org(together) == ids
+    script = _update_script(ids)
+
+    expected = []
+    for sobject, record_id, values in script:
+        try:
+            one_by_one.update(sobject, record_id, values)
+            expected.append(None)
+        except SalesforceError as exc:
+            expected.append(_outcome(exc))
+    got = []
+    for sobject in ("Account", "Order", "OrderItem"):
+        updates = [(record_id, values) for name, record_id, values in script if name == sobject]
+        got += [_outcome(error) for error in together.update_each(sobject, updates)]
+
+    assert got == expected
+    assert [o and o[0] for o in got] == [
+        "DUPLICATE_VALUE", None, "DUPLICATE_VALUE", None, None, "ENTITY_IS_DELETED", "MALFORMED_ID",
+        "NOT_FOUND", "NOT_FOUND", "REQUIRED_FIELD_MISSING", "INVALID_FIELD", None, "STRING_TOO_LONG",
+        "ENTITY_IS_DELETED", None, "FIELD_INTEGRITY_EXCEPTION", None, "FAILED_ACTIVATION", None,
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", None, None,
+    ]  # fmt: skip
+    assert _dump(together) == _dump(one_by_one)
+    assert together.get("Account", ids["a"])["Name"] == "A2"
+    assert together.get("Account", ids["c"])["Customer_ID__c"] == "CUST-1"
+
+
+def test_update_each_reads_the_targets_a_chunk_at_a_time(store: Store) -> None:
+    accounts = [store.create("Account", {"Name": f"A{n}"}) for n in range(3)]
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    errors = store.update_each("Account", [(i, {"Customer_ID__c": f"C-{i}"}) for i in accounts * 2])
+    store.conn.set_trace_callback(None)
+    assert errors == [None] * 6
+    reads = [s for s in statements if s.startswith('SELECT * FROM "Account"')]
+    assert len(reads) == 1 and "IN (" in reads[0]
+    assert [store.get("Account", i)["Customer_ID__c"] for i in accounts] == [f"C-{i}" for i in accounts]
+
+
+def test_update_each_takes_only_live_records_of_its_object(store: Store, org: Org) -> None:
+    (error,) = store.update_each("Account", [(org.entry, {"Name": "x"})])
+    assert (error.error_code, error.status) == ("NOT_FOUND", 404)
+    with pytest.raises(SalesforceError) as unknown:
+        store.update_each("Bogus", [])
+    assert unknown.value.error_code == "NOT_FOUND"
+
+
+def test_case_insensitive_duplicates_are_found_through_an_index(store: Store) -> None:
+    first = store.create("Account", {"Name": "A", "Customer_ID__c": "CUST-ABC-1"})
+    second = store.create("Account", {"Name": "B"})
+    error = fails("DUPLICATE_VALUE", store.update, "Account", second, {"Customer_ID__c": "cust-Abc-1"})
+    assert error.message.endswith(first)
+    plan = store.conn.execute(
+        'EXPLAIN QUERY PLAN SELECT Id FROM "Account" WHERE "Customer_ID__c" = ? COLLATE NOCASE '
+        "AND +IsDeleted = 0 AND Id IS NOT ? LIMIT 1",
+        ("x", None),
+    ).fetchall()
+    assert "USING INDEX ix_Account_Customer_ID__c_nocase" in plan[0][-1]
+    user_plan = store.conn.execute(
+        'EXPLAIN QUERY PLAN SELECT Id FROM "User" WHERE "Username" = ? COLLATE NOCASE', ("x",)
+    ).fetchall()
+    assert "USING INDEX ix_User_Username_nocase" in user_plan[0][-1]
+
+
+def test_an_existing_org_file_gets_the_case_insensitive_index(tmp_path, clock: Clock) -> None:
+    path = tmp_path / "org.db"
+    store = Store(path, clock=clock)
+    store.conn.execute('DROP INDEX "ix_Account_Customer_ID__c_nocase"')
+    store.conn.close()
+    reopened = Store(path, clock=clock)
+    names = {r[1] for r in reopened.conn.execute("PRAGMA index_list('Account')")}
+    assert "ix_Account_Customer_ID__c_nocase" in names
+
+
+# -- sequences: ids, auto-numbers and stamps across transactions and re-opens ------------------
+
+
+def test_sequences_are_written_once_per_transaction(store: Store, org: Org) -> None:
+    order_id = org.order()
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    with store.transaction():
+        for n in range(20):
+            store.update("Order", order_id, {"Description": str(n)})
+    store.conn.set_trace_callback(None)
+    assert len([s for s in statements if "_sandbox_sequences" in s]) == 1
+
+
+def test_a_reopened_file_never_reissues_a_stamp_or_id(tmp_path, clock: Clock) -> None:
+    path = tmp_path / "org.db"
+    first = Store(path, clock=clock)
+    account = first.create("Account", {"Name": "A"})
+    errors = first.update_each("Account", [(account, {"Description": str(n)}) for n in range(50)])
+    assert errors == [None] * 50
+    last_stamp = first.get("Account", account)["SystemModstamp"]
+    assert last_stamp > "2026-03-01T12:00:00.050+0000"  # the clock stood still: stamps ran ahead of it
+    first.conn.close()
+
+    reopened = Store(path, clock=clock)
+    again = reopened.create("Account", {"Name": "B"})
+    assert again == make_id("001", 2)
+    assert reopened.get("Account", again)["SystemModstamp"] > last_stamp
+
+
+def test_values_claimed_in_a_rolled_back_transaction_are_not_reused_after_a_reopen(
+    tmp_path, clock: Clock
+) -> None:
+    path = tmp_path / "org.db"
+    store = Store(path, clock=clock)
+    with pytest.raises(RuntimeError), store.transaction():
+        store.create("Account", {"Name": "rolled back"})
+        raise RuntimeError
+    assert store.create("Account", {"Name": "kept"}) == make_id("001", 2)
+    store.conn.close()
+    assert Store(path, clock=clock).create("Account", {"Name": "next"}) == make_id("001", 3)

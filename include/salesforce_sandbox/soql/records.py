@@ -33,7 +33,8 @@ def _as_float(value: object) -> object:
     return None if value is None else float(value)
 
 
-def _unchanged(value: object) -> object:
+def unchanged(value: object) -> object:
+    """The converter of values stored in their JSON form (text, dates, datetimes)."""
     return value
 
 
@@ -45,7 +46,7 @@ def json_converter(field: Field) -> Converter:
         return _as_int
     if field.sql_type == "REAL":
         return _as_float
-    return _unchanged  # text, dates and datetimes are stored in their JSON form
+    return unchanged
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,11 @@ from .warehouse import (
     OUTBOX_UNSENT_STATES,
     Tables,
     in_batches,
+    insert_rows,
     parse_utc,
+    select_in,
     tables,
+    update_rows,
     upsert,
     utc_now,
 )
@@ -62,6 +65,7 @@ class _RunTally:
     customers: set[str] = field(default_factory=set)
     locations: set[str] = field(default_factory=set)
     write_backs: set[tuple[str, str]] = field(default_factory=set)  # (sObject, record id)
+    recount: set[str] = field(default_factory=set)  # customer ids whose locations may have changed
 
     def result(self) -> LoadCounts:
         self.counts.customers = len(self.customers)
@@ -163,7 +167,7 @@ def _by_modstamp(records: list[TransformedOrder]) -> list[TransformedOrder]:
 
 def _stored_orders(conn: sa.Connection, t: Tables, order_ids: list[str]) -> dict[str, sa.Row]:
     o = t.external_orders
-    query = sa.select(
+    columns = [
         o.c.sf_order_id,
         o.c.content_hash,
         o.c.sf_state,
@@ -171,8 +175,8 @@ def _stored_orders(conn: sa.Connection, t: Tables, order_ids: list[str]) -> dict
         o.c.last_run_id,
         o.c.first_imported_at,
         o.c.last_imported_at,
-    ).where(o.c.sf_order_id.in_(order_ids))
-    return {row.sf_order_id: row for row in conn.execute(query)}
+    ]
+    return {row.sf_order_id: row for row in select_in(conn, o, columns, o.c.sf_order_id, order_ids)}
 
 
 def _all_but(row: dict[str, Any], *kept: str) -> list[str]:
@@ -216,33 +220,40 @@ def _write_locations(conn: sa.Connection, t: Tables, written: list[TransformedOr
 
 
 def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str]) -> None:
+    """Set the customers' location counts; only customers whose count changed are written."""
     c, loc = t.customers, t.customer_locations
     count = sa.select(sa.func.count()).where(loc.c.customer_id == c.c.customer_id).scalar_subquery()
+    changed = sa.or_(c.c.location_count != count, c.c.is_multi_location != (count > 1))
     for batch in in_batches(sorted(customer_ids)):
         conn.execute(
-            sa.update(c).where(c.c.customer_id.in_(batch)).values(location_count=count, is_multi_location=count > 1)
+            sa.update(c)
+            .where(c.c.customer_id.in_(batch), changed)
+            .values(location_count=count, is_multi_location=count > 1)
         )
 
 
 def _replace_children(
-    conn: sa.Connection, table: sa.Table, key: str, order_ids: list[str], rows: list[dict[str, Any]]
+    conn: sa.Connection, table: sa.Table, key: str, stored_ids: list[str], rows: list[dict[str, Any]]
 ) -> None:
-    """Upsert an order's items (or services) and delete those the new version no longer has."""
+    """Upsert the orders' items (or services) and delete those the new versions no longer have.
+
+    ``stored_ids``: the orders among them stored before this batch, the only ones with children."""
     keep = {row[key] for row in rows}
-    existing = conn.execute(sa.select(table.c[key]).where(table.c.sf_order_id.in_(order_ids))).scalars()
-    stale = sorted(k for k in existing if k not in keep)
+    existing = select_in(conn, table, [table.c[key]], table.c.sf_order_id, stored_ids)
+    stale = sorted(row[0] for row in existing if row[0] not in keep)
     for batch in in_batches(stale):
         conn.execute(sa.delete(table).where(table.c[key].in_(batch)))
     upsert(conn, table, rows, [key])
 
 
-def _write_items_and_services(conn: sa.Connection, t: Tables, written: list[TransformedOrder], run_id: str) -> None:
-    order_ids = [r.order.sf_order_id for r in written]
+def _write_items_and_services(
+    conn: sa.Connection, t: Tables, written: list[TransformedOrder], stored_ids: list[str], run_id: str
+) -> None:
     # vars(), not asdict(): these records are flat, and asdict's deep copies dominate a large load
     items = [{**vars(item), "last_run_id": run_id} for r in written for item in r.items]
     services = [dict(vars(service)) for r in written for service in r.services]
-    _replace_children(conn, t.external_order_items, "sf_order_item_id", order_ids, items)
-    _replace_children(conn, t.order_services, "service_key", order_ids, services)
+    _replace_children(conn, t.external_order_items, "sf_order_item_id", stored_ids, items)
+    _replace_children(conn, t.order_services, "service_key", stored_ids, services)
 
 
 def _write_outbox(
@@ -254,13 +265,7 @@ def _write_outbox(
     latest = {(wb.sf_object, wb.sf_record_id): wb for r in written for wb in r.write_backs}
     if not latest:
         return set()
-    pending: dict[tuple[str, str], list[int]] = {}
-    for batch in in_batches(sorted({record_id for _, record_id in latest})):
-        query = sa.select(w.c.id, w.c.sf_object, w.c.sf_record_id).where(
-            w.c.state == OUTBOX_PENDING, w.c.sf_record_id.in_(batch)
-        )
-        for row in conn.execute(query):
-            pending.setdefault((row.sf_object, row.sf_record_id), []).append(row.id)
+    pending = _pending_outbox_rows(conn, t, latest)
     request = {
         "next_attempt_at": now,
         "attempts": 0,
@@ -270,12 +275,11 @@ def _write_outbox(
         "updated_at": now,
     }
     replacements = [
-        {"b_id": row_id, "sf_order_id": wb.sf_order_id, "action": wb.action, "fields": wb.fields, **request}
+        {"id": row_id, "sf_order_id": wb.sf_order_id, "action": wb.action, "fields": wb.fields, **request}
         for key, wb in latest.items()
         for row_id in pending.get(key, ())
     ]
-    if replacements:
-        conn.execute(sa.update(w).where(w.c.id == sa.bindparam("b_id")), replacements)
+    update_rows(conn, w, replacements, ["id"])
     inserts = [
         {
             "sf_object": wb.sf_object,
@@ -291,9 +295,27 @@ def _write_outbox(
         for key, wb in latest.items()
         if key not in pending
     ]
-    if inserts:
-        conn.execute(sa.insert(w), inserts)
+    insert_rows(conn, w, inserts)
     return set(latest)
+
+
+def _pending_outbox_rows(conn: sa.Connection, t: Tables, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[int]]:
+    """The ids of the PENDING outbox rows of each (sObject, record id) in ``keys`` that has any.
+
+    Found per sObject through the (sf_object, sf_record_id) index, the state checked here: with
+    the state in the query PostgreSQL may read through the (state, ...) index, whose statistics
+    miss the PENDING rows this load wrote, and so scan all of them for every batch.
+    """
+    w = t.writeback_outbox
+    record_ids: dict[str, list[str]] = {}
+    for sf_object, record_id in sorted(keys):
+        record_ids.setdefault(sf_object, []).append(record_id)
+    pending: dict[tuple[str, str], list[int]] = {}
+    for sf_object, ids in record_ids.items():
+        for row in select_in(conn, w, [w.c.id, w.c.sf_record_id, w.c.state], w.c.sf_record_id, ids, w.c.sf_object == sf_object):
+            if row.state == OUTBOX_PENDING:
+                pending.setdefault((sf_object, row.sf_record_id), []).append(row.id)
+    return pending
 
 
 def _release_quarantine(conn: sa.Connection, t: Tables, order_ids: list[str], now: datetime) -> None:
@@ -340,10 +362,9 @@ def _load_batch(conn: sa.Connection, t: Tables, run_id: str, batch: list[Transfo
 
     rows = [_order_row(r, run_id, now, state_changed_at(r)) for r in written]
     upsert(conn, t.external_orders, rows, ["sf_order_id"], _all_but(rows[0], "sf_order_id", "first_imported_at"))
-    _write_items_and_services(conn, t, written, run_id)
+    _write_items_and_services(conn, t, written, [r.order.sf_order_id for r in changed], run_id)
     tally.write_backs |= _write_outbox(conn, t, written, run_id, now)
-    touched = {r.customer.customer_id for r in written} | {r.location.customer_id for r in written if r.location}
-    _recount_locations(conn, t, touched)
+    tally.recount |= {r.customer.customer_id for r in written} | {r.location.customer_id for r in written if r.location}
 
 
 def _advance_watermark(
@@ -379,6 +400,8 @@ def load_run(
     with engine.begin() as conn:
         for batch in _batches(chunks):
             _load_batch(conn, t, run_id, batch, now, tally)
+        # once for the run, not per batch: a customer's orders are spread over many batches
+        _recount_locations(conn, t, tally.recount)
         if watermark:
             _advance_watermark(conn, t, watermark, now)
     return tally.result()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from functools import cache
@@ -19,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.ddl import CreateView, DropView
+from sqlalchemy.sql.ddl import CreateTableAs, CreateView, DropTable, DropView
 
 from .model import LIFECYCLE_STATES, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED
 
@@ -647,6 +649,13 @@ def engine_from_connection(conn_id: str) -> sa.Engine:
 # ---------------------------------------------------------------------------------------
 
 UPSERT_BATCH_SIZE = 2000
+# From this many rows on, PostgreSQL writes go through COPY into a temporary table and ONE
+# set-based statement: psycopg sends an executemany as one statement per row, which dominated
+# large loads. Below it the executemany costs less than the temporary table's round trips.
+COPY_MIN_ROWS = 200
+
+_Row = dict[str, Any]
+_Convert = Callable[[Any], Any]
 
 
 def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
@@ -658,6 +667,27 @@ def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
     raise NotImplementedError(f"the warehouse supports SQLite and PostgreSQL, not {conn.dialect.name}")
 
 
+def _on_conflict(
+    stmt: Any,
+    key_columns: list[str],
+    update_columns: list[str],
+    update_where: Callable[[Any], sa.ColumnElement[bool]] | None,
+) -> Any:
+    """``stmt`` (a dialect INSERT) with its ON CONFLICT clause, the same for every way rows arrive."""
+    if not update_columns:
+        return stmt.on_conflict_do_nothing()
+    return stmt.on_conflict_do_update(
+        index_elements=key_columns,
+        set_={c: stmt.excluded[c] for c in update_columns},
+        where=update_where(stmt.excluded) if update_where else None,
+    )
+
+
+def _uses_copy(conn: sa.Connection, rows: Sequence[_Row]) -> bool:
+    """Whether ``rows`` go through COPY: on PostgreSQL with psycopg 3, for large enough sets."""
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg" and len(rows) >= COPY_MIN_ROWS
+
+
 def upsert(
     conn: sa.Connection,
     table: sa.Table,
@@ -667,31 +697,167 @@ def upsert(
     *,
     update_where: Callable[[Any], sa.ColumnElement[bool]] | None = None,
 ) -> None:
-    """INSERT ... ON CONFLICT (key_columns) DO UPDATE, as batched executemany.
+    """INSERT ... ON CONFLICT (key_columns) DO UPDATE: batched executemany, or on PostgreSQL for
+    ``COPY_MIN_ROWS`` rows and more, COPY into a temporary table and one INSERT ... SELECT.
 
     ``update_columns``: None updates every non-key column the rows carry; ``[]`` only inserts
     rows that are absent (DO NOTHING). ``update_where(excluded)`` returns a condition that must
     hold for an existing row to be updated (``excluded`` holds the incoming values). Rows with
     the same key are collapsed first, the last one winning: one statement may not touch a row twice.
+    Every row carries the columns of the first. Both ways store the same values.
     """
     if not rows:
         return
     unique = list({tuple(row[k] for k in key_columns): row for row in rows}.values())
     if update_columns is None:
         update_columns = [c for c in unique[0] if c not in key_columns]
+    if _uses_copy(conn, unique):
+        with _copied(conn, table, unique) as incoming:
+            insert = postgresql.insert(table).from_select(list(incoming.c.keys()), sa.select(*incoming.c))
+            conn.execute(_on_conflict(insert, key_columns, update_columns, update_where))
+        return
+    stmt = _on_conflict(dialect_insert(conn, table), key_columns, update_columns, update_where)
+    for batch in in_batches(unique, UPSERT_BATCH_SIZE):  # read at call time: tests shrink it
+        conn.execute(stmt, batch)
 
-    def on_conflict(stmt: Any) -> Any:
-        if not update_columns:
-            return stmt.on_conflict_do_nothing()
-        return stmt.on_conflict_do_update(
-            index_elements=key_columns,
-            set_={c: stmt.excluded[c] for c in update_columns},
-            where=update_where(stmt.excluded) if update_where else None,
-        )
 
-    stmt = on_conflict(dialect_insert(conn, table))
-    for start in range(0, len(unique), UPSERT_BATCH_SIZE):
-        conn.execute(stmt, unique[start : start + UPSERT_BATCH_SIZE])
+def update_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key_columns: list[str]) -> None:
+    """UPDATE each row of ``table`` matching a row's ``key_columns`` with the other columns it carries.
+
+    Batched executemany, or on PostgreSQL for ``COPY_MIN_ROWS`` rows and more, COPY into a
+    temporary table and one UPDATE ... FROM. Every row carries the columns of the first.
+    """
+    if not rows:
+        return
+    update_columns = [c for c in rows[0] if c not in key_columns]
+    if _uses_copy(conn, rows):
+        with _copied(conn, table, rows) as incoming:
+            conn.execute(
+                sa.update(table)
+                .where(*(table.c[k] == incoming.c[k] for k in key_columns))
+                .values({c: incoming.c[c] for c in update_columns})
+            )
+        return
+    # bindparam names may not be column names in an UPDATE: the keys are bound as "key_<column>"
+    stmt = (
+        sa.update(table)
+        .where(*(table.c[k] == sa.bindparam(f"key_{k}") for k in key_columns))
+        .values({c: sa.bindparam(c) for c in update_columns})
+    )
+    params = [{**{f"key_{k}": row[k] for k in key_columns}, **{c: row[c] for c in update_columns}} for row in rows]
+    for batch in in_batches(params, UPSERT_BATCH_SIZE):
+        conn.execute(stmt, batch)
+
+
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT the rows: batched executemany, or on PostgreSQL for ``COPY_MIN_ROWS`` rows and
+    more, COPY straight into ``table``. Every row carries the columns of the first."""
+    if not rows:
+        return
+    if _uses_copy(conn, rows):
+        _copy_rows(conn, table, [table.c[name] for name in rows[0]], rows)
+        return
+    for batch in in_batches(rows, UPSERT_BATCH_SIZE):
+        conn.execute(sa.insert(table), batch)
+
+
+@contextmanager
+def _copied(conn: sa.Connection, table: sa.Table, rows: Sequence[_Row]) -> Iterator[sa.Table]:
+    """``rows`` in a temporary table with the types of ``table``'s columns the rows carry, for the block.
+
+    It lives in the connection's transaction, so it commits or rolls back with everything else,
+    and is dropped after the block (the next write to the same table makes its own).
+    """
+    columns = [table.c[name] for name in rows[0]]
+    create = CreateTableAs(
+        sa.select(*columns).where(sa.false()), _temporary_name(table), schema="pg_temp", temporary=True
+    )
+    conn.execute(create)
+    _copy_rows(conn, create.table, columns, rows)
+    yield create.table
+    conn.execute(DropTable(create.table))
+
+
+def _temporary_name(table: sa.Table) -> str:
+    """A temporary table name per target table (schema included), within PostgreSQL's 63 characters."""
+    digest = hashlib.sha256(table.fullname.encode()).hexdigest()[:8]
+    return f"upsert_{digest}_{table.name}"[:63]
+
+
+def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], rows: Sequence[_Row]) -> None:
+    """Stream ``rows`` into ``target`` with COPY on the connection's own psycopg connection (same
+    transaction), each value converted as SQLAlchemy binds it for its column in ``columns``."""
+    preparer = conn.dialect.identifier_preparer
+    names = [column.name for column in columns]
+    sql = f"COPY {preparer.format_table(target)} ({', '.join(preparer.quote(n) for n in names)}) FROM STDIN"
+    # itemgetter of a single name returns the value itself, not a 1-tuple
+    values = operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+    converters = [(i, f) for i, column in enumerate(columns) if (f := _copy_converter(column.type, conn.dialect))]
+    if not conn.in_transaction():
+        conn.begin()  # as conn.execute() would: the caller's commit() must cover the COPY
+    try:
+        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                record = list(values(row))
+                for i, convert in converters:
+                    record[i] = convert(record[i])
+                copy.write_row(record)
+    except Exception as exc:
+        # raised as conn.execute() would: a DBAPIError subclass, or a StatementError for a
+        # value refused on the way (e.g. a naive datetime)
+        raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error) from exc
+
+
+def _copy_converter(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> _Convert | None:
+    """How a value for a column of ``column_type`` goes into COPY, or None: as it is.
+
+    The type's bind processor for the dialect, as in a statement parameter (UtcDateTime,
+    psycopg's JSON wrappers with ``none_as_null``, ...). Floats for NUMERIC columns also take
+    PostgreSQL's own float-to-numeric rounding: a bound float is a float8 that the server casts
+    through 15 significant digits, while COPY would read every digit of its text.
+    """
+    bind = column_type.dialect_impl(dialect).bind_processor(dialect)
+    if not isinstance(column_type, sa.Numeric) or isinstance(column_type, sa.Float):
+        return bind
+    if bind is None:
+        return _float_as_numeric
+    return lambda value: _float_as_numeric(bind(value))
+
+
+def _float_as_numeric(value: Any) -> Any:
+    return format(value, ".15g") if isinstance(value, float) else value
+
+
+def select_in(
+    conn: sa.Connection,
+    table: sa.Table,
+    columns: Sequence[sa.Column],
+    column: sa.Column,
+    values: Sequence[Any],
+    *where: sa.ColumnElement[bool],
+) -> list[sa.Row]:
+    """``columns`` of the rows of ``table`` whose ``column`` is one of ``values`` and that meet
+    ``where``: an index probe per value on PostgreSQL, whatever its statistics say.
+
+    For ``column IN (...)`` PostgreSQL plans from statistics that miss the rows the current
+    transaction wrote (a new table has none at all), so mid-load it may read the whole table, or
+    every row of one ``where`` value, once per batch. Each value joined to a LATERAL subquery
+    fenced with OFFSET 0 stays a lookup of its own. SQLite probes the index for an IN list itself.
+    """
+    found: list[sa.Row] = []
+    for batch in in_batches(values):
+        if conn.dialect.name == "postgresql":
+            # VARCHAR without a length: a cast to VARCHAR(n) would cut longer values to a match
+            element = sa.String() if isinstance(column.type, sa.String) else column.type
+            array = sa.literal(list(batch), postgresql.ARRAY(element))
+            wanted = sa.func.unnest(array).table_valued("value").render_derived()
+            fenced = sa.select(*columns).where(column == wanted.c.value, *where).offset(sa.literal_column("0"))
+            probe = fenced.lateral()
+            query = sa.select(probe).select_from(wanted).join(probe, sa.true())
+        else:
+            query = sa.select(*columns).where(column.in_(batch), *where)
+        found.extend(conn.execute(query))
+    return found
 
 
 def in_batches(values: Sequence[Any], size: int = UPSERT_BATCH_SIZE) -> list[Sequence[Any]]:
@@ -711,8 +877,11 @@ __all__ = [
     "create_sqlite_engine",
     "create_views",
     "engine_from_connection",
+    "insert_rows",
     "parse_utc",
+    "select_in",
     "tables",
+    "update_rows",
     "upsert",
     "validate_identifier",
     "warehouse_metadata",

@@ -1,0 +1,312 @@
+"""PostgreSQL's COPY path for large writes (``upsert``, ``update_rows``, ``insert_rows``) against
+the executemany path: the same rows, the same conflict handling, the same transaction; and the
+keyed lookups (``select_in``) that stay index probes whatever the planner's statistics say."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from salesforce_orders import warehouse
+from salesforce_orders.load import load_run, record_quarantine
+from salesforce_orders.staging import stage_items, stage_orders, stage_transformed
+from salesforce_orders.warehouse import VIEWS_KEY, create_all, insert_rows, select_in, tables, upsert
+
+pytestmark = pytest.mark.postgres
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+T1 = T0 + timedelta(minutes=5)
+PATHS = {"copy": 1, "executemany": 10**9}  # COPY_MIN_ROWS forcing one path or the other
+
+
+def use_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    monkeypatch.setattr(warehouse, "COPY_MIN_ROWS", PATHS[path])
+
+
+@pytest.fixture
+def fresh_schemas(postgres_engine: sa.Engine, postgres_schema: str) -> Iterator[Any]:
+    """``make(suffix)``: an empty warehouse schema of this session; all dropped afterwards."""
+    made: list[str] = []
+
+    def make(suffix: str) -> str:
+        schema = f"{postgres_schema}_{suffix}"
+        with postgres_engine.begin() as conn:
+            conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+        create_all(postgres_engine, schema)
+        made.append(schema)
+        return schema
+
+    yield make
+    with postgres_engine.begin() as conn:
+        for schema in made:
+            conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+
+
+def temporary_upsert_tables(conn: sa.Connection) -> int:
+    return conn.execute(
+        sa.text("SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema() AND relname LIKE 'upsert%'")
+    ).scalar_one()
+
+
+# ---------------------------------------------------------------------------------------
+# Both paths leave identical rows
+# ---------------------------------------------------------------------------------------
+
+
+def write_everything(engine: sa.Engine, schema: str, make_transformed: Any) -> None:
+    """Every kind of warehouse write, with values that tell conversions apart."""
+    tricky = make_transformed(
+        1,
+        account=1,
+        parent_account=9,
+        account_name="Société — 東京 \\ \"quoted\"",
+        street="Straße 1\tHof\nHinterhaus",
+        notes="back\\slash, tab\t, \\N, empty next",
+        # 1e15 + 0.2 has 17 significant digits: a bound float is cast through 15 of them
+        items=((1, "S1", 1.5, 0.1), (2, None, 3.0, 19.99), (3, "S1", 1.0, 1e15 + 0.2)),
+        metadata={"Région": "Île-de-France", "none": None, "nested": {"list": [1, 2.5, None, True]}},
+        modstamp="2026-01-02T05:04:05.123456+02:00",
+        activated_at="2026-01-02T03:00:00.000+0000",
+    )
+    plain = [make_transformed(n, account=n % 3 + 1, notes="" if n == 2 else None) for n in range(2, 6)]
+    load_run(engine, "run-1", [[tricky, *plain]], schema=schema, now=T0, watermark="2026-01-02T03:04:05Z")
+
+    # a second version of order 2 (update, replaced children and pending write-backs), a known
+    # parent (DO NOTHING) and an unchanged customer (its update refused by the content hash)
+    changed = make_transformed(2, account=3, notes="v2", items=((2, "S9", 2.0, 0.5), (3, None, 1.0, 0.01)))
+    second = [changed, make_transformed(6, account=2, parent_account=9, parent_name="Other name"), make_transformed(7, account=3)]
+    load_run(engine, "run-2", [second], schema=schema, now=T1, watermark="2026-01-03T00:00:00+01:00")
+
+    t = tables(schema)
+    with engine.begin() as conn:
+        record_quarantine(conn, "run-2", [
+            {"sf_order_id": "801000000000099AAA", "order_number": None, "account_name": "Bad\x7f",
+             "failed_checks": ["has_products"], "details": {"has_products": None}},
+            {"sf_order_id": "801000000000098AAA", "order_number": "x" * 40, "account_name": None,
+             "failed_checks": [], "details": {}},
+        ], schema=schema, now=T1)
+        staged = [{"Id": f"801{n:012d}AAA", "SystemModstamp": "2026-01-02T03:04:05.000+0000", "Amount": 0.1 + 0.2,
+                   "Empty": "", "Missing": None, "Nested": {"a": [None]}} for n in range(1, 4)]
+        stage_orders(conn, "run-2", staged, schema=schema, now=T1)
+        stage_items(conn, "run-2", [{"Id": f"802{n:012d}AAA", "OrderId": f"801{n:012d}AAA", "Quantity": 2}
+                                    for n in range(1, 4)], schema=schema, now=T1)
+        stage_transformed(conn, "run-2", [tricky, changed], schema=schema, now=T1)
+        # Python None: JSON null in a plain sa.JSON column, SQL NULL where none_as_null
+        upsert(conn, t.stg_orders, [
+            {"run_id": "raw", "sf_order_id": "801000000000001AAA", "system_modstamp": None, "record": None,
+             "status": "staged", "failed_checks": None, "staged_at": T1},
+            {"run_id": "raw", "sf_order_id": "801000000000002AAA", "system_modstamp": T1, "record": {"k": None},
+             "status": "invalid", "failed_checks": ["a", None], "staged_at": T1},
+        ], ["run_id", "sf_order_id"])
+        upsert(conn, t.import_runs, [
+            {"run_id": "r1", "status": "success", "started_at": T0, "finished_at": None, "inserted": 5,
+             "duration_seconds": 0.1 + 0.2, "message": "ok ✓"},
+            {"run_id": "r2", "status": "failed", "started_at": T0, "finished_at": T1, "inserted": 0,
+             "duration_seconds": None, "message": None},
+        ], ["run_id"])
+
+
+def dump(engine: sa.Engine, schema: str) -> dict[str, Any]:
+    """Every table's rows as Python values, their types, and their text in the database (which
+    tells SQL NULL from JSON null, and shows stored numerics and timestamps as they are)."""
+    t = tables(schema)
+    out = {}
+    with engine.connect() as conn:
+        for table in t.metadata.sorted_tables:
+            order = list(table.primary_key.columns)
+            values = [tuple(row) for row in conn.execute(sa.select(table).order_by(*order))]
+            texts = [tuple(row) for row in conn.execute(sa.select(*(sa.cast(c, sa.Text) for c in table.c)).order_by(*order))]
+            if table is t.sync_state:  # the views' fingerprint row names the schema
+                values = [row for row in values if row[0] != VIEWS_KEY]
+                texts = [row for row in texts if row[0] != VIEWS_KEY]
+            out[table.name] = {"values": values, "types": [tuple(type(v) for v in row) for row in values], "text": texts}
+    return out
+
+
+def test_copy_and_executemany_leave_identical_rows(
+    postgres_engine, fresh_schemas, make_transformed, monkeypatch, capture_sql
+):
+    dumps, statements = {}, {}
+    for path in PATHS:
+        use_path(monkeypatch, path)
+        schema = fresh_schemas(path)
+        with capture_sql(postgres_engine) as sent:
+            write_everything(postgres_engine, schema, make_transformed)
+        dumps[path] = dump(postgres_engine, schema)
+        statements[path] = sent
+
+    copied, bound = dumps["copy"], dumps["executemany"]
+    assert set(copied) == set(bound)
+    for name in bound:
+        assert bound[name]["values"], f"{name}: the scenario writes no row"
+        assert copied[name] == bound[name], name
+
+    assert any("FROM pg_temp.upsert_" in s for s in statements["copy"])
+    assert not any("pg_temp" in s for s in statements["executemany"])
+    # what the comparison covers: JSON null vs SQL NULL, the 15-digit float cast, zone conversion
+    raw = {row[1]: row for row in bound["stg_orders"]["text"] if row[0] == "raw"}
+    assert raw["801000000000001AAA"][3] == "null" and raw["801000000000001AAA"][5] is None
+    assert max(float(row[6]) for row in bound["external_order_items"]["text"]) == 1e15
+    order = bound["external_orders"]["values"][0]
+    assert order[tables().external_orders.c.keys().index("sf_system_modstamp")] == datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------------------------
+# Conflict handling, errors and the transaction, on each path
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=list(PATHS))
+def pg_path(request, monkeypatch, fresh_schemas) -> str:
+    """A fresh warehouse schema, written through the COPY path or the executemany path."""
+    use_path(monkeypatch, request.param)
+    return fresh_schemas(request.param)
+
+
+def run_row(run_id: str, inserted: int) -> dict:
+    return {"run_id": run_id, "status": "running", "started_at": T0, "inserted": inserted}
+
+
+def test_update_where_guards_the_update_on_both_paths(postgres_engine, pg_path):
+    runs = tables(pg_path).import_runs
+    with postgres_engine.begin() as conn:
+        upsert(conn, runs, [run_row("a", 5), run_row("b", 5)], ["run_id"])
+        upsert(conn, runs, [run_row("a", 3), run_row("b", 7)], ["run_id"],
+               update_where=lambda incoming: incoming.inserted > runs.c.inserted)
+        stored = conn.execute(sa.select(runs.c.run_id, runs.c.inserted).order_by(runs.c.run_id)).all()
+    assert [tuple(r) for r in stored] == [("a", 5), ("b", 7)]
+
+
+def customer(account: int, customer_id: str, name: str) -> dict:
+    return {"customer_id": customer_id, "sf_account_id": f"001{account:015d}", "name": name,
+            "customer_id_source": "salesforce", "first_imported_at": T0, "updated_at": T0, "content_hash": name}
+
+
+def test_do_nothing_skips_every_conflict_on_both_paths(postgres_engine, pg_path):
+    c = tables(pg_path).customers
+    with postgres_engine.begin() as conn:
+        upsert(conn, c, [customer(1, "C-1", "kept")], ["sf_account_id"])
+        upsert(conn, c, [
+            customer(1, "C-1", "same key"),  # conflicts on the key
+            customer(2, "C-1", "same customer id"),  # conflicts on another unique constraint
+            customer(3, "C-3", "new"),
+            customer(4, "C-4", "first of two"),
+            customer(5, "C-4", "second of two"),  # conflicts with a row of the same statement
+        ], ["sf_account_id"], update_columns=[])
+        stored = conn.execute(sa.select(c.c.customer_id, c.c.name).order_by(c.c.customer_id)).all()
+    assert [tuple(r) for r in stored] == [("C-1", "kept"), ("C-3", "new"), ("C-4", "first of two")]
+
+
+def test_naive_datetimes_are_refused_on_both_paths(postgres_engine, pg_path):
+    s = tables(pg_path).sync_state
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"), postgres_engine.begin() as conn:
+        upsert(conn, s, [{"key": "k", "value": "v", "updated_at": datetime(2026, 1, 2)}], ["key"])
+    with postgres_engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(s).where(s.c.key == "k")).scalar_one() == 0
+
+
+def test_database_errors_are_raised_as_sqlalchemy_errors_on_both_paths(postgres_engine, pg_path):
+    s = tables(pg_path).sync_state
+    with pytest.raises(sa.exc.DataError), postgres_engine.begin() as conn:
+        upsert(conn, s, [{"key": "k" * 101, "value": "v", "updated_at": T0}], ["key"])  # key is VARCHAR(100)
+
+
+def test_writes_in_one_transaction_commit_or_roll_back_together(postgres_engine, pg_path):
+    t = tables(pg_path)
+    plus_two = timezone(timedelta(hours=2))
+
+    def write(conn: sa.Connection) -> None:
+        # two target tables, and the same table twice, in one transaction
+        upsert(conn, t.customers, [customer(n, f"C-{n}", "a") for n in range(1, 4)], ["sf_account_id"])
+        upsert(conn, t.sync_state, [{"key": f"k{n}", "value": "v", "updated_at": T0.astimezone(plus_two)} for n in range(3)], ["key"])
+        upsert(conn, t.customers, [customer(n, f"C-{n}", "b") for n in range(2, 5)], ["sf_account_id"])
+
+    with pytest.raises(RuntimeError), postgres_engine.begin() as conn:
+        write(conn)
+        raise RuntimeError("the task died")
+    with postgres_engine.begin() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.customers)).scalar_one() == 0
+        write(conn)
+        assert temporary_upsert_tables(conn) == 0
+    with postgres_engine.connect() as conn:
+        names = conn.execute(sa.select(t.customers.c.customer_id, t.customers.c.name).order_by(t.customers.c.customer_id)).all()
+        stamps = set(conn.execute(sa.select(t.sync_state.c.updated_at).where(t.sync_state.c.key.like("k%"))).scalars())
+    assert [tuple(r) for r in names] == [("C-1", "a"), ("C-2", "b"), ("C-3", "b"), ("C-4", "b")]
+    assert stamps == {T0}
+
+
+def test_a_load_that_fails_midway_leaves_nothing_on_the_copy_path(postgres_engine, fresh_schemas, make_transformed, monkeypatch):
+    use_path(monkeypatch, "copy")
+    schema = fresh_schemas("crash")
+    load_run(postgres_engine, "run-1", [[make_transformed(1)]], schema=schema, now=T0, watermark="2026-01-02T03:04:05Z")
+    before = dump(postgres_engine, schema)
+
+    def chunks():
+        yield [make_transformed(1, notes="changed"), make_transformed(2), make_transformed(3, account=3, parent_account=4)]
+        yield [make_transformed(4, account=4)]
+        raise ConnectionError("extract source went away")
+
+    with pytest.raises(ConnectionError):
+        load_run(postgres_engine, "run-2", chunks(), schema=schema, now=T1, watermark="2026-02-01T00:00:00Z")
+    assert dump(postgres_engine, schema) == before
+
+
+def test_temporary_table_names_differ_per_table_and_schema():
+    names = {warehouse._temporary_name(tables(schema).customers) for schema in (None, "a", "b")}
+    names.add(warehouse._temporary_name(tables("a").stg_orders))
+    long = warehouse._temporary_name(tables("s" * 63).stg_transformed)
+    assert len(names) == 4 and len(long) <= 63
+
+
+def test_columns_with_python_defaults_have_the_same_server_defaults():
+    # The COPY path leaves columns the rows do not carry to the server; the executemany path
+    # sends SQLAlchemy's Python default. Both store the same value only if the two agree.
+    for table in tables().metadata.sorted_tables:
+        for column in table.c:
+            if column.default is not None:
+                assert column.server_default is not None, f"{table.name}.{column.name}"
+                assert str(column.default.arg).lower() == str(column.server_default.arg).lower(), column
+
+
+# ---------------------------------------------------------------------------------------
+# Keyed lookups
+# ---------------------------------------------------------------------------------------
+
+
+def outbox_row(n: int, state: str) -> dict:
+    record_id = f"801{n:015d}"
+    return {"sf_object": "Order", "sf_record_id": record_id, "sf_order_id": record_id, "action": "mark_imported",
+            "fields": {}, "state": state, "attempts": 0, "created_run_id": "r", "updated_run_id": "r",
+            "created_at": T0, "updated_at": T0}
+
+
+@pytest.mark.parametrize("history", [0, 2000], ids=["new table", "statistics without this load"])
+def test_outbox_lookup_probes_the_record_index_mid_load(postgres_engine, fresh_schemas, history):
+    schema = fresh_schemas("lookup")
+    w = tables(schema).writeback_outbox
+    if history:  # statistics from before the load: hardly any PENDING row
+        with postgres_engine.begin() as conn:
+            insert_rows(conn, w, [outbox_row(n, "DONE") for n in range(history)])
+            conn.execute(sa.text(f'ANALYZE "{schema}".writeback_outbox'))
+    plans: list[str] = []
+
+    def explain(conn, cursor, statement, parameters, context, executemany):
+        if "LATERAL" in statement:
+            cursor.execute("EXPLAIN " + statement, parameters)
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
+
+    with postgres_engine.begin() as conn:
+        insert_rows(conn, w, [outbox_row(n, "PENDING") for n in range(10_000, 30_000)])  # this load's rows
+        sa.event.listen(postgres_engine, "before_cursor_execute", explain)
+        try:
+            wanted = [f"801{n:015d}" for n in range(29_000, 31_000)]
+            found = select_in(conn, w, [w.c.id, w.c.sf_record_id], w.c.sf_record_id, wanted, w.c.sf_object == "Order")
+        finally:
+            sa.event.remove(postgres_engine, "before_cursor_execute", explain)
+    assert len(found) == 1000
+    assert plans and all("ix_writeback_outbox_sf_object_sf_record_id" in plan for plan in plans), plans
+    assert not any("Seq Scan on writeback_outbox" in plan or "state_next_attempt_at" in plan for plan in plans), plans

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from .model import COMPLETE, FAILED, PROCESSING, READY
 from .redaction import redact_card_numbers
 from .salesforce import COLLECTION_LIMIT, SalesforceOrdersHook
+from .warehouse import in_batches, update_rows
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ TRANSIENT_ERRORS = frozenset(
         "BULK_UNPROCESSED",
     }
 )
-BULK_JOB_RECORDS = 50_000  # outbox rows per Bulk ingest round: ~6 calls a round, ~50 MB of rows in memory
+BULK_JOB_RECORDS = 25_000  # outbox rows per Bulk ingest round: ~6 calls an object a round, bounded memory
 IN_RUN_RETRIES = 2
 IN_RUN_RETRY_DELAY = 1.0  # seconds; doubled on each round
 CARD_MASK_CHAR = "X"
@@ -173,11 +174,11 @@ class OutboxDrainer:
     # ---- bookkeeping ------------------------------------------------------------------
 
     def _set_rows(self, conn: sa.Connection, ids: list[int], **values: Any) -> None:
-        if ids:
-            outbox = self.t.writeback_outbox
+        outbox = self.t.writeback_outbox
+        for batch in in_batches(ids):
             conn.execute(
                 sa.update(outbox)
-                .where(outbox.c.id.in_(ids))
+                .where(outbox.c.id.in_(batch))
                 .values(updated_at=datetime.now(UTC), updated_run_id=self.run_id, **values)
             )
 
@@ -185,11 +186,10 @@ class OutboxDrainer:
         orders = self.t.external_orders
         with self.engine.begin() as conn:
             self._set_rows(conn, [r.id for r in rows], state=SENDING)
-            order_ids = sorted({r.sf_order_id for r in rows})
-            for start in range(0, len(order_ids), 500):
+            for batch in in_batches(sorted({r.sf_order_id for r in rows})):
                 conn.execute(
                     sa.update(orders)
-                    .where(orders.c.sf_order_id.in_(order_ids[start : start + 500]))
+                    .where(orders.c.sf_order_id.in_(batch))
                     .where(orders.c.lifecycle_state.in_([READY, FAILED]))
                     .values(lifecycle_state=PROCESSING)
                 )
@@ -198,7 +198,7 @@ class OutboxDrainer:
         """One record's new outbox values from Salesforce's answer for it."""
         if result is not None and result.get("success"):
             self.summary.written += 1
-            return {"b_id": row.id, "state": DONE, "attempts": self._attempts(row), "last_error_code": None,
+            return {"id": row.id, "state": DONE, "attempts": self._attempts(row), "last_error_code": None,
                     "last_error_message": None, "next_attempt_at": None}
         error = ((result or {}).get("errors") or [{}])[0]
         code = error.get("statusCode") or "NO_RESULT"
@@ -213,7 +213,7 @@ class OutboxDrainer:
             state = ROW_FAILED
         self.summary.errors_by_code[code] = self.summary.errors_by_code.get(code, 0) + 1
         log.warning("Write-back of %s %s failed (%s, attempt %d): %s", row.sf_object, row.sf_record_id, code, attempts, message)
-        return {"b_id": row.id, "state": state, "attempts": attempts, "last_error_code": code,
+        return {"id": row.id, "state": state, "attempts": attempts, "last_error_code": code,
                 "last_error_message": message[:2000], "next_attempt_at": self.now + retry_delay(attempts) if state != DEAD else None}
 
     def _attempts(self, row: Any) -> int:
@@ -224,20 +224,9 @@ class OutboxDrainer:
         return (row.attempts or 0) + 1
 
     def _store_outcomes(self, conn: sa.Connection, outcomes: list[dict[str, Any]]) -> None:
-        """All outcomes of a batch in one executemany (no round trip per record)."""
-        if not outcomes:
-            return
-        outbox = self.t.writeback_outbox
-        names = ("state", "attempts", "last_error_code", "last_error_message", "next_attempt_at")
-        statement = (
-            sa.update(outbox)
-            .where(outbox.c.id == sa.bindparam("b_id"))
-            .values(
-                {name: sa.bindparam(name, type_=outbox.c[name].type) for name in names}
-                | {"updated_at": datetime.now(UTC), "updated_run_id": self.run_id}
-            )
-        )
-        conn.execute(statement, outcomes)
+        """All outcomes of a batch in one set-based update (no round trip per record)."""
+        stamp = {"updated_at": datetime.now(UTC), "updated_run_id": self.run_id}
+        update_rows(conn, self.t.writeback_outbox, [{**outcome, **stamp} for outcome in outcomes], ["id"])
 
     # ---- sending ----------------------------------------------------------------------
 
@@ -279,7 +268,7 @@ class OutboxDrainer:
         with self.engine.begin() as conn:
             self._store_outcomes(conn, outcomes)
         by_id = {row.id: row for row in rows}
-        transient = [by_id[o["b_id"]] for o in outcomes if o["state"] == PENDING]
+        transient = [by_id[o["id"]] for o in outcomes if o["state"] == PENDING]
         self.summary.attempted += len(rows)
         return transient
 
@@ -328,12 +317,11 @@ class OutboxDrainer:
 
     def _count_final_states(self, order_ids: set[str]) -> None:
         outbox = self.t.writeback_outbox
-        ids = sorted(order_ids)
         with self.engine.connect() as conn:
-            for start in range(0, len(ids), 500):
+            for batch in in_batches(sorted(order_ids)):
                 query = (
                     sa.select(outbox.c.state, sa.func.count())
-                    .where(outbox.c.sf_order_id.in_(ids[start : start + 500]), outbox.c.updated_run_id == self.run_id)
+                    .where(outbox.c.sf_order_id.in_(batch), outbox.c.updated_run_id == self.run_id)
                     .group_by(outbox.c.state)
                 )
                 for state, count in conn.execute(query):
@@ -347,10 +335,8 @@ class OutboxDrainer:
     def update_lifecycles(self, order_ids: set[str]) -> None:
         """Set each touched order's lifecycle from its outbox rows; READY orders with none -> COMPLETE."""
         outbox, orders = self.t.writeback_outbox, self.t.external_orders
-        ids = sorted(order_ids)
         with self.engine.begin() as conn:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
+            for chunk in in_batches(sorted(order_ids)):
                 rows = conn.execute(
                     sa.select(
                         outbox.c.sf_order_id, outbox.c.sf_object, outbox.c.sf_record_id, outbox.c.state,
@@ -365,14 +351,8 @@ class OutboxDrainer:
                 updates = []
                 for order_id, order_rows in by_order.items():
                     state, error = lifecycle_for(order_rows)
-                    updates.append({"b_order_id": order_id, "b_state": state, "b_error": error})
-                if updates:
-                    conn.execute(
-                        sa.update(orders)
-                        .where(orders.c.sf_order_id == sa.bindparam("b_order_id"))
-                        .values(lifecycle_state=sa.bindparam("b_state"), lifecycle_error=sa.bindparam("b_error")),
-                        updates,
-                    )
+                    updates.append({"sf_order_id": order_id, "lifecycle_state": state, "lifecycle_error": error})
+                update_rows(conn, orders, updates, ["sf_order_id"])
             # Orders loaded with nothing to write back are complete as soon as they are loaded.
             has_rows = sa.select(outbox.c.id).where(outbox.c.sf_order_id == orders.c.sf_order_id).exists()
             conn.execute(

@@ -291,23 +291,40 @@ def stage_transformed(
     schema: str | None = None,
     now: datetime | None = None,
 ) -> None:
-    staged_at = now or utc_now()
-    rows = [
-        {"run_id": run_id, "sf_order_id": r.order.sf_order_id, "payload": _to_payload(r), "staged_at": staged_at}
-        for r in records
-    ]
-    upsert(conn, tables(schema).stg_transformed, rows, ["run_id", "sf_order_id"])
+    """Stage one batch of transformed orders (ordered by order id) as one row for the load."""
+    by_id = {r.order.sf_order_id: r for r in records}  # an order twice: the last one wins
+    if not by_id:
+        return
+    ordered = [by_id[order_id] for order_id in sorted(by_id)]
+    row = {
+        "run_id": run_id,
+        "first_order_id": ordered[0].order.sf_order_id,
+        "order_count": len(ordered),
+        "payload": [_to_payload(r) for r in ordered],
+        "staged_at": now or utc_now(),
+    }
+    upsert(conn, tables(schema).stg_transformed_batches, [row], ["run_id", "first_order_id"])
 
 
 def iter_transformed(
     engine: sa.Engine, run_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE, *, schema: str | None = None
 ) -> Iterator[list[TransformedOrder]]:
-    """The run's transformed orders in chunks of at most ``chunk_size``, ordered by order id."""
-    t = tables(schema).stg_transformed
-    query = sa.select(t.c.sf_order_id, t.c.payload).where(t.c.run_id == run_id)
-    return _keyset_chunks(
-        engine, query, t.c.sf_order_id, chunk_size, lambda _conn, rows: [_from_payload(row.payload) for row in rows]
-    )
+    """The run's transformed orders in chunks of at most ``chunk_size``, ordered by order id
+    (batches are read one at a time, so memory holds one batch and one chunk)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    t = tables(schema).stg_transformed_batches
+    query = sa.select(t.c.first_order_id, t.c.payload).where(t.c.run_id == run_id)
+    batches = _keyset_chunks(engine, query, t.c.first_order_id, 1, lambda _conn, rows: rows[0].payload)
+    chunk: list[TransformedOrder] = []
+    for payloads in batches:
+        for payload in payloads:
+            chunk.append(_from_payload(payload))
+            if len(chunk) == chunk_size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,7 +334,7 @@ def iter_transformed(
 
 def clear_transformed(conn: sa.Connection, run_id: str, *, schema: str | None = None) -> None:
     """Forget the run's transformed records (a retried transform starts clean)."""
-    t = tables(schema).stg_transformed
+    t = tables(schema).stg_transformed_batches
     conn.execute(sa.delete(t).where(t.c.run_id == run_id))
 
 

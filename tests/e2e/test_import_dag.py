@@ -134,7 +134,7 @@ def test_first_run_imports_transforms_and_writes_back(harness):
 
     # card numbers never reach the warehouse
     dump = json.dumps([harness.query(f"SELECT * FROM {t}") for t in (
-        "external_orders", "external_order_items", "customers", "quarantined_orders", "writeback_outbox", "stg_orders", "stg_order_items", "stg_transformed"
+        "external_orders", "external_order_items", "customers", "quarantined_orders", "writeback_outbox", "stg_orders", "stg_order_items", "stg_transformed_batches"
     )], default=str)
     assert not [c for c in cards if c in dump]
 

@@ -69,7 +69,7 @@ def test_seeded_card_data_reaches_no_table_xcom_log_or_error_text(wired_import, 
     xcoms = wired_import.xcom_text(dag_run.run_id)
     # the run did what it should: the seeded orders are loaded, the rejection is kept (redacted)
     assert all(order_id in tables["external_orders"] for order_id in seeded)
-    assert "stg_orders" in tables and "stg_transformed" in tables and "v_open_failures" in tables
+    assert "stg_orders" in tables and "stg_transformed_batches" in tables and "v_open_failures" in tables
     assert {key.split(".")[0] for key in xcoms} >= {"extract", "validate", "transform", "load", "write_back", "report"}
     assert "Salesforce orders import" in logs and "Write-back of Order" in logs
     assert f"Card {CARD_NUMBER_REMOVED} was declined" in tables["writeback_outbox"]

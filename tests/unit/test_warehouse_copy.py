@@ -258,7 +258,7 @@ def test_a_load_that_fails_midway_leaves_nothing_on_the_copy_path(postgres_engin
 def test_temporary_table_names_differ_per_table_and_schema():
     names = {warehouse._temporary_name(tables(schema).customers) for schema in (None, "a", "b")}
     names.add(warehouse._temporary_name(tables("a").stg_orders))
-    long = warehouse._temporary_name(tables("s" * 63).stg_transformed)
+    long = warehouse._temporary_name(tables("s" * 63).stg_transformed_batches)
     assert len(names) == 4 and len(long) <= 63
 
 

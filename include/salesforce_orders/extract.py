@@ -9,7 +9,6 @@ earlier try of the same run left.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .model import StagedItem, StagedOrder
+from .progress import Progress
 from .salesforce import SalesforceOrdersHook
 
 log = logging.getLogger(__name__)
@@ -66,20 +66,8 @@ class ExtractSummary:
         }
 
 
-class _Progress:
-    """A progress line in the task log every ``every`` seconds: records done, rate, API calls."""
-
-    def __init__(self, what: str, hook: SalesforceOrdersHook | None, every: float = 10.0):
-        self.what, self.hook, self.every = what, hook, every
-        self.started = self.last = time.monotonic()
-
-    def tick(self, done: int, items: int) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every:
-            return
-        self.last = now
-        calls = f", {self.hook.usage.calls} API calls" if self.hook is not None else ""
-        log.info("Extracted %d %s, %d items (%.0f/s%s)", done, self.what, items, done / (now - self.started), calls)
+def _calls_of(hook: SalesforceOrdersHook | None) -> Callable[[], int] | None:
+    return None if hook is None else (lambda: hook.usage.calls)
 
 
 def _rest_split(items_relationship: str) -> Callable[[dict], tuple[StagedOrder, list[StagedItem]]]:
@@ -107,7 +95,7 @@ def stage_pages(
 
     summary = summary or ExtractSummary()
     split = split or _rest_split(items_relationship)
-    progress = _Progress("orders", hook, progress_every)
+    progress = Progress("extract", "orders", every=progress_every, api_calls=_calls_of(hook))
     # An order changed while the run was paging can come twice: the later SystemModstamp wins,
     # with its own items (an id and a stamp per order: small next to the records themselves).
     staged_stamps: dict[str, str] = {}
@@ -136,8 +124,8 @@ def stage_pages(
         summary.orders += len(orders) - len(superseded)
         summary.items += len(items)
         summary.pages += 1
-        progress.tick(summary.orders, summary.items)
-    summary.seconds += time.monotonic() - progress.started
+        progress.add(len(orders) - len(superseded), f"{summary.items} items")
+    summary.seconds += progress.finish(f"{summary.items} items")
     return summary
 
 
@@ -153,14 +141,14 @@ def stage_item_pages(
     """Write pages of order items (Bulk: queried apart from their orders) to staging."""
     from .staging import stage_items
 
-    progress = _Progress("orders", hook)
+    progress = Progress("extract", "order items", api_calls=_calls_of(hook))
     for page in pages:
         with engine.begin() as conn:
             stage_items(conn, run_id, page, schema=schema)
         summary.items += len(page)
         summary.pages += 1
-        progress.tick(summary.orders, summary.items)
-    summary.seconds += time.monotonic() - progress.started
+        progress.add(len(page))
+    summary.seconds += progress.finish()
     return summary
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .model import READY, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED, Address, CustomerRecord, TransformedOrder
+from .progress import Progress
 from .warehouse import (
     OUTBOX_DEAD,
     OUTBOX_PENDING,
@@ -397,13 +398,16 @@ def load_run(
     now = now or utc_now()
     t = tables(schema)
     tally = _RunTally()
+    progress = Progress("load", "orders")
     with engine.begin() as conn:
         for batch in _batches(chunks):
             _load_batch(conn, t, run_id, batch, now, tally)
+            progress.add(len(batch), f"{tally.counts.inserted} inserted, {tally.counts.updated} updated")
         # once for the run, not per batch: a customer's orders are spread over many batches
         _recount_locations(conn, t, tally.recount)
         if watermark:
             _advance_watermark(conn, t, watermark, now)
+    progress.finish(f"{tally.counts.inserted} inserted, {tally.counts.updated} updated, committed")
     return tally.result()
 
 

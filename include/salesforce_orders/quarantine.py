@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .config import ImportConfig
+from .progress import Progress
 from .validate import InvalidShareExceeded, OrderValidator, ValidationSummary, duplicate_order_numbers
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,16 @@ def validate_run(
             _quarantine_batch(engine, run_id, validator, pd.concat(frames, ignore_index=True), late_duplicates, summary, schema)
         frames, late_duplicates, pending = [], [], 0
 
+    progress = Progress("validate", "orders")
     for chunk in iter_staged(engine, run_id, status=None, chunk_size=min(config.chunk_size, limit), schema=schema):
         frames.append(validator.frame(chunk))
         late_duplicates += duplicate_order_numbers(chunk, seen_numbers)
         pending += len(chunk)
         if pending >= limit:
             flush()
+        progress.add(len(chunk), f"{summary.invalid} quarantined")
     flush()
+    progress.finish(f"{summary.invalid} quarantined")
     with engine.begin() as conn:
         mark_validation(conn, run_id, {}, schema=schema)  # every order checked and not invalid is valid
     summary.valid = summary.checked - summary.invalid

@@ -190,6 +190,7 @@ def validate(*, run_id: str) -> dict[str, Any]:
 def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     """Transform valid staged orders into warehouse records (pure functions), staged again."""
     from .model import SkippedOrder
+    from .progress import Progress
     from .staging import clear_transformed, iter_staged, stage_transformed
     from .transform import transform_order
 
@@ -200,6 +201,7 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     skipped_reasons: dict[str, int] = {}
     with engine.begin() as conn:
         clear_transformed(conn, run_id, schema=schema)
+    progress = Progress("transform", "orders")
     for chunk in iter_staged(engine, run_id, status="valid", chunk_size=config.chunk_size, schema=schema):
         records = []
         for order, items in chunk:
@@ -212,6 +214,8 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
         with engine.begin() as conn:
             stage_transformed(conn, run_id, records, schema=schema)
         transformed += len(records)
+        progress.add(len(chunk))
+    progress.finish()
     log.info("Transformed %d orders, skipped %d %s", transformed, skipped, skipped_reasons or "")
     return {"run_id": run_id, "transformed": transformed, "skipped": skipped, "skipped_reasons": skipped_reasons}
 

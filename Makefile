@@ -23,10 +23,12 @@ help:
 	@echo "make lock     re-resolve constraints.txt from requirements.txt"
 	@echo "make screenshots  refresh docs/screenshots/ from the browser test of the External Orders view"
 
+# --compile-bytecode: imports then read .pyc files written once here, even where
+# PYTHONDONTWRITEBYTECODE is set (importing Airflow from source costs seconds per process).
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt -c constraints.txt
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt -c constraints.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import cache
+from functools import cache, lru_cache
 
 import pycountry
 
@@ -91,6 +91,12 @@ def resolve_country_code(country: str | None) -> str | None:
     """The ISO 3166-1 alpha-2 code for a country name or code, or None if it is not recognised."""
     if not isinstance(country, str):
         return None
+    return _code_of(country)
+
+
+# Normalising costs more than the rest of an address; a run sees a few hundred spellings at most.
+@lru_cache(maxsize=1024)
+def _code_of(country: str) -> str | None:
     key = normalise_country(country)
     if not key:
         return None

@@ -29,6 +29,7 @@ from .warehouse import (
     Tables,
     in_batches,
     insert_rows,
+    one_of,
     parse_utc,
     select_in,
     tables,
@@ -228,7 +229,7 @@ def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str]) -
     for batch in in_batches(sorted(customer_ids)):
         conn.execute(
             sa.update(c)
-            .where(c.c.customer_id.in_(batch), changed)
+            .where(one_of(conn, c.c.customer_id, batch), changed)
             .values(location_count=count, is_multi_location=count > 1)
         )
 
@@ -243,7 +244,7 @@ def _replace_children(
     existing = select_in(conn, table, [table.c[key]], table.c.sf_order_id, stored_ids)
     stale = sorted(row[0] for row in existing if row[0] not in keep)
     for batch in in_batches(stale):
-        conn.execute(sa.delete(table).where(table.c[key].in_(batch)))
+        conn.execute(sa.delete(table).where(one_of(conn, table.c[key], batch)))
     upsert(conn, table, rows, [key])
 
 
@@ -322,7 +323,7 @@ def _pending_outbox_rows(conn: sa.Connection, t: Tables, keys: Iterable[tuple[st
 def _release_quarantine(conn: sa.Connection, t: Tables, order_ids: list[str], now: datetime) -> None:
     q = t.quarantined_orders
     conn.execute(
-        sa.update(q).where(q.c.sf_order_id.in_(order_ids), q.c.released_at.is_(None)).values(released_at=now)
+        sa.update(q).where(one_of(conn, q.c.sf_order_id, order_ids), q.c.released_at.is_(None)).values(released_at=now)
     )
 
 
@@ -463,18 +464,18 @@ def mark_status_changes(
     marked: dict[str, str] = {}
     with engine.begin() as conn:
         for batch in in_batches(sorted(wanted)):
-            held = conn.execute(sa.select(o.c.sf_order_id, o.c.sf_state).where(o.c.sf_order_id.in_(batch)))
+            held = conn.execute(sa.select(o.c.sf_order_id, o.c.sf_state).where(one_of(conn, o.c.sf_order_id, batch)))
             marked.update({row.sf_order_id: wanted[row.sf_order_id] for row in held if row.sf_state != wanted[row.sf_order_id]})
         for state, reason in _LEFT_ACTIVE.items():
             for batch in in_batches(sorted(order_id for order_id, s in marked.items() if s == state)):
                 conn.execute(
                     sa.update(o)
-                    .where(o.c.sf_order_id.in_(batch))
+                    .where(one_of(conn, o.c.sf_order_id, batch))
                     .values(sf_state=state, sf_state_changed_at=now, last_run_id=run_id)
                 )
                 conn.execute(
                     sa.update(w)
-                    .where(w.c.sf_order_id.in_(batch), w.c.state.in_(OUTBOX_UNSENT_STATES))
+                    .where(one_of(conn, w.c.sf_order_id, batch), w.c.state.in_(OUTBOX_UNSENT_STATES))
                     .values(
                         state=OUTBOX_DEAD,
                         next_attempt_at=None,

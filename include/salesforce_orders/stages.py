@@ -51,6 +51,15 @@ def _warehouse(config):
     return engine
 
 
+def _refresh_statistics(engine, *table_names: str, schema: str | None) -> None:
+    """After a stage's bulk writes: fresh planner statistics for the next stages' reads."""
+    from .warehouse import analyze, tables
+
+    t = tables(schema)
+    with engine.begin() as conn:
+        analyze(conn, *(getattr(t, name) for name in table_names))
+
+
 def _hook(config, api_budget_left: int | None = None):
     from .salesforce import SalesforceOrdersHook
 
@@ -160,6 +169,7 @@ def extract(
             schema=config.warehouse_schema,
         )
     log.info("Extracted %d orders with %d items in %d pages (%d API calls)", summary.orders, summary.items, summary.pages, hook.usage.calls)
+    _refresh_statistics(engine, "stg_orders", "stg_order_items", schema=config.warehouse_schema)
     return {
         "run_id": run_id,
         "instance_url": hook.instance_url,
@@ -184,6 +194,7 @@ def validate(*, run_id: str) -> dict[str, Any]:
         summary = validate_run(engine, run_id, config, today=date.today())
     except InvalidShareExceeded as exc:
         raise AirflowFailException(str(exc)) from None  # the same data fails the same way on retry
+    _refresh_statistics(engine, "stg_orders", schema=config.warehouse_schema)  # the statuses the transform reads by
     return {"run_id": run_id, **summary.as_dict()}
 
 
@@ -216,8 +227,13 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
         transformed += len(records)
         progress.add(len(chunk))
     progress.finish()
+    _refresh_statistics(engine, "stg_transformed_batches", schema=schema)
     log.info("Transformed %d orders, skipped %d %s", transformed, skipped, skipped_reasons or "")
     return {"run_id": run_id, "transformed": transformed, "skipped": skipped, "skipped_reasons": skipped_reasons}
+
+
+# What a load writes in bulk: the write-back reads the outbox and orders by their statistics.
+_LOADED_TABLES = ("customers", "customer_locations", "external_orders", "external_order_items", "order_services", "writeback_outbox")
 
 
 def load(*, run_id: str, max_system_modstamp: str | None) -> dict[str, Any]:
@@ -235,6 +251,7 @@ def load(*, run_id: str, max_system_modstamp: str | None) -> dict[str, Any]:
         schema=schema,
         watermark=max_system_modstamp,
     )
+    _refresh_statistics(engine, *_LOADED_TABLES, schema=schema)
     result = {"run_id": run_id, **counts.as_dict()}
     log.info("Loaded: %s", result)
     return result
@@ -303,6 +320,7 @@ def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, 
         bulk_threshold=config.bulk_writeback_threshold,
     )
     summary = drainer.drain()
+    _refresh_statistics(engine, "writeback_outbox", "external_orders", schema=config.warehouse_schema)
     log.info("Write-back: %s", summary.as_dict())
     return {"run_id": run_id, **summary.as_dict(), "api_calls": hook.usage.calls}
 

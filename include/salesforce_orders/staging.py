@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from .model import StagedItem, StagedOrder, TransformedOrder, plain
-from .warehouse import INVALID, STAGED, VALID, in_batches, parse_utc, tables, upsert, utc_now
+from .warehouse import INVALID, STAGED, VALID, in_batches, one_of, parse_utc, tables, upsert, utc_now
 
 T = TypeVar("T")
 
@@ -90,7 +90,7 @@ def drop_staged_items(conn: sa.Connection, run_id: str, order_ids: list[str], *,
     """Remove the run's staged items of these orders (a newer version of the order replaces them)."""
     t = tables(schema).stg_order_items
     for batch in in_batches(order_ids):
-        conn.execute(sa.delete(t).where(t.c.run_id == run_id, t.c.sf_order_id.in_(batch)))
+        conn.execute(sa.delete(t).where(t.c.run_id == run_id, one_of(conn, t.c.sf_order_id, batch)))
 
 
 def stage_items(
@@ -139,19 +139,25 @@ def _keyset_chunks(
 
 
 def _with_items(
-    conn: sa.Connection, run_id: str, rows: list[sa.Row], schema: str | None
+    conn: sa.Connection, run_id: str, rows: list[sa.Row], schema: str | None, *, contiguous: bool = False
 ) -> list[tuple[StagedOrder, list[StagedItem]]]:
-    """Staged order rows (``sf_order_id``, ``record``) paired with their staged items."""
+    """Staged order rows (``sf_order_id``, ``record``) paired with their staged items.
+
+    ``contiguous``: the rows are one page in order id order, so their items are read as one
+    range of the (run_id, sf_order_id) index rather than looked up id by id (items of orders in
+    the range but not in the page, e.g. other statuses, are passed over)."""
     items = tables(schema).stg_order_items
     by_order: dict[str, list[StagedItem]] = {row.sf_order_id: [] for row in rows}
-    for batch in in_batches(list(by_order)):
-        item_query = (
-            sa.select(items.c.sf_order_id, items.c.record)
-            .where(items.c.run_id == run_id, items.c.sf_order_id.in_(batch))
-            .order_by(items.c.sf_order_id, items.c.sf_order_item_id)
-        )
-        for item in conn.execute(item_query):
-            by_order[item.sf_order_id].append(item.record)
+    query = sa.select(items.c.sf_order_id, items.c.record).order_by(items.c.sf_order_id, items.c.sf_order_item_id)
+    if contiguous:
+        lookups = [items.c.sf_order_id.between(rows[0].sf_order_id, rows[-1].sf_order_id)]
+    else:
+        lookups = [one_of(conn, items.c.sf_order_id, batch) for batch in in_batches(list(by_order))]
+    for lookup in lookups:
+        for item in conn.execute(query.where(items.c.run_id == run_id, lookup)):
+            order_items = by_order.get(item.sf_order_id)
+            if order_items is not None:
+                order_items.append(item.record)
     return [(row.record, by_order[row.sf_order_id]) for row in rows]
 
 
@@ -170,7 +176,7 @@ def iter_staged(
     if status is not None:
         query = query.where(orders.c.status == status)
     return _keyset_chunks(
-        engine, query, orders.c.sf_order_id, chunk_size, lambda conn, rows: _with_items(conn, run_id, rows, schema)
+        engine, query, orders.c.sf_order_id, chunk_size, lambda conn, rows: _with_items(conn, run_id, rows, schema, contiguous=True)
     )
 
 
@@ -183,7 +189,7 @@ def staged_orders(
     with engine.connect() as conn:
         for batch in in_batches(sorted(set(order_ids))):
             query = sa.select(orders.c.sf_order_id, orders.c.record).where(
-                orders.c.run_id == run_id, orders.c.sf_order_id.in_(batch)
+                orders.c.run_id == run_id, one_of(conn, orders.c.sf_order_id, batch)
             )
             rows = list(conn.execute(query))
             found.update(zip((row.sf_order_id for row in rows), _with_items(conn, run_id, rows, schema), strict=True))
@@ -220,7 +226,7 @@ def mark_validation(
         return
     valid_ids = sorted(set(checked_ids) - set(failures))
     for batch in in_batches(valid_ids):
-        conn.execute(mark_valid.where(t.c.sf_order_id.in_(batch)))
+        conn.execute(mark_valid.where(one_of(conn, t.c.sf_order_id, batch)))
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ column and view.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import operator
 import re
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.ddl import CreateTableAs, CreateView, DropTable, DropView
@@ -595,9 +597,27 @@ _POSTGRES_EXTRAS = ("sslmode", "sslcert", "sslkey", "sslrootcert", "connect_time
                     "target_session_attrs")
 
 
+def json_dumps(value: Any) -> str:
+    """JSON columns' text, written by msgspec: several times faster than ``json.dumps`` on the
+    staged records and payloads of a large run. (Non-finite floats become null, which PostgreSQL's
+    json types require anyway.)"""
+    return msgspec.json.encode(value).decode()
+
+
+def json_loads(text: str | bytes) -> Any:
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)  # NaN or Infinity written by json.dumps into an older SQLite warehouse
+
+
+# How every warehouse engine reads and writes its JSON columns.
+ENGINE_JSON = {"json_serializer": json_dumps, "json_deserializer": json_loads}
+
+
 def create_sqlite_engine(path: str) -> sa.Engine:
     """A SQLite warehouse in ``path``: WAL (readers never block the writer), foreign keys enforced."""
-    engine = sa.create_engine(sa.URL.create("sqlite", database=path))
+    engine = sa.create_engine(sa.URL.create("sqlite", database=path), **ENGINE_JSON)
 
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -638,7 +658,7 @@ def engine_from_connection(conn_id: str) -> sa.Engine:
             database=conn.schema or None,  # Airflow keeps the database name in "schema"
             query={k: str(extras[k]) for k in _POSTGRES_EXTRAS if extras.get(k) not in (None, "")},
         )
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        engine = sa.create_engine(url, pool_pre_ping=True, **ENGINE_JSON)
     else:
         raise WarehouseConnectionError(
             f"Airflow connection {conn_id!r} has conn_type {conn.conn_type!r}; the warehouse supports sqlite and postgres"
@@ -863,6 +883,32 @@ def select_in(
     return found
 
 
+def one_of(conn: sa.Connection, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one bound array.
+
+    An IN list binds a parameter per value, so its statement text changes with every count and
+    psycopg parses it afresh each time (some 15 ms for 2,000 values); the array keeps one text.
+    """
+    if conn.dialect.name == "postgresql":
+        element = sa.String() if isinstance(column.type, sa.String) else column.type
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(element)))
+    return column.in_(list(values))
+
+
+def analyze(conn: sa.Connection, *tables: sa.Table) -> None:
+    """Refresh PostgreSQL's statistics of tables a stage has just filled in bulk.
+
+    Autovacuum analyzes them only later: until then the planner takes a table that was empty
+    for tiny, and pages through it by reading and sorting all remaining rows for each page
+    (measured: 30 s instead of 13 s to read a 100k-order run). SQLite plans by its indexes.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    preparer = conn.dialect.identifier_preparer
+    for table in tables:
+        conn.execute(sa.text(f"ANALYZE {preparer.format_table(table)}"))
+
+
 def in_batches(values: Sequence[Any], size: int = UPSERT_BATCH_SIZE) -> list[Sequence[Any]]:
     """``values`` in slices of at most ``size`` (bounds the parameters of an IN list)."""
     return [values[i : i + size] for i in range(0, len(values), size)]
@@ -876,11 +922,13 @@ __all__ = [
     "UtcDateTime",
     "VIEWS",
     "WarehouseConnectionError",
+    "analyze",
     "create_all",
     "create_sqlite_engine",
     "create_views",
     "engine_from_connection",
     "insert_rows",
+    "one_of",
     "parse_utc",
     "select_in",
     "tables",

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from .model import COMPLETE, FAILED, PROCESSING, READY
 from .redaction import redact_card_numbers
 from .salesforce import COLLECTION_LIMIT, SalesforceOrdersHook
-from .warehouse import in_batches, update_rows
+from .warehouse import in_batches, one_of, update_rows
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class OutboxDrainer:
         for batch in in_batches(ids):
             conn.execute(
                 sa.update(outbox)
-                .where(outbox.c.id.in_(batch))
+                .where(one_of(conn, outbox.c.id, batch))
                 .values(updated_at=datetime.now(UTC), updated_run_id=self.run_id, **values)
             )
 
@@ -189,7 +189,7 @@ class OutboxDrainer:
             for batch in in_batches(sorted({r.sf_order_id for r in rows})):
                 conn.execute(
                     sa.update(orders)
-                    .where(orders.c.sf_order_id.in_(batch))
+                    .where(one_of(conn, orders.c.sf_order_id, batch))
                     .where(orders.c.lifecycle_state.in_([READY, FAILED]))
                     .values(lifecycle_state=PROCESSING)
                 )
@@ -313,7 +313,7 @@ class OutboxDrainer:
     def _reload(self, rows: list[Any]) -> list[Any]:
         outbox = self.t.writeback_outbox
         with self.engine.connect() as conn:
-            return list(conn.execute(sa.select(outbox).where(outbox.c.id.in_([r.id for r in rows])).order_by(outbox.c.id)))
+            return list(conn.execute(sa.select(outbox).where(one_of(conn, outbox.c.id, [r.id for r in rows])).order_by(outbox.c.id)))
 
     def _count_final_states(self, order_ids: set[str]) -> None:
         outbox = self.t.writeback_outbox
@@ -321,7 +321,7 @@ class OutboxDrainer:
             for batch in in_batches(sorted(order_ids)):
                 query = (
                     sa.select(outbox.c.state, sa.func.count())
-                    .where(outbox.c.sf_order_id.in_(batch), outbox.c.updated_run_id == self.run_id)
+                    .where(one_of(conn, outbox.c.sf_order_id, batch), outbox.c.updated_run_id == self.run_id)
                     .group_by(outbox.c.state)
                 )
                 for state, count in conn.execute(query):
@@ -342,7 +342,7 @@ class OutboxDrainer:
                         outbox.c.sf_order_id, outbox.c.sf_object, outbox.c.sf_record_id, outbox.c.state,
                         outbox.c.last_error_code, outbox.c.last_error_message,
                     )
-                    .where(outbox.c.sf_order_id.in_(chunk))
+                    .where(one_of(conn, outbox.c.sf_order_id, chunk))
                     .order_by(outbox.c.id)
                 )
                 by_order: dict[str, list[Any]] = {}

@@ -426,6 +426,52 @@ def test_iter_staged_pages_in_bounded_chunks_with_their_items(created_warehouse)
         next(iter_staged(target.engine, "r", chunk_size=0, schema=target.schema))
 
 
+def test_iter_staged_by_status_passes_over_the_items_of_other_orders_in_its_range(created_warehouse):
+    # A page's items are read as one id range: orders of another status inside it keep theirs.
+    target = created_warehouse
+    stage(target, "r", [staged_order(n) for n in range(1, 8)], [staged_item(n, i) for n in range(1, 8) for i in range(2)])
+    invalid = {staged_order(n)["Id"] for n in (2, 3, 6)}
+    with target.engine.begin() as conn:
+        mark_validation(conn, "r", invalid, schema=target.schema)
+    chunks = list(iter_staged(target.engine, "r", status="valid", chunk_size=2, schema=target.schema))
+    got = {order["Id"]: sorted(i["Id"] for i in order_items) for chunk in chunks for order, order_items in chunk}
+    assert got == {
+        staged_order(n)["Id"]: sorted(staged_item(n, i)["Id"] for i in range(2)) for n in (1, 4, 5, 7)
+    }
+
+
+def test_one_of_matches_what_in_matches(created_warehouse):
+    target = created_warehouse
+    t = tables(target.schema).stg_orders
+    stage(target, "r", [staged_order(n) for n in range(1, 6)])
+    wanted = [staged_order(n)["Id"] for n in (1, 3, 5)] + ["801NOTSTAGED000000"]
+    with target.engine.connect() as conn:
+        found = conn.execute(sa.select(t.c.sf_order_id).where(warehouse.one_of(conn, t.c.sf_order_id, wanted))).scalars()
+        assert sorted(found) == sorted(wanted[:3])
+        assert conn.execute(sa.select(t.c.sf_order_id).where(warehouse.one_of(conn, t.c.sf_order_id, []))).all() == []
+
+
+def test_analyze_refreshes_postgres_statistics(postgres_engine):
+    schema = f"an_{uuid.uuid4().hex[:8]}"
+    create_all(postgres_engine, schema)
+    t = tables(schema).stg_orders
+    with postgres_engine.begin() as conn:
+        warehouse.analyze(conn, t)
+        analyzed = conn.execute(
+            sa.text("SELECT last_analyze FROM pg_stat_user_tables WHERE schemaname = :s AND relname = :t"),
+            {"s": schema, "t": t.name},
+        ).scalar()
+        conn.execute(sa.schema.DropSchema(schema, cascade=True))
+    assert analyzed is not None
+
+
+def test_json_columns_are_written_compactly_and_read_back_even_when_old_rows_hold_nan():
+    value = {"name": "Zoë", "amount": 12.5, "tags": ["a", None], "nested": {"n": 1}}
+    assert warehouse.json_loads(warehouse.json_dumps(value)) == value
+    assert warehouse.json_dumps(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert str(warehouse.json_loads('{"x": NaN}')["x"]) == "nan"  # json.dumps wrote NaN into older SQLite rows
+
+
 def test_mark_validation_by_chunk_and_for_the_rest(created_warehouse):
     target = created_warehouse
     stage(target, "r", [staged_order(n) for n in range(1, 6)])

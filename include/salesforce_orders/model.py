@@ -14,6 +14,9 @@ Card fields appear in neither: they are never selected.
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -160,16 +163,12 @@ def plain(value: Any) -> Any:
     """A record as plain JSON-able data (dicts, lists, scalars).
 
     Equivalent to ``dataclasses.asdict`` for these records, without its deep copies, which
-    dominate the transform and load of large runs: a record's fields are copied from its
-    ``__dict__`` in one step, and only the fields that can hold records or containers are
-    converted further.
+    dominate the transform and load of large runs: each record class has its own converter
+    (see below); other values are converted generically, tuples becoming lists.
     """
-    nested = _NESTED_FIELDS.get(type(value))
-    if nested is not None:
-        data = dict(value.__dict__)
-        for name in nested:
-            data[name] = plain(data[name])
-        return data
+    encode = _ENCODERS.get(type(value))
+    if encode is not None:
+        return encode(value)
     if isinstance(value, tuple | list):
         return [plain(v) for v in value]
     if isinstance(value, dict):
@@ -177,10 +176,70 @@ def plain(value: Any) -> Any:
     return value
 
 
-_SCALAR_TYPES = {"str", "str | None", "float | None", "int", "bool", "float", "int | None", "bool | None"}
-# Per record class, the fields whose values are records, tuples or dicts (annotations are
-# strings under ``from __future__ import annotations``); the rest are JSON scalars already.
-_NESTED_FIELDS: dict[type, tuple[str, ...]] = {
-    cls: tuple(f.name for f in fields(cls) if str(f.type) not in _SCALAR_TYPES)
-    for cls in (Address, CustomerRecord, LocationRecord, OrderRecord, ItemRecord, ServiceRecord, WriteBack, TransformedOrder, SkippedOrder)
-}
+# Converting records generically, field by field, took 2.6M recursive plain() calls (~14 s
+# under cProfile) for 81k orders. So each record class gets a converter, built once from its
+# field types: it copies the record's ``__dict__`` in one step and converts only the fields
+# that hold records, tuples or dicts, each with the converter its type calls for.
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+
+
+def _plain_dict(value: dict[Any, Any]) -> dict[Any, Any]:
+    # metadata, write-back fields: their values are scalars, nearly always
+    return {k: v if type(v) in _SCALARS else plain(v) for k, v in value.items()}
+
+
+def _field_encoder(annotation: Any) -> Callable[[Any], Any] | None:
+    """How plain() converts a (non-None) value of a field of this type; None: a JSON scalar."""
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    options = [a for a in typing.get_args(annotation) if a is not type(None)] if is_union else [annotation]
+    if all(option in _SCALARS for option in options):
+        return None
+    if len(options) == 1:
+        (kind,) = options
+        if kind in _ENCODERS:
+            return _ENCODERS[kind]
+        args = typing.get_args(kind)
+        if typing.get_origin(kind) is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
+            if args[0] in _SCALARS:
+                return list
+            if args[0] in _ENCODERS:
+                encode = _ENCODERS[args[0]]
+                return lambda records: [encode(record) for record in records]
+        if kind is dict or typing.get_origin(kind) is dict:
+            return _plain_dict
+    return plain  # anything else: converted generically
+
+
+def _record_encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
+    hints = typing.get_type_hints(cls)
+    nested = tuple(
+        (f.name, encode) for f in fields(cls) if (encode := _field_encoder(hints[f.name])) is not None
+    )
+
+    def encode_record(record: Any) -> dict[str, Any]:
+        data = record.__dict__.copy()  # a third of the cost of dict(record.__dict__) here
+        for name, encode in nested:
+            value = data[name]
+            if value is not None:  # e.g. no parent customer, no location: stays None
+                data[name] = encode(value)
+        return data
+
+    return encode_record
+
+
+# Records before the records holding them: a field's converter is looked up as its record's is built.
+for _cls in (
+    Address,
+    CustomerRecord,
+    LocationRecord,
+    OrderRecord,
+    ItemRecord,
+    ServiceRecord,
+    WriteBack,
+    TransformedOrder,
+    SkippedOrder,
+):
+    _ENCODERS[_cls] = _record_encoder(_cls)
+del _cls

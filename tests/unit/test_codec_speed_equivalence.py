@@ -1,0 +1,263 @@
+"""The compiled record converters give exactly what the generic ones gave.
+
+``plain()`` (model.py) and the staged-record decoder (staging.py) are compiled per record
+class for speed. Real orders from the sandbox generator, transformed under several configs,
+must still encode to what ``dataclasses.asdict`` gives (tuples as lists, same key order) and
+decode back to equal records, built as their constructors build them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from salesforce_orders.config import ImportConfig, parse_config
+from salesforce_orders.extract import split_order
+from salesforce_orders.model import (
+    Address,
+    CustomerRecord,
+    ItemRecord,
+    LocationRecord,
+    OrderRecord,
+    ServiceRecord,
+    SkippedOrder,
+    TransformedOrder,
+    WriteBack,
+    plain,
+)
+from salesforce_orders.soql import ExtractWindow, build_orders_query
+from salesforce_orders.staging import (
+    _decoder,
+    _from_payload,
+    _init_only_sets_fields,
+    _to_payload,
+    transformed_from_json,
+    transformed_to_json,
+)
+from salesforce_orders.transform import transform_order
+from salesforce_sandbox.generator import generate
+from salesforce_sandbox.soql.engine import QueryEngine
+from salesforce_sandbox.store import Store
+
+NOW = datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
+RECORD_CLASSES = (
+    Address,
+    CustomerRecord,
+    LocationRecord,
+    OrderRecord,
+    ItemRecord,
+    ServiceRecord,
+    WriteBack,
+    TransformedOrder,
+    SkippedOrder,
+)
+_ADDRESS_PREFIXES = ("Billing", "Shipping", "Account.Billing")
+_ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country")
+
+CONFIGS = {
+    "default": {},
+    "mapped": {
+        "order_prefix": "SF-",
+        "order_field_mappings": {
+            "PoNumber": "po",
+            "Account.Type": "account_type",
+            "Description": "description",
+        },
+        "item_field_mappings": {"Description": "line", "Product2.Name": "product"},
+        "routing": {
+            "rules": [
+                {"field": "Type", "operator": "equals", "value": "New Service", "destination": "work_order"}
+            ],
+            "default_destination": "request",
+        },
+    },
+    "no_write_back": {
+        "import_notes": False,
+        "write_back": {"mark_imported": False, "set_customer_id": False, "x_out_card_fields": False},
+        "order_field_mappings": {"PoNumber": "po"},
+    },
+}
+
+
+def _transformed(config: ImportConfig, orders: int, seed: int, **options: Any) -> list[TransformedOrder]:
+    """Generated orders, extracted as the REST query reads them, then transformed.
+
+    Every seventh order loses its addresses (no location), every eleventh carries nested
+    metadata (a value that is an object with a list), every thirteenth an unknown country."""
+    store = Store(clock=lambda: NOW)
+    generate(store, orders=orders, seed=seed, now=NOW, **options)
+    query = QueryEngine(store.conn, store.schema).prepare(
+        build_orders_query(config, ExtractWindow(None, None, datetime(2000, 1, 1, tzinfo=UTC))), now=NOW
+    )
+    results = []
+    for n, record in enumerate(query.fetch(query.ids())):
+        order, items = split_order(record, config.order_items_relationship)
+        if n % 7 == 0:
+            order.update({prefix + part: None for prefix in _ADDRESS_PREFIXES for part in _ADDRESS_PARTS})
+        if n % 11 == 0 and "PoNumber" in config.order_field_mappings:
+            order["PoNumber"] = {"lines": [1, 2.5, None, True, ["x", {"y": "z"}]], "note": "Straße ☎"}
+        if n % 13 == 0:
+            order["ShippingCountry"] = "Atlantis"
+        result = transform_order(order, items, config, instance_url="https://acme.my.salesforce.com")
+        if isinstance(result, TransformedOrder):
+            results.append(result)
+    return results
+
+
+@pytest.fixture(scope="module")
+def transformed() -> list[TransformedOrder]:
+    records = []
+    for n, (name, settings) in enumerate(CONFIGS.items()):
+        options = {"dirty_share": 0.3} if name == "mapped" else {}
+        records += _transformed(parse_config(settings), 250, 31 + n, **options)
+    return records
+
+
+def _lists(value: Any) -> Any:
+    """asdict() data with tuples as lists, as JSON has them."""
+    if isinstance(value, tuple | list):
+        return [_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    return value
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)  # unsorted: key order counts
+
+
+def test_the_generated_orders_cover_every_shape(transformed: list[TransformedOrder]) -> None:
+    assert len(transformed) > 500
+    assert any(t.parent_customer is not None for t in transformed)
+    assert any(t.parent_customer is None for t in transformed)
+    assert any(t.location is None for t in transformed)
+    assert any(t.location is not None for t in transformed)
+    assert any(t.warnings for t in transformed)
+    assert any(not t.write_backs for t in transformed) and any(len(t.write_backs) > 1 for t in transformed)
+    assert any(isinstance(t.order.metadata.get("po"), dict) for t in transformed)
+    assert any(item.metadata for t in transformed for item in t.items)
+    assert any(service.item_count > 1 for t in transformed for service in t.services)
+    assert any(not t.items for t in transformed) or any(len(t.items) > 3 for t in transformed)
+
+
+def test_plain_is_asdict_with_lists(transformed: list[TransformedOrder]) -> None:
+    for t in transformed:
+        expected = _lists(dataclasses.asdict(t))
+        encoded = plain(t)
+        assert encoded == expected  # a tuple left in place would differ: (1,) != [1]
+        assert _dump(encoded) == _dump(dataclasses.asdict(t))  # same key order everywhere
+        assert _to_payload(t) == expected
+        # the records inside, on their own
+        assert plain(t.order) == _lists(dataclasses.asdict(t.order))
+        assert [plain(i) for i in t.items] == _lists([dataclasses.asdict(i) for i in t.items])
+        assert plain(t.customer.billing) == dataclasses.asdict(t.customer.billing)
+
+
+def test_plain_copies_rather_than_shares(transformed: list[TransformedOrder]) -> None:
+    t = next(t for t in transformed if isinstance(t.order.metadata.get("po"), dict))
+    encoded = plain(t)
+    encoded["order"]["metadata"]["po"]["note"] = "changed"
+    encoded["order"]["billing"]["city"] = "changed"
+    assert t.order.metadata["po"]["note"] == "Straße ☎"
+    assert t.order.billing.city != "changed"
+    assert encoded["order"]["metadata"]["po"]["lines"] == [1, 2.5, None, True, ["x", {"y": "z"}]]
+
+
+def test_plain_of_other_values_is_unchanged() -> None:
+    address = Address(city="Springfield")
+    skipped = SkippedOrder("801", None, "zero total")
+    assert plain(None) is None and plain("x") == "x" and plain(1.5) == 1.5
+    assert plain((1, (2, [3]), {"a": (4,)})) == [1, [2, [3]], {"a": [4]}]
+    assert plain({"k": address, "l": [skipped]}) == {
+        "k": dataclasses.asdict(address),
+        "l": [{"sf_order_id": "801", "order_number": None, "reason": "zero total"}],
+    }
+
+
+def _fields_in_order(value: Any) -> bool:
+    """Whether every record's __dict__ holds its fields in field order, as __init__ leaves it."""
+    if dataclasses.is_dataclass(value):
+        return list(vars(value)) == [f.name for f in dataclasses.fields(value)] and all(
+            _fields_in_order(v) for v in vars(value).values()
+        )
+    if isinstance(value, tuple):
+        return all(_fields_in_order(v) for v in value)
+    return True
+
+
+def _check_rebuilt(rebuilt: Any, original: Any, *, same_text: bool = True) -> None:
+    """Equal, of the same classes, with the same __dict__ key order, and still frozen."""
+    assert rebuilt == original
+    if same_text:
+        assert _dump(plain(rebuilt)) == _dump(plain(original))
+    assert _fields_in_order(rebuilt)
+    assert type(rebuilt.items) is tuple and type(rebuilt.warnings) is tuple
+    assert hash(rebuilt.order.billing) == hash(original.order.billing)
+    assert hash(rebuilt.customer) == hash(original.customer)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rebuilt.order.billing.city = "x"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rebuilt.content_hash = "x"  # type: ignore[misc]
+
+
+def test_decode_of_encode_gives_the_records_back(transformed: list[TransformedOrder]) -> None:
+    for t in transformed:
+        _check_rebuilt(_from_payload(plain(t)), t)
+        # through JSON text, as staging stores the payloads
+        _check_rebuilt(transformed_from_json(transformed_to_json(t)), t)
+        _check_rebuilt(_from_payload(json.loads(json.dumps([_to_payload(t)]))[0]), t)
+
+
+def _reordered(value: Any) -> Any:
+    """The payload with every object's keys in reverse order (JSONB reorders keys, too)."""
+    if isinstance(value, list):
+        return [_reordered(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _reordered(value[k]) for k in reversed(value)}
+    return value
+
+
+def test_decode_takes_fields_in_field_order_whatever_the_key_order(
+    transformed: list[TransformedOrder],
+) -> None:
+    for t in transformed[::10]:
+        # (metadata and write-back fields are dicts: they keep the payload's order, as before)
+        _check_rebuilt(_from_payload(_reordered(json.loads(transformed_to_json(t)))), t, same_text=False)
+
+
+def test_decode_fills_in_defaults_and_drops_unknown_keys(transformed: list[TransformedOrder]) -> None:
+    t = next(t for t in transformed if t.warnings)
+    payload = json.loads(transformed_to_json(t))
+    del payload["warnings"]  # staged before the field was added
+    payload["added_later"] = 1
+    payload["order"]["unknown"] = {"x": 1}
+    rebuilt = _from_payload(payload)
+    assert rebuilt == dataclasses.replace(t, warnings=())
+    assert list(vars(rebuilt)) == [f.name for f in dataclasses.fields(TransformedOrder)]
+    del payload["content_hash"]  # a required field: refused, as the constructor refuses it
+    with pytest.raises(TypeError, match="content_hash"):
+        _from_payload(payload)
+
+
+def test_records_are_rebuilt_without_init_only_where_init_just_stores_fields() -> None:
+    assert all(_init_only_sets_fields(cls) for cls in RECORD_CLASSES)
+
+    @dataclasses.dataclass(frozen=True)
+    class Normalised:
+        name: str
+        tags: tuple[str, ...] = ()
+
+        def __post_init__(self) -> None:
+            object.__setattr__(self, "name", self.name.strip())
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Slotted:
+        name: str
+
+    assert not _init_only_sets_fields(Normalised) and not _init_only_sets_fields(Slotted)
+    assert _decoder(Normalised)({"name": " x ", "tags": ["a"]}) == Normalised("x", ("a",))
+    assert _decoder(Slotted)({"name": "x", "other": 1}) == Slotted("x")

@@ -544,3 +544,16 @@ def test_unique_run_ids_do_not_collide(created_warehouse):
     stage(created_warehouse, run_b, [staged_order(1, Status="b")])
     assert [o["Status"] for o in staged_records(created_warehouse, run_a)] == ["a"]
     assert [o["Status"] for o in staged_records(created_warehouse, run_b)] == ["b"]
+
+
+def test_staged_batches_are_compressed_with_lz4_on_postgres(postgres_engine):
+    schema = f"lz_{uuid.uuid4().hex[:8]}"
+    create_all(postgres_engine, schema)
+    create_all(postgres_engine, schema)  # a second task finds it set already
+    query = sa.text(
+        "SELECT attcompression FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) AND attname = 'payload'"
+    )
+    with postgres_engine.begin() as conn:
+        compression = conn.execute(query, {"t": f"{schema}.stg_transformed_batches"}).scalar()
+        conn.execute(sa.schema.DropSchema(schema, cascade=True))
+    assert compression == "l"

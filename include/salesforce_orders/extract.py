@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from .model import StagedItem, StagedOrder
 from .progress import Progress
+from .readahead import read_ahead
 from .salesforce import SalesforceOrdersHook
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def stage_pages(
     # An order changed while the run was paging can come twice: the later SystemModstamp wins,
     # with its own items (an id and a stamp per order: small next to the records themselves).
     staged_stamps: dict[str, str] = {}
-    for page in pages:
+    for page in read_ahead(pages):  # the next page is fetched while this one is written
         latest: dict[str, tuple[StagedOrder, list[StagedItem]]] = {}
         superseded = []  # staged by an earlier page: their items are replaced
         for record in page:
@@ -142,7 +143,7 @@ def stage_item_pages(
     from .staging import stage_items
 
     progress = Progress("extract", "order items", api_calls=_calls_of(hook))
-    for page in pages:
+    for page in read_ahead(pages):
         with engine.begin() as conn:
             stage_items(conn, run_id, page, schema=schema)
         summary.items += len(page)

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from .config import ImportConfig
 from .progress import Progress
+from .readahead import read_ahead
 from .validate import InvalidShareExceeded, OrderValidator, ValidationSummary, duplicate_order_numbers
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def validate_run(
         frames, late_duplicates, pending = [], [], 0
 
     progress = Progress("validate", "orders")
-    for chunk in iter_staged(engine, run_id, status=None, chunk_size=min(config.chunk_size, limit), schema=schema):
+    for chunk in read_ahead(iter_staged(engine, run_id, status=None, chunk_size=min(config.chunk_size, limit), schema=schema)):
         frames.append(validator.frame(chunk))
         late_duplicates += duplicate_order_numbers(chunk, seen_numbers)
         pending += len(chunk)

@@ -202,6 +202,7 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     """Transform valid staged orders into warehouse records (pure functions), staged again."""
     from .model import SkippedOrder
     from .progress import Progress
+    from .readahead import read_ahead
     from .staging import clear_transformed, iter_staged, stage_transformed
     from .transform import transform_order
 
@@ -213,7 +214,7 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     with engine.begin() as conn:
         clear_transformed(conn, run_id, schema=schema)
     progress = Progress("transform", "orders")
-    for chunk in iter_staged(engine, run_id, status="valid", chunk_size=config.chunk_size, schema=schema):
+    for chunk in read_ahead(iter_staged(engine, run_id, status="valid", chunk_size=config.chunk_size, schema=schema)):
         records = []
         for order, items in chunk:
             result = transform_order(order, items, config, instance_url=instance_url)
@@ -240,6 +241,7 @@ _LOADED_TABLES = ("external_orders", "writeback_outbox")
 def load(*, run_id: str, max_system_modstamp: str | None) -> dict[str, Any]:
     """Load the run's transformed orders in one transaction; outbox rows and watermark with them."""
     from .load import load_run
+    from .readahead import read_ahead
     from .staging import iter_transformed
 
     config = _config()
@@ -248,7 +250,7 @@ def load(*, run_id: str, max_system_modstamp: str | None) -> dict[str, Any]:
     counts = load_run(
         engine,
         run_id,
-        iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema),
+        read_ahead(iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema)),
         schema=schema,
         watermark=max_system_modstamp,
     )

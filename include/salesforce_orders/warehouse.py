@@ -23,7 +23,8 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.ddl import CreateTableAs, CreateView, DropTable, DropView
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.ddl import CreateTableAs, CreateView, DropTable, DropView, ExecutableDDLElement
 
 from .model import LIFECYCLE_STATES, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED
 
@@ -442,15 +443,35 @@ def _compress_with_lz4(conn: sa.Connection, column: sa.Column) -> None:
     attribute = sa.text(
         "SELECT attcompression FROM pg_attribute WHERE attrelid = CAST(:table AS regclass) AND attname = :column"
     )
-    preparer = conn.dialect.identifier_preparer
-    table = preparer.format_table(column.table)
+    table = conn.dialect.identifier_preparer.format_table(column.table)
     try:
         with conn.begin_nested():
             if conn.execute(attribute, {"table": table, "column": column.name}).scalar() == "l":
                 return
-            conn.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN {preparer.quote(column.name)} SET COMPRESSION lz4"))
+            conn.execute(_SetLz4Compression(column))
     except sa.exc.DBAPIError as exc:
         log.info("%s.%s stays compressed with pglz: %s", table, column.name, str(exc.orig).strip())
+
+
+class _SetLz4Compression(ExecutableDDLElement):
+    def __init__(self, column: sa.Column):
+        self.column = column
+
+
+@compiles(_SetLz4Compression)
+def _compile_set_lz4_compression(element: _SetLz4Compression, compiler: Any, **_kw: Any) -> str:
+    preparer = compiler.preparer
+    return f"ALTER TABLE {preparer.format_table(element.column.table)} ALTER COLUMN {preparer.format_column(element.column)} SET COMPRESSION lz4"
+
+
+class _Analyze(ExecutableDDLElement):
+    def __init__(self, table: sa.Table):
+        self.table = table
+
+
+@compiles(_Analyze)
+def _compile_analyze(element: _Analyze, compiler: Any, **_kw: Any) -> str:
+    return f"ANALYZE {compiler.preparer.format_table(element.table)}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -925,9 +946,8 @@ def analyze(conn: sa.Connection, *tables: sa.Table) -> None:
     """
     if conn.dialect.name != "postgresql":
         return
-    preparer = conn.dialect.identifier_preparer
     for table in tables:
-        conn.execute(sa.text(f"ANALYZE {preparer.format_table(table)}"))
+        conn.execute(_Analyze(table))
 
 
 def in_batches(values: Sequence[Any], size: int = UPSERT_BATCH_SIZE) -> list[Sequence[Any]]:

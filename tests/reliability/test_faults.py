@@ -18,7 +18,8 @@ import pytest
 import sqlalchemy as sa
 from airflow.sdk.exceptions import AirflowFailException
 
-from salesforce_orders import staging, writeback
+from salesforce_orders import writeback
+from salesforce_orders.salesforce import SalesforceOrdersHook
 from salesforce_orders.stages import SalesforceUnavailable
 from salesforce_orders.warehouse import WarehouseConnectionError, parse_utc, tables
 from salesforce_orders_local.airflow_env import postgres_warehouse_connection, sqlite_warehouse_connection
@@ -29,21 +30,26 @@ from salesforce_orders_local.airflow_env import postgres_warehouse_connection, s
 
 
 def after_first_page(monkeypatch: pytest.MonkeyPatch, action: Callable[[], Any]) -> list[float]:
-    """Run ``action`` once the extract has staged its first page, i.e. while it is paging.
+    """Run ``action`` once the extract has received its first page of orders, before it asks for
+    the next one, i.e. while it is paging. (Pages are read ahead of staging, so the moment is
+    taken where they are read.)
 
-    Returns the times at which pages were staged (to see how long the next page took)."""
-    staged_at: list[float] = []
-    stage_orders = staging.stage_orders
+    Returns the times at which pages arrived (to see how long the next page took)."""
+    received_at: list[float] = []
+    iter_query_pages = SalesforceOrdersHook.iter_query_pages
 
-    def stage_then_act(*args: Any, **kwargs: Any) -> int:
-        count = stage_orders(*args, **kwargs)
-        staged_at.append(time.monotonic())
-        if len(staged_at) == 1:
-            action()
-        return count
+    def page_then_act(self: SalesforceOrdersHook, *args: Any, **kwargs: Any) -> Iterator[list[dict]]:
+        if received_at:  # a later query of the run (the status check): not the extract's paging
+            yield from iter_query_pages(self, *args, **kwargs)
+            return
+        for page in iter_query_pages(self, *args, **kwargs):
+            received_at.append(time.monotonic())
+            yield page
+            if len(received_at) == 1:
+                action()
 
-    monkeypatch.setattr(staging, "stage_orders", stage_then_act)
-    return staged_at
+    monkeypatch.setattr(SalesforceOrdersHook, "iter_query_pages", page_then_act)
+    return received_at
 
 
 def record_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
@@ -113,15 +119,15 @@ def api_used(p) -> int:
 def test_503_burst_while_paging_is_retried_with_backoff_and_the_run_completes(sqlite_pipeline, monkeypatch):
     pipeline = sqlite_pipeline
     expected = pipeline.expected_order_ids()
-    staged_at = after_first_page(monkeypatch, lambda: pipeline.org.admin.set_faults(error_503_burst=3))
+    received_at = after_first_page(monkeypatch, lambda: pipeline.org.admin.set_faults(error_503_burst=3))
 
     run = pipeline.run()
 
     assert run.succeeded, run.error
     assert injected(pipeline)["error_503"] == 3
-    assert len(staged_at) == run.results["extract"]["pages"] >= 2
+    assert len(received_at) == run.results["extract"]["pages"] >= 2
     # urllib3 waited 0, 1 and 2 seconds between the attempts for page two
-    assert staged_at[1] - staged_at[0] >= 3.0
+    assert received_at[1] - received_at[0] >= 3.0
     assert run.results["extract"]["extracted"] == len(expected)
     assert_every_order_once(pipeline, expected)
     assert_written_back(pipeline)

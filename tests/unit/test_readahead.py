@@ -1,0 +1,74 @@
+"""read_ahead: chunks produced by a background thread, in order, bounded, errors raised where they belong."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from salesforce_orders.readahead import read_ahead
+
+
+def test_yields_every_chunk_in_order_from_another_thread():
+    threads = []
+
+    def chunks():
+        for n in range(50):
+            threads.append(threading.current_thread())
+            yield [n, n + 1]
+
+    assert list(read_ahead(chunks())) == [[n, n + 1] for n in range(50)]
+    assert threading.current_thread() not in threads
+
+
+def test_the_producer_runs_at_most_depth_chunks_ahead():
+    produced = []
+
+    def chunks():
+        for n in range(10):
+            produced.append(n)
+            yield n
+
+    reader = read_ahead(chunks(), depth=2)
+    assert next(reader) == 0
+    time.sleep(0.3)  # time enough to run far ahead if nothing held it back
+    # one chunk handed over, two waiting, one produced and blocked on the full queue
+    assert len(produced) <= 4
+    assert list(reader) == list(range(1, 10))
+
+
+def test_a_producer_error_is_raised_to_the_consumer_after_the_chunks_before_it():
+    def chunks():
+        yield 1
+        yield 2
+        raise LookupError("staged batch 3 is unreadable")
+
+    reader = read_ahead(chunks())
+    assert [next(reader), next(reader)] == [1, 2]
+    with pytest.raises(LookupError, match="staged batch 3"):
+        next(reader)
+
+
+def test_the_producer_stops_when_the_consumer_stops():
+    produced = []
+
+    def chunks():
+        for n in range(1000):
+            produced.append(n)
+            yield n
+
+    reader = read_ahead(chunks())
+    for chunk in reader:
+        if chunk == 3:
+            break
+    reader.close()  # what leaving a for loop's generator does when it is collected
+    settled = len(produced)
+    time.sleep(0.5)
+    assert len(produced) == settled < 10
+    assert not [t for t in threading.enumerate() if t.name == "read-ahead"]
+
+
+def test_depth_must_be_positive():
+    with pytest.raises(ValueError, match="depth"):
+        next(read_ahead([1], depth=0))

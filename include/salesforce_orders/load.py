@@ -235,21 +235,25 @@ def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str]) -
 
 
 def _replace_children(
-    conn: sa.Connection, table: sa.Table, key: str, stored_ids: list[str], rows: list[dict[str, Any]]
+    conn: sa.Connection, table: sa.Table, key: str, stored_ids: set[str], rows: list[dict[str, Any]]
 ) -> None:
-    """Upsert the orders' items (or services) and delete those the new versions no longer have.
+    """Write the orders' items (or services) and delete those the new versions no longer have.
 
-    ``stored_ids``: the orders among them stored before this batch, the only ones with children."""
-    keep = {row[key] for row in rows}
-    existing = select_in(conn, table, [table.c[key]], table.c.sf_order_id, stored_ids)
+    ``stored_ids``: the orders among them stored before this batch, the only ones with children.
+    The children of new orders are new too (an item belongs to one order for good, a service key
+    starts with its order's id): they are inserted, without the merge an upsert costs."""
+    of_stored = [row for row in rows if row["sf_order_id"] in stored_ids]
+    insert_rows(conn, table, [row for row in rows if row["sf_order_id"] not in stored_ids])
+    keep = {row[key] for row in of_stored}
+    existing = select_in(conn, table, [table.c[key]], table.c.sf_order_id, sorted(stored_ids))
     stale = sorted(row[0] for row in existing if row[0] not in keep)
     for batch in in_batches(stale):
         conn.execute(sa.delete(table).where(one_of(conn, table.c[key], batch)))
-    upsert(conn, table, rows, [key])
+    upsert(conn, table, of_stored, [key])
 
 
 def _write_items_and_services(
-    conn: sa.Connection, t: Tables, written: list[TransformedOrder], stored_ids: list[str], run_id: str
+    conn: sa.Connection, t: Tables, written: list[TransformedOrder], stored_ids: set[str], run_id: str
 ) -> None:
     # vars(), not asdict(): these records are flat, and asdict's deep copies dominate a large load
     items = [{**vars(item), "last_run_id": run_id} for r in written for item in r.items]
@@ -363,8 +367,13 @@ def _load_batch(conn: sa.Connection, t: Tables, run_id: str, batch: list[Transfo
         return s.sf_state_changed_at if s is not None and s.sf_state == SF_ACTIVE else now
 
     rows = [_order_row(r, run_id, now, state_changed_at(r)) for r in written]
-    upsert(conn, t.external_orders, rows, ["sf_order_id"], _all_but(rows[0], "sf_order_id", "first_imported_at"))
-    _write_items_and_services(conn, t, written, [r.order.sf_order_id for r in changed], run_id)
+    # Orders not stored a moment ago in this transaction are inserted outright: only this DAG
+    # writes orders, one run at a time (max_active_runs=1). The changed ones are merged.
+    insert_rows(conn, t.external_orders, [row for row in rows if row["sf_order_id"] not in stored])
+    changed_rows = [row for row in rows if row["sf_order_id"] in stored]
+    if changed_rows:
+        upsert(conn, t.external_orders, changed_rows, ["sf_order_id"], _all_but(changed_rows[0], "sf_order_id", "first_imported_at"))
+    _write_items_and_services(conn, t, written, {r.order.sf_order_id for r in changed}, run_id)
     tally.write_backs |= _write_outbox(conn, t, written, run_id, now)
     tally.recount |= {r.customer.customer_id for r in written} | {r.location.customer_id for r in written if r.location}
 

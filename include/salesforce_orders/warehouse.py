@@ -855,17 +855,18 @@ def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], 
     preparer = conn.dialect.identifier_preparer
     names = [column.name for column in columns]
     sql = f"COPY {preparer.format_table(target)} ({', '.join(preparer.quote(n) for n in names)}) FROM STDIN"
-    # itemgetter of a single name returns the value itself, not a 1-tuple
-    values = operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
-    converters = [(i, f) for i, column in enumerate(columns) if (f := _copy_converter(column.type, conn.dialect))]
     if not conn.in_transaction():
         conn.begin()  # as conn.execute() would: the caller's commit() must cover the COPY
     try:
+        # Converted column by column (map runs the loop in C), then zipped back into records:
+        # a Python loop over every value of every row cost a quarter of a large load.
+        values = []
+        for name, column in zip(names, columns, strict=True):
+            column_values = list(map(operator.itemgetter(name), rows))
+            convert = _copy_converter(column.type, conn.dialect)
+            values.append(list(map(convert, column_values)) if convert else column_values)
         with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
-            for row in rows:
-                record = list(values(row))
-                for i, convert in converters:
-                    record[i] = convert(record[i])
+            for record in zip(*values, strict=True):
                 copy.write_row(record)
     except Exception as exc:
         # raised as conn.execute() would: a DBAPIError subclass, or a StatementError for a

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from .model import READY, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED, Address, CustomerRecord, TransformedOrder
 from .progress import Progress
+from .readahead import read_ahead
 from .warehouse import (
     OUTBOX_DEAD,
     OUTBOX_PENDING,
@@ -186,13 +187,17 @@ def _all_but(row: dict[str, Any], *kept: str) -> list[str]:
     return [column for column in row if column not in kept]
 
 
-def _write_customers(conn: sa.Connection, t: Tables, written: list[TransformedOrder], now: datetime, tally: _RunTally) -> None:
+def _customer_rows(written: list[TransformedOrder], now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The parents' rows and the orders' own accounts' rows."""
+    parents = [_customer_row(r.parent_customer, now) for r in written if r.parent_customer is not None]
+    return parents, [_customer_row(r.customer, now) for r in written]
+
+
+def _write_customers(conn: sa.Connection, t: Tables, parents: list[dict[str, Any]], full: list[dict[str, Any]]) -> None:
     """Parents first, insert-only: a parent known only by name never overwrites a full record.
     Then the orders' own accounts, updated only when their content changed."""
     c = t.customers
-    parents = [_customer_row(r.parent_customer, now) for r in written if r.parent_customer is not None]
     upsert(conn, c, parents, ["sf_account_id"], update_columns=[])
-    full = [_customer_row(r.customer, now) for r in written]
     upsert(
         conn,
         c,
@@ -201,12 +206,11 @@ def _write_customers(conn: sa.Connection, t: Tables, written: list[TransformedOr
         _all_but(full[0], "sf_account_id", "first_imported_at"),
         update_where=lambda incoming: c.c.content_hash != incoming.content_hash,
     )
-    tally.customers.update(row["sf_account_id"] for row in parents + full)
 
 
-def _write_locations(conn: sa.Connection, t: Tables, written: list[TransformedOrder], now: datetime, tally: _RunTally) -> None:
+def _location_rows(written: list[TransformedOrder], now: datetime) -> list[dict[str, Any]]:
     # The id is a hash of customer and normalised address: an existing id is the same location.
-    rows = [
+    return [
         {
             "location_id": loc.location_id,
             "customer_id": loc.customer_id,
@@ -217,8 +221,6 @@ def _write_locations(conn: sa.Connection, t: Tables, written: list[TransformedOr
         for loc in (r.location for r in written)
         if loc is not None
     ]
-    upsert(conn, t.customer_locations, rows, ["location_id"], update_columns=[])
-    tally.locations.update(row["location_id"] for row in rows)
 
 
 def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str]) -> None:
@@ -252,14 +254,12 @@ def _replace_children(
     upsert(conn, table, of_stored, [key])
 
 
-def _write_items_and_services(
-    conn: sa.Connection, t: Tables, written: list[TransformedOrder], stored_ids: set[str], run_id: str
-) -> None:
+def _child_rows(written: list[TransformedOrder], run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The orders' item rows and service rows."""
     # vars(), not asdict(): these records are flat, and asdict's deep copies dominate a large load
     items = [{**vars(item), "last_run_id": run_id} for r in written for item in r.items]
     services = [dict(vars(service)) for r in written for service in r.services]
-    _replace_children(conn, t.external_order_items, "sf_order_item_id", stored_ids, items)
-    _replace_children(conn, t.order_services, "service_key", stored_ids, services)
+    return items, services
 
 
 def _write_outbox(
@@ -331,10 +331,35 @@ def _release_quarantine(conn: sa.Connection, t: Tables, order_ids: list[str], no
     )
 
 
-def _load_batch(conn: sa.Connection, t: Tables, run_id: str, batch: list[TransformedOrder], now: datetime, tally: _RunTally) -> None:
+@dataclass
+class _PreparedBatch:
+    """One batch, classified against the stored orders and turned into rows: everything the
+    load can do before it writes, so it is done ahead (see load_run) while the previous batch
+    is being written."""
+
+    order_ids: list[str]
+    inserted: int
+    updated: int
+    unchanged: int
+    written: list[TransformedOrder]  # new and changed, oldest Salesforce version first
+    stored_ids: set[str]  # of the written ones, those stored before (the changed ones)
+    parents: list[dict[str, Any]] = field(default_factory=list)
+    customers: list[dict[str, Any]] = field(default_factory=list)
+    locations: list[dict[str, Any]] = field(default_factory=list)
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
+    services: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _prepare_batch(engine: sa.Engine, t: Tables, run_id: str, batch: list[TransformedOrder], now: datetime) -> _PreparedBatch:
+    """Classify the batch's orders (new, changed, unchanged) and build the rows to write.
+
+    The stored orders are read on a connection of their own: the load's transaction has not
+    written these orders (each order of a run is in one batch), so it would see the same."""
     records = list({r.order.sf_order_id: r for r in batch}.values())
     order_ids = [r.order.sf_order_id for r in records]
-    stored = _stored_orders(conn, t, order_ids)
+    with engine.connect() as conn:
+        stored = _stored_orders(conn, t, order_ids)
     new = [r for r in records if r.order.sf_order_id not in stored]
     # A changed hash, or an order we had marked deactivated/deleted that is Activated again.
     changed = [
@@ -351,29 +376,49 @@ def _load_batch(conn: sa.Connection, t: Tables, run_id: str, batch: list[Transfo
         if r.order.sf_order_id not in written_ids and stored[r.order.sf_order_id].last_run_id == run_id
     ]
     inserted_before = sum(1 for row in earlier_try if row.first_imported_at == row.last_imported_at)
-    tally.counts.inserted += len(new) + inserted_before
-    tally.counts.updated += len(changed) + len(earlier_try) - inserted_before
-    tally.counts.unchanged += len(records) - len(new) - len(changed) - len(earlier_try)
-    _release_quarantine(conn, t, order_ids, now)
-    written = _by_modstamp(new + changed)
-    if not written:
-        return
-
-    _write_customers(conn, t, written, now, tally)
-    _write_locations(conn, t, written, now, tally)
+    prepared = _PreparedBatch(
+        order_ids=order_ids,
+        inserted=len(new) + inserted_before,
+        updated=len(changed) + len(earlier_try) - inserted_before,
+        unchanged=len(records) - len(new) - len(changed) - len(earlier_try),
+        written=_by_modstamp(new + changed),
+        stored_ids={r.order.sf_order_id for r in changed},
+    )
+    if not prepared.written:
+        return prepared
 
     def state_changed_at(r: TransformedOrder) -> datetime:
         s = stored.get(r.order.sf_order_id)
         return s.sf_state_changed_at if s is not None and s.sf_state == SF_ACTIVE else now
 
-    rows = [_order_row(r, run_id, now, state_changed_at(r)) for r in written]
-    # Orders not stored a moment ago in this transaction are inserted outright: only this DAG
-    # writes orders, one run at a time (max_active_runs=1). The changed ones are merged.
-    insert_rows(conn, t.external_orders, [row for row in rows if row["sf_order_id"] not in stored])
-    changed_rows = [row for row in rows if row["sf_order_id"] in stored]
+    prepared.parents, prepared.customers = _customer_rows(prepared.written, now)
+    prepared.locations = _location_rows(prepared.written, now)
+    prepared.orders = [_order_row(r, run_id, now, state_changed_at(r)) for r in prepared.written]
+    prepared.items, prepared.services = _child_rows(prepared.written, run_id)
+    return prepared
+
+
+def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBatch, now: datetime, tally: _RunTally) -> None:
+    tally.counts.inserted += batch.inserted
+    tally.counts.updated += batch.updated
+    tally.counts.unchanged += batch.unchanged
+    _release_quarantine(conn, t, batch.order_ids, now)
+    written = batch.written
+    if not written:
+        return
+    _write_customers(conn, t, batch.parents, batch.customers)
+    tally.customers.update(row["sf_account_id"] for row in batch.parents + batch.customers)
+    upsert(conn, t.customer_locations, batch.locations, ["location_id"], update_columns=[])
+    tally.locations.update(row["location_id"] for row in batch.locations)
+    # Orders not stored when the batch was prepared are inserted outright: only this DAG writes
+    # orders, one run at a time (max_active_runs=1). The changed ones are merged.
+    stored = batch.stored_ids
+    insert_rows(conn, t.external_orders, [row for row in batch.orders if row["sf_order_id"] not in stored])
+    changed_rows = [row for row in batch.orders if row["sf_order_id"] in stored]
     if changed_rows:
         upsert(conn, t.external_orders, changed_rows, ["sf_order_id"], _all_but(changed_rows[0], "sf_order_id", "first_imported_at"))
-    _write_items_and_services(conn, t, written, {r.order.sf_order_id for r in changed}, run_id)
+    _replace_children(conn, t.external_order_items, "sf_order_item_id", stored, batch.items)
+    _replace_children(conn, t.order_services, "service_key", stored, batch.services)
     tally.write_backs |= _write_outbox(conn, t, written, run_id, now)
     tally.recount |= {r.customer.customer_id for r in written} | {r.location.customer_id for r in written if r.location}
 
@@ -409,10 +454,13 @@ def load_run(
     t = tables(schema)
     tally = _RunTally()
     progress = Progress("load", "orders")
+    # Reading, decoding and preparing the next batch (Python) overlaps writing this one (mostly
+    # waiting for the database).
+    prepared = read_ahead(_prepare_batch(engine, t, run_id, batch, now) for batch in _batches(chunks))
     with engine.begin() as conn:
-        for batch in _batches(chunks):
-            _load_batch(conn, t, run_id, batch, now, tally)
-            progress.add(len(batch), f"{tally.counts.inserted} inserted, {tally.counts.updated} updated")
+        for batch in prepared:
+            _write_batch(conn, t, run_id, batch, now, tally)
+            progress.add(len(batch.order_ids), f"{tally.counts.inserted} inserted, {tally.counts.updated} updated")
         # once for the run, not per batch: a customer's orders are spread over many batches
         _recount_locations(conn, t, tally.recount)
         if watermark:

@@ -266,7 +266,6 @@ _LOADED_TABLES = ("external_orders", "writeback_outbox")
 def load(*, run_id: str, max_system_modstamp: str | None) -> dict[str, Any]:
     """Load the run's transformed orders in one transaction; outbox rows and watermark with them."""
     from .load import load_run
-    from .readahead import read_ahead
     from .staging import iter_transformed
 
     config = _config()
@@ -275,7 +274,7 @@ def load(*, run_id: str, max_system_modstamp: str | None) -> dict[str, Any]:
     counts = load_run(
         engine,
         run_id,
-        read_ahead(iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema)),
+        iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema),
         schema=schema,
         watermark=max_system_modstamp,
     )

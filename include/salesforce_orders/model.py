@@ -229,8 +229,9 @@ def _record_encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
     return encode_record
 
 
-# Records before the records holding them: a field's converter is looked up as its record's is built.
-for _cls in (
+# Every record class, records before the records holding them: a field's converter is looked up
+# as its record's is built.
+RECORD_CLASSES = (
     Address,
     CustomerRecord,
     LocationRecord,
@@ -240,6 +241,7 @@ for _cls in (
     WriteBack,
     TransformedOrder,
     SkippedOrder,
-):
+)
+for _cls in RECORD_CLASSES:
     _ENCODERS[_cls] = _record_encoder(_cls)
 del _cls

@@ -18,15 +18,10 @@ import pytest
 from salesforce_orders.config import ImportConfig, parse_config
 from salesforce_orders.extract import split_order
 from salesforce_orders.model import (
+    RECORD_CLASSES,
     Address,
-    CustomerRecord,
-    ItemRecord,
-    LocationRecord,
-    OrderRecord,
-    ServiceRecord,
     SkippedOrder,
     TransformedOrder,
-    WriteBack,
     plain,
 )
 from salesforce_orders.soql import ExtractWindow, build_orders_query
@@ -44,17 +39,6 @@ from salesforce_sandbox.soql.engine import QueryEngine
 from salesforce_sandbox.store import Store
 
 NOW = datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
-RECORD_CLASSES = (
-    Address,
-    CustomerRecord,
-    LocationRecord,
-    OrderRecord,
-    ItemRecord,
-    ServiceRecord,
-    WriteBack,
-    TransformedOrder,
-    SkippedOrder,
-)
 _ADDRESS_PREFIXES = ("Billing", "Shipping", "Account.Billing")
 _ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country")
 

@@ -15,6 +15,10 @@ Rows are marked ``PROCESSING`` (committed) before each call, so a crash between 
 the bookkeeping leaves them ``PROCESSING``: the next run sends them again, which is harmless
 because every write is an idempotent field update.
 
+Batches go to Salesforce one at a time from a thread of their own; while one is there, the
+outcomes of the one before are recorded and the next one is marked. When a call fails, the
+batch already sent after it is still recorded before the error is raised.
+
 Each order's lifecycle follows its rows: ``PROCESSING`` while any is in flight or waiting,
 ``COMPLETE`` when all are done, ``FAILED`` (with the error) when one failed or is dead.
 """
@@ -25,6 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,6 +83,16 @@ class WriteBackSummary:
             "status_skipped": self.status_skipped,
             "errors_by_code": dict(sorted(self.errors_by_code.items())),
         }
+
+
+@dataclass
+class _Round:
+    """One batch of outbox rows on its way: the rows, what is sent for them, and the call in flight."""
+
+    rows: list[Any]
+    payloads: list[tuple[Any, dict]]  # (row, record sent)
+    nothing_to_write: list[Any]  # rows with nothing left to write for this org: done
+    delivery: Future | None  # (results, API calls)
 
 
 @dataclass(frozen=True)
@@ -230,19 +245,21 @@ class OutboxDrainer:
 
     # ---- sending ----------------------------------------------------------------------
 
-    def _deliver(self, payloads: list[dict], bulk: bool) -> list[dict]:
-        """Per-record results, in order: sObject Collections, or one Bulk ingest job per object."""
+    def _deliver(self, payloads: list[dict], bulk: bool) -> tuple[list[dict], int]:
+        """Per-record results, in order: sObject Collections, or one Bulk ingest job per object;
+        and the API calls it took."""
+        calls_before = self.hook.usage.calls
         if not bulk:
-            return self.hook.update_records(payloads)
+            return self.hook.update_records(payloads), self.hook.usage.calls - calls_before
         results: dict[int, dict] = {}
         for sf_object in dict.fromkeys(p["attributes"]["type"] for p in payloads):
             positions = [i for i, p in enumerate(payloads) if p["attributes"]["type"] == sf_object]
             answers = self.hook.bulk_update(sf_object, [{k: v for k, v in payloads[i].items() if k != "attributes"} for i in positions])
             results.update(zip(positions, answers, strict=True))
-        return [results[i] for i in range(len(payloads))]
+        return [results[i] for i in range(len(payloads))], self.hook.usage.calls - calls_before
 
-    def _send(self, rows: list[Any], org: OrgCapabilities, bulk: bool = False) -> list[Any]:
-        """Send one batch; returns the rows that failed transiently (for an in-run retry)."""
+    def _dispatch(self, rows: list[Any], org: OrgCapabilities, bulk: bool, salesforce: ThreadPoolExecutor) -> _Round:
+        """Mark a batch as being sent (committed first) and hand it to the Salesforce thread."""
         payloads: list[tuple[Any, dict]] = []
         nothing_to_write: list[Any] = []
         for row in rows:
@@ -253,24 +270,38 @@ class OutboxDrainer:
             else:
                 nothing_to_write.append(row)
         self._mark_sending(rows)
+        delivery = salesforce.submit(self._deliver, [p for _, p in payloads], bulk) if payloads else None
+        return _Round(rows, payloads, nothing_to_write, delivery)
+
+    def _settle(self, batch: _Round) -> list[Any]:
+        """Record a sent batch's outcomes; returns the rows that failed transiently (for an in-run retry)."""
         try:
-            calls_before = self.hook.usage.calls
-            results = self._deliver([p for _, p in payloads], bulk) if payloads else []
-            self.summary.calls += self.hook.usage.calls - calls_before
+            results, calls = batch.delivery.result() if batch.delivery else ([], 0)
         except Exception:
             # The call itself failed (network, limit): nothing was recorded as sent; retry later.
             with self.engine.begin() as conn:
-                self._set_rows(conn, [r.id for r in rows], state=PENDING)
+                self._set_rows(conn, [r.id for r in batch.rows], state=PENDING)
             raise
-        outcomes = [self._outcome(row, {"success": True}) for row in nothing_to_write]
-        padded = results + [None] * (len(payloads) - len(results))
-        outcomes += [self._outcome(row, result) for (row, _), result in zip(payloads, padded, strict=True)]
+        self.summary.calls += calls
+        outcomes = [self._outcome(row, {"success": True}) for row in batch.nothing_to_write]
+        padded = results + [None] * (len(batch.payloads) - len(results))
+        outcomes += [self._outcome(row, result) for (row, _), result in zip(batch.payloads, padded, strict=True)]
         with self.engine.begin() as conn:
             self._store_outcomes(conn, outcomes)
-        by_id = {row.id: row for row in rows}
+        by_id = {row.id: row for row in batch.rows}
         transient = [by_id[o["id"]] for o in outcomes if o["state"] == PENDING]
-        self.summary.attempted += len(rows)
+        self.summary.attempted += len(batch.rows)
         return transient
+
+    def _settle_with_retries(self, batch: _Round, org: OrgCapabilities, salesforce: ThreadPoolExecutor) -> None:
+        transient = self._settle(batch)
+        delay = IN_RUN_RETRY_DELAY
+        for _ in range(IN_RUN_RETRIES):
+            if not transient:
+                break
+            self.sleep(delay)
+            delay *= 2
+            transient = self._settle(self._dispatch(self._reload(transient), org, False, salesforce))  # few rows: collections
 
     def drain(self) -> WriteBackSummary:
         describe = self.hook.describe(self.order_object)
@@ -284,24 +315,38 @@ class OutboxDrainer:
         if bulk:
             log.info("More than %d write-backs due: sending them with Bulk API 2.0 ingest jobs", self.bulk_threshold)
         touched = self._in_flight_orders()
-        last_id = 0
-        while True:
-            rows = self._due_rows(last_id, BULK_JOB_RECORDS if bulk else COLLECTION_LIMIT)
-            if not rows:
-                break
-            last_id = rows[-1].id
-            touched.update(r.sf_order_id for r in rows)
-            transient = self._send(rows, org, bulk)
-            delay = IN_RUN_RETRY_DELAY
-            for _ in range(IN_RUN_RETRIES):
-                if not transient:
-                    break
-                self.sleep(delay)
-                delay *= 2
-                transient = self._send(self._reload(transient), org)  # few rows: collections
+        # One thread talks to Salesforce, one batch at a time, while this one records the outcomes
+        # of the previous batch and marks the next: Salesforce's work and the warehouse's overlap.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-back") as salesforce:
+            in_flight: _Round | None = None
+            try:
+                last_id = 0
+                while True:
+                    rows = self._due_rows(last_id, BULK_JOB_RECORDS if bulk else COLLECTION_LIMIT)
+                    sent = None
+                    if rows:
+                        last_id = rows[-1].id
+                        touched.update(r.sf_order_id for r in rows)
+                        sent = self._dispatch(rows, org, bulk, salesforce)
+                    previous, in_flight = in_flight, sent
+                    if previous is not None:
+                        self._settle_with_retries(previous, org, salesforce)
+                    if not rows:
+                        break
+            except Exception:
+                if in_flight is not None:
+                    self._settle_after_failure(in_flight)
+                raise
         self._count_final_states(touched)
         self.update_lifecycles(touched)
         return self.summary
+
+    def _settle_after_failure(self, batch: _Round) -> None:
+        """A later batch already sent when an earlier one failed: keep what Salesforce answered."""
+        try:
+            self._settle(batch)
+        except Exception:
+            log.warning("Write-back of %d rows stopped with an earlier failure; they are sent again next run", len(batch.rows))
 
     def _in_flight_orders(self) -> set[str]:
         """Orders an earlier write-back left PROCESSING when it stopped or died half-way: their

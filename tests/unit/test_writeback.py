@@ -422,3 +422,29 @@ def test_450_rows_go_out_in_three_calls_of_at_most_200(engine, loaded):
     with engine.connect() as conn:
         states = conn.execute(sa.select(orders.c.lifecycle_state, sa.func.count()).group_by(orders.c.lifecycle_state)).all()
     assert [tuple(row) for row in states] == [("COMPLETE", 225)]
+
+
+def test_a_failed_call_keeps_the_outcomes_of_the_batches_around_it(engine, loaded):
+    # Batches are sent one at a time while the outcomes of the one before are recorded: when a
+    # call fails, the batch before it is recorded and the batch already sent after it too.
+    loaded(*range(1, 226))  # 450 rows: three calls
+    hook = FakeSalesforce()
+    update_records = hook.update_records
+
+    def second_call_fails(records: list[dict]) -> list[dict]:
+        if len(hook.calls) == 1 and not getattr(hook, "failed_once", False):
+            hook.failed_once = True
+            raise SalesforceApiError("Salesforce answered 503", code="SERVER_UNAVAILABLE", status=503)
+        return update_records(records)
+
+    hook.update_records = second_call_fails  # type: ignore[method-assign]
+
+    with pytest.raises(SalesforceApiError):
+        drain(engine, hook)
+
+    states = [r["state"] for r in outbox(engine)]
+    assert states[:200] == ["DONE"] * 200
+    assert states[200:400] == ["PENDING"] * 200
+    assert states[400:] == ["DONE"] * 50  # already sent when the failure was seen
+    assert drain(engine, hook, run_id="run-wb-2").attempted == 200
+    assert {r["state"] for r in outbox(engine)} == {"DONE"}

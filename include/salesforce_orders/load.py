@@ -66,6 +66,7 @@ class _RunTally:
 
     counts: LoadCounts = field(default_factory=LoadCounts)
     customers: set[str] = field(default_factory=set)
+    customer_hashes: dict[str, str] = field(default_factory=dict)  # as this run last wrote them
     locations: set[str] = field(default_factory=set)
     write_backs: set[tuple[str, str]] = field(default_factory=set)  # (sObject, record id)
     recount: set[str] = field(default_factory=set)  # customer ids whose locations may have changed
@@ -198,14 +199,15 @@ def _write_customers(conn: sa.Connection, t: Tables, parents: list[dict[str, Any
     Then the orders' own accounts, updated only when their content changed."""
     c = t.customers
     upsert(conn, c, parents, ["sf_account_id"], update_columns=[])
-    upsert(
-        conn,
-        c,
-        full,
-        ["sf_account_id"],
-        _all_but(full[0], "sf_account_id", "first_imported_at"),
-        update_where=lambda incoming: c.c.content_hash != incoming.content_hash,
-    )
+    if full:
+        upsert(
+            conn,
+            c,
+            full,
+            ["sf_account_id"],
+            _all_but(full[0], "sf_account_id", "first_imported_at"),
+            update_where=lambda incoming: c.c.content_hash != incoming.content_hash,
+        )
 
 
 def _location_rows(written: list[TransformedOrder], now: datetime) -> list[dict[str, Any]]:
@@ -406,10 +408,16 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
     written = batch.written
     if not written:
         return
-    _write_customers(conn, t, batch.parents, batch.customers)
-    tally.customers.update(row["sf_account_id"] for row in batch.parents + batch.customers)
-    upsert(conn, t.customer_locations, batch.locations, ["location_id"], update_columns=[])
-    tally.locations.update(row["location_id"] for row in batch.locations)
+    # An account has orders in many batches: what this run already wrote is not sent again (the
+    # merge would leave it as it is), which spares most customer and location rows of a large run.
+    parents = [row for row in batch.parents if row["sf_account_id"] not in tally.customers]
+    customers = [row for row in batch.customers if tally.customer_hashes.get(row["sf_account_id"]) != row["content_hash"]]
+    _write_customers(conn, t, parents, customers)
+    tally.customers.update(row["sf_account_id"] for row in parents + customers)
+    tally.customer_hashes.update((row["sf_account_id"], row["content_hash"]) for row in customers)
+    locations = [row for row in batch.locations if row["location_id"] not in tally.locations]
+    upsert(conn, t.customer_locations, locations, ["location_id"], update_columns=[])
+    tally.locations.update(row["location_id"] for row in locations)
     # Orders not stored when the batch was prepared are inserted outright: only this DAG writes
     # orders, one run at a time (max_active_runs=1). The changed ones are merged.
     stored = batch.stored_ids

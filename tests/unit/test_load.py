@@ -326,3 +326,20 @@ def test_load_counts_as_dict(make_transformed):
     assert LoadCounts(1, 2, 3, 4, 5, 6).as_dict() == {
         "inserted": 1, "updated": 2, "unchanged": 3, "outbox_rows": 4, "customers": 5, "locations": 6,
     }
+
+
+def test_an_account_in_many_batches_is_written_once_unless_its_content_changes(created_warehouse, make_transformed, monkeypatch, capture_sql):
+    target = created_warehouse
+    monkeypatch.setattr(load, "ORDERS_PER_BATCH", 1)
+    same = [make_transformed(n, account=1, parent_account=9) for n in (1, 2, 3)]
+    renamed = make_transformed(4, account=1, account_name="Acme Corporation", parent_account=9,
+                               modstamp="2026-01-03T00:00:00.000+0000")
+    with capture_sql(target.engine) as statements:
+        counts = run(target, "run-1", same + [renamed])
+    customer_writes = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO") and "customers " in s]
+    # batch 1: the parent and the account; batches 2 and 3: nothing new; batch 4: the account renamed
+    assert len(customer_writes) == 3
+    assert counts.customers == 2 and counts.inserted == 4
+    names = {r["sf_account_id"]: r["name"] for r in select_all(target, "customers")}
+    assert names[renamed.customer.sf_account_id] == "Acme Corporation"
+    assert set(names) == {renamed.customer.sf_account_id, renamed.parent_customer.sf_account_id}

@@ -913,15 +913,12 @@ def select_in(
     found: list[sa.Row] = []
     for batch in in_batches(values):
         if conn.dialect.name == "postgresql":
-            # VARCHAR without a length: a cast to VARCHAR(n) would cut longer values to a match
-            element = sa.String() if isinstance(column.type, sa.String) else column.type
-            array = sa.literal(list(batch), postgresql.ARRAY(element))
-            wanted = sa.func.unnest(array).table_valued("value").render_derived()
+            wanted = sa.func.unnest(_bound_array(column, batch)).table_valued("value").render_derived()
             fenced = sa.select(*columns).where(column == wanted.c.value, *where).offset(sa.literal_column("0"))
             probe = fenced.lateral()
             query = sa.select(probe).select_from(wanted).join(probe, sa.true())
         else:
-            query = sa.select(*columns).where(column.in_(batch), *where)
+            query = sa.select(*columns).where(one_of(conn, column, batch), *where)
         found.extend(conn.execute(query))
     return found
 
@@ -933,9 +930,15 @@ def one_of(conn: sa.Connection, column: sa.ColumnElement[Any], values: Sequence[
     psycopg parses it afresh each time (some 15 ms for 2,000 values); the array keeps one text.
     """
     if conn.dialect.name == "postgresql":
-        element = sa.String() if isinstance(column.type, sa.String) else column.type
-        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(element)))
+        return column == sa.any_(_bound_array(column, values))
     return column.in_(list(values))
+
+
+def _bound_array(column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.BindParameter:
+    """``values`` as one bound PostgreSQL array of the column's type."""
+    # VARCHAR without a length: a cast to VARCHAR(n) would cut longer values to a match
+    element = sa.String() if isinstance(column.type, sa.String) else column.type
+    return sa.bindparam(None, list(values), type_=postgresql.ARRAY(element))
 
 
 def analyze(conn: sa.Connection, *tables: sa.Table) -> None:

@@ -10,6 +10,13 @@ import pytest
 from salesforce_orders.readahead import read_ahead
 
 
+def counted(count: int, produced: list[int]):
+    """Chunks 0 .. count-1, each noted in ``produced`` as it is made."""
+    for n in range(count):
+        produced.append(n)
+        yield n
+
+
 def test_yields_every_chunk_in_order_from_another_thread():
     threads = []
 
@@ -23,14 +30,8 @@ def test_yields_every_chunk_in_order_from_another_thread():
 
 
 def test_the_producer_runs_at_most_depth_chunks_ahead():
-    produced = []
-
-    def chunks():
-        for n in range(10):
-            produced.append(n)
-            yield n
-
-    reader = read_ahead(chunks(), depth=2)
+    produced: list[int] = []
+    reader = read_ahead(counted(10, produced), depth=2)
     assert next(reader) == 0
     time.sleep(0.3)  # time enough to run far ahead if nothing held it back
     # one chunk handed over, two waiting, one produced and blocked on the full queue
@@ -51,14 +52,8 @@ def test_a_producer_error_is_raised_to_the_consumer_after_the_chunks_before_it()
 
 
 def test_the_producer_stops_when_the_consumer_stops():
-    produced = []
-
-    def chunks():
-        for n in range(1000):
-            produced.append(n)
-            yield n
-
-    reader = read_ahead(chunks())
+    produced: list[int] = []
+    reader = read_ahead(counted(1000, produced))
     for chunk in reader:
         if chunk == 3:
             break

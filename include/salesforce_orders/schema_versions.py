@@ -29,6 +29,7 @@ from functools import cache
 from pathlib import Path
 
 import sqlalchemy as sa
+import sqlalchemy.dialects.postgresql
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -273,6 +274,26 @@ def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
     return getattr(exc.orig, "sqlstate", None)
 
 
+def import_role_grants(role: str, *, schema: str, database: str, owner: str) -> list[str]:
+    """PostgreSQL: what a role needs to run the import in ``schema`` without owning anything.
+
+    Reading and writing the tables (the version table too), their id sequences, and temporary
+    tables (large writes go through COPY into one). Default privileges give it the tables and
+    sequences that ``owner``'s later upgrades create, and the views they recreate. No CREATE
+    anywhere: schema changes are the owner's (``salesforce-orders-warehouse upgrade``).
+    """
+    quote = sa.dialects.postgresql.dialect().identifier_preparer.quote
+    r, s, d, o = quote(role), quote(schema), quote(database), quote(owner)
+    return [
+        f"GRANT USAGE ON SCHEMA {s} TO {r}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
+        f"GRANT TEMPORARY ON DATABASE {d} TO {r}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {o} IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {o} IN SCHEMA {s} GRANT USAGE, SELECT ON SEQUENCES TO {r}",
+    ]
+
+
 def new_migration(message: str) -> Path:
     """A new migration script after the head, numbered next (for developers; see migrations/README.md)."""
     number = f"{int(head_version()) + 1:04d}"
@@ -288,6 +309,7 @@ __all__ = [
     "UpgradeNotAllowed",
     "WarehouseState",
     "head_version",
+    "import_role_grants",
     "known_versions",
     "new_migration",
     "pending_work",

@@ -36,19 +36,23 @@ def _config():
 
 
 def _warehouse(config):
+    """The warehouse engine, its schema brought to this code's version first (``schema_versions``)."""
     import sqlalchemy as sa
+    from airflow.sdk.exceptions import AirflowFailException
 
+    from .schema_versions import SchemaVersionError
     from .warehouse import WarehouseConnectionError, create_all, engine_from_connection
 
     engine = engine_from_connection(config.warehouse_conn_id)
+    named = f"The warehouse (Airflow connection {config.warehouse_conn_id!r}, {engine.url.render_as_string(hide_password=True)})"
     try:
-        create_all(engine, config.warehouse_schema)  # the first statement: fails before anything else is done
+        create_all(engine, config.warehouse_schema)  # the first statements: fail before anything else is done
     except sa.exc.OperationalError as exc:
         # A server that is down or a file that cannot be opened: name the connection; Airflow retries.
-        raise WarehouseConnectionError(
-            f"The warehouse (Airflow connection {config.warehouse_conn_id!r}, "
-            f"{engine.url.render_as_string(hide_password=True)}) cannot be used: {str(exc.orig).strip()}"
-        ) from exc
+        raise WarehouseConnectionError(f"{named} cannot be used: {str(exc.orig).strip()}") from None
+    except SchemaVersionError as exc:
+        # Behind with no right to upgrade, newer than this code, not a warehouse: retrying cannot help.
+        raise AirflowFailException(f"{named}: {exc}") from None
     return engine
 
 
@@ -89,6 +93,33 @@ def _collects_garbage_less_often(stage: Callable[..., dict[str, Any]]) -> Callab
     return run
 
 
+def _reports_warehouse_errors(stage: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """A statement the warehouse refused as a short message naming the connection and the table and
+    saying what to do (``warehouse_errors``), not SQLAlchemy's long text; its shape is logged.
+
+    A missing privilege fails without retries (it fails the same way until someone grants it);
+    the rest (read-only server, duplicate key, locks, the unexpected) is retried by Airflow.
+    """
+
+    @functools.wraps(stage)
+    def run(**kwargs: Any) -> dict[str, Any]:
+        import sqlalchemy as sa
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from .warehouse_errors import explain
+
+        try:
+            return stage(**kwargs)
+        except sa.exc.DBAPIError as exc:
+            error = explain(exc, _config().warehouse_conn_id, stage=stage.__name__)
+            log.error("%s: the warehouse statement that failed (values not shown): %s", stage.__name__, error.statement)
+            if not error.retry:
+                raise AirflowFailException(str(error)) from None
+            raise error.with_traceback(exc.__traceback__) from None  # where it failed, without the raw text
+
+    return run
+
+
 def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """Salesforce failures as messages that say what happened and what the next run does.
 
@@ -124,6 +155,7 @@ def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., 
     return run
 
 
+@_reports_warehouse_errors
 @_collects_garbage_less_often
 @_talks_to_salesforce
 def extract(
@@ -203,6 +235,7 @@ def extract(
     }
 
 
+@_reports_warehouse_errors
 @_collects_garbage_less_often
 def validate(*, run_id: str) -> dict[str, Any]:
     """Validate staged orders; quarantine the invalid; fail above the invalid-share threshold."""
@@ -221,6 +254,7 @@ def validate(*, run_id: str) -> dict[str, Any]:
     return {"run_id": run_id, **summary.as_dict()}
 
 
+@_reports_warehouse_errors
 @_collects_garbage_less_often
 def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     """Transform valid staged orders into warehouse records (pure functions), staged again."""
@@ -262,6 +296,7 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
 _LOADED_TABLES = ("external_orders", "writeback_outbox")
 
 
+@_reports_warehouse_errors
 @_collects_garbage_less_often
 def load(*, run_id: str, max_system_modstamp: str | None) -> dict[str, Any]:
     """Load the run's transformed orders in one transaction; outbox rows and watermark with them."""
@@ -284,6 +319,7 @@ def load(*, run_id: str, max_system_modstamp: str | None) -> dict[str, Any]:
     return result
 
 
+@_reports_warehouse_errors
 @_talks_to_salesforce
 def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_left: int | None = None) -> dict[str, Any]:
     """Mark imported orders that went back to Draft or were deleted in Salesforce."""
@@ -322,6 +358,7 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
     }
 
 
+@_reports_warehouse_errors
 @_collects_garbage_less_often
 @_talks_to_salesforce
 def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, Any]:
@@ -352,6 +389,7 @@ def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, 
     return {"run_id": run_id, **summary.as_dict(), "api_calls": hook.usage.calls}
 
 
+@_reports_warehouse_errors
 def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], started: float | None = None) -> dict[str, Any]:
     """Record the run in import_runs and log its summary (runs even when a stage failed)."""
     from .report import finish_run, summary_lines

@@ -125,7 +125,9 @@ def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., 
 
     The daily allowance (REQUEST_LIMIT_EXCEEDED), the run's API budget and a refused login stop the
     run without retries: retrying within minutes cannot help, and repeated failed logins can lock the
-    user out. A Salesforce that is down or too slow is retried by Airflow.
+    user out. So does a query naming something the org does not have, or a reserved word: the
+    message names the configuration key that put it there. A Salesforce that is down or too slow
+    is retried by Airflow.
     """
 
     @functools.wraps(stage)
@@ -134,7 +136,8 @@ def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., 
         from requests import RequestException
         from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
-        from .salesforce import ApiBudgetExceeded, ApiLimitExceeded, LoginRefused
+        from .salesforce import ApiBudgetExceeded, ApiLimitExceeded, LoginRefused, SalesforceApiError
+        from .soql import QUERY_NAME_ERRORS
 
         name = stage.__name__
         try:
@@ -151,8 +154,32 @@ def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., 
         except RequestException as exc:
             conn_id = _config().salesforce_conn_id
             raise SalesforceUnavailable(f"{name}: Salesforce (Airflow connection {conn_id!r}) did not answer: {exc}") from exc
+        except SalesforceApiError as exc:
+            if exc.code not in QUERY_NAME_ERRORS:
+                raise
+            raise AirflowFailException(f"{name}: {_refused_name_message(exc, _config())}") from None
 
     return run
+
+
+def _refused_name_message(exc, config) -> str:
+    """A query Salesforce refused for a name in it, said with the configuration key that put it there."""
+    from .config import VARIABLE_NAME
+    from .soql import refused_name
+
+    refused = refused_name(exc.detail or str(exc), config)
+    told = f"Salesforce refused the query ({exc.code}: {refused.reason})"
+    if not refused.keys:
+        return (
+            f"{told}. {refused.name!r} is a name the import always reads: check that the org has it and that the "
+            "integration user may see it (field-level security). Not retried."
+        )
+    keys = " and ".join(refused.keys)
+    return (
+        f"{told}. {keys} in the {VARIABLE_NAME} Variable name{'s' if len(refused.keys) == 1 else ''} {refused.name!r}, "
+        "which this org does not accept there: a field, object or relationship it does not have (or the integration "
+        "user may not see), or a SOQL reserved word. Fix the key, then clear the task. Not retried."
+    )
 
 
 @_reports_warehouse_errors

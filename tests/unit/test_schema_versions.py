@@ -2,7 +2,8 @@
 on SQLite and PostgreSQL; empty warehouses created; views recreated; upgraders serialised.
 
 The released warehouses are DDL snapshots of what each release's ``create_all`` left
-(``tests/fixtures/released_warehouses``, rebuilt from git history by ``snapshot.py`` there).
+(``tests/fixtures/released_warehouses``, rebuilt from git history by ``snapshot.py`` there,
+replayed by the ``restore_release`` fixture).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from salesforce_orders.schema_versions import (
 )
 from salesforce_orders.warehouse import VIEWS, create_sqlite_engine, tables, views_fingerprint
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "released_warehouses"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 # snapshot -> the schema version it is recognised as, per dialect. SQLite has no lz4: the
@@ -77,17 +77,6 @@ SAMPLE_ROWS: dict[str, dict[str, Any]] = {
     "import_runs": {"run_id": "scheduled__2026-03-01", "status": "success", "extracted": 2, "inserted": 1, "started_at": NOW},
     "sync_state": {"key": "orders.system_modstamp", "value": "2026-03-01T11:59:00Z", "updated_at": NOW},
 }
-
-
-def restore(engine: sa.Engine, schema: str | None, snapshot: str) -> None:
-    """Replay a released warehouse's snapshot into ``schema``, as that release's create_all made it."""
-    sql = (FIXTURES / f"{snapshot}.{engine.dialect.name}.sql").read_text()
-    with engine.begin() as conn:
-        if schema:
-            conn.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
-        for statement in sql.split("\n;\n"):
-            if statement.strip():
-                conn.exec_driver_sql(statement)
 
 
 def _columns_of(table: str, names: list[str], schema: str | None) -> sa.TableClause:
@@ -188,8 +177,8 @@ def state(target):
 
 
 @pytest.mark.parametrize("snapshot", list(RELEASED))
-def test_a_released_warehouse_is_recognised_and_upgraded_to_what_a_fresh_create_makes(warehouse, fresh, snapshot):
-    restore(warehouse.engine, warehouse.schema, snapshot)
+def test_a_released_warehouse_is_recognised_and_upgraded_to_what_a_fresh_create_makes(warehouse, fresh, snapshot, restore_release):
+    restore_release(warehouse.engine, warehouse.schema, snapshot)
     insert_sample_rows(warehouse.engine, warehouse.schema)
     before = sample_rows_as_stored(warehouse.engine, warehouse.schema)
     recognised_as = RELEASED[snapshot][warehouse.dialect]
@@ -206,8 +195,8 @@ def test_a_released_warehouse_is_recognised_and_upgraded_to_what_a_fresh_create_
     assert upgrade(warehouse.engine, warehouse.schema) == []
 
 
-def test_a_versioned_warehouse_at_an_older_version_is_migrated_to_the_newest(warehouse, fresh):
-    restore(warehouse.engine, warehouse.schema, "release-845346c")
+def test_a_versioned_warehouse_at_an_older_version_is_migrated_to_the_newest(warehouse, fresh, restore_release):
+    restore_release(warehouse.engine, warehouse.schema, "release-845346c")
     with warehouse.engine.begin() as conn:  # as an earlier deployment of versioned code would have left it
         command.stamp(schema_versions._alembic_config(conn, warehouse.schema), "0001")
 
@@ -265,8 +254,8 @@ def test_tables_that_are_not_a_warehouse_are_left_alone(warehouse):
     assert set(state(warehouse).tables) == {"customers"}
 
 
-def test_a_failed_upgrade_leaves_the_warehouse_as_it_was(warehouse, monkeypatch):
-    restore(warehouse.engine, warehouse.schema, "release-845346c")
+def test_a_failed_upgrade_leaves_the_warehouse_as_it_was(warehouse, monkeypatch, restore_release):
+    restore_release(warehouse.engine, warehouse.schema, "release-845346c")
     before = structure(warehouse.engine, warehouse.schema)
 
     def broken(*_args: Any) -> list[str]:
@@ -298,11 +287,11 @@ def _waiting_for_advisory_lock(engine: sa.Engine) -> bool:
 
 
 @pytest.mark.parametrize("snapshot", [None, "release-845346c"], ids=["empty", "first-release"])
-def test_two_runs_upgrading_at_once_both_succeed_and_the_work_is_done_once(warehouse, fresh, tmp_path, snapshot):
+def test_two_runs_upgrading_at_once_both_succeed_and_the_work_is_done_once(warehouse, fresh, tmp_path, snapshot, restore_release):
     """The first upgrader holds the lock until the second has seen the old schema and is waiting
     for the lock (on PostgreSQL: blocked on it, as pg_locks shows). The second then finds the work done."""
     if snapshot:
-        restore(warehouse.engine, warehouse.schema, snapshot)
+        restore_release(warehouse.engine, warehouse.schema, snapshot)
     first_engine, second_engine = _engine_like(warehouse, tmp_path), _engine_like(warehouse, tmp_path)
     first_locked, second_at_lock = threading.Event(), threading.Event()
     lock_statement = "BEGIN IMMEDIATE" if warehouse.dialect == "sqlite" else "pg_advisory_xact_lock"

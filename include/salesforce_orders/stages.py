@@ -315,7 +315,7 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
         since = min(since, checked - timedelta(minutes=config.overlap_minutes))
     hook = _hook(config, api_budget_left)
     changes = []
-    for page in hook.iter_query_pages(build_status_changes_query(config, since), include_deleted=True):
+    for page in hook.iter_query_pages(build_status_changes_query(config.order_object, since), include_deleted=True):
         changes.extend({k: r.get(k) for k in ("Id", "OrderNumber", "StatusCode", "IsDeleted", "SystemModstamp")} for r in page)
     stamps = [c["SystemModstamp"] for c in changes if c.get("SystemModstamp")]
     checked_to = max((s for s in (loaded_to, *stamps) if s), key=parse_watermark, default=None)
@@ -334,8 +334,10 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
 @_talks_to_salesforce
 def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, Any]:
     """Drain the outbox into Salesforce (collections, 200 a call) and update order lifecycles."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from .warehouse import tables
-    from .writeback import OutboxDrainer
+    from .writeback import ImportedStatusRefused, OutboxDrainer
 
     config = _config()
     engine = _warehouse(config)
@@ -355,7 +357,10 @@ def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, 
         max_attempts=config.writeback_max_attempts,
         bulk_threshold=config.bulk_writeback_threshold,
     )
-    summary = drainer.drain()
+    try:
+        summary = drainer.drain()
+    except ImportedStatusRefused as exc:
+        raise AirflowFailException(f"write_back: {exc}") from None  # a config error: retrying cannot help
     log.info("Write-back: %s", summary.as_dict())
     return {"run_id": run_id, **summary.as_dict(), "api_calls": hook.usage.calls}
 
@@ -366,7 +371,9 @@ def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], star
 
     config = _config()
     engine = _warehouse(config)
-    row = finish_run(engine, run_id=run_id, results=results, schema=config.warehouse_schema, finished=_now())
+    row = finish_run(
+        engine, run_id=run_id, results=results, schema=config.warehouse_schema, finished=_now(), disabled=not config.enabled
+    )
     for line in summary_lines(row):
         log.info(line)
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}

@@ -236,7 +236,7 @@ def test_a_warehouse_newer_than_the_code_is_refused_untouched(created_warehouse)
     with target.engine.begin() as conn:
         conn.execute(sa.update(sa.table(VERSION_TABLE, sa.column("version_num"), schema=target.schema)).values(version_num="0099"))
 
-    with pytest.raises(SchemaVersionError, match="schema version 0099, which this code does not know .* newest is 0003"):
+    with pytest.raises(SchemaVersionError, match=rf"schema version 0099, which this code does not know \(its newest is {head_version()}\)"):
         upgrade(target.engine, target.schema)
     assert version_rows(target) == ["0099"]
 
@@ -364,5 +364,5 @@ def test_a_new_migration_is_numbered_after_the_head_and_follows_it(tmp_path, mon
 
     assert path.parent == copy / "versions"
     assert path.name == f"{number}_add_card_data_masked_to_external_orders.py"
-    assert f"revision = '{number}'" in text and f"down_revision = '{head}'" in text
+    assert f'revision = "{number}"' in text and f'down_revision = "{head}"' in text
     compile(text, str(path), "exec")

@@ -35,6 +35,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from .warehouse import (
+    SQLITE_WRITE_LOCK,
     VIEWS,
     Tables,
     column_compression,
@@ -238,31 +239,28 @@ def _upgrade_lock(engine: sa.Engine, schema: str | None) -> Iterator[sa.Connecti
 
 @contextmanager
 def _sqlite_write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """``BEGIN IMMEDIATE``: the database's write lock from the start (another upgrader waits on the
-    busy timeout), and the DDL inside the transaction, which Python's sqlite3 would commit piecemeal.
+    """A transaction begun with ``BEGIN IMMEDIATE``: the database's write lock from the start (another
+    upgrader waits on the busy timeout), and every DDL statement inside it.
 
     Foreign keys are off meanwhile, as SQLite prescribes for schema changes: a migration that
     rebuilds ``external_orders`` would otherwise cascade the delete of its old copy to the items.
-    They are checked before the commit.
+    The pragma works only outside a transaction, so it is set on the driver's connection before
+    the transaction begins, and the keys are checked before the commit.
     """
     with engine.connect() as conn:
-        conn = conn.execution_options(isolation_level="AUTOCOMMIT")  # the transaction is ours to begin and end
         sqlite = conn.connection.driver_connection
-        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        sqlite.execute("PRAGMA foreign_keys=OFF")
         try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
+            conn = conn.execution_options(**{SQLITE_WRITE_LOCK: True})  # warehouse engines begin IMMEDIATE
+            with conn.begin():
+                if not sqlite.in_transaction:  # an engine whose driver begins transactions itself, lazily
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
                 yield conn
                 broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
                 if broken:
                     raise SchemaVersionError(f"the upgrade would break foreign keys: {broken[:5]}; nothing was changed")
-            except BaseException:
-                if sqlite.in_transaction:
-                    conn.exec_driver_sql("ROLLBACK")
-                raise
-            conn.exec_driver_sql("COMMIT")
         finally:
-            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            sqlite.execute("PRAGMA foreign_keys=ON")
 
 
 def _check_schema_name(dialect: sa.Dialect, schema: str | None) -> None:

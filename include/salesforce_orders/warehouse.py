@@ -690,6 +690,9 @@ ENGINE_JSON = {"json_serializer": json_dumps, "json_deserializer": json_loads}
 ENGINE_OPTIONS = {**ENGINE_JSON, "hide_parameters": True}
 
 
+SQLITE_WRITE_LOCK = "sqlite_write_lock"  # execution option: this connection's transactions begin IMMEDIATE
+
+
 def create_sqlite_engine(path: str) -> sa.Engine:
     """A SQLite warehouse in ``path``: WAL (readers never block the writer), foreign keys enforced."""
     engine = sa.create_engine(sa.URL.create("sqlite", database=path), **ENGINE_OPTIONS)
@@ -707,7 +710,8 @@ def create_sqlite_engine(path: str) -> sa.Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock at once, for a schema upgrade (see schema_versions)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(SQLITE_WRITE_LOCK) else "BEGIN")
 
     return engine
 

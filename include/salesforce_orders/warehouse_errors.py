@@ -93,9 +93,7 @@ def explain(exc: sa.exc.DBAPIError, conn_id: str, *, stage: str | None = None) -
     orig = exc.orig
     first_line = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
     sqlstate = getattr(orig, "sqlstate", None)
-    kind = _BY_SQLSTATE.get(sqlstate or "") or next(
-        (k for text, k in _BY_SQLITE_MESSAGE if text in first_line and sqlstate is None), _OTHER
-    )
+    kind = _kind(exc)
     what = kind.what or redact_card_numbers(first_line)[:200] + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
     if kind is _UNIQUE and (constraint := _constraint(orig)):
         what += f" (constraint {constraint})"
@@ -108,6 +106,20 @@ def explain(exc: sa.exc.DBAPIError, conn_id: str, *, stage: str | None = None) -
         retry=kind.retry,
         statement=statement_shape(exc.statement),
     )
+
+
+def refuses_every_row(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the refusal has nothing to do with the row written: a lost connection, a read-only
+    database, a missing privilege, a lock. Writing the rows one by one cannot get round it."""
+    return exc.connection_invalidated or _kind(exc) in (_READ_ONLY, _READ_ONLY_FILE, _PERMISSION, _BUSY)
+
+
+def _kind(exc: sa.exc.DBAPIError) -> _Kind:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return _BY_SQLSTATE.get(sqlstate, _OTHER)
+    message = str(exc.orig)
+    return next((kind for text, kind in _BY_SQLITE_MESSAGE if text in message), _OTHER)
 
 
 def statement_shape(statement: str | None) -> str:
@@ -139,4 +151,4 @@ def _table(exc: sa.exc.DBAPIError) -> str | None:
     return copied.group(1) if copied else name
 
 
-__all__ = ["WarehouseError", "explain", "statement_shape"]
+__all__ = ["WarehouseError", "explain", "refuses_every_row", "statement_shape"]

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from .model import StagedItem, StagedOrder
+from .model import CARD_DATA_MASKED, StagedItem, StagedOrder
 from .progress import Progress
 from .readahead import read_ahead
+from .redaction import mask_records
 from .salesforce import SalesforceOrdersHook
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class ExtractSummary:
     api_calls: int = 0
     max_system_modstamp: str | None = None
     seconds: float = 0.0
+    card_data_masked: set[str] = field(default_factory=set)  # ids of the orders with card numbers masked
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -64,7 +66,25 @@ class ExtractSummary:
             "api_calls": self.api_calls,
             "max_system_modstamp": self.max_system_modstamp,
             "seconds": round(self.seconds, 2),
+            "card_data_masked": len(self.card_data_masked),
         }
+
+    def log_masked(self) -> None:
+        """Name the orders whose records held card numbers (ids only: never a value)."""
+        if self.card_data_masked:
+            shown = sorted(self.card_data_masked)[:20]
+            log.warning(
+                "Card numbers masked in %d orders before staging; clean them up in Salesforce (flag card_data_masked): %s%s",
+                len(self.card_data_masked), ", ".join(shown), " ..." if len(self.card_data_masked) > len(shown) else "",
+            )
+
+
+def mask_card_data(records: list[dict], order_id_key: str, summary: ExtractSummary) -> None:
+    """Mask the card numbers in a page's records before they are staged; flag the records that had any."""
+    for position, fields in mask_records(records).items():
+        record = records[position]
+        record[CARD_DATA_MASKED] = fields
+        summary.card_data_masked.add(record.get(order_id_key))
 
 
 def _calls_of(hook: SalesforceOrdersHook | None) -> Callable[[], int] | None:
@@ -117,6 +137,8 @@ def stage_pages(
                 summary.max_system_modstamp = stamp
         orders = [order for order, _ in latest.values()]
         items = [item for _, order_items in latest.values() for item in order_items]
+        mask_card_data(orders, "Id", summary)
+        mask_card_data(items, "OrderId", summary)
         with engine.begin() as conn:
             if superseded:
                 drop_staged_items(conn, run_id, superseded, schema=schema)
@@ -144,6 +166,7 @@ def stage_item_pages(
 
     progress = Progress("extract", "order items", api_calls=_calls_of(hook))
     for page in read_ahead(pages):
+        mask_card_data(page, "OrderId", summary)
         with engine.begin() as conn:
             stage_items(conn, run_id, page, schema=schema)
         summary.items += len(page)

@@ -114,6 +114,12 @@ def _customer_row(customer: CustomerRecord, now: datetime) -> dict[str, Any]:
     }
 
 
+def card_data_flag(fields: Iterable[str]) -> dict[str, Any]:
+    """The card-data flag columns of a row, from the fields whose card numbers were masked."""
+    fields = list(fields)
+    return {"card_data_masked": bool(fields), "card_data_masked_fields": fields or None}
+
+
 def _order_row(t: TransformedOrder, run_id: str, now: datetime, state_changed_at: datetime) -> dict[str, Any]:
     o = t.order
     return {
@@ -142,6 +148,7 @@ def _order_row(t: TransformedOrder, run_id: str, now: datetime, state_changed_at
         "is_zero_total": o.is_zero_total,
         "sf_created_at": _timestamp(o.sf_created_at),
         "sf_system_modstamp": _timestamp(o.sf_system_modstamp),
+        **card_data_flag(o.card_data_masked),
         "content_hash": t.content_hash,
         "lifecycle_state": READY,
         "lifecycle_error": None,
@@ -564,7 +571,8 @@ def record_quarantine(
     conn: sa.Connection, run_id: str, rows: list[dict[str, Any]], *, schema: str | None = None, now: datetime | None = None
 ) -> None:
     """Quarantine invalid orders of the run; ``rows``: sf_order_id, order_number, account_name,
-    failed_checks (check names), details ({check: message naming the field and value})."""
+    failed_checks (check names), details ({check: message naming the field and value}), and
+    optionally card_data_masked (the fields whose card numbers were masked)."""
     quarantined_at = now or utc_now()
     records = [
         {
@@ -574,6 +582,7 @@ def record_quarantine(
             "account_name": row.get("account_name"),
             "failed_checks": list(row["failed_checks"]),
             "details": dict(row["details"]),
+            **card_data_flag(row.get("card_data_masked", ())),
             "quarantined_at": quarantined_at,
             "released_at": None,
         }

@@ -191,6 +191,7 @@ def extract(
             schema=config.warehouse_schema,
         )
     log.info("Extracted %d orders with %d items in %d pages (%d API calls)", summary.orders, summary.items, summary.pages, hook.usage.calls)
+    summary.log_masked()
     _refresh_statistics(engine, "stg_orders", "stg_order_items", schema=config.warehouse_schema)
     return {
         "run_id": run_id,

@@ -164,6 +164,14 @@ def _one_of(column: str, values: Sequence[str], name: str) -> sa.CheckConstraint
     return sa.CheckConstraint(f"{column} IN ({allowed})", name=name)
 
 
+def _card_data_flag() -> list[sa.Column]:
+    """Whether card numbers were masked in the order's Salesforce data, and in which fields."""
+    return [
+        sa.Column("card_data_masked", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+        sa.Column("card_data_masked_fields", _json()),
+    ]
+
+
 def _address(prefix: str, source: str) -> list[sa.Column]:
     """``<prefix>_street`` ... ``<prefix>_country_code``, lengths of Salesforce's ``<source>*`` fields."""
     return [
@@ -244,6 +252,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("is_zero_total", sa.Boolean, nullable=False),
         _ts("sf_created_at"),
         _ts("sf_system_modstamp"),
+        *_card_data_flag(),
         sa.Column("content_hash", sa.String(HASH_LENGTH), nullable=False),
         sa.Column("lifecycle_state", sa.String(16), nullable=False, index=True),
         sa.Column("lifecycle_error", sa.Text),
@@ -291,6 +300,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("account_name", sa.Text),
         sa.Column("failed_checks", _json(), nullable=False),
         sa.Column("details", _json(), nullable=False),
+        *_card_data_flag(),
         _ts("quarantined_at", nullable=False),
         _ts("released_at"),
         sa.UniqueConstraint("run_id", "sf_order_id"),

@@ -37,7 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .model import COMPLETE, FAILED, PROCESSING, READY
-from .redaction import redact_card_numbers
+from .redaction import mask_card_numbers
 from .salesforce import COLLECTION_LIMIT, SalesforceOrdersHook
 from .warehouse import in_batches, one_of, update_rows
 
@@ -218,7 +218,7 @@ class OutboxDrainer:
         error = ((result or {}).get("errors") or [{}])[0]
         code = error.get("statusCode") or "NO_RESULT"
         # Salesforce's own text may quote a card number (a validation rule's message): never kept.
-        message = redact_card_numbers(error.get("message")) or "Salesforce returned no result for this record"
+        message = mask_card_numbers(error.get("message")) or "Salesforce returned no result for this record"
         attempts = self._attempts(row)
         if attempts >= self.max_attempts:
             state = DEAD

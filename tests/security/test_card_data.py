@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
-from salesforce_orders.redaction import CARD_NUMBER_REMOVED, luhn_valid, redact_card_numbers
-
 # Well-known test card numbers, with CVVs.
 SEEDED_CARDS = {"4111111111111111": "737", "5555555555554444": "6021", "378282246310005": "9173"}
 CARD_FIELDS = ("Credit_Card_Number__c", "Credit_Card_CVV__c", "Credit_Card_Expiration_Month__c", "Credit_Card_Expiration_Year__c")
@@ -72,8 +68,8 @@ def test_seeded_card_data_reaches_no_table_xcom_log_or_error_text(wired_import, 
     assert "stg_orders" in tables and "stg_transformed_batches" in tables and "v_open_failures" in tables
     assert {key.split(".")[0] for key in xcoms} >= {"extract", "validate", "transform", "load", "write_back", "report"}
     assert "Salesforce orders import" in logs and "Write-back of Order" in logs
-    assert f"Card {CARD_NUMBER_REMOVED} was declined" in tables["writeback_outbox"]
-    assert f"Card {CARD_NUMBER_REMOVED} was declined" in logs
+    assert "Card [card ending 1111] was declined" in tables["writeback_outbox"]
+    assert "Card [card ending 1111] was declined" in logs
     # the scanners do find card data where it is: in the org
     org_text = str(wired_import.org_rows('SELECT * FROM "Order"'))
     assert leaks(org_text, list(SEEDED_CARDS), list(SEEDED_CARDS.values()))
@@ -107,25 +103,3 @@ def test_card_fields_are_never_selected():
     window = ExtractWindow(None, None, datetime(2024, 1, 1, tzinfo=UTC))
     for soql in (build_orders_query(config, window), build_orders_bulk_query(config, window), build_items_query(config, window)):
         assert not [name for name in CARD_FIELDS if name.lower() in soql.lower()], soql
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("Card 4111111111111111 declined", f"Card {CARD_NUMBER_REMOVED} declined"),
-        ("card 4111 1111 1111 1111.", f"card {CARD_NUMBER_REMOVED}."),
-        ("Amex 3782-822463-10005 expired", f"Amex {CARD_NUMBER_REMOVED} expired"),
-        ("number: 5555555555554444", f"number: {CARD_NUMBER_REMOVED}"),
-        # not card numbers: kept as they are
-        ("unable to lock 801000000000123AAA", "unable to lock 801000000000123AAA"),
-        ("total 1234567890123 is wrong", "total 1234567890123 is wrong"),  # 13 digits failing Luhn
-        ("order 00000123 on 2026-01-02T03:04:05", "order 00000123 on 2026-01-02T03:04:05"),
-    ],
-)
-def test_error_texts_lose_card_numbers_and_keep_everything_else(text, expected):
-    assert redact_card_numbers(text) == expected
-
-
-def test_luhn_check():
-    assert all(luhn_valid(number) for number in SEEDED_CARDS)
-    assert not luhn_valid("4111111111111112")

@@ -27,6 +27,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.ddl import CreateTableAs, CreateView, DropTable, DropView, ExecutableDDLElement
 
 from .model import LIFECYCLE_STATES, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED
+from .statement_errors import hide_row_values, naming_the_failing_order, scrub
 
 log = logging.getLogger(__name__)
 
@@ -667,9 +668,15 @@ def json_loads(text: str | bytes) -> Any:
 ENGINE_JSON = {"json_serializer": json_dumps, "json_deserializer": json_loads}
 
 
+def warehouse_engine(url: sa.URL, **options: Any) -> sa.Engine:
+    """An engine for a warehouse: JSON through msgspec, and failed statements told without the
+    values of the rows they wrote (``hide_parameters``, ``statement_errors``)."""
+    return hide_row_values(sa.create_engine(url, hide_parameters=True, **ENGINE_JSON, **options))
+
+
 def create_sqlite_engine(path: str) -> sa.Engine:
     """A SQLite warehouse in ``path``: WAL (readers never block the writer), foreign keys enforced."""
-    engine = sa.create_engine(sa.URL.create("sqlite", database=path), **ENGINE_JSON)
+    engine = warehouse_engine(sa.URL.create("sqlite", database=path))
 
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -710,7 +717,7 @@ def engine_from_connection(conn_id: str) -> sa.Engine:
             database=conn.schema or None,  # Airflow keeps the database name in "schema"
             query={k: str(extras[k]) for k in _POSTGRES_EXTRAS if extras.get(k) not in (None, "")},
         )
-        engine = sa.create_engine(url, pool_pre_ping=True, **ENGINE_JSON)
+        engine = warehouse_engine(url, pool_pre_ping=True)
     else:
         raise WarehouseConnectionError(
             f"Airflow connection {conn_id!r} has conn_type {conn.conn_type!r}; the warehouse supports sqlite and postgres"
@@ -849,7 +856,8 @@ def _copied(conn: sa.Connection, table: sa.Table, rows: Sequence[_Row]) -> Itera
     )
     conn.execute(create)
     _copy_rows(conn, create.table, columns, rows)
-    yield create.table
+    with naming_the_failing_order(rows):  # the statement using them binds none of the rows
+        yield create.table
     conn.execute(DropTable(create.table))
 
 
@@ -880,8 +888,10 @@ def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], 
                 copy.write_row(record)
     except Exception as exc:
         # raised as conn.execute() would: a DBAPIError subclass, or a StatementError for a
-        # value refused on the way (e.g. a naive datetime)
-        raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error) from exc
+        # value refused on the way (e.g. a naive datetime); told without row values, as the
+        # engine's own errors are (statement_errors)
+        scrub(exc, rows)
+        raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True) from exc
 
 
 def _copy_converter(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> _Convert | None:
@@ -990,5 +1000,6 @@ __all__ = [
     "update_rows",
     "upsert",
     "validate_identifier",
+    "warehouse_engine",
     "warehouse_metadata",
 ]

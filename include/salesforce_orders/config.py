@@ -186,6 +186,9 @@ class WriteBackConfig(_Section):
     mark_imported: Flag = True
     set_customer_id: Flag = True
     x_out_card_fields: Flag = True
+    # also for orders not imported (quarantined, skipped as zero-total) or whose write-back was
+    # cancelled (set back to Draft), in a write-back of their own
+    x_out_card_fields_not_imported: Flag = True
 
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -282,6 +285,7 @@ class ImportConfig(_Section):
 
     max_invalid_share: Share = 0.25
     writeback_max_attempts: _int(1, 50) = 5
+    retention_days: _int(1, 3650) = 3
 
     salesforce_conn_id: ConnId = "salesforce_default"
     warehouse_conn_id: ConnId = "orders_warehouse"
@@ -328,6 +332,11 @@ class ImportConfig(_Section):
             raise _problems(*problems)
         return self
 
+    @property
+    def card_fields_to_x_out_when_not_imported(self) -> tuple[str, ...]:
+        """The card fields to X out on orders set aside (none when the config says not to)."""
+        return self.card_fields if self.write_back.x_out_card_fields_not_imported else ()
+
     def never_selected_fields(self) -> frozenset[str]:
         """Lower-cased names of the card fields: no query ever selects them."""
         return frozenset(name.lower() for name in (*DEFAULT_CARD_FIELDS, *self.card_fields))
@@ -365,9 +374,10 @@ EXAMPLE: dict[str, Any] = {
     "item_field_mappings": {"Product2.Family": "product_family"},
     "zero_total_policy": "import",
     "import_notes": True,
-    "write_back": {"mark_imported": True, "set_customer_id": True, "x_out_card_fields": True},
+    "write_back": {"mark_imported": True, "set_customer_id": True, "x_out_card_fields": True, "x_out_card_fields_not_imported": True},
     "max_invalid_share": 0.25,
     "writeback_max_attempts": 5,
+    "retention_days": 3,
     "salesforce_conn_id": "salesforce_default",
     "warehouse_conn_id": "orders_warehouse",
     "warehouse_schema": None,

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from .card_masks import CARD_MASK_ACTION, queue_card_masks
 from .model import READY, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED, Address, CustomerRecord, TransformedOrder
 from .progress import Progress
 from .readahead import read_ahead
@@ -517,14 +518,17 @@ def mark_status_changes(
     schema: str | None = None,
     now: datetime | None = None,
     checked_to: str | None = None,
+    card_fields: Sequence[str] = (),
+    order_object: str = "Order",
 ) -> int:
     """Mark orders we hold that went back to Draft (``deactivated``) or were deleted (``deleted``).
 
     ``changes``: ``{"Id", "StatusCode", "IsDeleted", "SystemModstamp"}`` per Salesforce order.
     Their write-backs still to be sent become DEAD with the reason: writing ``Imported`` onto a
-    Draft or deleted order would be wrong. ``checked_to``: the instant up to which ``changes``
-    holds every status change; it becomes the ``STATUS_CHECK_KEY`` mark in the same transaction.
-    Returns how many orders were marked.
+    Draft or deleted order would be wrong. A Draft order whose cancelled write-back was to X out
+    its card fields gets a write-back of only ``card_fields`` instead (``card_masks``).
+    ``checked_to``: the instant up to which ``changes`` holds every status change; it becomes the
+    ``STATUS_CHECK_KEY`` mark in the same transaction. Returns how many orders were marked.
     """
     now = now or utc_now()
     t = tables(schema)
@@ -540,6 +544,12 @@ def mark_status_changes(
             marked.update({row.sf_order_id: wanted[row.sf_order_id] for row in held if row.sf_state != wanted[row.sf_order_id]})
         for state, reason in _LEFT_ACTIVE.items():
             for batch in in_batches(sorted(order_id for order_id, s in marked.items() if s == state)):
+                unsent_masks = (
+                    sa.select(w.c.sf_order_id)
+                    .where(one_of(conn, w.c.sf_order_id, batch), w.c.state.in_(OUTBOX_UNSENT_STATES))
+                    .where(w.c.sf_object == order_object, w.c.action.contains(CARD_MASK_ACTION))
+                )
+                cancelled_masks = set(conn.execute(unsent_masks).scalars()) if state == SF_DEACTIVATED else set()
                 conn.execute(
                     sa.update(o)
                     .where(one_of(conn, o.c.sf_order_id, batch))
@@ -556,6 +566,10 @@ def mark_status_changes(
                         updated_run_id=run_id,
                         updated_at=now,
                     )
+                )
+                stamps = {order_id: latest[order_id].get("SystemModstamp") for order_id in cancelled_masks}
+                queue_card_masks(
+                    conn, stamps, card_fields=card_fields, order_object=order_object, run_id=run_id, now=now, schema=schema
                 )
         if checked_to:
             _advance_watermark(conn, t, checked_to, now, key=STATUS_CHECK_KEY)

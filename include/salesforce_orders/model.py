@@ -166,6 +166,7 @@ class SkippedOrder:
     sf_order_id: str
     order_number: str | None
     reason: str
+    sf_system_modstamp: str | None = None
 
 
 def plain(value: Any) -> Any:

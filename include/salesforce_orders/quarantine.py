@@ -84,9 +84,11 @@ def _quarantine_batch(
     config: ImportConfig,
 ) -> None:
     """Run the suite over one batch's frame; quarantine and mark its invalid orders."""
+    from .card_masks import queue_card_masks
     from .load import record_quarantine
     from .staging import mark_validation, staged_orders
     from .transform import card_data_masked_fields
+    from .warehouse import utc_now
 
     failed: dict[str, list[str]] = {}
     for index, rules in validator.failing_rows(frame).items():
@@ -114,6 +116,15 @@ def _quarantine_batch(
     with engine.begin() as conn:
         mark_validation(conn, run_id, failed, checked_ids=(), schema=schema)
         record_quarantine(conn, run_id, quarantine_rows, schema=schema)
+        queue_card_masks(
+            conn,
+            {order_id: records[order_id][0].get("SystemModstamp") for order_id in failed},
+            card_fields=config.card_fields_to_x_out_when_not_imported,
+            order_object=config.order_object,
+            run_id=run_id,
+            now=utc_now(),
+            schema=schema,
+        )
     summary.checked += len(frame)
     summary.invalid += len(failed)
     for rules in failed.values():

@@ -62,7 +62,10 @@ def transform_order(
     zero_total = is_zero_total(order, items)
     if zero_total and config.zero_total_policy == "skip":
         return SkippedOrder(
-            sf_order_id=order_id, order_number=_text(order.get("OrderNumber")), reason=ZERO_TOTAL
+            sf_order_id=order_id,
+            order_number=_text(order.get("OrderNumber")),
+            reason=ZERO_TOTAL,
+            sf_system_modstamp=_text(order.get("SystemModstamp")),
         )
 
     warnings: list[str] = []

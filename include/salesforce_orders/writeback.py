@@ -145,6 +145,7 @@ class OutboxDrainer:
         card_fields: Iterable[str],
         max_attempts: int,
         bulk_threshold: int | None = None,
+        actions: Iterable[str] | None = None,
         now: datetime | None = None,
         sleep: Any = time.sleep,
     ):
@@ -157,6 +158,7 @@ class OutboxDrainer:
         self.card_fields = tuple(card_fields)
         self.max_attempts = max_attempts
         self.bulk_threshold = bulk_threshold
+        self.actions = None if actions is None else tuple(actions)  # None: rows of every action
         self.now = now or datetime.now(UTC)
         self.sleep = sleep
         self.summary = WriteBackSummary()
@@ -168,13 +170,14 @@ class OutboxDrainer:
 
     def _due(self) -> sa.ColumnElement[bool]:
         outbox = self.t.writeback_outbox
-        return sa.and_(
+        due = sa.and_(
             sa.or_(
                 outbox.c.state.in_([PENDING, SENDING]),
                 sa.and_(outbox.c.state == ROW_FAILED, outbox.c.attempts < self.max_attempts),
             ),
             sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= self.now),
         )
+        return due if self.actions is None else sa.and_(due, outbox.c.action.in_(self.actions))
 
     def _due_rows(self, after_id: int, limit: int) -> list[Any]:
         outbox = self.t.writeback_outbox
@@ -182,7 +185,7 @@ class OutboxDrainer:
         with self.engine.connect() as conn:
             return list(conn.execute(query))
 
-    def _due_count(self) -> int:
+    def due_count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(self.t.writeback_outbox).where(self._due())).scalar_one()
 
@@ -311,7 +314,7 @@ class OutboxDrainer:
             log.warning(
                 "The org's %s Status picklist has no %r value: Status is left unchanged", self.order_object, self.imported_status
             )
-        bulk = self.bulk_threshold is not None and self._due_count() > self.bulk_threshold
+        bulk = self.bulk_threshold is not None and self.due_count() > self.bulk_threshold
         if bulk:
             log.info("More than %d write-backs due: sending them with Bulk API 2.0 ingest jobs", self.bulk_threshold)
         touched = self._in_flight_orders()

@@ -1,0 +1,99 @@
+"""Card fields of orders the import sets aside (quarantined, skipped, back to Draft: see
+test_faults.py) are X-ed out in Salesforce by a write-back of their own, whether or not the
+import succeeds, once per change of the order, unless the config says not to."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from salesforce_orders.config import DEFAULT_CARD_FIELDS
+from salesforce_orders.warehouse import tables, utc_now
+
+CARD_FIELDS = ("Credit_Card_Number__c", "Credit_Card_CVV__c")
+
+
+def org_orders(p, order_ids) -> dict[str, dict]:
+    marks = ", ".join("?" for _ in order_ids)
+    rows = p.org_rows(f'SELECT Id, Status, {", ".join(CARD_FIELDS)} FROM "Order" WHERE Id IN ({marks})', *order_ids)
+    return {row["Id"]: row for row in rows}
+
+
+def with_card_data(orders: dict[str, dict], order_ids) -> set[str]:
+    """Of these orders (as ``org_orders`` read them), those whose card number field held digits."""
+    return {order_id for order_id in order_ids if (orders[order_id]["Credit_Card_Number__c"] or "X").strip("X")}
+
+
+def assert_x_ed_out_and_status_kept(p, order_ids, status="Activated"):
+    for row in org_orders(p, sorted(order_ids)).values():
+        assert all(set(row[name] or "X") == {"X"} for name in CARD_FIELDS), row
+        assert row["Status"] == status, row
+
+
+def test_quarantined_orders_are_x_ed_out_even_when_the_run_fails(sqlite_pipeline):
+    p = sqlite_pipeline
+    p.set_config(max_invalid_share=0.0)  # any invalid order fails the validation, before any load
+    before = org_orders(p, sorted(p.expected_order_ids()))
+
+    run = p.run()
+
+    assert run.failed_stage == "validate"
+    quarantined = p.quarantined_ids()
+    assert quarantined and with_card_data(before, quarantined) and not p.loaded_ids()
+    assert run.results["mask_card_fields"]["written"] == len(quarantined)
+    assert_x_ed_out_and_status_kept(p, quarantined)
+    assert run.report["written_back"] == len(quarantined)
+    rows = p.order_outbox_rows(sorted(quarantined))
+    assert {(row["action"], row["state"]) for row in rows} == {("x_out_card", "DONE")}
+    assert all(set(row["fields"]) == set(DEFAULT_CARD_FIELDS) for row in rows)
+
+
+def test_a_masked_order_is_not_masked_again_until_it_changes(sqlite_pipeline):
+    p = sqlite_pipeline
+    p.set_config(max_invalid_share=0.0)
+    p.run()
+    quarantined = sorted(p.quarantined_ids())
+    assert len(p.order_outbox_rows(quarantined)) == len(quarantined)
+
+    # Our write changed the orders: the next run reads them again, and leaves them be.
+    again = p.run()
+    assert again.results["extract"]["extracted"] >= len(quarantined)
+    assert again.results["mask_card_fields"]["attempted"] == 0
+    assert len(p.order_outbox_rows(quarantined)) == len(quarantined)
+
+    # An hour after its mask was written, someone types a card number into one of them again.
+    retyped = quarantined[0]
+    outbox = tables(p.schema).writeback_outbox
+    with p.engine.begin() as conn:
+        conn.execute(sa.update(outbox).where(outbox.c.sf_record_id == retyped).values(updated_at=utc_now() - timedelta(hours=1)))
+    p.org_update("Order", retyped, Credit_Card_Number__c="4111111111111111")
+    third = p.run()
+    assert third.results["mask_card_fields"]["written"] == 1
+    assert_x_ed_out_and_status_kept(p, [retyped])
+
+
+def test_skipped_zero_total_orders_are_x_ed_out_and_not_marked_imported(sqlite_pipeline):
+    p = sqlite_pipeline
+    p.set_config(zero_total_policy="skip")
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    skipped = {row["sf_record_id"] for row in p.query("SELECT sf_record_id FROM writeback_outbox WHERE action = 'x_out_card'")}
+    skipped -= p.loaded_ids() | p.quarantined_ids()
+    assert len(skipped) == run.results["transform"]["skipped"] > 0
+    assert_x_ed_out_and_status_kept(p, skipped)
+
+
+def test_the_config_can_leave_them_alone(sqlite_pipeline):
+    p = sqlite_pipeline
+    p.set_config(max_invalid_share=0.0, write_back={"x_out_card_fields_not_imported": False})
+    before = org_orders(p, sorted(p.expected_order_ids()))
+
+    run = p.run()
+
+    quarantined = p.quarantined_ids()
+    assert quarantined and with_card_data(before, quarantined)
+    assert run.results["mask_card_fields"]["attempted"] == 0 and p.order_outbox_rows(sorted(quarantined)) == []
+    assert org_orders(p, sorted(quarantined)) == {order_id: before[order_id] for order_id in quarantined}

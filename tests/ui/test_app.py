@@ -103,3 +103,31 @@ def test_an_unreadable_warehouse_is_explained(allowed):
         assert page.status_code == 200 and "no import has run" in page.text
     allowed.add("POST")
     assert client.post("/api/writebacks/retry").status_code == 409
+
+
+def test_an_order_with_card_data_masked_shows_a_badge_naming_the_fields_and_can_be_filtered(allowed, sqlite_engine, make_transformed):
+    from dataclasses import replace
+
+    from salesforce_orders.load import record_quarantine
+
+    create_all(sqlite_engine)
+    plain, flagged = make_transformed(1), make_transformed(2)
+    flagged = replace(flagged, order=replace(flagged.order, card_data_masked=("Description", "OrderItem 802000000000201AAA.Description")))
+    load_run(sqlite_engine, "run-1", [[plain, flagged]], watermark=None)
+    with sqlite_engine.begin() as conn:
+        record_quarantine(conn, "run-1", [
+            {"sf_order_id": "801000000000009AAA", "order_number": "00000009", "account_name": "Acme",
+             "failed_checks": ["country_resolvable"], "details": {"country_resolvable": "BillingCountry '[card ending 1881]' ..."},
+             "card_data_masked": ["BillingCountry"]},
+        ])
+    client = client_for(StubSource(Warehouse(sqlite_engine, tables(None), ("orders_warehouse", None), time.monotonic())))
+
+    orders = client.get("/").text
+    row_of = {number: orders.split(f'data-order-number="{number}"')[1].split("</tr>")[0] for number in ("00000001", "00000002")}
+    assert "card data masked" not in row_of["00000001"]
+    assert "card data masked" in row_of["00000002"]
+    assert "Description, OrderItem 802000000000201AAA.Description" in row_of["00000002"]
+    only_masked = client.get("/", params={"masked": "1"}).text
+    assert 'data-order-number="00000002"' in only_masked and 'data-order-number="00000001"' not in only_masked
+    quarantine = client.get("/quarantine").text
+    assert "card data masked" in quarantine and "BillingCountry" in quarantine

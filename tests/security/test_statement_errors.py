@@ -17,32 +17,26 @@ NAME = "Zoë Personal-Name"
 STREET = "12 Private Lane"
 
 
-def _warehouse(kind: str, request: pytest.FixtureRequest, tmp_path) -> tuple[sa.Engine, str | None]:
-    """A warehouse engine made as the import makes it, with its tables; and its schema."""
-    if kind == "sqlite":
-        engine, schema = warehouse_engine(sa.URL.create("sqlite", database=str(tmp_path / "w.db"))), None
-    else:
-        from tests.conftest import POSTGRES_URL, _reset_schema
-
-        schema = request.getfixturevalue("postgres_schema")
-        _reset_schema(request.getfixturevalue("postgres_engine"), schema)
-        engine = warehouse_engine(sa.make_url(POSTGRES_URL))
-    create_all(engine, schema)
-    return engine, schema
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request, tmp_path) -> Iterator[tuple[sa.Engine, str | None]]:
-    warehouse = _warehouse(request.param, request, tmp_path)
-    yield warehouse
-    warehouse[0].dispose()
+def _made_as_the_import_makes_it(target) -> tuple[sa.Engine, str | None]:
+    """An engine on ``target``'s database made as the import makes its engines, and the tables."""
+    engine = warehouse_engine(target.engine.url)
+    create_all(engine, target.schema)
+    return engine, target.schema
 
 
 @pytest.fixture
-def pg_engine(request, tmp_path) -> Iterator[tuple[sa.Engine, str | None]]:
-    warehouse = _warehouse("postgresql", request, tmp_path)
-    yield warehouse
-    warehouse[0].dispose()
+def engine(warehouse) -> Iterator[tuple[sa.Engine, str | None]]:
+    """Once on SQLite, once on PostgreSQL."""
+    made = _made_as_the_import_makes_it(warehouse)
+    yield made
+    made[0].dispose()
+
+
+@pytest.fixture
+def pg_engine(postgres_warehouse) -> Iterator[tuple[sa.Engine, str | None]]:
+    made = _made_as_the_import_makes_it(postgres_warehouse)
+    yield made
+    made[0].dispose()
 
 
 def order_row(n: int, **changes) -> dict:

@@ -4,6 +4,7 @@ import succeeds, once per change of the order, unless the config says not to."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -31,8 +32,8 @@ def assert_x_ed_out_and_status_kept(p, order_ids, status="Activated"):
         assert row["Status"] == status, row
 
 
-def test_quarantined_orders_are_x_ed_out_even_when_the_run_fails(sqlite_pipeline):
-    p = sqlite_pipeline
+def test_quarantined_orders_are_x_ed_out_even_when_the_run_fails(pipeline):
+    p = pipeline
     p.set_config(max_invalid_share=0.0)  # any invalid order fails the validation, before any load
     before = org_orders(p, sorted(p.expected_order_ids()))
 
@@ -97,3 +98,27 @@ def test_the_config_can_leave_them_alone(sqlite_pipeline):
     assert quarantined and with_card_data(before, quarantined)
     assert run.results["mask_card_fields"]["attempted"] == 0 and p.order_outbox_rows(sorted(quarantined)) == []
     assert org_orders(p, sorted(quarantined)) == {order_id: before[order_id] for order_id in quarantined}
+
+
+def test_typed_card_numbers_are_masked_before_staging_and_flagged(pipeline):
+    """On SQLite and PostgreSQL (JSONB): the card number typed into the notes is in no table or
+    view, staging included; the order is flagged with the field, in the warehouse's own types."""
+    p = pipeline
+    order_id = sorted(p.expected_order_ids())[0]
+    p.org_update("Order", order_id, Description="card: 4012-8888-8888-1881, exp 12/27")
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    (row,) = p.query("SELECT notes, card_data_masked, card_data_masked_fields FROM external_orders WHERE sf_order_id = :id", id=order_id)
+    assert row["notes"] == "card: [card ending 1881], exp 12/27"
+    assert row["card_data_masked"] is True or row["card_data_masked"] == 1
+    fields = row["card_data_masked_fields"]
+    assert (fields if isinstance(fields, list) else json.loads(fields)) == ["Description"]
+    assert p.scalar("SELECT COUNT(*) AS n FROM external_orders WHERE card_data_masked") == 1
+    inspector = sa.inspect(p.engine)
+    names = inspector.get_table_names(schema=p.schema) + inspector.get_view_names(schema=p.schema)
+    assert "stg_orders" in names
+    for name in names:
+        text = json.dumps(p.query(f"SELECT * FROM {name}"), default=str)
+        assert "4012888888881881" not in text.replace("-", "") and "8888-8888" not in text, name

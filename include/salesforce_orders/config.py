@@ -284,6 +284,8 @@ class ImportConfig(_Section):
     write_back: WriteBackConfig = WriteBackConfig()
 
     max_invalid_share: Share = 0.25
+    # Below this many orders in a run the share is not applied (1 invalid of 1 is 100 %): invalid orders are quarantined.
+    invalid_share_min_orders: _int(0, 1_000_000) = 20
     writeback_max_attempts: _int(1, 50) = 5
     retention_days: _int(1, 3650) = 3
 
@@ -376,6 +378,7 @@ EXAMPLE: dict[str, Any] = {
     "import_notes": True,
     "write_back": {"mark_imported": True, "set_customer_id": True, "x_out_card_fields": True, "x_out_card_fields_not_imported": True},
     "max_invalid_share": 0.25,
+    "invalid_share_min_orders": 20,
     "writeback_max_attempts": 5,
     "retention_days": 3,
     "salesforce_conn_id": "salesforce_default",

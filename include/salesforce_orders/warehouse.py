@@ -581,6 +581,7 @@ def _view_quarantined_orders(t: Tables, dialect: str) -> sa.Select:
         q.c.account_name,
         q.c.failed_checks,
         q.c.details,
+        q.c.card_data_masked,
         q.c.quarantined_at,
     ).where(q.c.released_at.is_(None))
 

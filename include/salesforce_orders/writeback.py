@@ -354,7 +354,7 @@ class OutboxDrainer:
                 if name in _fields(row) and value not in (None, "", planned):
                     changed[row.id] = _Changed(
                         "CUSTOMER_ID_CHANGED",
-                        f"not sent: the Account's {name} was set to {value!r} in Salesforce after the import read it; "
+                        f"not sent: the Account's {name} was set to {mask_card_numbers(str(value))!r} in Salesforce after the import read it; "
                         f"the warehouse keeps {planned!r} until the Account is imported again",
                         send_the_rest=False,
                     )

@@ -100,25 +100,54 @@ def test_the_config_can_leave_them_alone(sqlite_pipeline):
     assert org_orders(p, sorted(quarantined)) == {order_id: before[order_id] for order_id in quarantined}
 
 
-def test_typed_card_numbers_are_masked_before_staging_and_flagged(pipeline):
-    """On SQLite and PostgreSQL (JSONB): the card number typed into the notes is in no table or
-    view, staging included; the order is flagged with the field, in the warehouse's own types."""
-    p = pipeline
-    order_id = sorted(p.expected_order_ids())[0]
+def assert_masked_everywhere(p, order_id: str, flagged_fields: list[str]) -> None:
+    """The typed card numbers are in no table or view (staging included); the order is flagged."""
+    (row,) = p.query("SELECT notes, card_data_masked, card_data_masked_fields FROM external_orders WHERE sf_order_id = :id", id=order_id)
+    assert row["notes"] == "card: [card ending 1881], exp 12/27"
+    assert row["card_data_masked"] in (True, 1)
+    fields = row["card_data_masked_fields"]
+    assert (fields if isinstance(fields, list) else json.loads(fields)) == flagged_fields
+    assert p.scalar("SELECT COUNT(*) AS n FROM external_orders WHERE card_data_masked") == 1
+    inspector = sa.inspect(p.engine)
+    names = inspector.get_table_names(schema=p.schema) + inspector.get_view_names(schema=p.schema)
+    assert "stg_orders" in names and "stg_order_items" in names
+    for name in names:
+        text = json.dumps(p.query(f"SELECT * FROM {name}"), default=str).replace("-", "").replace(" ", "")
+        assert "4012888888881881" not in text and "5105105105105100" not in text, name
+
+
+def type_card_numbers(p, order_id: str) -> str:
+    """A card number in the order's notes and in one of its products' description; the product's id."""
     p.org_update("Order", order_id, Description="card: 4012-8888-8888-1881, exp 12/27")
+    (item,) = p.org_rows('SELECT Id FROM "OrderItem" WHERE OrderId = ? ORDER BY Id LIMIT 1', order_id)
+    p.org_update("OrderItem", item["Id"], Description="paid by 5105 1051 0510 5100")
+    return item["Id"]
+
+
+def test_typed_card_numbers_are_masked_before_staging_and_flagged(pipeline):
+    """REST extraction, on SQLite and PostgreSQL (JSONB): the card numbers typed into the notes and
+    a product's description are in no table or view; the order is flagged with both fields."""
+    p = pipeline
+    p.set_config(item_field_mappings={"Description": "line_description"})
+    order_id = sorted(p.expected_order_ids())[0]
+    item_id = type_card_numbers(p, order_id)
 
     run = p.run()
 
     assert run.succeeded, run.error
-    (row,) = p.query("SELECT notes, card_data_masked, card_data_masked_fields FROM external_orders WHERE sf_order_id = :id", id=order_id)
-    assert row["notes"] == "card: [card ending 1881], exp 12/27"
-    assert row["card_data_masked"] is True or row["card_data_masked"] == 1
-    fields = row["card_data_masked_fields"]
-    assert (fields if isinstance(fields, list) else json.loads(fields)) == ["Description"]
-    assert p.scalar("SELECT COUNT(*) AS n FROM external_orders WHERE card_data_masked") == 1
-    inspector = sa.inspect(p.engine)
-    names = inspector.get_table_names(schema=p.schema) + inspector.get_view_names(schema=p.schema)
-    assert "stg_orders" in names
-    for name in names:
-        text = json.dumps(p.query(f"SELECT * FROM {name}"), default=str)
-        assert "4012888888881881" not in text.replace("-", "") and "8888-8888" not in text, name
+    assert run.results["extract"]["path"] == "rest" and run.results["extract"]["card_data_masked"] == 1
+    assert_masked_everywhere(p, order_id, ["Description", f"OrderItem {item_id}.Description"])
+
+
+def test_bulk_extraction_masks_orders_and_their_products_too(sqlite_pipeline):
+    """Bulk API 2.0 reads products in a job of their own: masked and flagged all the same."""
+    p = sqlite_pipeline
+    p.set_config(item_field_mappings={"Description": "line_description"}, bulk_threshold=0)
+    order_id = sorted(p.expected_order_ids())[0]
+    item_id = type_card_numbers(p, order_id)
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert run.results["extract"]["path"] == "bulk" and run.results["extract"]["card_data_masked"] == 1
+    assert_masked_everywhere(p, order_id, ["Description", f"OrderItem {item_id}.Description"])

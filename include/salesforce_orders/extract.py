@@ -230,7 +230,7 @@ def changed_accounts(
     customers = tables(schema).customers
     changed: dict[str, list[str]] = {}
     for page in hook.iter_query_pages(soql):
-        mask_records(page)  # compared with customers stored masked (and a name with a card number is no change)
+        mask_records(page)  # as its orders were: a name holding a card number matches its stored, masked self
         with engine.connect() as conn:
             rows = select_in(conn, customers, list(customers.c), customers.c.sf_account_id, [r["Id"] for r in page])
         stored = {row.sf_account_id: row._mapping for row in rows}

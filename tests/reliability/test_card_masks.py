@@ -116,38 +116,27 @@ def assert_masked_everywhere(p, order_id: str, flagged_fields: list[str]) -> Non
         assert "4012888888881881" not in text and "5105105105105100" not in text, name
 
 
-def type_card_numbers(p, order_id: str) -> str:
-    """A card number in the order's notes and in one of its products' description; the product's id."""
+def assert_typed_card_numbers_masked(p, path: str, **config) -> None:
+    """A card number typed into an order's notes and into one of its products' description (mapped):
+    after a run extracting by ``path``, neither is in any table or view, the order is flagged with both."""
+    p.set_config(item_field_mappings={"Description": "line_description"}, **config)
+    order_id = sorted(p.expected_order_ids())[0]
     p.org_update("Order", order_id, Description="card: 4012-8888-8888-1881, exp 12/27")
     (item,) = p.org_rows('SELECT Id FROM "OrderItem" WHERE OrderId = ? ORDER BY Id LIMIT 1', order_id)
     p.org_update("OrderItem", item["Id"], Description="paid by 5105 1051 0510 5100")
-    return item["Id"]
-
-
-def test_typed_card_numbers_are_masked_before_staging_and_flagged(pipeline):
-    """REST extraction, on SQLite and PostgreSQL (JSONB): the card numbers typed into the notes and
-    a product's description are in no table or view; the order is flagged with both fields."""
-    p = pipeline
-    p.set_config(item_field_mappings={"Description": "line_description"})
-    order_id = sorted(p.expected_order_ids())[0]
-    item_id = type_card_numbers(p, order_id)
 
     run = p.run()
 
     assert run.succeeded, run.error
-    assert run.results["extract"]["path"] == "rest" and run.results["extract"]["card_data_masked"] == 1
-    assert_masked_everywhere(p, order_id, ["Description", f"OrderItem {item_id}.Description"])
+    assert run.results["extract"]["path"] == path and run.results["extract"]["card_data_masked"] == 1
+    assert_masked_everywhere(p, order_id, ["Description", f"OrderItem {item['Id']}.Description"])
+
+
+def test_typed_card_numbers_are_masked_before_staging_and_flagged(pipeline):
+    """REST extraction, on SQLite and PostgreSQL (JSONB)."""
+    assert_typed_card_numbers_masked(pipeline, "rest")
 
 
 def test_bulk_extraction_masks_orders_and_their_products_too(sqlite_pipeline):
     """Bulk API 2.0 reads products in a job of their own: masked and flagged all the same."""
-    p = sqlite_pipeline
-    p.set_config(item_field_mappings={"Description": "line_description"}, bulk_threshold=0)
-    order_id = sorted(p.expected_order_ids())[0]
-    item_id = type_card_numbers(p, order_id)
-
-    run = p.run()
-
-    assert run.succeeded, run.error
-    assert run.results["extract"]["path"] == "bulk" and run.results["extract"]["card_data_masked"] == 1
-    assert_masked_everywhere(p, order_id, ["Description", f"OrderItem {item_id}.Description"])
+    assert_typed_card_numbers_masked(sqlite_pipeline, "bulk", bulk_threshold=0)

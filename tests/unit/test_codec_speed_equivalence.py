@@ -61,7 +61,7 @@ CONFIGS = {
     },
     "no_write_back": {
         "import_notes": False,
-        "write_back": {"mark_imported": False, "set_customer_id": False, "x_out_card_fields": False},
+        "write_back": {"mark_imported": False, "set_customer_id": False, "x_out_card_fields": False, "x_out_card_fields_not_imported": False},
         "order_field_mappings": {"PoNumber": "po"},
     },
 }

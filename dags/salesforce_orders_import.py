@@ -189,7 +189,7 @@ def salesforce_orders_import():
 
         return stages.write_back(run_id=extracted["run_id"], api_budget_left=marked.get("api_budget_left"))
 
-    @task(doc_md=TASK_DOCS["mask_card_fields"], trigger_rule="all_done")
+    @task(doc_md=TASK_DOCS["mask_card_fields"], trigger_rule="all_done", **SERIALISED)
     def mask_card_fields() -> dict:
         from salesforce_orders import stages
 

@@ -54,7 +54,7 @@ def test_the_tasks_that_write_shared_state_run_one_at_a_time_across_runs(dag):
     from salesforce_orders_local.airflow_env import WAREHOUSE_POOL
 
     serialised = {t.task_id for t in dag.tasks if t.pool == WAREHOUSE_POOL}
-    assert serialised == {"validate", "load", "mark_status_changes", "write_back"}
+    assert serialised == {"validate", "load", "mark_status_changes", "write_back", "mask_card_fields"}
     assert {str(dag.get_task(t).weight_rule) for t in serialised} == {"upstream"}
 
 

@@ -31,7 +31,7 @@ CHECKS: dict[str, str] = {
     "order_number_unique": "no other order in the run has the same OrderNumber",
     "account_present": "the order has an Account (AccountId and Account.Name)",
     "status_activated": "the order's status is in the Activated category",
-    "activated_date_valid": "ActivatedDate is present and a valid dateTime",
+    "activated_date_valid": "ActivatedDate is present, a valid dateTime and not in the future",
     "effective_date_valid": "EffectiveDate is a valid date, not before 2000 nor more than a year ahead",
     "total_non_negative": "TotalAmount is present and not negative",
     "total_matches_products": "TotalAmount equals the sum of the products' TotalPrice",
@@ -147,9 +147,14 @@ def derive(order: StagedOrder, items: list[StagedItem], today: date) -> DerivedO
         service_source=source,
         service_country_code=address.country_code,
         billing_country_code=None if _blank(billing_country) else resolve_country_code(billing_country),
-        activated_ok=_parse_datetime(order.get("ActivatedDate")) is not None,
+        activated_ok=(activated := _parse_datetime(order.get("ActivatedDate"))) is not None and not _in_the_future(activated, today),
         effective_problem=problem,
     )
+
+
+def _in_the_future(moment: datetime, today: date) -> bool:
+    """Later than the end of tomorrow: beyond any time zone or clock skew, not yet happened."""
+    return moment.date() > today + timedelta(days=1)
 
 
 class OrderValidator:
@@ -311,7 +316,11 @@ def explain(
         return f"StatusCode is {order.get('StatusCode')!r}, expected 'Activated'"
     if rule == "activated_date_valid":
         value = order.get("ActivatedDate")
-        return "ActivatedDate is missing" if _blank(value) else f"ActivatedDate {value!r} is not a valid dateTime"
+        if _blank(value):
+            return "ActivatedDate is missing"
+        if _parse_datetime(value) is not None:
+            return f"ActivatedDate {value!r} is in the future"
+        return f"ActivatedDate {value!r} is not a valid dateTime"
     if rule == "effective_date_valid":
         return derived.effective_problem or "EffectiveDate is not valid"
     if rule == "total_non_negative":

@@ -490,19 +490,20 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
 def _write_batch_or_refuse(
     engine: sa.Engine, conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBatch, records: list[TransformedOrder],
     now: datetime, tally: _RunTally,
-) -> None:
+) -> list[TransformedOrder]:
     """Write the batch in a savepoint; if the warehouse refuses a value, write its orders one by
     one and quarantine those it refuses (naming the field and why), so one bad row never stops
-    the run. The failed statement's text and values are never logged: they hold customer data."""
+    the run; returns the orders refused. The failed statement's text and values are never logged:
+    they hold customer data."""
     try:
         with conn.begin_nested():
             _write_batch(conn, t, run_id, batch, now, tally)
-        return
+        return []
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise  # the warehouse is gone, not one value: the task fails and is retried
         log.warning("The warehouse refused a batch of %d orders (%s); writing them one by one", len(records), refused_reason(exc))
-    refused = []
+    refused, refused_records = [], []
     for record in records:
         single = _prepare_batch(engine, t, run_id, [record], now, conn=conn)
         try:
@@ -512,10 +513,12 @@ def _write_batch_or_refuse(
             if exc.connection_invalidated:
                 raise
             refused.append(_refusal(t, single, record, exc))
+            refused_records.append(record)
     record_quarantine(conn, run_id, refused, schema=t.metadata.schema)
     tally.counts.refused += len(refused)
     for row in refused:
         log.warning("Quarantined order %s (%s): %s", row["sf_order_id"], row["order_number"], row["details"]["warehouse_refused"])
+    return refused_records
 
 
 def refused_reason(exc: sa.exc.DBAPIError) -> str:
@@ -539,6 +542,7 @@ def _refusal(t: Tables, batch: _PreparedBatch, record: TransformedOrder, exc: sa
         "account_name": record.order.account_name,
         "failed_checks": ["warehouse_refused"],
         "details": {"warehouse_refused": f"the warehouse refused the order: {reason}"},
+        "card_data_masked": record.order.card_data_masked,
     }
 
 
@@ -609,10 +613,14 @@ def load_run(
     now: datetime | None = None,
     watermark: str | None,
     covered_from: datetime | None = None,
+    card_fields: Sequence[str] = (),
+    order_object: str = "Order",
 ) -> LoadCounts:
     """Load every chunk of the run in ONE transaction and move the watermark to ``watermark``
     (the highest ``SystemModstamp`` extracted) if it is later than the stored one and the run
-    read everything changed since the stored one (``covered_from``, see _advance_watermark)."""
+    read everything changed since the stored one (``covered_from``, see _advance_watermark).
+    The orders the warehouse refuses are quarantined, and their ``card_fields`` queued to be
+    X-ed out (``card_masks``)."""
     now = now or utc_now()
     t = tables(schema)
     tally = _RunTally()
@@ -622,7 +630,9 @@ def load_run(
     prepared = read_ahead((_prepare_batch(engine, t, run_id, batch, now), batch) for batch in _batches(chunks))
     with engine.begin() as conn:
         for batch, records in prepared:
-            _write_batch_or_refuse(engine, conn, t, run_id, batch, records, now, tally)
+            refused = _write_batch_or_refuse(engine, conn, t, run_id, batch, records, now, tally)
+            stamps = {r.order.sf_order_id: r.order.sf_system_modstamp for r in refused}
+            queue_card_masks(conn, stamps, card_fields=card_fields, order_object=order_object, run_id=run_id, now=now, schema=schema)
             faultpoints.reach("load.orders_written")
             progress.add(len(batch.order_ids), f"{tally.counts.inserted} inserted, {tally.counts.updated} updated")
         # once for the run, not per batch: a customer's orders are spread over many batches

@@ -339,6 +339,8 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
         schema=schema,
         watermark=max(read_to, key=parse_watermark) if moves_watermark and read_to else None,
         covered_from=parse_watermark(window.get("changed_from") or window.get("since")),
+        card_fields=config.card_fields_to_x_out_when_not_imported,
+        order_object=config.order_object,
     )
     _refresh_statistics(engine, *_LOADED_TABLES, schema=schema)
     result = {"run_id": run_id, **counts.as_dict()}

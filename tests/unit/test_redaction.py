@@ -178,3 +178,12 @@ def test_a_page_without_card_numbers_is_left_alone():
     ]
     assert not may_hold_card_numbers(msgspec.json.encode(page))
     assert mask_records(page) == {}
+
+
+def test_records_are_found_wherever_they_are_in_a_long_page():
+    page = [{"Id": f"801{n:012d}AAA", "Description": f"order {n}"} for n in range(200)]
+    for position in (0, 63, 64, 150, 199):
+        page[position]["Description"] = f"card 4111-1111-1111-1111 on order {position}"
+    assert mask_records(page) == {position: ["Description"] for position in (0, 63, 64, 150, 199)}
+    assert page[150]["Description"] == "card [card ending 1111] on order 150"
+    assert page[151]["Description"] == "order 151"

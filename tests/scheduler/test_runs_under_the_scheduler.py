@@ -12,6 +12,8 @@ import pytest
 
 from salesforce_orders_local.airflow_env import DAG_ID
 
+FINISHED = {"success", "failed"}
+
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(1800)]
 
 STACK = {"orders": 150, "seed": 5, "schedule": "0 * * * *"}
@@ -80,10 +82,11 @@ def test_scheduled_backfill_resync_and_clear_leave_the_warehouse_equal_to_salesf
     assert airflow.wait_for_run(scheduled) == "success"
     assert _tries(airflow, scheduled, "load") > 1
 
-    # a last run picks up what changed after the others read
-    airflow.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})
+    # a last run picks up what changed after the others read (then no more runs: the DAG is paused)
     last = airflow.api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})
     assert airflow.wait_for_run(last["dag_run_id"]) == "success"
+    airflow.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True})
+    airflow.wait_until(lambda: all(r["state"] in FINISHED for r in airflow.dag_runs()), "any run started meanwhile to finish")
 
     _assert_serialised(airflow)
     _assert_warehouse_equals_salesforce(stack)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back")
+STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back", "mask_card_fields")
 
 # The tasks that write what runs share (quarantine, orders, watermark, outbox; Salesforce) run in a
 # one-slot pool: runs of every type (scheduled, manual, backfill, whose own max_active_runs the
@@ -30,7 +30,8 @@ DOC = """
 Imports **Activated** Salesforce Orders (with their Account and Order Products) into the
 warehouse, then writes the outcome back to Salesforce:
 
-`extract` → `validate` → `transform` → `load` → `mark_status_changes` → `write_back` → `report`
+`extract` → `validate` → `transform` → `load` → `mark_status_changes` → `write_back` →
+`mask_card_fields` → `report`
 
 * **Reads**: Connection `salesforce_default` (any auth mode of the Salesforce provider; extras
   `login_url`/`ca_bundle` for the local sandbox), Connection `orders_warehouse` (SQLite or
@@ -39,7 +40,9 @@ warehouse, then writes the outcome back to Salesforce:
 * **Writes**: warehouse tables `external_orders`, `external_order_items`, `order_services`,
   `customers`, `customer_locations`, `quarantined_orders`, `import_runs`, `writeback_outbox`,
   `sync_state`; in Salesforce: Order `Status` → Imported (when the org has it), card fields X-ed
-  out, the customer id onto the Account.
+  out (also on orders quarantined, skipped or set back to Draft), the customer id onto the Account.
+  Card numbers typed into other fields are masked before anything is stored; such orders are
+  flagged `card_data_masked`.
 * **Window**: scheduled runs start at the stored watermark (highest `SystemModstamp` loaded)
   minus `overlap_minutes`; the first run reaches back `lookback_days` (730).
 
@@ -68,8 +71,12 @@ TASK_DOCS = {
     "`deactivated`/`deleted` in the warehouse and their pending write-backs cancelled.",
     "write_back": "Drains the outbox with sObject Collections (200 records a call): Status → Imported, card fields "
     "X-ed out, customer id on the Account. Failed records stay visible in `writeback_outbox` and are retried.",
+    "mask_card_fields": "X-es out the card fields of orders the import set aside (quarantined, skipped as "
+    "zero-total, set back to Draft), whether or not the import succeeded: the `x_out_card` outbox rows the "
+    "write-back did not send. Off with `write_back.x_out_card_fields_not_imported: false`.",
     "report": "Writes the run's `import_runs` row (counts per stage, API calls, duration) and logs the summary. "
-    "Runs even when a stage failed, then fails itself so the run shows failed and the failure alert fires.",
+    "Runs even when a stage failed, then fails itself so the run shows failed and the failure alert fires. "
+    "Deletes staged records and finished write-back rows older than `retention_days`.",
 }
 
 
@@ -89,6 +96,15 @@ def _fail_if_a_stage_failed(facts: dict) -> None:
     failed = [stage for stage in STAGES if states.get(stage) in ("failed", "upstream_failed")]
     if failed:
         raise AirflowFailException(f"Import run failed at: {', '.join(failed)}. Its summary is logged above and in import_runs.")
+
+
+def _budget_left(ti) -> int | None:
+    """What the run's last stage to talk to Salesforce left of its API budget (None: no limit known)."""
+    for stage in ("write_back", "mark_status_changes", "extract"):
+        result = ti.xcom_pull(task_ids=stage, default=None)
+        if result and result.get("api_budget_left") is not None:
+            return result["api_budget_left"]
+    return None
 
 
 def _run_facts() -> dict:
@@ -174,6 +190,13 @@ def salesforce_orders_import():
 
         return stages.write_back(run_id=extracted["run_id"], api_budget_left=marked.get("api_budget_left"))
 
+    @task(doc_md=TASK_DOCS["mask_card_fields"], trigger_rule="all_done", **SERIALISED)
+    def mask_card_fields() -> dict:
+        from salesforce_orders import stages
+
+        facts = _run_facts()
+        return stages.mask_card_fields(run_id=facts["run_id"], api_budget_left=_budget_left(facts["context"]["ti"]))
+
     @task(doc_md=TASK_DOCS["report"], trigger_rule="all_done", retries=1)
     def report() -> dict:
         from salesforce_orders import stages
@@ -191,7 +214,7 @@ def salesforce_orders_import():
     loaded = load(extracted, transformed)
     marked = mark_status_changes(extracted, loaded)
     written = write_back(extracted, marked)
-    written >> report()
+    written >> mask_card_fields() >> report()
 
 
 salesforce_orders_import()

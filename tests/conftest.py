@@ -150,16 +150,19 @@ def _reset_schema(engine: sa.Engine, schema: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def warehouse(request: pytest.FixtureRequest) -> Iterator[WarehouseTarget]:
+def warehouse(request: pytest.FixtureRequest) -> WarehouseTarget:
     """An empty warehouse target, once on SQLite and once on PostgreSQL (tables not created)."""
     if request.param == "sqlite":
-        yield WarehouseTarget(request.getfixturevalue("sqlite_engine"), None)
-        return
-    engine = request.getfixturevalue("postgres_engine")
-    schema = request.getfixturevalue("postgres_schema")
-    _reset_schema(engine, schema)
-    yield WarehouseTarget(engine, schema)
-    _reset_schema(engine, schema)
+        return WarehouseTarget(request.getfixturevalue("sqlite_engine"), None)
+    return request.getfixturevalue("postgres_warehouse")
+
+
+@pytest.fixture
+def postgres_warehouse(postgres_engine: sa.Engine, postgres_schema: str) -> Iterator[WarehouseTarget]:
+    """An empty warehouse target on PostgreSQL only (tables not created)."""
+    _reset_schema(postgres_engine, postgres_schema)
+    yield WarehouseTarget(postgres_engine, postgres_schema)
+    _reset_schema(postgres_engine, postgres_schema)
 
 
 RELEASED_WAREHOUSES = Path(__file__).resolve().parent / "fixtures" / "released_warehouses"
@@ -323,3 +326,63 @@ def build_transformed(
 def make_transformed() -> Callable[..., Any]:
     """The TransformedOrder builder (see ``build_transformed``)."""
     return build_transformed
+
+
+# ---------------------------------------------------------------------------------------
+# The External Orders pages, in-process
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def allowed(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Which methods on the import DAG's runs Airflow allows the pages' user; GET only by default
+    (add "POST" to let them trigger). Airflow's own check is stood in for by this set."""
+    from fastapi import HTTPException
+
+    from salesforce_orders_ui import app as app_module
+
+    methods = {"GET"}
+
+    def check(method: str, request: Any, user: Any) -> None:
+        if method not in methods:
+            raise HTTPException(403, "Forbidden")
+
+    monkeypatch.setattr(app_module, "_check_dag_run_access", check)
+    return methods
+
+
+@pytest.fixture
+def external_orders_pages(allowed: set[str]) -> Callable[..., Any]:
+    """``external_orders_pages(engine, schema)``: a test client of the External Orders app reading that
+    warehouse, signed in as "oncall" (``problem=...`` instead: a warehouse that cannot be read)."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from salesforce_orders.warehouse import tables
+    from salesforce_orders_ui import app as app_module
+
+    @dataclass
+    class User:
+        name: str = "oncall"
+
+        def get_name(self) -> str:
+            return self.name
+
+    @dataclass
+    class Source:
+        engine: sa.Engine | None
+        schema: str | None
+        problem: str | None
+
+        def get(self) -> Any:
+            if self.problem:
+                raise app_module.WarehouseUnavailable(self.problem)
+            return app_module.Warehouse(self.engine, tables(self.schema), ("orders_warehouse", self.schema), time.monotonic())
+
+    def open_pages(engine: sa.Engine | None = None, schema: str | None = None, *, problem: str | None = None) -> TestClient:
+        app = app_module.create_app(Source(engine, schema, problem))
+        app.dependency_overrides[app_module.current_user] = User
+        return TestClient(app, root_path="/external-orders")
+
+    return open_pages

@@ -188,6 +188,9 @@ class WriteBackConfig(_Section):
     mark_imported: Flag = True
     set_customer_id: Flag = True
     x_out_card_fields: Flag = True
+    # also for orders not imported (quarantined, skipped as zero-total) or whose write-back was
+    # cancelled (set back to Draft), in a write-back of their own
+    x_out_card_fields_not_imported: Flag = True
 
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -286,6 +289,7 @@ class ImportConfig(_Section):
     # Below this many orders in a run the share is not applied (1 invalid of 1 is 100 %): invalid orders are quarantined.
     invalid_share_min_orders: _int(0, 1_000_000) = 20
     writeback_max_attempts: _int(1, 50) = 5
+    retention_days: _int(1, 3650) = 3
 
     salesforce_conn_id: ConnId = "salesforce_default"
     warehouse_conn_id: ConnId = "orders_warehouse"
@@ -331,6 +335,11 @@ class ImportConfig(_Section):
         if problems:
             raise _problems(*problems)
         return self
+
+    @property
+    def card_fields_to_x_out_when_not_imported(self) -> tuple[str, ...]:
+        """The card fields to X out on orders set aside (none when the config says not to)."""
+        return self.card_fields if self.write_back.x_out_card_fields_not_imported else ()
 
     def never_selected_fields(self) -> frozenset[str]:
         """Lower-cased names of the card fields: no query ever selects them."""
@@ -383,10 +392,11 @@ EXAMPLE: dict[str, Any] = {
     "item_field_mappings": {"Product2.Family": "product_family"},
     "zero_total_policy": "import",
     "import_notes": True,
-    "write_back": {"mark_imported": True, "set_customer_id": True, "x_out_card_fields": True},
+    "write_back": {"mark_imported": True, "set_customer_id": True, "x_out_card_fields": True, "x_out_card_fields_not_imported": True},
     "max_invalid_share": 0.25,
     "invalid_share_min_orders": 20,
     "writeback_max_attempts": 5,
+    "retention_days": 3,
     "salesforce_conn_id": "salesforce_default",
     "warehouse_conn_id": "orders_warehouse",
     "warehouse_schema": None,

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from . import faultpoints
-from .model import StagedItem, StagedOrder
+from .model import CARD_DATA_MASKED, StagedItem, StagedOrder
 from .progress import Progress
 from .readahead import read_ahead
+from .redaction import mask_records
 from .salesforce import SalesforceOrdersHook
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class ExtractSummary:
     max_system_modstamp: str | None = None
     seconds: float = 0.0
     accounts_changed: int = 0  # Accounts whose edits brought their orders into the run
+    card_data_masked: set[str] = field(default_factory=set)  # ids of the orders with card numbers masked
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,7 +69,25 @@ class ExtractSummary:
             "api_calls": self.api_calls,
             "max_system_modstamp": self.max_system_modstamp,
             "seconds": round(self.seconds, 2),
+            "card_data_masked": len(self.card_data_masked),
         }
+
+    def log_masked(self) -> None:
+        """Name the orders whose records held card numbers (ids only: never a value)."""
+        if self.card_data_masked:
+            shown = sorted(self.card_data_masked)[:20]
+            log.warning(
+                "Card numbers masked in %d orders before staging; clean them up in Salesforce (flag card_data_masked): %s%s",
+                len(self.card_data_masked), ", ".join(shown), " ..." if len(self.card_data_masked) > len(shown) else "",
+            )
+
+
+def mask_card_data(records: list[dict], order_id_key: str, summary: ExtractSummary) -> None:
+    """Mask the card numbers in a page's records before they are staged; flag the records that had any."""
+    for position, fields in mask_records(records).items():
+        record = records[position]
+        record[CARD_DATA_MASKED] = fields
+        summary.card_data_masked.add(record.get(order_id_key))
 
 
 def _calls_of(hook: SalesforceOrdersHook | None) -> Callable[[], int] | None:
@@ -120,6 +140,8 @@ def stage_pages(
                 summary.max_system_modstamp = stamp
         orders = [order for order, _ in latest.values()]
         items = [item for _, order_items in latest.values() for item in order_items]
+        mask_card_data(orders, "Id", summary)
+        mask_card_data(items, "OrderId", summary)
         with engine.begin() as conn:
             if superseded:
                 drop_staged_items(conn, run_id, superseded, schema=schema)
@@ -148,6 +170,7 @@ def stage_item_pages(
 
     progress = Progress("extract", "order items", api_calls=_calls_of(hook))
     for page in read_ahead(pages):
+        mask_card_data(page, "OrderId", summary)
         with engine.begin() as conn:
             stage_items(conn, run_id, page, schema=schema)
         summary.items += len(page)
@@ -207,6 +230,7 @@ def changed_accounts(
     customers = tables(schema).customers
     changed: dict[str, list[str]] = {}
     for page in hook.iter_query_pages(soql):
+        mask_records(page)  # as its orders were: a name holding a card number matches its stored, masked self
         with engine.connect() as conn:
             rows = select_in(conn, customers, list(customers.c), customers.c.sf_account_id, [r["Id"] for r in page])
         stored = {row.sf_account_id: row._mapping for row in rows}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import faultpoints
+from .card_masks import CARD_MASK_ACTION, queue_card_masks
 from .model import READY, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED, Address, CustomerRecord, TransformedOrder
 from .progress import Progress
 from .readahead import read_ahead
@@ -123,6 +124,12 @@ def _customer_row(customer: CustomerRecord, now: datetime) -> dict[str, Any]:
     }
 
 
+def card_data_flag(fields: Iterable[str]) -> dict[str, Any]:
+    """The card-data flag columns of a row, from the fields whose card numbers were masked."""
+    fields = list(fields)
+    return {"card_data_masked": bool(fields), "card_data_masked_fields": fields or None}
+
+
 def _order_row(t: TransformedOrder, run_id: str, now: datetime, state_changed_at: datetime) -> dict[str, Any]:
     o = t.order
     return {
@@ -151,6 +158,7 @@ def _order_row(t: TransformedOrder, run_id: str, now: datetime, state_changed_at
         "is_zero_total": o.is_zero_total,
         "sf_created_at": _timestamp(o.sf_created_at),
         "sf_system_modstamp": _timestamp(o.sf_system_modstamp),
+        **card_data_flag(o.card_data_masked),
         "content_hash": t.content_hash,
         "lifecycle_state": READY,
         "lifecycle_error": None,
@@ -483,19 +491,20 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
 def _write_batch_or_refuse(
     engine: sa.Engine, conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBatch, records: list[TransformedOrder],
     now: datetime, tally: _RunTally,
-) -> None:
+) -> list[TransformedOrder]:
     """Write the batch in a savepoint; if the warehouse refuses a value, write its orders one by
     one and quarantine those it refuses (naming the field and why), so one bad row never stops
-    the run. The failed statement's text and values are never logged: they hold customer data."""
+    the run; returns the orders refused. The failed statement's text and values are never logged:
+    they hold customer data."""
     try:
         with conn.begin_nested():
             _write_batch(conn, t, run_id, batch, now, tally)
-        return
+        return []
     except sa.exc.DBAPIError as exc:
         if refuses_every_row(exc):
             raise  # not one value (the warehouse gone, read-only, a missing privilege): the task fails, saying so
         log.warning("The warehouse refused a batch of %d orders (%s); writing them one by one", len(records), refused_reason(exc))
-    refused = []
+    refused, refused_records = [], []
     for record in records:
         single = _prepare_batch(engine, t, run_id, [record], now, conn=conn)
         try:
@@ -505,10 +514,12 @@ def _write_batch_or_refuse(
             if refuses_every_row(exc):
                 raise
             refused.append(_refusal(t, single, record, exc))
+            refused_records.append(record)
     record_quarantine(conn, run_id, refused, schema=t.metadata.schema)
     tally.counts.refused += len(refused)
     for row in refused:
         log.warning("Quarantined order %s (%s): %s", row["sf_order_id"], row["order_number"], row["details"]["warehouse_refused"])
+    return refused_records
 
 
 def refused_reason(exc: sa.exc.DBAPIError) -> str:
@@ -532,6 +543,7 @@ def _refusal(t: Tables, batch: _PreparedBatch, record: TransformedOrder, exc: sa
         "account_name": record.order.account_name,
         "failed_checks": ["warehouse_refused"],
         "details": {"warehouse_refused": f"the warehouse refused the order: {reason}"},
+        "card_data_masked": record.order.card_data_masked,
     }
 
 
@@ -602,10 +614,14 @@ def load_run(
     now: datetime | None = None,
     watermark: str | None,
     covered_from: datetime | None = None,
+    card_fields: Sequence[str] = (),
+    order_object: str = "Order",
 ) -> LoadCounts:
     """Load every chunk of the run in ONE transaction and move the watermark to ``watermark``
     (the highest ``SystemModstamp`` extracted) if it is later than the stored one and the run
-    read everything changed since the stored one (``covered_from``, see _advance_watermark)."""
+    read everything changed since the stored one (``covered_from``, see _advance_watermark).
+    The orders the warehouse refuses are quarantined, and their ``card_fields`` queued to be
+    X-ed out (``card_masks``)."""
     now = now or utc_now()
     t = tables(schema)
     tally = _RunTally()
@@ -615,7 +631,9 @@ def load_run(
     prepared = read_ahead((_prepare_batch(engine, t, run_id, batch, now), batch) for batch in _batches(chunks))
     with engine.begin() as conn:
         for batch, records in prepared:
-            _write_batch_or_refuse(engine, conn, t, run_id, batch, records, now, tally)
+            refused = _write_batch_or_refuse(engine, conn, t, run_id, batch, records, now, tally)
+            stamps = {r.order.sf_order_id: r.order.sf_system_modstamp for r in refused}
+            queue_card_masks(conn, stamps, card_fields=card_fields, order_object=order_object, run_id=run_id, now=now, schema=schema)
             faultpoints.reach("load.orders_written")
             progress.add(len(batch.order_ids), f"{tally.counts.inserted} inserted, {tally.counts.updated} updated")
         # once for the run, not per batch: a customer's orders are spread over many batches
@@ -661,14 +679,17 @@ def mark_status_changes(
     schema: str | None = None,
     now: datetime | None = None,
     checked_to: str | None = None,
+    card_fields: Sequence[str] = (),
+    order_object: str = "Order",
 ) -> int:
     """Mark orders we hold that went back to Draft (``deactivated``) or were deleted (``deleted``).
 
     ``changes``: ``{"Id", "StatusCode", "IsDeleted", "SystemModstamp"}`` per Salesforce order.
     Their write-backs still to be sent become DEAD with the reason: writing ``Imported`` onto a
-    Draft or deleted order would be wrong. ``checked_to``: the instant up to which ``changes``
-    holds every status change; it becomes the ``STATUS_CHECK_KEY`` mark in the same transaction.
-    Returns how many orders were marked.
+    Draft or deleted order would be wrong. A Draft order whose cancelled write-back was to X out
+    its card fields gets a write-back of only ``card_fields`` instead (``card_masks``).
+    ``checked_to``: the instant up to which ``changes`` holds every status change; it becomes the
+    ``STATUS_CHECK_KEY`` mark in the same transaction. Returns how many orders were marked.
     """
     now = now or utc_now()
     t = tables(schema)
@@ -702,6 +723,12 @@ def mark_status_changes(
             )
         for state, reason in _LEFT_ACTIVE.items():
             for batch in in_batches(sorted(order_id for order_id, s in marked.items() if s == state)):
+                unsent_masks = (
+                    sa.select(w.c.sf_order_id)
+                    .where(one_of(conn, w.c.sf_order_id, batch), w.c.state.in_(OUTBOX_UNSENT_STATES))
+                    .where(w.c.sf_object == order_object, w.c.action.contains(CARD_MASK_ACTION))
+                )
+                cancelled_masks = set(conn.execute(unsent_masks).scalars()) if state == SF_DEACTIVATED else set()
                 conn.execute(
                     sa.update(w)
                     .where(one_of(conn, w.c.sf_order_id, batch), w.c.state.in_(OUTBOX_UNSENT_STATES))
@@ -713,6 +740,10 @@ def mark_status_changes(
                         updated_run_id=run_id,
                         updated_at=now,
                     )
+                )
+                stamps = {order_id: latest[order_id].get("SystemModstamp") for order_id in cancelled_masks}
+                queue_card_masks(
+                    conn, stamps, card_fields=card_fields, order_object=order_object, run_id=run_id, now=now, schema=schema
                 )
         if checked_to:
             _advance_watermark(conn, t, checked_to, now, key=STATUS_CHECK_KEY)
@@ -729,7 +760,8 @@ def record_quarantine(
     conn: sa.Connection, run_id: str, rows: list[dict[str, Any]], *, schema: str | None = None, now: datetime | None = None
 ) -> None:
     """Quarantine invalid orders of the run; ``rows``: sf_order_id, order_number, account_name,
-    failed_checks (check names), details ({check: message naming the field and value})."""
+    failed_checks (check names), details ({check: message naming the field and value}), and
+    optionally card_data_masked (the fields whose card numbers were masked)."""
     quarantined_at = now or utc_now()
     records = [
         {
@@ -739,6 +771,7 @@ def record_quarantine(
             "account_name": row.get("account_name"),
             "failed_checks": list(row["failed_checks"]),
             "details": dict(row["details"]),
+            **card_data_flag(row.get("card_data_masked", ())),
             "quarantined_at": quarantined_at,
             "released_at": None,
         }

@@ -9,7 +9,9 @@ REST API returns them (dates and datetimes as strings).
 
 Transformed records (transform -> load) are the frozen dataclasses below: one
 :class:`TransformedOrder` per order, carrying everything the load writes for it.
-Card fields appear in neither: they are never selected.
+Card fields appear in neither: they are never selected. Card numbers typed into other fields
+are masked as records are extracted (``redaction.py``); a staged record that had any carries the
+names of the fields masked under :data:`CARD_DATA_MASKED`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from typing import Any
 
 StagedOrder = dict[str, Any]
 StagedItem = dict[str, Any]
+
+# The key of a staged record listing the fields whose card numbers were masked. Not an API name
+# (those start with a letter), so it cannot clash with a field, nor be mapped or selected.
+CARD_DATA_MASKED = "_card_data_masked"
 
 # Order lifecycle in the warehouse, as the provisioning system shows it.
 READY = "READY"  # loaded, write-back not yet attempted
@@ -98,6 +104,9 @@ class OrderRecord:
     is_zero_total: bool
     sf_created_at: str | None
     sf_system_modstamp: str | None
+    # the fields whose card numbers were masked ("Description", "OrderItem <Id>.Description"):
+    # someone should clean them up in Salesforce
+    card_data_masked: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,6 +166,7 @@ class SkippedOrder:
     sf_order_id: str
     order_number: str | None
     reason: str
+    sf_system_modstamp: str | None = None
 
 
 def plain(value: Any) -> Any:

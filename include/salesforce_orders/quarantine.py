@@ -55,7 +55,7 @@ def validate_run(
     def flush() -> None:
         nonlocal frames, late_duplicates, pending
         if pending:
-            _quarantine_batch(engine, run_id, validator, pd.concat(frames, ignore_index=True), late_duplicates, summary, schema)
+            _quarantine_batch(engine, run_id, validator, pd.concat(frames, ignore_index=True), late_duplicates, summary, config)
         frames, late_duplicates, pending = [], [], 0
 
     progress = Progress("validate", "orders")
@@ -103,11 +103,14 @@ def _quarantine_batch(
     frame: Any,
     late_duplicates: list[str],
     summary: ValidationSummary,
-    schema: str | None,
+    config: ImportConfig,
 ) -> None:
     """Run the suite over one batch's frame; quarantine and mark its invalid orders."""
+    from .card_masks import queue_card_masks
     from .load import record_quarantine
     from .staging import mark_validation, staged_orders
+    from .transform import card_data_masked_fields
+    from .warehouse import utc_now
 
     failed: dict[str, list[str]] = {}
     for index, rules in validator.failing_rows(frame).items():
@@ -116,6 +119,7 @@ def _quarantine_batch(
         failed.setdefault(order_id, [])
         if "order_number_unique" not in failed[order_id]:
             failed[order_id].append("order_number_unique")
+    schema = config.warehouse_schema
     # Messages need the whole record: only the few invalid orders are read back.
     records = staged_orders(engine, run_id, failed, schema=schema)
     quarantine_rows = []
@@ -128,11 +132,21 @@ def _quarantine_batch(
                 "account_name": order.get("Account.Name"),
                 "failed_checks": rules,
                 "details": validator.explain_failures(order, items, rules),
+                "card_data_masked": card_data_masked_fields(order, items, config.order_item_object),
             }
         )
     with engine.begin() as conn:
         mark_validation(conn, run_id, failed, checked_ids=(), schema=schema)
         record_quarantine(conn, run_id, quarantine_rows, schema=schema)
+        queue_card_masks(
+            conn,
+            {order_id: records[order_id][0].get("SystemModstamp") for order_id in failed},
+            card_fields=config.card_fields_to_x_out_when_not_imported,
+            order_object=config.order_object,
+            run_id=run_id,
+            now=utc_now(),
+            schema=schema,
+        )
     summary.checked += len(frame)
     summary.invalid += len(failed)
     for rules in failed.values():

@@ -1,20 +1,70 @@
-"""Card numbers out of free text that the pipeline keeps or logs.
+"""Card numbers out of every text the pipeline reads: one scanner for records and error texts.
 
-The import never selects card fields, so card data cannot reach the warehouse through a query.
-Free text that Salesforce writes itself can still carry a card number: the message of a
-validation rule that rejects a write-back ("card 4111 1111 1111 1111 expired") is stored in the
-outbox and logged. Such text goes through :func:`redact_card_numbers` first.
+The import never selects card fields, but people type card numbers where they do not belong: into
+the notes (Description), the PO number, an Account name, any field a mapping reads, and Salesforce
+quotes them back in its own messages (a validation rule rejecting a write-back). Every text value
+of every extracted record goes through :func:`mask_record` before it is staged, and Salesforce's
+error messages through :func:`mask_card_numbers` before they are stored or logged.
+
+What counts as a card number: 13 to 19 digits that pass the Luhn check, written plain or in the
+groupings cards are printed in (4-4-4-4, 4-4-4-4-3, Amex 4-6-5, Diners 4-6-4), separated by single
+spaces or dashes, standing alone: not glued to letters or digits, as in a Salesforce Id
+(``801000000000123AAA``). It is replaced by ``[card ending 1111]``: at most the last four digits
+stay. Other long numbers (phone numbers, Ids, tracking numbers) fail the Luhn check or do not
+have a card's grouping, and are kept as they are.
+
+The scan runs over every value of every record of a run, so it is made cheap for the usual case,
+records without a single card number: a run of records is encoded as JSON at once, its bytes
+mapped to character classes, and four substring searches tell whether any run of digits there
+could be a card number (:func:`may_hold_card_numbers`). Only runs that could are looked into,
+record by record, and the records that could are scanned value by value.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping, Sequence
+from typing import Any
 
-CARD_NUMBER_REMOVED = "[card number removed]"
+import msgspec
 
-# 13 to 19 digits, optionally grouped by single spaces or dashes, standing alone: not part of a
-# longer number nor of a word such as a Salesforce Id (``801000000000123AAA``).
-_CANDIDATE = re.compile(r"(?<![0-9A-Za-z-])\d(?:[ -]?\d){12,18}(?![0-9A-Za-z])")
+MIN_DIGITS, MAX_DIGITS = 13, 19
+
+# A run of at least 13 digits, single spaces or dashes allowed between them, standing alone.
+# Most texts have none, so this one search is all the scan costs them.
+_RUN = re.compile(r"(?<![0-9A-Za-z])\d(?:[ -]?\d){12,}(?![0-9A-Za-z])")
+_SEPARATOR = re.compile(r"[ -]")
+# How card numbers are printed when grouped: most cards, 19-digit cards, Amex, Diners.
+_GROUPINGS = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4])
+
+
+
+def _character_class(byte: int) -> int:
+    char = chr(byte)
+    if char.isascii() and char.isdigit():
+        return ord("0")
+    if char in " -":
+        return ord("s")
+    if char.isascii() and char.isalpha():
+        return ord("a")
+    return ord(".")  # punctuation, line breaks, quotes, non-ASCII: what may stand next to a number
+
+
+_CLASSES = bytes(_character_class(byte) for byte in range(256))
+# In those classes, what every card number the scan masks contains: 13 digits or more ending at
+# a separator or punctuation (not at a letter, as in a Salesforce Id), or a printed grouping.
+_SIGNATURES = (b"0000000000000.", b"0000000000000s", b"0000s0000s0000s0000", b"0000s000000s0000")
+
+
+def may_hold_card_numbers(data: bytes) -> bool:
+    """Whether UTF-8 text (a JSON document, say) may hold a card number; False means it holds none."""
+    classes = data.translate(_CLASSES)
+    return any(signature in classes for signature in _SIGNATURES)
+
+
+def card_mask(digits: str) -> str:
+    """What a card number is replaced with: its last four digits only."""
+    return f"[card ending {digits[-4:]}]"
 
 
 def luhn_valid(digits: str) -> bool:
@@ -28,16 +78,88 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def redact_card_numbers(text: str | None) -> str | None:
-    """``text`` with every card-number-like sequence (13-19 digits passing Luhn) replaced."""
-    if not text:
+def _card_shaped(groups: list[str]) -> bool:
+    """Whether digit groups are written as card numbers are: one block, or the printed groupings."""
+    lengths = [len(group) for group in groups]
+    digits = sum(lengths)
+    if not MIN_DIGITS <= digits <= MAX_DIGITS:
+        return False
+    if len(lengths) == 1:
+        return True
+    return lengths in _GROUPINGS
+
+
+def _mask_run(run: str) -> str:
+    """A run of digit groups with every card number in it masked.
+
+    From the left, the longest card-shaped, Luhn-valid stretch of whole groups (the whole run
+    first): "4111 1111 1111 1111 737" loses the number and keeps the 737."""
+    groups = _SEPARATOR.split(run)
+    separators = _SEPARATOR.findall(run)
+    parts: list[str] = []
+    start = 0
+    while start < len(groups):
+        for end in range(len(groups), start, -1):
+            window = groups[start:end]
+            if _card_shaped(window) and luhn_valid(digits := "".join(window)):
+                parts.append(card_mask(digits))
+                break
+        else:
+            end = start + 1
+            parts.append(groups[start])
+        if end < len(groups):
+            parts.append(separators[end - 1])
+        start = end
+    return "".join(parts)
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    return _mask_run(match.group(0))
+
+
+def mask_card_numbers(text: str | None) -> str | None:
+    """``text`` with every card number in it masked (the same object when there is none)."""
+    if not text or not _RUN.search(text):
         return text
-
-    def replace(match: re.Match[str]) -> str:
-        digits = re.sub(r"\D", "", match.group(0))
-        return CARD_NUMBER_REMOVED if luhn_valid(digits) else match.group(0)
-
-    return _CANDIDATE.sub(replace, text)
+    masked = _RUN.sub(_mask_match, text)
+    return text if masked == text else masked
 
 
-__all__ = ["CARD_NUMBER_REMOVED", "luhn_valid", "redact_card_numbers"]
+def mask_record(record: MutableMapping[str, Any]) -> list[str]:
+    """Mask the card numbers in a record's text values, in place; returns the fields masked."""
+    masked = []
+    for name, value in record.items():
+        if type(value) is str:
+            clean = mask_card_numbers(value)
+            if clean is not value:
+                record[name] = clean
+                masked.append(name)
+    return masked
+
+
+def _json(value: Any) -> bytes:
+    return msgspec.json.encode(value, enc_hook=str)
+
+
+# Records checked together: a run of them is encoded and searched at once; only a run that may hold
+# a card number is looked into record by record. Small enough that one card number costs little
+# more, large enough that the calls cost nothing next to the encoding.
+_RECORDS_AT_ONCE = 64
+
+
+def mask_records(records: Sequence[MutableMapping[str, Any]]) -> dict[int, list[str]]:
+    """Mask the card numbers in the records' text values, in place.
+
+    Returns ``{position of the record: the fields masked}`` for the records that held any."""
+    found = {}
+    for start in range(0, len(records), _RECORDS_AT_ONCE):
+        run = records[start : start + _RECORDS_AT_ONCE]
+        if not may_hold_card_numbers(_json(run)):
+            continue
+        for position, record in enumerate(run, start):
+            if may_hold_card_numbers(_json(record)) and (fields := mask_record(record)):
+                found[position] = fields
+    return found
+
+
+__all__ = ["card_mask", "luhn_valid", "mask_card_numbers", "mask_record", "mask_records", "may_hold_card_numbers"]

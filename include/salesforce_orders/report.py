@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from .runs import RunPlan, parse_watermark
 
-STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back")
+STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back", "mask_card_fields")
+_WRITING_BACK = ("write_back", "mask_card_fields")
 
 
 def start_run(engine: sa.Engine, *, run_id: str, dag_run_id: str, run_type: str, plan: RunPlan, schema: str | None = None) -> None:
@@ -68,8 +69,8 @@ def finish_run(
         "inserted": _get(results, "load", "inserted"),
         "updated": _get(results, "load", "updated"),
         "unchanged": _get(results, "load", "unchanged"),
-        "written_back": _get(results, "write_back", "written"),
-        "writeback_failed": _get(results, "write_back", "failed") + _get(results, "write_back", "dead"),
+        "written_back": sum(_get(results, stage, "written") for stage in _WRITING_BACK),
+        "writeback_failed": sum(_get(results, stage, "failed") + _get(results, stage, "dead") for stage in _WRITING_BACK),
         "deactivated": _get(results, "mark_status_changes", "deactivated"),
         "api_calls": sum(_get(results, s, "api_calls") for s in STAGES),
         "duration_seconds": round((finished - started).total_seconds(), 2) if started else None,

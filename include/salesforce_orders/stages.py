@@ -254,6 +254,7 @@ def extract(
     if plan.moves_watermark and plan.covered_from is not None:
         _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id, summary)
     log.info("Extracted %d orders with %d items in %d pages (%d API calls)", summary.orders, summary.items, summary.pages, hook.usage.calls)
+    summary.log_masked()
     _refresh_statistics(engine, "stg_orders", "stg_order_items", schema=config.warehouse_schema)
     return {
         "run_id": run_id,
@@ -296,6 +297,7 @@ def _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id: str,
         )
         summary.pages += more.pages
         summary.api_calls += more.api_calls
+        summary.card_data_masked |= more.card_data_masked
     # An order of a changed Account may have been staged by the window already: counted once.
     summary.orders, summary.items = count_staged(engine, run_id, schema=schema)
     summary.accounts_changed = len(accounts)
@@ -323,7 +325,9 @@ def validate(*, run_id: str) -> dict[str, Any]:
 @_reports_warehouse_errors
 @_collects_garbage_less_often
 def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
-    """Transform valid staged orders into warehouse records (pure functions), staged again."""
+    """Transform valid staged orders into warehouse records (pure functions), staged again; the
+    card fields of the orders skipped are queued to be X-ed out."""
+    from .card_masks import queue_card_masks
     from .model import SkippedOrder
     from .progress import Progress
     from .readahead import read_ahead
@@ -339,16 +343,26 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
         clear_transformed(conn, run_id, schema=schema)
     progress = Progress("transform", "orders")
     for chunk in read_ahead(iter_staged(engine, run_id, status="valid", chunk_size=config.chunk_size, schema=schema)):
-        records = []
+        records, skipped_orders = [], {}
         for order, items in chunk:
             result = transform_order(order, items, config, instance_url=instance_url)
             if not isinstance(result, SkippedOrder):
                 records.append(result)
             else:
-                skipped += 1
+                skipped_orders[result.sf_order_id] = result.sf_system_modstamp
                 skipped_reasons[result.reason] = skipped_reasons.get(result.reason, 0) + 1
         with engine.begin() as conn:
             stage_transformed(conn, run_id, records, schema=schema)
+            queue_card_masks(
+                conn,
+                skipped_orders,
+                card_fields=config.card_fields_to_x_out_when_not_imported,
+                order_object=config.order_object,
+                run_id=run_id,
+                now=_now(),
+                schema=schema,
+            )
+        skipped += len(skipped_orders)
         transformed += len(records)
         progress.add(len(chunk))
     progress.finish()
@@ -387,6 +401,8 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
         schema=schema,
         watermark=max(read_to, key=parse_watermark) if moves_watermark and read_to else None,
         covered_from=parse_watermark(window.get("changed_from") or window.get("since")),
+        card_fields=config.card_fields_to_x_out_when_not_imported,
+        order_object=config.order_object,
     )
     _refresh_statistics(engine, *_LOADED_TABLES, schema=schema)
     result = {"run_id": run_id, **counts.as_dict()}
@@ -422,7 +438,15 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
         changes.extend({k: r.get(k) for k in ("Id", "OrderNumber", "StatusCode", "IsDeleted", "SystemModstamp")} for r in page)
     stamps = [c["SystemModstamp"] for c in changes if c.get("SystemModstamp")]
     checked_to = max((s for s in (loaded_to, *stamps) if s), key=parse_watermark, default=None)
-    marked = mark(engine, changes, run_id=run_id, schema=schema, checked_to=checked_to)
+    marked = mark(
+        engine,
+        changes,
+        run_id=run_id,
+        schema=schema,
+        checked_to=checked_to,
+        card_fields=config.card_fields_to_x_out_when_not_imported,
+        order_object=config.order_object,
+    )
     log.info("%d orders changed status in Salesforce since %s; %d of them marked in the warehouse", len(changes), since, marked)
     return {
         "run_id": run_id,
@@ -440,17 +464,28 @@ def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, 
     """Drain the outbox into Salesforce (collections, 200 a call) and update order lifecycles."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from .warehouse import tables
-    from .writeback import ImportedStatusRefused, OutboxDrainer
+    from .writeback import ImportedStatusRefused
 
     config = _config()
     engine = _warehouse(config)
     flags = config.write_back
-    if not (flags.mark_imported or flags.set_customer_id or flags.x_out_card_fields):
+    if not (flags.mark_imported or flags.set_customer_id or flags.x_out_card_fields or flags.x_out_card_fields_not_imported):
         log.info("Write-back disabled in the config")
-        return {"run_id": run_id, "attempted": 0, "api_calls": 0}
+        return {"run_id": run_id, "attempted": 0, "api_calls": 0, "api_budget_left": api_budget_left}
     hook = _hook(config, api_budget_left)
-    drainer = OutboxDrainer(
+    try:
+        summary = _drainer(config, engine, hook, run_id).drain()
+    except ImportedStatusRefused as exc:
+        raise AirflowFailException(f"write_back: {exc}") from None  # a config error: retrying cannot help
+    log.info("Write-back: %s", summary.as_dict())
+    return {"run_id": run_id, **summary.as_dict(), "api_calls": hook.usage.calls, "api_budget_left": hook.usage.budget_left}
+
+
+def _drainer(config, engine, hook, run_id: str, actions: tuple[str, ...] | None = None):
+    from .warehouse import tables
+    from .writeback import OutboxDrainer
+
+    return OutboxDrainer(
         engine,
         hook,
         tables=tables(config.warehouse_schema),
@@ -460,19 +495,36 @@ def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, 
         card_fields=config.card_fields,
         max_attempts=config.writeback_max_attempts,
         bulk_threshold=config.bulk_writeback_threshold,
+        actions=actions,
     )
-    try:
-        summary = drainer.drain()
-    except ImportedStatusRefused as exc:
-        raise AirflowFailException(f"write_back: {exc}") from None  # a config error: retrying cannot help
-    log.info("Write-back: %s", summary.as_dict())
+
+
+@_talks_to_salesforce
+def mask_card_fields(*, run_id: str, api_budget_left: int | None = None) -> dict[str, Any]:
+    """X out the card fields the write-back has not: those of orders set aside (quarantined,
+    skipped, back to Draft), whether or not the run got as far as the write-back (``card_masks``)."""
+    from .card_masks import CARD_MASK_ACTION
+
+    config = _config()
+    engine = _warehouse(config)
+    hook = _hook(config, api_budget_left)
+    drainer = _drainer(config, engine, hook, run_id, actions=(CARD_MASK_ACTION,))
+    if not drainer.due_count():
+        log.info("No card fields left to X out")
+        return {"run_id": run_id, "attempted": 0, "api_calls": 0}
+    if api_budget_left is None:
+        hook.set_budget_share(config.api_budget_share)  # the stages before left no budget behind
+    summary = drainer.drain()
+    log.info("Card fields X-ed out: %s", summary.as_dict())
     return {"run_id": run_id, **summary.as_dict(), "api_calls": hook.usage.calls}
 
 
 @_reports_warehouse_errors
 def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], started: float | None = None) -> dict[str, Any]:
-    """Record the run in import_runs and log its summary (runs even when a stage failed)."""
+    """Record the run in import_runs and log its summary (runs even when a stage failed); purge
+    staged records and finished write-back rows past their retention."""
     from .report import finish_run, summary_lines
+    from .retention import purge_expired
 
     config = _config()
     engine = _warehouse(config)
@@ -481,7 +533,21 @@ def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], star
     )
     for line in summary_lines(row):
         log.info(line)
+    masked = (results.get("extract") or {}).get("card_data_masked")
+    if masked:
+        log.warning("  card numbers masked in %d orders (card_data_masked): clean them up in Salesforce, see docs/runbook.md", masked)
+    purge_expired(engine, timedelta(days=config.retention_days), schema=config.warehouse_schema, now=_now())
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
-__all__ = ["SalesforceUnavailable", "extract", "load", "mark_status_changes", "report", "transform", "validate", "write_back"]
+__all__ = [
+    "SalesforceUnavailable",
+    "extract",
+    "load",
+    "mask_card_fields",
+    "mark_status_changes",
+    "report",
+    "transform",
+    "validate",
+    "write_back",
+]

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from salesforce_orders.config import ImportConfig, RoutingRule
 from salesforce_orders.countries import resolve_country_code
 from salesforce_orders.model import (
+    CARD_DATA_MASKED,
     Address,
     CustomerRecord,
     ItemRecord,
@@ -46,9 +47,10 @@ CARD_MASK = "X" * 16
 # so the 15- and 18-character forms of one Account give the same id.
 _ACCOUNT_ID_LENGTH = 15
 _ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country")
-# What our own write-back changes: left out of the content hash so its echo is a no-op.
 # What our own write-back changes, and the link that depends on the connection's host: not content.
-_ORDER_ECHO_FIELDS = frozenset({"status", "sf_system_modstamp", "salesforce_url"})
+# Left out of the content hash so our write-back's echo is a no-op. (The card-data flag follows
+# from the masked text, which the hash covers.)
+_ORDER_NOT_HASHED = frozenset({"status", "sf_system_modstamp", "salesforce_url", "card_data_masked"})
 _CUSTOMER_ECHO_FIELDS = frozenset({"customer_id_source"})
 
 
@@ -60,7 +62,10 @@ def transform_order(
     zero_total = is_zero_total(order, items)
     if zero_total and config.zero_total_policy == "skip":
         return SkippedOrder(
-            sf_order_id=order_id, order_number=_text(order.get("OrderNumber")), reason=ZERO_TOTAL
+            sf_order_id=order_id,
+            order_number=_text(order.get("OrderNumber")),
+            reason=ZERO_TOTAL,
+            sf_system_modstamp=_text(order.get("SystemModstamp")),
         )
 
     warnings: list[str] = []
@@ -112,6 +117,7 @@ def transform_order(
         is_zero_total=zero_total,
         sf_created_at=created_at,
         sf_system_modstamp=modstamp,
+        card_data_masked=card_data_masked_fields(order, items, config.order_item_object),
     )
     return TransformedOrder(
         order=record,
@@ -393,6 +399,14 @@ def order_notes(order: StagedOrder, config: ImportConfig) -> str | None:
     return _text(order.get("Description")) if config.import_notes else None
 
 
+def card_data_masked_fields(order: StagedOrder, items: Sequence[StagedItem], item_object: str = "OrderItem") -> tuple[str, ...]:
+    """The fields of the order and its items whose card numbers were masked when extracted."""
+    fields = list(order.get(CARD_DATA_MASKED) or ())
+    for item in items:
+        fields += [f"{item_object} {item.get('Id')}.{name}" for name in item.get(CARD_DATA_MASKED) or ()]
+    return tuple(fields)
+
+
 # --- write-back and change detection ---------------------------------------------------
 
 
@@ -482,7 +496,7 @@ def _json_layout(cls: type, without: frozenset[str] = frozenset()) -> _JsonLayou
 
 
 _ADDRESS_JSON = _json_layout(Address)
-_ORDER_JSON = _json_layout(OrderRecord, _ORDER_ECHO_FIELDS)
+_ORDER_JSON = _json_layout(OrderRecord, _ORDER_NOT_HASHED)
 _ITEM_JSON = _json_layout(ItemRecord)
 _SERVICE_JSON = _json_layout(ServiceRecord)
 _CUSTOMER_JSON = _json_layout(CustomerRecord, _CUSTOMER_ECHO_FIELDS)
@@ -620,6 +634,7 @@ __all__ = [
     "CARD_MASK",
     "address_from",
     "assigned_customer_id",
+    "card_data_masked_fields",
     "billing_address",
     "content_hash",
     "customer_for",

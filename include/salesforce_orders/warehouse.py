@@ -27,6 +27,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.ddl import CreateTableAs, CreateView, DropTable, DropView, ExecutableDDLElement
 
 from .model import LIFECYCLE_STATES, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED
+from .statement_errors import hide_row_values, naming_the_failing_order, scrub
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,14 @@ def _one_of(column: str, values: Sequence[str], name: str) -> sa.CheckConstraint
     return sa.CheckConstraint(f"{column} IN ({allowed})", name=name)
 
 
+def _card_data_flag() -> list[sa.Column]:
+    """Whether card numbers were masked in the order's Salesforce data, and in which fields."""
+    return [
+        sa.Column("card_data_masked", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+        sa.Column("card_data_masked_fields", _json()),
+    ]
+
+
 def _address(prefix: str, source: str) -> list[sa.Column]:
     """``<prefix>_street`` ... ``<prefix>_country_code``, lengths of Salesforce's ``<source>*`` fields."""
     return [
@@ -244,6 +253,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("is_zero_total", sa.Boolean, nullable=False),
         _ts("sf_created_at"),
         _ts("sf_system_modstamp"),
+        *_card_data_flag(),
         sa.Column("content_hash", sa.String(HASH_LENGTH), nullable=False),
         sa.Column("lifecycle_state", sa.String(16), nullable=False, index=True),
         sa.Column("lifecycle_error", sa.Text),
@@ -291,6 +301,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("account_name", sa.Text),
         sa.Column("failed_checks", _json(), nullable=False),
         sa.Column("details", _json(), nullable=False),
+        *_card_data_flag(),
         _ts("quarantined_at", nullable=False),
         _ts("released_at"),
         sa.UniqueConstraint("run_id", "sf_order_id"),
@@ -573,6 +584,7 @@ def _view_quarantined_orders(t: Tables, dialect: str) -> sa.Select:
         q.c.account_name,
         q.c.failed_checks,
         q.c.details,
+        q.c.card_data_masked,
         q.c.quarantined_at,
     ).where(q.c.released_at.is_(None))
 
@@ -685,17 +697,18 @@ def json_loads(text: str | bytes) -> Any:
 
 # How every warehouse engine reads and writes its JSON columns.
 ENGINE_JSON = {"json_serializer": json_dumps, "json_deserializer": json_loads}
-# Every warehouse engine: JSON as above, and a failed statement's error text without its bound
-# values (names, addresses, whatever a row holds), should the error reach a log.
-ENGINE_OPTIONS = {**ENGINE_JSON, "hide_parameters": True}
-
-
 SQLITE_WRITE_LOCK = "sqlite_write_lock"  # execution option: this connection's transactions begin IMMEDIATE
+
+
+def warehouse_engine(url: sa.URL, **options: Any) -> sa.Engine:
+    """An engine for a warehouse: JSON through msgspec, and failed statements told without the
+    values of the rows they wrote (``hide_parameters``, ``statement_errors``)."""
+    return hide_row_values(sa.create_engine(url, hide_parameters=True, **ENGINE_JSON, **options))
 
 
 def create_sqlite_engine(path: str) -> sa.Engine:
     """A SQLite warehouse in ``path``: WAL (readers never block the writer), foreign keys enforced."""
-    engine = sa.create_engine(sa.URL.create("sqlite", database=path), **ENGINE_OPTIONS)
+    engine = warehouse_engine(sa.URL.create("sqlite", database=path))
 
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -744,7 +757,7 @@ def engine_from_connection(conn_id: str) -> sa.Engine:
             database=conn.schema or None,  # Airflow keeps the database name in "schema"
             query={k: str(extras[k]) for k in _POSTGRES_EXTRAS if extras.get(k) not in (None, "")},
         )
-        engine = sa.create_engine(url, pool_pre_ping=True, **ENGINE_OPTIONS)
+        engine = warehouse_engine(url, pool_pre_ping=True)
     else:
         raise WarehouseConnectionError(
             f"Airflow connection {conn_id!r} has conn_type {conn.conn_type!r}; the warehouse supports sqlite and postgres"
@@ -883,7 +896,8 @@ def _copied(conn: sa.Connection, table: sa.Table, rows: Sequence[_Row]) -> Itera
     )
     conn.execute(create)
     _copy_rows(conn, create.table, columns, rows)
-    yield create.table
+    with naming_the_failing_order(rows):  # the statement using them binds none of the rows
+        yield create.table
     conn.execute(DropTable(create.table))
 
 
@@ -914,8 +928,10 @@ def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], 
                 copy.write_row(record)
     except Exception as exc:
         # raised as conn.execute() would: a DBAPIError subclass, or a StatementError for a
-        # value refused on the way (e.g. a naive datetime)
-        raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error) from exc
+        # value refused on the way (e.g. a naive datetime); told without row values, as the
+        # engine's own errors are (statement_errors)
+        scrub(exc, rows)
+        raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True) from exc
 
 
 def _copy_converter(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> _Convert | None:
@@ -1030,5 +1046,6 @@ __all__ = [
     "upsert",
     "validate_identifier",
     "views_fingerprint",
+    "warehouse_engine",
     "warehouse_metadata",
 ]

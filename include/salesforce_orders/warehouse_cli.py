@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 def _target(args: argparse.Namespace) -> tuple[sa.Engine, str | None, str]:
     """The engine, the schema and how to name the warehouse in messages."""
-    from .warehouse import ENGINE_OPTIONS, engine_from_connection
+    from .warehouse import engine_from_connection, warehouse_engine
 
     config = None
     if args.schema is None or (args.url is None and args.conn_id is None):
@@ -29,7 +29,7 @@ def _target(args: argparse.Namespace) -> tuple[sa.Engine, str | None, str]:
         config = load_config()
     schema = args.schema if args.schema is not None else config.warehouse_schema
     if args.url:
-        engine = sa.create_engine(args.url, **ENGINE_OPTIONS)
+        engine = warehouse_engine(sa.engine.make_url(args.url))
     else:
         engine = engine_from_connection(args.conn_id or config.warehouse_conn_id)
     return engine, schema or None, f"{engine.url.render_as_string(hide_password=True)}, schema {schema or '(default)'}"

@@ -38,7 +38,7 @@ import sqlalchemy as sa
 
 from . import faultpoints
 from .model import COMPLETE, FAILED, PROCESSING, READY
-from .redaction import redact_card_numbers
+from .redaction import mask_card_numbers
 from .salesforce import COLLECTION_LIMIT, SalesforceOrdersHook
 from .warehouse import in_batches, one_of, update_rows
 
@@ -173,6 +173,7 @@ class OutboxDrainer:
         card_fields: Iterable[str],
         max_attempts: int,
         bulk_threshold: int | None = None,
+        actions: Iterable[str] | None = None,
         now: datetime | None = None,
         sleep: Any = time.sleep,
         recheck_overlap: timedelta = timedelta(minutes=10),
@@ -186,6 +187,7 @@ class OutboxDrainer:
         self.card_fields = tuple(card_fields)
         self.max_attempts = max_attempts
         self.bulk_threshold = bulk_threshold
+        self.actions = None if actions is None else tuple(actions)  # None: rows of every action
         self.now = now or datetime.now(UTC)
         self.sleep = sleep
         self.summary = WriteBackSummary()
@@ -199,13 +201,14 @@ class OutboxDrainer:
 
     def _due(self) -> sa.ColumnElement[bool]:
         outbox = self.t.writeback_outbox
-        return sa.and_(
+        due = sa.and_(
             sa.or_(
                 outbox.c.state.in_([PENDING, SENDING]),
                 sa.and_(outbox.c.state == ROW_FAILED, outbox.c.attempts < self.max_attempts),
             ),
             sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= self.now),
         )
+        return due if self.actions is None else sa.and_(due, outbox.c.action.in_(self.actions))
 
     def _due_rows(self, after_id: int, limit: int) -> list[Any]:
         outbox = self.t.writeback_outbox
@@ -213,7 +216,7 @@ class OutboxDrainer:
         with self.engine.connect() as conn:
             return list(conn.execute(query))
 
-    def _due_count(self) -> int:
+    def due_count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(self.t.writeback_outbox).where(self._due())).scalar_one()
 
@@ -249,7 +252,7 @@ class OutboxDrainer:
         error = ((result or {}).get("errors") or [{}])[0]
         code = error.get("statusCode") or "NO_RESULT"
         # Salesforce's own text may quote a card number (a validation rule's message): never kept.
-        message = redact_card_numbers(error.get("message")) or "Salesforce returned no result for this record"
+        message = mask_card_numbers(error.get("message")) or "Salesforce returned no result for this record"
         attempts = self._attempts(row)
         if attempts >= self.max_attempts:
             state = DEAD
@@ -351,7 +354,7 @@ class OutboxDrainer:
                 if name in _fields(row) and value not in (None, "", planned):
                     changed[row.id] = _Changed(
                         "CUSTOMER_ID_CHANGED",
-                        f"not sent: the Account's {name} was set to {value!r} in Salesforce after the import read it; "
+                        f"not sent: the Account's {name} was set to {mask_card_numbers(str(value))!r} in Salesforce after the import read it; "
                         f"the warehouse keeps {planned!r} until the Account is imported again",
                         send_the_rest=False,
                     )
@@ -430,14 +433,15 @@ class OutboxDrainer:
 
     def drain(self) -> WriteBackSummary:
         describe = self.hook.describe(self.order_object)
-        self._check_imported_status_category()
+        if self.actions is None or any("mark_imported" in action for action in self.actions):
+            self._check_imported_status_category()  # (rows that cannot set Status need no such check)
         org = OrgCapabilities.from_describe(describe, self.imported_status, self.card_fields)
         if not org.imported_status_available:
             self.summary.status_skipped = True
             log.warning(
                 "The org's %s Status picklist has no %r value: Status is left unchanged", self.order_object, self.imported_status
             )
-        bulk = self.bulk_threshold is not None and self._due_count() > self.bulk_threshold
+        bulk = self.bulk_threshold is not None and self.due_count() > self.bulk_threshold
         if bulk:
             log.info("More than %d write-backs due: sending them with Bulk API 2.0 ingest jobs", self.bulk_threshold)
         touched = self._in_flight_orders()

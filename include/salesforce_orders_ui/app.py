@@ -260,17 +260,19 @@ def create_app(source: WarehouseSource | None = None) -> FastAPI:
         user: Reader,
         state: str = "",
         failed: str = "",
+        masked: str = "",
         imported_from: str = "",
         imported_to: str = "",
         q: str = "",
         page: str = "1",
     ) -> HTMLResponse:
         problems: list[str] = []
-        params = {"state": state, "failed": failed, "imported_from": imported_from, "imported_to": imported_to, "q": q}
+        params = {"state": state, "failed": failed, "masked": masked, "imported_from": imported_from, "imported_to": imported_to, "q": q}
         try:
             flt = queries.OrderFilter(
                 state=state or None,
                 failed_only=bool(failed),
+                card_data_masked_only=bool(masked),
                 imported_from=_parse_day(imported_from, "Imported from", problems),
                 imported_to=_parse_day(imported_to, "Imported to", problems),
                 search=q,

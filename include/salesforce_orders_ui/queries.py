@@ -62,6 +62,7 @@ class OrderFilter:
 
     state: str | None = None  # one of LIFECYCLE_STATES
     failed_only: bool = False  # red sync status: write-back failed, or failing and being retried
+    card_data_masked_only: bool = False  # card numbers were masked in the order's Salesforce data
     imported_from: date | None = None  # last import on or after this UTC day
     imported_to: date | None = None  # last import on or before this UTC day
     search: str = ""  # order number (exact, or its start) or part of the account name
@@ -122,6 +123,8 @@ def order_conditions(t: Tables, flt: OrderFilter) -> list[sa.ColumnElement[bool]
         conditions.append(o.c.lifecycle_state == flt.state)
     if flt.failed_only:
         conditions.append(sa.or_(o.c.lifecycle_state == FAILED, o.c.lifecycle_error.is_not(None)))
+    if flt.card_data_masked_only:
+        conditions.append(o.c.card_data_masked.is_(True))
     if flt.imported_from:
         conditions.append(o.c.last_imported_at >= _day_start(flt.imported_from))
     if flt.imported_to:
@@ -171,6 +174,8 @@ def list_orders(conn: sa.Connection, t: Tables, flt: OrderFilter, number: int = 
             o.c.currency,
             o.c.last_imported_at,
             o.c.last_run_id,
+            o.c.card_data_masked,
+            o.c.card_data_masked_fields,
         )
         .select_from(o.outerjoin(c, c.c.customer_id == o.c.customer_id).outerjoin(parent, parent.c.customer_id == c.c.parent_customer_id))
         .where(*conditions)

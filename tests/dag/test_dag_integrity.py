@@ -24,10 +24,12 @@ def dag(airflow_home):
 
 
 def test_task_graph(dag):
-    order = ["extract", "validate", "transform", "load", "mark_status_changes", "write_back", "report"]
+    order = ["extract", "validate", "transform", "load", "mark_status_changes", "write_back", "mask_card_fields", "report"]
     assert set(dag.task_ids) == set(order)
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids
+    # X-ing out card fields and the report do not depend on the import succeeding
+    assert dag.get_task("mask_card_fields").trigger_rule == "all_done"
     assert dag.get_task("report").trigger_rule == "all_done"
 
 
@@ -52,7 +54,7 @@ def test_the_tasks_that_write_shared_state_run_one_at_a_time_across_runs(dag):
     from salesforce_orders_local.airflow_env import WAREHOUSE_POOL
 
     serialised = {t.task_id for t in dag.tasks if t.pool == WAREHOUSE_POOL}
-    assert serialised == {"validate", "load", "mark_status_changes", "write_back"}
+    assert serialised == {"validate", "load", "mark_status_changes", "write_back", "mask_card_fields"}
     assert {str(dag.get_task(t).weight_rule) for t in serialised} == {"upstream"}
 
 

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from salesforce_orders.warehouse import create_sqlite_engine
 from salesforce_orders_local.airflow_env import connection_env, sqlite_warehouse_connection
 
-NO_WRITE_BACK = {"mark_imported": False, "set_customer_id": False, "x_out_card_fields": False}
+NO_WRITE_BACK = {"mark_imported": False, "set_customer_id": False, "x_out_card_fields": False, "x_out_card_fields_not_imported": False}
 VOLATILE = {"first_imported_at", "last_imported_at", "last_run_id", "sf_state_changed_at", "updated_at", "first_seen_at", "id", "run_id", "quarantined_at", "staged_at"}
 
 

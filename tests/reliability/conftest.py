@@ -29,7 +29,7 @@ from salesforce_orders_local.airflow_env import (
 ORG_ORDERS = 450  # about 310 Activated orders in the lookback: two pages of 200
 ORG_SEED = 23
 PAGE_SIZE = 200
-STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back")
+STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back", "mask_card_fields")
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,9 @@ class Pipeline:
             "write_back": lambda: stages.write_back(
                 run_id=run_id, api_budget_left=results["mark_status_changes"].get("api_budget_left")
             ),
+            "mask_card_fields": lambda: stages.mask_card_fields(
+                run_id=run_id, api_budget_left=(results["write_back"] or {}).get("api_budget_left")
+            ),
         }
         results[name] = calls[name]()
         return results[name]
@@ -113,13 +116,14 @@ class Pipeline:
         self,
         params: dict[str, Any] | None = None,
         *,
-        until: str = "write_back",
+        until: str = STAGES[-1],
         run_type: str = "manual",
         interval: tuple[Any, Any] = (None, None),
     ) -> RunOutcome:
-        """One run, stage after stage up to ``until``; the first failure ends it. ``report`` runs
-        at the end like the DAG's all_done task (when the warehouse can take it). ``run_type`` and
-        ``interval``: as Airflow gives them to a scheduled or backfill run."""
+        """One run, stage after stage up to ``until``; the first failure ends it. For a whole run,
+        ``mask_card_fields`` then runs like the DAG's all_done task, and ``report`` always runs at
+        the end (when the warehouse can take it). ``run_type`` and ``interval``: as Airflow gives
+        them to a scheduled or backfill run."""
         from salesforce_orders import stages
 
         outcome = RunOutcome(self.new_run_id(), dict.fromkeys(STAGES))
@@ -131,6 +135,11 @@ class Pipeline:
             except Exception as exc:  # the run records it, as Airflow does
                 outcome.error, outcome.failed_stage = exc, name
                 break
+        if until == STAGES[-1] and outcome.error is not None and outcome.failed_stage != STAGES[-1]:
+            try:
+                self.stage(STAGES[-1], outcome)
+            except Exception:  # noqa: S110 -- the run failed already; its first error is the one kept
+                pass
         try:
             outcome.report = stages.report(run_id=outcome.run_id, results=outcome.results)
         except Exception:  # an unreachable warehouse cannot take the report either
@@ -164,6 +173,21 @@ class Pipeline:
     def org_update(self, sobject: str, record_id: str, **values: Any) -> None:
         with self.org.store.lock:
             self.org.store.update(sobject, record_id, values)
+
+    def loaded_ids(self) -> set[str]:
+        return {r["sf_order_id"] for r in self.query("SELECT sf_order_id FROM external_orders")}
+
+    def quarantined_ids(self) -> set[str]:
+        return {r["sf_order_id"] for r in self.query("SELECT DISTINCT sf_order_id FROM quarantined_orders WHERE released_at IS NULL")}
+
+    def order_outbox_rows(self, order_ids: list[str]) -> list[dict[str, Any]]:
+        """The outbox rows writing back to these Orders (not to their Accounts), with typed values."""
+        from salesforce_orders.warehouse import tables
+
+        outbox = tables(self.schema).writeback_outbox
+        query = sa.select(outbox).where(outbox.c.sf_object == "Order", outbox.c.sf_record_id.in_(order_ids)).order_by(outbox.c.id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
 
     def expected_order_ids(self) -> set[str]:
         """The org's Activated, live orders within the default two-year lookback."""

@@ -15,13 +15,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from airflow.sdk.exceptions import AirflowFailException
 
 from salesforce_orders import writeback
 from salesforce_orders.salesforce import SalesforceOrdersHook
 from salesforce_orders.stages import SalesforceUnavailable
-from salesforce_orders.warehouse import WarehouseConnectionError, parse_utc, tables
+from salesforce_orders.warehouse import WarehouseConnectionError, parse_utc
 from salesforce_orders_local.airflow_env import postgres_warehouse_connection, sqlite_warehouse_connection
 
 # ---------------------------------------------------------------------------------------
@@ -67,20 +66,12 @@ def record_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return waits
 
 
-def loaded_ids(p) -> set[str]:
-    return {r["sf_order_id"] for r in p.query("SELECT sf_order_id FROM external_orders")}
-
-
-def quarantined_ids(p) -> set[str]:
-    return {r["sf_order_id"] for r in p.query("SELECT DISTINCT sf_order_id FROM quarantined_orders WHERE released_at IS NULL")}
-
-
 def assert_every_order_once(p, expected: set[str]) -> None:
     """Each expected order is in the warehouse (loaded or quarantined), once, and nothing else is."""
     counts = p.query("SELECT sf_order_id, COUNT(*) AS n FROM external_orders GROUP BY sf_order_id HAVING COUNT(*) > 1")
     assert counts == []
-    assert loaded_ids(p) | quarantined_ids(p) == expected
-    assert not loaded_ids(p) & quarantined_ids(p)
+    assert p.loaded_ids() | p.quarantined_ids() == expected
+    assert not p.loaded_ids() & p.quarantined_ids()
 
 
 def outbox_states(p) -> dict[str, int]:
@@ -273,39 +264,31 @@ def quick_in_run_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writeback, "IN_RUN_RETRY_DELAY", 0.05)
 
 
-def order_rows(p, order_ids: list[str]) -> list[dict[str, Any]]:
-    """The outbox rows writing back to these Orders (not to their Accounts), with typed values."""
-    outbox = tables(p.schema).writeback_outbox
-    query = sa.select(outbox).where(outbox.c.sf_object == "Order", outbox.c.sf_record_id.in_(order_ids)).order_by(outbox.c.id)
-    with p.engine.connect() as conn:
-        return [dict(row) for row in conn.execute(query).mappings()]
-
-
 def test_locked_rows_are_retried_within_the_run(sqlite_pipeline, quick_in_run_retries):
     p = sqlite_pipeline
     run = p.run(until="mark_status_changes")
-    locked = sorted(loaded_ids(p))[:3]
+    locked = sorted(p.loaded_ids())[:3]
     p.org.admin.set_faults(lock_rows=locked, lock_rows_times=1)
 
     result = p.stage("write_back", run)
 
     assert injected(p)["unable_to_lock_row"] == 3
     assert (result["retry_later"], result["failed"], result["errors_by_code"]) == (0, 0, {"UNABLE_TO_LOCK_ROW": 3})
-    assert [r["attempts"] for r in order_rows(p, locked)] == [1, 1, 1]  # one attempt per run, retries included
+    assert [r["attempts"] for r in p.order_outbox_rows(locked)] == [1, 1, 1]  # one attempt per run, retries included
     assert_written_back(p)
 
 
 def test_rows_still_locked_stay_pending_and_visible_until_a_later_run_writes_them(sqlite_pipeline, quick_in_run_retries):
     pipeline = sqlite_pipeline
     run = pipeline.run(until="mark_status_changes")
-    locked = sorted(loaded_ids(pipeline))[:2]
+    locked = sorted(pipeline.loaded_ids())[:2]
     pipeline.org.admin.set_faults(lock_rows=locked)
 
     result = pipeline.stage("write_back", run)
 
     assert result["retry_later"] == 2
     assert injected(pipeline)["unable_to_lock_row"] == 2 * (1 + writeback.IN_RUN_RETRIES)
-    for row in order_rows(pipeline, locked):
+    for row in pipeline.order_outbox_rows(locked):
         assert (row["state"], row["attempts"], row["last_error_code"]) == ("PENDING", 1, "UNABLE_TO_LOCK_ROW")
         assert row["next_attempt_at"] > datetime.now(UTC)  # backed off until a later run
     orders = pipeline.query("SELECT sf_order_id, lifecycle_state, lifecycle_error FROM external_orders")
@@ -335,14 +318,14 @@ def test_permanent_failures_keep_salesforces_message_and_end_dead_after_the_maxi
     pipeline = sqlite_pipeline
     pipeline.set_config(writeback_max_attempts=2)
     run = pipeline.run(until="mark_status_changes")
-    rejected = sorted(loaded_ids(pipeline))[0]
+    rejected = sorted(pipeline.loaded_ids())[0]
     message = "PO number required before an order can be marked Imported"
     pipeline.org.admin.set_faults(fail_rows={rejected: ["FIELD_CUSTOM_VALIDATION_EXCEPTION", message]})
     collection_calls = pipeline.org.admin.stats()["calls"]["composite"]
 
     first = pipeline.stage("write_back", run)
 
-    (row,) = order_rows(pipeline, [rejected])
+    (row,) = pipeline.order_outbox_rows([rejected])
     assert (row["state"], row["attempts"], row["last_error_code"], row["last_error_message"]) == (
         "FAILED", 1, "FIELD_CUSTOM_VALIDATION_EXCEPTION", message
     )
@@ -356,7 +339,7 @@ def test_permanent_failures_keep_salesforces_message_and_end_dead_after_the_maxi
     make_due(pipeline)
     second = pipeline.run()
     assert second.results["write_back"]["dead"] == 1
-    (row,) = order_rows(pipeline, [rejected])
+    (row,) = pipeline.order_outbox_rows([rejected])
     assert (row["state"], row["attempts"]) == ("DEAD", 2)
     (order,) = pipeline.query("SELECT * FROM external_orders WHERE sf_order_id = :i", i=rejected)
     assert order["lifecycle_state"] == "FAILED" and order["lifecycle_error"].endswith("(gave up)")
@@ -471,7 +454,7 @@ def test_slow_salesforce_times_out_and_the_next_run_finishes_what_was_left(sqlit
     p.set_config(overlap_minutes=0)
     first = p.run()
     assert first.succeeded, first.error
-    drafted, changed = sorted(loaded_ids(p))[:2]
+    drafted, changed = sorted(p.loaded_ids())[:2]
     p.org_update("Order", drafted, Status="Draft")
     time.sleep(1.1)  # a later second: SOQL datetimes have whole seconds, the change must come after
     p.org_update("Order", changed, Description="Leave parcels at the back door")
@@ -562,11 +545,11 @@ def test_order_read_on_two_pages_is_loaded_once_with_its_latest_version(sqlite_p
 
 def test_orders_deactivated_or_deleted_between_runs_are_marked_and_never_written_back(pipeline, quick_in_run_retries):
     run = pipeline.run(until="mark_status_changes")
-    drafted, deleted = sorted(loaded_ids(pipeline))[:2]
+    drafted, deleted = sorted(pipeline.loaded_ids())[:2]
     pipeline.org.admin.set_faults(lock_rows=[drafted])  # its write-back is still to be sent...
     pipeline.stage("write_back", run)
     pipeline.org.admin.clear_faults()
-    active_before = len(loaded_ids(pipeline))
+    active_before = len(pipeline.loaded_ids())
     pipeline.org_update("Order", drafted, Status="Draft")  # ...when it goes back to Draft
     pipeline.org_update("Order", deleted, Status="Draft")
     with pipeline.org.store.lock:
@@ -580,9 +563,12 @@ def test_orders_deactivated_or_deleted_between_runs_are_marked_and_never_written
     states = {r["sf_order_id"]: r["sf_state"] for r in pipeline.query("SELECT sf_order_id, sf_state FROM external_orders")}
     assert (states[drafted], states[deleted]) == ("deactivated", "deleted")
     assert list(states.values()).count("active") == active_before - 2
-    (row,) = order_rows(pipeline, [drafted])
-    assert (row["state"], row["last_error_code"]) == ("DEAD", "ORDER_DEACTIVATED")
-    (org_order,) = pipeline.org_rows('SELECT Status FROM "Order" WHERE Id = ?', drafted)
+    cancelled, card_mask = pipeline.order_outbox_rows([drafted])
+    assert (cancelled["state"], cancelled["last_error_code"]) == ("DEAD", "ORDER_DEACTIVATED")
+    # its card fields are X-ed out all the same, by a write-back of their own
+    assert (card_mask["action"], card_mask["state"]) == ("x_out_card", "DONE") and "Status" not in card_mask["fields"]
+    (org_order,) = pipeline.org_rows('SELECT Status, Credit_Card_Number__c FROM "Order" WHERE Id = ?', drafted)
     assert org_order["Status"] == "Draft"  # never marked Imported after it left Activated
+    assert set(org_order["Credit_Card_Number__c"] or "X") == {"X"}
     revenue_orders = pipeline.scalar("SELECT SUM(orders) AS n FROM v_revenue_by_day")
     assert revenue_orders == active_before - 2

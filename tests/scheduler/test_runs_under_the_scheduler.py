@@ -17,7 +17,7 @@ FINISHED = {"success", "failed"}
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(1800)]
 
 STACK = {"orders": 150, "seed": 5, "schedule": "0 * * * *"}
-SERIALISED = {"validate", "load", "mark_status_changes", "write_back"}
+SERIALISED = {"validate", "load", "mark_status_changes", "write_back", "mask_card_fields"}
 BACKFILL_HOURS = 3
 
 

@@ -1,59 +1,16 @@
 """The External Orders app in-process: rendering, escaping, bad input and an unreadable warehouse.
 
 Airflow's own user resolution and access check are stood in for here (the browser test runs the
-real ones in an api-server): a signed-in user, who may or may not trigger the DAG.
+real ones in an api-server): a signed-in user, who may or may not trigger the DAG (``allowed``,
+``external_orders_pages`` in tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 import pytest
-from fastapi import HTTPException
-from fastapi.testclient import TestClient
 
 from salesforce_orders.load import load_run
-from salesforce_orders.warehouse import create_all, tables
-from salesforce_orders_ui import app as app_module
-from salesforce_orders_ui.app import Warehouse, WarehouseUnavailable, create_app
-
-
-@dataclass
-class StubUser:
-    name: str = "oncall"
-
-    def get_name(self) -> str:
-        return self.name
-
-
-class StubSource:
-    def __init__(self, warehouse: Warehouse | None = None, problem: str | None = None) -> None:
-        self.warehouse, self.problem = warehouse, problem
-
-    def get(self) -> Warehouse:
-        if self.problem:
-            raise WarehouseUnavailable(self.problem)
-        return self.warehouse
-
-
-@pytest.fixture
-def allowed(monkeypatch):
-    """Which methods on the import DAG's runs Airflow allows the stub user; GET only by default."""
-    methods = {"GET"}
-
-    def check(method, request, user):
-        if method not in methods:
-            raise HTTPException(403, "Forbidden")
-
-    monkeypatch.setattr(app_module, "_check_dag_run_access", check)
-    return methods
-
-
-def client_for(source) -> TestClient:
-    app = create_app(source)
-    app.dependency_overrides[app_module.current_user] = StubUser
-    return TestClient(app, root_path="/external-orders")
+from salesforce_orders.warehouse import create_all
 
 
 @pytest.fixture
@@ -61,19 +18,19 @@ def warehouse(sqlite_engine, make_transformed):
     create_all(sqlite_engine)
     orders = [make_transformed(1, account_name="<script>alert(1)</script> & Co"), make_transformed(2, account=2)]
     load_run(sqlite_engine, "run-1", [orders], watermark=None)
-    return Warehouse(sqlite_engine, tables(None), ("orders_warehouse", None), time.monotonic())
+    return sqlite_engine
 
 
-def test_names_from_salesforce_are_escaped(allowed, warehouse):
-    page = client_for(StubSource(warehouse)).get("/")
+def test_names_from_salesforce_are_escaped(allowed, external_orders_pages, warehouse):
+    page = external_orders_pages(warehouse).get("/")
     assert page.status_code == 200
     assert "<script>alert(1)</script>" not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co" in page.text
     assert page.headers["cache-control"] == "no-store"
 
 
-def test_a_reader_gets_disabled_actions_and_a_triggerer_enabled_ones(allowed, warehouse):
-    client = client_for(StubSource(warehouse))
+def test_a_reader_gets_disabled_actions_and_a_triggerer_enabled_ones(allowed, external_orders_pages, warehouse):
+    client = external_orders_pages(warehouse)
     assert 'id="retry-writebacks" disabled' in client.get("/").text
     assert 'data-allowed="false"' in client.get("/").text
     assert client.post("/api/writebacks/retry").status_code == 403
@@ -83,23 +40,51 @@ def test_a_reader_gets_disabled_actions_and_a_triggerer_enabled_ones(allowed, wa
     assert client.post("/api/writebacks/retry").json() == {"failed": 0, "revived": 0, "total": 0}
 
 
-def test_bad_filters_are_reported_not_crashed_on(allowed, warehouse):
-    page = client_for(StubSource(warehouse)).get("/", params={"imported_from": "yesterday", "state": "DONE", "page": "x"})
+def test_bad_filters_are_reported_not_crashed_on(allowed, external_orders_pages, warehouse):
+    page = external_orders_pages(warehouse).get("/", params={"imported_from": "yesterday", "state": "DONE", "page": "x"})
     assert page.status_code == 200
     assert "Imported from: &#39;yesterday&#39; is not a date (YYYY-MM-DD)" in page.text
     assert "unknown lifecycle state &#39;DONE&#39;" in page.text
 
 
-def test_the_links_point_into_airflow_and_the_trigger_goes_to_its_rest_api(allowed, warehouse):
-    text = client_for(StubSource(warehouse)).get("/runs").text
+def test_the_links_point_into_airflow_and_the_trigger_goes_to_its_rest_api(allowed, external_orders_pages, warehouse):
+    text = external_orders_pages(warehouse).get("/runs").text
     assert 'data-trigger-url="/api/v2/dags/salesforce_orders_import/dagRuns"' in text
     assert 'href="/dags/salesforce_orders_import"' in text
 
 
-def test_an_unreadable_warehouse_is_explained(allowed):
-    client = client_for(StubSource(problem="The warehouse has no orders table yet: no import has run."))
+def test_an_unreadable_warehouse_is_explained(allowed, external_orders_pages):
+    client = external_orders_pages(problem="The warehouse has no orders table yet: no import has run.")
     for path in ("/", "/quarantine", "/runs"):
         page = client.get(path)
         assert page.status_code == 200 and "no import has run" in page.text
     allowed.add("POST")
     assert client.post("/api/writebacks/retry").status_code == 409
+
+
+def test_an_order_with_card_data_masked_shows_a_badge_naming_the_fields_and_can_be_filtered(allowed, external_orders_pages, sqlite_engine, make_transformed):
+    from dataclasses import replace
+
+    from salesforce_orders.load import record_quarantine
+
+    create_all(sqlite_engine)
+    plain, flagged = make_transformed(1), make_transformed(2)
+    flagged = replace(flagged, order=replace(flagged.order, card_data_masked=("Description", "OrderItem 802000000000201AAA.Description")))
+    load_run(sqlite_engine, "run-1", [[plain, flagged]], watermark=None)
+    with sqlite_engine.begin() as conn:
+        record_quarantine(conn, "run-1", [
+            {"sf_order_id": "801000000000009AAA", "order_number": "00000009", "account_name": "Acme",
+             "failed_checks": ["country_resolvable"], "details": {"country_resolvable": "BillingCountry '[card ending 1881]' ..."},
+             "card_data_masked": ["BillingCountry"]},
+        ])
+    client = external_orders_pages(sqlite_engine)
+
+    orders = client.get("/").text
+    row_of = {number: orders.split(f'data-order-number="{number}"')[1].split("</tr>")[0] for number in ("00000001", "00000002")}
+    assert "card data masked" not in row_of["00000001"]
+    assert "card data masked" in row_of["00000002"]
+    assert "Description, OrderItem 802000000000201AAA.Description" in row_of["00000002"]
+    only_masked = client.get("/", params={"masked": "1"}).text
+    assert 'data-order-number="00000002"' in only_masked and 'data-order-number="00000001"' not in only_masked
+    quarantine = client.get("/quarantine").text
+    assert "card data masked" in quarantine and "BillingCountry" in quarantine

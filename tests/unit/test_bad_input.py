@@ -281,6 +281,7 @@ WRONG_VALUES = {
     "zero_total_policy": ("ignore", "must be"),
     "max_invalid_share": (1.5, "must be at most 1"),
     "writeback_max_attempts": (0, "must be at least 1"),
+    "retention_days": (0, "must be at least 1"),
     "salesforce_conn_id": ("sales force", "not a valid Airflow connection id"),
     "warehouse_schema": ('public"; DROP TABLE customers; --', "not a valid identifier"),
     "extract_page_size": (50, "must be at least 200"),

@@ -61,7 +61,7 @@ CONFIGS = {
     },
     "no_write_back": {
         "import_notes": False,
-        "write_back": {"mark_imported": False, "set_customer_id": False, "x_out_card_fields": False},
+        "write_back": {"mark_imported": False, "set_customer_id": False, "x_out_card_fields": False, "x_out_card_fields_not_imported": False},
         "order_field_mappings": {"PoNumber": "po"},
     },
 }
@@ -158,7 +158,7 @@ def test_plain_of_other_values_is_unchanged() -> None:
     assert plain((1, (2, [3]), {"a": (4,)})) == [1, [2, [3]], {"a": [4]}]
     assert plain({"k": address, "l": [skipped]}) == {
         "k": dataclasses.asdict(address),
-        "l": [{"sf_order_id": "801", "order_number": None, "reason": "zero total"}],
+        "l": [{"sf_order_id": "801", "order_number": None, "reason": "zero total", "sf_system_modstamp": None}],
     }
 
 

@@ -67,10 +67,11 @@ def test_defaults() -> None:
         "item_field_mappings": {},
         "zero_total_policy": "import",
         "import_notes": True,
-        "write_back": {"mark_imported": True, "set_customer_id": True, "x_out_card_fields": True},
+        "write_back": {"mark_imported": True, "set_customer_id": True, "x_out_card_fields": True, "x_out_card_fields_not_imported": True},
         "max_invalid_share": 0.25,
         "invalid_share_min_orders": 20,
         "writeback_max_attempts": 5,
+        "retention_days": 3,
         "salesforce_conn_id": "salesforce_default",
         "warehouse_conn_id": "orders_warehouse",
         "warehouse_schema": None,
@@ -121,7 +122,7 @@ def test_docs_show_the_example_and_every_key() -> None:
     assert block, "docs/configuration.md has no JSON example"
     assert json.loads(block.group(1)) == EXAMPLE
     nested = {f"routing.{key}" for key in ("rules", "default_destination")} | {
-        f"write_back.{key}" for key in ("mark_imported", "set_customer_id", "x_out_card_fields")
+        f"write_back.{key}" for key in ("mark_imported", "set_customer_id", "x_out_card_fields", "x_out_card_fields_not_imported")
     } | {f"notifications.{key}" for key in ("email", "email.to", "email.smtp_conn_id", "email.from_email", "slack",
                                                "slack.slack_webhook_conn_id", "no_success_after_minutes")}
     for key in {*ImportConfig.model_fields, *nested}:
@@ -174,6 +175,7 @@ WRONG_TYPES = [
     ("max_invalid_share", "0.2", "must be a number"),
     ("invalid_share_min_orders", "20", "must be a whole number"),
     ("writeback_max_attempts", 2.0, "must be a whole number"),
+    ("retention_days", "3", "must be a whole number"),
     ("salesforce_conn_id", 1, "must be a string"),
     ("warehouse_conn_id", None, "must be a string"),
     ("warehouse_schema", 1, "must be a string"),
@@ -203,6 +205,7 @@ def test_every_key_has_a_wrong_type_case() -> None:
     [
         ("lookback_days", 0, "must be at least 1"),
         ("lookback_days", 3651, "must be at most 3650"),
+        ("retention_days", 0, "must be at least 1"),
         ("overlap_minutes", -1, "must be at least 0"),
         ("overlap_minutes", 1441, "must be at most 1440"),
         ("max_invalid_share", -0.01, "must be at least 0"),

@@ -28,8 +28,8 @@ WAREHOUSE_TABLES = (
 )
 
 
-def run(target, run_id: str, *chunks, now=T0, watermark=None) -> LoadCounts:
-    return load_run(target.engine, run_id, list(chunks), schema=target.schema, now=now, watermark=watermark)
+def run(target, run_id: str, *chunks, now=T0, watermark=None, **options) -> LoadCounts:
+    return load_run(target.engine, run_id, list(chunks), schema=target.schema, now=now, watermark=watermark, **options)
 
 
 def select_all(target, table_name: str, *where) -> list[dict]:
@@ -357,14 +357,15 @@ def test_an_account_in_many_batches_is_written_once_unless_its_content_changes(c
 def test_an_order_the_warehouse_refuses_is_quarantined_naming_the_field_and_the_rest_is_loaded(created_warehouse, make_transformed):
     """PostgreSQL refuses a text longer than its column (and a NUL); SQLite keeps any length. Either
     way the run loads every other order, and a refused one is quarantined with the column and why,
-    never with its value."""
+    never with its value. Its card-data flag goes with it, and its card fields are queued to be X-ed out."""
     target = created_warehouse
     good = [make_transformed(n) for n in (1, 2, 4)]
     secret = "4111 1111 1111 1111 " + "x" * 70  # 90 characters; the column holds 80
-    refused = replace(make_transformed(3), order=replace(make_transformed(3).order, po_number=secret))
+    order = replace(make_transformed(3).order, po_number=secret, card_data_masked=("Description",))
+    refused = replace(make_transformed(3), order=order)
     load.ORDERS_PER_BATCH, before = 2, load.ORDERS_PER_BATCH
     try:
-        counts = run(target, "run-1", [good[0], refused, *good[1:]])
+        counts = run(target, "run-1", [good[0], refused, *good[1:]], card_fields=("Credit_Card_Number__c",))
     finally:
         load.ORDERS_PER_BATCH = before
 
@@ -380,6 +381,9 @@ def test_an_order_the_warehouse_refuses_is_quarantined_naming_the_field_and_the_
         assert "external_orders.po_number is 90 characters, more than the 80 it holds" in message
         assert "4111" not in message and "xxxx" not in message
         assert len(select_all(target, "external_order_items")) == 3  # the refused order left nothing behind
+        assert row["card_data_masked"] and row["card_data_masked_fields"] == ["Description"]
+        masks = select_all(target, "writeback_outbox", tables(target.schema).writeback_outbox.c.sf_order_id == refused.order.sf_order_id)
+        assert [(m["action"], m["fields"]) for m in masks] == [("x_out_card", {"Credit_Card_Number__c": "X" * 16})]
     else:
         assert refused.order.sf_order_id in stored and q == [] and counts.refused == 0
 

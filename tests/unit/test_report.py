@@ -22,6 +22,7 @@ RESULTS = {
     "load": {"inserted": 30, "updated": 4, "unchanged": 1},
     "mark_status_changes": {"deactivated": 2, "api_calls": 1},
     "write_back": {"written": 60, "failed": 2, "dead": 1, "api_calls": 5},
+    "mask_card_fields": {"written": 2, "failed": 1, "api_calls": 1},
 }
 
 
@@ -61,7 +62,7 @@ def test_finish_run_with_every_stage_is_a_success_with_its_counts(engine):
         "written_back", "writeback_failed", "deactivated", "api_calls",
     )} == {
         "extracted": 40, "valid": 37, "quarantined": 3, "skipped": 2, "inserted": 30, "updated": 4, "unchanged": 1,
-        "written_back": 60, "writeback_failed": 3, "deactivated": 2, "api_calls": 9,
+        "written_back": 62, "writeback_failed": 4, "deactivated": 2, "api_calls": 10,
     }
     assert (row["finished_at"], row["duration_seconds"]) == (finished, 12.5)
     assert (row["mode"], row["window_start"]) == ("incremental", WINDOW_START)  # kept from the start
@@ -69,7 +70,7 @@ def test_finish_run_with_every_stage_is_a_success_with_its_counts(engine):
 
 def test_a_stage_without_a_result_fails_the_run_and_is_named(engine):
     start = started(engine)
-    results = {**RESULTS, "load": None, "mark_status_changes": None, "write_back": None}
+    results = {**RESULTS, "load": None, "mark_status_changes": None, "write_back": None, "mask_card_fields": {"written": 0}}
 
     row = finish_run(engine, run_id="run-1", results=results, finished=start + timedelta(seconds=3))
 
@@ -115,5 +116,5 @@ def test_summary_lines_of_a_failed_first_run_name_the_missing_stages(engine):
     assert lines[0].endswith("window lookback start .. now)")
     assert lines[-1] == (
         "  stages without a result (failed, skipped or not reached): "
-        "validate, transform, load, mark_status_changes, write_back"
+        "validate, transform, load, mark_status_changes, write_back, mask_card_fields"
     )

@@ -338,9 +338,12 @@ def test_too_many_invalid_orders_stop_the_run_before_anything_is_loaded(engine: 
     assert "nothing was loaded" in message and "quarantined_orders" in message
     t = tables()
     assert rows(engine, t.external_orders) == []
-    assert rows(engine, t.writeback_outbox) == []
     # The reasons stay visible for whoever looks into the stopped run.
     assert {r["sf_order_id"] for r in rows(engine, t.quarantined_orders)} == {sf_id("801", 2), sf_id("801", 3)}
+    # Only their card fields are queued to be X-ed out (card_masks): nothing else is written back.
+    queued = rows(engine, t.writeback_outbox)
+    assert {(r["sf_record_id"], r["action"]) for r in queued} == {(sf_id("801", 2), "x_out_card"), (sf_id("801", 3), "x_out_card")}
+    assert all("Status" not in r["fields"] for r in queued)
 
 
 @pytest.mark.parametrize("size", [1, 3])

@@ -1,0 +1,189 @@
+"""The card-number scanner: what it masks, what it keeps, and that its fast path never misses one."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import msgspec
+import pytest
+
+from salesforce_orders.redaction import (
+    card_mask,
+    luhn_valid,
+    mask_card_numbers,
+    mask_records,
+    may_hold_card_numbers,
+)
+
+# Test card numbers of the card schemes, as printed on them.
+CARDS = {
+    "4111111111111111": "4111 1111 1111 1111",  # Visa
+    "5555555555554444": "5555-5555-5555-4444",  # Mastercard
+    "378282246310005": "3782 822463 10005",  # Amex, 4-6-5
+    "30569309025904": "3056 930902 5904",  # Diners, 4-6-4
+    "6011111111111117": "6011 1111 1111 1117",  # Discover
+    "4222222222222": "4222222222222",  # 13-digit Visa
+    "6304000000000000018": "6304 0000 0000 0000 018",  # 19-digit Maestro, 4-4-4-4-3
+}
+
+
+def digits_of(text: str) -> str:
+    return re.sub(r"\D", "", text)
+
+
+def with_check_digit(body: str) -> str:
+    """``body`` followed by the digit that makes its digits Luhn-valid."""
+    return next(body + digit for digit in "0123456789" if luhn_valid(digits_of(body + digit)))
+
+
+def without_check_digit(body: str) -> str:
+    """``body`` followed by a digit that makes its digits fail the Luhn check."""
+    return next(body + digit for digit in "0123456789" if not luhn_valid(digits_of(body + digit)))
+
+
+def test_luhn_check():
+    assert all(luhn_valid(number) for number in CARDS)
+    assert not luhn_valid("4111111111111112")
+
+
+@pytest.mark.parametrize(("plain", "printed"), CARDS.items(), ids=list(CARDS))
+def test_card_numbers_are_masked_plain_and_as_printed_keeping_the_last_four(plain, printed):
+    expected = f"[card ending {plain[-4:]}]"
+    for text in (plain, printed, printed.replace(" ", "-")):
+        assert mask_card_numbers(f"Paid with {text}, thanks") == f"Paid with {expected}, thanks"
+        assert mask_card_numbers(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Card 4111 1111 1111 1111 737 exp 12/27", "Card [card ending 1111] 737 exp 12/27"),  # the CVV is no card number
+        ("ref 12 4111111111111111", "ref 12 [card ending 1111]"),
+        ("two: 4111111111111111, 5555555555554444.", "two: [card ending 1111], [card ending 4444]."),
+        ("4111111111111111 5555555555554444", "[card ending 1111] [card ending 4444]"),
+        ("PO-4111111111111111", "PO-[card ending 1111]"),
+        ("(4111-1111-1111-1111)", "([card ending 1111])"),
+        ("line one\n4111111111111111\nline three", "line one\n[card ending 1111]\nline three"),
+    ],
+)
+def test_card_numbers_inside_other_text(text, expected):
+    assert mask_card_numbers(text) == expected
+
+
+# Long numbers that are not card numbers, each with a Luhn-valid twin where a grouping or a
+# neighbour still tells it apart.
+NOT_CARDS = [
+    "4111111111111112",  # one digit off a card number: fails the Luhn check
+    "4111 1111 1111 1112",
+    without_check_digit("1234567890123"),  # 13 digits failing Luhn
+    without_check_digit("+49 30 1234 5678 901"),  # a phone number
+    "+1 (555) 123-4567 ext 8901234",  # phone: the digits are never one run of 13
+    "0049 30 12345678 99",  # grouped as no card is: kept even if it passed Luhn
+    with_check_digit("0049 30 12345678 9"),
+    "801000000000123AAA",  # Salesforce Ids: digits glued to letters
+    "00100000000001YAAQ",
+    "1Z999AA10123456784",  # UPS tracking number
+    without_check_digit("9400 1118 9922 3197 4284 9"),  # USPS tracking number, 22 digits
+    with_check_digit("940011189922319742849"),  # 22 digits in one block: too long for a card
+    with_check_digit("9400 1118 9922 3197 4284 9"),  # grouped 4-4-4-4-4-2 as no card is
+    without_check_digit("7489 1234 5678 901"),  # FedEx, 16 digits in fours, failing Luhn
+    "2026-01-02T03:04:05.000+0000",
+    "1234567.89",
+    "x4111111111111111",  # glued to a word: not a number standing alone
+    "4111111111111111x",
+]
+
+
+@pytest.mark.parametrize("text", NOT_CARDS)
+def test_other_long_numbers_are_kept(text):
+    assert mask_card_numbers(text) is text
+    assert mask_card_numbers(f"see {text} please") == f"see {text} please"
+
+
+def test_luhn_valid_twins_of_numbers_are_masked_where_shaped_like_cards():
+    phone_like = with_check_digit("493012345678901")  # 16 digits in one block, passing Luhn
+    assert mask_card_numbers(f"call {phone_like}") == f"call {card_mask(phone_like)}"
+    fedex_like = with_check_digit("7489 1234 5678 901")
+    assert mask_card_numbers(fedex_like) == card_mask(digits_of(fedex_like))
+
+
+def test_records_are_masked_in_place_and_the_fields_named():
+    records = [
+        {"Id": "801000000000001AAA", "Description": "no card here", "TotalAmount": 4111111111111111.0},
+        {"Id": "801000000000002AAA", "Description": "card 4111 1111 1111 1111", "PoNumber": "PO 5555555555554444"},
+        {"Id": "801000000000003AAA", "Account.Name": "Acme", "Account.Phone": "+1 555 123 4567"},
+    ]
+    untouched = dict(records[0])
+    assert mask_records(records) == {1: ["Description", "PoNumber"]}
+    assert records[1] == {"Id": "801000000000002AAA", "Description": "card [card ending 1111]", "PoNumber": "PO [card ending 4444]"}
+    assert records[0] == untouched  # numbers are not text: only text values are scanned
+    assert mask_records([]) == {}
+
+
+def _random_text(rng: random.Random) -> tuple[str, list[str]]:
+    """Text mixing words, punctuation, numbers and (sometimes) card numbers; and the cards in it."""
+    parts, cards = [], []
+    for _ in range(rng.randint(1, 8)):
+        kind = rng.random()
+        if kind < 0.25:
+            plain, printed = rng.choice(list(CARDS.items()))
+            parts.append(rng.choice([plain, printed, printed.replace(" ", "-")]))
+            cards.append(plain)
+        elif kind < 0.6:
+            parts.append("".join(rng.choice("0123456789 -") for _ in range(rng.randint(1, 30))))
+        else:
+            parts.append("".join(rng.choice("abcXYZ.,:;/()\"\\\n\t€é#+") for _ in range(rng.randint(1, 6))))
+    return rng.choice([" ", "", ", ", "\n"]).join(parts), cards
+
+
+def test_the_fast_path_never_misses_what_the_scanner_masks():
+    """Whatever the scanner would mask, the fast check over the JSON text says "may hold"."""
+    rng = random.Random(20260101)
+    masked_somewhere = 0
+    for _ in range(20_000):
+        text, _cards = _random_text(rng)
+        if mask_card_numbers(text) != text:
+            masked_somewhere += 1
+            assert may_hold_card_numbers(msgspec.json.encode({"Description": text})), text
+            assert may_hold_card_numbers(msgspec.json.encode([{"Id": "801000000000001AAA", "Description": text}])), text
+    assert masked_somewhere > 2000  # the generator does produce card numbers
+
+
+def test_card_numbers_standing_alone_never_survive():
+    rng = random.Random(7)
+    for _ in range(5000):
+        plain, printed = rng.choice(list(CARDS.items()))
+        text = f"{rng.choice(['', 'Card: ', 'pay ', '#', '('])}{rng.choice([plain, printed])}{rng.choice(['', '.', ' exp 12/27', ')', '!'])}"
+        record = {"Description": text}
+        assert mask_records([record]) == {0: ["Description"]}
+        assert plain not in record["Description"].replace(" ", "").replace("-", "")
+        assert f"[card ending {plain[-4:]}]" in record["Description"]
+
+
+def test_a_page_without_card_numbers_is_left_alone():
+    """Ids, timestamps, amounts and addresses, as the sandbox's records have them: no false alarm."""
+    page = [
+        {
+            "Id": f"801000000000{n:03d}AAA",
+            "AccountId": f"00100000000{n:03d}YAAQ",
+            "OrderNumber": f"{n:08d}",
+            "SystemModstamp": "2023-12-06T03:26:45.000+0000",
+            "BillingPostalCode": "D02 X285",
+            "ShippingStreet": f"{n} Commerce Blvd",
+            "TotalAmount": 240.0,
+            "Account.Phone": "+1 (555) 123-4567",
+        }
+        for n in range(500)
+    ]
+    assert not may_hold_card_numbers(msgspec.json.encode(page))
+    assert mask_records(page) == {}
+
+
+def test_records_are_found_wherever_they_are_in_a_long_page():
+    page = [{"Id": f"801{n:012d}AAA", "Description": f"order {n}"} for n in range(200)]
+    for position in (0, 63, 64, 150, 199):
+        page[position]["Description"] = f"card 4111-1111-1111-1111 on order {position}"
+    assert mask_records(page) == {position: ["Description"] for position in (0, 63, 64, 150, 199)}
+    assert page[150]["Description"] == "card [card ending 1111] on order 150"
+    assert page[151]["Description"] == "order 151"

@@ -69,7 +69,7 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile requirements.txt --python $(BIN)/python --no-header --no-annotate -o constraints.txt
 
 dist: $(STAMP)
-	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m build --installer uv --outdir dist .
 	rm -rf include/*.egg-info
 
 clean:

@@ -29,7 +29,7 @@ VALUES_FILE = PROJECT / "deploy" / "helm" / "values.yaml"
 SCHEMA_IN_SHARED = Path("helm") / "airflow-chart-values.schema.json"
 POOL = "salesforce_orders_warehouse"
 CONNECTIONS = {"AIRFLOW_CONN_SALESFORCE_DEFAULT", "AIRFLOW_CONN_ORDERS_WAREHOUSE"}
-KUBERNETES_VERSION = "1.30.0"  # an old Kubernetes still in support: what validates here validates on newer ones too
+KUBERNETES_VERSION = "1.30.0"  # the Kubernetes API version the rendered manifests are checked against
 AIRFLOW_CONTAINERS = {  # rendered manifest -> the container that runs Airflow in it
     "scheduler/scheduler-deployment.yaml": "scheduler",
     "workers/worker-deployment.yaml": "worker",

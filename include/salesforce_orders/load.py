@@ -27,6 +27,7 @@ from .progress import Progress
 from .readahead import read_ahead
 from .warehouse import (
     OUTBOX_DEAD,
+    OUTBOX_DONE,
     OUTBOX_PENDING,
     OUTBOX_UNSENT_STATES,
     Tables,
@@ -284,9 +285,17 @@ def _write_outbox(
     Returns the (sObject, record id) of the records queued."""
     w = t.writeback_outbox
     latest = {(wb.sf_object, wb.sf_record_id): wb for r in written for wb in r.write_backs}
+    read_at = {(wb.sf_object, wb.sf_record_id): _timestamp(r.order.sf_system_modstamp) for r in written for wb in r.write_backs}
     if not latest:
         return set()
-    pending = _pending_outbox_rows(conn, t, latest)
+    pending, done = _outbox_rows(conn, t, latest)
+    # The same write already made after this version was read (an overlapping run planned it from
+    # the version before our write-back): sending it again would write the record twice.
+    latest = {
+        key: wb
+        for key, wb in latest.items()
+        if not any(fields == wb.fields and read_at[key] is not None and read_at[key] < at for fields, at in done.get(key, ()))
+    }
     request = {
         "next_attempt_at": now,
         "attempts": 0,
@@ -320,8 +329,11 @@ def _write_outbox(
     return set(latest)
 
 
-def _pending_outbox_rows(conn: sa.Connection, t: Tables, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[int]]:
-    """The ids of the PENDING outbox rows of each (sObject, record id) in ``keys`` that has any.
+def _outbox_rows(
+    conn: sa.Connection, t: Tables, keys: Iterable[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], list[tuple[Any, datetime]]]]:
+    """For each (sObject, record id) in ``keys``: the ids of its PENDING outbox rows, and the fields
+    and time of its DONE ones.
 
     Found per sObject through the (sf_object, sf_record_id) index, the state checked here: with
     the state in the query PostgreSQL may read through the (state, ...) index, whose statistics
@@ -332,11 +344,15 @@ def _pending_outbox_rows(conn: sa.Connection, t: Tables, keys: Iterable[tuple[st
     for sf_object, record_id in sorted(keys):
         record_ids.setdefault(sf_object, []).append(record_id)
     pending: dict[tuple[str, str], list[int]] = {}
+    done: dict[tuple[str, str], list[tuple[Any, datetime]]] = {}
+    columns = [w.c.id, w.c.sf_record_id, w.c.state, w.c.fields, w.c.updated_at]
     for sf_object, ids in record_ids.items():
-        for row in select_in(conn, w, [w.c.id, w.c.sf_record_id, w.c.state], w.c.sf_record_id, ids, w.c.sf_object == sf_object):
+        for row in select_in(conn, w, columns, w.c.sf_record_id, ids, w.c.sf_object == sf_object):
             if row.state == OUTBOX_PENDING:
                 pending.setdefault((sf_object, row.sf_record_id), []).append(row.id)
-    return pending
+            elif row.state == OUTBOX_DONE:
+                done.setdefault((sf_object, row.sf_record_id), []).append((row.fields, row.updated_at))
+    return pending, done
 
 
 def _release_quarantine(conn: sa.Connection, t: Tables, order_ids: list[str], now: datetime) -> None:

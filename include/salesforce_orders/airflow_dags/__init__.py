@@ -13,6 +13,6 @@ pipeline: tasks import it when they run.
 """
 
 from salesforce_orders.airflow_dags.freshness_dag import salesforce_orders_freshness_check
-from salesforce_orders.airflow_dags.import_dag import STAGES, WAREHOUSE_ASSETS, salesforce_orders_import
+from salesforce_orders.airflow_dags.import_dag import salesforce_orders_import
 
-__all__ = ["STAGES", "WAREHOUSE_ASSETS", "salesforce_orders_freshness_check", "salesforce_orders_import"]
+__all__ = ["salesforce_orders_freshness_check", "salesforce_orders_import"]

@@ -69,8 +69,8 @@ class Deployment:
 
     def _api_answers(self) -> bool:
         try:
-            return requests.get(f"{self.base_url}/api/v2/monitor/health", timeout=5).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(f"{self.base_url}/api/v2/monitor/health", timeout=30).status_code == 200
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
             return False
 
     def stop(self) -> None:
@@ -103,7 +103,7 @@ class Deployment:
     # -- the REST API ------------------------------------------------------------------------
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = requests.request(method, f"{self.base_url}/api/v2{path}", timeout=60, **kwargs)
+        response = requests.request(method, f"{self.base_url}/api/v2{path}", timeout=120, **kwargs)
         assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
         return response.json() if response.content else None
 

@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help install run test lint sandbox up bench lock screenshots clean
+.PHONY: help install run test lint sandbox up bench lock dist screenshots clean
 
 help:
 	@echo "make run      run the import DAG once end to end (sandbox + SQLite) and print what it loaded"
@@ -21,8 +21,12 @@ help:
 	@echo "make bench    benchmark the pipeline at 10k and 100k orders against PostgreSQL (BENCH_ARGS=...)"
 	@echo "make lint     ruff"
 	@echo "make lock     re-resolve constraints.txt from requirements.txt"
+	@echo "make dist     build the wheel and the sdist into dist/ (python -m build)"
 	@echo "make screenshots  refresh docs/screenshots/ from the browser test of the External Orders view"
 
+# The editable install puts include/ on sys.path; setuptools leaves its build metadata
+# (include/*.egg-info) there, which Python would see as a second copy of the package, and
+# Airflow would load the plugin entry point twice: it is removed.
 # --compile-bytecode: imports then read .pyc files written once here, even where
 # PYTHONDONTWRITEBYTECODE is set (importing Airflow from source costs seconds per process).
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -30,6 +34,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt -c constraints.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	rm -rf include/*.egg-info
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -63,5 +68,9 @@ bench: $(STAMP)
 lock: $(STAMP)
 	$(BIN)/uv pip compile requirements.txt --python $(BIN)/python --no-header --no-annotate -o constraints.txt
 
+dist: $(STAMP)
+	$(BIN)/python -m build --installer uv --outdir dist .
+	rm -rf include/*.egg-info
+
 clean:
-	rm -rf $(VENV) .local .pytest_cache
+	rm -rf $(VENV) .local .pytest_cache dist

@@ -18,7 +18,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 PLUGINS_FOLDER = PROJECT_ROOT / "plugins"
 DAG_ID = "salesforce_orders_import"
-# The one-slot pool of the import's warehouse-writing tasks (dags/salesforce_orders_import.py).
+# The one-slot pool of the import's warehouse-writing tasks (salesforce_orders/airflow_dags/import_dag.py).
 WAREHOUSE_POOL = "salesforce_orders_warehouse"
 WAREHOUSE_POOL_DESCRIPTION = "one import writes the warehouse at a time"
 

@@ -1,4 +1,4 @@
-"""What the plugin file needs at import time: the mount point, the navigation entry and a lazy app.
+"""What the plugin (plugin.py) needs at import time: the mount point, the navigation entry and a lazy app.
 
 Every Airflow process loads plugins, each task included, so nothing here may import FastAPI or
 Airflow's API server: :class:`LazyASGIApp` builds the real app on the first request it serves,

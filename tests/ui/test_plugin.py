@@ -1,17 +1,16 @@
-"""The plugin file: what Airflow registers, and that loading it (which every task does) stays cheap."""
+"""The plugin: registered by the package's entry point, what Airflow registers, and that loading it (which every task does) stays cheap."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
+from importlib.metadata import entry_points
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from salesforce_orders_ui.mount import LazyASGIApp, nav_entry
 
-PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "external_orders_plugin.py"
 BUILT: list[str] = []
 
 
@@ -26,12 +25,20 @@ def make_app() -> FastAPI:
     return app
 
 
-def test_airflow_registers_the_app_and_the_navigation_entry():
+def test_the_installed_package_declares_the_plugin_entry_point():
+    [entry_point] = [ep for ep in entry_points(group="airflow.plugins") if ep.name == "external_orders"]
+    assert entry_point.value == "salesforce_orders_ui.plugin:ExternalOrdersPlugin"
+    assert entry_point.dist.name == "salesforce-orders-airflow"
+
+
+def test_airflow_registers_the_app_and_the_navigation_entry_once_from_the_entry_point():
     from airflow import plugins_manager
 
     plugins, errors = plugins_manager._get_plugins()
-    assert not errors
+    assert not errors  # a second registration (e.g. a copy in the plugins folder) would be an error here
     [plugin] = [p for p in plugins if p.name == "external_orders"]
+    assert type(plugin.source).__name__ == "EntryPointSource"
+    assert "salesforce-orders-airflow" in str(plugin.source)
     [app] = plugin.fastapi_apps
     assert app["url_prefix"] == "/external-orders" and isinstance(app["app"], LazyASGIApp)
     assert plugin.external_views == [
@@ -46,11 +53,11 @@ def test_the_navigation_entry_follows_airflows_base_path():
 
 def test_loading_the_plugin_builds_no_web_app():
     code = (
-        "import runpy, sys; runpy.run_path(sys.argv[1]); "
+        "import sys, salesforce_orders_ui.plugin; "
         "print(','.join(m for m in ('fastapi', 'salesforce_orders_ui.app', 'airflow.api_fastapi.core_api.security') "
         "if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(PLUGIN)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 
 

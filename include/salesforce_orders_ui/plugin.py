@@ -1,7 +1,8 @@
 """The External Orders view in the Airflow UI: an entry under Browse, served by a FastAPI app.
 
-The logic lives in the ``salesforce_orders_ui`` package; this file only registers it. Every
-Airflow process loads plugins (each task too), so the app is built on its first request only.
+Registered through the ``airflow.plugins`` entry point of the installed package (pyproject.toml),
+so installing the package is enough: nothing goes into the plugins folder. Every Airflow process
+loads plugins (each task too), so the app is built on its first request only.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -23,6 +24,7 @@ from . import (
 from .gateway import Handler, KindOf, api_endpoint, read_or_write
 from .runtime import SandboxRuntime
 from .usage import CallKind
+from .wire import SalesforceHeaderCase
 
 
 class ApiVersionConvertor(Convertor[str]):
@@ -92,6 +94,9 @@ def _versioned_routes() -> list[BaseRoute]:
 def _routes() -> list[BaseRoute]:
     return [
         Route("/services/oauth2/token", routes_auth.oauth_token, methods=["POST"]),
+        Route("/services/oauth2/authorize", routes_auth.oauth_authorize, methods=["GET"]),
+        Route("/services/oauth2/revoke", routes_auth.oauth_revoke, methods=["GET", "POST"]),
+        Route("/id/{org_id}/{user_id}", routes_auth.identity, methods=["GET", "POST"]),
         Route("/services/Soap/u/{version:apiver}", routes_auth.soap_login, methods=["POST"]),
         Route("/services/data", routes_org.versions, methods=["GET"]),
         Route("/services/data/", routes_org.versions, methods=["GET"]),
@@ -114,6 +119,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(sandbox: SandboxRuntime) -> Starlette:
-    app = Starlette(routes=_routes(), exception_handlers={HTTPException: _http_error})
+    app = Starlette(
+        routes=_routes(),
+        exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(SalesforceHeaderCase)],
+    )
     app.state.sandbox = sandbox
     return app

@@ -87,6 +87,11 @@ class SandboxServer:
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
+                # h11 sends header names as the app gives them (httptools lower-cases them all),
+                # and the app writes its own Date header: uvicorn's would go out lower-case.
+                http="h11",
+                server_header=False,
+                date_header=False,
             )
             self._server = uvicorn.Server(config)
             self._thread = threading.Thread(

@@ -59,7 +59,9 @@ def sandbox_session(server: SandboxServer) -> requests.Session:
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    server = SandboxServer(port=0, orders=SANDBOX_ORDERS, state_dir=tmp_path_factory.mktemp("sandbox-state"))
+    server = SandboxServer(
+        port=0, orders=SANDBOX_ORDERS, state_dir=tmp_path_factory.mktemp("sandbox-state"), proxy_port=0
+    )
     with server:
         yield server
 

@@ -84,6 +84,7 @@ def _versioned_routes() -> list[BaseRoute]:
         *_api("/jobs/query", routes_bulk.query_jobs, CallKind.BULK_QUERY, ["GET", "POST"]),
         *_api("/jobs/query/{job_id}", routes_bulk.query_job, CallKind.BULK_QUERY, RECORD_METHODS),
         *_api("/jobs/query/{job_id}/results", routes_bulk.query_results, CallKind.BULK_QUERY),
+        *_api("/jobs/query/{job_id}/resultPages", routes_bulk.query_result_pages, CallKind.BULK_QUERY),
         *_api("/jobs/ingest", routes_bulk.ingest_jobs, CallKind.BULK_INGEST, ["GET", "POST"]),
         *_api("/jobs/ingest/{job_id}", routes_bulk.ingest_job, CallKind.BULK_INGEST, RECORD_METHODS),
         *_api("/jobs/ingest/{job_id}/batches", routes_bulk.ingest_batches, CallKind.BULK_INGEST, ["PUT"]),

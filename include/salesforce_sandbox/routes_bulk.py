@@ -26,12 +26,14 @@ from .bulk import (
 )
 from .errors import SalesforceError, not_found
 from .schema import SObject
+from .wire import maybe_gzip
 
 if TYPE_CHECKING:
     from .gateway import ApiCall
     from .runtime import SandboxRuntime
 
 CSV_MEDIA_TYPE = "text/csv"
+RESULT_PAGES_PER_ANSWER = 5  # result URLs per resultPages answer, as on Salesforce
 FINAL_STATES = (JobState.JOB_COMPLETE, JobState.FAILED, JobState.ABORTED)
 ROWS_PER_TRANSACTION = 1_000  # ingest rows written per store transaction
 
@@ -90,11 +92,17 @@ def query_job(sandbox: SandboxRuntime, call: ApiCall) -> Response:
     return JSONResponse(job.info())
 
 
-def query_results(sandbox: SandboxRuntime, call: ApiCall) -> Response:
-    """One CSV page of a finished query job, with ``Sforce-Locator`` and ``Sforce-NumberOfRecords``."""
+def _completed_query_job(sandbox: SandboxRuntime, call: ApiCall) -> QueryJob:
     job = sandbox.jobs.get(call.path_params["job_id"], QueryJob)
     if job.current_state() is not JobState.JOB_COMPLETE:
         raise SalesforceError("JOB_NOT_COMPLETE", f"Job {job.id} is not complete: {job.state.value}", status=412)
+    return job
+
+
+def query_results(sandbox: SandboxRuntime, call: ApiCall) -> Response:
+    """One CSV page of a finished query job, with ``Sforce-Locator`` and ``Sforce-NumberOfRecords``
+    (gzip-compressed when the client accepts it, as Salesforce does)."""
+    job = _completed_query_job(sandbox, call)
     locator = call.query_params.get("locator")
     offset = decode_locator(locator) if locator and locator != "null" else 0
     page_size = _max_records(call.query_params.get("maxRecords"))
@@ -107,7 +115,26 @@ def query_results(sandbox: SandboxRuntime, call: ApiCall) -> Response:
         "Sforce-Locator": encode_locator(end) if end < len(job.ids) else "null",
         "Sforce-NumberOfRecords": str(len(rows)),
     }
-    return Response(job.csv_format.write(header, rows), media_type=CSV_MEDIA_TYPE, headers=headers)
+    body = maybe_gzip(call.request, job.csv_format.write(header, rows).encode(), headers)
+    return Response(body, media_type=CSV_MEDIA_TYPE, headers=headers)
+
+
+def query_result_pages(sandbox: SandboxRuntime, call: ApiCall) -> Response:
+    """``GET .../resultPages``: up to five result URLs to download in parallel, and the URL of the
+    next five (``nextRecordsUrl``, null with ``done`` when there are no more)."""
+    job = _completed_query_job(sandbox, call)
+    locator = call.query_params.get("locator")
+    offset = decode_locator(locator) if locator and locator != "null" else 0
+    page_size = _max_records(call.query_params.get("maxRecords"))
+    base = f"/services/data/v{call.path_params['version']}/jobs/query/{job.id}"
+    starts = list(range(offset, len(job.ids), page_size))[:RESULT_PAGES_PER_ANSWER]
+    if not starts and offset == 0:
+        starts = [0]  # an empty result still has its one (empty) page
+    pages = [{"resultUrl": f"{base}/results?locator={encode_locator(start)}&maxRecords={page_size}"} for start in starts]
+    next_offset = starts[-1] + page_size if starts else offset
+    done = next_offset >= len(job.ids)
+    next_url = None if done else f"{base}/resultPages?locator={encode_locator(next_offset)}&maxRecords={page_size}"
+    return JSONResponse({"resultPages": pages, "nextRecordsUrl": next_url, "done": done})
 
 
 def _max_records(raw: str | None) -> int:

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from . import (
+    composite,
     routes_admin,
     routes_auth,
     routes_bulk,
@@ -78,8 +79,10 @@ def _versioned_routes() -> list[BaseRoute]:
         *_api(
             "/sobjects/{sobject}/{field}/{value}", routes_sobjects.sobject_by_external_id, sobject_kind, RECORD_METHODS
         ),
-        # sObject Collections
+        # Composite and sObject Collections
+        *_api("/composite", composite.composite, CallKind.COMPOSITE, ["POST"]),
         *_api("/composite/sobjects", routes_composite.collection, CallKind.COMPOSITE, ["POST", "PATCH", "DELETE"]),
+        *_api("/composite/sobjects/{sobject}", routes_composite.retrieve, CallKind.COMPOSITE, ["GET", "POST"]),
         # Bulk API 2.0
         *_api("/jobs/query", routes_bulk.query_jobs, CallKind.BULK_QUERY, ["GET", "POST"]),
         *_api("/jobs/query/{job_id}", routes_bulk.query_job, CallKind.BULK_QUERY, RECORD_METHODS),
@@ -92,7 +95,7 @@ def _versioned_routes() -> list[BaseRoute]:
     ]
 
 
-def _routes() -> list[BaseRoute]:
+def _routes(versioned: list[BaseRoute]) -> list[BaseRoute]:
     return [
         Route("/services/oauth2/token", routes_auth.oauth_token, methods=["POST"]),
         Route("/services/oauth2/authorize", routes_auth.oauth_authorize, methods=["GET"]),
@@ -101,7 +104,7 @@ def _routes() -> list[BaseRoute]:
         Route("/services/Soap/u/{version:apiver}", routes_auth.soap_login, methods=["POST"]),
         Route("/services/data", routes_org.versions, methods=["GET"]),
         Route("/services/data/", routes_org.versions, methods=["GET"]),
-        Mount("/services/data/v{version:apiver}", routes=_versioned_routes()),
+        Mount("/services/data/v{version:apiver}", routes=versioned),
         Mount("/__sandbox", routes=routes_admin.ROUTES),
     ]
 
@@ -120,10 +123,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(sandbox: SandboxRuntime) -> Starlette:
+    versioned = _versioned_routes()
     app = Starlette(
-        routes=_routes(),
+        routes=_routes(versioned),
         exception_handlers={HTTPException: _http_error},
         middleware=[Middleware(SalesforceHeaderCase)],
     )
     app.state.sandbox = sandbox
+    app.state.api_routes = versioned  # what composite subrequests are matched against
     return app

@@ -88,6 +88,7 @@ def api_endpoint(kind: KindOf, handler: Handler) -> Callable[[Request], Awaitabl
         response.headers["Sforce-Limit-Info"] = sandbox.usage.header()
         return response
 
+    endpoint.handler = handler  # type: ignore[attr-defined]  # composite subrequests call it directly
     return endpoint
 
 

@@ -17,12 +17,13 @@ from . import (
     routes_admin,
     routes_auth,
     routes_bulk,
+    routes_bulk_v1,
     routes_composite,
     routes_org,
     routes_query,
     routes_sobjects,
 )
-from .gateway import Handler, KindOf, api_endpoint, read_or_write
+from .gateway import ErrorRenderer, Handler, KindOf, api_endpoint, read_or_write, rest_error
 from .runtime import SandboxRuntime
 from .usage import CallKind
 from .wire import SalesforceHeaderCase
@@ -46,9 +47,11 @@ READ = ["GET"]
 RECORD_METHODS = ["GET", "PATCH", "DELETE"]
 
 
-def _api(path: str, handler: Handler, kind: KindOf, methods: Sequence[str] = READ) -> list[Route]:
+def _api(
+    path: str, handler: Handler, kind: KindOf, methods: Sequence[str] = READ, render_error: ErrorRenderer = rest_error
+) -> list[Route]:
     """The route with and without a trailing slash (clients use both)."""
-    endpoint = api_endpoint(kind, handler)
+    endpoint = api_endpoint(kind, handler, render_error)
     bare = path.rstrip("/")
     paths = [bare, bare + "/"] if bare else ["/"]
     return [Route(p, endpoint, methods=list(methods)) for p in paths]
@@ -95,6 +98,22 @@ def _versioned_routes() -> list[BaseRoute]:
     ]
 
 
+def _bulk_v1_routes() -> list[BaseRoute]:
+    def bulk(path: str, handler: Handler, methods: Sequence[str] = READ) -> list[Route]:
+        return _api(path, handler, CallKind.BULK_V1, methods, routes_bulk_v1.render_error)
+
+    return [
+        *bulk("/job", routes_bulk_v1.create_job, ["POST"]),
+        *bulk("/job/{job_id}", routes_bulk_v1.job_resource, ["GET", "POST"]),
+        *bulk("/job/{job_id}/batch", routes_bulk_v1.batches, ["GET", "POST"]),
+        *bulk("/job/{job_id}/batch/{batch_id}", routes_bulk_v1.batch_resource),
+        *bulk("/job/{job_id}/batch/{batch_id}/request", routes_bulk_v1.batch_request),
+        *bulk("/job/{job_id}/batch/{batch_id}/result", routes_bulk_v1.batch_result),
+        *bulk("/job/{job_id}/batch/{batch_id}/result/{result_id}", routes_bulk_v1.query_result),
+        Route("/{rest:path}", routes_bulk_v1.invalid_url, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
+
+
 def _routes(versioned: list[BaseRoute]) -> list[BaseRoute]:
     return [
         Route("/services/oauth2/token", routes_auth.oauth_token, methods=["POST"]),
@@ -105,6 +124,7 @@ def _routes(versioned: list[BaseRoute]) -> list[BaseRoute]:
         Route("/services/data", routes_org.versions, methods=["GET"]),
         Route("/services/data/", routes_org.versions, methods=["GET"]),
         Mount("/services/data/v{version:apiver}", routes=versioned),
+        Mount("/services/async/{version:apiver}", routes=_bulk_v1_routes()),
         Mount("/__sandbox", routes=routes_admin.ROUTES),
     ]
 

@@ -20,7 +20,6 @@ import hmac
 import secrets
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
@@ -29,6 +28,7 @@ from pathlib import Path
 import jwt
 
 from .ids import make_id
+from .wire import local_name, parse_xml
 
 ORG_ID = make_id("00D", 1)
 AUTHORIZATION_CODE_SECONDS = 15 * 60
@@ -375,17 +375,13 @@ def soap_fault(code: str, message: str) -> str:
 
 
 def _parse_soap_login(body: bytes) -> tuple[str | None, str | None, str | None]:
-    # Entity declarations are never part of a login request; refusing them keeps the
-    # standard-library parser clear of entity-expansion tricks.
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise LoginRejected("INVALID_LOGIN", "Invalid request")
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError as exc:
-        raise LoginRejected("INVALID_LOGIN", "Invalid request: malformed XML") from exc
+        root = parse_xml(body)
+    except ValueError as exc:
+        raise LoginRejected("INVALID_LOGIN", f"Invalid request: {exc}") from exc
     values: dict[str, str] = {}
     for element in root.iter():
-        local = element.tag.rsplit("}", 1)[-1]
+        local = local_name(element)
         if local in ("username", "password", "organizationId"):
             values[local] = element.text or ""
     return values.get("username"), values.get("password"), values.get("organizationId")

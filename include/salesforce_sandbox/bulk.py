@@ -236,10 +236,11 @@ class JobRegistry:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._sequence = 0
 
-    def new_id(self) -> str:
+    def new_id(self, key_prefix: str = JOB_KEY_PREFIX) -> str:
+        """A new job id, or with another key prefix a new batch or result id."""
         with self._lock:
             self._sequence += 1
-            return make_id(JOB_KEY_PREFIX, self._sequence)
+            return make_id(key_prefix, self._sequence)
 
     def add(self, job: Job) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ case-sensitively, so every response leaves with the casing Salesforce uses.
 from __future__ import annotations
 
 import gzip
+import xml.etree.ElementTree as ET  # noqa: S405 - parse_xml() refuses the constructs that make it unsafe
 from email.utils import formatdate
 
 from starlette.requests import Request
@@ -65,3 +66,20 @@ def maybe_gzip(request: Request, body: bytes, headers: dict[str, str]) -> bytes:
     headers["Content-Encoding"] = "gzip"
     headers["Vary"] = "Accept-Encoding"
     return gzip.compress(body, compresslevel=GZIP_LEVEL)
+
+
+def parse_xml(body: bytes) -> ET.Element:
+    """A request's XML document; raises ValueError for malformed XML. Entity and DTD declarations
+    are never part of a Salesforce request: refusing them keeps the standard-library parser clear
+    of entity-expansion tricks."""
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise ValueError("DOCTYPE and ENTITY declarations are not accepted")
+    try:
+        return ET.fromstring(body)  # noqa: S314 - declarations refused above
+    except ET.ParseError as exc:
+        raise ValueError(f"malformed XML: {exc}") from exc
+
+
+def local_name(element: ET.Element) -> str:
+    """``{namespace}name`` -> ``name``."""
+    return element.tag.rsplit("}", 1)[-1]

@@ -22,7 +22,7 @@ SANDBOX_ORDERS = 200
 POLL_DEADLINE_SECONDS = 60.0
 
 
-def poll_until(read: Callable[[], Any], done: Callable[[Any], bool], what: str) -> Any:
+def _poll_until(read: Callable[[], Any], done: Callable[[Any], bool], what: str) -> Any:
     """Call ``read`` until ``done(value)``, with a generous deadline; returns the last value."""
     deadline = time.monotonic() + POLL_DEADLINE_SECONDS
     while not done(value := read()):
@@ -153,10 +153,16 @@ def completed_query_job(api: Callable[..., requests.Response]) -> Callable[[str]
 
     def run(soql: str) -> dict:
         job = api("POST", "jobs/query", json={"operation": "query", "query": soql}).json()
-        return poll_until(
+        return _poll_until(
             lambda: api("GET", f"jobs/query/{job['id']}").json(),
             lambda info: info["state"] == "JobComplete",
             f"query job {job['id']} completing",
         )
 
     return run
+
+
+@pytest.fixture
+def poll_until() -> Callable[..., Any]:
+    """``poll_until(read, done, what)``: call ``read`` until ``done(value)``, with a generous deadline."""
+    return _poll_until

@@ -163,6 +163,8 @@ def extract(
     except (ConfigError, ParamError) as exc:
         raise AirflowFailException(str(exc)) from None  # retrying cannot fix a bad config or param
     log.info("Run %s: mode %s, window %s", run_id, plan.mode, plan.as_dict())
+    if plan.note:
+        log.warning("Run %s: %s", run_id, plan.note)
     start_run(engine, run_id=run_id, dag_run_id=dag_run_id, run_type=run_type, plan=plan, schema=config.warehouse_schema)
     with engine.begin() as conn:
         clear_run(conn, run_id, schema=config.warehouse_schema)
@@ -263,20 +265,26 @@ _LOADED_TABLES = ("external_orders", "writeback_outbox")
 
 
 @_collects_garbage_less_often
-def load(*, run_id: str, max_system_modstamp: str | None) -> dict[str, Any]:
-    """Load the run's transformed orders in one transaction; outbox rows and watermark with them."""
+def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, Any]) -> dict[str, Any]:
+    """Load the run's transformed orders in one transaction; outbox rows and watermark with them.
+
+    ``window``: the extract's plan (``RunPlan.as_dict``). A re-sync of chosen orders leaves the
+    watermark alone; other runs move it only over what they provably read (see runs.py)."""
     from .load import load_run
+    from .runs import parse_watermark
     from .staging import iter_transformed
 
     config = _config()
     engine = _warehouse(config)
     schema = config.warehouse_schema
+    moves_watermark = window.get("moves_watermark", not window.get("order_numbers"))
     counts = load_run(
         engine,
         run_id,
         iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema),
         schema=schema,
-        watermark=max_system_modstamp,
+        watermark=max_system_modstamp if moves_watermark else None,
+        covered_from=parse_watermark(window.get("changed_from") or window.get("since")),
     )
     _refresh_statistics(engine, *_LOADED_TABLES, schema=schema)
     result = {"run_id": run_id, **counts.as_dict()}

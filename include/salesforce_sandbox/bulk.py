@@ -271,6 +271,12 @@ class JobRegistry:
 # -- ingest rows -----------------------------------------------------------------------------
 
 
+def is_upsert_key(sobject: SObject, name: str | None) -> bool:
+    """Whether an upsert can match records by ``name``: an external id field, or Id."""
+    field = sobject.field(name or "")
+    return field is not None and (field.external_id or field.name == "Id")
+
+
 def check_ingest_header(sobject: SObject, header: list[str], operation: str, external_id: str | None) -> None:
     """Reject an upload whose columns the object does not have (the job then fails)."""
     if not header:

@@ -20,6 +20,7 @@ from .bulk import (
     decode_locator,
     encode_locator,
     invalid_job,
+    is_upsert_key,
 )
 from .errors import SalesforceError, not_found
 from .ingest import RowSpec, apply_rows
@@ -161,8 +162,7 @@ def ingest_jobs(sandbox: SandboxRuntime, call: ApiCall) -> Response:
     if operation == "upsert":
         if not external_id:
             raise invalid_job("An upsert job needs externalIdFieldName")
-        external_field = sobject.field(external_id)
-        if external_field is None or not (external_field.external_id or external_field.name == "Id"):
+        if not is_upsert_key(sobject, external_id):
             raise invalid_job(f"Invalid external id field: {external_id}")
     version = call.path_params["version"]
     job_id = sandbox.jobs.new_id()

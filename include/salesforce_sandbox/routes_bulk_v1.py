@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .bulk import NULL_MARKER, CsvFormat, check_ingest_header
+from .bulk import NULL_MARKER, CsvFormat, check_ingest_header, is_upsert_key
 from .bulk_v1 import (
     BATCH_KEY_PREFIX,
     CONTENT_TYPES,
@@ -41,6 +41,7 @@ from .wire import local_name, maybe_gzip, parse_xml
 if TYPE_CHECKING:
     from .gateway import ApiCall
     from .runtime import SandboxRuntime
+    from .soql import PreparedQuery
 
 XML_MEDIA_TYPE = "application/xml"
 JSON_MEDIA_TYPE = "application/json"
@@ -125,8 +126,7 @@ def create_job(sandbox: SandboxRuntime, call: ApiCall) -> Response:
         raise bulk_error("InvalidJob", f"contentType {content_type} is not emulated by the sandbox: use CSV or JSON")
     external_id = fields.get("externalIdFieldName")
     if operation == "upsert":
-        external = sobject.field(external_id or "")
-        if external is None or not (external.external_id or external.name == "Id"):
+        if not is_upsert_key(sobject, external_id):
             raise bulk_error("InvalidJob", f"Invalid external id field for upsert: {external_id or '(none)'}")
     concurrency = fields.get("concurrencyMode", "Parallel")
     if concurrency not in ("Parallel", "Serial"):
@@ -272,7 +272,7 @@ def _run_query_batch(sandbox: SandboxRuntime, job: V1Job, batch: Batch) -> None:
         _complete_query(sandbox, chunk, prepared, in_range)
 
 
-def _complete_query(sandbox: SandboxRuntime, batch: Batch, prepared: Any, ids: list[str]) -> None:
+def _complete_query(sandbox: SandboxRuntime, batch: Batch, prepared: PreparedQuery, ids: list[str]) -> None:
     batch.prepared, batch.ids = prepared, ids
     batch.result_ids = [sandbox.jobs.new_id(RESULT_KEY_PREFIX)]
     batch.finish(len(ids))

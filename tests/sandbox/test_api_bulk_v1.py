@@ -241,3 +241,15 @@ def test_failed_batches_say_why(async_api, poll_until):
         assert info["stateMessage"].startswith(f"InvalidBatch : Failed to process query: {code}")
         result = async_api("GET", f"job/{query['id']}/batch/{qbatch['id']}/result")
         assert _xml(result)["exceptionCode"] == "InvalidBatch"
+
+
+def test_aborted_job_takes_no_batch_and_stays_aborted(async_api):
+    job = _xml(async_api("POST", "job", data=_job_xml("insert", "Account"), headers=XML_HEADERS))
+    abort = f'<jobInfo xmlns="{NS[1:-1]}"><state>Aborted</state></jobInfo>'
+    assert _xml(async_api("POST", f"job/{job['id']}", data=abort, headers=XML_HEADERS))["state"] == "Aborted"
+    assert _xml(async_api("GET", f"job/{job['id']}"))["state"] == "Aborted"
+    refused = async_api("POST", f"job/{job['id']}/batch", data="Name\nNever Co\n", headers={"Content-Type": "text/csv"})
+    assert _xml(refused)["exceptionCode"] == "InvalidJobState"
+    close = f'<jobInfo xmlns="{NS[1:-1]}"><state>Closed</state></jobInfo>'
+    again = async_api("POST", f"job/{job['id']}", data=close, headers=XML_HEADERS)
+    assert again.status_code == 400 and _xml(again)["exceptionCode"] == "InvalidJobState"

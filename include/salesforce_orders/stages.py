@@ -192,6 +192,8 @@ def extract(
             page_size=config.extract_page_size,
             schema=config.warehouse_schema,
         )
+    if plan.moves_watermark and plan.covered_from is not None:
+        _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id, summary)
     log.info("Extracted %d orders with %d items in %d pages (%d API calls)", summary.orders, summary.items, summary.pages, hook.usage.calls)
     _refresh_statistics(engine, "stg_orders", "stg_order_items", schema=config.warehouse_schema)
     return {
@@ -203,6 +205,41 @@ def extract(
         "api_calls": hook.usage.calls,
         "api_budget_left": hook.usage.budget_left,  # the rest of the run's budget, for the later stages
     }
+
+
+# Orders of changed Accounts are read by AccountId, this many Accounts a query (a SOQL IN list).
+_ACCOUNTS_PER_QUERY = 200
+
+
+def _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id: str, summary) -> None:
+    """An Account edited in Salesforce (renamed, re-parented, a new address or customer id) does not
+    touch its orders' SystemModstamp: the Accounts changed in the window are read by their own
+    stamp, and the orders of those whose customer differs from the warehouse are staged too, so the
+    usual stages update the customer and every one of its orders (account name, external name)."""
+    from .extract import changed_accounts, count_staged, extract_rest
+    from .soql import ExtractWindow, build_changed_accounts_query, build_orders_query
+    from .warehouse import in_batches
+
+    schema = config.warehouse_schema
+    accounts = changed_accounts(engine, hook, build_changed_accounts_query(config, plan.window), config, schema=schema)
+    if not accounts:
+        return
+    log.info(
+        "%d Accounts changed in Salesforce since %s; re-reading their orders: %s",
+        len(accounts), plan.covered_from.isoformat(),
+        "; ".join(f"{account_id} ({', '.join(what)})" for account_id, what in list(accounts.items())[:10]),
+    )
+    for chunk in in_batches(sorted(accounts), _ACCOUNTS_PER_QUERY):
+        window = ExtractWindow(None, None, plan.window.activated_since, account_ids=chunk)
+        more = extract_rest(
+            engine, hook, run_id, build_orders_query(config, window),
+            items_relationship=config.order_items_relationship, page_size=config.extract_page_size, schema=schema,
+        )
+        summary.pages += more.pages
+        summary.api_calls += more.api_calls
+    # An order of a changed Account may have been staged by the window already: counted once.
+    summary.orders, summary.items = count_staged(engine, run_id, schema=schema)
+    summary.accounts_changed = len(accounts)
 
 
 @_collects_garbage_less_often
@@ -278,12 +315,15 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
     engine = _warehouse(config)
     schema = config.warehouse_schema
     moves_watermark = window.get("moves_watermark", not window.get("order_numbers"))
+    # A window with an end (scheduled, backfill) read everything changed before it, whether or not
+    # anything changed: the mark moves with time, so quiet hours do not widen the next windows.
+    read_to = [stamp for stamp in (max_system_modstamp, window.get("changed_to")) if stamp]
     counts = load_run(
         engine,
         run_id,
         iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema),
         schema=schema,
-        watermark=max_system_modstamp if moves_watermark else None,
+        watermark=max(read_to, key=parse_watermark) if moves_watermark and read_to else None,
         covered_from=parse_watermark(window.get("changed_from") or window.get("since")),
     )
     _refresh_statistics(engine, *_LOADED_TABLES, schema=schema)
@@ -315,7 +355,7 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
         since = min(since, checked - timedelta(minutes=config.overlap_minutes))
     hook = _hook(config, api_budget_left)
     changes = []
-    for page in hook.iter_query_pages(build_status_changes_query(config, since), include_deleted=True):
+    for page in hook.iter_query_pages(build_status_changes_query(config.order_object, since), include_deleted=True):
         changes.extend({k: r.get(k) for k in ("Id", "OrderNumber", "StatusCode", "IsDeleted", "SystemModstamp")} for r in page)
     stamps = [c["SystemModstamp"] for c in changes if c.get("SystemModstamp")]
     checked_to = max((s for s in (loaded_to, *stamps) if s), key=parse_watermark, default=None)
@@ -334,8 +374,10 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
 @_talks_to_salesforce
 def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, Any]:
     """Drain the outbox into Salesforce (collections, 200 a call) and update order lifecycles."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from .warehouse import tables
-    from .writeback import OutboxDrainer
+    from .writeback import ImportedStatusRefused, OutboxDrainer
 
     config = _config()
     engine = _warehouse(config)
@@ -355,7 +397,10 @@ def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, 
         max_attempts=config.writeback_max_attempts,
         bulk_threshold=config.bulk_writeback_threshold,
     )
-    summary = drainer.drain()
+    try:
+        summary = drainer.drain()
+    except ImportedStatusRefused as exc:
+        raise AirflowFailException(f"write_back: {exc}") from None  # a config error: retrying cannot help
     log.info("Write-back: %s", summary.as_dict())
     return {"run_id": run_id, **summary.as_dict(), "api_calls": hook.usage.calls}
 
@@ -366,7 +411,9 @@ def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], star
 
     config = _config()
     engine = _warehouse(config)
-    row = finish_run(engine, run_id=run_id, results=results, schema=config.warehouse_schema, finished=_now())
+    row = finish_run(
+        engine, run_id=run_id, results=results, schema=config.warehouse_schema, finished=_now(), disabled=not config.enabled
+    )
     for line in summary_lines(row):
         log.info(line)
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}

@@ -5,28 +5,22 @@ Each is run as a user runs it, configured only with the printed credentials (cli
 secret, refresh token, or username and password) and the recipe's environment
 (:meth:`SandboxServer.client_environment`: ``HTTPS_PROXY`` to the sandbox's proxy and the sandbox
 certificate to trust). They log in at the ``login.salesforce.com`` they hard-code. The clients
-are installed on first use under ``.local/clients/`` (see ``third_party_clients.py``).
+are installed on first use under ``.local/clients/``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from simple_salesforce import Salesforce
-from third_party_clients import (
-    AIRBYTE_SOURCE_SALESFORCE,
-    JSFORCE,
-    TAP_SALESFORCE,
-    json_lines,
-    node_client,
-    python_client,
-    run_client,
-)
 
 from salesforce_sandbox.server import SandboxServer
 
@@ -34,13 +28,92 @@ JS_DIR = Path(__file__).with_name("js")
 START_DATE = "2020-01-01T00:00:00Z"
 
 
+# -- installing and running the clients ------------------------------------------------------
+# Each client is pinned and installed once under the worktree's .local/clients/ (Python clients
+# into a virtualenv of their own with uv, jsforce with npm); later runs reuse the installation.
+# A client that cannot be installed fails its tests with the installer's message.
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENTS_DIR = REPO / ".local" / "clients"
+INSTALL_TIMEOUT_SECONDS = 900
+RUN_TIMEOUT_SECONDS = 600
+
+TAP_SALESFORCE = "tap-salesforce==2.8.1"
+AIRBYTE_SOURCE_SALESFORCE = "airbyte-source-salesforce==2.10.3"
+JSFORCE = "jsforce@3.10.16"
+
+
+def _install(target: Path, requirement: str, commands: list[list[str]]) -> Path:
+    marker = target / ".installed"
+    if marker.is_file() and marker.read_text() == requirement:
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_SECONDS, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"installing {requirement} failed ({' '.join(command)}):\n{done.stdout}\n{done.stderr}")
+    marker.write_text(requirement)
+    return target
+
+
+def python_client(name: str, requirement: str) -> Path:
+    """The virtualenv holding ``requirement``; returns its ``bin`` directory."""
+    target = CLIENTS_DIR / name
+    uv = Path(sys.executable).with_name("uv")
+    python = target / "bin" / "python"
+    if uv.is_file():
+        commands = [
+            [str(uv), "venv", "--quiet", "--python", sys.executable, str(target)],
+            [str(uv), "pip", "install", "--quiet", "--python", str(python), requirement],
+        ]
+    else:
+        commands = [
+            [sys.executable, "-m", "venv", str(target)],
+            [str(python), "-m", "pip", "install", "--quiet", requirement],
+        ]
+    return _install(target, requirement, commands) / "bin"
+
+
+def node_client(name: str, package: str) -> Path:
+    """A directory whose ``node_modules`` holds ``package``."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail(f"installing {package} needs npm (Node.js 20), which is not on PATH")
+    target = CLIENTS_DIR / name
+    command = [npm, "install", "--prefix", str(target), "--no-audit", "--no-fund", "--loglevel=error", package]
+    return _install(target, package, [command])
+
+
+def run_client(command: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a client with the sandbox recipe's environment; a failure shows what the client said."""
+    done = subprocess.run(
+        command, env=os.environ | env, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, check=False
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"{command[0]} exited {done.returncode}:\n{done.stdout[-5000:]}\n{done.stderr[-5000:]}")
+    return done
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON messages of a Singer tap or an Airbyte source (their other lines are logs)."""
+    messages = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                messages.append(json.loads(line))
+            except ValueError:
+                continue
+    return messages
+
+
 def _ids(sf: Salesforce, soql: str) -> set[str]:
     return {record["Id"] for record in sf.query_all_iter(soql, include_deleted=True)}
 
 
 def _touch_account(sf: Salesforce, note: str) -> str:
-    """Change one existing account (its SystemModstamp moves); returns its id."""
-    account_id = sf.query("SELECT Id FROM Account ORDER BY SystemModstamp LIMIT 1")["records"][0]["Id"]
+    """Change the account changed longest ago (its SystemModstamp moves); returns its id."""
+    account_id = _oldest_account(sf)
     sf.Account.update(account_id, {"Description": note})
     return account_id
 

@@ -79,8 +79,9 @@ class ConnectProxy:
         self._stopped = asyncio.Event()
         server = await asyncio.start_server(self._handle, sock=self._socket)
         self._ready.set()
-        async with server:
-            await self._stopped.wait()
+        await self._stopped.wait()
+        # No waiting for open tunnels (clients keep connections alive): asyncio.run cancels them.
+        server.close()
 
     def allows(self, host: str, port: int) -> bool:
         host = host.lower()

@@ -54,7 +54,8 @@ On-call: `docs/runbook.md`; the `report` task's log ends with the run summary.
 """
 
 TASK_DOCS = {
-    "extract": "Plans the window (watermark, params or backfill interval) and streams the Activated orders "
+    "extract": "Brings the warehouse to the code's schema version (creates or upgrades it, puts back missing views), "
+    "plans the window (watermark, params or backfill interval) and streams the Activated orders "
     "page by page from Salesforce into the run's staging tables. Fails on a bad config or param without retrying.",
     "validate": "Great Expectations checks over the staged orders. Invalid orders go to `quarantined_orders` "
     "with the checks they failed; the task fails (nothing loaded) when the invalid share passes `max_invalid_share`.",

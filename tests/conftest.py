@@ -162,6 +162,27 @@ def warehouse(request: pytest.FixtureRequest) -> Iterator[WarehouseTarget]:
     _reset_schema(engine, schema)
 
 
+RELEASED_WAREHOUSES = Path(__file__).resolve().parent / "fixtures" / "released_warehouses"
+
+
+def _restore_release(engine: sa.Engine, schema: str | None, snapshot: str) -> None:
+    sql = (RELEASED_WAREHOUSES / f"{snapshot}.{engine.dialect.name}.sql").read_text()
+    with engine.begin() as conn:
+        if schema:
+            conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+            conn.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
+        for statement in sql.split("\n;\n"):
+            if statement.strip():
+                conn.exec_driver_sql(statement)
+
+
+@pytest.fixture
+def restore_release() -> Callable[[sa.Engine, str | None, str], None]:
+    """``restore_release(engine, schema, "release-845346c")``: a released warehouse in ``schema``, as
+    that release's create_all left it (the DDL snapshots in tests/fixtures/released_warehouses)."""
+    return _restore_release
+
+
 @pytest.fixture
 def created_warehouse(warehouse: WarehouseTarget) -> WarehouseTarget:
     """``warehouse`` with its tables and views created."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -334,6 +336,20 @@ class ImportConfig(_Section):
         """Lower-cased names of the card fields: no query ever selects them."""
         return frozenset(name.lower() for name in (*DEFAULT_CARD_FIELDS, *self.card_fields))
 
+    def query_names(self) -> list[tuple[str, str]]:
+        """(key path, Salesforce name) of every name from this configuration that reaches a query."""
+        return [
+            ("order_object", self.order_object),
+            ("order_item_object", self.order_item_object),
+            ("order_items_relationship", self.order_items_relationship),
+            *((("filter_field", self.filter_field),) if self.filter_field else ()),
+            ("customer_id_field", self.customer_id_field),
+            ("service_number_field", self.service_number_field),
+            *((f"routing.rules[{i}].field", rule.field) for i, rule in enumerate(self.routing.rules)),
+            *(("order_field_mappings" + _segment(name), name) for name in self.order_field_mappings),
+            *(("item_field_mappings" + _segment(name), name) for name in self.item_field_mappings),
+        ]
+
 
 # A complete configuration with every key, used by docs/configuration.md.
 EXAMPLE: dict[str, Any] = {
@@ -415,12 +431,38 @@ def _load_json(text: str) -> Any:
     def reject_constant(name: str) -> None:
         raise ConfigError([("", f"not valid JSON: {name} is not a number")])
 
+    # JSON readers keep the last of a repeated key, silently: which of two values someone meant
+    # is a guess, so a repeated key is refused. Each object's repeats are noted by its id here.
+    repeated: dict[int, dict[str, int]] = {}
+
+    def build_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) < len(pairs):
+            counts = Counter(key for key, _ in pairs)
+            repeated[id(obj)] = {key: counts[key] for key in obj if counts[key] > 1}
+        return obj
+
     try:
-        return json.loads(text, parse_constant=reject_constant)
+        data = json.loads(text, parse_constant=reject_constant, object_pairs_hook=build_object)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             [("", f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")]
         ) from None
+    if repeated:
+        raise ConfigError(list(_repeated_keys(data, repeated)))
+    return data
+
+
+def _repeated_keys(value: Any, repeated: dict[int, dict[str, int]], path: str = "") -> Iterator[tuple[str, str]]:
+    """(path, message) for every key given more than once in an object, at any depth."""
+    if isinstance(value, dict):
+        for key, times in repeated.get(id(value), {}).items():
+            yield path + _segment(key, first=not path), f"duplicate key (given {times} times): keep one"
+        for key, child in value.items():
+            yield from _repeated_keys(child, repeated, path + _segment(key, first=not path))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _repeated_keys(child, repeated, f"{path}[{index}]")
 
 
 _MESSAGES = {

@@ -42,6 +42,7 @@ from .warehouse import (
     upsert,
     utc_now,
 )
+from .warehouse_errors import refuses_every_row
 
 log = logging.getLogger(__name__)
 
@@ -491,8 +492,8 @@ def _write_batch_or_refuse(
             _write_batch(conn, t, run_id, batch, now, tally)
         return
     except sa.exc.DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise  # the warehouse is gone, not one value: the task fails and is retried
+        if refuses_every_row(exc):
+            raise  # not one value (the warehouse gone, read-only, a missing privilege): the task fails, saying so
         log.warning("The warehouse refused a batch of %d orders (%s); writing them one by one", len(records), refused_reason(exc))
     refused = []
     for record in records:
@@ -501,7 +502,7 @@ def _write_batch_or_refuse(
             with conn.begin_nested():
                 _write_batch(conn, t, run_id, single, now, tally)
         except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated:
+            if refuses_every_row(exc):
                 raise
             refused.append(_refusal(t, single, record, exc))
     record_quarantine(conn, run_id, refused, schema=t.metadata.schema)

@@ -48,12 +48,13 @@ _LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
 
 
 class SalesforceApiError(RuntimeError):
-    """A Salesforce call failed; ``code`` is Salesforce's errorCode when it sent one."""
+    """A Salesforce call failed; ``code`` is Salesforce's errorCode and ``detail`` its message, when it sent them."""
 
-    def __init__(self, message: str, code: str | None = None, status: int | None = None):
+    def __init__(self, message: str, code: str | None = None, status: int | None = None, detail: str | None = None):
         super().__init__(message)
         self.code = code
         self.status = status
+        self.detail = detail
 
 
 class ApiLimitExceeded(SalesforceApiError):
@@ -120,7 +121,7 @@ def _error_from_client(exc: ClientError) -> SalesforceApiError:
         message = content[0].get("message", message)
     status = getattr(exc, "status", None)
     cls = ApiLimitExceeded if code == "REQUEST_LIMIT_EXCEEDED" else SalesforceApiError
-    return cls(f"Salesforce answered {status} {code or ''}: {message}".replace("  ", " "), code=code, status=status)
+    return cls(f"Salesforce answered {status} {code or ''}: {message}".replace("  ", " "), code=code, status=status, detail=message)
 
 
 class SalesforceOrdersHook(SalesforceHook):

@@ -331,9 +331,63 @@ def build_accounts_with_field_query(field: str, since: datetime) -> str:
     return _select(["Id", name], "Account", [f"SystemModstamp >= {literal(since)}", f"{name} != null"], order_by="Id")
 
 
+# Salesforce's answers to a query that names something the org does not have (a field, an
+# object, a relationship) or a reserved word where a name belongs.
+QUERY_NAME_ERRORS = frozenset({"INVALID_FIELD", "INVALID_TYPE", "MALFORMED_QUERY"})
+_CARET_LINE = re.compile(r"^ *\^$")
+_PATH_AT_CARET = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
+_QUOTED_NAME = re.compile(r"'([A-Za-z][A-Za-z0-9_.]*)'")
+
+
+@dataclass(frozen=True)
+class RefusedName:
+    """What a query error points at, and which configuration keys put that name into the query."""
+
+    reason: str  # Salesforce's reason, first sentence
+    name: str | None
+    keys: tuple[str, ...]
+
+
+def refused_name(message: str, config: ImportConfig) -> RefusedName:
+    """Read a query error's message (the query line, a caret under the culprit, then the reason:
+    ``No such column 'X' on entity 'Order'``, ``unexpected token: 'Limit'``) for the culprit.
+
+    The caret gives the whole path (``Account.Parent.X``); the reason's first quoted name is the
+    fallback when a message has no caret line.
+    """
+    lines = message.split("\n")
+    reason = next((line.strip() for line in reversed(lines) if line.strip()), message)
+    pointed = None
+    for above, line in zip(lines, lines[1:], strict=False):
+        if _CARET_LINE.match(line) and (match := _PATH_AT_CARET.match(above, line.index("^"))):
+            pointed = match.group().rstrip(".")
+    quoted = match.group(1) if (match := _QUOTED_NAME.search(reason)) else None
+    first_sentence = reason.split(". ")[0].rstrip(".") + "."
+    return RefusedName(first_sentence, pointed or quoted, _keys_naming(config.query_names(), pointed, quoted))
+
+
+def _keys_naming(names: list[tuple[str, str]], pointed: str | None, quoted: str | None) -> tuple[str, ...]:
+    """The keys whose name is the pointed path; else whose name it ends with (a field the query
+    reaches through a relationship, ``Account.<customer_id_field>``); else that have the quoted
+    name as a segment."""
+    tiers = []
+    if pointed:
+        path = pointed.lower()
+        tiers += [lambda name: name == path, lambda name: path.endswith("." + name)]
+    if quoted:
+        tiers.append(lambda name: quoted.lower() in name.split("."))
+    for matches in tiers:
+        keys = tuple(key for key, name in names if matches(name.lower()))
+        if keys:
+            return keys
+    return ()
+
+
 __all__ = [
     "API_NAME_PATTERN",
+    "QUERY_NAME_ERRORS",
     "ExtractWindow",
+    "RefusedName",
     "build_count_query",
     "build_items_query",
     "build_orders_bulk_query",
@@ -351,4 +405,5 @@ __all__ = [
     "object_name",
     "order_fields",
     "quote_string",
+    "refused_name",
 ]

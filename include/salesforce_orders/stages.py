@@ -36,19 +36,23 @@ def _config():
 
 
 def _warehouse(config):
+    """The warehouse engine, its schema brought to this code's version first (``schema_versions``)."""
     import sqlalchemy as sa
+    from airflow.sdk.exceptions import AirflowFailException
 
+    from .schema_versions import SchemaVersionError
     from .warehouse import WarehouseConnectionError, create_all, engine_from_connection
 
     engine = engine_from_connection(config.warehouse_conn_id)
+    named = f"The warehouse (Airflow connection {config.warehouse_conn_id!r}, {engine.url.render_as_string(hide_password=True)})"
     try:
-        create_all(engine, config.warehouse_schema)  # the first statement: fails before anything else is done
+        create_all(engine, config.warehouse_schema)  # the first statements: fail before anything else is done
     except sa.exc.OperationalError as exc:
         # A server that is down or a file that cannot be opened: name the connection; Airflow retries.
-        raise WarehouseConnectionError(
-            f"The warehouse (Airflow connection {config.warehouse_conn_id!r}, "
-            f"{engine.url.render_as_string(hide_password=True)}) cannot be used: {str(exc.orig).strip()}"
-        ) from exc
+        raise WarehouseConnectionError(f"{named} cannot be used: {str(exc.orig).strip()}") from None
+    except SchemaVersionError as exc:
+        # Behind with no right to upgrade, newer than this code, not a warehouse: retrying cannot help.
+        raise AirflowFailException(f"{named}: {exc}") from None
     return engine
 
 
@@ -89,12 +93,41 @@ def _collects_garbage_less_often(stage: Callable[..., dict[str, Any]]) -> Callab
     return run
 
 
+def _reports_warehouse_errors(stage: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """A statement the warehouse refused as a short message naming the connection and the table and
+    saying what to do (``warehouse_errors``), not SQLAlchemy's long text; its shape is logged.
+
+    A missing privilege fails without retries (it fails the same way until someone grants it);
+    the rest (read-only server, duplicate key, locks, the unexpected) is retried by Airflow.
+    """
+
+    @functools.wraps(stage)
+    def run(**kwargs: Any) -> dict[str, Any]:
+        import sqlalchemy as sa
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from .warehouse_errors import explain
+
+        try:
+            return stage(**kwargs)
+        except sa.exc.DBAPIError as exc:
+            error = explain(exc, _config().warehouse_conn_id, stage=stage.__name__)
+            log.error("%s: the warehouse statement that failed (values not shown): %s", stage.__name__, error.statement)
+            if not error.retry:
+                raise AirflowFailException(str(error)) from None
+            raise error.with_traceback(exc.__traceback__) from None  # where it failed, without the raw text
+
+    return run
+
+
 def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """Salesforce failures as messages that say what happened and what the next run does.
 
     The daily allowance (REQUEST_LIMIT_EXCEEDED), the run's API budget and a refused login stop the
     run without retries: retrying within minutes cannot help, and repeated failed logins can lock the
-    user out. A Salesforce that is down or too slow is retried by Airflow.
+    user out. So does a query naming something the org does not have, or a reserved word: the
+    message names the configuration key that put it there. A Salesforce that is down or too slow
+    is retried by Airflow.
     """
 
     @functools.wraps(stage)
@@ -103,7 +136,8 @@ def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., 
         from requests import RequestException
         from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
-        from .salesforce import ApiBudgetExceeded, ApiLimitExceeded, LoginRefused
+        from .salesforce import ApiBudgetExceeded, ApiLimitExceeded, LoginRefused, SalesforceApiError
+        from .soql import QUERY_NAME_ERRORS
 
         name = stage.__name__
         try:
@@ -120,10 +154,35 @@ def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., 
         except RequestException as exc:
             conn_id = _config().salesforce_conn_id
             raise SalesforceUnavailable(f"{name}: Salesforce (Airflow connection {conn_id!r}) did not answer: {exc}") from exc
+        except SalesforceApiError as exc:
+            if exc.code not in QUERY_NAME_ERRORS:
+                raise
+            raise AirflowFailException(f"{name}: {_refused_name_message(exc, _config())}") from None
 
     return run
 
 
+def _refused_name_message(exc, config) -> str:
+    """A query Salesforce refused for a name in it, said with the configuration key that put it there."""
+    from .config import VARIABLE_NAME
+    from .soql import refused_name
+
+    refused = refused_name(exc.detail or str(exc), config)
+    told = f"Salesforce refused the query ({exc.code}: {refused.reason})"
+    if not refused.keys:
+        return (
+            f"{told}. {refused.name!r} is a name the import always reads: check that the org has it and that the "
+            "integration user may see it (field-level security). Not retried."
+        )
+    keys = " and ".join(refused.keys)
+    return (
+        f"{told}. {keys} in the {VARIABLE_NAME} Variable name{'s' if len(refused.keys) == 1 else ''} {refused.name!r}, "
+        "which this org does not accept there: a field, object or relationship it does not have (or the integration "
+        "user may not see), or a SOQL reserved word. Fix the key, then clear the task. Not retried."
+    )
+
+
+@_reports_warehouse_errors
 @_collects_garbage_less_often
 @_talks_to_salesforce
 def extract(
@@ -242,6 +301,7 @@ def _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id: str,
     summary.accounts_changed = len(accounts)
 
 
+@_reports_warehouse_errors
 @_collects_garbage_less_often
 def validate(*, run_id: str) -> dict[str, Any]:
     """Validate staged orders; quarantine the invalid; fail above the invalid-share threshold."""
@@ -260,6 +320,7 @@ def validate(*, run_id: str) -> dict[str, Any]:
     return {"run_id": run_id, **summary.as_dict()}
 
 
+@_reports_warehouse_errors
 @_collects_garbage_less_often
 def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     """Transform valid staged orders into warehouse records (pure functions), staged again."""
@@ -301,6 +362,7 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
 _LOADED_TABLES = ("external_orders", "writeback_outbox")
 
 
+@_reports_warehouse_errors
 @_collects_garbage_less_often
 def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, Any]) -> dict[str, Any]:
     """Load the run's transformed orders in one transaction; outbox rows and watermark with them.
@@ -332,6 +394,7 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
     return result
 
 
+@_reports_warehouse_errors
 @_talks_to_salesforce
 def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_left: int | None = None) -> dict[str, Any]:
     """Mark imported orders that went back to Draft or were deleted in Salesforce."""
@@ -370,6 +433,7 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
     }
 
 
+@_reports_warehouse_errors
 @_collects_garbage_less_often
 @_talks_to_salesforce
 def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, Any]:
@@ -405,6 +469,7 @@ def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, 
     return {"run_id": run_id, **summary.as_dict(), "api_calls": hook.usage.calls}
 
 
+@_reports_warehouse_errors
 def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], started: float | None = None) -> dict[str, Any]:
     """Record the run in import_runs and log its summary (runs even when a stage failed)."""
     from .report import finish_run, summary_lines

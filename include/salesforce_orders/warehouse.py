@@ -416,45 +416,48 @@ def tables(schema: str | None = None) -> Tables:
 
 
 def create_all(engine: sa.Engine, schema: str | None = None) -> None:
-    """Create whatever is missing (schema, tables, indexes, views). Idempotent and cheap when
-    nothing is missing: every task calls it. Views are recreated only when their definition
-    in this code changed, so analysts' queries are not blocked by a DROP on every task."""
-    t = tables(schema)
-    with engine.begin() as conn:
-        if schema is not None:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-            elif conn.dialect.name == "sqlite" and schema != "main":
-                raise ValueError(f"SQLite warehouses have no schema {schema!r}: leave warehouse_schema unset")
-        t.metadata.create_all(conn)
-        if conn.dialect.name == "postgresql":
-            _compress_with_lz4(conn, t.stg_transformed_batches.c.payload)
-        views = _view_ddl(t, conn.dialect)
-        stored = conn.execute(sa.select(t.sync_state.c.value).where(t.sync_state.c.key == VIEWS_KEY)).scalar()
-        if stored != _fingerprint(views, conn.dialect):
-            _replace_views(conn, t, views)
+    """Bring the warehouse to this code's schema version: created whole when empty, migrated when
+    older, missing or outdated views recreated (``salesforce_orders.schema_versions.upgrade``).
+
+    Cheap when there is nothing to do (a few catalogue reads, no lock): every task calls it.
+    """
+    from .schema_versions import upgrade
+
+    upgrade(engine, schema)
 
 
-def _compress_with_lz4(conn: sa.Connection, column: sa.Column) -> None:
+def create_tables(conn: sa.Connection, t: Tables) -> None:
+    """Every table and index of this code's definitions, in a new warehouse."""
+    t.metadata.create_all(conn)
+    if conn.dialect.name == "postgresql":
+        compress_with_lz4(conn, t.stg_transformed_batches.c.payload)
+
+
+def compress_with_lz4(conn: sa.Connection, column: sa.ColumnClause) -> None:
     """Store the column's large values compressed with lz4 rather than PostgreSQL's default pglz.
 
     A staged batch is some 7 MB of JSON: pglz took 130 ms to write one, lz4 under 50 ms, and
     compresses it as well. Servers built without lz4 (or before PostgreSQL 14) keep pglz."""
+    try:
+        with conn.begin_nested():
+            if column_compression(conn, column) == "l":
+                return
+            conn.execute(_SetLz4Compression(column))
+    except sa.exc.DBAPIError as exc:
+        log.info("%s.%s stays compressed with pglz: %s", column.table.name, column.name, str(exc.orig).strip())
+
+
+def column_compression(conn: sa.Connection, column: sa.ColumnClause) -> str | None:
+    """PostgreSQL's compression method of a column: ``"l"`` (lz4), ``"p"`` (pglz) or None (the default)."""
     attribute = sa.text(
         "SELECT attcompression FROM pg_attribute WHERE attrelid = CAST(:table AS regclass) AND attname = :column"
     )
     table = conn.dialect.identifier_preparer.format_table(column.table)
-    try:
-        with conn.begin_nested():
-            if conn.execute(attribute, {"table": table, "column": column.name}).scalar() == "l":
-                return
-            conn.execute(_SetLz4Compression(column))
-    except sa.exc.DBAPIError as exc:
-        log.info("%s.%s stays compressed with pglz: %s", table, column.name, str(exc.orig).strip())
+    return conn.execute(attribute, {"table": table, "column": column.name}).scalar() or None
 
 
 class _SetLz4Compression(ExecutableDDLElement):
-    def __init__(self, column: sa.Column):
+    def __init__(self, column: sa.ColumnClause):
         self.column = column
 
 
@@ -607,16 +610,43 @@ def _view_ddl(t: Tables, dialect: sa.Dialect) -> list[CreateView]:
     return [CreateView(build(t, dialect.name), name, schema=t.metadata.schema) for name, build in VIEWS.items()]
 
 
-def _fingerprint(views: list[CreateView], dialect: sa.Dialect) -> str:
-    sql = "\n".join(str(view.compile(dialect=dialect)) for view in views)
+def views_fingerprint(t: Tables, dialect: sa.Dialect) -> str:
+    """A hash of this code's view definitions as the dialect spells them."""
+    sql = "\n".join(str(view.compile(dialect=dialect)) for view in _view_ddl(t, dialect))
     return hashlib.sha256(sql.encode()).hexdigest()
+
+
+def stored_views_fingerprint(conn: sa.Connection, t: Tables) -> str | None:
+    """The fingerprint of the views in place, as the last (re)creation recorded it."""
+    return conn.execute(sa.select(t.sync_state.c.value).where(t.sync_state.c.key == VIEWS_KEY)).scalar()
+
+
+def ensure_views(conn: sa.Connection, t: Tables, present: set[str]) -> list[str]:
+    """Create the views missing from ``present``; replace them all when their definitions in this
+    code changed. Returns the names (re)created. Views in place and current are left alone, so
+    analysts' queries are not blocked by a DROP on every task."""
+    views = _view_ddl(t, conn.dialect)
+    if stored_views_fingerprint(conn, t) != views_fingerprint(t, conn.dialect):
+        _replace_views(conn, t, views)
+        return [view.table.name for view in views]
+    missing = [view for view in views if view.table.name not in present]
+    for view in missing:
+        conn.execute(view)
+    return [view.table.name for view in missing]
+
+
+def drop_views(conn: sa.Connection, t: Tables) -> None:
+    """Drop the views (before migrations change the tables under them; recreated afterwards)."""
+    for view in _view_ddl(t, conn.dialect):
+        conn.execute(DropView(view.table, if_exists=True))
 
 
 def _replace_views(conn: sa.Connection, t: Tables, views: list[CreateView]) -> None:
     for view in views:
         conn.execute(DropView(view.table, if_exists=True))
         conn.execute(view)
-    upsert(conn, t.sync_state, [{"key": VIEWS_KEY, "value": _fingerprint(views, conn.dialect), "updated_at": utc_now()}], ["key"])
+    fingerprint = views_fingerprint(t, conn.dialect)
+    upsert(conn, t.sync_state, [{"key": VIEWS_KEY, "value": fingerprint, "updated_at": utc_now()}], ["key"])
 
 
 def create_views(engine: sa.Engine, schema: str | None = None) -> None:
@@ -655,11 +685,17 @@ def json_loads(text: str | bytes) -> Any:
 
 # How every warehouse engine reads and writes its JSON columns.
 ENGINE_JSON = {"json_serializer": json_dumps, "json_deserializer": json_loads}
+# Every warehouse engine: JSON as above, and a failed statement's error text without its bound
+# values (names, addresses, whatever a row holds), should the error reach a log.
+ENGINE_OPTIONS = {**ENGINE_JSON, "hide_parameters": True}
+
+
+SQLITE_WRITE_LOCK = "sqlite_write_lock"  # execution option: this connection's transactions begin IMMEDIATE
 
 
 def create_sqlite_engine(path: str) -> sa.Engine:
     """A SQLite warehouse in ``path``: WAL (readers never block the writer), foreign keys enforced."""
-    engine = sa.create_engine(sa.URL.create("sqlite", database=path), **ENGINE_JSON)
+    engine = sa.create_engine(sa.URL.create("sqlite", database=path), **ENGINE_OPTIONS)
 
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -674,7 +710,8 @@ def create_sqlite_engine(path: str) -> sa.Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock at once, for a schema upgrade (see schema_versions)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(SQLITE_WRITE_LOCK) else "BEGIN")
 
     return engine
 
@@ -707,7 +744,7 @@ def engine_from_connection(conn_id: str) -> sa.Engine:
             database=conn.schema or None,  # Airflow keeps the database name in "schema"
             query={k: str(extras[k]) for k in _POSTGRES_EXTRAS if extras.get(k) not in (None, "")},
         )
-        engine = sa.create_engine(url, pool_pre_ping=True, **ENGINE_JSON)
+        engine = sa.create_engine(url, pool_pre_ping=True, **ENGINE_OPTIONS)
     else:
         raise WarehouseConnectionError(
             f"Airflow connection {conn_id!r} has conn_type {conn.conn_type!r}; the warehouse supports sqlite and postgres"
@@ -977,7 +1014,12 @@ __all__ = [
     "analyze",
     "create_all",
     "create_sqlite_engine",
+    "column_compression",
+    "compress_with_lz4",
+    "create_tables",
     "create_views",
+    "drop_views",
+    "ensure_views",
     "engine_from_connection",
     "insert_rows",
     "one_of",
@@ -987,5 +1029,6 @@ __all__ = [
     "update_rows",
     "upsert",
     "validate_identifier",
+    "views_fingerprint",
     "warehouse_metadata",
 ]

@@ -312,6 +312,12 @@ def test_unknown_keys_are_refused_naming_them(raw, path):
     assert problems_of(raw)[path] == "unknown key"
 
 
+def test_a_key_given_twice_in_the_variable_fails_the_run_without_retry_naming_it(connections, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_SALESFORCE_ORDERS_CONFIG", '{"lookback_days": 30, "lookback_days": 3650}')
+    with pytest.raises(AirflowFailException, match=r"^salesforce_orders_config: lookback_days: duplicate key \(given 2 times\)"):
+        extract()
+
+
 def test_every_problem_is_reported_at_once():
     problems = problems_of({"lookback_days": "30", "warehouse_schema": "a b", "nope": 1})
     assert set(problems) == {"lookback_days", "warehouse_schema", "nope"}
@@ -397,6 +403,42 @@ def test_wrong_salesforce_credentials_fail_without_retry_naming_the_connection(c
     wrong = {**connections.org.airflow_connection(), "password": "not-the-password"}
     connections("salesforce_default", wrong)
     with pytest.raises(AirflowFailException, match=r"refused the login of Airflow connection 'salesforce_default'.*INVALID_LOGIN"):
+        extract()
+
+
+# Names valid in form that this org does not accept: (config, the key named, the name Salesforce pointed at).
+WRONG_FOR_THE_ORG = {
+    "unknown field in a mapping": ({"order_field_mappings": {"Region__c": "region"}}, "order_field_mappings.Region__c", "Region__c"),
+    "unknown relationship": ({"order_field_mappings": {"Reseller__r.Name": "reseller"}}, "order_field_mappings['Reseller__r.Name']", "Reseller__r.Name"),
+    "reserved word as the filter field": ({"filter_field": "Limit", "filter_value": "x"}, "filter_field", "Limit"),
+    "unknown customer id field": ({"customer_id_field": "Client_Number__c"}, "customer_id_field", "Account.Client_Number__c"),
+    "unknown routing field": (
+        {"routing": {"rules": [{"field": "Account.Segment__c", "operator": "equals", "value": "SMB", "destination": "request"}]}},
+        "routing.rules[0].field", "Account.Segment__c",
+    ),
+    "unknown order object": ({"order_object": "Orders"}, "order_object", "Orders"),
+    "reserved word as the service number field, Bulk API": ({"service_number_field": "From", "bulk_threshold": 0}, "service_number_field", "From"),
+    "unknown item field, Bulk API": ({"item_field_mappings": {"Colour__c": "colour"}, "bulk_threshold": 0}, "item_field_mappings.Colour__c", "Colour__c"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_FOR_THE_ORG))
+def test_a_name_wrong_for_the_org_fails_at_its_first_query_naming_the_key_without_retry(connections, monkeypatch, case):
+    config, key, name = WRONG_FOR_THE_ORG[case]
+    monkeypatch.setenv("AIRFLOW_VAR_SALESFORCE_ORDERS_CONFIG", json.dumps(config))
+    with pytest.raises(AirflowFailException) as caught:  # AirflowFailException: the task is not retried
+        extract()
+    message = str(caught.value)
+    assert message.startswith("extract: Salesforce refused the query (")
+    assert f"{key} in the salesforce_orders_config Variable names {name!r}" in message
+    assert "Fix the key, then clear the task. Not retried." in message
+
+
+def test_a_base_field_the_org_lacks_is_named_as_one_the_import_always_reads(connections, monkeypatch):
+    from salesforce_orders import soql
+
+    monkeypatch.setattr(soql, "_ORDER_BASE_FIELDS", (*soql._ORDER_BASE_FIELDS, "Delivery_Window__c"))
+    with pytest.raises(AirflowFailException, match=r"'Delivery_Window__c' is a name the import always reads: check that the org has it"):
         extract()
 
 

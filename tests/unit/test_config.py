@@ -262,6 +262,26 @@ def test_unknown_nested_keys() -> None:
     }
 
 
+def test_a_key_given_twice_is_refused_naming_it_at_any_depth() -> None:
+    raw = (
+        '{"lookback_days": 30, "enabled": true, "lookback_days": 40, "lookback_days": 50,'
+        ' "routing": {"rules": [{"field": "Type", "operator": "is_null", "field": "Type", "destination": "request"}]},'
+        ' "order_field_mappings": {"Account.Name": "account", "Account.Name": "name"}}'
+    )
+    assert problems_of(raw) == {
+        "lookback_days": "duplicate key (given 3 times): keep one",
+        "routing.rules[0].field": "duplicate key (given 2 times): keep one",
+        "order_field_mappings['Account.Name']": "duplicate key (given 2 times): keep one",
+    }
+    with pytest.raises(ConfigError, match=r"^salesforce_orders_config: lookback_days: duplicate key"):
+        parse_config(raw)
+
+
+def test_the_same_key_in_different_objects_is_no_duplicate() -> None:
+    raw = '{"write_back": {"mark_imported": true}, "notifications": {"email": {"to": ["a@example.com"]}}, "enabled": true}'
+    assert parse_config(raw).write_back.mark_imported is True
+
+
 def test_not_json() -> None:
     problems = problems_of('{"enabled": true,')
     assert list(problems) == [""]

@@ -456,3 +456,37 @@ def test_order_numbers_may_be_any_sequence() -> None:
     shape = window(changed_from=None, changed_to=None, order_numbers=["00000100"])
     assert shape.order_numbers == ("00000100",)
     assert hash(shape) == hash(window(changed_from=None, changed_to=None, order_numbers=("00000100",)))
+
+
+# --- query errors: which configuration key put the refused name there ------------------
+
+
+def refused(message: str, config: dict) -> tuple[str | None, tuple[str, ...]]:
+    from salesforce_orders.soql import refused_name
+
+    answer = refused_name(message, parse_config(config))
+    return answer.name, answer.keys
+
+
+def test_the_caret_points_at_the_whole_path_and_the_key_that_named_it() -> None:
+    message = "\nSELECT Id, Account.Parent.Client__c FROM Order\n           ^\nERROR at Row:1:Column:12\nNo such column 'Client__c' on entity 'Account'."
+    assert refused(message, {"customer_id_field": "Client__c"}) == ("Account.Parent.Client__c", ("customer_id_field",))
+
+
+def test_an_exact_path_wins_over_a_name_it_ends_with() -> None:
+    message = "\nSELECT Id, Account.Type FROM Order\n           ^\nERROR at Row:1:Column:12\nNo such column 'Type' on entity 'Account'."
+    config = {
+        "order_field_mappings": {"Type": "order_type"},
+        "routing": {"rules": [{"field": "Account.Type", "operator": "is_null", "destination": "request"}]},
+    }
+    assert refused(message, config) == ("Account.Type", ("routing.rules[0].field",))
+
+
+def test_without_a_caret_line_the_first_quoted_name_is_the_culprit() -> None:
+    message = "No such column 'Region__c' on entity 'Order'. If you are attempting to use a custom field, ..."
+    assert refused(message, {"order_field_mappings": {"Region__c": "region"}}) == ("Region__c", ("order_field_mappings.Region__c",))
+
+
+def test_a_name_no_key_gave_is_named_without_a_key() -> None:
+    message = "\nSELECT Id, PoNumber FROM Order\n           ^\nERROR at Row:1:Column:12\nNo such column 'PoNumber' on entity 'Order'."
+    assert refused(message, {}) == ("PoNumber", ())

@@ -56,6 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
         reseed=args.reseed,
         public_url=args.public_url,
         generator_options=_generator_options(args),
+        proxy_port=args.proxy_port,
     )
     stop = threading.Event()
     # Explicit handlers: a background job starts with SIGINT ignored, and `docker stop` sends SIGTERM.
@@ -161,12 +162,24 @@ def _print_connection(server: Any, args: argparse.Namespace) -> None:
         "Credentials:",
         *(f"  {key}: {value}" for key, value in creds.items()),
         "",
+        *_proxy_lines(server, args),
         f"Admin endpoint: {server.url}/__sandbox/ (stats, faults, reset), e.g.",
         f"  python -m salesforce_sandbox stats --url {server.url} --ca {shlex.quote(str(server.ca_path))}",
         "",
         "Press Ctrl-C to stop.",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _proxy_lines(server: Any, args: argparse.Namespace) -> list[str]:
+    if args.proxy_port is None:
+        return []
+    return [
+        f"HTTPS proxy for clients that log in at login.salesforce.com / test.salesforce.com: {server.proxy_url}",
+        "  (their TLS ends at the sandbox; run them with this environment)",
+        *(f"  export {key}={shlex.quote(value)}" for key, value in server.client_environment().items()),
+        "",
+    ]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -190,6 +203,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--public-url", help="the URL clients reach the sandbox at, when not https://localhost:<port> (e.g. https://sandbox:8443)")
+    serve.add_argument("--proxy-port", type=int, default=None,
+                       help="also run an HTTPS (CONNECT) proxy on this port (0 picks one) that takes clients "
+                            "hard-coding login.salesforce.com to the sandbox")
     serve.add_argument("--db", default=None, help="SQLite file (default: in memory)")
     serve.add_argument("--reseed", action="store_true", help="re-generate even if --db already holds data")
     serve.add_argument("--daily-api-limit", type=int, default=DEFAULT_DAILY_API_LIMIT)

@@ -236,10 +236,11 @@ class JobRegistry:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._sequence = 0
 
-    def new_id(self) -> str:
+    def new_id(self, key_prefix: str = JOB_KEY_PREFIX) -> str:
+        """A new job id, or with another key prefix a new batch or result id."""
         with self._lock:
             self._sequence += 1
-            return make_id(JOB_KEY_PREFIX, self._sequence)
+            return make_id(key_prefix, self._sequence)
 
     def add(self, job: Job) -> None:
         with self._lock:
@@ -268,6 +269,12 @@ class JobRegistry:
 
 
 # -- ingest rows -----------------------------------------------------------------------------
+
+
+def is_upsert_key(sobject: SObject, name: str | None) -> bool:
+    """Whether an upsert can match records by ``name``: an external id field, or Id."""
+    field = sobject.field(name or "")
+    return field is not None and (field.external_id or field.name == "Id")
 
 
 def check_ingest_header(sobject: SObject, header: list[str], operation: str, external_id: str | None) -> None:

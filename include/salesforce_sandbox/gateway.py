@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[["SandboxRuntime", "ApiCall"], Response]
 KindOf = CallKind | Callable[[str], CallKind]
+# Renders an error the way the API answering it does (REST: a JSON array; Bulk 1.0: its own shape).
+ErrorRenderer = Callable[[SalesforceError, Request], Response]
 
 
 @dataclass
@@ -74,7 +76,13 @@ def read_or_write(read: CallKind, write: CallKind) -> Callable[[str], CallKind]:
     return lambda method: read if method in ("GET", "HEAD") else write
 
 
-def api_endpoint(kind: KindOf, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def rest_error(exc: SalesforceError, request: Request) -> Response:
+    return error_response(exc)
+
+
+def api_endpoint(
+    kind: KindOf, handler: Handler, render_error: ErrorRenderer = rest_error
+) -> Callable[[Request], Awaitable[Response]]:
     """Wrap ``handler`` into a Starlette endpoint with the gateway around it."""
 
     async def endpoint(request: Request) -> Response:
@@ -84,23 +92,27 @@ def api_endpoint(kind: KindOf, handler: Handler) -> Callable[[Request], Awaitabl
             await anyio.sleep(latency)
         body = await request.body()
         call_kind = kind(request.method) if callable(kind) else kind
-        response = await run_in_threadpool(_serve, sandbox, request, body, call_kind, handler)
+        response = await run_in_threadpool(_serve, sandbox, request, body, call_kind, handler, render_error)
         response.headers["Sforce-Limit-Info"] = sandbox.usage.header()
         return response
 
+    endpoint.handler = handler  # type: ignore[attr-defined]  # composite subrequests call it directly
     return endpoint
 
 
-def _serve(sandbox: SandboxRuntime, request: Request, body: bytes, kind: CallKind, handler: Handler) -> Response:
+def _serve(
+    sandbox: SandboxRuntime, request: Request, body: bytes, kind: CallKind, handler: Handler,
+    render_error: ErrorRenderer,
+) -> Response:
     try:
         session_id = admit(sandbox, request)
         sandbox.usage.record(kind)
         return handler(sandbox, ApiCall(request, body, session_id))
     except SalesforceError as exc:
-        return error_response(exc)
+        return render_error(exc, request)
     except Exception:  # a bug in the sandbox: answer as Salesforce does, keep the trace
         log.exception("unhandled error serving %s %s", request.method, request.url.path)
-        return error_response(SalesforceError("UNKNOWN_EXCEPTION", "An unexpected error occurred.", status=500))
+        return render_error(SalesforceError("UNKNOWN_EXCEPTION", "An unexpected error occurred.", status=500), request)
 
 
 def admit(sandbox: SandboxRuntime, request: Request) -> str:

@@ -15,25 +15,24 @@ from .bulk import (
     Job,
     JobState,
     QueryJob,
-    RowResult,
     api_error,
     check_ingest_header,
     decode_locator,
     encode_locator,
-    error_text,
     invalid_job,
-    row_values,
+    is_upsert_key,
 )
 from .errors import SalesforceError, not_found
-from .schema import SObject
+from .ingest import RowSpec, apply_rows
+from .wire import maybe_gzip
 
 if TYPE_CHECKING:
     from .gateway import ApiCall
     from .runtime import SandboxRuntime
 
 CSV_MEDIA_TYPE = "text/csv"
+RESULT_PAGES_PER_ANSWER = 5  # result URLs per resultPages answer, as on Salesforce
 FINAL_STATES = (JobState.JOB_COMPLETE, JobState.FAILED, JobState.ABORTED)
-ROWS_PER_TRANSACTION = 1_000  # ingest rows written per store transaction
 
 
 def _job_list(jobs: list[Job]) -> Response:
@@ -90,11 +89,17 @@ def query_job(sandbox: SandboxRuntime, call: ApiCall) -> Response:
     return JSONResponse(job.info())
 
 
-def query_results(sandbox: SandboxRuntime, call: ApiCall) -> Response:
-    """One CSV page of a finished query job, with ``Sforce-Locator`` and ``Sforce-NumberOfRecords``."""
+def _completed_query_job(sandbox: SandboxRuntime, call: ApiCall) -> QueryJob:
     job = sandbox.jobs.get(call.path_params["job_id"], QueryJob)
     if job.current_state() is not JobState.JOB_COMPLETE:
         raise SalesforceError("JOB_NOT_COMPLETE", f"Job {job.id} is not complete: {job.state.value}", status=412)
+    return job
+
+
+def query_results(sandbox: SandboxRuntime, call: ApiCall) -> Response:
+    """One CSV page of a finished query job, with ``Sforce-Locator`` and ``Sforce-NumberOfRecords``
+    (gzip-compressed when the client accepts it, as Salesforce does)."""
+    job = _completed_query_job(sandbox, call)
     locator = call.query_params.get("locator")
     offset = decode_locator(locator) if locator and locator != "null" else 0
     page_size = _max_records(call.query_params.get("maxRecords"))
@@ -107,7 +112,26 @@ def query_results(sandbox: SandboxRuntime, call: ApiCall) -> Response:
         "Sforce-Locator": encode_locator(end) if end < len(job.ids) else "null",
         "Sforce-NumberOfRecords": str(len(rows)),
     }
-    return Response(job.csv_format.write(header, rows), media_type=CSV_MEDIA_TYPE, headers=headers)
+    body = maybe_gzip(call.request, job.csv_format.write(header, rows).encode(), headers)
+    return Response(body, media_type=CSV_MEDIA_TYPE, headers=headers)
+
+
+def query_result_pages(sandbox: SandboxRuntime, call: ApiCall) -> Response:
+    """``GET .../resultPages``: up to five result URLs to download in parallel, and the URL of the
+    next five (``nextRecordsUrl``, null with ``done`` when there are no more)."""
+    job = _completed_query_job(sandbox, call)
+    locator = call.query_params.get("locator")
+    offset = decode_locator(locator) if locator and locator != "null" else 0
+    page_size = _max_records(call.query_params.get("maxRecords"))
+    base = f"/services/data/v{call.path_params['version']}/jobs/query/{job.id}"
+    starts = list(range(offset, len(job.ids), page_size))[:RESULT_PAGES_PER_ANSWER]
+    if not starts and offset == 0:
+        starts = [0]  # an empty result still has its one (empty) page
+    pages = [{"resultUrl": f"{base}/results?locator={encode_locator(start)}&maxRecords={page_size}"} for start in starts]
+    next_offset = starts[-1] + page_size if starts else offset
+    done = next_offset >= len(job.ids)
+    next_url = None if done else f"{base}/resultPages?locator={encode_locator(next_offset)}&maxRecords={page_size}"
+    return JSONResponse({"resultPages": pages, "nextRecordsUrl": next_url, "done": done})
 
 
 def _max_records(raw: str | None) -> int:
@@ -138,8 +162,7 @@ def ingest_jobs(sandbox: SandboxRuntime, call: ApiCall) -> Response:
     if operation == "upsert":
         if not external_id:
             raise invalid_job("An upsert job needs externalIdFieldName")
-        external_field = sobject.field(external_id)
-        if external_field is None or not (external_field.external_id or external_field.name == "Id"):
+        if not is_upsert_key(sobject, external_id):
             raise invalid_job(f"Invalid external id field: {external_id}")
     version = call.path_params["version"]
     job_id = sandbox.jobs.new_id()
@@ -226,114 +249,8 @@ def _process(sandbox: SandboxRuntime, job: IngestJob) -> None:
         job.error_message = exc.message
         return
     job.start_processing(len(job.rows))
-    write_rows = _update_rows if job.operation == "update" else _write_rows
-    store = sandbox.store
-    with store.lock:
-        # One transaction per slice of rows rather than per row (each row still succeeds or fails
-        # on its own). A slice's results count once it is committed: should an unexpected error end
-        # the processing, the rows it rolled back are reported unprocessed, not as written.
-        for start in range(0, len(job.rows), ROWS_PER_TRANSACTION):
-            with store.transaction():
-                results = write_rows(sandbox, job, sobject, job.rows[start : start + ROWS_PER_TRANSACTION])
-            job.results.extend(results)
-
-
-def _write_rows(
-    sandbox: SandboxRuntime, job: IngestJob, sobject: SObject, rows: list[list[str]]
-) -> list[RowResult]:
-    """One store call per row (the store rolls a failed one back to its own savepoint)."""
-    return [_write_row(sandbox, job, sobject, row) for row in rows]
-
-
-def _write_row(sandbox: SandboxRuntime, job: IngestJob, sobject: SObject, row: list[str]) -> RowResult:
-    result = RowResult(row=row)
-    try:
-        record_id, values = _parsed_row(sobject, job.header, row)
-        result.record_id = record_id or ""
-        writer = _ROW_WRITERS[job.operation]
-        result.record_id, result.created = writer(sandbox, job, sobject, record_id, values)
-    except SalesforceError as exc:
-        result.error = error_text(exc)
-    return result
-
-
-def _update_rows(
-    sandbox: SandboxRuntime, job: IngestJob, sobject: SObject, rows: list[list[str]]
-) -> list[RowResult]:
-    """An update job's rows: each checked here as :func:`_update_row` checks it, then all written by
-    one ``Store.update_each`` call, which reads the target records in chunks rather than one by one.
-    The outcome of every row is the one :func:`_write_row` would give."""
-    results = [RowResult(row=row) for row in rows]
-    to_write: list[tuple[RowResult, dict]] = []
-    for result in results:
-        try:
-            record_id, values = _parsed_row(sobject, job.header, result.row)
-            result.record_id = record_id or ""
-            _check_target(sandbox, record_id)
-            to_write.append((result, values))
-        except SalesforceError as exc:
-            result.error = error_text(exc)
-    updates = [(result.record_id, values) for result, values in to_write]
-    errors = sandbox.store.update_each(sobject.name, updates)
-    for (result, _), error in zip(to_write, errors, strict=True):
-        if error is not None:
-            result.error = error_text(error)
-    return results
-
-
-def _insert_row(sandbox: SandboxRuntime, job: IngestJob, sobject: SObject, record_id: str | None,
-                values: dict) -> tuple[str, bool]:
-    return sandbox.store.create(sobject.name, values), True
-
-
-def _update_row(sandbox: SandboxRuntime, job: IngestJob, sobject: SObject, record_id: str | None,
-                values: dict) -> tuple[str, bool]:
-    record_id = _check_target(sandbox, record_id)
-    sandbox.store.update(sobject.name, record_id, values)
-    return record_id, False
-
-
-def _upsert_row(sandbox: SandboxRuntime, job: IngestJob, sobject: SObject, record_id: str | None,
-                values: dict) -> tuple[str, bool]:
-    external = sobject.field(job.external_id_field or "Id")
-    if external is None or external.name == "Id":
-        writer = _update_row if record_id else _insert_row
-        return writer(sandbox, job, sobject, record_id, values)
-    external_value = values.pop(external.name, None)
-    if external_value in (None, ""):
-        raise SalesforceError("MISSING_ARGUMENT", f"{external.name} not specified", fields=[external.name])
-    return sandbox.store.upsert(sobject.name, external.name, external_value, values)
-
-
-def _delete_row(sandbox: SandboxRuntime, job: IngestJob, sobject: SObject, record_id: str | None,
-                values: dict) -> tuple[str, bool]:
-    record_id = _check_target(sandbox, record_id)
-    sandbox.store.delete(sobject.name, record_id)
-    return record_id, False
-
-
-# hardDelete soft-deletes like delete: the rows stay visible to queryAll.
-_ROW_WRITERS = {
-    "insert": _insert_row,
-    "update": _update_row,
-    "upsert": _upsert_row,
-    "delete": _delete_row,
-    "hardDelete": _delete_row,
-}
-
-
-def _check_target(sandbox: SandboxRuntime, record_id: str | None) -> str:
-    """The id an update or delete row names, once present and clear of injected write faults."""
-    if not record_id:
-        raise SalesforceError("MISSING_ARGUMENT", "Id not specified in an update call", fields=["Id"])
-    sandbox.faults.check_write(record_id)
-    return record_id
-
-
-def _parsed_row(sobject: SObject, header: list[str], row: list[str]) -> tuple[str | None, dict]:
-    """A CSV row's Id (None without one) and its other values."""
-    values = row_values(sobject, header, row)
-    for key in list(values):
-        if key.lower() == "id":
-            return values.pop(key), values
-    return None, values
+    spec = RowSpec(job.operation, job.header, job.external_id_field)
+    # A slice's results count once it is committed: should an unexpected error end the
+    # processing, the rows it rolled back are reported unprocessed, not as written.
+    for results in apply_rows(sandbox, spec, sobject, job.rows):
+        job.results.extend(results)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .runtime import SandboxRuntime
 
 MAX_RECORDS = 200
+MAX_RETRIEVE_IDS = 2000
 ROLLED_BACK = SalesforceError(
     "ALL_OR_NONE_OPERATION_ROLLED_BACK",
     "Record rolled back because not all records were valid and the request was using AllOrNone header",
@@ -173,3 +174,42 @@ def _delete(sandbox: SandboxRuntime, record_id: str) -> RecordWrite:
         return record_id
 
     return write
+
+
+def retrieve(sandbox: SandboxRuntime, call: ApiCall) -> Response:
+    """``GET /composite/sobjects/{sobject}?ids=&fields=`` (or ``POST`` ``{"ids": [...], "fields": [...]}``
+    for long id lists): the records in the order asked, ``null`` for an id with no record."""
+    sobject = sandbox.schema.get(call.path_params["sobject"])
+    if sobject is None:
+        raise SalesforceError("NOT_FOUND", "The requested resource does not exist", status=404)
+    if call.method == "POST":
+        body = call.json_object()
+        ids, fields = body.get("ids"), body.get("fields")
+        if not isinstance(ids, list) or not isinstance(fields, list):
+            raise SalesforceError("JSON_PARSER_ERROR", "The request body needs 'ids' and 'fields' arrays")
+    else:
+        ids = [i for i in (call.query_params.get("ids") or "").split(",") if i]
+        fields = [f.strip() for f in (call.query_params.get("fields") or "").split(",") if f.strip()]
+    if not fields:
+        raise SalesforceError("MISSING_ARGUMENT", "fields: the fields to retrieve must be given")
+    if not ids:
+        raise SalesforceError("MISSING_ARGUMENT", "ids: the ids to retrieve must be given")
+    if len(ids) > MAX_RETRIEVE_IDS:
+        raise SalesforceError(
+            "EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {MAX_RETRIEVE_IDS} records into this call"
+        )
+    for name in fields:
+        if sobject.field(name) is None:
+            raise SalesforceError(
+                "INVALID_FIELD", f"No such column '{name}' on entity '{sobject.name}'.", fields=[name]
+            )
+    records: list[dict | None] = []
+    with sandbox.store.lock:
+        for record_id in ids:
+            try:
+                records.append(sandbox.store.get(sobject.name, str(record_id), fields=fields))
+            except SalesforceError as exc:
+                if exc.status != 404:
+                    raise
+                records.append(None)
+    return JSONResponse(records)

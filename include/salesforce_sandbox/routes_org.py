@@ -38,7 +38,10 @@ async def versions(request: Request) -> Response:
 def resources(sandbox: SandboxRuntime, call: ApiCall) -> Response:
     base = f"/services/data/v{call.path_params['version']}"
     names = ("sobjects", "query", "queryAll", "limits", "composite", "jobs")
-    return JSONResponse({name: f"{base}/{name}" for name in names})
+    directory = {name: f"{base}/{name}" for name in names}
+    # The identity URL of the caller (jsforce reads it here when it logged in with a bare token).
+    directory["identity"] = sandbox.auth.identity_url(f"{call.request.url.scheme}://{call.request.url.netloc}")
+    return JSONResponse(directory)
 
 
 def limits(sandbox: SandboxRuntime, call: ApiCall) -> Response:

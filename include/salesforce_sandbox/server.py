@@ -19,10 +19,11 @@ from .admin import AdminClient
 from .app import create_app
 from .auth import Credentials
 from .faults import Faults
+from .proxy import ConnectProxy
 from .runtime import DEFAULT_DAILY_API_LIMIT, SandboxRuntime
 from .schema import build_schema
 from .store import Store
-from .tls import DEFAULT_STATE_DIR, ensure_certificate, ensure_jwt_keypair
+from .tls import DEFAULT_STATE_DIR, certificate_dns_names, ensure_certificate, ensure_jwt_keypair
 
 STARTUP_TIMEOUT_SECONDS = 30.0
 
@@ -45,6 +46,7 @@ class SandboxServer:
         public_url: str | None = None,
         generator_options: dict[str, Any] | None = None,
         credentials: Credentials | None = None,
+        proxy_port: int | None = None,
     ):
         self.host = host
         self.state_dir = Path(state_dir) if state_dir is not None else Path.cwd() / DEFAULT_STATE_DIR
@@ -59,6 +61,9 @@ class SandboxServer:
         self._public_url = public_url.rstrip("/") if public_url else None
         self._generator_options = generator_options or {}
         self._credentials = credentials or Credentials()
+        # The CONNECT proxy for clients that hard-code login.salesforce.com: None = no proxy, 0 = a free port.
+        self._proxy_port = proxy_port
+        self._proxy: ConnectProxy | None = None
         self._runtime: SandboxRuntime | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -87,6 +92,11 @@ class SandboxServer:
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
+                # h11 sends header names as the app gives them (httptools lower-cases them all),
+                # and the app writes its own Date header: uvicorn's would go out lower-case.
+                http="h11",
+                server_header=False,
+                date_header=False,
             )
             self._server = uvicorn.Server(config)
             self._thread = threading.Thread(
@@ -94,6 +104,9 @@ class SandboxServer:
             )
             self._thread.start()
             self._wait_until_started()
+            if self._proxy_port is not None:
+                tunnel_hosts = [*certificate_dns_names(), "127.0.0.1"]
+                self._proxy = ConnectProxy(("127.0.0.1", self.port), tunnel_hosts, port=self._proxy_port).start()
         except BaseException:
             self.stop()
             raise
@@ -125,6 +138,8 @@ class SandboxServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
+        if self._proxy is not None:
+            self._proxy.stop()
         if self._server is not None:
             # Clients keep TLS connections alive; waiting for them to close would stall the stop.
             self._server.should_exit = self._server.force_exit = True
@@ -136,7 +151,7 @@ class SandboxServer:
             self._runtime.store.conn.close()
         if self._admin is not None:
             self._admin.close()
-        self._server = self._thread = self._socket = self._runtime = self._admin = None
+        self._server = self._thread = self._socket = self._runtime = self._admin = self._proxy = None
 
     def __enter__(self) -> SandboxServer:
         return self.start()
@@ -196,6 +211,26 @@ class SandboxServer:
     @property
     def credentials(self) -> dict[str, str]:
         return self._credentials.as_dict()
+
+    @property
+    def proxy_url(self) -> str:
+        """``http://127.0.0.1:<port>`` of the CONNECT proxy (started with ``proxy_port``)."""
+        if self._proxy is None:
+            raise RuntimeError("the sandbox runs without its proxy (start it with proxy_port=0 or --proxy-port)")
+        return self._proxy.url
+
+    def client_environment(self) -> dict[str, str]:
+        """Environment for a client that logs in at login.salesforce.com: its HTTPS goes through the
+        proxy to the sandbox, and it trusts the sandbox certificate (Python requests, Node)."""
+        ca = str(self.ca_path)
+        return {
+            "HTTPS_PROXY": self.proxy_url,
+            "https_proxy": self.proxy_url,
+            "NO_PROXY": "localhost,127.0.0.1",
+            "no_proxy": "localhost,127.0.0.1",
+            "REQUESTS_CA_BUNDLE": ca,
+            "NODE_EXTRA_CA_CERTS": ca,
+        }
 
     def connection_extras(self) -> dict[str, str]:
         """The Airflow connection's extras that reach this sandbox."""

@@ -2,7 +2,12 @@
 
 Both are generated on first use into the state directory and reused afterwards, so a client
 that trusts the certificate once (``REQUESTS_CA_BUNDLE`` or the connection's ``ca_bundle``)
-keeps trusting it across restarts.
+keeps trusting it across restarts. The certificate is made anew only when it lacks a name it
+must carry (an older one without the Salesforce login hosts, or a new ``SANDBOX_CERT_HOSTNAMES``).
+
+Besides ``localhost`` it names Salesforce's login hosts, so that clients which hard-code them can
+reach the sandbox through its proxy (:mod:`salesforce_sandbox.proxy`) and still verify TLS. Trust
+it per process (``REQUESTS_CA_BUNDLE``, ``NODE_EXTRA_CA_CERTS``), never in the system trust store.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ CERT_VALIDITY = dt.timedelta(days=3650)
 # Extra DNS names for the certificate (comma-separated), e.g. "sandbox" when clients reach the
 # sandbox by a container's service name. Read when the certificate is first created.
 EXTRA_NAMES_ENV = "SANDBOX_CERT_HOSTNAMES"
+# The hosts Salesforce clients log in at when nothing else is configured.
+SALESFORCE_LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
+LOCAL_DNS_NAMES = ("localhost",)
+LOCAL_IP = ipaddress.ip_address("127.0.0.1")
 
 
 @dataclass(frozen=True)
@@ -41,10 +50,16 @@ class JwtKeyFiles:
     public_key_path: Path  # what the sandbox verifies them against
 
 
+def certificate_dns_names() -> list[str]:
+    """The DNS names the certificate carries: localhost, the Salesforce login hosts, and extras."""
+    extra = [n.strip() for n in os.environ.get(EXTRA_NAMES_ENV, "").split(",") if n.strip()]
+    return list(dict.fromkeys([*LOCAL_DNS_NAMES, *SALESFORCE_LOGIN_HOSTS, *extra]))
+
+
 def ensure_certificate(state_dir: Path) -> CertificateFiles:
-    """The sandbox's certificate and key in ``state_dir``, created if missing."""
+    """The sandbox's certificate and key in ``state_dir``, created if missing or lacking a name."""
     files = CertificateFiles(state_dir / CERT_FILE, state_dir / KEY_FILE)
-    if files.cert_path.is_file() and files.key_path.is_file():
+    if files.cert_path.is_file() and files.key_path.is_file() and not _missing_names(files.cert_path):
         return files
     state_dir.mkdir(parents=True, exist_ok=True)
     key = _new_rsa_key()
@@ -61,8 +76,7 @@ def ensure_certificate(state_dir: Path) -> CertificateFiles:
         .not_valid_after(now + CERT_VALIDITY)
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                + [x509.DNSName(n.strip()) for n in os.environ.get(EXTRA_NAMES_ENV, "").split(",") if n.strip()]
+                [x509.DNSName(name) for name in certificate_dns_names()] + [x509.IPAddress(LOCAL_IP)]
             ),
             critical=False,
         )
@@ -77,11 +91,21 @@ def ensure_certificate(state_dir: Path) -> CertificateFiles:
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     _write_private_key(files.key_path, key)
     files.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return files
+
+
+def _missing_names(cert_path: Path) -> set[str]:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        carried = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return {"(unreadable certificate)"}
+    return set(certificate_dns_names()) - set(carried.get_values_for_type(x509.DNSName))
 
 
 def ensure_jwt_keypair(state_dir: Path) -> JwtKeyFiles:

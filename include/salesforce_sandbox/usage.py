@@ -1,6 +1,6 @@
 """API usage: calls counted by kind, and the org's daily API allowance.
 
-Every authenticated REST or Bulk 2.0 request counts one call against the daily allowance, as
+Every authenticated REST or Bulk (1.0 and 2.0) request counts one call against the daily allowance, as
 on Salesforce. Logins are counted under ``auth`` but not against the allowance. Requests the
 sandbox refuses before serving them (injected 503s, an exhausted allowance, an invalid
 session) are not counted.
@@ -21,6 +21,7 @@ class CallKind(StrEnum):
     COMPOSITE = "composite"
     BULK_QUERY = "bulk_query"
     BULK_INGEST = "bulk_ingest"
+    BULK_V1 = "bulk_v1"
     LIMITS = "limits"
     AUTH = "auth"
 

@@ -6,7 +6,9 @@ Tests that change data in ways others could notice create their own records.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -17,6 +19,19 @@ from simple_salesforce import Salesforce
 from salesforce_sandbox.server import SandboxServer
 
 SANDBOX_ORDERS = 200
+POLL_DEADLINE_SECONDS = 300.0  # a safety net far beyond what a slow machine takes
+
+
+def _poll_until(read: Callable[[], Any], done: Callable[[Any], bool], what: str) -> Any:
+    """Call ``read`` until ``done(value)``, with a generous deadline; returns the last value."""
+    deadline = time.monotonic() + POLL_DEADLINE_SECONDS
+    while not done(value := read()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen in {POLL_DEADLINE_SECONDS:.0f} s; last: {value!r}")
+        time.sleep(0.02)
+    return value
+
+
 
 
 class RewriteToSandbox(HTTPAdapter):
@@ -44,7 +59,9 @@ def sandbox_session(server: SandboxServer) -> requests.Session:
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    server = SandboxServer(port=0, orders=SANDBOX_ORDERS, state_dir=tmp_path_factory.mktemp("sandbox-state"))
+    server = SandboxServer(
+        port=0, orders=SANDBOX_ORDERS, state_dir=tmp_path_factory.mktemp("sandbox-state"), proxy_port=0
+    )
     with server:
         yield server
 
@@ -128,3 +145,24 @@ def make_order(sf: Salesforce) -> Callable[..., str]:
         return order_id
 
     return make
+
+
+@pytest.fixture
+def completed_query_job(api: Callable[..., requests.Response]) -> Callable[[str], dict]:
+    """Run a Bulk 2.0 query job for a SOQL query; returns its info once it is JobComplete."""
+
+    def run(soql: str) -> dict:
+        job = api("POST", "jobs/query", json={"operation": "query", "query": soql}).json()
+        return _poll_until(
+            lambda: api("GET", f"jobs/query/{job['id']}").json(),
+            lambda info: info["state"] == "JobComplete",
+            f"query job {job['id']} completing",
+        )
+
+    return run
+
+
+@pytest.fixture
+def poll_until() -> Callable[..., Any]:
+    """``poll_until(read, done, what)``: call ``read`` until ``done(value)``, with a generous deadline."""
+    return _poll_until

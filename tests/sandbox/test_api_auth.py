@@ -107,8 +107,10 @@ def test_oauth_token_answer_shape(sandbox: SandboxServer, http: requests.Session
     assert body["instance_url"] == sandbox.url  # no trailing slash
     assert body["token_type"] == "Bearer"
     assert body["issued_at"].isdigit() and len(body["issued_at"]) == 13  # milliseconds
-    assert body["id"].startswith("https://login.salesforce.com/id/00D")
+    # The identity URL is under the host the login went to (login.salesforce.com through the proxy).
+    assert body["id"].startswith(f"{sandbox.url}/id/00D")
     assert body["access_token"].startswith("00D")
+    assert "refresh_token" not in body  # the password grant returns none, as on Salesforce
 
 
 def test_client_credentials_grant(sandbox: SandboxServer, http: requests.Session):

@@ -13,7 +13,7 @@ import requests
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceOperationError
 
-from salesforce_sandbox import bulk, routes_bulk
+from salesforce_sandbox import bulk, ingest
 from salesforce_sandbox.server import SandboxServer
 
 # A safety net for a job that never completes, far beyond what a slow machine takes.
@@ -201,7 +201,7 @@ def _update_job(api: Callable[..., requests.Response], sobject: str, lines: list
 def test_ingest_update_checks_unique_values_between_rows_of_one_job(
     sf: Salesforce, api: Callable[..., requests.Response], monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(routes_bulk, "ROWS_PER_TRANSACTION", 2)  # the rows span several transactions
+    monkeypatch.setattr(ingest, "ROWS_PER_TRANSACTION", 2)  # the rows span several transactions
     tag = f"{time.time_ns()}"
     first, second, third = (sf.Account.create({"Name": f"Dup {n}"})["id"] for n in range(3))
     info, succeeded, failed = _update_job(

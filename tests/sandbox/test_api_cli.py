@@ -31,7 +31,7 @@ def served(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
     state_dir = tmp_path / "state"
     process = subprocess.Popen(
         [sys.executable, "-m", "salesforce_sandbox", "serve", "--port", "0", "--orders", "50",
-         "--state-dir", str(state_dir)],
+         "--state-dir", str(state_dir), "--proxy-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -49,6 +49,8 @@ def served(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
             except queue.Empty:
                 continue
         printed = dict(line.split("=", 1) for line in lines if line.startswith(("AIRFLOW_CONN_", "  export ")))
+        printed |= {key.strip(): value.strip() for key, _, value in
+                    (line.partition(": ") for line in lines if line.startswith("  refresh_token: "))}
         yield printed, state_dir
     finally:
         process.send_signal(signal.SIGINT)
@@ -79,3 +81,24 @@ def test_serve_prints_a_connection_that_works(served: tuple[dict[str, str], Path
     assert faults["latency_ms"] == 5
     stats = json.loads(_run("stats", "--url", url, "--state-dir", str(state_dir)).stdout)
     assert stats["api_usage"]["max"] == 15000
+
+
+def test_serve_prints_the_proxy_recipe_for_clients_that_log_in_at_salesforce(served: tuple[dict[str, str], Path]):
+    printed, state_dir = served
+    env = {key.removeprefix("  export "): shlex.split(value)[0] for key, value in printed.items()
+           if key.startswith("  export ")}
+    assert env["REQUESTS_CA_BUNDLE"] == env["NODE_EXTRA_CA_CERTS"] == str((state_dir / "sandbox-cert.pem").resolve())
+    assert env["HTTPS_PROXY"].startswith("http://127.0.0.1:")
+    # What a connector does with that environment: the refresh-token grant at login.salesforce.com.
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies = {"https": env["HTTPS_PROXY"]}
+    session.verify = env["REQUESTS_CA_BUNDLE"]
+    answer = session.post(
+        "https://login.salesforce.com/services/oauth2/token",
+        data={"grant_type": "refresh_token", "client_id": "3MVG9sandbox.local.consumer.key",
+              "client_secret": "SANDBOX0CONSUMER0SECRET", "refresh_token": printed["refresh_token"]},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["instance_url"].startswith("https://localhost:")

@@ -19,11 +19,22 @@ def test_certificate_is_its_own_trust_anchor_for_localhost(tmp_path: Path):
     files = ensure_certificate(tmp_path)
     cert = x509.load_pem_x509_certificate(files.cert_path.read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert names.get_values_for_type(x509.DNSName) == ["localhost", "login.salesforce.com", "test.salesforce.com"]
     assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
     assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days > 3000
     # generated once, then reused
+    assert ensure_certificate(tmp_path).cert_path.read_bytes() == files.cert_path.read_bytes()
+
+
+def test_certificate_is_made_anew_when_it_lacks_a_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    first = ensure_certificate(tmp_path).cert_path.read_bytes()
+    monkeypatch.setenv("SANDBOX_CERT_HOSTNAMES", "sandbox")
+    files = ensure_certificate(tmp_path)
+    assert files.cert_path.read_bytes() != first
+    cert = x509.load_pem_x509_certificate(files.cert_path.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "sandbox" in names.get_values_for_type(x509.DNSName)
     assert ensure_certificate(tmp_path).cert_path.read_bytes() == files.cert_path.read_bytes()
 
 

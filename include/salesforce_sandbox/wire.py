@@ -1,0 +1,85 @@
+"""What goes on the wire beyond the handlers: header names as Salesforce writes them, and gzip.
+
+Starlette keeps header names lower-case, and uvicorn sends them as given. HTTP says names are
+case-insensitive, but clients exist that read ``Sforce-Locator`` or ``Sforce-NumberOfRecords``
+case-sensitively, so every response leaves with the casing Salesforce uses.
+"""
+
+from __future__ import annotations
+
+import gzip
+import xml.etree.ElementTree as ET  # noqa: S405 - parse_xml() refuses the constructs that make it unsafe
+from email.utils import formatdate
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Names whose casing is not simply each dash-separated word capitalised.
+_SPECIAL_CASE = {
+    b"sforce-numberofrecords": b"Sforce-NumberOfRecords",
+    b"www-authenticate": b"WWW-Authenticate",
+    b"etag": b"ETag",
+}
+GZIP_LEVEL = 1  # result pages are large: fast compression keeps the sandbox's CPU share small
+
+
+def wire_name(name: bytes) -> bytes:
+    """``sforce-limit-info`` -> ``Sforce-Limit-Info``."""
+    lowered = name.lower()
+    special = _SPECIAL_CASE.get(lowered)
+    if special is not None:
+        return special
+    return b"-".join(part[:1].upper() + part[1:] for part in lowered.split(b"-"))
+
+
+class SalesforceHeaderCase:
+    """ASGI middleware: response header names in Salesforce's casing, and a ``Date`` header
+    (the server is started without its own lower-case ``date`` and ``server`` headers)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_cased(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(wire_name(name), value) for name, value in message.get("headers", [])]
+                headers.append((b"Date", formatdate(usegmt=True).encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_cased)
+
+
+def accepts_gzip(request: Request) -> bool:
+    codings = request.headers.get("accept-encoding", "")
+    return any(part.split(";")[0].strip().lower() == "gzip" for part in codings.split(","))
+
+
+def maybe_gzip(request: Request, body: bytes, headers: dict[str, str]) -> bytes:
+    """``body`` gzip-compressed when the client asked for it (``Content-Encoding`` then set)."""
+    if not accepts_gzip(request):
+        return body
+    headers["Content-Encoding"] = "gzip"
+    headers["Vary"] = "Accept-Encoding"
+    return gzip.compress(body, compresslevel=GZIP_LEVEL)
+
+
+def parse_xml(body: bytes) -> ET.Element:
+    """A request's XML document; raises ValueError for malformed XML. Entity and DTD declarations
+    are never part of a Salesforce request: refusing them keeps the standard-library parser clear
+    of entity-expansion tricks."""
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise ValueError("DOCTYPE and ENTITY declarations are not accepted")
+    try:
+        return ET.fromstring(body)  # noqa: S314 - declarations refused above
+    except ET.ParseError as exc:
+        raise ValueError(f"malformed XML: {exc}") from exc
+
+
+def local_name(element: ET.Element) -> str:
+    """``{namespace}name`` -> ``name``."""
+    return element.tag.rsplit("}", 1)[-1]

@@ -167,6 +167,7 @@ def _order_row(t: TransformedOrder, run_id: str, now: datetime, state_changed_at
         "first_imported_at": now,
         "last_imported_at": now,
         "last_run_id": run_id,
+        "newer_version_quarantined_at": None,
     }
 
 
@@ -777,7 +778,17 @@ def record_quarantine(
         }
         for row in rows
     ]
-    upsert(conn, tables(schema).quarantined_orders, records, ["run_id", "sf_order_id"])
+    t = tables(schema)
+    upsert(conn, t.quarantined_orders, records, ["run_id", "sf_order_id"])
+    # An imported order whose newer version is refused keeps its loaded version, marked as such:
+    # never silently taken for Salesforce's current one.
+    o = t.external_orders
+    for batch in in_batches(sorted({row["sf_order_id"] for row in rows})):
+        conn.execute(
+            sa.update(o)
+            .where(one_of(conn, o.c.sf_order_id, batch), o.c.newer_version_quarantined_at.is_(None))
+            .values(newer_version_quarantined_at=quarantined_at)
+        )
 
 
 __all__ = ["STATUS_CHECK_KEY", "LoadCounts", "WATERMARK_KEY", "get_watermark", "load_run", "mark_status_changes", "record_quarantine"]

@@ -253,6 +253,9 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("is_zero_total", sa.Boolean, nullable=False),
         _ts("sf_created_at"),
         _ts("sf_system_modstamp"),
+        # A later version of the order failed validation (see quarantined_orders): this row is the
+        # last version that passed, not Salesforce's current one. NULL once a version loads again.
+        _ts("newer_version_quarantined_at"),
         *_card_data_flag(),
         sa.Column("content_hash", sa.String(HASH_LENGTH), nullable=False),
         sa.Column("lifecycle_state", sa.String(16), nullable=False, index=True),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .redaction import redact_card_numbers
+from .redaction import mask_card_numbers
 
 GRANTS_HINT = "docs/warehouse.md, 'A least-privilege role for the import'; `salesforce-orders-warehouse grants <role>` prints them"
 
@@ -94,7 +94,7 @@ def explain(exc: sa.exc.DBAPIError, conn_id: str, *, stage: str | None = None) -
     first_line = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
     sqlstate = getattr(orig, "sqlstate", None)
     kind = _kind(exc)
-    what = kind.what or redact_card_numbers(first_line)[:200] + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
+    what = kind.what or (mask_card_numbers(first_line) or "")[:200] + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
     if kind is _UNIQUE and (constraint := _constraint(orig)):
         what += f" (constraint {constraint})"
     if kind is _PERMISSION:

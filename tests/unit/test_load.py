@@ -396,3 +396,19 @@ def test_column_problems_names_column_limit_and_size_without_the_value():
     assert problems[0] == "external_orders.po_number is 81 characters, more than the 80 it holds"
     assert "external_orders.notes contains a NUL character" in problems
     assert not any("y" * 10 in p for p in problems)
+
+
+def test_an_imported_order_whose_newer_version_is_quarantined_is_marked_until_a_version_loads(created_warehouse, make_transformed):
+    target = created_warehouse
+    o = tables(target.schema).external_orders
+    record = make_transformed(1)
+    run(target, "run-1", [record])
+    with target.engine.begin() as conn:
+        record_quarantine(conn, "run-2", [{"sf_order_id": record.order.sf_order_id, "order_number": "1", "account_name": None,
+                                           "failed_checks": ["has_products"], "details": {"has_products": "no products"}}],
+                          schema=target.schema, now=T1)
+    assert one(target, "external_orders", o.c.sf_order_id == record.order.sf_order_id)["newer_version_quarantined_at"] == T1
+
+    run(target, "run-3", [make_transformed(1, notes="fixed", modstamp="2026-03-01T12:09:00.000+0000")], now=T2)
+
+    assert one(target, "external_orders", o.c.sf_order_id == record.order.sf_order_id)["newer_version_quarantined_at"] is None

@@ -77,7 +77,7 @@ def test_raw_errors_of_warehouse_engines_hide_their_values(tmp_path: Path):
 
     raw = refused(engine, lambda conn: conn.execute(sa.insert(t.customers), [row]))
 
-    assert "parameters hidden" in str(raw)
+    assert "[parameters:" not in str(raw) and "Card" not in str(raw)  # the statement's shape only
     assert CARD not in str(raw)
 
 
@@ -140,6 +140,6 @@ def test_an_unexpected_refusal_keeps_the_servers_first_line_with_card_numbers_re
 
     assert str(error) == (
         "The warehouse (Airflow connection 'orders_warehouse') refused a statement: invalid input syntax for type integer: "
-        '"[card number removed]" (SQLSTATE 22P02). The failed statement\'s shape is in the log above. Airflow retries the task.'
+        '"[card ending 1111]" (SQLSTATE 22P02). The failed statement\'s shape is in the log above. Airflow retries the task.'
     )
     assert CARD not in error.statement

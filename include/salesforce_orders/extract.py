@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import faultpoints
 from .model import StagedItem, StagedOrder
 from .progress import Progress
 from .readahead import read_ahead
@@ -126,6 +127,7 @@ def stage_pages(
         summary.items += len(items)
         summary.pages += 1
         progress.add(len(orders) - len(superseded), f"{summary.items} items")
+        faultpoints.reach("extract.page_staged")
     summary.seconds += progress.finish(f"{summary.items} items")
     return summary
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import faultpoints
 from .model import READY, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED, Address, CustomerRecord, TransformedOrder
 from .progress import Progress
 from .readahead import read_ahead
@@ -468,11 +469,14 @@ def load_run(
     with engine.begin() as conn:
         for batch in prepared:
             _write_batch(conn, t, run_id, batch, now, tally)
+            faultpoints.reach("load.orders_written")
             progress.add(len(batch.order_ids), f"{tally.counts.inserted} inserted, {tally.counts.updated} updated")
         # once for the run, not per batch: a customer's orders are spread over many batches
         _recount_locations(conn, t, tally.recount)
         if watermark:
             _advance_watermark(conn, t, watermark, now)
+        faultpoints.reach("load.before_commit")
+    faultpoints.reach("load.committed")
     progress.finish(f"{tally.counts.inserted} inserted, {tally.counts.updated} updated, committed")
     return tally.result()
 
@@ -552,6 +556,7 @@ def mark_status_changes(
                 )
         if checked_to:
             _advance_watermark(conn, t, checked_to, now, key=STATUS_CHECK_KEY)
+        faultpoints.reach("mark_status_changes.before_commit")
     return len(marked)
 
 

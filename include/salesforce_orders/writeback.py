@@ -36,6 +36,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import faultpoints
 from .model import COMPLETE, FAILED, PROCESSING, READY
 from .redaction import redact_card_numbers
 from .salesforce import COLLECTION_LIMIT, SalesforceOrdersHook
@@ -248,6 +249,7 @@ class OutboxDrainer:
     def _deliver(self, payloads: list[dict], bulk: bool) -> tuple[list[dict], int]:
         """Per-record results, in order: sObject Collections, or one Bulk ingest job per object;
         and the API calls it took."""
+        faultpoints.reach("write_back.before_send")
         calls_before = self.hook.usage.calls
         if not bulk:
             return self.hook.update_records(payloads), self.hook.usage.calls - calls_before
@@ -282,6 +284,7 @@ class OutboxDrainer:
             with self.engine.begin() as conn:
                 self._set_rows(conn, [r.id for r in batch.rows], state=PENDING)
             raise
+        faultpoints.reach("write_back.sent")
         self.summary.calls += calls
         outcomes = [self._outcome(row, {"success": True}) for row in batch.nothing_to_write]
         padded = results + [None] * (len(batch.payloads) - len(results))

@@ -1,10 +1,12 @@
 """A task killed outright (SIGKILL: no exception handler, no clean-up) at the worst moments.
 
 The stage runs in a child process with the same connections and Variable, as an Airflow worker
-runs a task; the test watches the warehouse (and the org) from outside and kills the child at the
-chosen moment, then does what Airflow does next: run the task again with the same run id, then
-the rest of the run. Afterwards every order is there exactly once, the counts add up, every
-write-back is done once and none is skipped.
+runs a task. It stops at a named fault point (``salesforce_orders.faultpoints``): the test waits
+for the point's announcement, checks from outside that the warehouse is in the state the point
+stands for (the probes are assertions, never the trigger), kills the child, then does what Airflow
+does next: run the task again with the same run id, then the rest of the run. Afterwards every
+order is there exactly once, the counts add up, every write-back is done once and none is skipped.
+Nothing here depends on how fast the machine is.
 """
 
 from __future__ import annotations
@@ -16,25 +18,29 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from salesforce_orders import faultpoints, stages
 from salesforce_orders import load as load_module
-from salesforce_orders import stages
 
-KILL_TIMEOUT_SECONDS = 120
-# Orders (three items each) of the load that is killed: on SQLite enough for the load to take a
-# while; PostgreSQL shows exactly when the load has written orders, so fewer do.
-CRASH_ORDERS = {"sqlite": 1500, "postgresql": 300}
+# A safety net for a child that hangs: far longer than any stage here takes on a slow machine.
+# The test acts on the fault point's announcement, never on elapsed time.
+REACH_TIMEOUT_SECONDS = 600
+CRASH_ORDERS = 300
+BATCH = 100  # the killed load writes three batches
 MODSTAMP = "2026-01-02T03:04:05.000+0000"
 APPLICATION_NAME = "orders-import-crash-test"
 
 
-def child_env(p) -> dict[str, str]:
-    """This process's environment for the child; on PostgreSQL its sessions carry a name we can find."""
+def child_env(p, points: str, point_dir: Path) -> dict[str, str]:
+    """This process's environment for the child, with the fault points; on PostgreSQL its
+    sessions carry a name we can find."""
     env = dict(os.environ)
+    env[faultpoints.ENV] = points
+    env[faultpoints.DIR_ENV] = str(point_dir)
     if p.dialect == "postgresql":
         connection = json.loads(env["AIRFLOW_CONN_ORDERS_WAREHOUSE"])
         connection["extra"] = {"application_name": APPLICATION_NAME}
@@ -42,29 +48,41 @@ def child_env(p) -> dict[str, str]:
     return env
 
 
-def start_stages(p, code: str) -> subprocess.Popen:
-    """``code`` (calls of ``stages.*``) in a child Python process, like a task on a worker."""
-    program = f"from salesforce_orders import stages\n{code}\n"
+def start_stages(p, code: str, points: str, point_dir: Path) -> subprocess.Popen:
+    """``code`` (calls of ``stages.*``) in a child Python process, like a task on a worker, with
+    ``points`` active (``name=pause``: it stops there until killed)."""
+    program = f"from salesforce_orders import load, stages\nload.ORDERS_PER_BATCH = {BATCH}\n{code}\n"
     return subprocess.Popen(
-        [sys.executable, "-c", program], env=child_env(p), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-c", program],
+        env=child_env(p, points, point_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
-def kill_when(p, child: subprocess.Popen, moment: Callable[[], bool], what: str) -> None:
-    """SIGKILL ``child`` as soon as ``moment()`` holds; fail if it ends or never gets there."""
-    deadline = time.monotonic() + KILL_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
+def wait_for_point(child: subprocess.Popen, point_dir: Path, point: str) -> None:
+    """Until the child announces it paused at ``point``; fail if it ends first."""
+    reached = point_dir / f"{point}.reached"
+    deadline = time.monotonic() + REACH_TIMEOUT_SECONDS
+    while not reached.exists():
         if child.poll() is not None:
-            pytest.fail(f"the stage ended (exit {child.returncode}) before {what}:\n{child.stdout.read()[-3000:]}")
-        if moment():
-            child.send_signal(signal.SIGKILL)
-            child.wait()
-            assert child.returncode == -signal.SIGKILL
-            end_orphaned_session(p)
-            return
-        time.sleep(0.01)
-    child.kill()
-    pytest.fail(f"never saw {what} within {KILL_TIMEOUT_SECONDS} s:\n{child.stdout.read()[-3000:]}")
+            pytest.fail(f"the stage ended (exit {child.returncode}) before fault point {point}:\n{child.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            child.kill()
+            pytest.fail(f"fault point {point} not reached:\n{child.stdout.read()[-3000:]}")
+        try:
+            child.wait(timeout=0.02)  # returns at once when the child ends
+        except subprocess.TimeoutExpired:
+            pass
+    assert int(reached.read_text()) == child.pid
+
+
+def kill(p, child: subprocess.Popen) -> None:
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    end_orphaned_session(p)
 
 
 def end_orphaned_session(p) -> None:
@@ -78,39 +96,25 @@ def end_orphaned_session(p) -> None:
             )
 
 
-def load_transaction_open(p) -> Callable[[], bool]:
-    """Whether the load's single transaction is open and has written orders (PostgreSQL: its session
-    holds the row-exclusive lock of an upsert into external_orders; SQLite: a write lock is held)."""
+def uncommitted_orders_written(p) -> bool:
+    """Whether an open transaction holds written orders: on PostgreSQL the child's session holds the
+    row-exclusive lock of its writes into external_orders; on SQLite a write transaction is open."""
     if p.dialect == "postgresql":
         query = sa.text(
             "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE a.application_name = :app AND l.mode = 'RowExclusiveLock' AND l.relation = to_regclass(:orders)"
         )
-        params = {"app": APPLICATION_NAME, "orders": f'"{p.schema}".external_orders'}
-
-        def orders_written() -> bool:
-            with p.engine.connect() as conn:
-                return bool(conn.execute(query, params).scalar())
-
-        return orders_written
-
-    path = p.engine.url.database
-    held_since: list[float] = []
-
-    def write_lock_held_a_while() -> bool:
-        probe = sqlite3.connect(path, timeout=0)
-        try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.rollback()
-            held_since.clear()
-            return False
-        except sqlite3.OperationalError:  # "database is locked": a write transaction is open
-            held_since[:1] = held_since[:1] or [time.monotonic()]
-            return time.monotonic() - held_since[0] > 0.2  # well into the load, not at its first statement
-        finally:
-            probe.close()
-
-    return write_lock_held_a_while
+        with p.engine.connect() as conn:
+            return bool(conn.execute(query, {"app": APPLICATION_NAME, "orders": f'"{p.schema}".external_orders'}).scalar())
+    probe = sqlite3.connect(p.engine.url.database, timeout=0)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.rollback()
+        return False
+    except sqlite3.OperationalError:  # "database is locked": a write transaction is open
+        return True
+    finally:
+        probe.close()
 
 
 def count(p, table: str) -> int:
@@ -129,23 +133,31 @@ def outbox_states(p) -> dict[str, int]:
 @pytest.fixture
 def staged_run(pipeline, make_transformed) -> str:
     """A run whose transform staged CRASH_ORDERS orders (three items, two services each) for the load."""
-    orders = CRASH_ORDERS[pipeline.dialect]
     from salesforce_orders.staging import stage_transformed
     from salesforce_orders.warehouse import create_all
 
     create_all(pipeline.engine, pipeline.schema)
     run_id = pipeline.new_run_id()
     items = ((1, "S1", 1.0, 100.0), (2, "S1", 2.0, 25.0), (3, None, 1.0, 9.5))
-    records = [make_transformed(n, account=n % 300 + 1, items=items, modstamp=MODSTAMP) for n in range(1, orders + 1)]
+    records = [make_transformed(n, account=n % 100 + 1, items=items, modstamp=MODSTAMP) for n in range(1, CRASH_ORDERS + 1)]
     with pipeline.engine.begin() as conn:
         stage_transformed(conn, run_id, records, schema=pipeline.schema)
     return run_id
 
 
-def test_killed_in_the_middle_of_the_load_the_retry_leaves_one_copy_of_every_order(pipeline, staged_run, monkeypatch):
-    orders = CRASH_ORDERS[pipeline.dialect]
-    child = start_stages(pipeline, f"stages.load(run_id={staged_run!r}, max_system_modstamp={MODSTAMP!r})")
-    kill_when(pipeline, child, load_transaction_open(pipeline), "the load's transaction had written orders")
+@pytest.mark.parametrize(
+    ("point", "arrival"),
+    [("load.orders_written", 2), ("load.before_commit", 1)],
+    ids=["between-batches", "before-the-commit"],
+)
+def test_killed_in_the_middle_of_the_load_the_retry_leaves_one_copy_of_every_order(
+    pipeline, staged_run, monkeypatch, tmp_path, point, arrival
+):
+    load = f"stages.load(run_id={staged_run!r}, max_system_modstamp={MODSTAMP!r})"
+    child = start_stages(pipeline, load, f"{point}=pause@{arrival}", tmp_path)
+    wait_for_point(child, tmp_path, point)
+    assert uncommitted_orders_written(pipeline)  # the moment is what it says: orders written, nothing committed
+    kill(pipeline, child)
 
     # the killed transaction left nothing behind
     for table in ("external_orders", "external_order_items", "order_services", "customers", "writeback_outbox"):
@@ -153,16 +165,16 @@ def test_killed_in_the_middle_of_the_load_the_retry_leaves_one_copy_of_every_ord
     assert pipeline.watermark() is None
 
     # Airflow's retry of the task, in several statement batches as a large run's load is
-    monkeypatch.setattr(load_module, "ORDERS_PER_BATCH", orders // 3)
+    monkeypatch.setattr(load_module, "ORDERS_PER_BATCH", BATCH)
     retry = stages.load(run_id=staged_run, max_system_modstamp=MODSTAMP)
 
-    assert (retry["inserted"], retry["updated"], retry["unchanged"]) == (orders, 0, 0)
-    assert count(pipeline, "external_orders") == orders
+    assert (retry["inserted"], retry["updated"], retry["unchanged"]) == (CRASH_ORDERS, 0, 0)
+    assert count(pipeline, "external_orders") == CRASH_ORDERS
     assert pipeline.query("SELECT sf_order_id FROM external_orders GROUP BY sf_order_id HAVING COUNT(*) > 1") == []
-    assert count(pipeline, "external_order_items") == 3 * orders
-    assert count(pipeline, "order_services") == 2 * orders
-    assert count(pipeline, "customers") == 300
-    assert retry["outbox_rows"] == count(pipeline, "writeback_outbox") == orders + 300  # one per order, one per account
+    assert count(pipeline, "external_order_items") == 3 * CRASH_ORDERS
+    assert count(pipeline, "order_services") == 2 * CRASH_ORDERS
+    assert count(pipeline, "customers") == 100
+    assert retry["outbox_rows"] == count(pipeline, "writeback_outbox") == CRASH_ORDERS + 100  # one per order, one per account
     assert pipeline.watermark() == "2026-01-02T03:04:05Z"
 
 
@@ -171,38 +183,57 @@ def test_killed_in_the_middle_of_the_load_the_retry_leaves_one_copy_of_every_ord
 # ---------------------------------------------------------------------------------------
 
 
-def loaded_but_not_sent(p) -> Callable[[], bool]:
+def loaded_but_not_sent(p) -> None:
     """The load has committed (the watermark moved) and no write-back has started."""
-    return lambda: p.watermark() is not None and "PROCESSING" not in outbox_states(p)
+    assert p.watermark() is not None
+    assert "PROCESSING" not in outbox_states(p)
+    assert not uncommitted_orders_written(p)
 
 
-def sending(p) -> Callable[[], bool]:
-    """Write-back rows are marked PROCESSING (committed before the call): the call is in flight."""
-    return lambda: "PROCESSING" in outbox_states(p)
+def marked_not_sent(p) -> None:
+    """A batch is marked PROCESSING (committed before the call), the call not yet made."""
+    assert outbox_states(p).get("PROCESSING", 0) > 0
+
+
+def sent_not_recorded(p) -> None:
+    """Salesforce applied a batch (its orders show Imported there) but no outcome is recorded."""
+    processing = p.query("SELECT sf_record_id FROM writeback_outbox WHERE state = 'PROCESSING' AND sf_object = 'Order'")
+    assert processing
+    statuses = {r["Id"]: r["Status"] for r in p.org_rows('SELECT Id, Status FROM "Order"')}
+    assert {statuses[r["sf_record_id"]] for r in processing} == {"Imported"}
+    assert "DONE" not in outbox_states(p)
 
 
 @pytest.mark.parametrize(
-    ("moment", "retried"),
-    [(loaded_but_not_sent, ("load", "mark_status_changes", "write_back")), (sending, ("write_back",))],
-    ids=["after-the-commit", "during-the-write-back"],
+    ("point", "state_at_the_kill", "retried"),
+    [
+        ("load.committed", loaded_but_not_sent, ("load", "mark_status_changes", "write_back")),
+        ("write_back.before_send", marked_not_sent, ("write_back",)),
+        ("write_back.sent", sent_not_recorded, ("write_back",)),
+    ],
+    ids=["after-the-commit", "during-the-write-back", "after-salesforce-answered"],
 )
 @pytest.mark.postgres
-def test_killed_after_the_commit_nothing_is_written_back_twice_wrongly_nor_skipped(postgres_pipeline, moment, retried):
+def test_killed_after_the_commit_nothing_is_written_back_twice_wrongly_nor_skipped(
+    postgres_pipeline, tmp_path, point, state_at_the_kill, retried
+):
     pipeline = postgres_pipeline
     run = pipeline.run(until="transform")
     assert run.succeeded, run.error
     extract = run.results["extract"]
     transformed = run.results["transform"]["transformed"]
-    pipeline.org.admin.set_faults(latency_ms=1500)  # every Salesforce call is slow: one is under way at the kill
 
     child = start_stages(
         pipeline,
         f"stages.load(run_id={run.run_id!r}, max_system_modstamp={extract['max_system_modstamp']!r})\n"
         f"stages.mark_status_changes(run_id={run.run_id!r}, window={extract['window']!r})\n"
         f"stages.write_back(run_id={run.run_id!r})",
+        f"{point}=pause",
+        tmp_path,
     )
-    kill_when(pipeline, child, moment(pipeline), moment.__doc__)
-    pipeline.org.admin.clear_faults()
+    wait_for_point(child, tmp_path, point)
+    state_at_the_kill(pipeline)
+    kill(pipeline, child)
     committed = count(pipeline, "writeback_outbox")
     assert committed > 0 and count(pipeline, "external_orders") == transformed
 

@@ -468,9 +468,6 @@ def test_slow_salesforce_times_out_and_the_next_run_finishes_what_was_left(sqlit
     which also marks an order set back to Draft while the failed run was under way."""
     p = sqlite_pipeline
     p.set_config(overlap_minutes=0)
-    connection = p.org.airflow_connection()
-    connection["extra"]["timeout"] = 0.5
-    p.set_connection("salesforce_default", connection)
     first = p.run()
     assert first.succeeded, first.error
     drafted, changed = sorted(loaded_ids(p))[:2]
@@ -479,7 +476,11 @@ def test_slow_salesforce_times_out_and_the_next_run_finishes_what_was_left(sqlit
     p.org_update("Order", changed, Description="Leave parcels at the back door")
     second = p.run(until="load")
     assert second.results["load"]["updated"] == 1
+    # Salesforce answers every call after 1.5 s; the connection waits 0.5 s (a time-out is about the clock)
     p.org.admin.set_faults(latency_ms=1500)
+    patient = p.org.airflow_connection()
+    impatient = {**patient, "extra": {**patient["extra"], "timeout": 0.5}}
+    p.set_connection("salesforce_default", impatient)
     waits = record_backoff(monkeypatch)
 
     with pytest.raises(SalesforceUnavailable, match=r"salesforce_default.*[Rr]ead timed out"):
@@ -488,6 +489,7 @@ def test_slow_salesforce_times_out_and_the_next_run_finishes_what_was_left(sqlit
     assert waits == [0, 1.0]  # two read retries
     assert p.scalar("SELECT sf_state FROM external_orders WHERE sf_order_id = :i", i=drafted) == "active"
     p.org.admin.clear_faults()
+    p.set_connection("salesforce_default", patient)
     third = p.run()
     assert third.succeeded, third.error
     states = {r["sf_order_id"]: r["sf_state"] for r in p.query("SELECT sf_order_id, sf_state FROM external_orders")}

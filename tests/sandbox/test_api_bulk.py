@@ -16,6 +16,8 @@ from simple_salesforce.exceptions import SalesforceOperationError
 from salesforce_sandbox import bulk, routes_bulk
 from salesforce_sandbox.server import SandboxServer
 
+# A safety net for a job that never completes, far beyond what a slow machine takes.
+JOB_DEADLINE_SECONDS = 300
 # simple-salesforce sleeps `wait` seconds before its first poll (default 5).
 NO_WAIT = 0
 
@@ -71,7 +73,7 @@ def test_job_state_progression_and_results_before_completion(api: Callable[..., 
     assert job["id"].startswith("750")
 
     states = []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + JOB_DEADLINE_SECONDS
     while not states or states[-1] != "JobComplete":
         assert time.monotonic() < deadline
         states.append(api("GET", f"jobs/query/{job['id']}").json()["state"])
@@ -187,7 +189,7 @@ def _update_job(api: Callable[..., requests.Response], sobject: str, lines: list
     data = ("\n".join(lines) + "\n").encode()
     api("PUT", f"jobs/ingest/{job['id']}/batches", data=data, headers={"Content-Type": "text/csv"})
     api("PATCH", f"jobs/ingest/{job['id']}", json={"state": "UploadComplete"})
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + JOB_DEADLINE_SECONDS
     while (info := api("GET", f"jobs/ingest/{job['id']}").json())["state"] != "JobComplete":
         assert time.monotonic() < deadline, info
     succeeded, failed = (

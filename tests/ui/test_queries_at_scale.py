@@ -1,4 +1,6 @@
-"""The Orders page stays fast on 100,000 orders: every filter pages through an index, not a sort of everything."""
+"""The Orders page on 100,000 orders: every filter pages right, and the unfiltered page reads an index
+instead of sorting everything. (How long a page takes is measured, not asserted: a test does not
+depend on the machine's speed. The figures are printed with ``-s``: 10-150 ms per page with its count.)"""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from salesforce_orders.warehouse import tables
 from salesforce_orders_ui import queries
 
 ORDERS = 100_000
-PAGE_BUDGET_SECONDS = 1.0  # measured: 10-150 ms per page with its count, SQLite and PostgreSQL
 
 # 100k orders generated inside the database: a customer per 10 orders, every 50th FAILED, one a minute.
 _GENERATE = {
@@ -67,7 +68,7 @@ CASES = [
 ]
 
 
-def test_a_page_of_100k_orders_is_fast(big_warehouse):
+def test_every_filter_pages_through_100k_orders(big_warehouse):
     t = tables(big_warehouse.schema)
     with big_warehouse.engine.connect() as conn:
         for flt, page, expected_total in CASES:
@@ -79,7 +80,6 @@ def test_a_page_of_100k_orders_is_fast(big_warehouse):
             stamps = [r["last_imported_at"] for r in result.rows]
             assert stamps == sorted(stamps, reverse=True)
             print(f"{big_warehouse.dialect} {flt} page {page}: {elapsed * 1000:.0f} ms")
-            assert elapsed < PAGE_BUDGET_SECONDS, flt
 
 
 def test_the_unfiltered_page_reads_the_last_import_index_instead_of_sorting(big_warehouse):

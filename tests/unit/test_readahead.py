@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -30,13 +29,33 @@ def test_yields_every_chunk_in_order_from_another_thread():
 
 
 def test_the_producer_runs_at_most_depth_chunks_ahead():
-    produced: list[int] = []
-    reader = read_ahead(counted(10, produced), depth=2)
-    assert next(reader) == 0
-    time.sleep(0.3)  # time enough to run far ahead if nothing held it back
-    # one chunk handed over, two waiting, one produced and blocked on the full queue
-    assert len(produced) <= 4
-    assert list(reader) == list(range(1, 10))
+    """The consumer lets the producer get as far ahead as it can before each chunk it takes (it
+    waits for the producer to get there, an event); no chunk is produced further ahead than
+    depth waiting chunks plus the one being handed over."""
+    depth, total = 2, 10
+    taken = 0
+    ahead: list[int] = []  # per chunk: how far ahead of the consumer it was produced
+    changed = threading.Condition()
+
+    def chunks():
+        for n in range(total):
+            with changed:
+                ahead.append(n - taken)
+                changed.notify_all()
+            yield n
+
+    def far_enough() -> bool:  # the queue full, and one more chunk in the producer's hand
+        return len(ahead) >= min(total, taken + depth + 1)
+
+    reader = read_ahead(chunks(), depth=depth)  # the producer starts with the first request
+    for expected in range(total):
+        assert next(reader) == expected
+        taken += 1
+        with changed:
+            assert changed.wait_for(far_enough, timeout=60)
+    assert list(reader) == []
+    assert max(ahead) <= depth + 1
+    assert min(ahead[depth:]) >= depth  # and it did run ahead as far as the queue allows
 
 
 def test_a_producer_error_is_raised_to_the_consumer_after_the_chunks_before_it():
@@ -57,10 +76,8 @@ def test_the_producer_stops_when_the_consumer_stops():
     for chunk in reader:
         if chunk == 3:
             break
-    reader.close()  # what leaving a for loop's generator does when it is collected
-    settled = len(produced)
-    time.sleep(0.5)
-    assert len(produced) == settled < 10
+    reader.close()  # what leaving a for loop's generator does when it is collected: it joins the producer
+    assert len(produced) < 10
     assert not [t for t in threading.enumerate() if t.name == "read-ahead"]
 
 

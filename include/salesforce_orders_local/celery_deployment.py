@@ -38,6 +38,7 @@ WORKERS = ("worker-1", "worker-2")
 SECRET_FILES = ("jwt_secret", "fernet_key")
 READY_TIMEOUT_SECONDS = 240
 STOP_TIMEOUT_SECONDS = 30
+VISIBILITY_TIMEOUT_SECONDS = 3 * 3600
 _DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -74,6 +75,9 @@ def shared_airflow_environment(layout: CeleryLayout) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": f"postgresql+psycopg_async://{rest}",
         "AIRFLOW__CELERY__BROKER_URL": layout.broker_url,
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{layout.metadata_db_url}",
+        # a task still running after this long is handed to another worker: longer than the
+        # import's execution_timeout (2 hours)
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{layout.api_server_url.rstrip('/')}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET_CMD": f"cat {layout.secrets_dir}/jwt_secret",
         "AIRFLOW__CORE__FERNET_KEY_CMD": f"cat {layout.secrets_dir}/fernet_key",
@@ -159,6 +163,7 @@ class Component:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen | None = None
+    killed: bool = False  # on purpose (kill_worker): not a failure
 
     @property
     def running(self) -> bool:
@@ -296,16 +301,20 @@ class CeleryDeployment:
             components.append(Component(worker, command, {**env, WORKER_NAME_ENV: worker}, logs / f"{worker}.log"))
         return components
 
+    @staticmethod
+    def _launch(component: Component) -> None:
+        component.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with component.log_path.open("ab") as log:
+            # a session of its own: Ctrl-C reaches only this process, which stops the others in order
+            component.process = subprocess.Popen(
+                component.command, env=component.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
     def start(self) -> CeleryDeployment:
         """Prepare, start every component and wait until they all work."""
         self.prepare()
         for component in self._components():
-            component.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with component.log_path.open("ab") as log:
-                # a session of its own: Ctrl-C reaches only this process, which stops the others in order
-                component.process = subprocess.Popen(
-                    component.command, env=component.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                )
+            self._launch(component)
             self.components[component.name] = component
         try:
             self.wait_until_ready()
@@ -316,7 +325,7 @@ class CeleryDeployment:
 
     def check_running(self) -> None:
         for component in self.components.values():
-            if not component.running:
+            if not component.running and not component.killed:
                 code = component.process.returncode if component.process else None
                 raise ComponentFailed(f"{component.name} exited ({code}):\n{component.log_tail()}")
 
@@ -347,23 +356,39 @@ class CeleryDeployment:
         missing = [w for w in WORKERS if self.worker_node(w) not in answered]
         return f"workers {', '.join(missing)}" if missing else None
 
-    def ping_workers(self) -> set[str]:
-        """The Celery node names that answer a ping through the broker."""
+    @contextmanager
+    def celery_app(self) -> Iterator[Any]:
+        """A Celery app on the deployment's broker, for Celery's remote control of the workers."""
         from celery import Celery
 
         app = Celery(broker=self.layout.broker_url)
         try:
-            replies = app.control.ping(timeout=1.0)
+            yield app
         finally:
             app.close()
+
+    def ping_workers(self) -> set[str]:
+        """The Celery node names that answer a ping through the broker."""
+        with self.celery_app() as app:
+            replies = app.control.ping(timeout=1.0)
         return {name for reply in replies for name in reply}
 
     def kill_worker(self, worker: str) -> None:
         """SIGKILL a worker with everything it started (its pool and the task processes), as if
         its machine went down."""
         component = self.components[worker]
+        component.killed = True
         os.killpg(component.process.pid, signal.SIGKILL)
         component.process.wait()
+
+    def restart_worker(self, worker: str) -> None:
+        """Start a stopped worker again and wait until it answers."""
+        component = self.components[worker]
+        if component.running:
+            raise RuntimeError(f"{worker} is running")
+        self._launch(component)
+        component.killed = False
+        self.wait_until_ready()
 
     def stop(self) -> None:
         """Stop every component started here: SIGTERM, then SIGKILL for what is left of it."""

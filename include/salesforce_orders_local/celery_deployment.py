@@ -164,10 +164,17 @@ class Component:
     log_path: Path
     process: subprocess.Popen | None = None
     killed: bool = False  # on purpose (kill_worker): not a failure
+    one_shot: bool = False  # a command that is done when it exits 0
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def failed(self) -> bool:
+        if self.running or self.killed:
+            return False
+        return not (self.one_shot and self.process is not None and self.process.returncode == 0)
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
@@ -267,28 +274,25 @@ class CeleryDeployment:
     # -- lifecycle ------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Databases, shared secrets, the migrated metadata DB and the warehouse pool."""
+        """Databases, shared secrets and the migrated metadata DB."""
         self.home.mkdir(parents=True, exist_ok=True)
         create_databases(self.postgres_url, (self.metadata_database, self.warehouse_database))
         ensure_shared_secrets(self.home / "secrets")
-        env = self.environment()
-        self._airflow(env, "db", "migrate")
-        name, slots, description = WAREHOUSE_POOL
-        self._airflow(env, "pools", "set", name, str(slots), description)
-
-    def _airflow(self, env: Mapping[str, str], *arguments: str) -> None:
         result = subprocess.run(
-            [sys.executable, "-m", "airflow", *arguments], env=dict(env), capture_output=True, text=True
+            [sys.executable, "-m", "airflow", "db", "migrate"], env=self.environment(), capture_output=True, text=True
         )
         if result.returncode:
-            raise ComponentFailed(f"airflow {' '.join(arguments)} exited {result.returncode}:\n{result.stderr[-4000:]}")
+            raise ComponentFailed(f"airflow db migrate exited {result.returncode}:\n{result.stderr[-4000:]}")
 
     def _components(self) -> list[Component]:
         env = self.environment()
         logs = self.home / "processes"
         airflow = [sys.executable, "-m", "airflow"]
         api = [*airflow, "api-server", "--host", self.api_host, "--port", str(self.api_port), "--workers", "1"]
+        pool, slots, description = WAREHOUSE_POOL
         components = [
+            # created while the rest starts; the deployment is ready once it is there
+            Component("warehouse-pool", [*airflow, "pools", "set", pool, str(slots), description], env, logs / "pools.log", one_shot=True),
             Component("api-server", api, env, logs / "api-server.log"),
             Component("scheduler", [*airflow, "scheduler"], env, logs / "scheduler.log"),
             Component("dag-processor", [*airflow, "dag-processor"], env, logs / "dag-processor.log"),
@@ -325,7 +329,7 @@ class CeleryDeployment:
 
     def check_running(self) -> None:
         for component in self.components.values():
-            if not component.running and not component.killed:
+            if component.failed:
                 code = component.process.returncode if component.process else None
                 raise ComponentFailed(f"{component.name} exited ({code}):\n{component.log_tail()}")
 
@@ -345,6 +349,9 @@ class CeleryDeployment:
     def _not_ready(self) -> str | None:
         import requests
 
+        for component in self.components.values():
+            if component.one_shot and component.running:
+                return component.name
         try:
             health = requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).json()
         except (requests.RequestException, ValueError):
@@ -412,23 +419,20 @@ class CeleryDeployment:
         """The password Airflow's simple auth manager generated for ``admin`` on first start."""
         return json.loads((self.home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
 
-    @contextmanager
-    def running(self) -> Iterator[CeleryDeployment]:
-        self.start()
-        try:
-            yield self
-        finally:
-            self.stop()
-
 
 # ---------------------------------------------------------------------------------------
 # make up-celery
 # ---------------------------------------------------------------------------------------
 
 
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def up(args: argparse.Namespace) -> int:
     from .demo import STATE_DIR, start_sandbox
 
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
     server = start_sandbox(STATE_DIR, args.orders, args.seed, port=args.sandbox_port)
     deployment = CeleryDeployment(
         home=STATE_DIR / "celery" / "airflow",

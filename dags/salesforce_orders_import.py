@@ -143,7 +143,9 @@ def salesforce_orders_import():
     def load(extracted: dict, transformed: dict) -> dict:
         from salesforce_orders import stages
 
-        loaded = stages.load(run_id=extracted["run_id"], max_system_modstamp=extracted["max_system_modstamp"])
+        loaded = stages.load(
+            run_id=extracted["run_id"], max_system_modstamp=extracted["max_system_modstamp"], window=extracted["window"]
+        )
         events = get_current_context()["outlet_events"]
         for asset in WAREHOUSE_ASSETS:
             events[asset].extra = {"run_id": loaded["run_id"], **{k: loaded.get(k, 0) for k in ("inserted", "updated", "unchanged")}}

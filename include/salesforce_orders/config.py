@@ -281,6 +281,8 @@ class ImportConfig(_Section):
     write_back: WriteBackConfig = WriteBackConfig()
 
     max_invalid_share: Share = 0.25
+    # Below this many orders in a run the share is not applied (1 invalid of 1 is 100 %): invalid orders are quarantined.
+    invalid_share_min_orders: _int(0, 1_000_000) = 20
     writeback_max_attempts: _int(1, 50) = 5
 
     salesforce_conn_id: ConnId = "salesforce_default"
@@ -367,6 +369,7 @@ EXAMPLE: dict[str, Any] = {
     "import_notes": True,
     "write_back": {"mark_imported": True, "set_customer_id": True, "x_out_card_fields": True},
     "max_invalid_share": 0.25,
+    "invalid_share_min_orders": 20,
     "writeback_max_attempts": 5,
     "salesforce_conn_id": "salesforce_default",
     "warehouse_conn_id": "orders_warehouse",

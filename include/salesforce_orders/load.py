@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -40,6 +41,8 @@ from .warehouse import (
     utc_now,
 )
 
+log = logging.getLogger(__name__)
+
 ORDERS_PER_BATCH = 2000
 _NEVER = datetime.min.replace(tzinfo=UTC)
 WATERMARK_KEY = "orders.system_modstamp"
@@ -56,6 +59,7 @@ class LoadCounts:
     outbox_rows: int = 0
     customers: int = 0
     locations: int = 0
+    superseded: int = 0  # staged versions older than the one stored (a late or cleared load): kept as stored
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -175,6 +179,7 @@ def _stored_orders(conn: sa.Connection, t: Tables, order_ids: list[str]) -> dict
     columns = [
         o.c.sf_order_id,
         o.c.content_hash,
+        o.c.sf_system_modstamp,
         o.c.sf_state,
         o.c.sf_state_changed_at,
         o.c.last_run_id,
@@ -182,6 +187,13 @@ def _stored_orders(conn: sa.Connection, t: Tables, order_ids: list[str]) -> dict
         o.c.last_imported_at,
     ]
     return {row.sf_order_id: row for row in select_in(conn, o, columns, o.c.sf_order_id, order_ids)}
+
+
+def _older_than_stored(record: TransformedOrder, stored: sa.Row | None) -> bool:
+    if stored is None or stored.sf_system_modstamp is None:
+        return False
+    staged = _timestamp(record.order.sf_system_modstamp)
+    return staged is not None and staged < stored.sf_system_modstamp
 
 
 def _all_but(row: dict[str, Any], *kept: str) -> list[str]:
@@ -340,10 +352,11 @@ class _PreparedBatch:
     load can do before it writes, so it is done ahead (see load_run) while the previous batch
     is being written."""
 
-    order_ids: list[str]
+    order_ids: list[str]  # the batch's orders but the superseded ones
     inserted: int
     updated: int
     unchanged: int
+    superseded: int
     written: list[TransformedOrder]  # new and changed, oldest Salesforce version first
     stored_ids: set[str]  # of the written ones, those stored before (the changed ones)
     parents: list[dict[str, Any]] = field(default_factory=list)
@@ -360,9 +373,14 @@ def _prepare_batch(engine: sa.Engine, t: Tables, run_id: str, batch: list[Transf
     The stored orders are read on a connection of their own: the load's transaction has not
     written these orders (each order of a run is in one batch), so it would see the same."""
     records = list({r.order.sf_order_id: r for r in batch}.values())
-    order_ids = [r.order.sf_order_id for r in records]
     with engine.connect() as conn:
-        stored = _stored_orders(conn, t, order_ids)
+        stored = _stored_orders(conn, t, [r.order.sf_order_id for r in records])
+    # A version never replaces a later one: a load that commits after a newer run (a cleared or
+    # late task) keeps what the newer run stored. Equal stamps go on to the content hash.
+    current = [r for r in records if not _older_than_stored(r, stored.get(r.order.sf_order_id))]
+    superseded = len(records) - len(current)
+    records = current
+    order_ids = [r.order.sf_order_id for r in records]
     new = [r for r in records if r.order.sf_order_id not in stored]
     # A changed hash, or an order we had marked deactivated/deleted that is Activated again.
     changed = [
@@ -384,6 +402,7 @@ def _prepare_batch(engine: sa.Engine, t: Tables, run_id: str, batch: list[Transf
         inserted=len(new) + inserted_before,
         updated=len(changed) + len(earlier_try) - inserted_before,
         unchanged=len(records) - len(new) - len(changed) - len(earlier_try),
+        superseded=superseded,
         written=_by_modstamp(new + changed),
         stored_ids={r.order.sf_order_id for r in changed},
     )
@@ -405,6 +424,7 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
     tally.counts.inserted += batch.inserted
     tally.counts.updated += batch.updated
     tally.counts.unchanged += batch.unchanged
+    tally.counts.superseded += batch.superseded
     _release_quarantine(conn, t, batch.order_ids, now)
     written = batch.written
     if not written:
@@ -433,13 +453,28 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
 
 
 def _advance_watermark(
-    conn: sa.Connection, t: Tables, watermark: str, now: datetime, key: str = WATERMARK_KEY
+    conn: sa.Connection,
+    t: Tables,
+    watermark: str,
+    now: datetime,
+    key: str = WATERMARK_KEY,
+    covered_from: datetime | None = None,
 ) -> None:
-    """sync_state's ``key`` := max(stored, ``watermark``), compared as instants, kept as ISO UTC."""
+    """sync_state's ``key`` := max(stored, ``watermark``), compared as instants, kept as ISO UTC.
+
+    ``covered_from``: the run read every order changed from then on (None: since the lookback's
+    start). The mark moves only when that reaches back to the stored mark: a run that read a later
+    stretch alone (a backfill of a later interval) would otherwise jump over what it never read."""
     s = t.sync_state
     candidate = parse_utc(watermark)
     stored = conn.execute(sa.select(s.c.value).where(s.c.key == key).with_for_update()).scalar()
     if stored is not None and parse_utc(stored) >= candidate:
+        return
+    if covered_from is not None and (stored is None or parse_utc(stored) < covered_from):
+        log.info(
+            "%s stays at %s: this run read changes from %s on only, not everything since the mark",
+            key, stored, _iso(covered_from),
+        )
         return
     upsert(conn, s, [{"key": key, "value": _iso(candidate), "updated_at": now}], ["key"])
 
@@ -456,9 +491,11 @@ def load_run(
     schema: str | None = None,
     now: datetime | None = None,
     watermark: str | None,
+    covered_from: datetime | None = None,
 ) -> LoadCounts:
     """Load every chunk of the run in ONE transaction and move the watermark to ``watermark``
-    (the highest ``SystemModstamp`` extracted) if it is later than the stored one."""
+    (the highest ``SystemModstamp`` extracted) if it is later than the stored one and the run
+    read everything changed since the stored one (``covered_from``, see _advance_watermark)."""
     now = now or utc_now()
     t = tables(schema)
     tally = _RunTally()
@@ -474,7 +511,7 @@ def load_run(
         # once for the run, not per batch: a customer's orders are spread over many batches
         _recount_locations(conn, t, tally.recount)
         if watermark:
-            _advance_watermark(conn, t, watermark, now)
+            _advance_watermark(conn, t, watermark, now, covered_from=covered_from)
         faultpoints.reach("load.before_commit")
     faultpoints.reach("load.committed")
     progress.finish(f"{tally.counts.inserted} inserted, {tally.counts.updated} updated, committed")
@@ -535,13 +572,26 @@ def mark_status_changes(
         for batch in in_batches(sorted(wanted)):
             held = conn.execute(sa.select(o.c.sf_order_id, o.c.sf_state).where(one_of(conn, o.c.sf_order_id, batch)))
             marked.update({row.sf_order_id: wanted[row.sf_order_id] for row in held if row.sf_state != wanted[row.sf_order_id]})
+        # The marked version's stamp is stored with it: an older Activated version staged by a late
+        # or cleared run can then never make the order active again (see load._older_than_stored).
+        stamped = [
+            {"b_id": order_id, "b_state": state, "b_stamp": _timestamp(latest[order_id].get("SystemModstamp"))}
+            for order_id, state in marked.items()
+        ]
+        if stamped:
+            conn.execute(
+                sa.update(o)
+                .where(o.c.sf_order_id == sa.bindparam("b_id"))
+                .values(
+                    sf_state=sa.bindparam("b_state"),
+                    sf_state_changed_at=now,
+                    last_run_id=run_id,
+                    sf_system_modstamp=sa.func.coalesce(sa.bindparam("b_stamp", type_=o.c.sf_system_modstamp.type), o.c.sf_system_modstamp),
+                ),
+                stamped,
+            )
         for state, reason in _LEFT_ACTIVE.items():
             for batch in in_batches(sorted(order_id for order_id, s in marked.items() if s == state)):
-                conn.execute(
-                    sa.update(o)
-                    .where(one_of(conn, o.c.sf_order_id, batch))
-                    .values(sf_state=state, sf_state_changed_at=now, last_run_id=run_id)
-                )
                 conn.execute(
                     sa.update(w)
                     .where(one_of(conn, w.c.sf_order_id, batch), w.c.state.in_(OUTBOX_UNSENT_STATES))

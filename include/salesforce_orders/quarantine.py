@@ -33,10 +33,17 @@ def validate_run(
     """Validate every staged order of the run, quarantine the invalid ones, mark the rest valid."""
     import pandas as pd
 
-    from .staging import iter_staged, mark_validation
+    from .staging import drop_superseded, iter_staged, mark_validation
     from .warehouse import COLUMN_LIMITS
 
     schema = config.warehouse_schema
+    with engine.begin() as conn:
+        superseded = drop_superseded(conn, run_id, schema=schema)
+    if superseded:
+        log.warning(
+            "%d staged orders are older than the versions a later run already loaded: dropped from this run "
+            "(they are in the warehouse as that run loaded them), e.g. %s", len(superseded), ", ".join(superseded[:5]),
+        )
     validator = OrderValidator(COLUMN_LIMITS, today=today)
     summary = ValidationSummary()
     seen_numbers: set[str] = set()
@@ -64,8 +71,10 @@ def validate_run(
     with engine.begin() as conn:
         mark_validation(conn, run_id, {}, schema=schema)  # every order checked and not invalid is valid
     summary.valid = summary.checked - summary.invalid
+    summary.superseded = len(superseded)
     log.info("Validated %d orders: %d valid, %d quarantined %s", summary.checked, summary.valid, summary.invalid, summary.failures_by_check)
-    if summary.checked and summary.invalid_share > config.max_invalid_share:
+    # Below invalid_share_min_orders a share means little (1 of 1 is 100 %): those are just quarantined.
+    if summary.checked >= config.invalid_share_min_orders and summary.invalid_share > config.max_invalid_share:
         raise InvalidShareExceeded(
             f"{summary.invalid} of {summary.checked} orders ({summary.invalid_share:.0%}) failed validation, more than "
             f"max_invalid_share {config.max_invalid_share:.0%}; nothing was loaded. Failures by check: "

@@ -42,8 +42,10 @@ def finish_run(
     results: Mapping[str, Mapping[str, Any] | None],
     schema: str | None = None,
     finished: datetime | None = None,
+    disabled: bool = False,
 ) -> dict[str, Any]:
-    """Write the run's counts; the run failed when a stage left no result."""
+    """Write the run's counts; the run failed when a stage left no result, unless the import is
+    ``disabled`` in the config and its extract did nothing (the run is recorded as disabled)."""
     from .warehouse import tables, upsert
 
     t = tables(schema).import_runs
@@ -54,10 +56,11 @@ def finish_run(
     if started is not None and started.tzinfo is None:
         started = started.replace(tzinfo=UTC)
     missing = [s for s in STAGES if results.get(s) is None]
+    disabled = disabled and results.get("extract") is None
     row = {
         "run_id": run_id,
         "finished_at": finished,
-        "status": "success" if not missing else "failed",
+        "status": "disabled" if disabled else "success" if not missing else "failed",
         "extracted": _get(results, "extract", "extracted"),
         "valid": _get(results, "validate", "valid"),
         "quarantined": _get(results, "validate", "invalid"),
@@ -70,7 +73,13 @@ def finish_run(
         "deactivated": _get(results, "mark_status_changes", "deactivated"),
         "api_calls": sum(_get(results, s, "api_calls") for s in STAGES),
         "duration_seconds": round((finished - started).total_seconds(), 2) if started else None,
-        "message": None if not missing else f"stages without a result (failed, skipped or not reached): {', '.join(missing)}",
+        "message": (
+            "import disabled: 'enabled' is false in the salesforce_orders_config Variable"
+            if disabled
+            else None
+            if not missing
+            else f"stages without a result (failed, skipped or not reached): {', '.join(missing)}"
+        ),
     }
     with engine.begin() as conn:
         upsert(conn, t, [row], ["run_id"])

@@ -7,7 +7,12 @@
 - scheduled and plain manual runs ("incremental"): from the stored watermark (highest
   ``SystemModstamp`` loaded) minus the overlap, so a paused DAG or a failed run loses nothing;
   the very first run has no watermark and reaches back ``lookback_days``. Scheduled runs stop at
-  their ``data_interval_end``; manual runs at "now".
+  their ``data_interval_end``; manual runs at "now". A scheduled run cleared after later runs
+  moved the watermark past its interval re-reads its own data interval.
+
+The watermark is the promise "every order changed before it is in the warehouse". A run may move
+it (forward only) when its window provably reached back to the stored watermark, i.e. it read
+everything changed since: ``RunPlan.covered_from``. A re-sync of chosen orders never moves it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,17 @@ class ParamError(ValueError):
 class RunPlan:
     mode: str
     window: ExtractWindow
+    note: str | None = None  # why the window is not the usual one for the mode
+
+    @property
+    def moves_watermark(self) -> bool:
+        """Whether the window reads every order changed from some instant on (not chosen orders)."""
+        return not self.window.order_numbers
+
+    @property
+    def covered_from(self) -> datetime | None:
+        """Every order changed from this instant on is in the window (None: from the lookback's start)."""
+        return self.window.changed_from or self.window.since
 
     def as_dict(self) -> dict[str, Any]:
         w = self.window
@@ -41,6 +57,8 @@ class RunPlan:
             "activated_since": _iso(w.activated_since),
             "since": _iso(w.since),
             "order_numbers": list(w.order_numbers),
+            "moves_watermark": self.moves_watermark,
+            "note": self.note,
         }
 
 
@@ -112,4 +130,12 @@ def plan_run(
     mark = parse_watermark(watermark)
     changed_from = mark - timedelta(minutes=config.overlap_minutes) if mark else None
     changed_to = data_interval_end if str(run_type).lower() == "scheduled" else None
+    if changed_from and changed_to and changed_from >= changed_to and data_interval_start is not None:
+        # A scheduled run cleared (or late) after later runs loaded past its interval: what it was
+        # scheduled for is covered already; it re-reads its own interval, as a backfill would.
+        note = (
+            f"the watermark ({_iso(mark)}) is already past this run's interval end ({_iso(changed_to)}): "
+            f"re-reading its data interval {_iso(data_interval_start)} .. {_iso(changed_to)}"
+        )
+        return RunPlan(INCREMENTAL, ExtractWindow(data_interval_start, changed_to, activated_since), note)
     return RunPlan(INCREMENTAL, ExtractWindow(changed_from, changed_to, activated_since))

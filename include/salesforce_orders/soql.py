@@ -290,13 +290,24 @@ def build_count_query(config: ImportConfig, window: ExtractWindow) -> str:
     return _select(["COUNT()"], config.order_object, _order_conditions(config, window))
 
 
-def build_status_changes_query(config: ImportConfig, since: datetime) -> str:
+def build_status_changes_query(order_object: str, since: datetime) -> str:
     """For queryAll: orders changed since ``since`` that are no longer Activated or are deleted."""
     conditions = [
         f"SystemModstamp >= {literal(since)}",
         f"(StatusCode != {literal(ACTIVATED)} OR IsDeleted = {literal(True)})",
     ]
-    return _select(_STATUS_CHANGE_FIELDS, config.order_object, conditions, order_by="SystemModstamp, Id")
+    return _select(_STATUS_CHANGE_FIELDS, order_object, conditions, order_by="SystemModstamp, Id")
+
+
+def build_order_statuses_query() -> str:
+    """The Order Status values with their category (StatusCode: Draft or Activated)."""
+    return _select(["ApiName", "StatusCode"], "OrderStatus", [], order_by="SortOrder")
+
+
+def build_accounts_with_field_query(field: str, since: datetime) -> str:
+    """Accounts changed since ``since`` whose ``field`` (the customer-id field) has a value."""
+    name = field_name(field)
+    return _select(["Id", name], "Account", [f"SystemModstamp >= {literal(since)}", f"{name} != null"], order_by="Id")
 
 
 __all__ = [
@@ -306,6 +317,8 @@ __all__ = [
     "build_items_query",
     "build_orders_bulk_query",
     "build_orders_query",
+    "build_accounts_with_field_query",
+    "build_order_statuses_query",
     "build_status_changes_query",
     "datetime_literal",
     "field_name",

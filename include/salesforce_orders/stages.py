@@ -163,6 +163,8 @@ def extract(
     except (ConfigError, ParamError) as exc:
         raise AirflowFailException(str(exc)) from None  # retrying cannot fix a bad config or param
     log.info("Run %s: mode %s, window %s", run_id, plan.mode, plan.as_dict())
+    if plan.note:
+        log.warning("Run %s: %s", run_id, plan.note)
     start_run(engine, run_id=run_id, dag_run_id=dag_run_id, run_type=run_type, plan=plan, schema=config.warehouse_schema)
     with engine.begin() as conn:
         clear_run(conn, run_id, schema=config.warehouse_schema)
@@ -263,20 +265,26 @@ _LOADED_TABLES = ("external_orders", "writeback_outbox")
 
 
 @_collects_garbage_less_often
-def load(*, run_id: str, max_system_modstamp: str | None) -> dict[str, Any]:
-    """Load the run's transformed orders in one transaction; outbox rows and watermark with them."""
+def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, Any]) -> dict[str, Any]:
+    """Load the run's transformed orders in one transaction; outbox rows and watermark with them.
+
+    ``window``: the extract's plan (``RunPlan.as_dict``). A re-sync of chosen orders leaves the
+    watermark alone; other runs move it only over what they provably read (see runs.py)."""
     from .load import load_run
+    from .runs import parse_watermark
     from .staging import iter_transformed
 
     config = _config()
     engine = _warehouse(config)
     schema = config.warehouse_schema
+    moves_watermark = window.get("moves_watermark", not window.get("order_numbers"))
     counts = load_run(
         engine,
         run_id,
         iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema),
         schema=schema,
-        watermark=max_system_modstamp,
+        watermark=max_system_modstamp if moves_watermark else None,
+        covered_from=parse_watermark(window.get("changed_from") or window.get("since")),
     )
     _refresh_statistics(engine, *_LOADED_TABLES, schema=schema)
     result = {"run_id": run_id, **counts.as_dict()}
@@ -307,7 +315,7 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
         since = min(since, checked - timedelta(minutes=config.overlap_minutes))
     hook = _hook(config, api_budget_left)
     changes = []
-    for page in hook.iter_query_pages(build_status_changes_query(config, since), include_deleted=True):
+    for page in hook.iter_query_pages(build_status_changes_query(config.order_object, since), include_deleted=True):
         changes.extend({k: r.get(k) for k in ("Id", "OrderNumber", "StatusCode", "IsDeleted", "SystemModstamp")} for r in page)
     stamps = [c["SystemModstamp"] for c in changes if c.get("SystemModstamp")]
     checked_to = max((s for s in (loaded_to, *stamps) if s), key=parse_watermark, default=None)
@@ -326,8 +334,10 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
 @_talks_to_salesforce
 def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, Any]:
     """Drain the outbox into Salesforce (collections, 200 a call) and update order lifecycles."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from .warehouse import tables
-    from .writeback import OutboxDrainer
+    from .writeback import ImportedStatusRefused, OutboxDrainer
 
     config = _config()
     engine = _warehouse(config)
@@ -347,7 +357,10 @@ def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, 
         max_attempts=config.writeback_max_attempts,
         bulk_threshold=config.bulk_writeback_threshold,
     )
-    summary = drainer.drain()
+    try:
+        summary = drainer.drain()
+    except ImportedStatusRefused as exc:
+        raise AirflowFailException(f"write_back: {exc}") from None  # a config error: retrying cannot help
     log.info("Write-back: %s", summary.as_dict())
     return {"run_id": run_id, **summary.as_dict(), "api_calls": hook.usage.calls}
 
@@ -358,7 +371,9 @@ def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], star
 
     config = _config()
     engine = _warehouse(config)
-    row = finish_run(engine, run_id=run_id, results=results, schema=config.warehouse_schema, finished=_now())
+    row = finish_run(
+        engine, run_id=run_id, results=results, schema=config.warehouse_schema, finished=_now(), disabled=not config.enabled
+    )
     for line in summary_lines(row):
         log.info(line)
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}

@@ -94,6 +94,26 @@ def drop_staged_items(conn: sa.Connection, run_id: str, order_ids: list[str], *,
         conn.execute(sa.delete(t).where(t.c.run_id == run_id, one_of(conn, t.c.sf_order_id, batch)))
 
 
+def drop_superseded(conn: sa.Connection, run_id: str, *, schema: str | None = None) -> list[str]:
+    """Remove the run's staged orders (and items) older than the version the warehouse holds.
+
+    Staging that sat while a newer run loaded the same orders (a cleared or late task) no longer
+    reflects Salesforce: validating, quarantining or loading it would bring an old version back.
+    Returns the ids removed."""
+    t = tables(schema)
+    stg, stored = t.stg_orders, t.external_orders
+    older = (
+        sa.select(stg.c.sf_order_id)
+        .join(stored, stored.c.sf_order_id == stg.c.sf_order_id)
+        .where(stg.c.run_id == run_id, stg.c.system_modstamp < stored.c.sf_system_modstamp)
+    )
+    ids = list(conn.execute(older).scalars())
+    drop_staged_items(conn, run_id, ids, schema=schema)
+    for batch in in_batches(ids):
+        conn.execute(sa.delete(stg).where(stg.c.run_id == run_id, one_of(conn, stg.c.sf_order_id, batch)))
+    return ids
+
+
 def stage_items(
     conn: sa.Connection, run_id: str, items: list[StagedItem], *, schema: str | None = None, now: datetime | None = None
 ) -> int:

@@ -352,6 +352,7 @@ class ValidationSummary:
     checked: int = 0
     valid: int = 0
     invalid: int = 0
+    superseded: int = 0  # staged versions older than the warehouse's, dropped unvalidated
     failures_by_check: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -364,6 +365,7 @@ class ValidationSummary:
             "valid": self.valid,
             "invalid": self.invalid,
             "invalid_share": round(self.invalid_share, 4),
+            "superseded": self.superseded,
             "failures_by_check": dict(sorted(self.failures_by_check.items())),
         }
 

@@ -40,7 +40,7 @@ OUTBOX_STATES = (OUTBOX_PENDING, OUTBOX_PROCESSING, OUTBOX_DONE, OUTBOX_FAILED, 
 OUTBOX_UNSENT_STATES = (OUTBOX_PENDING, OUTBOX_PROCESSING, OUTBOX_FAILED)
 
 SF_STATES = (SF_ACTIVE, SF_DEACTIVATED, SF_DELETED)
-RUN_STATUSES = ("running", "success", "failed")
+RUN_STATUSES = ("running", "success", "failed", "disabled")
 
 # Staged order validation status.
 STAGED, VALID, INVALID = "staged", "valid", "invalid"

@@ -59,6 +59,7 @@ BULK_JOB_RECORDS = 25_000  # outbox rows per Bulk ingest round: ~6 calls an obje
 IN_RUN_RETRIES = 2
 IN_RUN_RETRY_DELAY = 1.0  # seconds; doubled on each round
 CARD_MASK_CHAR = "X"
+ACTIVATED_CATEGORY = "Activated"
 CARD_MASK_MAX = 16
 
 
@@ -94,6 +95,20 @@ class _Round:
     payloads: list[tuple[Any, dict]]  # (row, record sent)
     nothing_to_write: list[Any]  # rows with nothing left to write for this org: done
     delivery: Future | None  # (results, API calls)
+    changed: dict[int, _Changed] = field(default_factory=dict)  # by row id: the record changed since it was planned
+
+
+@dataclass(frozen=True)
+class _Changed:
+    """A record that someone changed in Salesforce after the import read it."""
+
+    code: str
+    message: str
+    send_the_rest: bool  # the other fields (card X-outs) still go; else the row is not sent
+
+
+# What a write-back may not overwrite, and why (the row's outbox code).
+STATUS_LEFT_ALONE = {"ORDER_DEACTIVATED": "set back to Draft", "ORDER_DELETED": "deleted"}
 
 
 @dataclass(frozen=True)
@@ -118,14 +133,26 @@ def prepare_fields(sf_object: str, fields: dict[str, Any], org: OrgCapabilities,
         return dict(fields)
     prepared: dict[str, Any] = {}
     for name, value in fields.items():
-        if name == "Status" and value == imported_status and not org.imported_status_available:
-            continue
+        if name == "Status":
+            # The row asks for "mark imported": the status the config names now (a corrected
+            # imported_status applies to rows queued before the correction).
+            if not org.imported_status_available:
+                continue
+            value = imported_status
         if isinstance(value, str) and value and set(value) == {CARD_MASK_CHAR}:
             if name not in org.card_field_lengths:
                 continue  # the org has no such card field
             value = CARD_MASK_CHAR * min(org.card_field_lengths[name], CARD_MASK_MAX)
         prepared[name] = value
     return prepared
+
+
+class ImportedStatusRefused(ValueError):
+    """The configured imported status is not in the org's Activated category (a config error)."""
+
+
+def _fields(row: Any) -> dict[str, Any]:
+    return row.fields if isinstance(row.fields, dict) else json.loads(row.fields or "{}")
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -148,6 +175,7 @@ class OutboxDrainer:
         bulk_threshold: int | None = None,
         now: datetime | None = None,
         sleep: Any = time.sleep,
+        recheck_overlap: timedelta = timedelta(minutes=10),
     ):
         self.engine = engine
         self.hook = hook
@@ -161,6 +189,8 @@ class OutboxDrainer:
         self.now = now or datetime.now(UTC)
         self.sleep = sleep
         self.summary = WriteBackSummary()
+        self.recheck_overlap = recheck_overlap
+        self._checked_at: datetime | None = None  # when the records were last re-read (see _changed_since_planned)
         # Rows already counted as attempted in this run: the in-run retries of a transient error
         # belong to the same attempt, so a record locked across two runs is not given up early.
         self._attempted: set[int] = set()
@@ -232,6 +262,18 @@ class OutboxDrainer:
         return {"id": row.id, "state": state, "attempts": attempts, "last_error_code": code,
                 "last_error_message": message[:2000], "next_attempt_at": self.now + retry_delay(attempts) if state != DEAD else None}
 
+    def _with_change(self, outcome: dict[str, Any], change: _Changed | None) -> dict[str, Any]:
+        """A row sent without its Status keeps the reason, visible beside its DONE."""
+        if change is None or outcome["state"] != DONE:
+            return outcome
+        return {**outcome, "last_error_code": change.code, "last_error_message": change.message}
+
+    def _not_sent(self, row: Any, change: _Changed) -> dict[str, Any]:
+        log.warning("Write-back of %s %s not sent (%s): %s", row.sf_object, row.sf_record_id, change.code, change.message)
+        self.summary.errors_by_code[change.code] = self.summary.errors_by_code.get(change.code, 0) + 1
+        return {"id": row.id, "state": DEAD, "attempts": row.attempts or 0, "last_error_code": change.code,
+                "last_error_message": change.message, "next_attempt_at": None}
+
     def _attempts(self, row: Any) -> int:
         """The row's attempt count after this send: one more per run, however often retried in it."""
         if row.id in self._attempted:
@@ -260,12 +302,72 @@ class OutboxDrainer:
             results.update(zip(positions, answers, strict=True))
         return [results[i] for i in range(len(payloads))], self.hook.usage.calls - calls_before
 
+    # ---- still as planned? --------------------------------------------------------------
+
+    def _recheck_since(self, rows: list[Any]) -> datetime:
+        """From when Salesforce is asked what changed: the first time, from the start of the earliest
+        run that planned these rows (it read the records after that); then from the last check."""
+        if self._checked_at is not None:
+            return self._checked_at - self.recheck_overlap
+        runs = self.t.import_runs
+        with self.engine.connect() as conn:
+            started = conn.execute(
+                sa.select(sa.func.min(runs.c.started_at)).where(runs.c.run_id.in_({r.created_run_id for r in rows}))
+            ).scalar()
+        return (started or min(r.created_at for r in rows)) - self.recheck_overlap
+
+    def _changed_since_planned(self, rows: list[Any]) -> dict[int, _Changed]:
+        """Re-read, just before sending, what may have changed in Salesforce since the rows were
+        planned: orders set back to Draft or deleted (Status is then left alone), and Accounts whose
+        customer-id field someone filled in with another value (never overwritten). One query per
+        object that the batch writes, returning only such records."""
+        from .soql import build_accounts_with_field_query, build_status_changes_query
+
+        since, self._checked_at = self._recheck_since(rows), datetime.now(UTC)
+        changed: dict[int, _Changed] = {}
+        orders = [r for r in rows if r.sf_object == self.order_object and "Status" in _fields(r)]
+        if orders:
+            states: dict[str, str] = {}
+            for page in self.hook.iter_query_pages(build_status_changes_query(self.order_object, since), include_deleted=True):
+                for record in page:
+                    deleted = str(record.get("IsDeleted")).lower() == "true"
+                    states[record["Id"]] = "ORDER_DELETED" if deleted else "ORDER_DEACTIVATED"
+            for row in orders:
+                if row.sf_record_id in states:
+                    code = states[row.sf_record_id]
+                    changed[row.id] = _Changed(
+                        code,
+                        f"Status not set: the order was {STATUS_LEFT_ALONE[code]} in Salesforce after the import read it",
+                        send_the_rest=code == "ORDER_DEACTIVATED",
+                    )
+        accounts = [r for r in rows if r.sf_object == "Account"]
+        for name in sorted({key for r in accounts for key in _fields(r)}):
+            current: dict[str, Any] = {}
+            for page in self.hook.iter_query_pages(build_accounts_with_field_query(name, since)):
+                current.update((record["Id"], record.get(name)) for record in page)
+            for row in accounts:
+                planned = _fields(row).get(name)
+                value = current.get(row.sf_record_id)
+                if name in _fields(row) and value not in (None, "", planned):
+                    changed[row.id] = _Changed(
+                        "CUSTOMER_ID_CHANGED",
+                        f"not sent: the Account's {name} was set to {value!r} in Salesforce after the import read it; "
+                        f"the warehouse keeps {planned!r} until the Account is imported again",
+                        send_the_rest=False,
+                    )
+        return changed
+
     def _dispatch(self, rows: list[Any], org: OrgCapabilities, bulk: bool, salesforce: ThreadPoolExecutor) -> _Round:
         """Mark a batch as being sent (committed first) and hand it to the Salesforce thread."""
         payloads: list[tuple[Any, dict]] = []
         nothing_to_write: list[Any] = []
+        changed = self._changed_since_planned(rows)
         for row in rows:
-            fields = row.fields if isinstance(row.fields, dict) else json.loads(row.fields or "{}")
+            fields = _fields(row)
+            if row.id in changed:
+                if not changed[row.id].send_the_rest:
+                    continue
+                fields = {k: v for k, v in fields.items() if k != "Status"}
             prepared = prepare_fields(row.sf_object, fields, org, self.imported_status)
             if prepared:
                 payloads.append((row, {"attributes": {"type": row.sf_object}, "id": row.sf_record_id, **prepared}))
@@ -273,7 +375,7 @@ class OutboxDrainer:
                 nothing_to_write.append(row)
         self._mark_sending(rows)
         delivery = salesforce.submit(self._deliver, [p for _, p in payloads], bulk) if payloads else None
-        return _Round(rows, payloads, nothing_to_write, delivery)
+        return _Round(rows, payloads, nothing_to_write, delivery, changed)
 
     def _settle(self, batch: _Round) -> list[Any]:
         """Record a sent batch's outcomes; returns the rows that failed transiently (for an in-run retry)."""
@@ -289,6 +391,9 @@ class OutboxDrainer:
         outcomes = [self._outcome(row, {"success": True}) for row in batch.nothing_to_write]
         padded = results + [None] * (len(batch.payloads) - len(results))
         outcomes += [self._outcome(row, result) for (row, _), result in zip(batch.payloads, padded, strict=True)]
+        outcomes = [self._with_change(outcome, batch.changed.get(outcome["id"])) for outcome in outcomes]
+        sent = {row.id for row in batch.nothing_to_write} | {row.id for row, _ in batch.payloads}
+        outcomes += [self._not_sent(row, batch.changed[row.id]) for row in batch.rows if row.id not in sent]
         with self.engine.begin() as conn:
             self._store_outcomes(conn, outcomes)
         by_id = {row.id: row for row in batch.rows}
@@ -306,8 +411,26 @@ class OutboxDrainer:
             delay *= 2
             transient = self._settle(self._dispatch(self._reload(transient), org, False, salesforce))  # few rows: collections
 
+    def _check_imported_status_category(self) -> None:
+        """Refuse an imported status outside the Activated category: writing a Draft-category value
+        would deactivate every imported order in Salesforce."""
+        from .soql import build_order_statuses_query
+
+        categories: dict[str, str] = {}
+        for page in self.hook.iter_query_pages(build_order_statuses_query()):
+            categories.update((record["ApiName"], record["StatusCode"]) for record in page)
+        category = categories.get(self.imported_status)
+        if category is not None and category != ACTIVATED_CATEGORY:
+            activated = sorted(name for name, c in categories.items() if c == ACTIVATED_CATEGORY)
+            raise ImportedStatusRefused(
+                f"imported_status: {self.imported_status!r} is in the org's {category} status category; it must be a "
+                f"status of the Activated category (this org's: {', '.join(activated)}), or an imported order would be "
+                "deactivated in Salesforce. Nothing was written back; fix the salesforce_orders_config Variable."
+            )
+
     def drain(self) -> WriteBackSummary:
         describe = self.hook.describe(self.order_object)
+        self._check_imported_status_category()
         org = OrgCapabilities.from_describe(describe, self.imported_status, self.card_fields)
         if not org.imported_status_available:
             self.summary.status_skipped = True

@@ -493,7 +493,29 @@ def build_schema(with_imported_status: bool = True) -> Schema:
         ),
     )
 
-    objects = [user, account, contact, product, pricebook, pricebook_entry, order, order_item, contract]
+    # The Order Status picklist's values with their category, as Salesforce serves them: read-only,
+    # one row per Status value (the store keeps the rows in step with the schema).
+    order_status = SObject(
+        "OrderStatus",
+        "0Fs",
+        (
+            _id(),
+            Field("ApiName", "string", length=255, nillable=False, createable=False, updateable=False),
+            Field("MasterLabel", "string", length=255, nillable=False, createable=False, updateable=False),
+            Field(
+                "StatusCode", "picklist", length=40, nillable=False, createable=False, updateable=False,
+                picklist=(PicklistValue("Draft"), PicklistValue("Activated")),
+            ),
+            Field("SortOrder", "int", createable=False, updateable=False),
+            Field("IsDefault", "boolean", nillable=False, createable=False, updateable=False, defaulted_on_create=True),
+            *_audit_fields(),
+        ),
+        createable=False,
+        updateable=False,
+        deletable=False,
+    )
+
+    objects = [user, account, contact, product, pricebook, pricebook_entry, order, order_item, contract, order_status]
     return Schema({o.name: o for o in objects})
 
 

@@ -347,6 +347,7 @@ class Store:
             create_tables(self.conn, self.schema)
             self._create_internal_tables()
             self.integration_user_id = self._ensure_integration_user()
+            self._sync_order_statuses()
 
     # -- connection, transactions, sequences -------------------------------------------------
 
@@ -443,6 +444,8 @@ class Store:
         with self.lock:
             self.schema = schema
             create_tables(self.conn, schema)
+            with self.transaction():
+                self._sync_order_statuses()
 
     def _sobject(self, name: str) -> SObject:
         obj = self.schema.get(name) if isinstance(name, str) else None
@@ -1060,6 +1063,26 @@ class Store:
             self._claimed = {k: v for k, v in self._claimed.items() if k == _MODSTAMP_SEQUENCE}
             self._unsaved &= {_MODSTAMP_SEQUENCE}
             self.integration_user_id = self._ensure_integration_user()
+            self._sync_order_statuses()
+
+    def _sync_order_statuses(self) -> None:
+        """OrderStatus rows: one per value of the Order Status picklist, with its category."""
+        statuses, order = self.schema.get("OrderStatus"), self.schema.get("Order")
+        if statuses is None or order is None:
+            return
+        self.conn.execute(_sql("DELETE FROM {table}", table=statuses.name))
+        values = order.field("Status").picklist
+        for position, (status_id, value) in enumerate(zip(self.new_ids("OrderStatus", len(values)), values, strict=True)):
+            row = {
+                **self._defaults(statuses),
+                "ApiName": value.value,
+                "MasterLabel": value.value,
+                "StatusCode": value.category,
+                "SortOrder": position + 1,
+                "IsDefault": value.default,
+                **self._audit_fields_for_create(status_id, self._next_stamp(), self.integration_user_id),
+            }
+            self._insert(statuses, row)
 
 
 __all__ = [

@@ -91,7 +91,11 @@ class Pipeline:
             ),
             "validate": lambda: stages.validate(run_id=run_id),
             "transform": lambda: stages.transform(run_id=run_id, instance_url=results["extract"]["instance_url"]),
-            "load": lambda: stages.load(run_id=run_id, max_system_modstamp=results["extract"]["max_system_modstamp"]),
+            "load": lambda: stages.load(
+                run_id=run_id,
+                max_system_modstamp=results["extract"]["max_system_modstamp"],
+                window=results["extract"]["window"],
+            ),
             "mark_status_changes": lambda: stages.mark_status_changes(
                 run_id=run_id, window=results["extract"]["window"], api_budget_left=results["extract"].get("api_budget_left")
             ),

@@ -153,7 +153,7 @@ def staged_run(pipeline, make_transformed) -> str:
 def test_killed_in_the_middle_of_the_load_the_retry_leaves_one_copy_of_every_order(
     pipeline, staged_run, monkeypatch, tmp_path, point, arrival
 ):
-    load = f"stages.load(run_id={staged_run!r}, max_system_modstamp={MODSTAMP!r})"
+    load = f"stages.load(run_id={staged_run!r}, max_system_modstamp={MODSTAMP!r}, window={{}})"
     child = start_stages(pipeline, load, f"{point}=pause@{arrival}", tmp_path)
     wait_for_point(child, tmp_path, point)
     assert uncommitted_orders_written(pipeline)  # the moment is what it says: orders written, nothing committed
@@ -166,7 +166,7 @@ def test_killed_in_the_middle_of_the_load_the_retry_leaves_one_copy_of_every_ord
 
     # Airflow's retry of the task, in several statement batches as a large run's load is
     monkeypatch.setattr(load_module, "ORDERS_PER_BATCH", BATCH)
-    retry = stages.load(run_id=staged_run, max_system_modstamp=MODSTAMP)
+    retry = stages.load(run_id=staged_run, max_system_modstamp=MODSTAMP, window={})
 
     assert (retry["inserted"], retry["updated"], retry["unchanged"]) == (CRASH_ORDERS, 0, 0)
     assert count(pipeline, "external_orders") == CRASH_ORDERS
@@ -225,7 +225,7 @@ def test_killed_after_the_commit_nothing_is_written_back_twice_wrongly_nor_skipp
 
     child = start_stages(
         pipeline,
-        f"stages.load(run_id={run.run_id!r}, max_system_modstamp={extract['max_system_modstamp']!r})\n"
+        f"stages.load(run_id={run.run_id!r}, max_system_modstamp={extract['max_system_modstamp']!r}, window={extract['window']!r})\n"
         f"stages.mark_status_changes(run_id={run.run_id!r}, window={extract['window']!r})\n"
         f"stages.write_back(run_id={run.run_id!r})",
         f"{point}=pause",
@@ -239,7 +239,7 @@ def test_killed_after_the_commit_nothing_is_written_back_twice_wrongly_nor_skipp
 
     # Airflow runs the killed task again, then the rest of the run
     if "load" in retried:
-        retry = stages.load(run_id=run.run_id, max_system_modstamp=extract["max_system_modstamp"])
+        retry = stages.load(run_id=run.run_id, max_system_modstamp=extract["max_system_modstamp"], window=extract["window"])
         assert (retry["inserted"], retry["updated"], retry["unchanged"]) == (transformed, 0, 0)  # counted once, as this run's
         assert count(pipeline, "writeback_outbox") == committed  # no second copy of any write-back
     if "mark_status_changes" in retried:

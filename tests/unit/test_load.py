@@ -266,8 +266,13 @@ def test_status_changes_mark_orders_and_kill_their_pending_write_backs(created_w
 
     # seen again: nothing new to mark
     assert mark_status_changes(target.engine, changes, run_id="run-3", schema=target.schema, now=T2) == 0
-    # activated again with the same content: loaded as an update, active, write-back queued anew
-    counts = run(target, "run-4", [drafted], now=T2)
+    # the version staged before the change, loaded late (a cleared task): older than the mark, kept out
+    stale = run(target, "run-late", [drafted], now=T2)
+    assert (stale.superseded, stale.updated) == (1, 0)
+    assert one(target, "external_orders", o.c.sf_order_id == drafted.order.sf_order_id)["sf_state"] == "deactivated"
+    # activated again later with the same content: loaded as an update, active, write-back queued anew
+    reactivated = make_transformed(1, modstamp="2026-02-02T00:00:00.000+0000")
+    counts = run(target, "run-4", [reactivated], now=T2)
     assert counts.updated == 1
     back = one(target, "external_orders", o.c.sf_order_id == drafted.order.sf_order_id)
     assert (back["sf_state"], back["sf_state_changed_at"], back["lifecycle_state"]) == ("active", T2, "READY")
@@ -324,7 +329,7 @@ def test_error_in_the_middle_of_a_load_leaves_nothing(created_warehouse, make_tr
 
 def test_load_counts_as_dict(make_transformed):
     assert LoadCounts(1, 2, 3, 4, 5, 6).as_dict() == {
-        "inserted": 1, "updated": 2, "unchanged": 3, "outbox_rows": 4, "customers": 5, "locations": 6,
+        "inserted": 1, "updated": 2, "unchanged": 3, "outbox_rows": 4, "customers": 5, "locations": 6, "superseded": 0,
     }
 
 

@@ -297,7 +297,7 @@ def test_card_fields_are_never_selected(config: ImportConfig) -> None:
     ]
     selected = [*order_fields(config), *item_fields(config)]
     assert not [name for name in selected if name.rsplit(".", 1)[-1].lower() in card]
-    for query in [*queries, build_status_changes_query(config, NOW)]:
+    for query in [*queries, build_status_changes_query(config.order_object, NOW)]:
         for name in card:
             assert name not in query.lower()
 
@@ -363,7 +363,7 @@ def test_every_or_is_inside_parentheses() -> None:
         build_orders_bulk_query(config, since),
         build_items_query(config, since),
         build_count_query(config, since),
-        build_status_changes_query(config, NOW),
+        build_status_changes_query(config.order_object, NOW),
     ):
         depth = 0
         for token in re.findall(r"\(|\)|\bOR\b", where_clause(query)):
@@ -407,7 +407,7 @@ def test_count_query() -> None:
 
 
 def test_status_changes_query() -> None:
-    query = build_status_changes_query(ImportConfig(), datetime(2026, 1, 1, tzinfo=UTC))
+    query = build_status_changes_query(ImportConfig().order_object, datetime(2026, 1, 1, tzinfo=UTC))
     assert query == (
         "SELECT Id, OrderNumber, StatusCode, IsDeleted, SystemModstamp FROM Order"
         " WHERE SystemModstamp >= 2026-01-01T00:00:00Z AND (StatusCode != 'Activated' OR IsDeleted = true)"
@@ -430,7 +430,7 @@ def test_configured_objects_are_used() -> None:
 
 def test_status_changes_need_an_aware_datetime() -> None:
     with pytest.raises(ValueError):
-        build_status_changes_query(ImportConfig(), datetime(2026, 1, 1))
+        build_status_changes_query(ImportConfig().order_object, datetime(2026, 1, 1))
 
 
 # --- window validation ----------------------------------------------------------------------

@@ -287,6 +287,7 @@ def test_validate_run_quarantines_the_invalid_and_marks_staging(engine: sa.Engin
         "valid": 3,
         "invalid": 1,
         "invalid_share": 0.25,
+        "superseded": 0,
         "failures_by_check": {"field_lengths": 1, "status_activated": 1},
     }
     [quarantined] = rows(engine, tables().quarantined_orders)
@@ -325,7 +326,7 @@ def test_too_many_invalid_orders_stop_the_run_before_anything_is_loaded(engine: 
     stage(engine, "run-1", orders)
 
     with pytest.raises(InvalidShareExceeded) as raised:
-        validate_run(engine, "run-1", parse_config({"max_invalid_share": 0.25}), today=TODAY)
+        validate_run(engine, "run-1", parse_config({"max_invalid_share": 0.25, "invalid_share_min_orders": 4}), today=TODAY)
 
     message = str(raised.value)
     assert "2 of 4 orders (50%)" in message and "max_invalid_share 25%" in message
@@ -335,3 +336,22 @@ def test_too_many_invalid_orders_stop_the_run_before_anything_is_loaded(engine: 
     assert rows(engine, t.writeback_outbox) == []
     # The reasons stay visible for whoever looks into the stopped run.
     assert {r["sf_order_id"] for r in rows(engine, t.quarantined_orders)} == {sf_id("801", 2), sf_id("801", 3)}
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_small_window_with_invalid_orders_quarantines_them_instead_of_failing_the_run(engine: sa.Engine, size: int):
+    """Below invalid_share_min_orders (default 20) the share is not applied: 1 of 1 is no broken org."""
+    orders = [staged_order(1, AccountId=None)] + [staged_order(n) for n in range(2, size + 1)]
+    stage(engine, "run-1", orders)
+
+    summary = validate_run(engine, "run-1", parse_config({}), today=TODAY)
+
+    assert (summary.checked, summary.invalid) == (size, 1)
+    assert {r["sf_order_id"] for r in rows(engine, tables().quarantined_orders)} == {sf_id("801", 1)}
+
+
+def test_the_share_applies_from_invalid_share_min_orders_on(engine: sa.Engine):
+    orders = [staged_order(n, AccountId=None) for n in (1, 2)] + [staged_order(n) for n in range(3, 6)]
+    stage(engine, "run-1", orders)
+    with pytest.raises(InvalidShareExceeded, match="2 of 5 orders"):
+        validate_run(engine, "run-1", parse_config({"invalid_share_min_orders": 5}), today=TODAY)

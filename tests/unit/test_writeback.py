@@ -20,6 +20,7 @@ from salesforce_orders.salesforce import COLLECTION_LIMIT, ApiUsage, SalesforceA
 from salesforce_orders.warehouse import create_all, tables
 from salesforce_orders.writeback import (
     CARD_MASK_MAX,
+    ImportedStatusRefused,
     OrgCapabilities,
     OutboxDrainer,
     WriteBackSummary,
@@ -77,12 +78,14 @@ def test_prepare_fields_sizes_card_masks_and_drops_what_the_org_lacks():
     }
 
 
-def test_prepare_fields_keeps_an_available_status_and_other_statuses():
+def test_prepare_fields_writes_the_configured_status_when_the_org_has_it():
+    """A row's Status means "mark imported": it takes the configured status when it is sent."""
     with_status = OrgCapabilities(imported_status_available=True, card_field_lengths={})
     without = OrgCapabilities(imported_status_available=False, card_field_lengths={})
 
     assert prepare_fields("Order", {"Status": "Imported"}, with_status, "Imported") == {"Status": "Imported"}
-    assert prepare_fields("Order", {"Status": "Activated"}, without, "Imported") == {"Status": "Activated"}
+    assert prepare_fields("Order", {"Status": "Draft"}, with_status, "Imported") == {"Status": "Imported"}  # queued under a wrong config
+    assert prepare_fields("Order", {"Status": "Imported"}, without, "Imported") == {}
 
 
 def test_prepare_fields_leaves_other_objects_alone():
@@ -146,6 +149,24 @@ class FakeSalesforce:
         self.answer: Callable[[dict], dict | None] = lambda record: None
         self.fail_call: BaseException | None = None
         self.calls: list[list[dict]] = []
+        # What queries find, by object: the org's Order statuses; the re-read before sending finds
+        # the records changed since they were planned
+        self.changed: dict[str, list[dict]] = {
+            "Order": [],
+            "Account": [],
+            "OrderStatus": [
+                {"ApiName": "Draft", "StatusCode": "Draft"},
+                {"ApiName": "Activated", "StatusCode": "Activated"},
+                {"ApiName": "Imported", "StatusCode": "Activated"},
+            ],
+        }
+        self.queries: list[str] = []
+
+    def iter_query_pages(self, soql: str, include_deleted: bool = False):
+        self.queries.append(soql)
+        self.usage.calls += 1
+        sobject = soql.split(" FROM ", 1)[1].split()[0]
+        yield list(self.changed[sobject])
 
     def describe(self, sobject: str) -> dict:
         assert sobject == "Order"
@@ -185,14 +206,14 @@ def loaded(engine: sa.Engine, make_transformed: Callable[..., Any]) -> Callable[
 
 
 def drain(engine: sa.Engine, hook: FakeSalesforce, *, now: datetime = T0, run_id: str = "run-wb", max_attempts: int = 5,
-          sleeps: list[float] | None = None) -> WriteBackSummary:
+          sleeps: list[float] | None = None, imported_status: str = "Imported") -> WriteBackSummary:
     drainer = OutboxDrainer(
         engine,
         hook,  # type: ignore[arg-type]
         tables=tables(),
         run_id=run_id,
         order_object="Order",
-        imported_status="Imported",
+        imported_status=imported_status,
         card_fields=DEFAULT_CARD_FIELDS,
         max_attempts=max_attempts,
         now=now,
@@ -448,3 +469,92 @@ def test_a_failed_call_keeps_the_outcomes_of_the_batches_around_it(engine, loade
     assert states[400:] == ["DONE"] * 50  # already sent when the failure was seen
     assert drain(engine, hook, run_id="run-wb-2").attempted == 200
     assert {r["state"] for r in outbox(engine)} == {"DONE"}
+
+
+# ---- records changed in Salesforce after the import read them -----------------------------
+
+
+def test_an_order_set_back_to_draft_after_planning_keeps_its_status_and_still_gets_its_card_fields_masked(engine, loaded):
+    first, second = loaded(1, 2)
+    with engine.begin() as conn:  # the first order had card data: its row X-es the card fields out too
+        t = tables().writeback_outbox
+        conn.execute(
+            sa.update(t)
+            .where(t.c.sf_record_id == first.order.sf_order_id)
+            .values(fields={"Status": "Imported", "Credit_Card_Number__c": "XXXXXXXXXXXXXXXX"})
+        )
+    hook = FakeSalesforce()
+    hook.changed["Order"] = [{"Id": first.order.sf_order_id, "StatusCode": "Draft", "IsDeleted": False}]
+
+    summary = drain(engine, hook)
+
+    sent = {record["id"]: record for record in hook.sent()}
+    assert sent[first.order.sf_order_id] == {
+        "attributes": {"type": "Order"}, "id": first.order.sf_order_id, "Credit_Card_Number__c": "XXXXXXXXXXXXXXXX",
+    }
+    assert sent[second.order.sf_order_id]["Status"] == "Imported"
+    row = next(r for r in outbox(engine) if r["sf_record_id"] == first.order.sf_order_id)
+    assert (row["state"], row["last_error_code"]) == ("DONE", "ORDER_DEACTIVATED")
+    assert "set back to Draft in Salesforce after the import read it" in row["last_error_message"]
+    assert summary.written == 4
+    # the re-read asks only for orders changed since the planning run started (less the overlap)
+    assert any("FROM Order WHERE SystemModstamp >=" in q and "StatusCode != 'Activated'" in q for q in hook.queries)
+
+
+def test_an_order_deleted_after_planning_is_not_written(engine, loaded):
+    first, second = loaded(1, 2)
+    hook = FakeSalesforce()
+    hook.changed["Order"] = [{"Id": first.order.sf_order_id, "StatusCode": "Activated", "IsDeleted": True}]
+
+    summary = drain(engine, hook)
+
+    assert first.order.sf_order_id not in {record["id"] for record in hook.sent()}
+    row = next(r for r in outbox(engine) if r["sf_record_id"] == first.order.sf_order_id)
+    assert (row["state"], row["last_error_code"]) == ("DEAD", "ORDER_DELETED")
+    assert summary.errors_by_code == {"ORDER_DELETED": 1}
+    assert lifecycle(engine, second) == ("COMPLETE", None)
+
+
+def test_a_customer_id_someone_set_on_the_account_after_the_extract_is_never_overwritten(engine, loaded):
+    first, second = loaded(1, 2)
+    hook = FakeSalesforce()
+    hook.changed["Account"] = [
+        {"Id": first.customer.sf_account_id, "Customer_ID__c": "ERP-77"},  # set by someone else
+        {"Id": second.customer.sf_account_id, "Customer_ID__c": "C-2"},  # the same value: nothing to fear
+    ]
+
+    drain(engine, hook)
+
+    sent = {record["id"] for record in hook.sent()}
+    assert first.customer.sf_account_id not in sent and second.customer.sf_account_id in sent
+    row = next(r for r in outbox(engine) if r["sf_record_id"] == first.customer.sf_account_id)
+    assert (row["state"], row["last_error_code"]) == ("DEAD", "CUSTOMER_ID_CHANGED")
+    assert "set to 'ERP-77' in Salesforce after the import read it" in row["last_error_message"]
+    assert lifecycle(engine, first)[0] == "FAILED"
+    assert any("FROM Account WHERE SystemModstamp >=" in q and "Customer_ID__c != null" in q for q in hook.queries)
+
+
+def test_an_imported_status_of_the_draft_category_is_refused_before_anything_is_sent(engine, loaded):
+    loaded(1, 2)
+    hook = FakeSalesforce()
+
+    with pytest.raises(ImportedStatusRefused) as refused:
+        drain(engine, hook, imported_status="Draft")
+
+    message = str(refused.value)
+    assert message.startswith("imported_status: 'Draft' is in the org's Draft status category")
+    assert "this org's: Activated, Imported" in message
+    assert hook.sent() == []
+    assert {r["state"] for r in outbox(engine)} == {"PENDING"}
+
+
+def test_queued_rows_take_the_imported_status_the_config_names_when_they_are_sent(engine, loaded):
+    """A corrected imported_status applies to the rows queued while it was wrong."""
+    first, _ = loaded(1, 2)
+    hook = FakeSalesforce()
+    hook.changed["OrderStatus"].append({"ApiName": "Synced", "StatusCode": "Activated"})
+    hook._describe = order_describe(statuses=("Draft", "Activated", "Imported", "Synced"))
+
+    drain(engine, hook, imported_status="Synced")
+
+    assert {r["Status"] for r in hook.sent() if r["attributes"]["type"] == "Order"} == {"Synced"}

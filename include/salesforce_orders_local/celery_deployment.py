@@ -259,7 +259,6 @@ class CeleryDeployment:
             **project_airflow_env(self.home),
             **shared_airflow_environment(self.layout),
             "AIRFLOW__API__BASE_URL": self.api_url,
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
             # the workers report their own names (worker_hostname.py); the others the host's
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "salesforce_orders_local.worker_hostname.worker_hostname",
             **connection_env("salesforce_default", self.salesforce_connection),
@@ -301,7 +300,10 @@ class CeleryDeployment:
         for worker in WORKERS:
             # The workers share this host's log folder with the api-server, which reads task logs
             # from it: no log server of their own (two would want the same port).
-            command = [*airflow, "celery", "worker", "--celery-hostname", self.worker_node(worker), "--skip-serve-logs"]
+            command = [
+                *airflow, "celery", "worker", "--celery-hostname", self.worker_node(worker),
+                "--concurrency", str(self.worker_concurrency), "--skip-serve-logs",
+            ]
             components.append(Component(worker, command, {**env, WORKER_NAME_ENV: worker}, logs / f"{worker}.log"))
         return components
 

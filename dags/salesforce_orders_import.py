@@ -9,6 +9,14 @@ from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_curren
 
 STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back")
 
+# The tasks that write what runs share (quarantine, orders, watermark, outbox; Salesforce) run in a
+# one-slot pool: runs of every type (scheduled, manual, backfill, whose own max_active_runs the
+# DAG's does not bound) never write at the same time. Create it once per deployment:
+#   airflow pools set salesforce_orders_warehouse 1 "one import writes the warehouse at a time"
+# weight_rule="upstream": a run's later stages go first, so a started run finishes before the next.
+WAREHOUSE_POOL = "salesforce_orders_warehouse"
+SERIALISED = {"pool": WAREHOUSE_POOL, "weight_rule": "upstream"}
+
 # The loaded tables as Airflow Assets: analysts' DAGs schedule on them (dags/orders_downstream_example.py).
 # Each event's extra carries the load's counts, so a consumer can tell a real change from a no-op run.
 WAREHOUSE_ASSETS = tuple(
@@ -127,7 +135,7 @@ def salesforce_orders_import():
             params=dict(context["params"]),
         )
 
-    @task(doc_md=TASK_DOCS["validate"])
+    @task(doc_md=TASK_DOCS["validate"], **SERIALISED)
     def validate(extracted: dict) -> dict:
         from salesforce_orders import stages
 
@@ -139,7 +147,7 @@ def salesforce_orders_import():
 
         return stages.transform(run_id=extracted["run_id"], instance_url=extracted["instance_url"])
 
-    @task(doc_md=TASK_DOCS["load"], outlets=list(WAREHOUSE_ASSETS))
+    @task(doc_md=TASK_DOCS["load"], outlets=list(WAREHOUSE_ASSETS), **SERIALISED)
     def load(extracted: dict, transformed: dict) -> dict:
         from salesforce_orders import stages
 
@@ -151,7 +159,7 @@ def salesforce_orders_import():
             events[asset].extra = {"run_id": loaded["run_id"], **{k: loaded.get(k, 0) for k in ("inserted", "updated", "unchanged")}}
         return loaded
 
-    @task(doc_md=TASK_DOCS["mark_status_changes"])
+    @task(doc_md=TASK_DOCS["mark_status_changes"], **SERIALISED)
     def mark_status_changes(extracted: dict, loaded: dict) -> dict:
         from salesforce_orders import stages
 
@@ -159,7 +167,7 @@ def salesforce_orders_import():
             run_id=extracted["run_id"], window=extracted["window"], api_budget_left=extracted.get("api_budget_left")
         )
 
-    @task(doc_md=TASK_DOCS["write_back"])
+    @task(doc_md=TASK_DOCS["write_back"], **SERIALISED)
     def write_back(extracted: dict, marked: dict) -> dict:
         from salesforce_orders import stages
 

@@ -56,10 +56,12 @@ class ExtractSummary:
     api_calls: int = 0
     max_system_modstamp: str | None = None
     seconds: float = 0.0
+    accounts_changed: int = 0  # Accounts whose edits brought their orders into the run
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "extracted": self.orders,
+            "accounts_changed": self.accounts_changed,
             "items": self.items,
             "pages": self.pages,
             "api_calls": self.api_calls,
@@ -191,3 +193,35 @@ def extract_bulk(
     summary.api_calls = hook.usage.calls - calls_before
     summary.pages = hook.usage.result_pages - pages_before  # API result pages, not the chunks staged
     return summary
+
+
+def changed_accounts(
+    engine: sa.Engine, hook: SalesforceOrdersHook, soql: str, config: Any, *, schema: str | None = None
+) -> dict[str, list[str]]:
+    """Of the Accounts ``soql`` reads (changed in the window), those whose customer in the warehouse
+    differs from them now, with what differs. Accounts the warehouse has no customer for are not
+    the import's business (no order of theirs was imported)."""
+    from .transform import customer_changes
+    from .warehouse import select_in, tables
+
+    customers = tables(schema).customers
+    changed: dict[str, list[str]] = {}
+    for page in hook.iter_query_pages(soql):
+        with engine.connect() as conn:
+            rows = select_in(conn, customers, list(customers.c), customers.c.sf_account_id, [r["Id"] for r in page])
+        stored = {row.sf_account_id: row._mapping for row in rows}
+        for account in page:
+            if account["Id"] in stored and (what := customer_changes(account, stored[account["Id"]], config)):
+                changed[account["Id"]] = what
+    return changed
+
+
+def count_staged(engine: sa.Engine, run_id: str, *, schema: str | None = None) -> tuple[int, int]:
+    """The run's staged orders and items."""
+    from .warehouse import tables
+
+    t = tables(schema)
+    with engine.connect() as conn:
+        orders = conn.execute(sa.select(sa.func.count()).where(t.stg_orders.c.run_id == run_id)).scalar_one()
+        items = conn.execute(sa.select(sa.func.count()).where(t.stg_order_items.c.run_id == run_id)).scalar_one()
+    return orders, items

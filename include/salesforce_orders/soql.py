@@ -163,10 +163,12 @@ class ExtractWindow:
     activated_since: datetime  # ActivatedDate >= (the lookback)
     order_numbers: tuple[str, ...] = ()  # re-sync just these (no changed_* bounds then)
     since: datetime | None = None  # (ActivatedDate >= since OR SystemModstamp >= since)
+    account_ids: tuple[str, ...] = ()  # just the orders of these Accounts (no changed_* bounds then)
 
     def __post_init__(self) -> None:
         # Accept any sequence of numbers but keep the frozen window hashable.
         object.__setattr__(self, "order_numbers", tuple(self.order_numbers))
+        object.__setattr__(self, "account_ids", tuple(self.account_ids))
         for name in ("changed_from", "changed_to", "activated_since", "since"):
             value = getattr(self, name)
             if value is not None and (value.tzinfo is None or value.utcoffset() is None):
@@ -236,6 +238,8 @@ def _order_conditions(config: ImportConfig, window: ExtractWindow, *, path: str 
     ]
     if window.order_numbers:
         conditions.append(f"{f('OrderNumber')} IN {literal(tuple(window.order_numbers))}")
+    elif window.account_ids:
+        conditions.append(f"{f('AccountId')} IN {literal(tuple(window.account_ids))}")
     else:
         if window.since is not None:
             since = literal(window.since)
@@ -299,6 +303,23 @@ def build_status_changes_query(order_object: str, since: datetime) -> str:
     return _select(_STATUS_CHANGE_FIELDS, order_object, conditions, order_by="SystemModstamp, Id")
 
 
+def account_fields(config: ImportConfig) -> list[str]:
+    """What the import keeps of an Account (its customer): as the order query reads it under ``Account.``."""
+    return _dedupe(["Id", "Name", "ParentId", field_name(config.customer_id_field), *(f[len("Account."):] for f in _ACCOUNT_BILLING_FIELDS)])
+
+
+def build_changed_accounts_query(config: ImportConfig, window: ExtractWindow) -> str:
+    """Accounts changed in the window (their own SystemModstamp, the orders' bounds): a rename, a new
+    parent, address or customer id reaches the warehouse without any of their orders changing."""
+    start = window.changed_from or window.since
+    if start is None:
+        raise ValueError("changed accounts need a window with a start (changed_from or since)")
+    conditions = [f"SystemModstamp >= {literal(start)}"]
+    if window.changed_to is not None:
+        conditions.append(f"SystemModstamp < {literal(window.changed_to)}")
+    return _select(account_fields(config), "Account", conditions, order_by="Id")
+
+
 def build_order_statuses_query() -> str:
     """The Order Status values with their category (StatusCode: Draft or Activated)."""
     return _select(["ApiName", "StatusCode"], "OrderStatus", [], order_by="SortOrder")
@@ -317,7 +338,9 @@ __all__ = [
     "build_items_query",
     "build_orders_bulk_query",
     "build_orders_query",
+    "account_fields",
     "build_accounts_with_field_query",
+    "build_changed_accounts_query",
     "build_order_statuses_query",
     "build_status_changes_query",
     "datetime_literal",

@@ -255,6 +255,25 @@ def customer_for(
     return customer, parent
 
 
+def customer_changes(account: Mapping[str, Any], stored: Mapping[str, Any], config: ImportConfig) -> list[str]:
+    """What differs between an Account as Salesforce has it now and its stored customer row: the
+    fields a customer is made of (name, parent, customer id, the Account's own billing address).
+    Our own write-back of the customer id is no change: the effective id stays the same."""
+    as_order = {"AccountId": account.get("Id"), **{f"Account.{k}": v for k, v in account.items() if k != "attributes"}}
+    customer, _ = customer_for(as_order, config)
+    changes = []
+    if customer.name != stored.get("name"):
+        changes.append("Name")
+    if customer.parent_sf_account_id != stored.get("parent_sf_account_id"):
+        changes.append("ParentId")
+    if customer.customer_id != stored.get("customer_id"):
+        changes.append(config.customer_id_field)
+    billing = address_from(as_order, "Account.Billing")
+    if not billing.is_empty() and any(value != stored.get(f"billing_{part}") for part, value in vars(billing).items()):
+        changes.append("Billing address")
+    return changes
+
+
 def _normalised_address(address: Address) -> str:
     # The country code when known, so "USA" and "United States" are one location.
     parts = (

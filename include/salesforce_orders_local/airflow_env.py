@@ -18,6 +18,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = PROJECT_ROOT / "dags"
 PLUGINS_FOLDER = PROJECT_ROOT / "plugins"
 DAG_ID = "salesforce_orders_import"
+# The one-slot pool of the import's warehouse-writing tasks (dags/salesforce_orders_import.py).
+WAREHOUSE_POOL = "salesforce_orders_warehouse"
+WAREHOUSE_POOL_DESCRIPTION = "one import writes the warehouse at a time"
 
 
 def project_airflow_env(airflow_home: Path) -> dict[str, str]:
@@ -53,6 +56,17 @@ def configure(airflow_home: Path, extra_env: Mapping[str, str] | None = None) ->
         )
         marker.touch()
     return env
+
+
+def ensure_pool(env: Mapping[str, str] | None = None) -> None:
+    """Create (or reset to one slot) the import's pool in the metadata DB ``env`` points at."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "pools", "set", WAREHOUSE_POOL, "1", WAREHOUSE_POOL_DESCRIPTION],
+        check=True,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def connection_env(conn_id: str, connection: Mapping[str, Any]) -> dict[str, str]:

@@ -28,12 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .airflow_env import connection_env, postgres_warehouse_connection, project_airflow_env, variable_env
+from .airflow_env import (
+    connection_env,
+    ensure_pool,
+    postgres_warehouse_connection,
+    project_airflow_env,
+    variable_env,
+)
 from .worker_hostname import WORKER_NAME_ENV, node_name
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
-WAREHOUSE_POOL = ("salesforce_orders_warehouse", 1, "one import writes the warehouse at a time")
 WORKERS = ("worker-1", "worker-2")
 SECRET_FILES = ("jwt_secret", "fernet_key")
 READY_TIMEOUT_SECONDS = 240
@@ -164,17 +169,10 @@ class Component:
     log_path: Path
     process: subprocess.Popen | None = None
     killed: bool = False  # on purpose (kill_worker): not a failure
-    one_shot: bool = False  # a command that is done when it exits 0
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
-
-    @property
-    def failed(self) -> bool:
-        if self.running or self.killed:
-            return False
-        return not (self.one_shot and self.process is not None and self.process.returncode == 0)
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
@@ -273,25 +271,22 @@ class CeleryDeployment:
     # -- lifecycle ------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Databases, shared secrets and the migrated metadata DB."""
+        """Databases, shared secrets, the migrated metadata DB and the import's pool."""
         self.home.mkdir(parents=True, exist_ok=True)
         create_databases(self.postgres_url, (self.metadata_database, self.warehouse_database))
         ensure_shared_secrets(self.home / "secrets")
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"], env=self.environment(), capture_output=True, text=True
-        )
+        env = self.environment()
+        result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True)
         if result.returncode:
             raise ComponentFailed(f"airflow db migrate exited {result.returncode}:\n{result.stderr[-4000:]}")
+        ensure_pool(env)
 
     def _components(self) -> list[Component]:
         env = self.environment()
         logs = self.home / "processes"
         airflow = [sys.executable, "-m", "airflow"]
         api = [*airflow, "api-server", "--host", self.api_host, "--port", str(self.api_port), "--workers", "1"]
-        pool, slots, description = WAREHOUSE_POOL
         components = [
-            # created while the rest starts; the deployment is ready once it is there
-            Component("warehouse-pool", [*airflow, "pools", "set", pool, str(slots), description], env, logs / "pools.log", one_shot=True),
             Component("api-server", api, env, logs / "api-server.log"),
             Component("scheduler", [*airflow, "scheduler"], env, logs / "scheduler.log"),
             Component("dag-processor", [*airflow, "dag-processor"], env, logs / "dag-processor.log"),
@@ -331,7 +326,7 @@ class CeleryDeployment:
 
     def check_running(self) -> None:
         for component in self.components.values():
-            if component.failed:
+            if not component.running and not component.killed:
                 code = component.process.returncode if component.process else None
                 raise ComponentFailed(f"{component.name} exited ({code}):\n{component.log_tail()}")
 
@@ -351,9 +346,6 @@ class CeleryDeployment:
     def _not_ready(self) -> str | None:
         import requests
 
-        for component in self.components.values():
-            if component.one_shot and component.running:
-                return component.name
         try:
             health = requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).json()
         except (requests.RequestException, ValueError):

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .airflow_env import configure, connection_env, sqlite_warehouse_connection, variable_env
+from .airflow_env import configure, connection_env, ensure_pool, sqlite_warehouse_connection, variable_env
 from .demo import STATE_DIR
 from .demo import start_sandbox as _start
 
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     configure(STATE_DIR / "airflow", env)
+    ensure_pool()
     print(f"Sandbox: {server.url} (CA {server.ca_path}); Airflow UI: http://localhost:{args.port}", flush=True)
     try:
         return subprocess.call([sys.executable, "-m", "airflow", "standalone"], env={**os.environ})

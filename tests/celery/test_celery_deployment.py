@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from salesforce_orders_local.airflow_env import DAG_ID
-from salesforce_orders_local.celery_deployment import WAREHOUSE_POOL, WORKERS
+from salesforce_orders_local.airflow_env import DAG_ID, WAREHOUSE_POOL
+from salesforce_orders_local.celery_deployment import WORKERS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(900)]
 
@@ -226,12 +226,11 @@ def test_a_backfill_of_several_intervals_completes_without_overlapping_warehouse
     for run in runs:
         assert_succeeded(stack, run)
 
-    pool, _slots, _description = WAREHOUSE_POOL
     writing = [
         ti
         for run in stack.dag_runs()
         for ti in stack.task_instances(run["dag_run_id"]).values()
-        if ti["pool"] == pool
+        if ti["pool"] == WAREHOUSE_POOL
     ]
     backfilled = {run["dag_run_id"] for run in runs}
     assert {(ti["run_id"], ti["task_id"]) for ti in writing if ti["run_id"] in backfilled} >= {

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from salesforce_orders_local.airflow_env import WAREHOUSE_POOL, WAREHOUSE_POOL_DESCRIPTION
 from salesforce_orders_local.celery_deployment import (
     SECRET_FILES,
-    WAREHOUSE_POOL,
     CeleryDeployment,
     CeleryLayout,
     shared_airflow_environment,
@@ -251,4 +251,4 @@ def test_the_secrets_command_writes_them_once_for_the_owner_only(tmp_path: Path)
 def test_airflow_init_creates_the_warehouse_pool(services: dict[str, Any]):
     pool_lines = [line for line in services["airflow-init"]["command"][-1].splitlines() if " pools set " in line]
     [arguments] = [shlex.split(line) for line in pool_lines]
-    assert arguments[arguments.index("set") + 1 :] == [str(value) for value in WAREHOUSE_POOL]
+    assert arguments[arguments.index("set") + 1 :] == [WAREHOUSE_POOL, "1", WAREHOUSE_POOL_DESCRIPTION]

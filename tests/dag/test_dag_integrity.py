@@ -46,6 +46,16 @@ def test_conventions(dag):
     assert set(dag.params.keys()) == {"since", "order_numbers", "full_resync"}
 
 
+def test_the_tasks_that_write_shared_state_run_one_at_a_time_across_runs(dag):
+    """Every run type (a backfill's own max_active_runs included) queues for the same one-slot pool;
+    a started run's later stages go first."""
+    from salesforce_orders_local.airflow_env import WAREHOUSE_POOL
+
+    serialised = {t.task_id for t in dag.tasks if t.pool == WAREHOUSE_POOL}
+    assert serialised == {"validate", "load", "mark_status_changes", "write_back"}
+    assert {str(dag.get_task(t).weight_rule) for t in serialised} == {"upstream"}
+
+
 def test_dag_file_has_no_heavy_top_level_imports():
     tree = ast.parse(DAG_FILE.read_text())
     top_level = {

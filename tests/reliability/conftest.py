@@ -63,6 +63,8 @@ class Pipeline:
     monkeypatch: pytest.MonkeyPatch
     config: dict[str, Any] = field(default_factory=dict)
     params_by_run: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # run type and data interval by run (default: a manual run, no interval)
+    kind_by_run: dict[str, tuple[str, Any, Any]] = field(default_factory=dict)
 
     @property
     def dialect(self) -> str:
@@ -84,10 +86,11 @@ class Pipeline:
         from salesforce_orders import stages
 
         results, run_id = outcome.results, outcome.run_id
+        run_type, interval_start, interval_end = self.kind_by_run.get(run_id, ("manual", None, None))
         calls: dict[str, Callable[[], dict[str, Any]]] = {
             "extract": lambda: stages.extract(
-                run_id=run_id, dag_run_id=run_id, run_type="manual",
-                data_interval_start=None, data_interval_end=None, params=self.params_by_run.get(run_id, {}),
+                run_id=run_id, dag_run_id=run_id, run_type=run_type,
+                data_interval_start=interval_start, data_interval_end=interval_end, params=self.params_by_run.get(run_id, {}),
             ),
             "validate": lambda: stages.validate(run_id=run_id),
             "transform": lambda: stages.transform(run_id=run_id, instance_url=results["extract"]["instance_url"]),
@@ -106,13 +109,22 @@ class Pipeline:
         results[name] = calls[name]()
         return results[name]
 
-    def run(self, params: dict[str, Any] | None = None, *, until: str = "write_back") -> RunOutcome:
+    def run(
+        self,
+        params: dict[str, Any] | None = None,
+        *,
+        until: str = "write_back",
+        run_type: str = "manual",
+        interval: tuple[Any, Any] = (None, None),
+    ) -> RunOutcome:
         """One run, stage after stage up to ``until``; the first failure ends it. ``report`` runs
-        at the end like the DAG's all_done task (when the warehouse can take it)."""
+        at the end like the DAG's all_done task (when the warehouse can take it). ``run_type`` and
+        ``interval``: as Airflow gives them to a scheduled or backfill run."""
         from salesforce_orders import stages
 
         outcome = RunOutcome(self.new_run_id(), dict.fromkeys(STAGES))
         self.params_by_run[outcome.run_id] = params or {}
+        self.kind_by_run[outcome.run_id] = (run_type, *interval)
         for name in STAGES[: STAGES.index(until) + 1]:
             try:
                 self.stage(name, outcome)

@@ -1,0 +1,269 @@
+"""Runs of every kind never lose, skip or overwrite an order: re-syncs and the watermark, backfills
+of a later interval, late or cleared loads, cleared old scheduled runs, the breaker on small
+windows, records changed in Salesforce just before the write-back, Account edits, a disabled import.
+
+The stages run as the DAG's tasks (``conftest.Pipeline``), against the sandbox org and a SQLite or
+PostgreSQL warehouse. What the real scheduler adds (run types, the pool, backfills, clears) is
+tested in ``tests/scheduler/``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from salesforce_orders import stages
+
+
+def loaded(p) -> dict[str, dict]:
+    return {r["sf_order_id"]: r for r in p.query("SELECT * FROM external_orders")}
+
+
+def order_numbers(p, *order_ids: str) -> list[str]:
+    return [p.scalar("SELECT order_number FROM external_orders WHERE sf_order_id = :i", i=i) for i in order_ids]
+
+
+def next_second() -> None:
+    """SOQL datetimes have whole seconds: a change that must come after the previous one waits for
+    the clock's next second (this is about the clock, not about letting something happen)."""
+    time.sleep(1.1)
+
+
+@pytest.fixture
+def imported(pipeline):
+    """The org imported once, every order written back; the mark is the last loaded SystemModstamp.
+    No overlap, so each test sees exactly what its window reads."""
+    pipeline.set_config(overlap_minutes=0)
+    first = pipeline.run()
+    assert first.succeeded, first.error
+    return pipeline
+
+
+# ---------------------------------------------------------------------------------------
+# the watermark
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_resync_leaves_the_watermark_so_the_next_run_reads_every_other_change(imported):
+    p = imported
+    a, b = sorted(loaded(p))[:2]
+    p.org_update("Order", a, Description="A changed first")
+    next_second()
+    p.org_update("Order", b, Description="B changed, then re-synced")
+    mark = p.watermark()
+
+    resync = p.run({"order_numbers": order_numbers(p, b)})
+
+    assert resync.succeeded, resync.error
+    assert p.watermark() == mark
+    assert loaded(p)[b]["notes"] == "B changed, then re-synced"
+    scheduled = p.run()
+    assert scheduled.succeeded, scheduled.error
+    assert loaded(p)[a]["notes"] == "A changed first"
+
+
+def test_a_since_run_moves_the_watermark_only_when_it_read_from_the_mark_on(imported):
+    p = imported
+    a, b = sorted(loaded(p))[:2]
+    p.org_update("Order", a, Description="A changed first")
+    next_second()
+    since = datetime.now(UTC).replace(microsecond=0)
+    p.org_update("Order", b, Description="B changed after 'since'")
+    mark = p.watermark()
+
+    later = p.run({"since": since.isoformat()})
+
+    assert later.succeeded, later.error
+    assert p.watermark() == mark  # it read from 'since' on: not everything after the mark
+    assert loaded(p)[a]["notes"] != "A changed first"
+    earlier = p.run({"since": "2020-01-01"})  # reaches back past the mark: it read everything
+    assert earlier.succeeded, earlier.error
+    assert p.watermark() > mark
+    assert loaded(p)[a]["notes"] == "A changed first"
+
+
+def test_a_backfill_of_a_later_interval_does_not_jump_over_what_it_never_read(imported):
+    p = imported
+    a, b = sorted(loaded(p))[:2]
+    p.org_update("Order", a, Description="A changed before the interval")
+    next_second()
+    start = datetime.now(UTC).replace(microsecond=0)
+    p.org_update("Order", b, Description="B changed in the interval")
+    mark = p.watermark()
+
+    backfill = p.run(run_type="backfill", interval=(start, datetime.now(UTC) + timedelta(seconds=1)))
+
+    assert backfill.succeeded, backfill.error
+    assert loaded(p)[b]["notes"] == "B changed in the interval"
+    assert p.watermark() == mark
+    assert p.run().succeeded
+    assert loaded(p)[a]["notes"] == "A changed before the interval"
+
+
+def test_a_scheduled_run_cleared_after_later_runs_moved_the_watermark_re_reads_its_interval(imported):
+    p = imported
+    interval = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 15, tzinfo=UTC))
+    assert p.watermark() > "2026-01-01T00:15"
+    mark = p.watermark()
+
+    old = p.run(run_type="scheduled", interval=interval)
+
+    assert old.succeeded, old.error  # today: "ExtractWindow: changed_from ... must be before changed_to"
+    window = old.results["extract"]["window"]
+    assert (window["changed_from"], window["changed_to"]) == tuple(t.isoformat() for t in interval)
+    assert "already past this run's interval end" in window["note"]
+    assert p.watermark() == mark
+
+
+# ---------------------------------------------------------------------------------------
+# late and cleared tasks
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_load_that_commits_after_a_newer_run_keeps_the_newer_versions(imported):
+    p = imported
+    a = sorted(loaded(p))[0]
+    p.org_update("Order", a, Description="version 2")
+    late = p.run(until="transform")  # staged version 2, then its load waits (a cleared or slow task)
+    assert late.succeeded, late.error
+    next_second()
+    p.org_update("Order", a, Description="version 3")
+    newer = p.run()
+    assert newer.succeeded, newer.error
+    assert loaded(p)[a]["notes"] == "version 3"
+
+    result = p.stage("load", late)
+
+    assert result["superseded"] >= 1
+    assert loaded(p)[a]["notes"] == "version 3"
+    # the whole late run cleared from validate: its stale staging is dropped, nothing old comes back
+    again = p.stage("validate", late)
+    assert again["superseded"] >= 1
+    for stage in ("transform", "load", "mark_status_changes", "write_back"):
+        p.stage(stage, late)
+    assert loaded(p)[a]["notes"] == "version 3"
+    assert p.query("SELECT * FROM quarantined_orders WHERE sf_order_id = :i AND released_at IS NULL", i=a) == []
+
+
+def test_a_late_load_never_makes_an_order_set_back_to_draft_active_again(imported):
+    p = imported
+    a = sorted(loaded(p))[0]
+    p.org_update("Order", a, Description="staged while active")
+    late = p.run(until="transform")
+    next_second()
+    p.org_update("Order", a, Status="Draft")
+    newer = p.run()
+    assert newer.succeeded, newer.error
+    assert loaded(p)[a]["sf_state"] == "deactivated"
+
+    p.stage("load", late)
+
+    assert loaded(p)[a]["sf_state"] == "deactivated"
+
+
+# ---------------------------------------------------------------------------------------
+# the breaker, a disabled import
+# ---------------------------------------------------------------------------------------
+
+
+def test_one_invalid_order_in_a_small_window_is_quarantined_without_failing_the_run(imported):
+    p = imported
+    a = sorted(loaded(p))[0]
+    p.org_update("Order", a, BillingCountry="Atlantis", ShippingCountry="Atlantis")
+
+    resync = p.run({"order_numbers": order_numbers(p, a)})
+
+    assert resync.succeeded, resync.error  # today: "1 of 1 orders (100%) failed validation"
+    assert resync.results["validate"]["invalid"] == 1
+    assert p.query("SELECT failed_checks FROM quarantined_orders WHERE sf_order_id = :i AND released_at IS NULL", i=a)
+
+
+def test_a_disabled_import_is_recorded_as_disabled(imported):
+    p = imported
+    p.set_config(enabled=False)
+
+    run = p.run()
+
+    assert run.report["status"] == "disabled"
+    assert "'enabled' is false" in run.report["message"]
+
+
+# ---------------------------------------------------------------------------------------
+# the write-back and what changed in Salesforce meanwhile
+# ---------------------------------------------------------------------------------------
+
+
+def test_the_write_back_leaves_what_someone_changed_in_salesforce_after_the_import_read_it(pipeline):
+    p = pipeline
+    run = p.run(until="mark_status_changes")
+    assert run.succeeded, run.error
+    orders = loaded(p)
+    drafted = sorted(orders)[0]
+    # an order whose Account gets its customer id from us (it has none in Salesforce)
+    account = p.scalar(
+        "SELECT sf_record_id FROM writeback_outbox WHERE sf_object = 'Account' AND sf_order_id != :d ORDER BY id LIMIT 1", d=drafted
+    )
+    other = next(i for i, o in sorted(orders.items()) if o["sf_account_id"] == account and i != drafted)
+    p.org_update("Order", drafted, Status="Draft")
+    p.org_update("Account", account, Customer_ID__c="ERP-4711")
+
+    p.stage("write_back", run)
+
+    org = {r["Id"]: r for r in p.org_rows('SELECT Id, Status, StatusCode FROM "Order"')}
+    assert (org[drafted]["Status"], org[drafted]["StatusCode"]) == ("Draft", "Draft")
+    assert org[other]["Status"] == "Imported"
+    assert p.org_rows("SELECT Customer_ID__c FROM Account WHERE Id = ?", account) == [{"Customer_ID__c": "ERP-4711"}]
+    reasons = {
+        (r["sf_object"], r["sf_record_id"]): (r["state"], r["last_error_code"])
+        for r in p.query("SELECT sf_object, sf_record_id, state, last_error_code FROM writeback_outbox")
+    }
+    assert reasons[("Order", drafted)] == ("DONE", "ORDER_DEACTIVATED")  # card fields still X-ed out
+    assert reasons[("Account", account)] == ("DEAD", "CUSTOMER_ID_CHANGED")
+
+
+def test_an_imported_status_of_the_draft_category_is_refused_naming_the_key(imported):
+    p = imported
+    a = sorted(loaded(p))[0]
+    p.org_update("Order", a, Description="changed")
+    p.set_config(imported_status="Draft")
+
+    run = p.run()
+
+    assert isinstance(run.error, AirflowFailException) and run.failed_stage == "write_back"
+    assert str(run.error).startswith("write_back: imported_status: 'Draft' is in the org's Draft status category")
+    assert p.org_rows('SELECT StatusCode FROM "Order" WHERE Id = ?', a) == [{"StatusCode": "Activated"}]
+
+
+# ---------------------------------------------------------------------------------------
+# Account edits
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_renamed_account_renames_its_customer_and_every_one_of_its_orders(imported):
+    p = imported
+    account = p.scalar(
+        "SELECT sf_account_id FROM external_orders GROUP BY sf_account_id HAVING COUNT(*) > 1 ORDER BY sf_account_id LIMIT 1"
+    )
+    p.org_update("Account", account, Name="Renamed Holdings Ltd")
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert run.results["extract"]["accounts_changed"] == 1
+    assert p.scalar("SELECT name FROM customers WHERE sf_account_id = :a", a=account) == "Renamed Holdings Ltd"
+    orders = [o for o in loaded(p).values() if o["sf_account_id"] == account]
+    assert len(orders) > 1
+    for order in orders:
+        assert order["account_name"] == "Renamed Holdings Ltd"
+        assert order["external_name"].endswith(f"{order['order_number']} Renamed Holdings Ltd")
+    # our own write-back of the customer ids is no Account change: the run after imports nothing
+    quiet = p.run()
+    assert quiet.succeeded and quiet.results["extract"]["accounts_changed"] == 0
+
+
+def test_stages_load_takes_the_plan_of_its_extract():
+    with pytest.raises(TypeError, match="window"):
+        stages.load(run_id="r", max_system_modstamp=None)  # type: ignore[call-arg]

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,42 +118,40 @@ def database_url(server_url: str, database: str) -> str:
     return make_url(server_url).set(database=database).render_as_string(hide_password=False)
 
 
-def _maintenance_engine(server_url: str) -> Any:
+def _for_each_database(server_url: str, names: tuple[str, ...], act: Callable[[Any, str, str], None]) -> None:
+    """``act(connection, quoted name, name)`` for each database name, on the server's maintenance
+    database, outside any transaction (CREATE and DROP DATABASE need that)."""
     import sqlalchemy as sa
 
-    return sa.create_engine(database_url(server_url, "postgres"), isolation_level="AUTOCOMMIT")
+    engine = sa.create_engine(database_url(server_url, "postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for name in names:
+                if not _DATABASE_NAME.match(name):
+                    raise ValueError(f"database name {name!r}: lower-case letters, digits and _ only")
+                act(conn, conn.dialect.identifier_preparer.quote(name), name)
+    finally:
+        engine.dispose()
 
 
 def create_databases(server_url: str, names: tuple[str, ...]) -> None:
     """Create the PostgreSQL databases that do not exist yet (others are left as they are)."""
     import sqlalchemy as sa
 
-    engine = _maintenance_engine(server_url)
-    try:
-        with engine.connect() as conn:
-            for name in names:
-                if not _DATABASE_NAME.match(name):
-                    raise ValueError(f"database name {name!r}: lower-case letters, digits and _ only")
-                exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar()
-                if not exists:
-                    conn.execute(sa.text(f"CREATE DATABASE {conn.dialect.identifier_preparer.quote(name)}"))
-    finally:
-        engine.dispose()
+    def create(conn: Any, quoted: str, name: str) -> None:
+        if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar():
+            conn.execute(sa.text(f"CREATE DATABASE {quoted}"))
+
+    _for_each_database(server_url, names, create)
 
 
 def drop_databases(server_url: str, names: tuple[str, ...]) -> None:
     """Drop these databases, ending their sessions (for a throw-away deployment only)."""
     import sqlalchemy as sa
 
-    engine = _maintenance_engine(server_url)
-    try:
-        with engine.connect() as conn:
-            for name in names:
-                if not _DATABASE_NAME.match(name):
-                    raise ValueError(f"database name {name!r}: lower-case letters, digits and _ only")
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {conn.dialect.identifier_preparer.quote(name)} WITH (FORCE)"))
-    finally:
-        engine.dispose()
+    _for_each_database(
+        server_url, names, lambda conn, quoted, _name: conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+    )
 
 
 # ---------------------------------------------------------------------------------------

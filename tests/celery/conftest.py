@@ -14,9 +14,9 @@ What differs from ``make up-celery``, for the tests' sake only:
   is 5 minutes), and a failed task is retried after 2 s instead of the DAG's minute: a cluster
   policy (``airflow_local_settings.py`` in the home's ``config/``, Airflow's way for a deployment
   to override task settings) sets the retry delay;
-- the workers know the fault points ``extract.page_staged`` and ``load.before_commit``
-  (``salesforce_orders.faultpoints``); a point pauses a task only while a test has taken the
-  point's ``.resume`` file away (:meth:`CeleryStack.hold`).
+- the workers know the fault points ``extract.page_staged``, ``load.before_commit`` and
+  ``write_back.before_send`` (``salesforce_orders.faultpoints``); a point pauses a task only while
+  a test has taken the point's ``.resume`` file away (:meth:`CeleryStack.hold`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ ORG_SEED = 29
 SCHEDULE = "0 0 1 * *"
 HEARTBEAT_TIMEOUT_SECONDS = 30
 RETRY_DELAY_SECONDS = 2
-PAUSE_POINTS = ("extract.page_staged", "load.before_commit")
+PAUSE_POINTS = ("extract.page_staged", "load.before_commit", "write_back.before_send")
 # Safety nets for a deployment that hangs: far longer than anything here takes on a slow machine.
 # The tests act on events (states seen through the REST API, fault points), never on elapsed time.
 WAIT_SECONDS = 420
@@ -243,7 +243,9 @@ class CeleryStack:
 
 
 @pytest.fixture(scope="module")
-def stack(sandbox: Any, redis_db: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryStack]:
+def stack(
+    request: pytest.FixtureRequest, sandbox: Any, redis_db: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CeleryStack]:
     # The PostgreSQL server is checked first, as the other PostgreSQL tests do.
     probe = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", connect_args={"connect_timeout": 3})
     try:
@@ -277,6 +279,7 @@ def stack(sandbox: Any, redis_db: int, tmp_path_factory: pytest.TempPathFactory)
         },
     )
     writes = WriteLog(sandbox.store)
+    failures_before = request.session.testsfailed
     try:
         deployment.start()
         warehouse = sa.create_engine(deployment.warehouse_url)
@@ -287,4 +290,7 @@ def stack(sandbox: Any, redis_db: int, tmp_path_factory: pytest.TempPathFactory)
     finally:
         deployment.stop()
         drop_databases(deployment.postgres_url, (deployment.metadata_database, deployment.warehouse_database))
-        shutil.rmtree(home, ignore_errors=True)
+        if request.session.testsfailed == failures_before:
+            shutil.rmtree(home, ignore_errors=True)
+        else:  # the components' and the tasks' logs, for whoever looks into the failure
+            print(f"\nThe Celery deployment's Airflow home is kept: {home}")

@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(900)]
 
 STEER_POINT = "extract.page_staged"  # where the worker that takes tasks is switched
 KILL_POINT = "load.before_commit"  # where a worker dies: every order written, nothing committed
+SEND_POINT = "write_back.before_send"  # held until the backfill has read its intervals
 STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back", "report")
 NEWLY_ACTIVATED = 12
 
@@ -47,22 +48,26 @@ def expected_orders(stack) -> set[str]:
     return set(activated_orders(stack))
 
 
+def warehouse_orders(stack) -> set[str]:
+    """The orders in the warehouse: loaded or quarantined."""
+    loaded = {r["sf_order_id"] for r in stack.query("SELECT sf_order_id FROM external_orders")}
+    return loaded | {r["sf_order_id"] for r in stack.query("SELECT DISTINCT sf_order_id FROM quarantined_orders")}
+
+
 def assert_every_order_once(stack, expected: set[str]) -> None:
     """Each expected order is in the warehouse, loaded or quarantined, once; nothing else is."""
     assert stack.query("SELECT sf_order_id FROM external_orders GROUP BY sf_order_id HAVING COUNT(*) > 1") == []
-    loaded = {r["sf_order_id"] for r in stack.query("SELECT sf_order_id FROM external_orders")}
-    quarantined = {r["sf_order_id"] for r in stack.query("SELECT DISTINCT sf_order_id FROM quarantined_orders")}
-    assert loaded | quarantined == expected
-    assert loaded, "the run loaded no orders"
+    assert warehouse_orders(stack) == expected
+    assert stack.query("SELECT sf_order_id FROM external_orders LIMIT 1"), "no order was loaded"
 
 
-def assert_written_back_once(stack, run_id: str) -> None:
-    """Every write-back the run queued is DONE, and Salesforce received each exactly once and
-    nothing else."""
+def assert_written_back_once(stack, run_ids: list[str]) -> None:
+    """Every write-back the runs queued is DONE, and Salesforce received each exactly once and
+    nothing else (since the write log was last cleared)."""
     rows = stack.query(
-        "SELECT sf_object, sf_record_id, state FROM writeback_outbox WHERE created_run_id = :r", r=run_id
+        "SELECT sf_object, sf_record_id, state FROM writeback_outbox WHERE created_run_id = ANY(:r)", r=run_ids
     )
-    assert rows, "the run queued no write-back"
+    assert rows, "the runs queued no write-back"
     assert {r["state"] for r in rows} == {"DONE"}
     queued = Counter((r["sf_object"], r["sf_record_id"]) for r in rows)
     assert set(queued.values()) == {1}
@@ -71,6 +76,11 @@ def assert_written_back_once(stack, run_id: str) -> None:
 
 def _time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _salesforce_time(value: str) -> datetime:
+    """``2026-01-02T03:04:05.000+0000``, as Salesforce writes a dateTime."""
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z").astimezone(UTC)
 
 
 def hostnames(stack, run_id: str) -> dict[str, str]:
@@ -84,35 +94,43 @@ def assert_succeeded(stack, run: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# 1. a scheduled run, its tasks on both workers
+# 1. a scheduled run, its tasks on both workers; a backfill beside it
 # ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ScheduledRun:
-    run: dict
-    org_before: dict[str, str]  # the org's Activated orders before the run: Id -> SystemModstamp
+class FirstRuns:
+    scheduled: dict
+    backfill: list[dict]
+    org_before: dict[str, str]  # the org's Activated orders before the runs: Id -> SystemModstamp
 
     @property
-    def run_id(self) -> str:
-        return self.run["dag_run_id"]
+    def run_ids(self) -> list[str]:
+        return [run["dag_run_id"] for run in (self.scheduled, *self.backfill)]
 
-    def orders_in_interval(self) -> set[str]:
-        """The orders last changed before the run's interval ended (the write-back moves the stamp
-        of the orders it writes, so the org before the run tells)."""
-        end = _time(self.run["data_interval_end"]).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
-        return {order_id for order_id, stamp in self.org_before.items() if stamp < end}
+    def orders_changed_between(self, start: datetime | None, end: datetime) -> set[str]:
+        """The orders last changed in [start, end) before the runs (the write-back moves the stamp
+        of the orders it writes, so the org before the runs tells)."""
+        return {
+            order_id
+            for order_id, stamp in self.org_before.items()
+            if (start is None or start <= _salesforce_time(stamp)) and _salesforce_time(stamp) < end
+        }
 
 
 @pytest.fixture(scope="module")
-def scheduled_run(stack) -> ScheduledRun:
-    """The DAG unpaused: the scheduler's own run of the last complete interval. Only worker-1
-    takes tasks until the extract is under way (paused at its first staged page); from then on
-    only worker-2 does."""
+def first_runs(stack) -> FirstRuns:
+    """The DAG unpaused: the scheduler's own run of the last complete (monthly) interval. Only
+    worker-1 takes tasks until its extract is under way (paused at its first staged page); then a
+    backfill of the three intervals before it is created, and only worker-2 takes tasks until the
+    scheduled run is done. No write-back is sent before the backfill runs have read their
+    intervals, so the orders last changed in them are still there to read. Returns once the
+    backfill is complete too."""
     first, second = WORKERS
     org_before = activated_orders(stack)
     stack.consume(second, on=False)
     stack.hold(STEER_POINT)
+    stack.hold(SEND_POINT)
     stack.salesforce_writes.clear()
     stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
 
@@ -124,26 +142,79 @@ def scheduled_run(stack) -> ScheduledRun:
 
     stack.consume(second, on=True)
     stack.consume(first, on=False)
+    interval_start = _time(run["data_interval_start"])
+    backfill = stack.api(
+        "POST",
+        "/backfills",
+        json={
+            "dag_id": DAG_ID,
+            "from_date": (interval_start - timedelta(days=92)).replace(day=1).isoformat(),
+            "to_date": (interval_start - timedelta(days=1)).replace(day=1).isoformat(),
+        },
+    )
     stack.release(STEER_POINT)
+
+    def backfill_read() -> bool:
+        runs = [r for r in stack.dag_runs() if r["run_type"] == "backfill"]
+        extracts = [stack.task_instances(r["dag_run_id"]).get("extract", {}).get("state") for r in runs]
+        return len(runs) == 3 and extracts == ["success"] * 3
+
+    stack.wait_for("the backfill runs' extracts done", backfill_read)
+    stack.release(SEND_POINT)
     run = stack.wait_for_run(run["dag_run_id"])
     stack.consume(first, on=True)
-    return ScheduledRun(run, org_before)
+    stack.wait_for("the backfill complete", lambda: stack.api("GET", f"/backfills/{backfill['id']}")["completed_at"])
+    backfill_runs = [r for r in stack.dag_runs() if r["run_type"] == "backfill"]
+    return FirstRuns(run, backfill_runs, org_before)
 
 
-def test_a_scheduled_run_succeeds_on_celery_with_its_tasks_on_both_workers(stack, scheduled_run):
-    run_id = scheduled_run.run_id
-    assert_succeeded(stack, scheduled_run.run)
+def test_a_scheduled_run_succeeds_on_celery_with_its_tasks_on_both_workers(stack, first_runs):
+    run_id = first_runs.scheduled["dag_run_id"]
+    assert_succeeded(stack, first_runs.scheduled)
 
     first, second = (stack.deployment.worker_node(w) for w in WORKERS)
-    ran_on = hostnames(stack, run_id)
-    assert ran_on == {"extract": first} | dict.fromkeys(STAGES[1:], second)
+    assert hostnames(stack, run_id) == {"extract": first} | dict.fromkeys(STAGES[1:], second)
     assert {ti["try_number"] for ti in stack.task_instances(run_id).values()} == {1}
 
-    # the interval's orders, handed from worker to worker through the PostgreSQL warehouse
-    assert_every_order_once(stack, scheduled_run.orders_in_interval())
-    assert_written_back_once(stack, run_id)
-    [report] = stack.query("SELECT status, extracted, inserted FROM import_runs WHERE run_id = :r", r=run_id)
+    # the interval's orders, handed from worker to worker through the PostgreSQL warehouse (the
+    # backfill runs beside it re-read some of them)
+    assert_every_order_once(stack, first_runs.orders_changed_between(None, _time(first_runs.scheduled["data_interval_end"])))
+    assert_written_back_once(stack, first_runs.run_ids)
+    [report] = stack.query("SELECT status, inserted FROM import_runs WHERE run_id = :r", r=run_id)
     assert report["status"] == "success" and report["inserted"] > 0
+
+
+def test_a_backfill_of_several_intervals_beside_a_scheduled_run_never_writes_at_the_same_time(stack, first_runs):
+    assert len(first_runs.backfill) == 3
+    intervals = [(_time(r["data_interval_start"]), _time(r["data_interval_end"])) for r in first_runs.backfill]
+    assert any(first_runs.orders_changed_between(*interval) for interval in intervals), "the backfill has nothing to read"
+    for run in first_runs.backfill:
+        assert_succeeded(stack, run)
+        # each run read exactly its interval
+        [report] = stack.query(
+            "SELECT mode, status, extracted, window_start, window_end FROM import_runs WHERE run_id = :r", r=run["dag_run_id"]
+        )
+        interval = (_time(run["data_interval_start"]), _time(run["data_interval_end"]))
+        assert (report["mode"], report["status"]) == ("backfill", "success")
+        assert (report["window_start"], report["window_end"]) == interval
+        assert report["extracted"] >= len(first_runs.orders_changed_between(*interval))
+
+    # the warehouse-writing tasks of all four runs, one at a time
+    writing = [
+        ti
+        for run_id in first_runs.run_ids
+        for ti in stack.task_instances(run_id).values()
+        if ti["pool"] == WAREHOUSE_POOL
+    ]
+    assert {(ti["dag_run_id"], ti["task_id"]) for ti in writing} == {
+        (run_id, task) for run_id in first_runs.run_ids for task in ("validate", "load", "mark_status_changes", "write_back")
+    }
+    spans = sorted((_time(ti["start_date"]), _time(ti["end_date"]), ti["dag_run_id"], ti["task_id"]) for ti in writing)
+    for a, b in itertools.pairwise(spans):
+        assert a[1] <= b[0], f"{a[2]} {a[3]} and {b[2]} {b[3]} wrote the warehouse at the same time"
+    # and the runs did run side by side: the scheduled run was not finished when the backfill began
+    backfill_start = min(_time(run["start_date"]) for run in first_runs.backfill)
+    assert backfill_start < _time(first_runs.scheduled["end_date"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -165,7 +236,7 @@ def activate_draft_orders(stack, count: int) -> set[str]:
     return {row["Id"] for row in drafts}
 
 
-def test_a_worker_killed_in_the_middle_of_the_load_the_other_worker_retries_it(stack, scheduled_run):
+def test_a_worker_killed_in_the_middle_of_the_load_the_other_worker_retries_it(stack, first_runs):
     activated = activate_draft_orders(stack, NEWLY_ACTIVATED)
     stack.salesforce_writes.clear()
     stack.hold(KILL_POINT)
@@ -197,57 +268,17 @@ def test_a_worker_killed_in_the_middle_of_the_load_the_other_worker_retries_it(s
         ids=list(activated),
     )
     assert {r["sf_order_id"] for r in completed} == activated
-    assert_written_back_once(stack, run_id)
+    assert_written_back_once(stack, [run_id])
 
     stack.deployment.restart_worker(victim)
 
 
 # ---------------------------------------------------------------------------------------
-# 3. a backfill: runs side by side, warehouse writes one at a time
+# 3. the External Orders view through the deployment's api-server
 # ---------------------------------------------------------------------------------------
 
 
-def test_a_backfill_of_several_intervals_completes_without_overlapping_warehouse_writes(stack, scheduled_run):
-    interval_start = _time(scheduled_run.run["data_interval_start"])
-    from_date = (interval_start - timedelta(days=92)).replace(day=1)
-    to_date = (interval_start - timedelta(days=1)).replace(day=1)
-    backfill = stack.api(
-        "POST",
-        "/backfills",
-        json={"dag_id": DAG_ID, "from_date": from_date.isoformat(), "to_date": to_date.isoformat()},
-    )
-
-    def backfill_runs() -> list[dict]:
-        return [r for r in stack.dag_runs() if r["run_type"] == "backfill"]
-
-    stack.wait_for("the backfill complete", lambda: stack.api("GET", f"/backfills/{backfill['id']}")["completed_at"])
-    runs = backfill_runs()
-    assert len(runs) >= 3
-    for run in runs:
-        assert_succeeded(stack, run)
-
-    writing = [
-        ti
-        for run in stack.dag_runs()
-        for ti in stack.task_instances(run["dag_run_id"]).values()
-        if ti["pool"] == WAREHOUSE_POOL
-    ]
-    backfilled = {run["dag_run_id"] for run in runs}
-    assert {(ti["run_id"], ti["task_id"]) for ti in writing if ti["run_id"] in backfilled} >= {
-        (run_id, task) for run_id in backfilled for task in ("load", "write_back")
-    }
-    spans = sorted((_time(ti["start_date"]), _time(ti["end_date"]), ti["run_id"], ti["task_id"]) for ti in writing)
-    for a, b in itertools.pairwise(spans):
-        assert a[1] <= b[0], f"{a[2]} {a[3]} and {b[2]} {b[3]} wrote the warehouse at the same time"
-    assert_every_order_once(stack, expected_orders(stack))
-
-
-# ---------------------------------------------------------------------------------------
-# 4. the External Orders view through the deployment's api-server
-# ---------------------------------------------------------------------------------------
-
-
-def test_the_external_orders_view_shows_the_warehouse_through_the_api_server(stack, scheduled_run):
+def test_the_external_orders_view_shows_the_warehouse_through_the_api_server(stack, first_runs):
     orders = stack.query("SELECT order_number FROM external_orders ORDER BY order_number")
     page = stack.request("GET", "/external-orders/")
     assert page.status_code == 200, page.text[:2000]
@@ -260,7 +291,8 @@ def test_the_external_orders_view_shows_the_warehouse_through_the_api_server(sta
 
     runs = stack.request("GET", "/external-orders/runs")
     assert runs.status_code == 200
-    assert scheduled_run.run_id in runs.text
+    assert first_runs.scheduled["dag_run_id"] in runs.text
 
-    anonymous = stack.deployment.api_url + "/external-orders/"
-    assert requests.get(anonymous, timeout=30, allow_redirects=False).status_code in (401, 403)
+    anonymous = requests.get(f"{stack.deployment.api_url}/external-orders/", timeout=30, allow_redirects=False)
+    assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/auth/login")
+    assert wanted not in anonymous.text

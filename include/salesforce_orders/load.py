@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,6 +28,7 @@ from .progress import Progress
 from .readahead import read_ahead
 from .warehouse import (
     OUTBOX_DEAD,
+    OUTBOX_DONE,
     OUTBOX_PENDING,
     OUTBOX_UNSENT_STATES,
     Tables,
@@ -60,6 +62,7 @@ class LoadCounts:
     customers: int = 0
     locations: int = 0
     superseded: int = 0  # staged versions older than the one stored (a late or cleared load): kept as stored
+    refused: int = 0  # orders the warehouse refused a value of: quarantined, the rest loaded
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -284,9 +287,17 @@ def _write_outbox(
     Returns the (sObject, record id) of the records queued."""
     w = t.writeback_outbox
     latest = {(wb.sf_object, wb.sf_record_id): wb for r in written for wb in r.write_backs}
+    read_at = {(wb.sf_object, wb.sf_record_id): _timestamp(r.order.sf_system_modstamp) for r in written for wb in r.write_backs}
     if not latest:
         return set()
-    pending = _pending_outbox_rows(conn, t, latest)
+    pending, done = _outbox_rows(conn, t, latest)
+    # The same write already made after this version was read (an overlapping run planned it from
+    # the version before our write-back): sending it again would write the record twice.
+    latest = {
+        key: wb
+        for key, wb in latest.items()
+        if not any(fields == wb.fields and read_at[key] is not None and read_at[key] < at for fields, at in done.get(key, ()))
+    }
     request = {
         "next_attempt_at": now,
         "attempts": 0,
@@ -320,8 +331,11 @@ def _write_outbox(
     return set(latest)
 
 
-def _pending_outbox_rows(conn: sa.Connection, t: Tables, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[int]]:
-    """The ids of the PENDING outbox rows of each (sObject, record id) in ``keys`` that has any.
+def _outbox_rows(
+    conn: sa.Connection, t: Tables, keys: Iterable[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], list[tuple[Any, datetime]]]]:
+    """For each (sObject, record id) in ``keys``: the ids of its PENDING outbox rows, and the fields
+    and time of its DONE ones.
 
     Found per sObject through the (sf_object, sf_record_id) index, the state checked here: with
     the state in the query PostgreSQL may read through the (state, ...) index, whose statistics
@@ -332,11 +346,15 @@ def _pending_outbox_rows(conn: sa.Connection, t: Tables, keys: Iterable[tuple[st
     for sf_object, record_id in sorted(keys):
         record_ids.setdefault(sf_object, []).append(record_id)
     pending: dict[tuple[str, str], list[int]] = {}
+    done: dict[tuple[str, str], list[tuple[Any, datetime]]] = {}
+    columns = [w.c.id, w.c.sf_record_id, w.c.state, w.c.fields, w.c.updated_at]
     for sf_object, ids in record_ids.items():
-        for row in select_in(conn, w, [w.c.id, w.c.sf_record_id, w.c.state], w.c.sf_record_id, ids, w.c.sf_object == sf_object):
+        for row in select_in(conn, w, columns, w.c.sf_record_id, ids, w.c.sf_object == sf_object):
             if row.state == OUTBOX_PENDING:
                 pending.setdefault((sf_object, row.sf_record_id), []).append(row.id)
-    return pending
+            elif row.state == OUTBOX_DONE:
+                done.setdefault((sf_object, row.sf_record_id), []).append((row.fields, row.updated_at))
+    return pending, done
 
 
 def _release_quarantine(conn: sa.Connection, t: Tables, order_ids: list[str], now: datetime) -> None:
@@ -367,14 +385,20 @@ class _PreparedBatch:
     services: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _prepare_batch(engine: sa.Engine, t: Tables, run_id: str, batch: list[TransformedOrder], now: datetime) -> _PreparedBatch:
+def _prepare_batch(
+    engine: sa.Engine, t: Tables, run_id: str, batch: list[TransformedOrder], now: datetime, conn: sa.Connection | None = None
+) -> _PreparedBatch:
     """Classify the batch's orders (new, changed, unchanged) and build the rows to write.
 
     The stored orders are read on a connection of their own: the load's transaction has not
-    written these orders (each order of a run is in one batch), so it would see the same."""
+    written these orders (each order of a run is in one batch), so it would see the same. (The
+    load's own ``conn`` when it prepares again, order by order, inside its transaction.)"""
     records = list({r.order.sf_order_id: r for r in batch}.values())
-    with engine.connect() as conn:
+    if conn is not None:
         stored = _stored_orders(conn, t, [r.order.sf_order_id for r in records])
+    else:
+        with engine.connect() as reader:
+            stored = _stored_orders(reader, t, [r.order.sf_order_id for r in records])
     # A version never replaces a later one: a load that commits after a newer run (a cleared or
     # late task) keeps what the newer run stored. Equal stamps go on to the content hash.
     current = [r for r in records if not _older_than_stored(r, stored.get(r.order.sf_order_id))]
@@ -421,35 +445,120 @@ def _prepare_batch(engine: sa.Engine, t: Tables, run_id: str, batch: list[Transf
 
 
 def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBatch, now: datetime, tally: _RunTally) -> None:
-    tally.counts.inserted += batch.inserted
-    tally.counts.updated += batch.updated
-    tally.counts.unchanged += batch.unchanged
-    tally.counts.superseded += batch.superseded
+    """Write one prepared batch; ``tally`` takes it in only once every statement went through, so a
+    batch the warehouse refuses (rolled back to its savepoint) leaves the run's counts as they were."""
     _release_quarantine(conn, t, batch.order_ids, now)
     written = batch.written
-    if not written:
-        return
     # An account has orders in many batches: what this run already wrote is not sent again (the
     # merge would leave it as it is), which spares most customer and location rows of a large run.
     parents = [row for row in batch.parents if row["sf_account_id"] not in tally.customers]
     customers = [row for row in batch.customers if tally.customer_hashes.get(row["sf_account_id"]) != row["content_hash"]]
-    _write_customers(conn, t, parents, customers)
+    locations = [row for row in batch.locations if row["location_id"] not in tally.locations]
+    write_backs: set[tuple[str, str]] = set()
+    if written:
+        _write_customers(conn, t, parents, customers)
+        upsert(conn, t.customer_locations, locations, ["location_id"], update_columns=[])
+        # Orders not stored when the batch was prepared are inserted outright: the import writes
+        # orders one run at a time (the warehouse pool). The changed ones are merged.
+        stored = batch.stored_ids
+        insert_rows(conn, t.external_orders, [row for row in batch.orders if row["sf_order_id"] not in stored])
+        changed_rows = [row for row in batch.orders if row["sf_order_id"] in stored]
+        if changed_rows:
+            upsert(conn, t.external_orders, changed_rows, ["sf_order_id"], _all_but(changed_rows[0], "sf_order_id", "first_imported_at"))
+        _replace_children(conn, t.external_order_items, "sf_order_item_id", stored, batch.items)
+        _replace_children(conn, t.order_services, "service_key", stored, batch.services)
+        write_backs = _write_outbox(conn, t, written, run_id, now)
+    tally.counts.inserted += batch.inserted
+    tally.counts.updated += batch.updated
+    tally.counts.unchanged += batch.unchanged
+    tally.counts.superseded += batch.superseded
     tally.customers.update(row["sf_account_id"] for row in parents + customers)
     tally.customer_hashes.update((row["sf_account_id"], row["content_hash"]) for row in customers)
-    locations = [row for row in batch.locations if row["location_id"] not in tally.locations]
-    upsert(conn, t.customer_locations, locations, ["location_id"], update_columns=[])
     tally.locations.update(row["location_id"] for row in locations)
-    # Orders not stored when the batch was prepared are inserted outright: only this DAG writes
-    # orders, one run at a time (max_active_runs=1). The changed ones are merged.
-    stored = batch.stored_ids
-    insert_rows(conn, t.external_orders, [row for row in batch.orders if row["sf_order_id"] not in stored])
-    changed_rows = [row for row in batch.orders if row["sf_order_id"] in stored]
-    if changed_rows:
-        upsert(conn, t.external_orders, changed_rows, ["sf_order_id"], _all_but(changed_rows[0], "sf_order_id", "first_imported_at"))
-    _replace_children(conn, t.external_order_items, "sf_order_item_id", stored, batch.items)
-    _replace_children(conn, t.order_services, "service_key", stored, batch.services)
-    tally.write_backs |= _write_outbox(conn, t, written, run_id, now)
+    tally.write_backs |= write_backs
     tally.recount |= {r.customer.customer_id for r in written} | {r.location.customer_id for r in written if r.location}
+
+
+def _write_batch_or_refuse(
+    engine: sa.Engine, conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBatch, records: list[TransformedOrder],
+    now: datetime, tally: _RunTally,
+) -> None:
+    """Write the batch in a savepoint; if the warehouse refuses a value, write its orders one by
+    one and quarantine those it refuses (naming the field and why), so one bad row never stops
+    the run. The failed statement's text and values are never logged: they hold customer data."""
+    try:
+        with conn.begin_nested():
+            _write_batch(conn, t, run_id, batch, now, tally)
+        return
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise  # the warehouse is gone, not one value: the task fails and is retried
+        log.warning("The warehouse refused a batch of %d orders (%s); writing them one by one", len(records), refused_reason(exc))
+    refused = []
+    for record in records:
+        single = _prepare_batch(engine, t, run_id, [record], now, conn=conn)
+        try:
+            with conn.begin_nested():
+                _write_batch(conn, t, run_id, single, now, tally)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            refused.append(_refusal(t, single, record, exc))
+    record_quarantine(conn, run_id, refused, schema=t.metadata.schema)
+    tally.counts.refused += len(refused)
+    for row in refused:
+        log.warning("Quarantined order %s (%s): %s", row["sf_order_id"], row["order_number"], row["details"]["warehouse_refused"])
+
+
+def refused_reason(exc: sa.exc.DBAPIError) -> str:
+    """The database's own words, first line only: never the statement or its bound values."""
+    return f"{type(exc.orig).__name__}: {str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else 'no message'}"
+
+
+def _refusal(t: Tables, batch: _PreparedBatch, record: TransformedOrder, exc: sa.exc.DBAPIError) -> dict[str, Any]:
+    """The quarantine row of an order the warehouse refused: which field and why, where it can tell."""
+    problems = [
+        problem
+        for table, rows in ((t.external_orders, batch.orders), (t.external_order_items, batch.items),
+                            (t.order_services, batch.services), (t.customers, batch.customers))
+        for row in rows
+        for problem in column_problems(table, row)
+    ]
+    reason = "; ".join(dict.fromkeys(problems)) or refused_reason(exc)
+    return {
+        "sf_order_id": record.order.sf_order_id,
+        "order_number": record.order.order_number,
+        "account_name": record.order.account_name,
+        "failed_checks": ["warehouse_refused"],
+        "details": {"warehouse_refused": f"the warehouse refused the order: {reason}"},
+    }
+
+
+def column_problems(table: sa.Table, row: dict[str, Any]) -> list[str]:
+    """What in ``row`` its table's columns cannot hold: a text too long, a NUL character, a number
+    with more digits or decimals than the column keeps. Values are not quoted (they may be
+    personal data): the column, its limit and the size are."""
+    problems = []
+    for name, value in row.items():
+        column = table.c.get(name)
+        if column is None or value is None:
+            continue
+        kind = column.type
+        if isinstance(value, str):
+            length = getattr(kind, "length", None)
+            if length is not None and len(value) > length:
+                problems.append(f"{table.name}.{name} is {len(value)} characters, more than the {length} it holds")
+            if "\x00" in value:
+                problems.append(f"{table.name}.{name} contains a NUL character")
+        elif isinstance(kind, sa.Numeric) and kind.precision is not None and isinstance(value, int | float | Decimal):
+            exact = Decimal(str(value))
+            scale = kind.scale or 0
+            digits = len(exact.as_tuple().digits) + exact.as_tuple().exponent
+            if digits > kind.precision - scale:
+                problems.append(f"{table.name}.{name} has {digits} digits before the point, more than the {kind.precision - scale} it holds")
+            if -exact.as_tuple().exponent > scale and exact != exact.quantize(Decimal(1).scaleb(-scale)):
+                problems.append(f"{table.name}.{name} has more than {scale} decimals: they would be lost")
+    return problems
 
 
 def _advance_watermark(
@@ -502,10 +611,10 @@ def load_run(
     progress = Progress("load", "orders")
     # Reading, decoding and preparing the next batch (Python) overlaps writing this one (mostly
     # waiting for the database).
-    prepared = read_ahead(_prepare_batch(engine, t, run_id, batch, now) for batch in _batches(chunks))
+    prepared = read_ahead((_prepare_batch(engine, t, run_id, batch, now), batch) for batch in _batches(chunks))
     with engine.begin() as conn:
-        for batch in prepared:
-            _write_batch(conn, t, run_id, batch, now, tally)
+        for batch, records in prepared:
+            _write_batch_or_refuse(engine, conn, t, run_id, batch, records, now, tally)
             faultpoints.reach("load.orders_written")
             progress.add(len(batch.order_ids), f"{tally.counts.inserted} inserted, {tally.counts.updated} updated")
         # once for the run, not per batch: a customer's orders are spread over many batches

@@ -62,6 +62,7 @@ def validate_run(
     for chunk in read_ahead(iter_staged(engine, run_id, status=None, chunk_size=min(config.chunk_size, limit), schema=schema)):
         frames.append(validator.frame(chunk))
         late_duplicates += duplicate_order_numbers(chunk, seen_numbers)
+        late_duplicates += _numbers_held_by_other_orders(engine, chunk, schema)
         pending += len(chunk)
         if pending >= limit:
             flush()
@@ -81,6 +82,18 @@ def validate_run(
             f"{summary.failures_by_check}. See the quarantined_orders table for each order's reasons."
         )
     return summary
+
+
+def _numbers_held_by_other_orders(engine: sa.Engine, chunk: list, schema: str | None) -> list[str]:
+    """Ids of the chunk's orders whose OrderNumber an active, already imported, other order has: a
+    duplicate arriving in a later run is quarantined like one in the same run."""
+    from .warehouse import select_in, tables
+
+    numbers = {order.get("OrderNumber"): order.get("Id") for order, _ in chunk if order.get("OrderNumber")}
+    o = tables(schema).external_orders
+    with engine.connect() as conn:
+        held = select_in(conn, o, [o.c.order_number, o.c.sf_order_id], o.c.order_number, sorted(numbers), o.c.sf_state == "active")
+    return [numbers[row.order_number] for row in held if row.sf_order_id != numbers[row.order_number]]
 
 
 def _quarantine_batch(

@@ -549,6 +549,8 @@ def _get(record: Mapping[str, Any], key: str) -> Any:
 def _text(value: Any) -> str | None:
     """Trimmed text; None for None, "" and whitespace."""
     if isinstance(value, str):  # checked first: nearly every value is text
+        if "\x00" in value:  # Salesforce can hold a NUL; no PostgreSQL text column can
+            value = value.replace("\x00", "")
         return value.strip() or None
     if value is None:
         return None

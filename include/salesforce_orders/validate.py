@@ -31,7 +31,7 @@ CHECKS: dict[str, str] = {
     "order_number_unique": "no other order in the run has the same OrderNumber",
     "account_present": "the order has an Account (AccountId and Account.Name)",
     "status_activated": "the order's status is in the Activated category",
-    "activated_date_valid": "ActivatedDate is present and a valid dateTime",
+    "activated_date_valid": "ActivatedDate is present, a valid dateTime and not in the future",
     "effective_date_valid": "EffectiveDate is a valid date, not before 2000 nor more than a year ahead",
     "total_non_negative": "TotalAmount is present and not negative",
     "total_matches_products": "TotalAmount equals the sum of the products' TotalPrice",
@@ -41,11 +41,14 @@ CHECKS: dict[str, str] = {
     "service_address_complete": "the service address (Shipping, else Billing) has street, city, postal code and country",
     "country_resolvable": "the service and billing countries resolve to ISO country codes",
     "field_lengths": "no text value is longer than its warehouse column",
+    "amounts_storable": "every amount and quantity fits the warehouse's NUMERIC(18,2): at most 2 decimals, below 10^16",
 }
 
 MAX_FUTURE_EFFECTIVE_DAYS = 365
 EARLIEST_EFFECTIVE_DATE = date(2000, 1, 1)
 TOTAL_TOLERANCE = 0.005
+AMOUNT_DECIMALS = 2  # the warehouse's money columns are NUMERIC(18, 2)
+AMOUNT_LIMIT = 10.0**16
 
 
 @dataclass
@@ -111,6 +114,7 @@ class DerivedOrder:
     billing_country_code: str | None
     activated_ok: bool
     effective_problem: str | None
+    amount_problems: tuple[str, ...] = ()
 
 
 def derive(order: StagedOrder, items: list[StagedItem], today: date) -> DerivedOrder:
@@ -147,9 +151,31 @@ def derive(order: StagedOrder, items: list[StagedItem], today: date) -> DerivedO
         service_source=source,
         service_country_code=address.country_code,
         billing_country_code=None if _blank(billing_country) else resolve_country_code(billing_country),
-        activated_ok=_parse_datetime(order.get("ActivatedDate")) is not None,
+        activated_ok=(activated := _parse_datetime(order.get("ActivatedDate"))) is not None and not _in_the_future(activated, today),
         effective_problem=problem,
+        amount_problems=_amount_problems(order, items),
     )
+
+
+def _amount_problems(order: StagedOrder, items: list[StagedItem]) -> tuple[str, ...]:
+    """Amounts the warehouse cannot keep exactly: more decimals than its columns, or too large."""
+    values = [("TotalAmount", order.get("TotalAmount"))]
+    values += [(f"{name} of OrderItem {item.get('Id')}", item.get(name)) for item in items for name in ("Quantity", "UnitPrice", "TotalPrice")]
+    problems = []
+    for name, raw in values:
+        value = _number(raw)
+        if value is None or math.isinf(value):
+            continue
+        if abs(value) >= AMOUNT_LIMIT:
+            problems.append(f"{name} {raw} is too large for the warehouse (NUMERIC(18,2): below 10^16)")
+        elif round(value, AMOUNT_DECIMALS) != value:
+            problems.append(f"{name} {raw} has more than {AMOUNT_DECIMALS} decimals: the warehouse would lose them")
+    return tuple(problems)
+
+
+def _in_the_future(moment: datetime, today: date) -> bool:
+    """Later than the end of tomorrow: beyond any time zone or clock skew, not yet happened."""
+    return moment.date() > today + timedelta(days=1)
 
 
 class OrderValidator:
@@ -199,6 +225,7 @@ class OrderValidator:
         # One expectation over a derived count, not one per column: each expectation costs
         # Great Expectations a fixed overhead per run, and there are some thirty text columns.
         expect(gxe.ExpectColumnValuesToBeBetween, "field_lengths", column="_overlong_fields", max_value=0)
+        expect(gxe.ExpectColumnValuesToBeBetween, "amounts_storable", column="_amount_problems", max_value=0)
         return context.validation_definitions.add(ValidationDefinition(name="staged_orders", data=batch, suite=suite))
 
     def overlong(self, order: StagedOrder) -> list[tuple[str, int, int]]:
@@ -235,6 +262,7 @@ class OrderValidator:
                     **{f"_service_{k}": (None if _blank(v) else v) for k, v in d.service.items()},
                     "_countries_ok": countries_ok,
                     "_overlong_fields": len(self.overlong(order)),
+                    "_amount_problems": len(d.amount_problems),
                 }
             )
             rows.append(row)
@@ -243,7 +271,7 @@ class OrderValidator:
         frame = pd.DataFrame(rows, dtype=object)
         for column in ("_total", "_total_mismatch", "_min_quantity", "_min_unit_price"):
             frame[column] = frame[column].astype(float)
-        for column in ("_item_count", "_overlong_fields"):
+        for column in ("_item_count", "_overlong_fields", "_amount_problems"):
             frame[column] = frame[column].astype(int)
         return frame
 
@@ -311,7 +339,11 @@ def explain(
         return f"StatusCode is {order.get('StatusCode')!r}, expected 'Activated'"
     if rule == "activated_date_valid":
         value = order.get("ActivatedDate")
-        return "ActivatedDate is missing" if _blank(value) else f"ActivatedDate {value!r} is not a valid dateTime"
+        if _blank(value):
+            return "ActivatedDate is missing"
+        if _parse_datetime(value) is not None:
+            return f"ActivatedDate {value!r} is in the future"
+        return f"ActivatedDate {value!r} is not a valid dateTime"
     if rule == "effective_date_valid":
         return derived.effective_problem or "EffectiveDate is not valid"
     if rule == "total_non_negative":
@@ -344,6 +376,8 @@ def explain(
         return f"{' and '.join(dict.fromkeys(problems))} is not a recognisable country"
     if rule == "field_lengths" and overlong:
         return "; ".join(f"{column} is {length} characters, more than the {limit} allowed" for column, length, limit in overlong)
+    if rule == "amounts_storable" and derived.amount_problems:
+        return "; ".join(derived.amount_problems)
     return CHECKS.get(rule, rule)
 
 

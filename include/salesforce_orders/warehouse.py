@@ -668,6 +668,13 @@ def create_sqlite_engine(path: str) -> sa.Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")  # tasks of overlapping runs wait, not fail
         cursor.close()
+        # SQLAlchemy, not the driver, begins transactions: the driver's own (lazy, before the first
+        # write) would make a savepoint the outermost transaction, whose release commits it.
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
 
     return engine
 

@@ -166,8 +166,9 @@ def test_allowance_exhausted_during_write_back_keeps_what_was_committed(pipeline
     run = pipeline.run(until="mark_status_changes")
     assert run.succeeded, run.error
     watermark = pipeline.watermark()
-    # the describe and one collection call (200 records) go through, then the allowance is gone
-    pipeline.org.admin.set_faults(daily_api_limit=api_used(pipeline) + 2)
+    # the describe, the Order statuses, the re-read of the first batch's orders and accounts and one
+    # collection call (200 records) go through, then the allowance is gone
+    pipeline.org.admin.set_faults(daily_api_limit=api_used(pipeline) + 5)
 
     with pytest.raises(AirflowFailException, match="daily API allowance is used up .*REQUEST_LIMIT_EXCEEDED"):
         pipeline.stage("write_back", run)

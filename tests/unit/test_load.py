@@ -146,10 +146,13 @@ def test_pending_outbox_row_is_replaced_and_finished_rows_kept(created_warehouse
     assert (pending["state"], pending["created_run_id"], pending["updated_run_id"]) == ("PENDING", "run-1", "run-2")
     assert (pending["created_at"], pending["updated_at"]) == (T0, T1)
 
-    # once sent, a new version queues a new row and the history stays
+    # once sent, a version read before the send plans the same write again: not queued twice
     with target.engine.begin() as conn:
         conn.execute(sa.update(w).where(w.c.id == pending["id"]).values(state="DONE", attempts=1))
-    run(target, "run-3", [make_transformed(1, notes="v3")], now=T2)
+    run(target, "run-2b", [make_transformed(1, notes="v2b")], now=T1)
+    assert len(outbox(target, order_rows, w.c.sf_order_id == make_transformed(1).order.sf_order_id)) == 1
+    # a version changed after the send queues a new row and the history stays
+    run(target, "run-3", [make_transformed(1, notes="v3", modstamp="2026-03-01T12:07:00.000+0000")], now=T2)
     rows = outbox(target, order_rows, w.c.sf_order_id == make_transformed(1).order.sf_order_id)
     assert [(r["state"], r["created_run_id"]) for r in rows] == [("DONE", "run-1"), ("PENDING", "run-3")]
     assert len(outbox(target, w.c.sf_object == "Account")) == 1
@@ -330,6 +333,7 @@ def test_error_in_the_middle_of_a_load_leaves_nothing(created_warehouse, make_tr
 def test_load_counts_as_dict(make_transformed):
     assert LoadCounts(1, 2, 3, 4, 5, 6).as_dict() == {
         "inserted": 1, "updated": 2, "unchanged": 3, "outbox_rows": 4, "customers": 5, "locations": 6, "superseded": 0,
+        "refused": 0,
     }
 
 
@@ -348,3 +352,43 @@ def test_an_account_in_many_batches_is_written_once_unless_its_content_changes(c
     names = {r["sf_account_id"]: r["name"] for r in select_all(target, "customers")}
     assert names[renamed.customer.sf_account_id] == "Acme Corporation"
     assert set(names) == {renamed.customer.sf_account_id, renamed.parent_customer.sf_account_id}
+
+
+def test_an_order_the_warehouse_refuses_is_quarantined_naming_the_field_and_the_rest_is_loaded(created_warehouse, make_transformed):
+    """PostgreSQL refuses a text longer than its column (and a NUL); SQLite keeps any length. Either
+    way the run loads every other order, and a refused one is quarantined with the column and why,
+    never with its value."""
+    target = created_warehouse
+    good = [make_transformed(n) for n in (1, 2, 4)]
+    secret = "4111 1111 1111 1111 " + "x" * 70  # 90 characters; the column holds 80
+    refused = replace(make_transformed(3), order=replace(make_transformed(3).order, po_number=secret))
+    load.ORDERS_PER_BATCH, before = 2, load.ORDERS_PER_BATCH
+    try:
+        counts = run(target, "run-1", [good[0], refused, *good[1:]])
+    finally:
+        load.ORDERS_PER_BATCH = before
+
+    stored = {r["sf_order_id"] for r in select_all(target, "external_orders")}
+    assert {r.order.sf_order_id for r in good} <= stored
+    q = select_all(target, "quarantined_orders")
+    if target.dialect == "postgresql":
+        assert refused.order.sf_order_id not in stored
+        assert counts.refused == 1 and counts.inserted == 3
+        [row] = q
+        assert row["failed_checks"] == ["warehouse_refused"]
+        message = row["details"]["warehouse_refused"]
+        assert "external_orders.po_number is 90 characters, more than the 80 it holds" in message
+        assert "4111" not in message and "xxxx" not in message
+        assert len(select_all(target, "external_order_items")) == 3  # the refused order left nothing behind
+    else:
+        assert refused.order.sf_order_id in stored and q == [] and counts.refused == 0
+
+
+def test_column_problems_names_column_limit_and_size_without_the_value():
+    from salesforce_orders.load import column_problems
+
+    t = tables(None)
+    problems = column_problems(t.external_orders, {"po_number": "y" * 81, "notes": "a\x00b", "total_amount": 1.005})
+    assert problems[0] == "external_orders.po_number is 81 characters, more than the 80 it holds"
+    assert "external_orders.notes contains a NUL character" in problems
+    assert not any("y" * 10 in p for p in problems)

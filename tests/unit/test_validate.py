@@ -161,6 +161,11 @@ CASES = [
          {"field_lengths": ("PoNumber is 81 characters", "the 80 allowed")}, {"PoNumber": "P" * 81}),
     Case("Account.Name too long", ("field_lengths",),
          {"field_lengths": ("Account.Name is 256 characters", "the 255 allowed")}, {"Account.Name": "A" * 256}),
+    Case("unit price with more decimals than the warehouse keeps", ("amounts_storable",),
+         {"amounts_storable": ("UnitPrice of OrderItem", "100.005", "more than 2 decimals")}, items=((1.0, 100.005),),
+         overrides={"TotalAmount": 100.005}),
+    Case("total too large for the warehouse", ("amounts_storable", "total_matches_products"),
+         {"amounts_storable": ("TotalAmount 1e+17", "too large")}, {"TotalAmount": 1e17}),
     Case("several problems at once", ("status_activated", "activated_date_valid", "country_resolvable"),
          {"status_activated": ("'Draft'",), "activated_date_valid": ("ActivatedDate is missing",),
           "country_resolvable": ("ShippingCountry 'Atlantis'",)},
@@ -355,3 +360,30 @@ def test_the_share_applies_from_invalid_share_min_orders_on(engine: sa.Engine):
     stage(engine, "run-1", orders)
     with pytest.raises(InvalidShareExceeded, match="2 of 5 orders"):
         validate_run(engine, "run-1", parse_config({"invalid_share_min_orders": 5}), today=TODAY)
+
+
+def test_an_activated_date_in_the_future_is_quarantined_naming_it(engine: sa.Engine):
+    stage(engine, "run-1", [staged_order(1), staged_order(2, ActivatedDate="2031-01-01T00:00:00.000+0000")])
+
+    summary = validate_run(engine, "run-1", parse_config({}), today=TODAY)
+
+    assert summary.failures_by_check == {"activated_date_valid": 1}
+    [quarantined] = rows(engine, tables().quarantined_orders)
+    assert quarantined["details"] == {"activated_date_valid": "ActivatedDate '2031-01-01T00:00:00.000+0000' is in the future"}
+
+
+def test_an_order_number_an_imported_order_already_has_is_quarantined_in_a_later_run(engine: sa.Engine, make_transformed):
+    from salesforce_orders.load import load_run
+
+    load_run(engine, "run-1", [[make_transformed(1)]], watermark=None)
+    taken = make_transformed(1).order.order_number
+    stage(engine, "run-2", [staged_order(5, OrderNumber=taken), staged_order(6)])
+
+    summary = validate_run(engine, "run-2", parse_config({}), today=TODAY)
+
+    assert summary.failures_by_check == {"order_number_unique": 1}
+    [quarantined] = rows(engine, tables().quarantined_orders)
+    assert quarantined["sf_order_id"] == sf_id("801", 5)
+    # the imported order itself, staged again, is no duplicate of itself
+    stage(engine, "run-3", [staged_order(1, OrderNumber=taken)])
+    assert validate_run(engine, "run-3", parse_config({}), today=TODAY).invalid == 0

@@ -10,7 +10,7 @@ What differs from ``make up-celery``, for the tests' sake only:
 
 - the schedule is monthly (``SALESFORCE_ORDERS_SCHEDULE``): unpausing creates one real scheduled
   run and no other scheduled run comes while the tests work;
-- a task whose worker died is declared failed after 30 s without a heartbeat (Airflow's default
+- a task whose worker died is declared failed after 60 s without a heartbeat (Airflow's default
   is 5 minutes), and a failed task is retried after 2 s instead of the DAG's minute: a cluster
   policy (``airflow_local_settings.py`` in the home's ``config/``, Airflow's way for a deployment
   to override task settings) sets the retry delay;
@@ -44,7 +44,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 ORG_ORDERS = 160
 ORG_SEED = 29
 SCHEDULE = "0 0 1 * *"
-HEARTBEAT_TIMEOUT_SECONDS = 30
+HEARTBEAT_TIMEOUT_SECONDS = 60
 RETRY_DELAY_SECONDS = 2
 PAUSE_POINTS = ("extract.page_staged", "load.before_commit", "write_back.before_send")
 # Safety nets for a deployment that hangs: far longer than anything here takes on a slow machine.

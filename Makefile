@@ -11,13 +11,14 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help install run test lint sandbox up bench lock dist screenshots clean
+.PHONY: help install run test lint sandbox up up-celery bench lock dist screenshots clean
 
 help:
 	@echo "make run      run the import DAG once end to end (sandbox + SQLite) and print what it loaded"
 	@echo "make test     run the whole test suite"
 	@echo "make sandbox  start the local Salesforce sandbox on https://localhost:8443"
 	@echo "make up       airflow standalone + sandbox, UI on http://localhost:8080"
+	@echo "make up-celery  CeleryExecutor on this host (Redis, PostgreSQL, two workers) + sandbox, UI on http://127.0.0.1:8080"
 	@echo "make bench    benchmark the pipeline at 10k and 100k orders against PostgreSQL (BENCH_ARGS=...)"
 	@echo "make lint     ruff"
 	@echo "make lock     re-resolve constraints.txt from requirements.txt"
@@ -61,6 +62,9 @@ sandbox: $(STAMP)
 
 up: $(STAMP)
 	$(BIN)/python -m salesforce_orders_local.standalone
+
+up-celery: $(STAMP)
+	$(BIN)/python -m salesforce_orders_local.celery_deployment up $(UP_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m salesforce_orders_local.bench $(BENCH_ARGS)

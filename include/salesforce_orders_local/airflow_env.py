@@ -23,17 +23,25 @@ WAREHOUSE_POOL = "salesforce_orders_warehouse"
 WAREHOUSE_POOL_DESCRIPTION = "one import writes the warehouse at a time"
 
 
-def configure(airflow_home: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Point this process (and its children) at a local Airflow home; migrate its metadata DB once."""
-    airflow_home.mkdir(parents=True, exist_ok=True)
-    env = {
+def project_airflow_env(airflow_home: Path) -> dict[str, str]:
+    """The settings every local Airflow of this project shares: its home, this project's DAGs and
+    plugins, no examples."""
+    return {
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+    }
+
+
+def configure(airflow_home: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Point this process (and its children) at a local Airflow home; migrate its metadata DB once."""
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **project_airflow_env(airflow_home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         **(extra_env or {}),
     }
     os.environ.update(env)

@@ -1,10 +1,12 @@
 """docker-compose.yaml: Airflow's CeleryExecutor layout built from the project's image, plus the
-warehouse and the sandbox, wired to each other through the connections the DAG reads."""
+warehouse and the sandbox, wired to each other through the connections the DAG reads; its Airflow
+settings are those of the native Celery deployment (``make up-celery``), so the two cannot drift."""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,14 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
+from salesforce_orders_local.airflow_env import WAREHOUSE_POOL, WAREHOUSE_POOL_DESCRIPTION
+from salesforce_orders_local.celery_deployment import (
+    SECRET_FILES,
+    CeleryDeployment,
+    CeleryLayout,
+    shared_airflow_environment,
+)
 
 PROJECT = Path(__file__).resolve().parents[2]
 AIRFLOW_SERVICES = (
@@ -148,3 +158,97 @@ def test_mounted_project_folders_exist(services: dict[str, Any]):
     for target in ("/opt/airflow/dags", "/opt/airflow/plugins"):
         assert (PROJECT / mounts[target]).is_dir(), target
     assert (PROJECT / mounts["/opt/airflow/dags"] / "salesforce_orders_import.py").is_file()
+
+
+# ---------------------------------------------------------------------------------------
+# the same Airflow settings as the native Celery deployment
+# ---------------------------------------------------------------------------------------
+
+# Settings of these sections are shared by every process of a deployment: all of them come from
+# shared_airflow_environment() on both sides, none is set on one side only.
+SHARED_SECTIONS = ("AIRFLOW__CELERY__", "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__", "AIRFLOW__DATABASE__", "AIRFLOW__API_AUTH__")
+
+
+def option(key: str) -> str:
+    """``AIRFLOW__SECTION__OPTION`` whether set directly or through ``_CMD`` / ``_SECRET``."""
+    return re.sub(r"_(CMD|SECRET)$", "", key)
+
+
+def compose_layout(services: dict[str, Any]) -> CeleryLayout:
+    """Where docker-compose.yaml's services are, described as the native deployment describes its own."""
+    database = env(services["postgres"])
+    [api_port] = {p.split(":")[-1] for p in services["airflow-apiserver"]["ports"]}
+    return CeleryLayout(
+        metadata_db_url=(
+            f"postgresql+psycopg://{database['POSTGRES_USER']}:{database['POSTGRES_PASSWORD']}"
+            f"@postgres:5432/{database['POSTGRES_DB']}"
+        ),
+        broker_url="redis://redis:6379/0",
+        api_server_url=f"http://airflow-apiserver:{api_port}",
+        secrets_dir=mount_target(services["airflow-scheduler"], "airflow-secrets"),
+    )
+
+
+def shared_settings(variables: dict[str, str], shared: dict[str, str]) -> set[str]:
+    """The keys in ``variables`` that belong to what a deployment's processes share."""
+    options = {option(key) for key in shared}
+    return {key for key in variables if key.startswith(SHARED_SECTIONS) or option(key) in options}
+
+
+def test_every_airflow_service_has_the_native_deployments_shared_settings(services: dict[str, Any]):
+    expected = shared_airflow_environment(compose_layout(services))
+    for name in AIRFLOW_SERVICES:
+        variables = env(services[name])
+        assert {key: variables.get(key) for key in expected} == expected, name
+        assert shared_settings(variables, expected) == set(expected), name
+
+
+def test_the_native_deployment_sets_the_shared_settings_and_no_others_of_their_kind(tmp_path: Path):
+    deployment = CeleryDeployment(home=tmp_path, salesforce_connection={"conn_type": "salesforce"}, redis_db=3, api_port=8181)
+    variables = deployment.environment()
+    expected = shared_airflow_environment(deployment.layout)
+
+    assert {key: variables[key] for key in expected} == expected
+    assert shared_settings(variables, expected) == set(expected)
+    assert expected["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert expected["AIRFLOW__CELERY__BROKER_URL"] == "redis://127.0.0.1:6379/3"
+    assert expected["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8181/execution/"
+    assert expected["AIRFLOW__CELERY__RESULT_BACKEND"] == f"db+{expected['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']}"
+    # the secrets come from files, never from a value in the environment
+    assert not {"AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY"} & set(variables)
+
+
+def test_airflow_init_writes_the_shared_secrets_every_service_reads(services: dict[str, Any]):
+    secrets_dir = compose_layout(services).secrets_dir
+    init = services["airflow-init"]
+    assert mount_target(init, "airflow-secrets") == secrets_dir  # writable there
+    for name in AIRFLOW_SERVICES:
+        assert mount_target(services[name], "airflow-secrets") == secrets_dir, name
+    script = init["command"][-1]
+    assert f"python -m salesforce_orders_local.celery_deployment secrets {secrets_dir}" in script
+    assert f'chown -R "${{AIRFLOW_UID:-50000}}:0" {secrets_dir}' in script
+    for variable in ("AIRFLOW__API_AUTH__JWT_SECRET_CMD", "AIRFLOW__CORE__FERNET_KEY_CMD"):
+        [path] = [part for part in env(init)[variable].split() if part.startswith(secrets_dir)]
+        assert Path(path).name in SECRET_FILES
+
+
+def test_the_secrets_command_writes_them_once_for_the_owner_only(tmp_path: Path):
+    command = [sys.executable, "-m", "salesforce_orders_local.celery_deployment", "secrets", str(tmp_path / "secrets")]
+    subprocess.run(command, check=True, timeout=60)
+    first = {name: (tmp_path / "secrets" / name).read_text() for name in SECRET_FILES}
+    subprocess.run(command, check=True, timeout=60)
+
+    for name in SECRET_FILES:
+        path = tmp_path / "secrets" / name
+        assert path.read_text() == first[name], f"{name} changed on a second start"
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert len(first["jwt_secret"]) >= 64
+    from cryptography.fernet import Fernet
+
+    Fernet(first["fernet_key"].encode())  # a valid key
+
+
+def test_airflow_init_creates_the_warehouse_pool(services: dict[str, Any]):
+    pool_lines = [line for line in services["airflow-init"]["command"][-1].splitlines() if " pools set " in line]
+    [arguments] = [shlex.split(line) for line in pool_lines]
+    assert arguments[arguments.index("set") + 1 :] == [WAREHOUSE_POOL, "1", WAREHOUSE_POOL_DESCRIPTION]

@@ -98,6 +98,10 @@ class OrderRecord:
     is_zero_total: bool
     sf_created_at: str | None
     sf_system_modstamp: str | None
+    # total_amount in the org's corporate currency and the rate used (None: the org has no rate for it)
+    corporate_currency: str | None = None
+    conversion_rate: float | None = None
+    corporate_amount: float | None = None
 
 
 @dataclass(frozen=True)

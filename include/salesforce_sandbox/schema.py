@@ -281,6 +281,15 @@ def _ref(name: str, target: str, relationship: str, **kw) -> Field:
     return Field(name, "reference", length=18, reference_to=(target,), relationship_name=relationship, **kw)
 
 
+def _rate_fields() -> tuple[Field, ...]:
+    """A currency and its rate: units of it per unit of the corporate currency."""
+    return (
+        Field("IsoCode", "picklist", length=3, nillable=False, updateable=False,
+              picklist=tuple(PicklistValue(v) for v in CURRENCY_CODES)),
+        Field("ConversionRate", "double", nillable=False, precision=18, scale=6),
+    )
+
+
 def _owner() -> Field:
     return _ref("OwnerId", "User", "Owner", nillable=False, defaulted_on_create=True)
 
@@ -524,9 +533,7 @@ def build_schema(with_imported_status: bool = True) -> Schema:
         "02c",
         (
             _id(),
-            Field("IsoCode", "picklist", length=3, nillable=False, updateable=False,
-                  picklist=tuple(PicklistValue(v) for v in CURRENCY_CODES)),
-            Field("ConversionRate", "double", nillable=False, precision=18, scale=6),
+            *_rate_fields(),
             Field("DecimalPlaces", "int", nillable=False, defaulted_on_create=True),
             Field("IsActive", "boolean", nillable=False, defaulted_on_create=True),
             Field("IsCorporate", "boolean", nillable=False, defaulted_on_create=True),
@@ -538,9 +545,7 @@ def build_schema(with_imported_status: bool = True) -> Schema:
         "04w",
         (
             _id(),
-            Field("IsoCode", "picklist", length=3, nillable=False, updateable=False,
-                  picklist=tuple(PicklistValue(v) for v in CURRENCY_CODES)),
-            Field("ConversionRate", "double", nillable=False, precision=18, scale=6),
+            *_rate_fields(),
             Field("StartDate", "date", nillable=False),
             Field("NextStartDate", "date", createable=False, updateable=False),
             *_audit_fields(),

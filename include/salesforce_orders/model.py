@@ -107,6 +107,10 @@ class OrderRecord:
     # the fields whose card numbers were masked ("Description", "OrderItem <Id>.Description"):
     # someone should clean them up in Salesforce
     card_data_masked: tuple[str, ...] = ()
+    # total_amount in the org's corporate currency and the rate used (None: the org has no rate for it)
+    corporate_currency: str | None = None
+    conversion_rate: float | None = None
+    corporate_amount: float | None = None
 
 
 @dataclass(frozen=True)

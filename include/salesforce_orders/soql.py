@@ -325,6 +325,16 @@ def build_order_statuses_query() -> str:
     return _select(["ApiName", "StatusCode"], "OrderStatus", [], order_by="SortOrder")
 
 
+def build_currency_types_query() -> str:
+    """The org's active currencies with their rate to the corporate currency."""
+    return _select(["IsoCode", "ConversionRate", "IsCorporate"], "CurrencyType", ["IsActive = true"], order_by="IsoCode")
+
+
+def build_dated_conversion_rates_query() -> str:
+    """The rates by period (advanced currency management): a handful of rows per currency and quarter."""
+    return _select(["IsoCode", "ConversionRate", "StartDate", "NextStartDate"], "DatedConversionRate", [], order_by="IsoCode, StartDate")
+
+
 def build_accounts_with_field_query(field: str, since: datetime) -> str:
     """Accounts changed since ``since`` whose ``field`` (the customer-id field) has a value."""
     name = field_name(field)

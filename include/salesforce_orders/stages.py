@@ -228,6 +228,7 @@ def extract(
     with engine.begin() as conn:
         clear_run(conn, run_id, schema=config.warehouse_schema)
     hook = _hook(config)
+    _read_currency_rates(engine, hook, config)
     expected = hook.count(build_count_query(config, plan.window))
     hook.set_budget_share(config.api_budget_share)  # from the count's Sforce-Limit-Info: no extra call
     path = "bulk" if expected > config.bulk_threshold else "rest"
@@ -265,6 +266,17 @@ def extract(
         "api_calls": hook.usage.calls,
         "api_budget_left": hook.usage.budget_left,  # the rest of the run's budget, for the later stages
     }
+
+
+def _read_currency_rates(engine, hook, config) -> None:
+    """The org's currency rates, read once a run, for the transform's corporate amounts."""
+    from . import currencies
+    from .warehouse import tables
+
+    rows = currencies.read_from_salesforce(hook)
+    with engine.begin() as conn:
+        currencies.store(conn, tables(config.warehouse_schema).currency_rates, rows, _now())
+    log.info("Currency rates: %d read from the org", len(rows))
 
 
 # Orders of changed Accounts are read by AccountId, this many Accounts a query (a SOQL IN list).
@@ -327,12 +339,14 @@ def validate(*, run_id: str) -> dict[str, Any]:
 def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     """Transform valid staged orders into warehouse records (pure functions), staged again; the
     card fields of the orders skipped are queued to be X-ed out."""
+    from . import currencies
     from .card_masks import queue_card_masks
     from .model import SkippedOrder
     from .progress import Progress
     from .readahead import read_ahead
     from .staging import clear_transformed, iter_staged, stage_transformed
     from .transform import transform_order
+    from .warehouse import tables
 
     config = _config()
     engine = _warehouse(config)
@@ -341,11 +355,12 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     skipped_reasons: dict[str, int] = {}
     with engine.begin() as conn:
         clear_transformed(conn, run_id, schema=schema)
+        rates = currencies.load(conn, tables(schema).currency_rates)
     progress = Progress("transform", "orders")
     for chunk in read_ahead(iter_staged(engine, run_id, status="valid", chunk_size=config.chunk_size, schema=schema)):
         records, skipped_orders = [], {}
         for order, items in chunk:
-            result = transform_order(order, items, config, instance_url=instance_url)
+            result = transform_order(order, items, config, instance_url=instance_url, rates=rates)
             if not isinstance(result, SkippedOrder):
                 records.append(result)
             else:

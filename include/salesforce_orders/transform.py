@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from salesforce_orders.config import ImportConfig, RoutingRule
 from salesforce_orders.countries import resolve_country_code
+from salesforce_orders.currencies import CurrencyRates
 from salesforce_orders.model import (
     CARD_DATA_MASKED,
     Address,
@@ -52,12 +53,20 @@ _ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country")
 # from the masked text, which the hash covers.)
 _ORDER_NOT_HASHED = frozenset({"status", "sf_system_modstamp", "salesforce_url", "card_data_masked"})
 _CUSTOMER_ECHO_FIELDS = frozenset({"customer_id_source"})
+_SINGLE_CURRENCY = CurrencyRates()
 
 
 def transform_order(
-    order: StagedOrder, items: list[StagedItem], config: ImportConfig, *, instance_url: str
+    order: StagedOrder,
+    items: list[StagedItem],
+    config: ImportConfig,
+    *,
+    instance_url: str,
+    rates: CurrencyRates | None = None,
 ) -> TransformedOrder | SkippedOrder:
-    """One staged order and its items -> what the load writes, or why it is skipped."""
+    """One staged order and its items -> what the load writes, or why it is skipped.
+
+    ``rates``: the org's currency rates (None: a single-currency org, amounts already corporate)."""
     order_id = _text(order.get("Id")) or ""
     zero_total = is_zero_total(order, items)
     if zero_total and config.zero_total_policy == "skip":
@@ -90,6 +99,10 @@ def transform_order(
     modstamp, _ = _iso_utc(order.get("SystemModstamp"))
     if not activated_ok:
         warnings.append(f"ActivatedDate {order.get('ActivatedDate')!r} is not a date and time")
+    total, currency, effective_date = _number(order.get("TotalAmount")), _text(order.get("CurrencyIsoCode")), _text(order.get("EffectiveDate"))
+    converted = (rates or _SINGLE_CURRENCY).convert(total, currency, effective_date)
+    if converted is None and currency is not None:
+        warnings.append(f"CurrencyIsoCode {currency!r} has no conversion rate in the org: corporate_amount left empty")
 
     record = OrderRecord(
         sf_order_id=order_id,
@@ -102,10 +115,10 @@ def transform_order(
         status=_text(order.get("Status")),
         status_code=_text(order.get("StatusCode")),
         order_type=_text(order.get("Type")),
-        effective_date=_text(order.get("EffectiveDate")),
+        effective_date=effective_date,
         activated_at=activated_at,
-        total_amount=_number(order.get("TotalAmount")),
-        currency=_text(order.get("CurrencyIsoCode")),
+        total_amount=total,
+        currency=currency,
         billing=billing,
         service=service,
         service_address_source=service_source,
@@ -118,6 +131,9 @@ def transform_order(
         sf_created_at=created_at,
         sf_system_modstamp=modstamp,
         card_data_masked=card_data_masked_fields(order, items, config.order_item_object),
+        corporate_currency=converted.corporate_currency if converted else None,
+        conversion_rate=converted.rate if converted else None,
+        corporate_amount=converted.amount if converted else None,
     )
     return TransformedOrder(
         order=record,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -138,10 +139,45 @@ def _json() -> sa.types.TypeEngine:
     return sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 
 
-def _money() -> sa.Numeric:
-    # Exact NUMERIC(18,2) in the database (Salesforce currency precision); floats in Python,
-    # as in the record model.
-    return sa.Numeric(18, 2, asdecimal=False)
+class Money(sa.types.TypeDecorator):
+    """Amounts and quantities: NUMERIC(18,2) (Salesforce's currency precision), ``Decimal`` in Python.
+
+    PostgreSQL stores and returns them exactly. SQLite has no decimal type: its NUMERIC column
+    holds the double nearest to the amount, which has at most two decimals, so reading it back
+    to the cent gives the amount exactly (up to 15 significant digits); sums are taken in cents
+    (:func:`money_sum`). Floats of the pipeline are bound by their shortest repr, not binary noise.
+    """
+
+    impl = sa.Numeric(18, 2)
+    cache_ok = True
+    _CENT = Decimal("0.01")
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine:
+        # asdecimal=False on SQLite: the cents are put back here, without SQLAlchemy's float warning
+        return dialect.type_descriptor(sa.Numeric(18, 2, asdecimal=dialect.name != "sqlite"))
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return float(value)
+        return Decimal(repr(value)) if isinstance(value, float) else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if isinstance(value, float):
+            return Decimal(repr(value)).quantize(self._CENT)
+        return Decimal(value).quantize(self._CENT)
+
+
+def _money() -> Money:
+    return Money()
+
+
+def _rate() -> sa.Numeric:
+    # Salesforce keeps conversion rates to six decimals.
+    return sa.Numeric(18, 6, asdecimal=False)
 
 
 def _sf_id(name: str, *args: Any, **kw: Any) -> sa.Column:
@@ -242,6 +278,10 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         _ts("activated_at"),
         sa.Column("total_amount", _money()),
         sa.Column("currency", sa.String(COLUMN_LIMITS["CurrencyIsoCode"])),
+        # total_amount in the org's corporate currency, and the rate used (see currency_rates)
+        sa.Column("corporate_currency", sa.String(COLUMN_LIMITS["CurrencyIsoCode"])),
+        sa.Column("conversion_rate", _rate()),
+        sa.Column("corporate_amount", _money()),
         *_address("billing_", "Billing"),
         *_address("service_", "Shipping"),
         sa.Column("service_address_source", sa.String(16), nullable=False),
@@ -353,6 +393,17 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
     )
 
     sa.Table(
+        "currency_rates", md,
+        sa.Column("source", sa.String(24), primary_key=True),
+        sa.Column("iso_code", sa.String(COLUMN_LIMITS["CurrencyIsoCode"]), primary_key=True),
+        sa.Column("start_date", sa.Date, primary_key=True),
+        sa.Column("next_start_date", sa.Date, nullable=False),
+        sa.Column("conversion_rate", _rate(), nullable=False),
+        sa.Column("is_corporate", sa.Boolean, nullable=False),
+        _ts("updated_at", nullable=False),
+    )
+
+    sa.Table(
         "sync_state", md,
         sa.Column("key", sa.String(100), primary_key=True),
         sa.Column("value", sa.Text),
@@ -407,6 +458,7 @@ class Tables:
     quarantined_orders: sa.Table
     import_runs: sa.Table
     writeback_outbox: sa.Table
+    currency_rates: sa.Table
     sync_state: sa.Table
     stg_orders: sa.Table
     stg_order_items: sa.Table
@@ -503,8 +555,22 @@ def _utc_day(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
     return sa.func.date(column)  # SQLite stores the UTC wall time as text
 
 
+def money_sum(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
+    """The exact sum of an amount column (0 when there is none), as the dialect can give it.
+
+    PostgreSQL sums NUMERIC exactly. SQLite keeps amounts as REAL (the double nearest to the
+    cents): summed as integer cents, then divided once, so the sum is the double nearest the exact
+    total, which reads back as that total (up to 15 significant digits), never 12780.599999999999.
+    """
+    if dialect == "postgresql":
+        return sa.func.coalesce(sa.func.sum(column), 0)
+    cents = sa.cast(sa.func.round(column * 100), sa.Integer)
+    return sa.func.coalesce(sa.func.sum(cents), 0) / sa.literal_column("100.0")
+
+
 def _view_orders_by_customer(t: Tables, dialect: str) -> sa.Select:
-    """Per customer: its own active orders, and those of its whole child hierarchy."""
+    """Per customer and currency: its own active orders, and those of its whole child hierarchy.
+    Amounts of different currencies are never added; the corporate amounts sit beside them."""
     c, o = t.customers, t.external_orders
     # Every (ancestor, descendant) pair including (x, x); UNION, not UNION ALL, so a cycle ends.
     tree = sa.select(c.c.customer_id.label("ancestor_id"), c.c.customer_id.label("descendant_id")).cte(
@@ -514,20 +580,26 @@ def _view_orders_by_customer(t: Tables, dialect: str) -> sa.Select:
     tree = tree.union(
         sa.select(tree.c.ancestor_id, child.c.customer_id).where(child.c.parent_customer_id == tree.c.descendant_id)
     )
-    active = o.c.sf_state == SF_ACTIVE
-    own = sa.and_(active, tree.c.descendant_id == tree.c.ancestor_id)
+    own = tree.c.descendant_id == tree.c.ancestor_id
+    joined = c.join(tree, tree.c.ancestor_id == c.c.customer_id).outerjoin(
+        o, sa.and_(o.c.customer_id == tree.c.descendant_id, o.c.sf_state == SF_ACTIVE)
+    )
     return (
         sa.select(
             c.c.customer_id,
             c.c.name,
             c.c.parent_customer_id,
+            o.c.currency,
             sa.func.count(sa.case((own, o.c.sf_order_id))).label("own_orders"),
-            sa.func.coalesce(sa.func.sum(sa.case((own, o.c.total_amount))), 0).label("own_amount"),
-            sa.func.count(sa.case((active, o.c.sf_order_id))).label("orders_including_children"),
-            sa.func.coalesce(sa.func.sum(sa.case((active, o.c.total_amount))), 0).label("amount_including_children"),
+            money_sum(sa.case((own, o.c.total_amount)), dialect).label("own_amount"),
+            sa.func.count(o.c.sf_order_id).label("orders_including_children"),
+            money_sum(o.c.total_amount, dialect).label("amount_including_children"),
+            o.c.corporate_currency,
+            money_sum(sa.case((own, o.c.corporate_amount)), dialect).label("own_amount_corporate"),
+            money_sum(o.c.corporate_amount, dialect).label("amount_including_children_corporate"),
         )
-        .select_from(c.join(tree, tree.c.ancestor_id == c.c.customer_id).outerjoin(o, o.c.customer_id == tree.c.descendant_id))
-        .group_by(c.c.customer_id, c.c.name, c.c.parent_customer_id)
+        .select_from(joined)
+        .group_by(c.c.customer_id, c.c.name, c.c.parent_customer_id, o.c.currency, o.c.corporate_currency)
     )
 
 
@@ -539,10 +611,12 @@ def _view_revenue_by_day(t: Tables, dialect: str) -> sa.Select:
             day,
             o.c.currency,
             sa.func.count().label("orders"),
-            sa.func.coalesce(sa.func.sum(o.c.total_amount), 0).label("revenue"),
+            money_sum(o.c.total_amount, dialect).label("revenue"),
+            o.c.corporate_currency,
+            money_sum(o.c.corporate_amount, dialect).label("revenue_corporate"),
         )
         .where(o.c.sf_state == SF_ACTIVE, o.c.activated_at.is_not(None))
-        .group_by(day, o.c.currency)
+        .group_by(day, o.c.currency, o.c.corporate_currency)
     )
 
 

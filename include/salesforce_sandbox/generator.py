@@ -25,6 +25,7 @@ from .schema import (
     CARD_EXP_MONTH_FIELD,
     CARD_EXP_YEAR_FIELD,
     CARD_NUMBER_FIELD,
+    CURRENCY_CODES,
     CUSTOMER_ID_FIELD,
     DRAFT_STATUS,
     SERVICE_NUMBER_FIELD,
@@ -41,6 +42,8 @@ GENERATED_OBJECTS = (
     "Contact",
     "Order",
     "OrderItem",
+    "CurrencyType",
+    "DatedConversionRate",
 )
 
 DAY = 86_400
@@ -57,6 +60,12 @@ ORDERS_PER_MULTI_LOCATION_ACCOUNT = 3  # at least, so each shows several shippin
 CHILD_ACCOUNT_SHARE = 0.1
 MAX_HIERARCHY_DEPTH = 3
 CUSTOMER_ID_SHARE = 0.15
+# Units of each currency per corporate unit (USD); dated rates move around these by period.
+CONVERSION_RATES = {"USD": 1.0, "EUR": 0.92, "GBP": 0.79, "CAD": 1.36}
+RATE_PERIOD = 91 * DAY  # dated conversion rates change about quarterly
+RATE_PERIODS = 16  # reaching back past the oldest order
+FIRST_RATE_START = "0001-01-01"  # Salesforce's first period begins at the beginning of time
+LAST_RATE_END = "9999-12-31"
 
 # (city, state, postal code, country, currency)
 CITIES = (
@@ -359,6 +368,7 @@ class _OrgGenerator:
         self._accounts()
         self._contacts()
         self._orders(pricebook_id)
+        self._currencies()
         self.store.recompute_order_totals()
         self.store.analyze()
         return self.stats
@@ -448,6 +458,47 @@ class _OrgGenerator:
         self._insert("Product2", products)
         self._insert("PricebookEntry", entries)
         return pricebook_id
+
+    def _currencies(self) -> None:
+        """The org's currencies and, as with advanced currency management on, their rates by period.
+
+        Computed, not drawn from the generator's random stream, so the rest of the org stays as it was."""
+        admin = self.store.integration_user_id
+        created = self.now - (RATE_PERIODS + 1) * RATE_PERIOD
+        audit = _audit(created, created, created, admin, admin)
+        codes = [code for code in CURRENCY_CODES if code in CONVERSION_RATES]
+        self._insert(
+            "CurrencyType",
+            [
+                {
+                    "Id": currency_id,
+                    "IsoCode": code,
+                    "ConversionRate": CONVERSION_RATES[code],
+                    "DecimalPlaces": 2,
+                    "IsActive": 1,
+                    "IsCorporate": int(code == CURRENCY_CODES[0]),
+                    **audit,
+                }
+                for currency_id, code in zip(self.store.new_ids("CurrencyType", len(codes)), codes, strict=True)
+            ],
+        )
+        starts = [FIRST_RATE_START] + [_day(self.now - n * RATE_PERIOD) for n in range(RATE_PERIODS - 1, 0, -1)]
+        rows = []
+        for code in codes[1:]:  # the corporate currency has no dated rates: it is always 1
+            for period, (start, next_start) in enumerate(zip(starts, [*starts[1:], LAST_RATE_END], strict=True)):
+                swing = 1 + 0.04 * math.sin(period + len(code) * ord(code[0]))
+                rows.append(
+                    {
+                        "IsoCode": code,
+                        "ConversionRate": round(CONVERSION_RATES[code] * swing, 6),
+                        "StartDate": start,
+                        "NextStartDate": next_start,
+                        **audit,
+                    }
+                )
+        for row, rate_id in zip(rows, self.store.new_ids("DatedConversionRate", len(rows)), strict=True):
+            row["Id"] = rate_id
+        self._insert("DatedConversionRate", rows)
 
     # -- accounts and contacts --------------------------------------------------------------
 

@@ -34,6 +34,8 @@ CARD_EXP_MONTH_FIELD = "Credit_Card_Expiration_Month__c"
 CARD_EXP_YEAR_FIELD = "Credit_Card_Expiration_Year__c"
 CARD_FIELDS = (CARD_NUMBER_FIELD, CARD_CVV_FIELD, CARD_EXP_MONTH_FIELD, CARD_EXP_YEAR_FIELD)
 
+CURRENCY_CODES = ("USD", "EUR", "GBP", "CAD")  # the org's currencies; the first is the corporate one
+
 DRAFT_STATUS = "Draft"
 ACTIVATED_STATUS = "Activated"
 IMPORTED_STATUS = "Imported"
@@ -279,6 +281,15 @@ def _ref(name: str, target: str, relationship: str, **kw) -> Field:
     return Field(name, "reference", length=18, reference_to=(target,), relationship_name=relationship, **kw)
 
 
+def _rate_fields() -> tuple[Field, ...]:
+    """A currency and its rate: units of it per unit of the corporate currency."""
+    return (
+        Field("IsoCode", "picklist", length=3, nillable=False, updateable=False,
+              picklist=tuple(PicklistValue(v) for v in CURRENCY_CODES)),
+        Field("ConversionRate", "double", nillable=False, precision=18, scale=6),
+    )
+
+
 def _owner() -> Field:
     return _ref("OwnerId", "User", "Owner", nillable=False, defaulted_on_create=True)
 
@@ -445,7 +456,7 @@ def build_schema(with_imported_status: bool = True) -> Schema:
                 length=3,
                 nillable=False,
                 defaulted_on_create=True,
-                picklist=(PicklistValue("USD", default=True), PicklistValue("EUR"), PicklistValue("GBP"), PicklistValue("CAD")),
+                picklist=tuple(PicklistValue(v, default=v == CURRENCY_CODES[0]) for v in CURRENCY_CODES),
                 restricted_picklist=True,
             ),
             Field(CARD_NUMBER_FIELD, "string", length=20, label="Credit Card Number"),
@@ -515,7 +526,36 @@ def build_schema(with_imported_status: bool = True) -> Schema:
         deletable=False,
     )
 
-    objects = [user, account, contact, product, pricebook, pricebook_entry, order, order_item, contract, order_status]
+    # Multi-currency: the org's currencies with their rate to the corporate currency (units of the
+    # currency per corporate unit), and with advanced currency management the rates by period.
+    currency_type = SObject(
+        "CurrencyType",
+        "02c",
+        (
+            _id(),
+            *_rate_fields(),
+            Field("DecimalPlaces", "int", nillable=False, defaulted_on_create=True),
+            Field("IsActive", "boolean", nillable=False, defaulted_on_create=True),
+            Field("IsCorporate", "boolean", nillable=False, defaulted_on_create=True),
+            *_audit_fields(),
+        ),
+    )
+    dated_conversion_rate = SObject(
+        "DatedConversionRate",
+        "04w",
+        (
+            _id(),
+            *_rate_fields(),
+            Field("StartDate", "date", nillable=False),
+            Field("NextStartDate", "date", createable=False, updateable=False),
+            *_audit_fields(),
+        ),
+    )
+
+    objects = [
+        user, account, contact, product, pricebook, pricebook_entry, order, order_item, contract, order_status,
+        currency_type, dated_conversion_rate,
+    ]
     return Schema({o.name: o for o in objects})
 
 

@@ -129,13 +129,28 @@ def test_bad_options_are_refused(options: dict) -> None:
         GeneratorOptions(**options)
 
 
-def test_no_orders_gives_just_the_catalogue() -> None:
+def test_no_orders_gives_just_the_catalogue_and_the_currencies() -> None:
     store = fresh_store()
     stats = generate(store, orders=0, now=NOW)
     assert stats == {
         "User": 3, "Pricebook2": 1, "Product2": 30, "PricebookEntry": 30,
         "Account": 0, "Contact": 0, "Order": 0, "OrderItem": 0,
+        "CurrencyType": 4, "DatedConversionRate": 3 * 16,
     }  # fmt: skip
+
+
+def test_currencies_have_one_corporate_and_dated_rates_that_tile_time() -> None:
+    store = fresh_store()
+    generate(store, orders=0, now=NOW)
+    corporate = store.conn.execute("SELECT IsoCode, ConversionRate FROM CurrencyType WHERE IsCorporate = 1").fetchall()
+    assert corporate == [("USD", 1.0)]
+    for (code,) in store.conn.execute("SELECT IsoCode FROM CurrencyType WHERE IsCorporate = 0").fetchall():
+        periods = store.conn.execute(
+            "SELECT StartDate, NextStartDate, ConversionRate FROM DatedConversionRate WHERE IsoCode = ? ORDER BY StartDate", (code,)
+        ).fetchall()
+        assert periods[0][0] == "0001-01-01" and periods[-1][1] == "9999-12-31"
+        assert all(a[1] == b[0] for a, b in zip(periods, periods[1:], strict=False))  # no gap, no overlap
+        assert len({rate for _, _, rate in periods}) > 1
 
 
 def test_twenty_thousand_orders() -> None:

@@ -5,13 +5,14 @@ keyed lookups (``select_in``) that stay index probes whatever the planner's stat
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from salesforce_orders import warehouse
+from salesforce_orders import currencies, warehouse
 from salesforce_orders.load import load_run, record_quarantine
 from salesforce_orders.staging import stage_items, stage_orders, stage_transformed
 from salesforce_orders.warehouse import VIEWS_KEY, create_all, insert_rows, select_in, tables, upsert
@@ -66,7 +67,7 @@ def write_everything(engine: sa.Engine, schema: str, make_transformed: Any) -> N
         account_name="Société — 東京 \\ \"quoted\"",
         street="Straße 1\tHof\nHinterhaus",
         notes="back\\slash, tab\t, \\N, empty next",
-        # 1e15 + 0.2 has 17 significant digits: a bound float is cast through 15 of them
+        # 1e15 + 0.2 has 17 significant digits: a float amount is bound by its shortest repr, exactly
         items=((1, "S1", 1.5, 0.1), (2, None, 3.0, 19.99), (3, "S1", 1.0, 1e15 + 0.2)),
         metadata={"Région": "Île-de-France", "none": None, "nested": {"list": [1, 2.5, None, True]}},
         modstamp="2026-01-02T05:04:05.123456+02:00",
@@ -102,6 +103,10 @@ def write_everything(engine: sa.Engine, schema: str, make_transformed: Any) -> N
             {"run_id": "raw", "sf_order_id": "801000000000002AAA", "system_modstamp": T1, "record": {"k": None},
              "status": "invalid", "failed_checks": ["a", None], "staged_at": T1},
         ], ["run_id", "sf_order_id"])
+        currencies.store(conn, t.currency_rates, [
+            {"source": "CurrencyType", "iso_code": "EUR", "start_date": date(1, 1, 1), "next_start_date": date(9999, 12, 31),
+             "conversion_rate": 0.923456, "is_corporate": False},
+        ], T1)
         upsert(conn, t.import_runs, [
             {"run_id": "r1", "status": "success", "started_at": T0, "finished_at": None, "inserted": 5,
              "duration_seconds": 0.1 + 0.2, "message": "ok ✓"},
@@ -147,10 +152,10 @@ def test_copy_and_executemany_leave_identical_rows(
 
     assert any("FROM pg_temp.upsert_" in s for s in statements["copy"])
     assert not any("pg_temp" in s for s in statements["executemany"])
-    # what the comparison covers: JSON null vs SQL NULL, the 15-digit float cast, zone conversion
+    # what the comparison covers: JSON null vs SQL NULL, amounts bound exactly, zone conversion
     raw = {row[1]: row for row in bound["stg_orders"]["text"] if row[0] == "raw"}
     assert raw["801000000000001AAA"][3] == "null" and raw["801000000000001AAA"][5] is None
-    assert max(float(row[6]) for row in bound["external_order_items"]["text"]) == 1e15
+    assert max(Decimal(row[6]) for row in bound["external_order_items"]["text"]) == Decimal("1000000000000000.20")
     order = bound["external_orders"]["values"][0]
     assert order[tables().external_orders.c.keys().index("sf_system_modstamp")] == datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 

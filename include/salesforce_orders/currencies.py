@@ -1,0 +1,131 @@
+"""Amounts in the org's corporate currency, converted with the org's own rates.
+
+Salesforce keeps, per currency, units of that currency per one unit of the corporate currency:
+``CurrencyType.ConversionRate`` (the current rate) and, with advanced currency management,
+``DatedConversionRate`` (a rate per period, ``StartDate`` <= day < ``NextStartDate``). The
+extract reads both once a run into the warehouse's ``currency_rates``; the transform converts each
+order's total with the dated rate of its ``EffectiveDate`` when there is one, else the current rate.
+An org without multi-currency has neither object: every amount is already corporate (rate 1).
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+CURRENT = "CurrencyType"  # currency_rates.source of the current rates
+DATED = "DatedConversionRate"  # ... and of the rates by period
+FIRST_DAY, LAST_DAY = date(1, 1, 1), date(9999, 12, 31)
+_CENT = Decimal("0.01")
+# Salesforce's answer when the org has no such object (multi-currency not enabled).
+_NOT_IN_ORG = "INVALID_TYPE"
+
+
+@dataclass(frozen=True)
+class Conversion:
+    corporate_currency: str
+    rate: float
+    amount: float | None
+
+
+@dataclass
+class CurrencyRates:
+    """The org's rates: ``corporate`` is None for a single-currency org (conversion is the identity)."""
+
+    corporate: str | None = None
+    current: dict[str, float] = field(default_factory=dict)
+    # per currency: period starts (sorted) and the rate of each period, with its end
+    dated: dict[str, list[tuple[date, date, float]]] = field(default_factory=dict)
+
+    def rate_for(self, currency: str, day: date | None) -> float | None:
+        periods = self.dated.get(currency)
+        if periods and day is not None:
+            index = bisect_right([start for start, _end, _rate in periods], day) - 1
+            if index >= 0 and day < periods[index][1]:
+                return periods[index][2]
+        return self.current.get(currency)
+
+    def convert(self, amount: float | None, currency: str | None, day: str | None) -> Conversion | None:
+        """``amount`` in ``currency`` in the corporate currency with the rate of ``day`` (YYYY-MM-DD),
+        rounded half up to the cent; None when the currency has no rate in the org."""
+        if currency is None:
+            return None
+        if self.corporate is None:
+            return Conversion(currency, 1.0, amount)
+        rate = self.rate_for(currency, _day(day))
+        if not rate:
+            return None
+        converted = None if amount is None else float((Decimal(repr(amount)) / Decimal(repr(rate))).quantize(_CENT, ROUND_HALF_UP))
+        return Conversion(self.corporate, rate, converted)
+
+
+def _day(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def read_from_salesforce(hook: Any) -> list[dict[str, Any]]:
+    """The org's rates as ``currency_rates`` rows (two small queries); [] for a single-currency org."""
+    from .salesforce import SalesforceApiError
+    from .soql import build_currency_types_query, build_dated_conversion_rates_query
+
+    rows: list[dict[str, Any]] = []
+    try:
+        for page in hook.iter_query_pages(build_currency_types_query()):
+            rows += [_row(CURRENT, r["IsoCode"], r["ConversionRate"], FIRST_DAY, LAST_DAY, bool(r["IsCorporate"])) for r in page]
+        for page in hook.iter_query_pages(build_dated_conversion_rates_query()):
+            rows += [
+                _row(DATED, r["IsoCode"], r["ConversionRate"], _day(r["StartDate"]) or FIRST_DAY, _day(r["NextStartDate"]) or LAST_DAY, False)
+                for r in page
+            ]
+    except SalesforceApiError as exc:
+        if exc.code != _NOT_IN_ORG:
+            raise
+        log.info("The org has no multi-currency objects (%s): amounts are in the corporate currency already", exc.code)
+        return []
+    return rows
+
+
+def _row(source: str, code: str, rate: Any, start: date, end: date, corporate: bool) -> dict[str, Any]:
+    return {
+        "source": source,
+        "iso_code": code,
+        "start_date": start,
+        "next_start_date": end,
+        "conversion_rate": Decimal(str(rate)),
+        "is_corporate": corporate,
+    }
+
+
+def store(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], now: Any) -> None:
+    """Replace the warehouse's rates with ``rows`` (the org's, as read this run)."""
+    conn.execute(sa.delete(table))
+    if rows:
+        conn.execute(sa.insert(table), [{**row, "updated_at": now} for row in rows])
+
+
+def load(conn: sa.Connection, table: sa.Table) -> CurrencyRates:
+    """The rates the warehouse holds, ready to convert with."""
+    rates = CurrencyRates()
+    for row in conn.execute(sa.select(table).order_by(table.c.iso_code, table.c.start_date)):
+        rate = float(row.conversion_rate)
+        if row.source == CURRENT:
+            rates.current[row.iso_code] = rate
+            if row.is_corporate:
+                rates.corporate = row.iso_code
+        else:
+            rates.dated.setdefault(row.iso_code, []).append((row.start_date, row.next_start_date, rate))
+    if rates.corporate is None and rates.current:
+        log.warning("The org's currencies name no corporate currency: amounts are not converted")
+        return CurrencyRates()
+    return rates

@@ -193,6 +193,37 @@ class WriteBackConfig(_Section):
     x_out_card_fields_not_imported: Flag = True
 
 
+ShipmentAttribute = Literal["carrier", "service", "tracking_number", "tracking_url", "shipped_date"]
+
+
+class ShipmentObjectConfig(_Section):
+    """Target B: one record of ``object`` per shipment, upserted by ``external_id_field`` (the shipment key)."""
+
+    object: ApiName = "Shipment"
+    order_field: ApiName = "OrderId"
+    external_id_field: ApiName = "Shipment_Key__c"
+    fields: dict[Literal["carrier", "service", "tracking_number", "tracking_url", "shipped_date", "ship_to_name"], ApiName] = Field(
+        default_factory=lambda: {
+            "carrier": "Provider",
+            "tracking_number": "TrackingNumber",
+            "tracking_url": "TrackingUrl",
+            "shipped_date": "Shipped_Date__c",
+            "ship_to_name": "ShipToName",
+        }
+    )
+
+
+class ShipmentsConfig(_Section):
+    """Shipment tracking back to Salesforce (off by default): see docs/configuration.md, "Shipments"."""
+
+    enabled: Flag = False
+    order_fields: dict[ShipmentAttribute, ApiName] = Field(
+        default_factory=lambda: {"tracking_number": "Tracking_Number__c", "carrier": "Carrier__c", "shipped_date": "Shipped_Date__c"}
+    )
+    order_item_field: ApiName | None = "Shipment_Details__c"
+    shipment_object: ShipmentObjectConfig | None = None
+
+
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -284,6 +315,7 @@ class ImportConfig(_Section):
     zero_total_policy: Literal["import", "skip"] = "import"
     import_notes: Flag = True
     write_back: WriteBackConfig = WriteBackConfig()
+    shipments: ShipmentsConfig = ShipmentsConfig()
 
     max_invalid_share: Share = 0.25
     # Below this many orders in a run the share is not applied (1 invalid of 1 is 100 %): invalid orders are quarantined.
@@ -393,6 +425,12 @@ EXAMPLE: dict[str, Any] = {
     "zero_total_policy": "import",
     "import_notes": True,
     "write_back": {"mark_imported": True, "set_customer_id": True, "x_out_card_fields": True, "x_out_card_fields_not_imported": True},
+    "shipments": {
+        "enabled": False,
+        "order_fields": {"tracking_number": "Tracking_Number__c", "carrier": "Carrier__c", "shipped_date": "Shipped_Date__c"},
+        "order_item_field": "Shipment_Details__c",
+        "shipment_object": None,
+    },
     "max_invalid_share": 0.25,
     "invalid_share_min_orders": 20,
     "writeback_max_attempts": 5,

@@ -315,6 +315,16 @@ class SalesforceOrdersHook(SalesforceHook):
             results.extend(answer or [])
         return results
 
+    def upsert_records(self, sobject: str, external_id_field: str, records: list[dict]) -> list[dict]:
+        """Upsert records of ``sobject`` by ``external_id_field`` with sObject Collections, 200 a call,
+        ``allOrNone=false``; one result per record, in order (``created`` tells a new record)."""
+        results: list[dict] = []
+        for start in range(0, len(records), COLLECTION_LIMIT):
+            chunk = records[start : start + COLLECTION_LIMIT]
+            answer = self.call("PATCH", f"composite/sobjects/{sobject}/{external_id_field}", json={"allOrNone": False, "records": chunk})
+            results.extend(answer or [])
+        return results
+
     # ---- Bulk API 2.0 -------------------------------------------------------------------
 
     def iter_bulk_query_pages(

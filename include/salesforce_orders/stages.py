@@ -228,9 +228,9 @@ def extract(
     with engine.begin() as conn:
         clear_run(conn, run_id, schema=config.warehouse_schema)
     hook = _hook(config)
-    _read_currency_rates(engine, hook, config)
     expected = hook.count(build_count_query(config, plan.window))
     hook.set_budget_share(config.api_budget_share)  # from the count's Sforce-Limit-Info: no extra call
+    _read_currency_rates(engine, hook, config)  # within the budget, like every call after the count
     path = "bulk" if expected > config.bulk_threshold else "rest"
     log.info("%d orders to extract: using the %s API (bulk_threshold %d)", expected, path.upper(), config.bulk_threshold)
     if path == "bulk":
@@ -535,6 +535,49 @@ def mask_card_fields(*, run_id: str, api_budget_left: int | None = None) -> dict
 
 
 @_reports_warehouse_errors
+@_talks_to_salesforce
+def send_shipments(*, run_id: str) -> dict[str, Any]:
+    """Check new shipments; when sending is enabled, queue the valid ones and drain their outbox rows."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from .shipments import ShipmentConfigRefused, ShipmentSummary, check, queue, targets_from_config
+    from .warehouse import tables
+    from .writeback import ImportedStatusRefused, OutboxDrainer
+
+    config = _config()
+    engine = _warehouse(config)
+    t = tables(config.warehouse_schema)
+    summary = ShipmentSummary()
+    check(engine, t, summary)
+    if not config.shipments.enabled:
+        log.info("Shipments checked (%s); sending them is off in the config (shipments.enabled)", summary.as_dict())
+        return {"run_id": run_id, "enabled": False, **summary.as_dict(), "api_calls": 0}
+    hook = _hook(config)
+    try:
+        targets = targets_from_config(config, hook.describe)
+    except ShipmentConfigRefused as exc:
+        raise AirflowFailException(f"send_shipments: {exc}") from None  # a config error: retrying cannot help
+    queue(engine, t, targets, run_id, summary)
+    drainer = OutboxDrainer(
+        engine,
+        hook,
+        tables=t,
+        run_id=run_id,
+        order_object=config.order_object,
+        imported_status=config.imported_status,
+        card_fields=config.card_fields,
+        max_attempts=config.writeback_max_attempts,
+        only_shipments=True,
+    )
+    try:
+        sent = drainer.drain()
+    except ImportedStatusRefused as exc:
+        raise AirflowFailException(f"send_shipments: {exc}") from None
+    log.info("Shipments: %s; write-back: %s", summary.as_dict(), sent.as_dict())
+    return {"run_id": run_id, "enabled": True, **summary.as_dict(), **sent.as_dict(), "api_calls": hook.usage.calls}
+
+
+@_reports_warehouse_errors
 def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], started: float | None = None) -> dict[str, Any]:
     """Record the run in import_runs and log its summary (runs even when a stage failed); purge
     staged records and finished write-back rows past their retention."""
@@ -562,6 +605,7 @@ __all__ = [
     "mask_card_fields",
     "mark_status_changes",
     "report",
+    "send_shipments",
     "transform",
     "validate",
     "write_back",

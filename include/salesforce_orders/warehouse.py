@@ -47,6 +47,11 @@ RUN_STATUSES = ("running", "success", "failed", "disabled")
 # Staged order validation status.
 STAGED, VALID, INVALID = "staged", "valid", "invalid"
 STAGING_STATUSES = (STAGED, VALID, INVALID)
+# An order_shipments row: NEW as written, INVALID (with its reasons; checked again each run),
+# VALID (waiting for sending to be enabled), QUEUED (its write-backs are in the outbox).
+SHIPMENT_NEW, SHIPMENT_INVALID, SHIPMENT_VALID, SHIPMENT_QUEUED = "NEW", "INVALID", "VALID", "QUEUED"
+SHIPMENT_STATES = (SHIPMENT_NEW, SHIPMENT_INVALID, SHIPMENT_VALID, SHIPMENT_QUEUED)
+SHIPMENT_KEY_LENGTH = 80  # fits a Salesforce external id text field (255) with room to spare
 
 # Salesforce's maximum lengths for the staged order fields the warehouse stores as text
 # (names as in a staged order, see ``model.py``). The validation step checks them, and the
@@ -374,9 +379,11 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         "writeback_outbox", md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("sf_object", sa.String(40), nullable=False),
-        _sf_id("sf_record_id", nullable=False),
+        _sf_id("sf_record_id"),  # NULL until an upsert by external id has created the record
         _sf_id("sf_order_id", nullable=False, index=True),
         sa.Column("action", sa.String(80), nullable=False),
+        sa.Column("shipment_key", sa.String(SHIPMENT_KEY_LENGTH), index=True),  # the shipment a row sends
+        sa.Column("external_id_field", sa.String(80)),  # set: the record is upserted by this field
         sa.Column("fields", _json(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False, default=0, server_default="0"),
@@ -390,6 +397,38 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Index(None, "state", "next_attempt_at"),
         sa.Index(None, "sf_object", "sf_record_id"),
         _one_of("state", OUTBOX_STATES, "state"),
+    )
+
+    # Written by fulfilment systems, analysts or `salesforce-orders-warehouse add-shipment`; read
+    # by the shipments DAG (docs/warehouse.md, "Shipments"). Text columns are generous on purpose:
+    # a value too long for Salesforce is an invalid shipment with its reason, not a lost row.
+    sa.Table(
+        "order_shipments", md,
+        sa.Column("shipment_key", sa.String(SHIPMENT_KEY_LENGTH), primary_key=True),
+        _sf_id("sf_order_id", index=True),
+        sa.Column("order_number", sa.Text),
+        sa.Column("carrier", sa.Text),
+        sa.Column("service", sa.Text),
+        sa.Column("tracking_number", sa.Text),
+        sa.Column("tracking_url", sa.Text),
+        sa.Column("shipped_date", sa.Date),
+        sa.Column("state", sa.String(16), nullable=False, default=SHIPMENT_NEW, server_default=SHIPMENT_NEW, index=True),
+        sa.Column("errors", _json()),
+        _ts("created_at", nullable=False),
+        _ts("checked_at"),
+        _ts("queued_at"),
+        _one_of("state", SHIPMENT_STATES, "state"),
+    )
+
+    sa.Table(
+        "order_shipment_lines", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(
+            "shipment_key", sa.String(SHIPMENT_KEY_LENGTH),
+            sa.ForeignKey("order_shipments.shipment_key", ondelete="CASCADE"), nullable=False, index=True,
+        ),
+        _sf_id("sf_order_item_id"),
+        sa.Column("quantity", _money()),
     )
 
     sa.Table(
@@ -459,6 +498,8 @@ class Tables:
     import_runs: sa.Table
     writeback_outbox: sa.Table
     currency_rates: sa.Table
+    order_shipments: sa.Table
+    order_shipment_lines: sa.Table
     sync_state: sa.Table
     stg_orders: sa.Table
     stg_order_items: sa.Table

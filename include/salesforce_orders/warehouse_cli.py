@@ -4,6 +4,7 @@
     salesforce-orders-warehouse upgrade             create or upgrade the warehouse (and its views)
     salesforce-orders-warehouse grants ROLE         PostgreSQL: the GRANTs a least-privilege import role needs
     salesforce-orders-warehouse new-migration MSG   developers: a new migration script after the newest
+    salesforce-orders-warehouse add-shipment ...    a shipment of an imported order, for the shipments DAG to send
 
 The warehouse is the import's (the ``salesforce_orders_config`` Variable's ``warehouse_conn_id``
 and ``warehouse_schema``), or ``--conn-id`` / ``--url`` and ``--schema``: an owner whose
@@ -82,6 +83,48 @@ def _new_migration(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_shipment(args: argparse.Namespace) -> int:
+    from .schema_versions import upgrade
+    from .shipments import ShipmentInputError, add_shipment
+    from .warehouse import tables
+
+    engine, schema, named = _target(args)
+    lines = []
+    for given in args.line:
+        item_id, _, quantity = given.partition(":")
+        lines.append({"sf_order_item_id": item_id.strip(), "quantity": quantity.strip()})
+    shipment = {
+        "shipment_key": args.key, "sf_order_id": args.order_id, "order_number": args.order_number, "carrier": args.carrier,
+        "service": args.service, "tracking_number": args.tracking_number, "tracking_url": args.tracking_url,
+        "shipped_date": args.shipped_date,
+    }
+    upgrade(engine, schema)
+    try:
+        with engine.begin() as conn:
+            added = add_shipment(conn, tables(schema), shipment, lines)
+    except ShipmentInputError as exc:
+        print(f"add-shipment: {exc}", file=sys.stderr)
+        return 2
+    if added:
+        print(f"Shipment {args.key!r} added to {named}; the shipments DAG checks and sends it within minutes")
+    else:
+        print(f"Shipment {args.key!r} is already in {named}: nothing changed")
+    return 0
+
+
+def _shipment_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--key", required=True, help="the shipment key: adding the same key again changes nothing")
+    order = command.add_mutually_exclusive_group(required=True)
+    order.add_argument("--order-id", help="the order's Salesforce Id")
+    order.add_argument("--order-number", help="the order's OrderNumber")
+    command.add_argument("--carrier")
+    command.add_argument("--service", help="e.g. Ground, Next Day Air")
+    command.add_argument("--tracking-number")
+    command.add_argument("--tracking-url")
+    command.add_argument("--shipped-date", help="YYYY-MM-DD")
+    command.add_argument("--line", action="append", default=[], metavar="ORDER_ITEM_ID:QUANTITY", help="an order product shipped (repeat per product)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="salesforce-orders-warehouse", description=__doc__.split("\n\n")[0])
     commands = top.add_subparsers(dest="command", required=True)
@@ -89,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
         ("status", _status, "the schema version and what an upgrade would do (exit 3 when there is work)"),
         ("upgrade", _upgrade, "create or upgrade the warehouse to this code's schema version, views included"),
         ("grants", _grants, "PostgreSQL: print the GRANTs a least-privilege role needs to run the import"),
+        ("add-shipment", _add_shipment, "add a shipment of an imported order (sent to Salesforce by the shipments DAG)"),
     ):
         command = commands.add_parser(name, help=text, description=text)
         command.set_defaults(run=run)
@@ -99,6 +143,8 @@ def parser() -> argparse.ArgumentParser:
         if name == "grants":
             command.add_argument("role", help="the role the import's connection logs in as")
             command.add_argument("--owner", help="the role that runs upgrades (default: the one connecting here)")
+        if name == "add-shipment":
+            _shipment_arguments(command)
     migration = commands.add_parser("new-migration", help="developers: a new migration script after the newest")
     migration.add_argument("message", help="what it changes, e.g. 'add card_data_masked to external_orders'")
     migration.set_defaults(run=_new_migration)

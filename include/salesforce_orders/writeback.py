@@ -19,6 +19,10 @@ Batches go to Salesforce one at a time from a thread of their own; while one is 
 outcomes of the one before are recorded and the next one is marked. When a call fails, the
 batch already sent after it is still recorded before the error is raised.
 
+Shipment rows (``shipment_key`` set; see ``shipments.py``) go through the same steps; a row with an
+``external_id_field`` is upserted by that field (the record it created is kept in
+``sf_record_id``). They do not move the order's lifecycle: a shipment has its own sync status.
+
 Each order's lifecycle follows its rows: ``PROCESSING`` while any is in flight or waiting,
 ``COMPLETE`` when all are done, ``FAILED`` (with the error) when one failed or is dead.
 """
@@ -151,6 +155,10 @@ class ImportedStatusRefused(ValueError):
     """The configured imported status is not in the org's Activated category (a config error)."""
 
 
+def _is_shipment(row: Any) -> bool:
+    return getattr(row, "shipment_key", None) is not None
+
+
 def _fields(row: Any) -> dict[str, Any]:
     return row.fields if isinstance(row.fields, dict) else json.loads(row.fields or "{}")
 
@@ -177,6 +185,7 @@ class OutboxDrainer:
         now: datetime | None = None,
         sleep: Any = time.sleep,
         recheck_overlap: timedelta = timedelta(minutes=10),
+        only_shipments: bool = False,
     ):
         self.engine = engine
         self.hook = hook
@@ -192,6 +201,7 @@ class OutboxDrainer:
         self.sleep = sleep
         self.summary = WriteBackSummary()
         self.recheck_overlap = recheck_overlap
+        self.only_shipments = only_shipments
         self._checked_at: datetime | None = None  # when the records were last re-read (see _changed_since_planned)
         # Rows already counted as attempted in this run: the in-run retries of a transient error
         # belong to the same attempt, so a record locked across two runs is not given up early.
@@ -202,6 +212,7 @@ class OutboxDrainer:
     def _due(self) -> sa.ColumnElement[bool]:
         outbox = self.t.writeback_outbox
         due = sa.and_(
+            outbox.c.shipment_key.is_not(None) if self.only_shipments else sa.true(),
             sa.or_(
                 outbox.c.state.in_([PENDING, SENDING]),
                 sa.and_(outbox.c.state == ROW_FAILED, outbox.c.attempts < self.max_attempts),
@@ -235,7 +246,7 @@ class OutboxDrainer:
         orders = self.t.external_orders
         with self.engine.begin() as conn:
             self._set_rows(conn, [r.id for r in rows], state=SENDING)
-            for batch in in_batches(sorted({r.sf_order_id for r in rows})):
+            for batch in in_batches(sorted({r.sf_order_id for r in rows if not _is_shipment(r)})):
                 conn.execute(
                     sa.update(orders)
                     .where(one_of(conn, orders.c.sf_order_id, batch))
@@ -296,14 +307,22 @@ class OutboxDrainer:
         and the API calls it took."""
         faultpoints.reach("write_back.before_send")
         calls_before = self.hook.usage.calls
-        if not bulk:
-            return self.hook.update_records(payloads), self.hook.usage.calls - calls_before
         results: dict[int, dict] = {}
-        for sf_object in dict.fromkeys(p["attributes"]["type"] for p in payloads):
-            positions = [i for i, p in enumerate(payloads) if p["attributes"]["type"] == sf_object]
+        # Upserts by external id, one call per object and field (always collections: few records).
+        upserts = [i for i, p in enumerate(payloads) if "externalIdField" in p["attributes"]]
+        for target in dict.fromkeys((payloads[i]["attributes"]["type"], payloads[i]["attributes"]["externalIdField"]) for i in upserts):
+            positions = [i for i in upserts if (payloads[i]["attributes"]["type"], payloads[i]["attributes"]["externalIdField"]) == target]
+            records = [{**payloads[i], "attributes": {"type": target[0]}} for i in positions]
+            results.update(zip(positions, self.hook.upsert_records(*target, records), strict=True))
+        updates = [i for i in range(len(payloads)) if i not in results]
+        if not bulk:
+            results.update(zip(updates, self.hook.update_records([payloads[i] for i in updates]), strict=False))
+            return [results.get(i) for i in range(len(payloads))], self.hook.usage.calls - calls_before
+        for sf_object in dict.fromkeys(payloads[i]["attributes"]["type"] for i in updates):
+            positions = [i for i in updates if payloads[i]["attributes"]["type"] == sf_object]
             answers = self.hook.bulk_update(sf_object, [{k: v for k, v in payloads[i].items() if k != "attributes"} for i in positions])
             results.update(zip(positions, answers, strict=True))
-        return [results[i] for i in range(len(payloads))], self.hook.usage.calls - calls_before
+        return [results.get(i) for i in range(len(payloads))], self.hook.usage.calls - calls_before
 
     # ---- still as planned? --------------------------------------------------------------
 
@@ -371,6 +390,14 @@ class OutboxDrainer:
                 if not changed[row.id].send_the_rest:
                     continue
                 fields = {k: v for k, v in fields.items() if k != "Status"}
+            if _is_shipment(row):
+                # Shipment values are sent as queued (a tracking number of X's is no card mask).
+                attributes = {"type": row.sf_object}
+                if row.external_id_field:
+                    payloads.append((row, {"attributes": {**attributes, "externalIdField": row.external_id_field}, **fields}))
+                else:
+                    payloads.append((row, {"attributes": attributes, "id": row.sf_record_id, **fields}))
+                continue
             prepared = prepare_fields(row.sf_object, fields, org, self.imported_status)
             if prepared:
                 payloads.append((row, {"attributes": {"type": row.sf_object}, "id": row.sf_record_id, **prepared}))
@@ -397,8 +424,14 @@ class OutboxDrainer:
         outcomes = [self._with_change(outcome, batch.changed.get(outcome["id"])) for outcome in outcomes]
         sent = {row.id for row in batch.nothing_to_write} | {row.id for row, _ in batch.payloads}
         outcomes += [self._not_sent(row, batch.changed[row.id]) for row in batch.rows if row.id not in sent]
+        created = [
+            {"id": row.id, "sf_record_id": result["id"]}
+            for (row, _), result in zip(batch.payloads, padded, strict=True)
+            if _is_shipment(row) and row.external_id_field and result and result.get("success") and result.get("id")
+        ]
         with self.engine.begin() as conn:
             self._store_outcomes(conn, outcomes)
+            update_rows(conn, self.t.writeback_outbox, created, ["id"])  # the record an upsert made or found
         by_id = {row.id: row for row in batch.rows}
         transient = [by_id[o["id"]] for o in outcomes if o["state"] == PENDING]
         self.summary.attempted += len(batch.rows)
@@ -517,7 +550,7 @@ class OutboxDrainer:
                         outbox.c.sf_order_id, outbox.c.sf_object, outbox.c.sf_record_id, outbox.c.state,
                         outbox.c.last_error_code, outbox.c.last_error_message,
                     )
-                    .where(one_of(conn, outbox.c.sf_order_id, chunk))
+                    .where(one_of(conn, outbox.c.sf_order_id, chunk), outbox.c.shipment_key.is_(None))
                     .order_by(outbox.c.id)
                 )
                 by_order: dict[str, list[Any]] = {}

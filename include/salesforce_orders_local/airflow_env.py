@@ -89,19 +89,19 @@ def variable_env(name: str, value: Any) -> dict[str, str]:
     return {f"AIRFLOW_VAR_{name.upper()}": json.dumps(value)}
 
 
-def load_dag():
-    """The import DAG, parsed from the dags folder as the DAG processor would."""
+def load_dag(dag_id: str = DAG_ID):
+    """The import DAG (or another of the dags folder), parsed from the dags folder as the DAG processor would."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
-    return bag.get_dag(DAG_ID)
+    return bag.get_dag(dag_id)
 
 
-def run_dag(run_conf: Mapping[str, Any] | None = None, logical_date=None) -> Any:
-    """Run the import DAG once in this process with ``dag.test()``; returns the DagRun."""
+def run_dag(run_conf: Mapping[str, Any] | None = None, logical_date=None, dag_id: str = DAG_ID) -> Any:
+    """Run the import DAG (or ``dag_id``) once in this process with ``dag.test()``; returns the DagRun."""
     from airflow.sdk import timezone
 
-    dag = load_dag()
+    dag = load_dag(dag_id)
     return dag.test(run_conf=dict(run_conf or {}), logical_date=logical_date or timezone.utcnow())

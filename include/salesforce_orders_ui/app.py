@@ -33,6 +33,7 @@ from salesforce_orders.warehouse import Tables, WarehouseConnectionError, engine
 from . import queries
 from .actions import schedule_failed_writebacks
 from .mount import DAG_ID, URL_PREFIX, VIEW_NAME
+from .shipment_queries import shipments_of
 
 CONFIG_TTL_SECONDS = 60  # how long a read of the Variable is trusted before it is read again
 ENGINE_TTL_SECONDS = 600  # an engine is rebuilt this often, so a changed connection is picked up
@@ -284,7 +285,9 @@ def create_app(source: WarehouseSource | None = None) -> FastAPI:
 
         def orders(conn: sa.Connection, t: Tables) -> dict:
             result = queries.list_orders(conn, t, flt, _parse_int(page, 1))
-            return {"page": result, "params": params, "problems": problems, "page_url": lambda n: links.page("/", {**params, "page": n})}
+            shipments = shipments_of(conn, t, [o["sf_order_id"] for o in result.rows])
+            return {"page": result, "params": params, "problems": problems, "shipments": shipments,
+                    "page_url": lambda n: links.page("/", {**params, "page": n})}
 
         return read(request, user, "orders", "orders.html", orders)
 

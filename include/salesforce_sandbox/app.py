@@ -86,6 +86,7 @@ def _versioned_routes() -> list[BaseRoute]:
         *_api("/composite", composite.composite, CallKind.COMPOSITE, ["POST"]),
         *_api("/composite/sobjects", routes_composite.collection, CallKind.COMPOSITE, ["POST", "PATCH", "DELETE"]),
         *_api("/composite/sobjects/{sobject}", routes_composite.retrieve, CallKind.COMPOSITE, ["GET", "POST"]),
+        *_api("/composite/sobjects/{sobject}/{field}", routes_composite.upsert_collection, CallKind.COMPOSITE, ["PATCH"]),
         # Bulk API 2.0
         *_api("/jobs/query", routes_bulk.query_jobs, CallKind.BULK_QUERY, ["GET", "POST"]),
         *_api("/jobs/query/{job_id}", routes_bulk.query_job, CallKind.BULK_QUERY, RECORD_METHODS),

@@ -1,4 +1,5 @@
-"""sObject Collections: ``/composite/sobjects`` create, update and delete (wire spec §5).
+"""sObject Collections: ``/composite/sobjects`` create, update and delete (wire spec §5), and
+``/composite/sobjects/{sobject}/{field}`` upsert by external id.
 
 Results come back in request order, one per record, with ``statusCode`` in errors. Every
 write of a request runs in one store transaction; with ``allOrNone`` it is rolled back when any
@@ -57,6 +58,50 @@ def collection(sandbox: SandboxRuntime, call: ApiCall) -> Response:
     else:
         write_all = partial(_update_all, sandbox, records)
     return JSONResponse(_run(sandbox, given_ids, write_all, all_or_none))
+
+
+def upsert_collection(sandbox: SandboxRuntime, call: ApiCall) -> Response:
+    """``PATCH /composite/sobjects/{sobject}/{field}``: each record updated when its external id
+    matches one, else created; results carry ``created``. Injected write failures (``fail_rows``)
+    apply to the matched record's id, or to the external id value of a record not created yet."""
+    sobject = sandbox.schema.get(call.path_params["sobject"])
+    if sobject is None:
+        raise SalesforceError("INVALID_TYPE", f"sObject type '{call.path_params['sobject']}' is not supported.")
+    field_name = call.path_params["field"]
+    body = call.json_object()
+    records = body.get("records")
+    if not isinstance(records, list):
+        raise SalesforceError("JSON_PARSER_ERROR", "The request body needs a 'records' array")
+    _check_size(len(records))
+    created: set[int] = set()
+
+    def write(position: int, record: Any) -> RecordWrite:
+        def run() -> str:
+            name, values = _record_type(sandbox, record)
+            if name != sobject.name:
+                raise SalesforceError("INVALID_TYPE", f"records of {name} cannot be upserted as {sobject.name}")
+            value = next((v for k, v in values.items() if k.lower() == field_name.lower()), None)
+            if value in (None, ""):
+                raise SalesforceError("MISSING_ARGUMENT", f"{field_name} not specified", fields=[field_name])
+            store = sandbox.store
+            try:
+                existing = store.get_by_external_id(sobject.name, field_name, str(value), fields=["Id"])["Id"]
+            except SalesforceError:
+                existing = None
+            sandbox.faults.check_write(existing or str(value))
+            record_id, was_created = store.upsert(sobject.name, field_name, str(value), values)
+            if was_created:
+                created.add(position)
+            return record_id
+
+        return run
+
+    writes = [write(position, record) for position, record in enumerate(records)]
+    results = _run(sandbox, [None] * len(records), _one_by_one(writes), bool(body.get("allOrNone", False)))
+    for position, result in enumerate(results):
+        if result["success"]:
+            result["created"] = position in created
+    return JSONResponse(results)
 
 
 def _check_size(count: int) -> None:

@@ -33,6 +33,13 @@ CARD_CVV_FIELD = "Credit_Card_CVV__c"
 CARD_EXP_MONTH_FIELD = "Credit_Card_Expiration_Month__c"
 CARD_EXP_YEAR_FIELD = "Credit_Card_Expiration_Year__c"
 CARD_FIELDS = (CARD_NUMBER_FIELD, CARD_CVV_FIELD, CARD_EXP_MONTH_FIELD, CARD_EXP_YEAR_FIELD)
+# Shipment tracking (the importer's shipments write-back): fields on Order and OrderItem, and
+# Salesforce Order Management's Shipment object with an external id for the shipment key.
+TRACKING_NUMBER_FIELD = "Tracking_Number__c"
+CARRIER_FIELD = "Carrier__c"
+SHIPPED_DATE_FIELD = "Shipped_Date__c"
+SHIPMENT_DETAILS_FIELD = "Shipment_Details__c"
+SHIPMENT_KEY_FIELD = "Shipment_Key__c"
 
 CURRENCY_CODES = ("USD", "EUR", "GBP", "CAD")  # the org's currencies; the first is the corporate one
 
@@ -463,6 +470,9 @@ def build_schema(with_imported_status: bool = True) -> Schema:
             Field(CARD_CVV_FIELD, "string", length=4, label="Credit Card CVV"),
             Field(CARD_EXP_MONTH_FIELD, "string", length=2, label="Credit Card Expiration Month"),
             Field(CARD_EXP_YEAR_FIELD, "string", length=4, label="Credit Card Expiration Year"),
+            Field(TRACKING_NUMBER_FIELD, "string", length=255, label="Tracking Number"),
+            Field(CARRIER_FIELD, "string", length=255, label="Carrier"),
+            Field(SHIPPED_DATE_FIELD, "date", label="Shipped Date"),
             _owner(),
             *_audit_fields(),
         ),
@@ -486,6 +496,29 @@ def build_schema(with_imported_status: bool = True) -> Schema:
             Field("ServiceDate", "date", label="Start Date"),
             Field("EndDate", "date"),
             Field(SERVICE_NUMBER_FIELD, "string", length=40, label="Service Number"),
+            Field(SHIPMENT_DETAILS_FIELD, "textarea", length=1000, label="Shipment Details"),
+            *_audit_fields(),
+        ),
+    )
+
+    # Salesforce Order Management's Shipment (its standard fields the importer uses), with a
+    # custom external id for the shipment key and the shipped date.
+    shipment = SObject(
+        "Shipment",
+        "0OB",
+        (
+            _id(),
+            Field("ShipmentNumber", "string", length=30, nillable=False, createable=False, updateable=False, defaulted_on_create=True, auto_number=True),
+            _ref("OrderId", "Order", "Order"),
+            Field("ShipToName", "string", length=255, nillable=False, label="Recipient"),
+            Field("Provider", "string", length=255, label="Carrier"),
+            Field("TrackingNumber", "string", length=255),
+            Field("TrackingUrl", "url", length=1000, label="Tracking URL"),
+            Field("Description", "textarea", length=32000),
+            Field(SHIPMENT_KEY_FIELD, "string", length=255, external_id=True, unique=True, label="Shipment Key"),
+            Field(SHIPPED_DATE_FIELD, "date", label="Shipped Date"),
+            Field("Service__c", "string", length=255, label="Service"),
+            _owner(),
             *_audit_fields(),
         ),
     )
@@ -554,7 +587,7 @@ def build_schema(with_imported_status: bool = True) -> Schema:
 
     objects = [
         user, account, contact, product, pricebook, pricebook_entry, order, order_item, contract, order_status,
-        currency_type, dated_conversion_rate,
+        currency_type, dated_conversion_rate, shipment,
     ]
     return Schema({o.name: o for o in objects})
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
+from salesforce_orders.airflow_dags import salesforce_orders_import
 from salesforce_orders_local.airflow_env import DAG_ID, WAREHOUSE_POOL
 from salesforce_orders_local.celery_deployment import WORKERS
 
@@ -26,7 +27,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(900)]
 STEER_POINT = "extract.page_staged"  # where the worker that takes tasks is switched
 KILL_POINT = "load.before_commit"  # where a worker dies: every order written, nothing committed
 SEND_POINT = "write_back.before_send"  # held until the backfill has read its intervals
-STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back", "report")
+# every task of the import DAG, in the order they run (read from the DAG, so a new task cannot be forgotten here)
+STAGES = tuple(t.task_id for t in salesforce_orders_import().topological_sort())
 NEWLY_ACTIVATED = 12
 
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from salesforce_orders import stages
+from salesforce_orders.shipments import add_shipment
+from salesforce_orders.warehouse import tables
 from salesforce_sandbox.schema import Schema
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "warehouse.md"
@@ -179,13 +182,22 @@ def doc_examples(dialect: str) -> list[str]:
 
 def test_every_sql_example_of_the_docs_returns_rows_and_exact_amounts(imported):
     p = imported
-    # what some examples are about: an order that left Activated, a write-back that failed
-    left = sorted(p.query("SELECT sf_order_id FROM external_orders"), key=lambda r: r["sf_order_id"])[0]["sf_order_id"]
+    # what some examples are about: an order that left Activated, a write-back that failed (the newest
+    # row of its record: an older one is superseded, not open), a card
+    # number typed into an order's notes
+    left, noted = [r["sf_order_id"] for r in sorted(p.query("SELECT sf_order_id FROM external_orders"), key=lambda r: r["sf_order_id"])[:2]]
     p.org_update("Order", left, Status="Draft")
+    p.org_update("Order", noted, Description="paid by card 4111 1111 1111 1111, exp 12/29")
     p.execute("UPDATE writeback_outbox SET state = 'DEAD', last_error_code = 'FIELD_CUSTOM_VALIDATION_EXCEPTION' "
-              "WHERE id = (SELECT MIN(id) FROM writeback_outbox)")
+              "WHERE id = (SELECT MAX(id) FROM writeback_outbox WHERE sf_object = 'Order' AND sf_order_id NOT IN (:left, :noted))",
+              left=left, noted=noted)
     second = p.run()
     assert second.succeeded, second.error
+    # and a shipment that names an order never imported, found invalid by the shipments DAG's check
+    with p.engine.begin() as conn:
+        add_shipment(conn, tables(p.schema), {"shipment_key": "SHIP-NOWHERE", "order_number": "NOT-AN-ORDER", "tracking_number": "1Z9"},
+                     [{"sf_order_item_id": "802000000000000AAA", "quantity": 1}])
+    stages.send_shipments(run_id="shipments__docs_examples")
 
     examples = doc_examples(p.dialect)
     assert len(examples) >= 12

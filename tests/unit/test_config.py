@@ -68,6 +68,12 @@ def test_defaults() -> None:
         "zero_total_policy": "import",
         "import_notes": True,
         "write_back": {"mark_imported": True, "set_customer_id": True, "x_out_card_fields": True, "x_out_card_fields_not_imported": True},
+        "shipments": {
+            "enabled": False,
+            "order_fields": {"tracking_number": "Tracking_Number__c", "carrier": "Carrier__c", "shipped_date": "Shipped_Date__c"},
+            "order_item_field": "Shipment_Details__c",
+            "shipment_object": None,
+        },
         "max_invalid_share": 0.25,
         "invalid_share_min_orders": 20,
         "writeback_max_attempts": 5,
@@ -123,7 +129,7 @@ def test_docs_show_the_example_and_every_key() -> None:
     assert json.loads(block.group(1)) == EXAMPLE
     nested = {f"routing.{key}" for key in ("rules", "default_destination")} | {
         f"write_back.{key}" for key in ("mark_imported", "set_customer_id", "x_out_card_fields", "x_out_card_fields_not_imported")
-    } | {f"notifications.{key}" for key in ("email", "email.to", "email.smtp_conn_id", "email.from_email", "slack",
+    } | {f"shipments.{key}" for key in ("enabled", "order_fields", "order_item_field", "shipment_object")} | {f"notifications.{key}" for key in ("email", "email.to", "email.smtp_conn_id", "email.from_email", "slack",
                                                "slack.slack_webhook_conn_id", "no_success_after_minutes")}
     for key in {*ImportConfig.model_fields, *nested}:
         assert f"`{key}`" in text, f"{key} is not documented"
@@ -172,6 +178,7 @@ WRONG_TYPES = [
     ("zero_total_policy", "drop", "must be 'import' or 'skip'"),
     ("import_notes", "no", "must be true or false"),
     ("write_back", True, "must be an object"),
+    ("shipments", "on", "must be an object"),
     ("max_invalid_share", "0.2", "must be a number"),
     ("invalid_share_min_orders", "20", "must be a whole number"),
     ("writeback_max_attempts", 2.0, "must be a whole number"),

@@ -42,6 +42,7 @@ TABLES = {
     "customers", "customer_locations", "external_orders", "external_order_items", "order_services",
     "quarantined_orders", "import_runs", "writeback_outbox", "currency_rates", "sync_state",
     "stg_orders", "stg_order_items", "stg_transformed_batches", "warehouse_schema_version",
+    "order_shipments", "order_shipment_lines",
 }
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from salesforce_orders import currencies, warehouse
 from salesforce_orders.load import load_run, record_quarantine
+from salesforce_orders.shipments import add_shipment
 from salesforce_orders.staging import stage_items, stage_orders, stage_transformed
 from salesforce_orders.warehouse import VIEWS_KEY, create_all, insert_rows, select_in, tables, upsert
 
@@ -107,6 +108,8 @@ def write_everything(engine: sa.Engine, schema: str, make_transformed: Any) -> N
             {"source": "CurrencyType", "iso_code": "EUR", "start_date": date(1, 1, 1), "next_start_date": date(9999, 12, 31),
              "conversion_rate": 0.923456, "is_corporate": False},
         ], T1)
+        add_shipment(conn, t, {"shipment_key": "SHIP-é1", "order_number": "00000002", "carrier": "UPS", "shipped_date": "2026-01-02"},
+                     [{"sf_order_item_id": "802000000000002AAA", "quantity": "1.5"}], now=T1)
         upsert(conn, t.import_runs, [
             {"run_id": "r1", "status": "success", "started_at": T0, "finished_at": None, "inserted": 5,
              "duration_seconds": 0.1 + 0.2, "message": "ok ✓"},

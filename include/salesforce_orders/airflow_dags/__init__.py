@@ -14,5 +14,6 @@ pipeline: tasks import it when they run.
 
 from salesforce_orders.airflow_dags.freshness_dag import salesforce_orders_freshness_check
 from salesforce_orders.airflow_dags.import_dag import salesforce_orders_import
+from salesforce_orders.airflow_dags.shipments_dag import salesforce_orders_shipments
 
-__all__ = ["salesforce_orders_freshness_check", "salesforce_orders_import"]
+__all__ = ["salesforce_orders_freshness_check", "salesforce_orders_import", "salesforce_orders_shipments"]

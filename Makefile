@@ -45,6 +45,10 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -q
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
+# One pytest worker per core; a test file stays on one worker (its module-scoped sandbox and
+# Airflow deployments are started once), and the slowest tests are listed at the end.
+PYTEST_ARGS ?= -n auto --dist loadfile --durations=15
+
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -23,7 +23,10 @@ import sqlalchemy as sa
 # Airflow reads its configuration when first imported: point it at the tests' own home inside
 # the project (not ~/airflow, not the home `make run` uses) before any test imports it.
 _PROJECT = Path(__file__).resolve().parents[1]
-_AIRFLOW_HOME = _PROJECT / ".local" / "airflow-test"
+# Each pytest-xdist worker gets a home (and a metadata DB) of its own: two processes running
+# dag.test() on one SQLite metadata DB would lock each other out.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_AIRFLOW_HOME = _PROJECT / ".local" / ("airflow-test" if _WORKER is None else f"airflow-test-{_WORKER}")
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_PROJECT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(_PROJECT / "plugins")

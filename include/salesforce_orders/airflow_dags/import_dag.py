@@ -118,6 +118,19 @@ def _run_facts() -> dict:
     return {"run_id": dag_run.run_id, "dag_run": dag_run, "context": context}
 
 
+def retried_tasks(*, max_retry_delay: timedelta, execution_timeout: timedelta) -> dict:
+    """The tasks' default_args: three retries backing off from a minute (Salesforce's and the
+    warehouse's passing troubles), bounded by the DAG's own delay and timeout."""
+    return {
+        "owner": "data-engineering",
+        "retries": 3,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": max_retry_delay,
+        "execution_timeout": execution_timeout,
+    }
+
+
 @dag(
     dag_id="salesforce_orders_import",
     schedule=CronDataIntervalTimetable(os.environ.get("SALESFORCE_ORDERS_SCHEDULE", "*/15 * * * *"), timezone="UTC"),
@@ -127,14 +140,7 @@ def _run_facts() -> dict:
     doc_md=DOC,
     tags=["salesforce", "orders", "import"],
     on_failure_callback=_notify_failure,
-    default_args={
-        "owner": "data-engineering",
-        "retries": 3,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
-        "execution_timeout": timedelta(hours=2),
-    },
+    default_args=retried_tasks(max_retry_delay=timedelta(minutes=10), execution_timeout=timedelta(hours=2)),
     params={
         "since": Param(None, type=["null", "string"], description="Import orders activated or changed since this date (YYYY-MM-DD)."),
         "order_numbers": Param([], type=["array", "string"], description="Re-sync just these OrderNumbers."),

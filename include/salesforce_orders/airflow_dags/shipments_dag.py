@@ -15,6 +15,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 from salesforce_orders.airflow_dags.import_dag import (
     WAREHOUSE_POOL,  # shared: never drains the outbox with the import
+    retried_tasks,
 )
 
 # A writer inside Airflow (a fulfilment DAG) that adds shipments lists this Asset in its outlets:
@@ -48,14 +49,7 @@ Runs every 5 minutes (`SALESFORCE_ORDERS_SHIPMENTS_SCHEDULE`) and whenever the
     max_active_runs=1,
     doc_md=DOC,
     tags=["salesforce", "orders", "shipments"],
-    default_args={
-        "owner": "data-engineering",
-        "retries": 3,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=5),
-        "execution_timeout": timedelta(minutes=30),
-    },
+    default_args=retried_tasks(max_retry_delay=timedelta(minutes=5), execution_timeout=timedelta(minutes=30)),
 )
 def salesforce_orders_shipments():
     @task(pool=WAREHOUSE_POOL)

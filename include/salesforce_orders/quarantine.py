@@ -17,7 +17,13 @@ import sqlalchemy as sa
 from .config import ImportConfig
 from .progress import Progress
 from .readahead import read_ahead
-from .validate import InvalidShareExceeded, OrderValidator, ValidationSummary, duplicate_order_numbers
+from .validate import (
+    InvalidShareExceeded,
+    OrderValidator,
+    ValidationSummary,
+    duplicate_order_numbers,
+    text_limits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,6 @@ def validate_run(
     import pandas as pd
 
     from .staging import drop_superseded, iter_staged, mark_validation
-    from .warehouse import COLUMN_LIMITS
 
     schema = config.warehouse_schema
     with engine.begin() as conn:
@@ -44,7 +49,8 @@ def validate_run(
             "%d staged orders are older than the versions a later run already loaded: dropped from this run "
             "(they are in the warehouse as that run loaded them), e.g. %s", len(superseded), ", ".join(superseded[:5]),
         )
-    validator = OrderValidator(COLUMN_LIMITS, today=today)
+    order_limits, item_limits = text_limits(config)
+    validator = OrderValidator(order_limits, today=today, item_limits=item_limits)
     summary = ValidationSummary()
     seen_numbers: set[str] = set()
     limit = batch_size or VALIDATION_BATCH

@@ -173,6 +173,30 @@ def _amount_problems(order: StagedOrder, items: list[StagedItem]) -> tuple[str, 
     return tuple(problems)
 
 
+def text_limits(config: Any) -> tuple[dict[str, int], dict[str, int]]:
+    """The lengths of the warehouse's text columns, by the staged field each is read from, as the
+    config names them (its ``customer_id_field`` and ``service_number_field`` may point at longer
+    fields than the defaults): (order fields, order product fields)."""
+    from .warehouse import COLUMN_LIMITS, CUSTOMER_ID_LENGTH, ITEM_COLUMN_LIMITS
+
+    orders = {name: limit for name, limit in COLUMN_LIMITS.items() if name not in ("Account.Customer_ID__c",)}
+    # an Account's own customer id is kept; a parent's only when it has none of its own in the warehouse
+    orders[f"Account.{config.customer_id_field}"] = CUSTOMER_ID_LENGTH
+    orders[f"Account.Parent.{config.customer_id_field}"] = CUSTOMER_ID_LENGTH
+    items = {name: limit for name, limit in ITEM_COLUMN_LIMITS.items() if name != "Service_Number__c"}
+    items[config.service_number_field] = ITEM_COLUMN_LIMITS["Service_Number__c"]
+    return orders, items
+
+
+def _field(record: StagedOrder | StagedItem, name: str) -> Any:
+    """``record[name]`` (a flat, dotted name), matched case-insensitively as Salesforce names are:
+    the config may spell a field otherwise than the org's answers do."""
+    if name in record:
+        return record[name]
+    lowered = name.lower()
+    return next((value for key, value in record.items() if key.lower() == lowered), None)
+
+
 def _in_the_future(moment: datetime, today: date) -> bool:
     """Later than the end of tomorrow: beyond any time zone or clock skew, not yet happened."""
     return moment.date() > today + timedelta(days=1)
@@ -181,8 +205,9 @@ def _in_the_future(moment: datetime, today: date) -> bool:
 class OrderValidator:
     """Builds the Great Expectations suite once and validates chunk after chunk."""
 
-    def __init__(self, column_limits: dict[str, int], today: date | None = None):
+    def __init__(self, column_limits: dict[str, int], today: date | None = None, item_limits: dict[str, int] | None = None):
         self.column_limits = dict(column_limits)
+        self.item_limits = dict(item_limits or {})
         self.today = today or date.today()
         self._validation = self._build()
 
@@ -228,13 +253,19 @@ class OrderValidator:
         expect(gxe.ExpectColumnValuesToBeBetween, "amounts_storable", column="_amount_problems", max_value=0)
         return context.validation_definitions.add(ValidationDefinition(name="staged_orders", data=batch, suite=suite))
 
-    def overlong(self, order: StagedOrder) -> list[tuple[str, int, int]]:
-        """The text fields longer than their warehouse column: (field, length, limit)."""
+    def overlong(self, order: StagedOrder, items: Iterable[StagedItem] = ()) -> list[tuple[str, int, int]]:
+        """The text fields of the order and its products longer than their warehouse column:
+        (field, length, limit)."""
         found = []
         for column, limit in self.column_limits.items():
-            value = order.get(column)
-            if value is not None and len(text := _as_text(value)) > limit:
+            value = _field(order, column)
+            if value is not None and len(text := _as_text(value).strip()) > limit:  # the warehouse keeps it trimmed
                 found.append((column, len(text), limit))
+        for item in items:
+            for column, limit in self.item_limits.items():
+                value = _field(item, column)
+                if value is not None and len(text := _as_text(value).strip()) > limit:
+                    found.append((f"OrderItem {item.get('Id')} {column}", len(text), limit))
         return found
 
     def frame(self, chunk: list[tuple[StagedOrder, list[StagedItem]]]) -> Any:
@@ -261,7 +292,7 @@ class OrderValidator:
                     "_min_unit_price": d.min_unit_price if d.min_unit_price is not None else 0.0,
                     **{f"_service_{k}": (None if _blank(v) else v) for k, v in d.service.items()},
                     "_countries_ok": countries_ok,
-                    "_overlong_fields": len(self.overlong(order)),
+                    "_overlong_fields": len(self.overlong(order, items)),
                     "_amount_problems": len(d.amount_problems),
                 }
             )
@@ -297,7 +328,7 @@ class OrderValidator:
     def explain_failures(self, order: StagedOrder, items: list[StagedItem], rules: Iterable[str]) -> dict[str, str]:
         """A message per failed check of one order, naming the field and the offending value."""
         derived = derive(order, items, self.today)
-        return {rule: explain(rule, order, items, derived, self.overlong(order)) for rule in rules}
+        return {rule: explain(rule, order, items, derived, self.overlong(order, items)) for rule in rules}
 
     def validate(self, chunk: list[tuple[StagedOrder, list[StagedItem]]]) -> ChunkResult:
         result = ChunkResult()

@@ -24,8 +24,9 @@ from salesforce_orders.validate import (
     InvalidShareExceeded,
     OrderValidator,
     duplicate_order_numbers,
+    text_limits,
 )
-from salesforce_orders.warehouse import COLUMN_LIMITS, create_all, tables
+from salesforce_orders.warehouse import create_all, tables
 
 TODAY = date(2026, 3, 1)
 CONFIG = ImportConfig()
@@ -184,7 +185,23 @@ def crafted(index: int, case: Case) -> tuple[dict, list[dict]]:
 
 @pytest.fixture(scope="module")
 def validator() -> OrderValidator:
-    return OrderValidator(COLUMN_LIMITS, today=TODAY)
+    order_limits, item_limits = text_limits(ImportConfig())
+    return OrderValidator(order_limits, today=TODAY, item_limits=item_limits)
+
+
+def test_the_fields_the_config_points_at_are_held_to_their_columns_lengths():
+    """``customer_id_field`` and ``service_number_field`` may name longer fields than the defaults
+    (and be spelt in another case than the org's answers): their values are checked against the
+    warehouse's customer_id and service_number columns (40 characters)."""
+    order_limits, item_limits = text_limits(parse_config({"customer_id_field": "site", "service_number_field": "Description"}))
+    checker = OrderValidator(order_limits, today=TODAY, item_limits=item_limits)
+    order, items = staged_order(1, None, **{"Account.Site": "C" * 41, "Account.Parent.Site": "P" * 40, "Account.Customer_ID__c": "x" * 99})
+    items[0]["Description"] = "S" * 41
+
+    found = checker.overlong(order, items)
+
+    # the default Customer_ID__c is not held to the column once another field is configured
+    assert found == [("Account.site", 41, 40), (f"OrderItem {items[0]['Id']} Description", 41, 40)]
 
 
 @pytest.fixture(scope="module")

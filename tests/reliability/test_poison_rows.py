@@ -1,0 +1,66 @@
+"""Values Salesforce can hold and the warehouse cannot: one such order never stops the run.
+
+Each test puts the value into the sandbox org the way a user or an integration would, runs the
+import on SQLite and on PostgreSQL, and checks that the run succeeds, that the order is loaded
+with the value made storable or quarantined with a message naming the field and the limit (never
+the value), and that every other order is loaded. docs/reliability.md ("Bad input") lists them.
+"""
+
+from __future__ import annotations
+
+
+def account_of(p, order_id: str) -> str:
+    return p.org_rows('SELECT AccountId FROM "Order" WHERE Id = ?', order_id)[0]["AccountId"]
+
+
+def first_item_of(p, order_id: str) -> str:
+    return p.org_rows("SELECT Id FROM OrderItem WHERE OrderId = ? ORDER BY Id", order_id)[0]["Id"]
+
+
+def quarantine_messages(p, order_id: str) -> str:
+    rows = p.query("SELECT failed_checks, details FROM quarantined_orders WHERE sf_order_id = :i AND released_at IS NULL", i=order_id)
+    return " | ".join(f"{r['failed_checks']} {r['details']}" for r in rows)
+
+
+def test_nul_characters_in_any_text_are_dropped_and_the_orders_load(pipeline):
+    p = pipeline
+    baseline = pipeline.run()
+    assert baseline.succeeded, baseline.error
+    a, b = sorted(p.loaded_ids())[:2]
+    p.org_update("Order", a, Description="paid\x00 in full", BillingStreet="1\x00 Main St", PoNumber="PO\x00-7")
+    p.org_update("Account", account_of(p, b), Name="Nul\x00 Trading")
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    orders = {r["sf_order_id"]: r for r in p.query("SELECT * FROM external_orders WHERE sf_order_id IN (:a, :b)", a=a, b=b)}
+    assert (orders[a]["notes"], orders[a]["po_number"]) == ("paid in full", "PO-7")
+    assert orders[a]["billing_street"] == "1 Main St"
+    assert orders[b]["account_name"] == "Nul Trading" and orders[b]["external_name"].endswith(" Nul Trading")
+    assert not p.quarantined_ids() & {a, b}
+
+
+def test_a_configured_field_longer_than_its_column_quarantines_that_order_before_the_load(pipeline):
+    """``service_number_field`` may point at a field longer than the warehouse's column (40
+    characters): an order with a longer value is quarantined by the validation, on SQLite too
+    (which would keep any length), and the rest of the run is loaded. (``customer_id_field``
+    likewise: tests/unit/test_validate.py.)"""
+    p = pipeline
+    expected = p.expected_order_ids()
+    too_long, fitting = sorted(expected)[:2]
+    p.set_config(service_number_field="description")  # OrderItem.Description, 255 characters; spelt as a user may
+    item = first_item_of(p, too_long)
+    p.org_update("OrderItem", item, Description="S" * 41)
+    p.org_update("OrderItem", first_item_of(p, fitting), Description="  " + "F" * 40 + "  ")  # kept trimmed: fits
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert too_long in p.quarantined_ids()
+    problem = quarantine_messages(p, too_long)
+    assert f"OrderItem {item} description is 41 characters, more than the 40 allowed" in problem
+    assert "SSSS" not in problem  # its size, never the value
+    assert p.loaded_ids() == expected - p.quarantined_ids()
+    assert fitting in p.loaded_ids()
+    services = p.query("SELECT service_number FROM order_services WHERE sf_order_id = :o", o=fitting)
+    assert {"service_number": "F" * 40} in services

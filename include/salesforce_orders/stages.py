@@ -405,7 +405,7 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
     config = _config()
     engine = _warehouse(config)
     schema = config.warehouse_schema
-    moves_watermark = window.get("moves_watermark", not window.get("order_numbers"))
+    moves_watermark = window.get("moves_watermark", not (window.get("order_numbers") or window.get("order_ids")))
     # A window with an end (scheduled, backfill) read everything changed before it, whether or not
     # anything changed: the mark moves with time, so quiet hours do not widen the next windows.
     read_to = [stamp for stamp in (max_system_modstamp, window.get("changed_to")) if stamp]

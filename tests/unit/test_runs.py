@@ -11,6 +11,7 @@ from salesforce_orders.runs import (
     BACKFILL,
     FULL_RESYNC,
     INCREMENTAL,
+    ORDER_EVENTS,
     ORDER_NUMBERS,
     SINCE,
     ParamError,
@@ -77,6 +78,16 @@ def test_lookback_is_configurable():
 def test_bad_since_names_the_param(bad):
     with pytest.raises(ParamError, match="param 'since'"):
         parse_since(bad)
+
+
+def test_an_event_run_reads_just_its_orders_and_never_moves_the_watermark():
+    ids = ["801000000000001AAA", "801000000000002AAA"]
+    p = plan(run_type="asset_triggered", params={"order_ids": ids}, watermark="2026-11-22T11:00:00Z")
+    assert p.mode == ORDER_EVENTS and p.window.order_ids == tuple(ids)
+    assert (p.window.changed_from, p.window.changed_to) == (None, None)
+    assert not p.moves_watermark and p.as_dict()["order_ids"] == ids
+    with pytest.raises(ParamError, match="not a Salesforce id"):
+        plan(params={"order_ids": ["801' OR Id != '"]})
 
 
 def test_order_numbers_are_deduplicated_and_checked():

@@ -68,7 +68,9 @@ def _refresh_statistics(engine, *table_names: str, schema: str | None) -> None:
 def _hook(config, api_budget_left: int | None = None):
     from .salesforce import SalesforceOrdersHook
 
-    hook = SalesforceOrdersHook(config.salesforce_conn_id)
+    # Our calls name the import as their client: the change events of its own writes say so in
+    # changeOrigin, and the event trigger ignores them (no run started by our own write-back).
+    hook = SalesforceOrdersHook(config.salesforce_conn_id, client_name=config.events.echo_client)
     hook.limit_calls(api_budget_left)
     return hook
 

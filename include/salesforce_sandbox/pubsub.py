@@ -51,6 +51,13 @@ class PubSubService(pb_grpc.PubSubServicer):
         self.instance_url = instance_url.rstrip("/")
         self.keepalive_seconds = keepalive_seconds
         self._stopping = threading.Event()
+        self._generation = 0  # bumped by drop_subscriptions: streams of an older generation end
+
+    def drop_subscriptions(self) -> None:
+        """End every open subscription with UNAVAILABLE, as a server restart or a network cut would."""
+        with self.bus.changed:
+            self._generation += 1
+            self.bus.changed.notify_all()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -137,15 +144,20 @@ class PubSubService(pb_grpc.PubSubServicer):
                                   name="pubsub-subscribe-reader")
         reader.start()
         rpc_id = str(uuid.uuid4())
+        generation = self._generation
         next_keepalive = time.monotonic() + self.keepalive_seconds
         while context.is_active() and not self._stopping.is_set():
             with bus.changed:
+                if generation != self._generation:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "The subscription was closed by the server.")
                 events = bus.events_after(topic, position, flow.credit) if flow.credit > 0 else []
                 if events:
                     flow.credit -= len(events)
                     position = events[-1][0]
                 pending = flow.credit
-                latest = replay_bytes(bus.latest_replay())
+                # What the subscription has seen up to: the topic's newest event unless some still wait for credit.
+                waiting = bool(bus.events_after(topic, position, 1))
+                latest = replay_bytes(position if waiting else max(position, topic.last_replay))
                 if not events:
                     wait = next_keepalive - time.monotonic()
                     if wait > 0:
@@ -198,6 +210,9 @@ class PubSubServer:
         )
         if not self.port:
             raise RuntimeError(f"the Pub/Sub API could not listen on {host}:{port}")
+
+    def drop_subscriptions(self) -> None:
+        self.service.drop_subscriptions()
 
     def start(self) -> PubSubServer:
         self._server.start()

@@ -223,6 +223,12 @@ class SandboxServer:
             raise RuntimeError("the sandbox runs without its Pub/Sub API (start it with pubsub_port=0 or --pubsub-port)")
         return f"localhost:{self._pubsub.port}"
 
+    def drop_pubsub_subscriptions(self) -> None:
+        """End every open Pub/Sub subscription with UNAVAILABLE (clients must reconnect and resume)."""
+        if self._pubsub is None:
+            raise RuntimeError("the sandbox runs without its Pub/Sub API")
+        self._pubsub.drop_subscriptions()
+
     @property
     def events(self) -> EventBus:
         return self.runtime.events

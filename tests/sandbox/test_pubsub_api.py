@@ -216,6 +216,7 @@ def test_flow_control(org, subscribe):
     # Events are waiting, but none were asked for: the next answer is a keep-alive.
     idle = stream.next()
     assert not idle.events and idle.pending_num_requested == 0
+    assert idle.latest_replay_id == delivered[-1].replay_id  # not past the events still waiting
     stream.request(1)
     third = stream.events(1)[0]
     assert third.replay_id > delivered[-1].replay_id

@@ -109,6 +109,16 @@ def parse_order_ids(value: Any) -> tuple[str, ...]:
     return ids
 
 
+def order_ids_of_events(triggering_asset_events: Mapping[Any, Any]) -> list[str]:
+    """The Order ids the change-event trigger put in a run's asset events (their extra's payload)."""
+    ids: dict[str, None] = {}
+    for events in triggering_asset_events.values():
+        for event in events:
+            payload = (getattr(event, "extra", None) or {}).get("payload") or {}
+            ids.update(dict.fromkeys(payload.get("order_ids") or ()))
+    return list(ids)
+
+
 def parse_watermark(value: str | None) -> datetime | None:
     if not value:
         return None

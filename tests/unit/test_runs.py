@@ -15,6 +15,7 @@ from salesforce_orders.runs import (
     ORDER_NUMBERS,
     SINCE,
     ParamError,
+    order_ids_of_events,
     parse_order_numbers,
     parse_since,
     plan_run,
@@ -88,6 +89,20 @@ def test_an_event_run_reads_just_its_orders_and_never_moves_the_watermark():
     assert not p.moves_watermark and p.as_dict()["order_ids"] == ids
     with pytest.raises(ParamError, match="not a Salesforce id"):
         plan(params={"order_ids": ["801' OR Id != '"]})
+
+
+def test_order_ids_come_from_the_trigger_payloads_of_the_run_s_asset_events():
+    from types import SimpleNamespace
+
+    events = {
+        "salesforce.order_change_events": [
+            SimpleNamespace(extra={"from_trigger": True, "payload": {"order_ids": ["801A", "801B"], "changes": 2}}),
+            SimpleNamespace(extra={"from_trigger": True, "payload": {"order_ids": ["801B", "801C"], "changes": 2}}),
+        ],
+        "some.other.asset": [SimpleNamespace(extra={})],
+    }
+    assert order_ids_of_events(events) == ["801A", "801B", "801C"]
+    assert order_ids_of_events({}) == []
 
 
 def test_order_numbers_are_deduplicated_and_checked():

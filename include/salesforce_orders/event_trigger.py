@@ -17,6 +17,7 @@ URL and org id) and, while ``events.enabled`` is on in the Variable:
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -95,8 +96,9 @@ class OrderEventsTrigger(BaseEventTrigger):
         return parse_config(self.config) if self.config is not None else load_config()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        import grpc
-
+        # grpc (and fastavro) load in a worker thread: importing them would hold up the triggerer's loop.
+        grpc = await sync_to_async(importlib.import_module)("grpc")
+        await sync_to_async(importlib.import_module)("salesforce_orders.pubsub_client")
         failures = 0
         while True:
             config = await sync_to_async(self._load_config)()

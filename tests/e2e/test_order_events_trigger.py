@@ -22,21 +22,11 @@ from salesforce_orders.event_trigger import OrderEventsTrigger
 from salesforce_orders.order_events import ReplayStore
 from salesforce_orders.warehouse import engine_from_connection
 from salesforce_sandbox.events import CHANGE_EVENT_TOPIC, replay_bytes
+from tests.conftest import activatable_orders
 from tests.sandbox.conftest import sandbox_session
 
 SAFETY_NET_SECONDS = 90
 ECHO_CLIENT = "salesforce-orders-import"
-
-
-def draft_orders(org: Any, count: int) -> list[str]:
-    """Draft orders that have a product (so they can be activated), oldest first."""
-    rows = org.store.conn.execute(
-        'SELECT o.Id FROM "Order" o WHERE o.StatusCode = ? AND o.IsDeleted = 0 AND EXISTS '
-        '(SELECT 1 FROM "OrderItem" i WHERE i.OrderId = o.Id AND i.IsDeleted = 0) ORDER BY o.Id LIMIT ?',
-        ("Draft", count),
-    ).fetchall()
-    assert len(rows) == count, "the seeded org has too few Draft orders with products"
-    return [r[0] for r in rows]
 
 
 def activate(org: Any, order_id: str) -> None:
@@ -101,7 +91,7 @@ def run(scenario) -> Any:
 
 
 def test_a_burst_of_activations_becomes_one_event(org, trigger_config, from_now, replays):
-    first, second, third = draft_orders(org, 3)
+    first, second, third = activatable_orders(org, 3)
     from_now()
 
     async def scenario() -> None:
@@ -122,7 +112,7 @@ def test_a_burst_of_activations_becomes_one_event(org, trigger_config, from_now,
 
 
 def test_the_imports_own_write_back_starts_nothing(org, trigger_config, from_now):
-    echoed, changed = draft_orders(org, 2)
+    echoed, changed = activatable_orders(org, 2)
     from_now()
     write_back_echo(org, echoed)
     activate(org, changed)
@@ -138,7 +128,7 @@ def test_the_imports_own_write_back_starts_nothing(org, trigger_config, from_now
 
 
 def test_a_restarted_trigger_resumes_from_the_stored_replay_id(org, trigger_config, from_now):
-    before, while_stopped = draft_orders(org, 2)
+    before, while_stopped = activatable_orders(org, 2)
     from_now()
 
     async def first_life() -> None:
@@ -159,7 +149,7 @@ def test_a_restarted_trigger_resumes_from_the_stored_replay_id(org, trigger_conf
 
 
 def test_a_lost_subscription_is_resumed(org, trigger_config, from_now, replays):
-    first, during_outage = draft_orders(org, 2)
+    first, during_outage = activatable_orders(org, 2)
     from_now()
 
     async def scenario() -> None:
@@ -175,7 +165,7 @@ def test_a_lost_subscription_is_resumed(org, trigger_config, from_now, replays):
 
 
 def test_a_replay_id_past_the_retention_is_reported_and_left_to_the_schedule(org, trigger_config, replays, caplog):
-    missed, later = draft_orders(org, 2)
+    missed, later = activatable_orders(org, 2)
     stale = replay_bytes(org.events.latest_replay())
     replays.save(stale)
     activate(org, missed)

@@ -249,6 +249,14 @@ class EventBus:
         while topic.events and topic.events[0][1] < oldest_kept:
             topic.pruned_through = topic.events.popleft()[0]
 
+    def expire_all(self) -> None:
+        """Drop every event kept so far, as if the retention had passed since (for tests of the gap)."""
+        with self.changed:
+            for topic in self.topics.values():
+                if topic.events:
+                    topic.pruned_through = topic.events[-1][0]
+                    topic.events.clear()
+
     def start_after(self, topic: Topic, preset: str, replay_id: bytes) -> int:
         """The replay id a new subscription delivers events after (call with ``changed`` held)."""
         self._prune(topic)

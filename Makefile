@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: help install run test lint sandbox up up-celery bench lock dist screenshots clean
+.PHONY: help install run test lint sandbox up up-celery bench bench-latency lock proto dist screenshots clean
 
 help:
 	@echo "make run      run the import DAG once end to end (sandbox + SQLite) and print what it loaded"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench    benchmark the pipeline at 10k and 100k orders against PostgreSQL (BENCH_ARGS=...)"
 	@echo "make lint     ruff"
 	@echo "make lock     re-resolve constraints.txt from requirements.txt"
+	@echo "make proto    regenerate the committed Pub/Sub API stubs from include/salesforce_pubsub_api/pubsub_api.proto"
 	@echo "make dist     build the wheel and the sdist into dist/ (python -m build)"
 	@echo "make screenshots  refresh docs/screenshots/ from the browser test of the External Orders view"
 
@@ -75,6 +76,11 @@ bench: $(STAMP)
 
 lock: $(STAMP)
 	$(BIN)/uv pip compile requirements.txt --python $(BIN)/python --no-header --no-annotate -o constraints.txt
+
+# The stubs are committed: nothing compiles at run time. -I include makes the generated modules
+# import each other as salesforce_pubsub_api.pubsub_api_pb2.
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I include --python_out=include --pyi_out=include --grpc_python_out=include include/salesforce_pubsub_api/pubsub_api.proto
 
 dist: $(STAMP)
 	$(BIN)/python -m build --installer uv --outdir dist .

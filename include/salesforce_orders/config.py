@@ -268,6 +268,34 @@ class NotificationsConfig(_Section):
         return self.email is not None or self.slack is not None
 
 
+_TOPIC = r"/(data|event)/[A-Za-z][A-Za-z0-9_]*"
+
+
+def _topic(value: str) -> str:
+    if not re.fullmatch(_TOPIC, value):
+        raise ValueError("not a Pub/Sub topic (/data/<Object>ChangeEvent or /event/<Name>)")
+    return value
+
+
+def _client_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", value):
+        raise ValueError("letters, digits, '_', '.', '-' only (at most 40)")
+    return value
+
+
+class EventsConfig(_Section):
+    """Event-driven import: Salesforce's change events start a run for the changed orders."""
+
+    enabled: Flag = False
+    topic: Annotated[str, Strict(), AfterValidator(_topic)] = "/data/OrderChangeEvent"
+    # Events of this many seconds are gathered into one run (a burst of activations, one import).
+    window_seconds: Annotated[float, Strict(), Field(ge=0.1, le=300)] = 2.0
+    # The import's own write-back sends Sforce-Call-Options: client=<this>; its change events are ignored.
+    echo_client: Annotated[str, Strict(), AfterValidator(_client_name)] = "salesforce-orders-import"
+    # Where the Pub/Sub API is: None takes the Salesforce connection's extra pubsub_endpoint, else Salesforce's own.
+    pubsub_endpoint: Annotated[str, Strict(), Field(max_length=255)] | None = None
+
+
 def _check_mapping(mapping: dict[str, str]) -> dict[str, str]:
     seen: dict[str, str] = {}
     duplicates = []
@@ -334,6 +362,7 @@ class ImportConfig(_Section):
     api_budget_share: Share = 0.5
 
     notifications: NotificationsConfig = NotificationsConfig()
+    events: EventsConfig = EventsConfig()
 
     @field_validator("filter_value")
     @classmethod
@@ -447,6 +476,13 @@ EXAMPLE: dict[str, Any] = {
         "email": {"to": ["orders-oncall@example.com"], "smtp_conn_id": "smtp_default", "from_email": "airflow@example.com"},
         "slack": {"slack_webhook_conn_id": "slack_default"},
         "no_success_after_minutes": 120,
+    },
+    "events": {
+        "enabled": True,
+        "topic": "/data/OrderChangeEvent",
+        "window_seconds": 2.0,
+        "echo_client": "salesforce-orders-import",
+        "pubsub_endpoint": "api.pubsub.salesforce.com:7443",
     },
 }
 

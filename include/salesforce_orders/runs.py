@@ -1,6 +1,7 @@
 """Which orders a DAG run imports: its mode and extract window, from the run's type and params.
 
 - ``order_numbers`` param: re-sync just those orders (no time window);
+- ``order_ids`` (an event run: the Order ids of the change events that started it): those orders;
 - ``full_resync`` param: every Activated order within the lookback;
 - ``since`` param: orders activated or changed since that date;
 - backfill runs: exactly their data interval (on ``SystemModstamp``);
@@ -17,6 +18,7 @@ everything changed since: ``RunPlan.covered_from``. A re-sync of chosen orders n
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -26,6 +28,8 @@ from .config import ImportConfig
 from .soql import ExtractWindow
 
 INCREMENTAL, BACKFILL, SINCE, ORDER_NUMBERS, FULL_RESYNC = "incremental", "backfill", "since", "order_numbers", "full_resync"
+ORDER_EVENTS = "order_events"
+_SALESFORCE_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
 
 
 class ParamError(ValueError):
@@ -41,7 +45,7 @@ class RunPlan:
     @property
     def moves_watermark(self) -> bool:
         """Whether the window reads every order changed from some instant on (not chosen orders)."""
-        return not self.window.order_numbers
+        return not (self.window.order_numbers or self.window.order_ids)
 
     @property
     def covered_from(self) -> datetime | None:
@@ -57,6 +61,7 @@ class RunPlan:
             "activated_since": _iso(w.activated_since),
             "since": _iso(w.since),
             "order_numbers": list(w.order_numbers),
+            "order_ids": list(w.order_ids),
             "moves_watermark": self.moves_watermark,
             "note": self.note,
         }
@@ -95,6 +100,25 @@ def parse_order_numbers(value: Any) -> tuple[str, ...]:
     return numbers
 
 
+def parse_order_ids(value: Any) -> tuple[str, ...]:
+    """Order ids from change events: each a 15- or 18-character Salesforce id."""
+    ids = tuple(dict.fromkeys(str(v).strip() for v in (value or ()) if str(v).strip()))
+    for order_id in ids:
+        if not _SALESFORCE_ID.fullmatch(order_id):
+            raise ParamError(f"order id {order_id[:40]!r} is not a Salesforce id")
+    return ids
+
+
+def order_ids_of_events(triggering_asset_events: Mapping[Any, Any]) -> list[str]:
+    """The Order ids the change-event trigger put in a run's asset events (their extra's payload)."""
+    ids: dict[str, None] = {}
+    for events in triggering_asset_events.values():
+        for event in events:
+            payload = (getattr(event, "extra", None) or {}).get("payload") or {}
+            ids.update(dict.fromkeys(payload.get("order_ids") or ()))
+    return list(ids)
+
+
 def parse_watermark(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -117,6 +141,9 @@ def plan_run(
     activated_since = now - timedelta(days=config.lookback_days)
     order_numbers = parse_order_numbers(params.get("order_numbers"))
     since = parse_since(params.get("since"))
+    order_ids = parse_order_ids(params.get("order_ids"))
+    if order_ids:
+        return RunPlan(ORDER_EVENTS, ExtractWindow(None, None, activated_since, order_ids=order_ids))
     if order_numbers:
         return RunPlan(ORDER_NUMBERS, ExtractWindow(None, None, activated_since, order_numbers=order_numbers))
     if params.get("full_resync"):

@@ -134,8 +134,10 @@ class SalesforceOrdersHook(SalesforceHook):
         timeout: float | None = None,
         max_retries: int = 5,
         backoff_factor: float = 0.5,
+        client_name: str | None = None,
     ) -> None:
         super().__init__(salesforce_conn_id=salesforce_conn_id)
+        self._client_name = client_name
         self._timeout = timeout
         self._max_retries = max_retries
         self._backoff_factor = backoff_factor
@@ -172,6 +174,9 @@ class SalesforceOrdersHook(SalesforceHook):
             for host in dict.fromkeys(("login", "test", domain)):
                 session.mount(f"https://{host}.salesforce.com/", _SalesforceAdapter(timeout, retry, login_url))
         session.hooks["response"].append(self._count_call)
+        if self._client_name:
+            # Salesforce records the client in the changeOrigin of the change events our writes cause.
+            session.headers["Sforce-Call-Options"] = f"client={self._client_name}"
         return session
 
     def _count_call(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:

@@ -164,16 +164,18 @@ class ExtractWindow:
     order_numbers: tuple[str, ...] = ()  # re-sync just these (no changed_* bounds then)
     since: datetime | None = None  # (ActivatedDate >= since OR SystemModstamp >= since)
     account_ids: tuple[str, ...] = ()  # just the orders of these Accounts (no changed_* bounds then)
+    order_ids: tuple[str, ...] = ()  # just these Order Ids (an event run; no changed_* bounds then)
 
     def __post_init__(self) -> None:
         # Accept any sequence of numbers but keep the frozen window hashable.
         object.__setattr__(self, "order_numbers", tuple(self.order_numbers))
         object.__setattr__(self, "account_ids", tuple(self.account_ids))
+        object.__setattr__(self, "order_ids", tuple(self.order_ids))
         for name in ("changed_from", "changed_to", "activated_since", "since"):
             value = getattr(self, name)
             if value is not None and (value.tzinfo is None or value.utcoffset() is None):
                 raise ValueError(f"ExtractWindow.{name} must be timezone-aware, got {value.isoformat()}")
-        if self.order_numbers and (self.changed_from or self.changed_to):
+        if (self.order_numbers or self.order_ids) and (self.changed_from or self.changed_to):
             raise ValueError(
                 "ExtractWindow: order_numbers re-syncs exactly those orders; drop changed_from/changed_to"
             )
@@ -238,6 +240,8 @@ def _order_conditions(config: ImportConfig, window: ExtractWindow, *, path: str 
     ]
     if window.order_numbers:
         conditions.append(f"{f('OrderNumber')} IN {literal(tuple(window.order_numbers))}")
+    elif window.order_ids:
+        conditions.append(f"{f('Id')} IN {literal(tuple(window.order_ids))}")
     elif window.account_ids:
         conditions.append(f"{f('AccountId')} IN {literal(tuple(window.account_ids))}")
     else:

@@ -68,7 +68,9 @@ def _refresh_statistics(engine, *table_names: str, schema: str | None) -> None:
 def _hook(config, api_budget_left: int | None = None):
     from .salesforce import SalesforceOrdersHook
 
-    hook = SalesforceOrdersHook(config.salesforce_conn_id)
+    # Our calls name the import as their client: the change events of its own writes say so in
+    # changeOrigin, and the event trigger ignores them (no run started by our own write-back).
+    hook = SalesforceOrdersHook(config.salesforce_conn_id, client_name=config.events.echo_client)
     hook.limit_calls(api_budget_left)
     return hook
 
@@ -405,7 +407,7 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
     config = _config()
     engine = _warehouse(config)
     schema = config.warehouse_schema
-    moves_watermark = window.get("moves_watermark", not window.get("order_numbers"))
+    moves_watermark = window.get("moves_watermark", not (window.get("order_numbers") or window.get("order_ids")))
     # A window with an end (scheduled, backfill) read everything changed before it, whether or not
     # anything changed: the mark moves with time, so quiet hours do not widen the next windows.
     read_to = [stamp for stamp in (max_system_modstamp, window.get("changed_to")) if stamp]

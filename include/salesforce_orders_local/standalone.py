@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {
         **connection_env("salesforce_default", server.airflow_connection()),
         **connection_env("orders_warehouse", sqlite_warehouse_connection(STATE_DIR / "warehouse.db")),
-        **variable_env("salesforce_orders_config", {"enabled": True}),
+        # The demo imports on Order change events too (off by default elsewhere).
+        **variable_env("salesforce_orders_config", {"enabled": True, "events": {"enabled": True}}),
         "AIRFLOW__API__PORT": str(args.port),
         # `airflow standalone` starts its components as `airflow ...` commands: the venv's.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -57,6 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         generator_options=_generator_options(args),
         proxy_port=args.proxy_port,
+        pubsub_port=args.pubsub_port,
+        event_retention_seconds=args.event_retention_hours * 3600,
     )
     stop = threading.Event()
     # Explicit handlers: a background job starts with SIGINT ignored, and `docker stop` sends SIGTERM.
@@ -206,6 +208,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--proxy-port", type=int, default=None,
                        help="also run an HTTPS (CONNECT) proxy on this port (0 picks one) that takes clients "
                             "hard-coding login.salesforce.com to the sandbox")
+    serve.add_argument("--pubsub-port", type=int, default=7443,
+                       help="the Pub/Sub API (gRPC over TLS, Order change events) on this port (0 picks one)")
+    serve.add_argument("--event-retention-hours", type=float, default=72.0,
+                       help="how long published events stay replayable (Salesforce: 72)")
     serve.add_argument("--db", default=None, help="SQLite file (default: in memory)")
     serve.add_argument("--reseed", action="store_true", help="re-generate even if --db already holds data")
     serve.add_argument("--daily-api-limit", type=int, default=DEFAULT_DAILY_API_LIMIT)

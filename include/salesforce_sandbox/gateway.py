@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .changes import CHANGE_ORIGIN, change_origin
 from .errors import SalesforceError
 from .usage import CallKind
 
@@ -107,6 +108,8 @@ def _serve(
     try:
         session_id = admit(sandbox, request)
         sandbox.usage.record(kind)
+        # Writes made by this call carry its origin into their change events (the worker thread's own context).
+        CHANGE_ORIGIN.set(change_origin(request.path_params.get("version", ""), request.headers.get("sforce-call-options", "")))
         return handler(sandbox, ApiCall(request, body, session_id))
     except SalesforceError as exc:
         return render_error(exc, request)

@@ -8,6 +8,7 @@ from typing import Any
 from .auth import Authenticator, Credentials
 from .bulk import JobRegistry
 from .cursors import CursorStore
+from .events import DEFAULT_RETENTION_SECONDS, EventBus
 from .faults import Faults, FaultSettings
 from .generator import generate
 from .schema import Schema, build_schema
@@ -30,6 +31,7 @@ class SandboxRuntime:
         daily_api_limit: int = DEFAULT_DAILY_API_LIMIT,
         jwt_public_key_path: Path | None = None,
         base_url: str = "",
+        event_retention_seconds: float = DEFAULT_RETENTION_SECONDS,
     ):
         self.store = store
         self.auth = Authenticator(
@@ -40,6 +42,9 @@ class SandboxRuntime:
         self.cursors = CursorStore()
         self.jobs = JobRegistry()
         self.base_url = base_url.rstrip("/")
+        # Order changes become Pub/Sub events once their transaction commits.
+        self.events = EventBus(store.schema, event_retention_seconds)
+        store.change_listeners.append(self.events.on_store_changes)
         self._configured_daily_limit = daily_api_limit
         self._engine: QueryEngine | None = None
         self._engine_schema: Schema | None = None

@@ -18,8 +18,10 @@ import uvicorn
 from .admin import AdminClient
 from .app import create_app
 from .auth import Credentials
+from .events import DEFAULT_RETENTION_SECONDS, EventBus
 from .faults import Faults
 from .proxy import ConnectProxy
+from .pubsub import DEFAULT_KEEPALIVE_SECONDS, PubSubServer
 from .runtime import DEFAULT_DAILY_API_LIMIT, SandboxRuntime
 from .schema import build_schema
 from .store import Store
@@ -47,6 +49,9 @@ class SandboxServer:
         generator_options: dict[str, Any] | None = None,
         credentials: Credentials | None = None,
         proxy_port: int | None = None,
+        pubsub_port: int | None = 0,
+        event_retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        pubsub_keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
     ):
         self.host = host
         self.state_dir = Path(state_dir) if state_dir is not None else Path.cwd() / DEFAULT_STATE_DIR
@@ -64,6 +69,11 @@ class SandboxServer:
         # The CONNECT proxy for clients that hard-code login.salesforce.com: None = no proxy, 0 = a free port.
         self._proxy_port = proxy_port
         self._proxy: ConnectProxy | None = None
+        # The Pub/Sub API (gRPC) on a port of its own: None = not served, 0 = a free port.
+        self._pubsub_port = pubsub_port
+        self._event_retention_seconds = event_retention_seconds
+        self._pubsub_keepalive_seconds = pubsub_keepalive_seconds
+        self._pubsub: PubSubServer | None = None
         self._runtime: SandboxRuntime | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -104,6 +114,12 @@ class SandboxServer:
             )
             self._thread.start()
             self._wait_until_started()
+            if self._pubsub_port is not None:
+                self._pubsub = PubSubServer(
+                    self._runtime, self._runtime.events, instance_url=self.public_url,
+                    cert_pem=cert.cert_path.read_bytes(), key_pem=cert.key_path.read_bytes(),
+                    host=self.host, port=self._pubsub_port, keepalive_seconds=self._pubsub_keepalive_seconds,
+                ).start()
             if self._proxy_port is not None:
                 tunnel_hosts = [*certificate_dns_names(), "127.0.0.1"]
                 self._proxy = ConnectProxy(("127.0.0.1", self.port), tunnel_hosts, port=self._proxy_port).start()
@@ -121,6 +137,7 @@ class SandboxServer:
             daily_api_limit=self._daily_api_limit,
             jwt_public_key_path=jwt_public_key_path,
             base_url=self.public_url,
+            event_retention_seconds=self._event_retention_seconds,
         )
         if self._reseed or store.count("Order", include_deleted=True) == 0:
             self.seed_summary = runtime.reseed(
@@ -138,6 +155,8 @@ class SandboxServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
+        if self._pubsub is not None:
+            self._pubsub.stop()
         if self._proxy is not None:
             self._proxy.stop()
         if self._server is not None:
@@ -151,7 +170,7 @@ class SandboxServer:
             self._runtime.store.conn.close()
         if self._admin is not None:
             self._admin.close()
-        self._server = self._thread = self._socket = self._runtime = self._admin = self._proxy = None
+        self._server = self._thread = self._socket = self._runtime = self._admin = self._proxy = self._pubsub = None
 
     def __enter__(self) -> SandboxServer:
         return self.start()
@@ -198,6 +217,23 @@ class SandboxServer:
         return self.runtime.store
 
     @property
+    def pubsub_endpoint(self) -> str:
+        """``localhost:<port>`` of the Pub/Sub API (gRPC over TLS, the same certificate as HTTPS)."""
+        if self._pubsub is None:
+            raise RuntimeError("the sandbox runs without its Pub/Sub API (start it with pubsub_port=0 or --pubsub-port)")
+        return f"localhost:{self._pubsub.port}"
+
+    def drop_pubsub_subscriptions(self) -> None:
+        """End every open Pub/Sub subscription with UNAVAILABLE (clients must reconnect and resume)."""
+        if self._pubsub is None:
+            raise RuntimeError("the sandbox runs without its Pub/Sub API")
+        self._pubsub.drop_subscriptions()
+
+    @property
+    def events(self) -> EventBus:
+        return self.runtime.events
+
+    @property
     def faults(self) -> Faults:
         return self.runtime.faults
 
@@ -239,6 +275,7 @@ class SandboxServer:
             "instance_url": self.public_url,
             "login_url": self.public_url,
             "ca_bundle": str(self.ca_path),
+            **({"pubsub_endpoint": self.pubsub_endpoint} if self._pubsub is not None else {}),
         }
 
     def airflow_connection(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .changes import CHANGE_ORIGIN, CREATE, DELETE, UPDATE, RecordChange
 from .ddl import create_tables, quote_ident
 from .errors import SalesforceError, not_found
 from .ids import make_id, to_18
@@ -338,6 +339,9 @@ class Store:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
         self._savepoint_depth = 0
+        # Called with the Order changes of each committed outermost transaction (the event bus).
+        self.change_listeners: list[Callable[[list[RecordChange]], None]] = []
+        self._pending_changes: list[RecordChange] = []
         # Highest value handed out per sequence, read from _sandbox_sequences on first use and kept
         # here: a claim costs no SQL, and a rolled-back write never gets its numbers reused.
         self._claimed: dict[str, int] = {}
@@ -369,6 +373,7 @@ class Store:
             outermost = self._savepoint_depth == 0
             name = f"sandbox_sp_{self._savepoint_depth}"
             self._savepoint_depth += 1
+            changes_before = len(self._pending_changes)
             self.conn.execute(f"SAVEPOINT {name}")
             try:
                 yield
@@ -377,6 +382,7 @@ class Store:
             except BaseException:
                 self.conn.execute(f"ROLLBACK TO {name}")
                 self.conn.execute(f"RELEASE {name}")
+                del self._pending_changes[changes_before:]  # rolled back: never happened
                 raise
             else:
                 self.conn.execute(f"RELEASE {name}")
@@ -384,6 +390,10 @@ class Store:
                     self._unsaved.clear()
             finally:
                 self._savepoint_depth -= 1
+            if outermost and self._pending_changes:
+                committed, self._pending_changes = self._pending_changes, []
+                for listener in self.change_listeners:
+                    listener(committed)
 
     def _claim(self, sequence: str, count: int = 1, at_least: int = 1) -> int:
         """Reserve ``count`` consecutive values of a sequence (none below ``at_least``); returns the first.
@@ -834,6 +844,25 @@ class Store:
             after["TotalPrice"] = round(after["Quantity"] * after["UnitPrice"], 2)
         self._derive_full_name(obj, after)
 
+    def _note_order_change(self, change_type: str, before: dict | None, after: dict, values: dict) -> None:
+        """Remember an Order change for the listeners, told once its transaction commits."""
+        audit = {"SystemModstamp", "LastModifiedDate", "LastModifiedById"}
+        self._pending_changes.append(
+            RecordChange(
+                change_type=change_type,
+                sobject="Order",
+                record_id=after["Id"],
+                values=values,
+                commit_stamp=after["SystemModstamp"],
+                commit_user=self.integration_user_id,
+                origin=CHANGE_ORIGIN.get(),
+                status_before=before["Status"] if before else None,
+                status_after=after["Status"],
+                order_number=after.get("OrderNumber"),
+                changed_fields=tuple(name for name in values if name not in audit),
+            )
+        )
+
     def _check_deletable(self, obj: SObject, row: dict) -> None:
         if obj.name == "Order" and row["StatusCode"] == ACTIVATED_CATEGORY:
             raise _order_locked()
@@ -929,6 +958,8 @@ class Store:
             self._insert(obj, row)
             if obj.name == "OrderItem":
                 self._refresh_order_total(row["OrderId"])
+            elif obj.name == "Order":
+                self._note_order_change(CREATE, None, row, {k: v for k, v in row.items() if v is not None})
         return record_id
 
     def update(self, sobject: str, record_id: str, values: dict) -> None:
@@ -976,6 +1007,8 @@ class Store:
         after.update(self._write(obj, before["Id"], changed, stamp))
         if obj.name == "OrderItem":
             self._refresh_order_total(before["OrderId"])
+        elif obj.name == "Order" and changed:
+            self._note_order_change(UPDATE, before, after, {k: after[k] for k in changed} | {"LastModifiedDate": stamp})
         return after
 
     def upsert(self, sobject: str, ext_field: str, ext_value: str, values: dict) -> tuple[str, bool]:
@@ -1022,6 +1055,8 @@ class Store:
                     )  # a lookup to a deleted record is cleared
         stamp = self._next_stamp()
         self._write(obj, row["Id"], {"IsDeleted": 1}, stamp)
+        if obj.name == "Order":
+            self._note_order_change(DELETE, row, {**row, "SystemModstamp": stamp}, {})
         self.conn.execute(
             "INSERT INTO _sandbox_deleted_log (sobject, id, deleted_date) VALUES (?, ?, ?)",
             (obj.name, row["Id"], stamp),

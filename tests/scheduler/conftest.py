@@ -1,6 +1,9 @@
 """A real Airflow started by the tests: ``airflow scheduler`` with the LocalExecutor, ``airflow
-dag-processor`` and ``airflow api-server`` on a PostgreSQL metadata DB of their own, the sandbox org
-and a PostgreSQL warehouse. Runs are created the ways users create them (the scheduler, the REST
+dag-processor`` and ``airflow api-server`` (and ``airflow triggerer`` when a module's ``STACK`` asks
+for it) on a PostgreSQL metadata DB of their own, the sandbox org and a PostgreSQL warehouse.
+
+A test module sets ``STACK``: ``orders``, ``seed``, ``schedule``, ``config`` (the Variable),
+``components`` (beyond api-server, dag-processor and scheduler) and ``env`` (Airflow settings). Runs are created the ways users create them (the scheduler, the REST
 API, ``airflow backfill create``, clearing a task) and the tests wait for their states, never for
 time to pass.
 """
@@ -151,6 +154,7 @@ class Stack:
             self.org.store.update(sobject, record_id, values)
 
 
+
 def _metadata_database(admin_url: sa.URL) -> Iterator[str]:
     name = f"airflow_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -213,13 +217,14 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "orders_warehouse", postgres_warehouse_connection(url.host, url.port or 5432, url.database, url.username, url.password)
         ),
         **variable_env("salesforce_orders_config", {"warehouse_schema": schema, **params.get("config", {})}),
+        **params.get("env", {}),
     }
     env.pop("PYTEST_CURRENT_TEST", None)
     airflow = Deployment(home, env, base_url)
     try:
         airflow.cli("db", "migrate")
         ensure_pool(env)
-        airflow.start("api-server", "dag-processor", "scheduler")
+        airflow.start("api-server", "dag-processor", "scheduler", *params.get("components", ()))
         airflow.wait_until(
             lambda: requests.get(f"{base_url}/api/v2/dags/{DAG_ID}", timeout=30).status_code == 200, "the import DAG parsed"
         )

@@ -87,6 +87,8 @@ def test_defaults() -> None:
         "bulk_writeback_threshold": 2000,
         "api_budget_share": 0.5,
         "notifications": {"email": None, "slack": None, "no_success_after_minutes": 120},
+        "events": {"enabled": False, "topic": "/data/OrderChangeEvent", "window_seconds": 2.0,
+                   "echo_client": "salesforce-orders-import", "pubsub_endpoint": None},
     }
     assert not config.notifications.enabled  # alerts are off until a channel is set
 
@@ -130,7 +132,8 @@ def test_docs_show_the_example_and_every_key() -> None:
     nested = {f"routing.{key}" for key in ("rules", "default_destination")} | {
         f"write_back.{key}" for key in ("mark_imported", "set_customer_id", "x_out_card_fields", "x_out_card_fields_not_imported")
     } | {f"shipments.{key}" for key in ("enabled", "order_fields", "order_item_field", "shipment_object")} | {f"notifications.{key}" for key in ("email", "email.to", "email.smtp_conn_id", "email.from_email", "slack",
-                                               "slack.slack_webhook_conn_id", "no_success_after_minutes")}
+                                               "slack.slack_webhook_conn_id", "no_success_after_minutes")} | {
+        f"events.{key}" for key in ("enabled", "topic", "window_seconds", "echo_client", "pubsub_endpoint")}
     for key in {*ImportConfig.model_fields, *nested}:
         assert f"`{key}`" in text, f"{key} is not documented"
     assert f"airflow variables set {VARIABLE_NAME}" in text
@@ -138,6 +141,17 @@ def test_docs_show_the_example_and_every_key() -> None:
 
 
 # --- error messages --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("events", "path", "message"), [
+    ({"topic": "OrderChangeEvent"}, "events.topic", "not a Pub/Sub topic"),
+    ({"window_seconds": 0}, "events.window_seconds", ""),
+    ({"echo_client": "a client"}, "events.echo_client", "letters, digits"),
+])
+def test_events_section_is_checked(events: dict, path: str, message: str) -> None:
+    problems = problems_of({"events": events})
+    assert list(problems) == [path]
+    assert message in problems[path]
 
 
 def test_error_message_names_the_variable_the_path_and_the_value() -> None:
@@ -192,6 +206,7 @@ WRONG_TYPES = [
     ("bulk_writeback_threshold", False, "must be a whole number"),
     ("api_budget_share", True, "must be a number"),
     ("notifications", "slack", "must be an object"),
+    ("events", True, "must be an object"),
 ]
 
 

@@ -11,9 +11,11 @@ from salesforce_orders.runs import (
     BACKFILL,
     FULL_RESYNC,
     INCREMENTAL,
+    ORDER_EVENTS,
     ORDER_NUMBERS,
     SINCE,
     ParamError,
+    order_ids_of_events,
     parse_order_numbers,
     parse_since,
     plan_run,
@@ -77,6 +79,30 @@ def test_lookback_is_configurable():
 def test_bad_since_names_the_param(bad):
     with pytest.raises(ParamError, match="param 'since'"):
         parse_since(bad)
+
+
+def test_an_event_run_reads_just_its_orders_and_never_moves_the_watermark():
+    ids = ["801000000000001AAA", "801000000000002AAA"]
+    p = plan(run_type="asset_triggered", params={"order_ids": ids}, watermark="2026-11-22T11:00:00Z")
+    assert p.mode == ORDER_EVENTS and p.window.order_ids == tuple(ids)
+    assert (p.window.changed_from, p.window.changed_to) == (None, None)
+    assert not p.moves_watermark and p.as_dict()["order_ids"] == ids
+    with pytest.raises(ParamError, match="not a Salesforce id"):
+        plan(params={"order_ids": ["801' OR Id != '"]})
+
+
+def test_order_ids_come_from_the_trigger_payloads_of_the_run_s_asset_events():
+    from types import SimpleNamespace
+
+    events = {
+        "salesforce.order_change_events": [
+            SimpleNamespace(extra={"from_trigger": True, "payload": {"order_ids": ["801A", "801B"], "changes": 2}}),
+            SimpleNamespace(extra={"from_trigger": True, "payload": {"order_ids": ["801B", "801C"], "changes": 2}}),
+        ],
+        "some.other.asset": [SimpleNamespace(extra={})],
+    }
+    assert order_ids_of_events(events) == ["801A", "801B", "801C"]
+    assert order_ids_of_events({}) == []
 
 
 def test_order_numbers_are_deduplicated_and_checked():

@@ -332,6 +332,14 @@ def test_order_numbers_window() -> None:
     assert "SystemModstamp >=" not in query
 
 
+def test_order_ids_window() -> None:
+    shape = window(changed_from=None, changed_to=None, order_ids=("801000000000001AAA", INJECTION))
+    query = build_orders_query(ImportConfig(), shape)
+    assert where_clause(query) == "StatusCode = '' AND ActivatedDate >= 2024-01-03T03:04:05Z AND Id IN ('', '')"
+    assert r"Id IN ('801000000000001AAA', 'x\' OR Name != \'')" in query
+    assert "SystemModstamp >=" not in query
+
+
 def test_since_window_is_parenthesised() -> None:
     since = datetime(2025, 6, 1, tzinfo=UTC)
     query = build_orders_query(ImportConfig(), window(changed_from=None, since=since))

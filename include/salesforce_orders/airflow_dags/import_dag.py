@@ -10,7 +10,18 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    AssetWatcher,
+    CronDataIntervalTimetable,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
+
+from salesforce_orders.event_trigger import OrderEventsTrigger
 
 STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back", "mask_card_fields")
 
@@ -27,6 +38,16 @@ SERIALISED = {"pool": WAREHOUSE_POOL, "weight_rule": "upstream"}
 WAREHOUSE_ASSETS = tuple(
     Asset(name=f"orders_warehouse.{table}", group="salesforce_orders")
     for table in ("external_orders", "external_order_items", "order_services", "customers", "customer_locations")
+)
+
+# Salesforce's Order change events, watched in the triggerer: each burst of changes is one asset
+# event carrying the changed Order ids, and starts a run for just those orders. The trigger reads
+# the Variable when it runs (events.enabled, off by default): nothing is read at parse time.
+ORDER_CHANGES = Asset(
+    name="salesforce.order_change_events",
+    uri="salesforce://order-change-events",
+    group="salesforce_orders",
+    watchers=[AssetWatcher(name="salesforce_order_change_events", trigger=OrderEventsTrigger())],
 )
 
 DOC = """
@@ -50,6 +71,9 @@ warehouse, then writes the outcome back to Salesforce:
   flagged `card_data_masked`.
 * **Window**: scheduled runs start at the stored watermark (highest `SystemModstamp` loaded)
   minus `overlap_minutes`; the first run reaches back `lookback_days` (730).
+* **Event runs** (with `events.enabled`): Salesforce's Order change events start a run for just
+  the changed orders (Asset `salesforce.order_change_events`), seconds after the change; they never
+  move the watermark, and the schedule stays the safety net.
 
 **Re-run / re-sync** (Trigger DAG w/ config):
 `{"order_numbers": ["00000123"]}` re-syncs those orders; `{"since": "2026-01-01"}` imports orders
@@ -133,7 +157,11 @@ def retried_tasks(*, max_retry_delay: timedelta, execution_timeout: timedelta) -
 
 @dag(
     dag_id="salesforce_orders_import",
-    schedule=CronDataIntervalTimetable(os.environ.get("SALESFORCE_ORDERS_SCHEDULE", "*/15 * * * *"), timezone="UTC"),
+    # The cron schedule is the safety net; change events start runs in between.
+    schedule=AssetOrTimeSchedule(
+        timetable=CronDataIntervalTimetable(os.environ.get("SALESFORCE_ORDERS_SCHEDULE", "*/15 * * * *"), timezone="UTC"),
+        assets=ORDER_CHANGES,
+    ),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -154,13 +182,19 @@ def salesforce_orders_import():
 
         facts = _run_facts()
         dag_run, context = facts["dag_run"], facts["context"]
+        from salesforce_orders.runs import order_ids_of_events
+
+        params = dict(context["params"])
+        order_ids = order_ids_of_events(context.get("triggering_asset_events") or {})
+        if order_ids:  # an event run: just the orders of its change events
+            params["order_ids"] = order_ids
         return stages.extract(
             run_id=facts["run_id"],
             dag_run_id=dag_run.run_id,
             run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
             data_interval_start=context.get("data_interval_start"),
             data_interval_end=context.get("data_interval_end"),
-            params=dict(context["params"]),
+            params=params,
         )
 
     @task(doc_md=TASK_DOCS["validate"], **SERIALISED)

@@ -109,7 +109,7 @@ def _customer_hash(customer: CustomerRecord) -> str:
     return hashlib.sha256(json.dumps(vars(customer), sort_keys=True, default=vars).encode()).hexdigest()
 
 
-def _customer_row(customer: CustomerRecord, now: datetime) -> dict[str, Any]:
+def customer_row(customer: CustomerRecord, now: datetime) -> dict[str, Any]:
     return {
         "customer_id": customer.customer_id,
         "sf_account_id": customer.sf_account_id,
@@ -219,8 +219,8 @@ def _all_but(row: dict[str, Any], *kept: str) -> list[str]:
 
 def _customer_rows(written: list[TransformedOrder], now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The parents' rows and the orders' own accounts' rows."""
-    parents = [_customer_row(r.parent_customer, now) for r in written if r.parent_customer is not None]
-    return parents, [_customer_row(r.customer, now) for r in written]
+    parents = [customer_row(r.parent_customer, now) for r in written if r.parent_customer is not None]
+    return parents, [customer_row(r.customer, now) for r in written]
 
 
 def _write_customers(conn: sa.Connection, t: Tables, parents: list[dict[str, Any]], full: list[dict[str, Any]]) -> None:

@@ -320,6 +320,19 @@ def build_changed_accounts_query(config: ImportConfig, window: ExtractWindow) ->
     return _select(account_fields(config), "Account", conditions, order_by="Id")
 
 
+# SOQL reaches five ``Parent.`` levels from the object queried: an Account and five of its ancestors a query.
+ANCESTOR_LEVELS = 5
+
+
+def build_ancestors_query(config: ImportConfig, account_ids: Sequence[str]) -> str:
+    """These Accounts with their ancestors, five levels up (``Parent.Parent.…``), each with the
+    fields a customer is made of; an ancestor still having a parent at the fifth level is read by
+    the next query."""
+    fields = account_fields(config)
+    names = ["Parent." * level + name for level in range(ANCESTOR_LEVELS + 1) for name in fields]
+    return _select(names, "Account", [f"Id IN {literal(tuple(account_ids))}"], order_by="Id")
+
+
 def build_order_statuses_query() -> str:
     """The Order Status values with their category (StatusCode: Draft or Activated)."""
     return _select(["ApiName", "StatusCode"], "OrderStatus", [], order_by="SortOrder")

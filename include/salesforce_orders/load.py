@@ -24,7 +24,16 @@ import sqlalchemy as sa
 
 from . import faultpoints
 from .card_masks import CARD_MASK_ACTION, queue_card_masks
-from .model import READY, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED, Address, CustomerRecord, TransformedOrder
+from .model import (
+    READY,
+    SF_ACTIVE,
+    SF_DEACTIVATED,
+    SF_DELETED,
+    Address,
+    CustomerRecord,
+    SkippedOrder,
+    TransformedOrder,
+)
 from .progress import Progress
 from .readahead import read_ahead
 from .warehouse import (
@@ -371,10 +380,11 @@ def _outbox_rows(
 
 
 def _release_quarantine(conn: sa.Connection, t: Tables, order_ids: list[str], now: datetime) -> None:
-    q = t.quarantined_orders
-    conn.execute(
-        sa.update(q).where(one_of(conn, q.c.sf_order_id, order_ids), q.c.released_at.is_(None)).values(released_at=now)
-    )
+    """The orders are loaded: their refusals and skips of earlier runs are over."""
+    for table in (t.quarantined_orders, t.skipped_orders):
+        conn.execute(
+            sa.update(table).where(one_of(conn, table.c.sf_order_id, order_ids), table.c.released_at.is_(None)).values(released_at=now)
+        )
 
 
 @dataclass
@@ -760,6 +770,33 @@ def mark_status_changes(
 # ---------------------------------------------------------------------------------------
 
 
+def record_skipped(conn: sa.Connection, run_id: str, skipped: Sequence[SkippedOrder], *, schema: str | None = None, now: datetime | None = None) -> None:
+    """One ``skipped_orders`` row per order the run deliberately did not import, with why."""
+    skipped_at = now or utc_now()
+    rows = [
+        {
+            "run_id": run_id,
+            "sf_order_id": order.sf_order_id,
+            "order_number": order.order_number,
+            "account_name": order.account_name,
+            "reason": order.reason,
+            "total_amount": order.total_amount,
+            "currency": order.currency,
+            "sf_system_modstamp": _timestamp(order.sf_system_modstamp),
+            "skipped_at": skipped_at,
+            "released_at": None,
+        }
+        for order in skipped
+    ]
+    upsert(conn, tables(schema).skipped_orders, rows, ["run_id", "sf_order_id"])
+
+
+def clear_skipped(conn: sa.Connection, run_id: str, *, schema: str | None = None) -> None:
+    """A retried transform decides again which orders it skips."""
+    s = tables(schema).skipped_orders
+    conn.execute(sa.delete(s).where(s.c.run_id == run_id))
+
+
 def record_quarantine(
     conn: sa.Connection, run_id: str, rows: list[dict[str, Any]], *, schema: str | None = None, now: datetime | None = None
 ) -> None:
@@ -794,4 +831,7 @@ def record_quarantine(
         )
 
 
-__all__ = ["STATUS_CHECK_KEY", "LoadCounts", "WATERMARK_KEY", "get_watermark", "load_run", "mark_status_changes", "record_quarantine"]
+__all__ = [
+    "STATUS_CHECK_KEY", "LoadCounts", "WATERMARK_KEY", "clear_skipped", "get_watermark", "load_run", "mark_status_changes",
+    "record_quarantine", "record_skipped",
+]

@@ -171,6 +171,9 @@ class SkippedOrder:
     order_number: str | None
     reason: str
     sf_system_modstamp: str | None = None
+    account_name: str | None = None
+    total_amount: float | None = None
+    currency: str | None = None
 
 
 def plain(value: Any) -> Any:

@@ -362,6 +362,7 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     card fields of the orders skipped are queued to be X-ed out."""
     from . import currencies
     from .card_masks import queue_card_masks
+    from .load import clear_skipped, record_skipped
     from .model import SkippedOrder
     from .progress import Progress
     from .readahead import read_ahead
@@ -376,19 +377,23 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     skipped_reasons: dict[str, int] = {}
     with engine.begin() as conn:
         clear_transformed(conn, run_id, schema=schema)
+        clear_skipped(conn, run_id, schema=schema)
         rates = currencies.load(conn, tables(schema).currency_rates)
     progress = Progress("transform", "orders")
     for chunk in read_ahead(iter_staged(engine, run_id, status="valid", chunk_size=config.chunk_size, schema=schema)):
         records, skipped_orders = [], {}
+        skips: list[SkippedOrder] = []
         for order, items in chunk:
             result = transform_order(order, items, config, instance_url=instance_url, rates=rates)
             if not isinstance(result, SkippedOrder):
                 records.append(result)
             else:
+                skips.append(result)
                 skipped_orders[result.sf_order_id] = result.sf_system_modstamp
                 skipped_reasons[result.reason] = skipped_reasons.get(result.reason, 0) + 1
         with engine.begin() as conn:
             stage_transformed(conn, run_id, records, schema=schema)
+            record_skipped(conn, run_id, skips, schema=schema, now=_now())
             queue_card_masks(
                 conn,
                 skipped_orders,

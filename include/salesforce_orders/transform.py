@@ -75,6 +75,9 @@ def transform_order(
             order_number=_text(order.get("OrderNumber")),
             reason=ZERO_TOTAL,
             sf_system_modstamp=_text(order.get("SystemModstamp")),
+            account_name=_text(_get(order, "Account.Name")),
+            total_amount=_number(order.get("TotalAmount")),
+            currency=_text(order.get("CurrencyIsoCode")),
         )
 
     warnings: list[str] = []

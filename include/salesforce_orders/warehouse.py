@@ -355,6 +355,24 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         sa.UniqueConstraint("run_id", "sf_order_id"),
     )
 
+    # Orders a run deliberately did not import (zero total under the "skip" policy), one row per
+    # order and run, like quarantined_orders: every order left out of the warehouse can be found.
+    sa.Table(
+        "skipped_orders", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        _run_id("run_id", nullable=False),
+        _sf_id("sf_order_id", nullable=False, index=True),
+        sa.Column("order_number", sa.Text),
+        sa.Column("account_name", sa.Text),
+        sa.Column("reason", sa.String(40), nullable=False),
+        sa.Column("total_amount", _money()),
+        sa.Column("currency", sa.String(COLUMN_LIMITS["CurrencyIsoCode"])),
+        _ts("sf_system_modstamp"),
+        _ts("skipped_at", nullable=False),
+        _ts("released_at"),
+        sa.UniqueConstraint("run_id", "sf_order_id"),
+    )
+
     sa.Table(
         "import_runs", md,
         _run_id("run_id", primary_key=True),
@@ -495,6 +513,7 @@ class Tables:
     external_order_items: sa.Table
     order_services: sa.Table
     quarantined_orders: sa.Table
+    skipped_orders: sa.Table
     import_runs: sa.Table
     writeback_outbox: sa.Table
     currency_rates: sa.Table

@@ -33,6 +33,7 @@ def org_size() -> tuple[int, int]:
 
 @pytest.fixture
 def imported(pipeline):
+    pipeline.set_config(zero_total_policy="skip")  # the demo's zero-total orders in skipped_orders
     first = pipeline.run()
     assert first.succeeded, first.error
     return pipeline

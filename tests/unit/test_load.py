@@ -99,8 +99,8 @@ def test_unchanged_reload_writes_nothing(created_warehouse, make_transformed, ca
     assert counts == LoadCounts(inserted=0, updated=0, unchanged=4, outbox_rows=0, customers=0, locations=0)
     assert snapshot(target) == before
     writes = [s for s in statements if s.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
-    # only the (empty) quarantine release runs; nothing touches orders, customers or the outbox
-    assert len(writes) == 1 and "quarantined_orders" in writes[0]
+    # only the (empty) quarantine and skip releases run; nothing touches orders, customers or the outbox
+    assert len(writes) == 2 and "quarantined_orders" in writes[0] and "skipped_orders" in writes[1]
 
 
 def test_changed_order_is_updated_and_its_items_replaced(created_warehouse, make_transformed):

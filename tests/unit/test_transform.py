@@ -536,7 +536,8 @@ def test_zero_total_skipped_under_the_skip_policy() -> None:
     config = parse_config({"zero_total_policy": "skip"})
     result = transform(staged_order(TotalAmount=0.0), [staged_item("802A", 0.0)], config)
     assert result == SkippedOrder(
-        sf_order_id=ORDER_ID, order_number="00000100", reason="zero total", sf_system_modstamp="2026-01-02T03:04:05.000+0000"
+        sf_order_id=ORDER_ID, order_number="00000100", reason="zero total", sf_system_modstamp="2026-01-02T03:04:05.000+0000",
+        account_name="Acme Corp", total_amount=0.0, currency="USD",
     )
     assert isinstance(transform(config=config), TransformedOrder)
 

@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from salesforce_orders import currencies, warehouse
-from salesforce_orders.load import load_run, record_quarantine
+from salesforce_orders.load import load_run, record_quarantine, record_skipped
+from salesforce_orders.model import SkippedOrder
 from salesforce_orders.shipments import add_shipment
 from salesforce_orders.staging import stage_items, stage_orders, stage_transformed
 from salesforce_orders.warehouse import VIEWS_KEY, create_all, insert_rows, select_in, tables, upsert
@@ -90,6 +91,9 @@ def write_everything(engine: sa.Engine, schema: str, make_transformed: Any) -> N
              "failed_checks": ["has_products"], "details": {"has_products": None}},
             {"sf_order_id": "801000000000098AAA", "order_number": "x" * 40, "account_name": None,
              "failed_checks": [], "details": {}},
+        ], schema=schema, now=T1)
+        record_skipped(conn, "run-2", [
+            SkippedOrder("801000000000097AAA", "00000097", "zero total", "2026-01-02T03:04:05.000+0000", "Zoë \\ Co", 0.0, "EUR"),
         ], schema=schema, now=T1)
         staged = [{"Id": f"801{n:012d}AAA", "SystemModstamp": "2026-01-02T03:04:05.000+0000", "Amount": 0.1 + 0.2,
                    "Empty": "", "Missing": None, "Nested": {"a": [None]}} for n in range(1, 4)]

@@ -180,6 +180,7 @@ def _order_row(t: TransformedOrder, run_id: str, now: datetime, state_changed_at
         "last_imported_at": now,
         "last_run_id": run_id,
         "newer_version_quarantined_at": None,
+        "updated_at": now,
     }
 
 
@@ -257,13 +258,14 @@ def _location_rows(written: list[TransformedOrder], now: datetime) -> list[dict[
             "sf_account_id": loc.sf_account_id,
             **_address_columns("", loc.address),
             "first_seen_at": now,
+            "updated_at": now,
         }
         for loc in (r.location for r in written)
         if loc is not None
     ]
 
 
-def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str]) -> None:
+def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str], now: datetime) -> None:
     """Set the customers' location counts; only customers whose count changed are written."""
     c, loc = t.customers, t.customer_locations
     count = sa.select(sa.func.count()).where(loc.c.customer_id == c.c.customer_id).scalar_subquery()
@@ -272,33 +274,44 @@ def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str]) -
         conn.execute(
             sa.update(c)
             .where(one_of(conn, c.c.customer_id, batch), changed)
-            .values(location_count=count, is_multi_location=count > 1)
+            .values(location_count=count, is_multi_location=count > 1, updated_at=now)
         )
 
 
+# What says a child row is written by a run rather than changed: not compared.
+_CHILD_BOOKKEEPING = frozenset({"last_run_id", "updated_at"})
+
+
 def _replace_children(
-    conn: sa.Connection, table: sa.Table, key: str, stored_ids: set[str], rows: list[dict[str, Any]]
+    conn: sa.Connection, table: sa.Table, key: str, stored_ids: set[str], rows: list[dict[str, Any]], now: datetime
 ) -> None:
-    """Write the orders' items (or services) and delete those the new versions no longer have.
+    """Write the orders' items (or services); those the new versions no longer have are marked
+    deleted (``is_deleted``, ``deleted_at``), never removed, so "what changed since" sees them go.
 
     ``stored_ids``: the orders among them stored before this batch, the only ones with children.
     The children of new orders are new too (an item belongs to one order for good, a service key
-    starts with its order's id): they are inserted, without the merge an upsert costs."""
+    starts with its order's id): they are inserted, without the merge an upsert costs. A stored
+    child is rewritten only when a value differs, so its ``updated_at`` moves with real changes."""
     of_stored = [row for row in rows if row["sf_order_id"] in stored_ids]
     insert_rows(conn, table, [row for row in rows if row["sf_order_id"] not in stored_ids])
     keep = {row[key] for row in of_stored}
-    existing = select_in(conn, table, [table.c[key]], table.c.sf_order_id, sorted(stored_ids))
-    stale = sorted(row[0] for row in existing if row[0] not in keep)
+    existing = select_in(conn, table, [table.c[key], table.c.is_deleted], table.c.sf_order_id, sorted(stored_ids))
+    stale = sorted(row[0] for row in existing if row[0] not in keep and not row[1])
     for batch in in_batches(stale):
-        conn.execute(sa.delete(table).where(one_of(conn, table.c[key], batch)))
-    upsert(conn, table, of_stored, [key])
+        conn.execute(
+            sa.update(table).where(one_of(conn, table.c[key], batch)).values(is_deleted=True, deleted_at=now, updated_at=now)
+        )
+    if of_stored:
+        compared = [c for c in of_stored[0] if c != key and c not in _CHILD_BOOKKEEPING]
+        upsert(conn, table, of_stored, [key], update_where=lambda incoming: sa.or_(*(table.c[c].is_distinct_from(incoming[c]) for c in compared)))
 
 
-def _child_rows(written: list[TransformedOrder], run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The orders' item rows and service rows."""
+def _child_rows(written: list[TransformedOrder], run_id: str, now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The orders' item rows and service rows (present: a service that comes back is no longer deleted)."""
+    present = {"is_deleted": False, "deleted_at": None, "updated_at": now}
     # vars(), not asdict(): these records are flat, and asdict's deep copies dominate a large load
-    items = [{**vars(item), "last_run_id": run_id} for r in written for item in r.items]
-    services = [dict(vars(service)) for r in written for service in r.services]
+    items = [{**vars(item), "last_run_id": run_id, **present} for r in written for item in r.items]
+    services = [{**vars(service), **present} for r in written for service in r.services]
     return items, services
 
 
@@ -383,7 +396,7 @@ def _release_quarantine(conn: sa.Connection, t: Tables, order_ids: list[str], no
     """The orders are loaded: their refusals and skips of earlier runs are over."""
     for table in (t.quarantined_orders, t.skipped_orders):
         conn.execute(
-            sa.update(table).where(one_of(conn, table.c.sf_order_id, order_ids), table.c.released_at.is_(None)).values(released_at=now)
+            sa.update(table).where(one_of(conn, table.c.sf_order_id, order_ids), table.c.released_at.is_(None)).values(released_at=now, updated_at=now)
         )
 
 
@@ -463,7 +476,7 @@ def _prepare_batch(
     prepared.parents, prepared.customers = _customer_rows(prepared.written, now)
     prepared.locations = _location_rows(prepared.written, now)
     prepared.orders = [_order_row(r, run_id, now, state_changed_at(r)) for r in prepared.written]
-    prepared.items, prepared.services = _child_rows(prepared.written, run_id)
+    prepared.items, prepared.services = _child_rows(prepared.written, run_id, now)
     return prepared
 
 
@@ -488,8 +501,8 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
         changed_rows = [row for row in batch.orders if row["sf_order_id"] in stored]
         if changed_rows:
             upsert(conn, t.external_orders, changed_rows, ["sf_order_id"], _all_but(changed_rows[0], "sf_order_id", "first_imported_at"))
-        _replace_children(conn, t.external_order_items, "sf_order_item_id", stored, batch.items)
-        _replace_children(conn, t.order_services, "service_key", stored, batch.services)
+        _replace_children(conn, t.external_order_items, "sf_order_item_id", stored, batch.items, now)
+        _replace_children(conn, t.order_services, "service_key", stored, batch.services, now)
         write_backs = _write_outbox(conn, t, written, run_id, now)
     tally.counts.inserted += batch.inserted
     tally.counts.updated += batch.updated
@@ -651,7 +664,7 @@ def load_run(
             faultpoints.reach("load.orders_written")
             progress.add(len(batch.order_ids), f"{tally.counts.inserted} inserted, {tally.counts.updated} updated")
         # once for the run, not per batch: a customer's orders are spread over many batches
-        _recount_locations(conn, t, tally.recount)
+        _recount_locations(conn, t, tally.recount, now)
         if watermark:
             _advance_watermark(conn, t, watermark, now, covered_from=covered_from)
         faultpoints.reach("load.before_commit")
@@ -730,6 +743,7 @@ def mark_status_changes(
                 .values(
                     sf_state=sa.bindparam("b_state"),
                     sf_state_changed_at=now,
+                    updated_at=now,
                     last_run_id=run_id,
                     sf_system_modstamp=sa.func.coalesce(sa.bindparam("b_stamp", type_=o.c.sf_system_modstamp.type), o.c.sf_system_modstamp),
                 ),
@@ -785,6 +799,7 @@ def record_skipped(conn: sa.Connection, run_id: str, skipped: Sequence[SkippedOr
             "sf_system_modstamp": _timestamp(order.sf_system_modstamp),
             "skipped_at": skipped_at,
             "released_at": None,
+            "updated_at": skipped_at,
         }
         for order in skipped
     ]
@@ -815,6 +830,7 @@ def record_quarantine(
             **card_data_flag(row.get("card_data_masked", ())),
             "quarantined_at": quarantined_at,
             "released_at": None,
+            "updated_at": quarantined_at,
         }
         for row in rows
     ]
@@ -827,7 +843,7 @@ def record_quarantine(
         conn.execute(
             sa.update(o)
             .where(one_of(conn, o.c.sf_order_id, batch), o.c.newer_version_quarantined_at.is_(None))
-            .values(newer_version_quarantined_at=quarantined_at)
+            .values(newer_version_quarantined_at=quarantined_at, updated_at=quarantined_at)
         )
 
 

@@ -28,6 +28,7 @@ def start_run(engine: sa.Engine, *, run_id: str, dag_run_id: str, run_type: str,
         "window_end": parse_watermark(window["changed_to"]),
         "started_at": datetime.now(UTC),
         "status": "running",
+        "updated_at": datetime.now(UTC),
     }
     with engine.begin() as conn:
         upsert(conn, tables(schema).import_runs, [row], ["run_id"])
@@ -62,6 +63,7 @@ def finish_run(
     row = {
         "run_id": run_id,
         "finished_at": finished,
+        "updated_at": finished,
         "status": "disabled" if disabled else "success" if not missing else "failed",
         "extracted": _get(results, "extract", "extracted"),
         "valid": _get(results, "validate", "valid"),

@@ -201,6 +201,20 @@ def _count(name: str) -> sa.Column:
     return sa.Column(name, sa.Integer, nullable=False, default=0, server_default="0")
 
 
+def _updated_at(**kw: Any) -> sa.Column:
+    """When the row last changed in any way: every insert and the load's writes carry it, and any
+    other UPDATE through SQLAlchemy (lifecycle, write-back, status, flags) moves it by itself."""
+    return _ts("updated_at", onupdate=utc_now, **kw)
+
+
+def _soft_delete() -> list[sa.Column]:
+    """A child row its order's newer version no longer has: kept, marked, never removed."""
+    return [
+        sa.Column("is_deleted", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+        _ts("deleted_at"),
+    ]
+
+
 def _one_of(column: str, values: Sequence[str], name: str) -> sa.CheckConstraint:
     allowed = ", ".join(f"'{v}'" for v in values)
     return sa.CheckConstraint(f"{column} IN ({allowed})", name=name)
@@ -254,7 +268,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         _count("location_count"),
         *_address("billing_", "Billing"),
         _ts("first_imported_at", nullable=False),
-        _ts("updated_at", nullable=False),
+        _updated_at(nullable=False),
         sa.Column("content_hash", sa.String(HASH_LENGTH), nullable=False),
     )
 
@@ -265,6 +279,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         _sf_id("sf_account_id", nullable=False),
         *_address("", "Shipping"),
         _ts("first_seen_at", nullable=False),
+        _updated_at(),
     )
 
     sa.Table(
@@ -310,6 +325,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         _ts("first_imported_at", nullable=False),
         _ts("last_imported_at", nullable=False, index=True),
         _run_id("last_run_id", nullable=False),
+        _updated_at(index=True),
         _one_of("lifecycle_state", LIFECYCLE_STATES, "lifecycle_state"),
         _one_of("sf_state", SF_STATES, "sf_state"),
     )
@@ -327,6 +343,8 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("service_key", sa.String(SERVICE_KEY_LENGTH), nullable=False),
         sa.Column("metadata", _json(), nullable=False),
         _run_id("last_run_id", nullable=False),
+        *_soft_delete(),
+        _updated_at(),
     )
 
     sa.Table(
@@ -337,6 +355,8 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("item_count", sa.Integer, nullable=False),
         sa.Column("total_amount", _money(), nullable=False),
         sa.Column("location_id", sa.String(HASH_LENGTH)),
+        *_soft_delete(),
+        _updated_at(),
     )
 
     sa.Table(
@@ -352,6 +372,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         *_card_data_flag(),
         _ts("quarantined_at", nullable=False),
         _ts("released_at"),
+        _updated_at(),
         sa.UniqueConstraint("run_id", "sf_order_id"),
     )
 
@@ -370,6 +391,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         _ts("sf_system_modstamp"),
         _ts("skipped_at", nullable=False),
         _ts("released_at"),
+        _updated_at(),
         sa.UniqueConstraint("run_id", "sf_order_id"),
     )
 
@@ -390,6 +412,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         )],
         sa.Column("duration_seconds", sa.Float),
         sa.Column("message", sa.Text),
+        _updated_at(),
         _one_of("status", RUN_STATUSES, "status"),
     )
 

@@ -1,4 +1,6 @@
-"""The warehouse as analysts read it: ``skipped_orders`` (every order a run deliberately left out).
+"""The warehouse as analysts read it: ``skipped_orders`` (every order a run deliberately left out);
+``updated_at`` on every table analysts read, moved by any change; order products and services that
+disappear are soft-deleted (``is_deleted``, ``deleted_at``).
 
 Revision ID: 0010
 Revises: 0008
@@ -30,11 +32,48 @@ def upgrade() -> None:
         sa.Column("sf_system_modstamp", sa.DateTime(timezone=True)),
         sa.Column("skipped_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("released_at", sa.DateTime(timezone=True)),
+        sa.Column("updated_at", sa.DateTime(timezone=True)),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_skipped_orders")),
         sa.UniqueConstraint("run_id", "sf_order_id", name=op.f("uq_skipped_orders_run_id_sf_order_id")),
         schema=schema,
     )
     op.create_index(op.f("ix_skipped_orders_sf_order_id"), "skipped_orders", ["sf_order_id"], schema=schema)
+    _change_tracking(schema)
+
+
+def _updated_at() -> sa.Column:
+    return sa.Column("updated_at", sa.DateTime(timezone=True))
+
+
+def _change_tracking(schema: str | None) -> None:
+    """``updated_at`` everywhere, filled from what each row already tells of its last change."""
+    for table in ("external_orders", "external_order_items", "order_services", "customer_locations", "quarantined_orders", "import_runs"):
+        op.add_column(table, _updated_at(), schema=schema)
+    op.create_index(op.f("ix_external_orders_updated_at"), "external_orders", ["updated_at"], schema=schema)
+    for table in ("external_order_items", "order_services"):
+        op.add_column(table, sa.Column("is_deleted", sa.Boolean, nullable=False, server_default=sa.false()), schema=schema)
+        op.add_column(table, sa.Column("deleted_at", sa.DateTime(timezone=True)), schema=schema)
+
+    def table(name: str, *columns: str) -> sa.TableClause:
+        return sa.table(name, *(sa.column(c) for c in columns), schema=schema)
+
+    orders = table("external_orders", "sf_order_id", "updated_at", "last_imported_at", "sf_state_changed_at")
+    op.execute(sa.update(orders).values(updated_at=sa.case(
+        (orders.c.sf_state_changed_at > orders.c.last_imported_at, orders.c.sf_state_changed_at), else_=orders.c.last_imported_at
+    )))
+    for name in ("external_order_items", "order_services"):
+        children = table(name, "sf_order_id", "updated_at")
+        op.execute(sa.update(children).values(updated_at=(
+            sa.select(orders.c.updated_at).where(orders.c.sf_order_id == children.c.sf_order_id).scalar_subquery()
+        )))
+    # the later of when the row was made and when it last changed, where the table tells
+    for name, first, later in (
+        ("customer_locations", "first_seen_at", "first_seen_at"),
+        ("quarantined_orders", "quarantined_at", "released_at"),
+        ("import_runs", "started_at", "finished_at"),
+    ):
+        rows = table(name, "updated_at", first, later)
+        op.execute(sa.update(rows).values(updated_at=sa.func.coalesce(rows.c[later], rows.c[first])))
 
 
 def downgrade() -> None:

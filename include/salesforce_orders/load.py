@@ -31,6 +31,7 @@ from .model import (
     SF_DELETED,
     Address,
     CustomerRecord,
+    ItemRecord,
     SkippedOrder,
     TransformedOrder,
 )
@@ -181,6 +182,11 @@ def _order_row(t: TransformedOrder, run_id: str, now: datetime, state_changed_at
         "last_run_id": run_id,
         "newer_version_quarantined_at": None,
         "updated_at": now,
+        "end_date": _date(o.end_date),
+        "contract_id": o.contract_id,
+        "opportunity_id": o.opportunity_id,
+        "owner_id": o.owner_id,
+        "owner_name": o.owner_name,
     }
 
 
@@ -306,13 +312,59 @@ def _replace_children(
         upsert(conn, table, of_stored, [key], update_where=lambda incoming: sa.or_(*(table.c[c].is_distinct_from(incoming[c]) for c in compared)))
 
 
+# Of an item record, what belongs to the product dimension (``products``), not to the item's row.
+_PRODUCT_FIELDS = ("product_family", "product_is_active", "pricebook_list_price")
+
+
+def _item_row(item: ItemRecord, run_id: str, present: dict[str, Any]) -> dict[str, Any]:
+    # vars(), not asdict(): these records are flat, and asdict's deep copies dominate a large load
+    row = {**vars(item), "last_run_id": run_id, **present}
+    for name in _PRODUCT_FIELDS:
+        del row[name]
+    row["service_date"], row["end_date"] = _date(item.service_date), _date(item.end_date)
+    return row
+
+
 def _child_rows(written: list[TransformedOrder], run_id: str, now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The orders' item rows and service rows (present: a service that comes back is no longer deleted)."""
     present = {"is_deleted": False, "deleted_at": None, "updated_at": now}
-    # vars(), not asdict(): these records are flat, and asdict's deep copies dominate a large load
-    items = [{**vars(item), "last_run_id": run_id, **present} for r in written for item in r.items]
+    items = [_item_row(item, run_id, present) for r in written for item in r.items]
     services = [{**vars(service), **present} for r in written for service in r.services]
     return items, services
+
+
+def _product_rows(written: list[TransformedOrder], now: datetime) -> list[dict[str, Any]]:
+    """The price book entries of the orders' products, as these versions of the orders read them."""
+    return [
+        {
+            "sf_pricebook_entry_id": item.sf_pricebook_entry_id,
+            "sf_product_id": item.sf_product_id,
+            "name": item.product_name,
+            "product_code": item.product_code,
+            "family": item.product_family,
+            "is_active": item.product_is_active,
+            "list_price": item.pricebook_list_price,
+            "currency": r.order.currency,  # an order's price book entries are in its currency
+            "first_imported_at": now,
+            "updated_at": now,
+        }
+        for r in written
+        for item in r.items
+        if item.sf_pricebook_entry_id and item.sf_product_id and r.order.currency
+    ]
+
+
+def _write_products(conn: sa.Connection, t: Tables, rows: list[dict[str, Any]]) -> None:
+    """Insert new entries; rewrite known ones only when a value differs, so updated_at means a change."""
+    if not rows:
+        return
+    p = t.products
+    key = ["sf_pricebook_entry_id", "currency"]
+    compared = [c for c in rows[0] if c not in (*key, "first_imported_at", "updated_at")]
+    upsert(
+        conn, p, rows, key, _all_but(rows[0], *key, "first_imported_at"),
+        update_where=lambda incoming: sa.or_(*(p.c[c].is_distinct_from(incoming[c]) for c in compared)),
+    )
 
 
 def _write_outbox(
@@ -416,6 +468,7 @@ class _PreparedBatch:
     parents: list[dict[str, Any]] = field(default_factory=list)
     customers: list[dict[str, Any]] = field(default_factory=list)
     locations: list[dict[str, Any]] = field(default_factory=list)
+    products: list[dict[str, Any]] = field(default_factory=list)
     orders: list[dict[str, Any]] = field(default_factory=list)
     items: list[dict[str, Any]] = field(default_factory=list)
     services: list[dict[str, Any]] = field(default_factory=list)
@@ -477,6 +530,7 @@ def _prepare_batch(
     prepared.locations = _location_rows(prepared.written, now)
     prepared.orders = [_order_row(r, run_id, now, state_changed_at(r)) for r in prepared.written]
     prepared.items, prepared.services = _child_rows(prepared.written, run_id, now)
+    prepared.products = _product_rows(prepared.written, now)
     return prepared
 
 
@@ -503,6 +557,7 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
             upsert(conn, t.external_orders, changed_rows, ["sf_order_id"], _all_but(changed_rows[0], "sf_order_id", "first_imported_at"))
         _replace_children(conn, t.external_order_items, "sf_order_item_id", stored, batch.items, now)
         _replace_children(conn, t.order_services, "service_key", stored, batch.services, now)
+        _write_products(conn, t, batch.products)
         write_backs = _write_outbox(conn, t, written, run_id, now)
     tally.counts.inserted += batch.inserted
     tally.counts.updated += batch.updated

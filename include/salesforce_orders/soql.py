@@ -63,6 +63,11 @@ _ORDER_BASE_FIELDS = (
     "Account.Name",
     "Account.ParentId",
     "Account.Parent.Name",
+    "EndDate",
+    "ContractId",
+    "OpportunityId",
+    "OwnerId",
+    "Owner.Name",
 )
 _ACCOUNT_BILLING_FIELDS = tuple(
     f"Account.Billing{part}" for part in ("Street", "City", "State", "PostalCode", "Country")
@@ -76,6 +81,13 @@ _ITEM_BASE_FIELDS = (
     "Quantity",
     "UnitPrice",
     "TotalPrice",
+    "ListPrice",
+    "ServiceDate",
+    "EndDate",
+    "PricebookEntryId",
+    "Product2.Family",
+    "Product2.IsActive",
+    "PricebookEntry.UnitPrice",
 )
 _STATUS_CHANGE_FIELDS = ("Id", "OrderNumber", "StatusCode", "IsDeleted", "SystemModstamp")
 

@@ -326,6 +326,11 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         _ts("last_imported_at", nullable=False, index=True),
         _run_id("last_run_id", nullable=False),
         _updated_at(index=True),
+        sa.Column("end_date", sa.Date),
+        _sf_id("contract_id"),
+        _sf_id("opportunity_id"),
+        _sf_id("owner_id"),
+        sa.Column("owner_name", sa.Text),
         _one_of("lifecycle_state", LIFECYCLE_STATES, "lifecycle_state"),
         _one_of("sf_state", SF_STATES, "sf_state"),
     )
@@ -345,6 +350,27 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         _run_id("last_run_id", nullable=False),
         *_soft_delete(),
         _updated_at(),
+        sa.Column("list_price", _money()),
+        sa.Column("service_date", sa.Date),
+        sa.Column("end_date", sa.Date),
+        _sf_id("sf_product_id", index=True),
+        _sf_id("sf_pricebook_entry_id"),
+    )
+
+    # The product dimension: one row per price book entry (and currency: an entry's, which is its
+    # orders') the imported order products use, as the last load of such a product found it.
+    sa.Table(
+        "products", md,
+        _sf_id("sf_pricebook_entry_id", primary_key=True),
+        sa.Column("currency", sa.String(COLUMN_LIMITS["CurrencyIsoCode"]), primary_key=True),
+        _sf_id("sf_product_id", nullable=False, index=True),
+        sa.Column("name", sa.String(ITEM_COLUMN_LIMITS["Product2.Name"])),
+        sa.Column("product_code", sa.String(ITEM_COLUMN_LIMITS["Product2.ProductCode"])),
+        sa.Column("family", sa.String(255)),
+        sa.Column("is_active", sa.Boolean),
+        sa.Column("list_price", _money()),
+        _ts("first_imported_at", nullable=False),
+        _updated_at(nullable=False),
     )
 
     sa.Table(
@@ -535,6 +561,7 @@ class Tables:
     external_orders: sa.Table
     external_order_items: sa.Table
     order_services: sa.Table
+    products: sa.Table
     quarantined_orders: sa.Table
     skipped_orders: sa.Table
     import_runs: sa.Table

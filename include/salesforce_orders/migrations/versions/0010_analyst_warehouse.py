@@ -1,6 +1,7 @@
 """The warehouse as analysts read it: ``skipped_orders`` (every order a run deliberately left out);
 ``updated_at`` on every table analysts read, moved by any change; order products and services that
-disappear are soft-deleted (``is_deleted``, ``deleted_at``).
+disappear are soft-deleted (``is_deleted``, ``deleted_at``); the ``products`` dimension, order
+products' dates, list price and product, the order's end date, contract, opportunity and owner.
 
 Revision ID: 0010
 Revises: 0008
@@ -39,6 +40,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_skipped_orders_sf_order_id"), "skipped_orders", ["sf_order_id"], schema=schema)
     _change_tracking(schema)
+    _fields_analysts_reach_for(schema)
 
 
 def _updated_at() -> sa.Column:
@@ -74,6 +76,36 @@ def _change_tracking(schema: str | None) -> None:
     ):
         rows = table(name, "updated_at", first, later)
         op.execute(sa.update(rows).values(updated_at=sa.func.coalesce(rows.c[later], rows.c[first])))
+
+
+def _fields_analysts_reach_for(schema: str | None) -> None:
+    op.create_table(
+        "products",
+        sa.Column("sf_pricebook_entry_id", sa.String(18), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("sf_product_id", sa.String(18), nullable=False),
+        sa.Column("name", sa.String(255)),
+        sa.Column("product_code", sa.String(255)),
+        sa.Column("family", sa.String(255)),
+        sa.Column("is_active", sa.Boolean),
+        sa.Column("list_price", sa.Numeric(18, 2)),
+        sa.Column("first_imported_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("sf_pricebook_entry_id", "currency", name=op.f("pk_products")),
+        schema=schema,
+    )
+    op.create_index(op.f("ix_products_sf_product_id"), "products", ["sf_product_id"], schema=schema)
+    for name, column in (
+        ("end_date", sa.Date), ("contract_id", sa.String(18)), ("opportunity_id", sa.String(18)),
+        ("owner_id", sa.String(18)), ("owner_name", sa.Text),
+    ):
+        op.add_column("external_orders", sa.Column(name, column), schema=schema)
+    for name, column in (
+        ("list_price", sa.Numeric(18, 2)), ("service_date", sa.Date), ("end_date", sa.Date),
+        ("sf_product_id", sa.String(18)), ("sf_pricebook_entry_id", sa.String(18)),
+    ):
+        op.add_column("external_order_items", sa.Column(name, column), schema=schema)
+    op.create_index(op.f("ix_external_order_items_sf_product_id"), "external_order_items", ["sf_product_id"], schema=schema)
 
 
 def downgrade() -> None:

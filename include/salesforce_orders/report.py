@@ -97,7 +97,7 @@ def summary_lines(row: Mapping[str, Any]) -> list[str]:
         f"Salesforce orders import {row['run_id']}: {str(row.get('status')).upper()} ({row.get('mode')}, window {window})",
         f"  extracted {row['extracted']}, valid {row['valid']}, quarantined {row['quarantined']}, skipped {row['skipped']}",
         f"  inserted {row['inserted']}, updated {row['updated']}, unchanged {row['unchanged']}, marked deactivated/deleted {row['deactivated']}",
-        f"  written back {row['written_back']}, write-back failures {row['writeback_failed']}",
+        f"  written back {row['written_back']} records (orders and accounts), write-back failures {row['writeback_failed']}",
         f"  API calls {row['api_calls']}, duration {row.get('duration_seconds')} s",
     ]
     if row.get("message"):

@@ -32,19 +32,6 @@ def as_utc(value) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def remove_order_product(p, order_id: str) -> str:
-    """Take one product off an Activated order as Salesforce allows it: back to Draft, delete the
-    product, activate again. Returns the product's id."""
-    item_id = p.scalar(
-        "SELECT sf_order_item_id FROM external_order_items WHERE sf_order_id = :o ORDER BY sf_order_item_id LIMIT 1", o=order_id
-    )
-    p.org_update("Order", order_id, Status="Draft")
-    with p.org.store.lock:
-        p.org.store.delete("OrderItem", item_id)
-    p.org_update("Order", order_id, Status="Activated")
-    return item_id
-
-
 def changed_since(p, table: str, moment: datetime) -> list[dict]:
     return [r for r in p.query(f"SELECT * FROM {table}") if r["updated_at"] is not None and as_utc(r["updated_at"]) > moment]  # noqa: S608
 
@@ -68,7 +55,7 @@ def test_what_changed_since_is_one_predicate_per_table_and_removed_products_stay
     before = {r["sf_order_item_id"]: r for r in p.query("SELECT * FROM external_order_items WHERE sf_order_id = :o", o=edited)}
     mark = datetime.now(UTC)
     p.org_update("Order", drafted, Status="Draft")
-    removed = remove_order_product(p, edited)
+    removed = p.remove_order_product(edited)
 
     run = p.run()
 

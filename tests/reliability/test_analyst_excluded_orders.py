@@ -9,19 +9,12 @@ PostgreSQL warehouse.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "warehouse.md"
 CENT = Decimal("0.01")
-
-
-def reconciliation_query() -> str:
-    (sql,) = re.findall(r"```sql\n-- Reconciliation with Salesforce[^\n]*\n(.*?);\n```", DOCS.read_text(), flags=re.S)
-    return sql
+RECONCILIATION = "Reconciliation with Salesforce: the lookback's Activated orders by outcome and currency"
 
 
 def org_orders(p, ids: set[str]) -> list[dict]:
@@ -69,7 +62,7 @@ def test_every_activated_order_of_the_lookback_is_loaded_quarantined_or_skipped_
 
     # the documented reconciliation: loaded and skipped per currency are the org's, quarantined counted
     got: dict[str, dict] = defaultdict(dict)
-    for row in p.query(reconciliation_query()):
+    for row in p.query(p.documented_query(RECONCILIATION)):
         got[row["outcome"]][row["currency"]] = (row["orders"], None if row["amount"] is None else Decimal(row["amount"]).quantize(CENT))
     assert got["loaded"] == totals(org_orders(p, loaded))
     assert got["skipped"] == totals(org_orders(p, skipped))

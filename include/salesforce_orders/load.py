@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import faultpoints
+from . import faultpoints, history
 from .card_masks import CARD_MASK_ACTION, queue_card_masks
 from .model import (
     READY,
@@ -90,6 +90,7 @@ class _RunTally:
     locations: set[str] = field(default_factory=set)
     write_backs: set[tuple[str, str]] = field(default_factory=set)  # (sObject, record id)
     recount: set[str] = field(default_factory=set)  # customer ids whose locations may have changed
+    history: bool = False  # the run keeps every version (config history_mode, see history.py)
 
     def result(self) -> LoadCounts:
         self.counts.customers = len(self.customers)
@@ -558,6 +559,8 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
         _replace_children(conn, t.external_order_items, "sf_order_item_id", stored, batch.items, now)
         _replace_children(conn, t.order_services, "service_key", stored, batch.services, now)
         _write_products(conn, t, batch.products)
+        if tally.history:
+            history.add(conn, t, batch.orders, batch.items, run_id, now)
         write_backs = _write_outbox(conn, t, written, run_id, now)
     tally.counts.inserted += batch.inserted
     tally.counts.updated += batch.updated
@@ -698,20 +701,23 @@ def load_run(
     covered_from: datetime | None = None,
     card_fields: Sequence[str] = (),
     order_object: str = "Order",
+    keep_history: bool = False,
 ) -> LoadCounts:
     """Load every chunk of the run in ONE transaction and move the watermark to ``watermark``
     (the highest ``SystemModstamp`` extracted) if it is later than the stored one and the run
     read everything changed since the stored one (``covered_from``, see _advance_watermark).
     The orders the warehouse refuses are quarantined, and their ``card_fields`` queued to be
-    X-ed out (``card_masks``)."""
+    X-ed out (``card_masks``). ``keep_history``: every new version is kept as well (history.py)."""
     now = now or utc_now()
     t = tables(schema)
-    tally = _RunTally()
+    tally = _RunTally(history=keep_history)
     progress = Progress("load", "orders")
     # Reading, decoding and preparing the next batch (Python) overlaps writing this one (mostly
     # waiting for the database).
     prepared = read_ahead((_prepare_batch(engine, t, run_id, batch, now), batch) for batch in _batches(chunks))
     with engine.begin() as conn:
+        if keep_history:
+            history.seed(conn, t)
         for batch, records in prepared:
             refused = _write_batch_or_refuse(engine, conn, t, run_id, batch, records, now, tally)
             stamps = {r.order.sf_order_id: r.order.sf_system_modstamp for r in refused}
@@ -804,6 +810,7 @@ def mark_status_changes(
                 ),
                 stamped,
             )
+            history.close(conn, t, marked, now)  # its version ends with it (history mode)
         for state, reason in _LEFT_ACTIVE.items():
             for batch in in_batches(sorted(order_id for order_id, s in marked.items() if s == state)):
                 unsent_masks = (

@@ -444,6 +444,7 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
         covered_from=parse_watermark(window.get("changed_from") or window.get("since")),
         card_fields=config.card_fields_to_x_out_when_not_imported,
         order_object=config.order_object,
+        keep_history=config.history_mode,
     )
     _refresh_statistics(engine, *_LOADED_TABLES, schema=schema)
     result = {"run_id": run_id, **counts.as_dict()}

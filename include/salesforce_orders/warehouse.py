@@ -215,6 +215,43 @@ def _soft_delete() -> list[sa.Column]:
     ]
 
 
+# What a version of an order (and of an order product) keeps: its content as loaded, not the
+# import's bookkeeping (lifecycle, sf_state, load times), which external_orders tracks.
+VERSIONED_ORDER_COLUMNS = (
+    "sf_order_id", "order_number", "external_name", "customer_id", "sf_account_id", "account_name", "sf_status",
+    "sf_status_code", "order_type", "effective_date", "end_date", "activated_at", "total_amount", "currency",
+    "corporate_currency", "conversion_rate", "corporate_amount",
+    *(f"billing_{part}" for part in ("street", "city", "state", "postal_code", "country", "country_code")),
+    *(f"service_{part}" for part in ("street", "city", "state", "postal_code", "country", "country_code")),
+    "service_address_source", "location_id", "destination", "notes", "po_number", "metadata", "is_zero_total",
+    "contract_id", "opportunity_id", "owner_id", "owner_name", "sf_created_at", "sf_system_modstamp",
+    "card_data_masked", "card_data_masked_fields", "content_hash",
+)
+VERSIONED_ITEM_COLUMNS = (
+    "sf_order_item_id", "sf_order_id", "product_code", "product_name", "sf_product_id", "sf_pricebook_entry_id",
+    "quantity", "unit_price", "list_price", "total_price", "service_date", "end_date", "service_number",
+    "service_key", "metadata",
+)
+
+
+def _qualified(md: sa.MetaData, name: str) -> str:
+    return f"{md.schema}.{name}" if md.schema else name
+
+
+def _version_column(column: sa.Column, *, key: bool) -> sa.Column:
+    """A column of a version table: the live table's name and type, without its constraints."""
+    return sa.Column(column.name, column.type, primary_key=key, nullable=not key)
+
+
+def _validity() -> list[sa.Column]:
+    return [
+        _ts("valid_from", primary_key=True),
+        _ts("valid_to"),
+        sa.Column("is_current", sa.Boolean, nullable=False),
+        _run_id("run_id", nullable=False),
+    ]
+
+
 def _one_of(column: str, values: Sequence[str], name: str) -> sa.CheckConstraint:
     allowed = ", ".join(f"'{v}'" for v in values)
     return sa.CheckConstraint(f"{column} IN ({allowed})", name=name)
@@ -383,6 +420,21 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("location_id", sa.String(HASH_LENGTH)),
         *_soft_delete(),
         _updated_at(),
+    )
+
+    # History mode (config ``history_mode``): every version of an order and of its products, with
+    # the period it was the warehouse's (valid_from inclusive, valid_to exclusive, NULL: current).
+    orders, items = md.tables[_qualified(md, "external_orders")], md.tables[_qualified(md, "external_order_items")]
+    sa.Table(
+        "external_order_versions", md,
+        *(_version_column(orders.c[name], key=name == "sf_order_id") for name in VERSIONED_ORDER_COLUMNS),
+        *_validity(),
+    )
+    sa.Table(
+        "external_order_item_versions", md,
+        *(_version_column(items.c[name], key=name == "sf_order_item_id") for name in VERSIONED_ITEM_COLUMNS),
+        *_validity(),
+        sa.Index(None, "sf_order_id", "valid_from"),
     )
 
     sa.Table(
@@ -562,6 +614,8 @@ class Tables:
     external_order_items: sa.Table
     order_services: sa.Table
     products: sa.Table
+    external_order_versions: sa.Table
+    external_order_item_versions: sa.Table
     quarantined_orders: sa.Table
     skipped_orders: sa.Table
     import_runs: sa.Table

@@ -76,13 +76,13 @@ def write_everything(engine: sa.Engine, schema: str, make_transformed: Any) -> N
         activated_at="2026-01-02T03:00:00.000+0000",
     )
     plain = [make_transformed(n, account=n % 3 + 1, notes="" if n == 2 else None) for n in range(2, 6)]
-    load_run(engine, "run-1", [[tricky, *plain]], schema=schema, now=T0, watermark="2026-01-02T03:04:05Z")
+    load_run(engine, "run-1", [[tricky, *plain]], schema=schema, now=T0, watermark="2026-01-02T03:04:05Z", keep_history=True)
 
     # a second version of order 2 (update, replaced children and pending write-backs), a known
     # parent (DO NOTHING) and an unchanged customer (its update refused by the content hash)
     changed = make_transformed(2, account=3, notes="v2", items=((2, "S9", 2.0, 0.5), (3, None, 1.0, 0.01)))
     second = [changed, make_transformed(6, account=2, parent_account=9, parent_name="Other name"), make_transformed(7, account=3)]
-    load_run(engine, "run-2", [second], schema=schema, now=T1, watermark="2026-01-03T00:00:00+01:00")
+    load_run(engine, "run-2", [second], schema=schema, now=T1, watermark="2026-01-03T00:00:00+01:00", keep_history=True)
 
     t = tables(schema)
     with engine.begin() as conn:

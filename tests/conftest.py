@@ -272,6 +272,13 @@ def build_transformed(
             service_number=service,
             service_key=f"{order_id}:{service}" if service else f"{order_id}:item:{sf_id('802', n * 100 + item_no)}",
             metadata={},
+            list_price=price,
+            service_date="2026-01-02",
+            sf_product_id=sf_id("01t", item_no),
+            sf_pricebook_entry_id=sf_id("01u", item_no),
+            product_family="Voice",
+            product_is_active=True,
+            pricebook_list_price=price,
         )
         for item_no, service, qty, price in items
     )

@@ -341,6 +341,7 @@ class ImportConfig(_Section):
     order_field_mappings: FieldMapping = Field(default_factory=dict)
     item_field_mappings: FieldMapping = Field(default_factory=dict)
     zero_total_policy: Literal["import", "skip"] = "import"
+    history_mode: Flag = False
     import_notes: Flag = True
     write_back: WriteBackConfig = WriteBackConfig()
     shipments: ShipmentsConfig = ShipmentsConfig()
@@ -452,6 +453,7 @@ EXAMPLE: dict[str, Any] = {
     "order_field_mappings": {"PoNumber": "po_number", "Account.AccountNumber": "account_number"},
     "item_field_mappings": {"Product2.Family": "product_family"},
     "zero_total_policy": "import",
+    "history_mode": False,
     "import_notes": True,
     "write_back": {"mark_imported": True, "set_customer_id": True, "x_out_card_fields": True, "x_out_card_fields_not_imported": True},
     "shipments": {

@@ -58,12 +58,15 @@ class ExtractSummary:
     max_system_modstamp: str | None = None
     seconds: float = 0.0
     accounts_changed: int = 0  # Accounts whose edits brought their orders into the run
+    ancestors: int = 0  # ancestor Accounts read and stored as customers (see hierarchy)
+    parent_account_ids: set[str] = field(default_factory=set)  # the staged orders' Account.ParentId
     card_data_masked: set[str] = field(default_factory=set)  # ids of the orders with card numbers masked
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "extracted": self.orders,
             "accounts_changed": self.accounts_changed,
+            "ancestors": self.ancestors,
             "items": self.items,
             "pages": self.pages,
             "api_calls": self.api_calls,
@@ -136,6 +139,8 @@ def stage_pages(
                     superseded.append(order_id)
             staged_stamps[order_id] = stamp
             latest[order_id] = (order, order_items)
+            if parent_id := order.get("Account.ParentId"):
+                summary.parent_account_ids.add(parent_id)
             if stamp and (summary.max_system_modstamp is None or stamp > summary.max_system_modstamp):
                 summary.max_system_modstamp = stamp
         orders = [order for order, _ in latest.values()]

@@ -22,9 +22,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import faultpoints
+from . import faultpoints, history
 from .card_masks import CARD_MASK_ACTION, queue_card_masks
-from .model import READY, SF_ACTIVE, SF_DEACTIVATED, SF_DELETED, Address, CustomerRecord, TransformedOrder
+from .model import (
+    READY,
+    SF_ACTIVE,
+    SF_DEACTIVATED,
+    SF_DELETED,
+    Address,
+    CustomerRecord,
+    ItemRecord,
+    SkippedOrder,
+    TransformedOrder,
+)
 from .progress import Progress
 from .readahead import read_ahead
 from .warehouse import (
@@ -80,6 +90,7 @@ class _RunTally:
     locations: set[str] = field(default_factory=set)
     write_backs: set[tuple[str, str]] = field(default_factory=set)  # (sObject, record id)
     recount: set[str] = field(default_factory=set)  # customer ids whose locations may have changed
+    history: bool = False  # the run keeps every version (config history_mode, see history.py)
 
     def result(self) -> LoadCounts:
         self.counts.customers = len(self.customers)
@@ -109,7 +120,7 @@ def _customer_hash(customer: CustomerRecord) -> str:
     return hashlib.sha256(json.dumps(vars(customer), sort_keys=True, default=vars).encode()).hexdigest()
 
 
-def _customer_row(customer: CustomerRecord, now: datetime) -> dict[str, Any]:
+def customer_row(customer: CustomerRecord, now: datetime) -> dict[str, Any]:
     return {
         "customer_id": customer.customer_id,
         "sf_account_id": customer.sf_account_id,
@@ -171,6 +182,12 @@ def _order_row(t: TransformedOrder, run_id: str, now: datetime, state_changed_at
         "last_imported_at": now,
         "last_run_id": run_id,
         "newer_version_quarantined_at": None,
+        "updated_at": now,
+        "end_date": _date(o.end_date),
+        "contract_id": o.contract_id,
+        "opportunity_id": o.opportunity_id,
+        "owner_id": o.owner_id,
+        "owner_name": o.owner_name,
     }
 
 
@@ -219,8 +236,8 @@ def _all_but(row: dict[str, Any], *kept: str) -> list[str]:
 
 def _customer_rows(written: list[TransformedOrder], now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The parents' rows and the orders' own accounts' rows."""
-    parents = [_customer_row(r.parent_customer, now) for r in written if r.parent_customer is not None]
-    return parents, [_customer_row(r.customer, now) for r in written]
+    parents = [customer_row(r.parent_customer, now) for r in written if r.parent_customer is not None]
+    return parents, [customer_row(r.customer, now) for r in written]
 
 
 def _write_customers(conn: sa.Connection, t: Tables, parents: list[dict[str, Any]], full: list[dict[str, Any]]) -> None:
@@ -248,13 +265,14 @@ def _location_rows(written: list[TransformedOrder], now: datetime) -> list[dict[
             "sf_account_id": loc.sf_account_id,
             **_address_columns("", loc.address),
             "first_seen_at": now,
+            "updated_at": now,
         }
         for loc in (r.location for r in written)
         if loc is not None
     ]
 
 
-def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str]) -> None:
+def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str], now: datetime) -> None:
     """Set the customers' location counts; only customers whose count changed are written."""
     c, loc = t.customers, t.customer_locations
     count = sa.select(sa.func.count()).where(loc.c.customer_id == c.c.customer_id).scalar_subquery()
@@ -263,34 +281,91 @@ def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str]) -
         conn.execute(
             sa.update(c)
             .where(one_of(conn, c.c.customer_id, batch), changed)
-            .values(location_count=count, is_multi_location=count > 1)
+            .values(location_count=count, is_multi_location=count > 1, updated_at=now)
         )
 
 
+# What says a child row is written by a run rather than changed: not compared.
+_CHILD_BOOKKEEPING = frozenset({"last_run_id", "updated_at"})
+
+
 def _replace_children(
-    conn: sa.Connection, table: sa.Table, key: str, stored_ids: set[str], rows: list[dict[str, Any]]
+    conn: sa.Connection, table: sa.Table, key: str, stored_ids: set[str], rows: list[dict[str, Any]], now: datetime
 ) -> None:
-    """Write the orders' items (or services) and delete those the new versions no longer have.
+    """Write the orders' items (or services); those the new versions no longer have are marked
+    deleted (``is_deleted``, ``deleted_at``), never removed, so "what changed since" sees them go.
 
     ``stored_ids``: the orders among them stored before this batch, the only ones with children.
     The children of new orders are new too (an item belongs to one order for good, a service key
-    starts with its order's id): they are inserted, without the merge an upsert costs."""
+    starts with its order's id): they are inserted, without the merge an upsert costs. A stored
+    child is rewritten only when a value differs, so its ``updated_at`` moves with real changes."""
     of_stored = [row for row in rows if row["sf_order_id"] in stored_ids]
     insert_rows(conn, table, [row for row in rows if row["sf_order_id"] not in stored_ids])
     keep = {row[key] for row in of_stored}
-    existing = select_in(conn, table, [table.c[key]], table.c.sf_order_id, sorted(stored_ids))
-    stale = sorted(row[0] for row in existing if row[0] not in keep)
+    existing = select_in(conn, table, [table.c[key], table.c.is_deleted], table.c.sf_order_id, sorted(stored_ids))
+    stale = sorted(row[0] for row in existing if row[0] not in keep and not row[1])
     for batch in in_batches(stale):
-        conn.execute(sa.delete(table).where(one_of(conn, table.c[key], batch)))
-    upsert(conn, table, of_stored, [key])
+        conn.execute(
+            sa.update(table).where(one_of(conn, table.c[key], batch)).values(is_deleted=True, deleted_at=now, updated_at=now)
+        )
+    if of_stored:
+        compared = [c for c in of_stored[0] if c != key and c not in _CHILD_BOOKKEEPING]
+        upsert(conn, table, of_stored, [key], update_where=lambda incoming: sa.or_(*(table.c[c].is_distinct_from(incoming[c]) for c in compared)))
 
 
-def _child_rows(written: list[TransformedOrder], run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The orders' item rows and service rows."""
+# Of an item record, what belongs to the product dimension (``products``), not to the item's row.
+_PRODUCT_FIELDS = ("product_family", "product_is_active", "pricebook_list_price")
+
+
+def _item_row(item: ItemRecord, run_id: str, present: dict[str, Any]) -> dict[str, Any]:
     # vars(), not asdict(): these records are flat, and asdict's deep copies dominate a large load
-    items = [{**vars(item), "last_run_id": run_id} for r in written for item in r.items]
-    services = [dict(vars(service)) for r in written for service in r.services]
+    row = {**vars(item), "last_run_id": run_id, **present}
+    for name in _PRODUCT_FIELDS:
+        del row[name]
+    row["service_date"], row["end_date"] = _date(item.service_date), _date(item.end_date)
+    return row
+
+
+def _child_rows(written: list[TransformedOrder], run_id: str, now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The orders' item rows and service rows (present: a service that comes back is no longer deleted)."""
+    present = {"is_deleted": False, "deleted_at": None, "updated_at": now}
+    items = [_item_row(item, run_id, present) for r in written for item in r.items]
+    services = [{**vars(service), **present} for r in written for service in r.services]
     return items, services
+
+
+def _product_rows(written: list[TransformedOrder], now: datetime) -> list[dict[str, Any]]:
+    """The price book entries of the orders' products, as these versions of the orders read them."""
+    return [
+        {
+            "sf_pricebook_entry_id": item.sf_pricebook_entry_id,
+            "sf_product_id": item.sf_product_id,
+            "name": item.product_name,
+            "product_code": item.product_code,
+            "family": item.product_family,
+            "is_active": item.product_is_active,
+            "list_price": item.pricebook_list_price,
+            "currency": r.order.currency,  # an order's price book entries are in its currency
+            "first_imported_at": now,
+            "updated_at": now,
+        }
+        for r in written
+        for item in r.items
+        if item.sf_pricebook_entry_id and item.sf_product_id and r.order.currency
+    ]
+
+
+def _write_products(conn: sa.Connection, t: Tables, rows: list[dict[str, Any]]) -> None:
+    """Insert new entries; rewrite known ones only when a value differs, so updated_at means a change."""
+    if not rows:
+        return
+    p = t.products
+    key = ["sf_pricebook_entry_id", "currency"]
+    compared = [c for c in rows[0] if c not in (*key, "first_imported_at", "updated_at")]
+    upsert(
+        conn, p, rows, key, _all_but(rows[0], *key, "first_imported_at"),
+        update_where=lambda incoming: sa.or_(*(p.c[c].is_distinct_from(incoming[c]) for c in compared)),
+    )
 
 
 def _write_outbox(
@@ -371,10 +446,11 @@ def _outbox_rows(
 
 
 def _release_quarantine(conn: sa.Connection, t: Tables, order_ids: list[str], now: datetime) -> None:
-    q = t.quarantined_orders
-    conn.execute(
-        sa.update(q).where(one_of(conn, q.c.sf_order_id, order_ids), q.c.released_at.is_(None)).values(released_at=now)
-    )
+    """The orders are loaded: their refusals and skips of earlier runs are over."""
+    for table in (t.quarantined_orders, t.skipped_orders):
+        conn.execute(
+            sa.update(table).where(one_of(conn, table.c.sf_order_id, order_ids), table.c.released_at.is_(None)).values(released_at=now, updated_at=now)
+        )
 
 
 @dataclass
@@ -393,6 +469,7 @@ class _PreparedBatch:
     parents: list[dict[str, Any]] = field(default_factory=list)
     customers: list[dict[str, Any]] = field(default_factory=list)
     locations: list[dict[str, Any]] = field(default_factory=list)
+    products: list[dict[str, Any]] = field(default_factory=list)
     orders: list[dict[str, Any]] = field(default_factory=list)
     items: list[dict[str, Any]] = field(default_factory=list)
     services: list[dict[str, Any]] = field(default_factory=list)
@@ -453,7 +530,8 @@ def _prepare_batch(
     prepared.parents, prepared.customers = _customer_rows(prepared.written, now)
     prepared.locations = _location_rows(prepared.written, now)
     prepared.orders = [_order_row(r, run_id, now, state_changed_at(r)) for r in prepared.written]
-    prepared.items, prepared.services = _child_rows(prepared.written, run_id)
+    prepared.items, prepared.services = _child_rows(prepared.written, run_id, now)
+    prepared.products = _product_rows(prepared.written, now)
     return prepared
 
 
@@ -478,8 +556,11 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
         changed_rows = [row for row in batch.orders if row["sf_order_id"] in stored]
         if changed_rows:
             upsert(conn, t.external_orders, changed_rows, ["sf_order_id"], _all_but(changed_rows[0], "sf_order_id", "first_imported_at"))
-        _replace_children(conn, t.external_order_items, "sf_order_item_id", stored, batch.items)
-        _replace_children(conn, t.order_services, "service_key", stored, batch.services)
+        _replace_children(conn, t.external_order_items, "sf_order_item_id", stored, batch.items, now)
+        _replace_children(conn, t.order_services, "service_key", stored, batch.services, now)
+        _write_products(conn, t, batch.products)
+        if tally.history:
+            history.add(conn, t, batch.orders, batch.items, run_id, now)
         write_backs = _write_outbox(conn, t, written, run_id, now)
     tally.counts.inserted += batch.inserted
     tally.counts.updated += batch.updated
@@ -620,20 +701,23 @@ def load_run(
     covered_from: datetime | None = None,
     card_fields: Sequence[str] = (),
     order_object: str = "Order",
+    keep_history: bool = False,
 ) -> LoadCounts:
     """Load every chunk of the run in ONE transaction and move the watermark to ``watermark``
     (the highest ``SystemModstamp`` extracted) if it is later than the stored one and the run
     read everything changed since the stored one (``covered_from``, see _advance_watermark).
     The orders the warehouse refuses are quarantined, and their ``card_fields`` queued to be
-    X-ed out (``card_masks``)."""
+    X-ed out (``card_masks``). ``keep_history``: every new version is kept as well (history.py)."""
     now = now or utc_now()
     t = tables(schema)
-    tally = _RunTally()
+    tally = _RunTally(history=keep_history)
     progress = Progress("load", "orders")
     # Reading, decoding and preparing the next batch (Python) overlaps writing this one (mostly
     # waiting for the database).
     prepared = read_ahead((_prepare_batch(engine, t, run_id, batch, now), batch) for batch in _batches(chunks))
     with engine.begin() as conn:
+        if keep_history:
+            history.seed(conn, t)
         for batch, records in prepared:
             refused = _write_batch_or_refuse(engine, conn, t, run_id, batch, records, now, tally)
             stamps = {r.order.sf_order_id: r.order.sf_system_modstamp for r in refused}
@@ -641,7 +725,7 @@ def load_run(
             faultpoints.reach("load.orders_written")
             progress.add(len(batch.order_ids), f"{tally.counts.inserted} inserted, {tally.counts.updated} updated")
         # once for the run, not per batch: a customer's orders are spread over many batches
-        _recount_locations(conn, t, tally.recount)
+        _recount_locations(conn, t, tally.recount, now)
         if watermark:
             _advance_watermark(conn, t, watermark, now, covered_from=covered_from)
         faultpoints.reach("load.before_commit")
@@ -720,11 +804,13 @@ def mark_status_changes(
                 .values(
                     sf_state=sa.bindparam("b_state"),
                     sf_state_changed_at=now,
+                    updated_at=now,
                     last_run_id=run_id,
                     sf_system_modstamp=sa.func.coalesce(sa.bindparam("b_stamp", type_=o.c.sf_system_modstamp.type), o.c.sf_system_modstamp),
                 ),
                 stamped,
             )
+            history.close(conn, t, marked, now)  # its version ends with it (history mode)
         for state, reason in _LEFT_ACTIVE.items():
             for batch in in_batches(sorted(order_id for order_id, s in marked.items() if s == state)):
                 unsent_masks = (
@@ -760,6 +846,34 @@ def mark_status_changes(
 # ---------------------------------------------------------------------------------------
 
 
+def record_skipped(conn: sa.Connection, run_id: str, skipped: Sequence[SkippedOrder], *, schema: str | None = None, now: datetime | None = None) -> None:
+    """One ``skipped_orders`` row per order the run deliberately did not import, with why."""
+    skipped_at = now or utc_now()
+    rows = [
+        {
+            "run_id": run_id,
+            "sf_order_id": order.sf_order_id,
+            "order_number": order.order_number,
+            "account_name": order.account_name,
+            "reason": order.reason,
+            "total_amount": order.total_amount,
+            "currency": order.currency,
+            "sf_system_modstamp": _timestamp(order.sf_system_modstamp),
+            "skipped_at": skipped_at,
+            "released_at": None,
+            "updated_at": skipped_at,
+        }
+        for order in skipped
+    ]
+    upsert(conn, tables(schema).skipped_orders, rows, ["run_id", "sf_order_id"])
+
+
+def clear_skipped(conn: sa.Connection, run_id: str, *, schema: str | None = None) -> None:
+    """A retried transform decides again which orders it skips."""
+    s = tables(schema).skipped_orders
+    conn.execute(sa.delete(s).where(s.c.run_id == run_id))
+
+
 def record_quarantine(
     conn: sa.Connection, run_id: str, rows: list[dict[str, Any]], *, schema: str | None = None, now: datetime | None = None
 ) -> None:
@@ -778,6 +892,7 @@ def record_quarantine(
             **card_data_flag(row.get("card_data_masked", ())),
             "quarantined_at": quarantined_at,
             "released_at": None,
+            "updated_at": quarantined_at,
         }
         for row in rows
     ]
@@ -790,8 +905,11 @@ def record_quarantine(
         conn.execute(
             sa.update(o)
             .where(one_of(conn, o.c.sf_order_id, batch), o.c.newer_version_quarantined_at.is_(None))
-            .values(newer_version_quarantined_at=quarantined_at)
+            .values(newer_version_quarantined_at=quarantined_at, updated_at=quarantined_at)
         )
 
 
-__all__ = ["STATUS_CHECK_KEY", "LoadCounts", "WATERMARK_KEY", "get_watermark", "load_run", "mark_status_changes", "record_quarantine"]
+__all__ = [
+    "STATUS_CHECK_KEY", "LoadCounts", "WATERMARK_KEY", "clear_skipped", "get_watermark", "load_run", "mark_status_changes",
+    "record_quarantine", "record_skipped",
+]

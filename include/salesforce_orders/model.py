@@ -111,6 +111,11 @@ class OrderRecord:
     corporate_currency: str | None = None
     conversion_rate: float | None = None
     corporate_amount: float | None = None
+    end_date: str | None = None  # YYYY-MM-DD
+    contract_id: str | None = None
+    opportunity_id: str | None = None
+    owner_id: str | None = None
+    owner_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,15 @@ class ItemRecord:
     service_number: str | None
     service_key: str
     metadata: dict[str, Any]
+    list_price: float | None = None  # the item's ListPrice
+    service_date: str | None = None  # YYYY-MM-DD
+    end_date: str | None = None
+    sf_product_id: str | None = None
+    sf_pricebook_entry_id: str | None = None
+    # the product dimension (``products``), as the item's Product2 and price book entry have it now
+    product_family: str | None = None
+    product_is_active: bool | None = None
+    pricebook_list_price: float | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +185,9 @@ class SkippedOrder:
     order_number: str | None
     reason: str
     sf_system_modstamp: str | None = None
+    account_name: str | None = None
+    total_amount: float | None = None
+    currency: str | None = None
 
 
 def plain(value: Any) -> Any:

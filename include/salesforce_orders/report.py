@@ -23,10 +23,12 @@ def start_run(engine: sa.Engine, *, run_id: str, dag_run_id: str, run_type: str,
         "dag_run_id": dag_run_id,
         "run_type": run_type,
         "mode": plan.mode,
-        "window_start": parse_watermark(window["changed_from"] or window["since"]),
+        # a run without a change window (the first, a re-sync) reads back to the lookback date
+        "window_start": parse_watermark(window["changed_from"] or window["since"] or window["activated_since"]),
         "window_end": parse_watermark(window["changed_to"]),
         "started_at": datetime.now(UTC),
         "status": "running",
+        "updated_at": datetime.now(UTC),
     }
     with engine.begin() as conn:
         upsert(conn, tables(schema).import_runs, [row], ["run_id"])
@@ -61,6 +63,7 @@ def finish_run(
     row = {
         "run_id": run_id,
         "finished_at": finished,
+        "updated_at": finished,
         "status": "disabled" if disabled else "success" if not missing else "failed",
         "extracted": _get(results, "extract", "extracted"),
         "valid": _get(results, "validate", "valid"),
@@ -94,7 +97,7 @@ def summary_lines(row: Mapping[str, Any]) -> list[str]:
         f"Salesforce orders import {row['run_id']}: {str(row.get('status')).upper()} ({row.get('mode')}, window {window})",
         f"  extracted {row['extracted']}, valid {row['valid']}, quarantined {row['quarantined']}, skipped {row['skipped']}",
         f"  inserted {row['inserted']}, updated {row['updated']}, unchanged {row['unchanged']}, marked deactivated/deleted {row['deactivated']}",
-        f"  written back {row['written_back']}, write-back failures {row['writeback_failed']}",
+        f"  written back {row['written_back']} records (orders and accounts), write-back failures {row['writeback_failed']}",
         f"  API calls {row['api_calls']}, duration {row.get('duration_seconds')} s",
     ]
     if row.get("message"):

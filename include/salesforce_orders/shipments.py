@@ -286,7 +286,7 @@ def check(engine: sa.Engine, t: Tables, summary: ShipmentSummary, now: datetime 
             order_ids = sorted({order.sf_order_id for order in orders.values() if order is not None})
             items: dict[str, Any] = {}
             for batch in in_batches(order_ids):
-                items.update((r.sf_order_item_id, r) for r in conn.execute(sa.select(i.c.sf_order_item_id, i.c.sf_order_id, i.c.quantity).where(one_of(conn, i.c.sf_order_id, batch))))
+                items.update((r.sf_order_item_id, r) for r in conn.execute(sa.select(i.c.sf_order_item_id, i.c.sf_order_id, i.c.quantity).where(one_of(conn, i.c.sf_order_id, batch), ~i.c.is_deleted)))
             shipped = _shipped_so_far(conn, t, order_ids)
             lines = _lines_of(conn, t, [r.shipment_key for r in shipments])
             for shipment in shipments:

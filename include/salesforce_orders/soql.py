@@ -63,6 +63,11 @@ _ORDER_BASE_FIELDS = (
     "Account.Name",
     "Account.ParentId",
     "Account.Parent.Name",
+    "EndDate",
+    "ContractId",
+    "OpportunityId",
+    "OwnerId",
+    "Owner.Name",
 )
 _ACCOUNT_BILLING_FIELDS = tuple(
     f"Account.Billing{part}" for part in ("Street", "City", "State", "PostalCode", "Country")
@@ -76,6 +81,13 @@ _ITEM_BASE_FIELDS = (
     "Quantity",
     "UnitPrice",
     "TotalPrice",
+    "ListPrice",
+    "ServiceDate",
+    "EndDate",
+    "PricebookEntryId",
+    "Product2.Family",
+    "Product2.IsActive",
+    "PricebookEntry.UnitPrice",
 )
 _STATUS_CHANGE_FIELDS = ("Id", "OrderNumber", "StatusCode", "IsDeleted", "SystemModstamp")
 
@@ -322,6 +334,19 @@ def build_changed_accounts_query(config: ImportConfig, window: ExtractWindow) ->
     if window.changed_to is not None:
         conditions.append(f"SystemModstamp < {literal(window.changed_to)}")
     return _select(account_fields(config), "Account", conditions, order_by="Id")
+
+
+# SOQL reaches five ``Parent.`` levels from the object queried: an Account and five of its ancestors a query.
+ANCESTOR_LEVELS = 5
+
+
+def build_ancestors_query(config: ImportConfig, account_ids: Sequence[str]) -> str:
+    """These Accounts with their ancestors, five levels up (``Parent.Parent.…``), each with the
+    fields a customer is made of; an ancestor still having a parent at the fifth level is read by
+    the next query."""
+    fields = account_fields(config)
+    names = ["Parent." * level + name for level in range(ANCESTOR_LEVELS + 1) for name in fields]
+    return _select(names, "Account", [f"Id IN {literal(tuple(account_ids))}"], order_by="Id")
 
 
 def build_order_statuses_query() -> str:

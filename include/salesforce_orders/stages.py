@@ -254,8 +254,10 @@ def extract(
             page_size=config.extract_page_size,
             schema=config.warehouse_schema,
         )
+    changed_account_ids: set[str] = set()
     if plan.moves_watermark and plan.covered_from is not None:
-        _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id, summary)
+        changed_account_ids = _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id, summary)
+    _store_ancestors(engine, hook, config, summary.parent_account_ids | changed_account_ids, summary)
     log.info("Extracted %d orders with %d items in %d pages (%d API calls)", summary.orders, summary.items, summary.pages, hook.usage.calls)
     summary.log_masked()
     _refresh_statistics(engine, "stg_orders", "stg_order_items", schema=config.warehouse_schema)
@@ -285,11 +287,12 @@ def _read_currency_rates(engine, hook, config) -> None:
 _ACCOUNTS_PER_QUERY = 200
 
 
-def _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id: str, summary) -> None:
+def _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id: str, summary) -> set[str]:
     """An Account edited in Salesforce (renamed, re-parented, a new address or customer id) does not
     touch its orders' SystemModstamp: the Accounts changed in the window are read by their own
     stamp, and the orders of those whose customer differs from the warehouse are staged too, so the
-    usual stages update the customer and every one of its orders (account name, external name)."""
+    usual stages update the customer and every one of its orders (account name, external name).
+    Returns the changed Accounts' ids (an Account without orders is updated with the ancestors)."""
     from .extract import changed_accounts, count_staged, extract_rest
     from .soql import ExtractWindow, build_changed_accounts_query, build_orders_query
     from .warehouse import in_batches
@@ -297,7 +300,7 @@ def _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id: str,
     schema = config.warehouse_schema
     accounts = changed_accounts(engine, hook, build_changed_accounts_query(config, plan.window), config, schema=schema)
     if not accounts:
-        return
+        return set()
     log.info(
         "%d Accounts changed in Salesforce since %s; re-reading their orders: %s",
         len(accounts), plan.covered_from.isoformat(),
@@ -312,9 +315,27 @@ def _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id: str,
         summary.pages += more.pages
         summary.api_calls += more.api_calls
         summary.card_data_masked |= more.card_data_masked
+        summary.parent_account_ids |= more.parent_account_ids
     # An order of a changed Account may have been staged by the window already: counted once.
     summary.orders, summary.items = count_staged(engine, run_id, schema=schema)
     summary.accounts_changed = len(accounts)
+    return set(accounts)
+
+
+def _store_ancestors(engine, hook, config, account_ids: set[str], summary) -> None:
+    """The whole ancestor chain of the run's parent accounts and changed Accounts, stored as
+    customers, so the hierarchy (and the roll-up view) is right at any depth; see hierarchy."""
+    from .hierarchy import read_ancestors, store_ancestors
+
+    if not account_ids:
+        return
+    calls_before = hook.usage.calls
+    accounts = read_ancestors(hook, config, account_ids)
+    with engine.begin() as conn:
+        written = store_ancestors(conn, config, accounts, _now())
+    summary.api_calls += hook.usage.calls - calls_before
+    summary.ancestors = len(accounts)
+    log.info("Account hierarchy: %d accounts read up to the top, %d customers written", len(accounts), written)
 
 
 @_reports_warehouse_errors
@@ -343,6 +364,7 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     card fields of the orders skipped are queued to be X-ed out."""
     from . import currencies
     from .card_masks import queue_card_masks
+    from .load import clear_skipped, record_skipped
     from .model import SkippedOrder
     from .progress import Progress
     from .readahead import read_ahead
@@ -357,19 +379,23 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     skipped_reasons: dict[str, int] = {}
     with engine.begin() as conn:
         clear_transformed(conn, run_id, schema=schema)
+        clear_skipped(conn, run_id, schema=schema)
         rates = currencies.load(conn, tables(schema).currency_rates)
     progress = Progress("transform", "orders")
     for chunk in read_ahead(iter_staged(engine, run_id, status="valid", chunk_size=config.chunk_size, schema=schema)):
         records, skipped_orders = [], {}
+        skips: list[SkippedOrder] = []
         for order, items in chunk:
             result = transform_order(order, items, config, instance_url=instance_url, rates=rates)
             if not isinstance(result, SkippedOrder):
                 records.append(result)
             else:
+                skips.append(result)
                 skipped_orders[result.sf_order_id] = result.sf_system_modstamp
                 skipped_reasons[result.reason] = skipped_reasons.get(result.reason, 0) + 1
         with engine.begin() as conn:
             stage_transformed(conn, run_id, records, schema=schema)
+            record_skipped(conn, run_id, skips, schema=schema, now=_now())
             queue_card_masks(
                 conn,
                 skipped_orders,
@@ -420,6 +446,7 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
         covered_from=parse_watermark(window.get("changed_from") or window.get("since")),
         card_fields=config.card_fields_to_x_out_when_not_imported,
         order_object=config.order_object,
+        keep_history=config.history_mode,
     )
     _refresh_statistics(engine, *_LOADED_TABLES, schema=schema)
     result = {"run_id": run_id, **counts.as_dict()}

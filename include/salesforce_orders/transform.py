@@ -75,6 +75,9 @@ def transform_order(
             order_number=_text(order.get("OrderNumber")),
             reason=ZERO_TOTAL,
             sf_system_modstamp=_text(order.get("SystemModstamp")),
+            account_name=_text(_get(order, "Account.Name")),
+            total_amount=_number(order.get("TotalAmount")),
+            currency=_text(order.get("CurrencyIsoCode")),
         )
 
     warnings: list[str] = []
@@ -134,6 +137,11 @@ def transform_order(
         corporate_currency=converted.corporate_currency if converted else None,
         conversion_rate=converted.rate if converted else None,
         corporate_amount=converted.amount if converted else None,
+        end_date=_text(order.get("EndDate")),
+        contract_id=_text(order.get("ContractId")),
+        opportunity_id=_text(order.get("OpportunityId")),
+        owner_id=_text(order.get("OwnerId")),
+        owner_name=_text(_get(order, "Owner.Name")),
     )
     return TransformedOrder(
         order=record,
@@ -352,6 +360,14 @@ def service_groups(
             service_number=service_number,
             service_key=key,
             metadata=map_fields(item, mappings),
+            list_price=_number(item.get("ListPrice")),
+            service_date=_text(item.get("ServiceDate")),
+            end_date=_text(item.get("EndDate")),
+            sf_product_id=_text(item.get("Product2Id")),
+            sf_pricebook_entry_id=_text(item.get("PricebookEntryId")),
+            product_family=_text(_get(item, "Product2.Family")),
+            product_is_active=_flag(_get(item, "Product2.IsActive")),
+            pricebook_list_price=_number(_get(item, "PricebookEntry.UnitPrice")),
         )
         records.append(record)
         members.setdefault(key, []).append(record)
@@ -589,6 +605,14 @@ def _text(value: Any) -> str | None:
 
 def _fold(value: Any) -> str:
     return (_text(value) or "").casefold()
+
+
+def _flag(value: Any) -> bool | None:
+    """A checkbox as REST (a boolean) or Bulk CSV (``true``/``false``) gives it."""
+    if isinstance(value, bool) or value is None:
+        return value
+    text = str(value).strip().lower()
+    return True if text == "true" else False if text == "false" else None
 
 
 def _number(value: Any) -> float | None:

@@ -201,6 +201,57 @@ def _count(name: str) -> sa.Column:
     return sa.Column(name, sa.Integer, nullable=False, default=0, server_default="0")
 
 
+def _updated_at(**kw: Any) -> sa.Column:
+    """When the row last changed in any way: every insert and the load's writes carry it, and any
+    other UPDATE through SQLAlchemy (lifecycle, write-back, status, flags) moves it by itself."""
+    return _ts("updated_at", onupdate=utc_now, **kw)
+
+
+def _soft_delete() -> list[sa.Column]:
+    """A child row its order's newer version no longer has: kept, marked, never removed."""
+    return [
+        sa.Column("is_deleted", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+        _ts("deleted_at"),
+    ]
+
+
+# What a version of an order (and of an order product) keeps: its content as loaded, not the
+# import's bookkeeping (lifecycle, sf_state, load times), which external_orders tracks.
+VERSIONED_ORDER_COLUMNS = (
+    "sf_order_id", "order_number", "external_name", "customer_id", "sf_account_id", "account_name", "sf_status",
+    "sf_status_code", "order_type", "effective_date", "end_date", "activated_at", "total_amount", "currency",
+    "corporate_currency", "conversion_rate", "corporate_amount",
+    *(f"billing_{part}" for part in ("street", "city", "state", "postal_code", "country", "country_code")),
+    *(f"service_{part}" for part in ("street", "city", "state", "postal_code", "country", "country_code")),
+    "service_address_source", "location_id", "destination", "notes", "po_number", "metadata", "is_zero_total",
+    "contract_id", "opportunity_id", "owner_id", "owner_name", "sf_created_at", "sf_system_modstamp",
+    "card_data_masked", "card_data_masked_fields", "content_hash",
+)
+VERSIONED_ITEM_COLUMNS = (
+    "sf_order_item_id", "sf_order_id", "product_code", "product_name", "sf_product_id", "sf_pricebook_entry_id",
+    "quantity", "unit_price", "list_price", "total_price", "service_date", "end_date", "service_number",
+    "service_key", "metadata",
+)
+
+
+def _qualified(md: sa.MetaData, name: str) -> str:
+    return f"{md.schema}.{name}" if md.schema else name
+
+
+def _version_column(column: sa.Column, *, key: bool) -> sa.Column:
+    """A column of a version table: the live table's name and type, without its constraints."""
+    return sa.Column(column.name, column.type, primary_key=key, nullable=not key)
+
+
+def _validity() -> list[sa.Column]:
+    return [
+        _ts("valid_from", primary_key=True),
+        _ts("valid_to"),
+        sa.Column("is_current", sa.Boolean, nullable=False),
+        _run_id("run_id", nullable=False),
+    ]
+
+
 def _one_of(column: str, values: Sequence[str], name: str) -> sa.CheckConstraint:
     allowed = ", ".join(f"'{v}'" for v in values)
     return sa.CheckConstraint(f"{column} IN ({allowed})", name=name)
@@ -254,7 +305,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         _count("location_count"),
         *_address("billing_", "Billing"),
         _ts("first_imported_at", nullable=False),
-        _ts("updated_at", nullable=False),
+        _updated_at(nullable=False),
         sa.Column("content_hash", sa.String(HASH_LENGTH), nullable=False),
     )
 
@@ -265,6 +316,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         _sf_id("sf_account_id", nullable=False),
         *_address("", "Shipping"),
         _ts("first_seen_at", nullable=False),
+        _updated_at(),
     )
 
     sa.Table(
@@ -310,6 +362,12 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         _ts("first_imported_at", nullable=False),
         _ts("last_imported_at", nullable=False, index=True),
         _run_id("last_run_id", nullable=False),
+        _updated_at(index=True),
+        sa.Column("end_date", sa.Date),
+        _sf_id("contract_id"),
+        _sf_id("opportunity_id"),
+        _sf_id("owner_id"),
+        sa.Column("owner_name", sa.Text),
         _one_of("lifecycle_state", LIFECYCLE_STATES, "lifecycle_state"),
         _one_of("sf_state", SF_STATES, "sf_state"),
     )
@@ -327,6 +385,29 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("service_key", sa.String(SERVICE_KEY_LENGTH), nullable=False),
         sa.Column("metadata", _json(), nullable=False),
         _run_id("last_run_id", nullable=False),
+        *_soft_delete(),
+        _updated_at(),
+        sa.Column("list_price", _money()),
+        sa.Column("service_date", sa.Date),
+        sa.Column("end_date", sa.Date),
+        _sf_id("sf_product_id", index=True),
+        _sf_id("sf_pricebook_entry_id"),
+    )
+
+    # The product dimension: one row per price book entry (and currency: an entry's, which is its
+    # orders') the imported order products use, as the last load of such a product found it.
+    sa.Table(
+        "products", md,
+        _sf_id("sf_pricebook_entry_id", primary_key=True),
+        sa.Column("currency", sa.String(COLUMN_LIMITS["CurrencyIsoCode"]), primary_key=True),
+        _sf_id("sf_product_id", nullable=False, index=True),
+        sa.Column("name", sa.String(ITEM_COLUMN_LIMITS["Product2.Name"])),
+        sa.Column("product_code", sa.String(ITEM_COLUMN_LIMITS["Product2.ProductCode"])),
+        sa.Column("family", sa.String(255)),
+        sa.Column("is_active", sa.Boolean),
+        sa.Column("list_price", _money()),
+        _ts("first_imported_at", nullable=False),
+        _updated_at(nullable=False),
     )
 
     sa.Table(
@@ -337,6 +418,23 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         sa.Column("item_count", sa.Integer, nullable=False),
         sa.Column("total_amount", _money(), nullable=False),
         sa.Column("location_id", sa.String(HASH_LENGTH)),
+        *_soft_delete(),
+        _updated_at(),
+    )
+
+    # History mode (config ``history_mode``): every version of an order and of its products, with
+    # the period it was the warehouse's (valid_from inclusive, valid_to exclusive, NULL: current).
+    orders, items = md.tables[_qualified(md, "external_orders")], md.tables[_qualified(md, "external_order_items")]
+    sa.Table(
+        "external_order_versions", md,
+        *(_version_column(orders.c[name], key=name == "sf_order_id") for name in VERSIONED_ORDER_COLUMNS),
+        *_validity(),
+    )
+    sa.Table(
+        "external_order_item_versions", md,
+        *(_version_column(items.c[name], key=name == "sf_order_item_id") for name in VERSIONED_ITEM_COLUMNS),
+        *_validity(),
+        sa.Index(None, "sf_order_id", "valid_from"),
     )
 
     sa.Table(
@@ -352,6 +450,26 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         *_card_data_flag(),
         _ts("quarantined_at", nullable=False),
         _ts("released_at"),
+        _updated_at(),
+        sa.UniqueConstraint("run_id", "sf_order_id"),
+    )
+
+    # Orders a run deliberately did not import (zero total under the "skip" policy), one row per
+    # order and run, like quarantined_orders: every order left out of the warehouse can be found.
+    sa.Table(
+        "skipped_orders", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        _run_id("run_id", nullable=False),
+        _sf_id("sf_order_id", nullable=False, index=True),
+        sa.Column("order_number", sa.Text),
+        sa.Column("account_name", sa.Text),
+        sa.Column("reason", sa.String(40), nullable=False),
+        sa.Column("total_amount", _money()),
+        sa.Column("currency", sa.String(COLUMN_LIMITS["CurrencyIsoCode"])),
+        _ts("sf_system_modstamp"),
+        _ts("skipped_at", nullable=False),
+        _ts("released_at"),
+        _updated_at(),
         sa.UniqueConstraint("run_id", "sf_order_id"),
     )
 
@@ -372,6 +490,7 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
         )],
         sa.Column("duration_seconds", sa.Float),
         sa.Column("message", sa.Text),
+        _updated_at(),
         _one_of("status", RUN_STATUSES, "status"),
     )
 
@@ -494,7 +613,11 @@ class Tables:
     external_orders: sa.Table
     external_order_items: sa.Table
     order_services: sa.Table
+    products: sa.Table
+    external_order_versions: sa.Table
+    external_order_item_versions: sa.Table
     quarantined_orders: sa.Table
+    skipped_orders: sa.Table
     import_runs: sa.Table
     writeback_outbox: sa.Table
     currency_rates: sa.Table

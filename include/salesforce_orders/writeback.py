@@ -548,7 +548,7 @@ class OutboxDrainer:
                 rows = conn.execute(
                     sa.select(
                         outbox.c.sf_order_id, outbox.c.sf_object, outbox.c.sf_record_id, outbox.c.state,
-                        outbox.c.last_error_code, outbox.c.last_error_message,
+                        outbox.c.last_error_code, outbox.c.last_error_message, outbox.c.fields,
                     )
                     .where(one_of(conn, outbox.c.sf_order_id, chunk), outbox.c.shipment_key.is_(None))
                     .order_by(outbox.c.id)
@@ -556,16 +556,32 @@ class OutboxDrainer:
                 by_order: dict[str, list[Any]] = {}
                 for row in rows:
                     by_order.setdefault(row.sf_order_id, []).append(row)
-                updates = []
+                updates, statuses = [], []
                 for order_id, order_rows in by_order.items():
                     state, error = lifecycle_for(order_rows)
                     updates.append({"sf_order_id": order_id, "lifecycle_state": state, "lifecycle_error": error})
+                    if (status := status_written(order_rows)) is not None:
+                        statuses.append({"sf_order_id": order_id, "sf_status": status})
                 update_rows(conn, orders, updates, ["sf_order_id"])
+                # The Status we wrote is the order's Status in Salesforce now: sf_status says so,
+                # as Salesforce shows it (the echo of the write is no content change, never re-loaded).
+                update_rows(conn, orders, statuses, ["sf_order_id"])
             # Orders loaded with nothing to write back are complete as soon as they are loaded.
             has_rows = sa.select(outbox.c.id).where(outbox.c.sf_order_id == orders.c.sf_order_id).exists()
             conn.execute(
                 sa.update(orders).where(orders.c.lifecycle_state == READY, ~has_rows).values(lifecycle_state=COMPLETE, lifecycle_error=None)
             )
+
+
+def status_written(rows: list[Any]) -> str | None:
+    """The Status the order's newest Order write-back set in Salesforce (None: none did)."""
+    written = None
+    for row in rows:  # oldest first
+        fields = row.fields if isinstance(row.fields, dict) else {}
+        if row.sf_object != "Account" and "Status" in fields:
+            # DONE with a code: sent without its Status (changed in Salesforce meanwhile, see _with_change)
+            written = fields["Status"] if row.state == DONE and row.last_error_code is None else written
+    return written
 
 
 def lifecycle_for(rows: list[Any]) -> tuple[str, str | None]:

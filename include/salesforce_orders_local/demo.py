@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,29 @@ from .airflow_env import (
 STATE_DIR = PROJECT_ROOT / ".local"
 
 
-def start_sandbox(state_dir: Path, orders: int, seed: int, port: int = 0) -> Any:
+def start_sandbox(state_dir: Path, orders: int, seed: int, port: int | None = None) -> Any:
+    """The demo org, on the port it had last time (kept in ``sandbox/port``): the warehouse's links
+    back to Salesforce (``salesforce_url``) name it, so they keep working from one run to the next.
+    The first start takes a free port; a remembered port someone else took meanwhile too."""
     from salesforce_sandbox.server import SandboxServer
 
     sandbox_dir = state_dir / "sandbox"
     sandbox_dir.mkdir(parents=True, exist_ok=True)
-    server = SandboxServer(port=port, db_path=str(sandbox_dir / "org.db"), orders=orders, seed=seed, state_dir=sandbox_dir)
-    server.start()
+    remembered = sandbox_dir / "port"
+    if port is None:
+        port = int(remembered.read_text()) if remembered.exists() else 0
+
+    def start(on_port: int) -> Any:
+        return SandboxServer(port=on_port, db_path=str(sandbox_dir / "org.db"), orders=orders, seed=seed, state_dir=sandbox_dir).start()
+
+    try:
+        server = start(port)
+    except OSError:
+        if not port:
+            raise
+        print(f"Port {port} is taken: the sandbox starts on another, and links of earlier runs point to the old one.", flush=True)
+        server = start(0)
+    remembered.write_text(str(server.port))
     return server
 
 
@@ -41,6 +58,11 @@ def _rows(engine: Any, sql: str, **params: Any) -> list[dict]:
 
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
+
+
+def _plural(sf_object: str, n: int) -> str:
+    name = {"OrderItem": "order product"}.get(sf_object, sf_object.lower())
+    return name if n == 1 else f"{name}s"
 
 
 def print_report(warehouse_path: Path, run_id: str) -> None:
@@ -58,8 +80,17 @@ def print_report(warehouse_path: Path, run_id: str) -> None:
     print("=" * 78)
     print(f"extracted {r['extracted']:>6}   valid {r['valid']:>6}   quarantined {r['quarantined']:>5}   skipped {r['skipped']}")
     print(f"inserted  {r['inserted']:>6}   updated {r['updated']:>4}   unchanged {r['unchanged']:>7}   marked inactive {r['deactivated']}")
-    print(f"written back {r['written_back']}   write-back failures {r['writeback_failed']}   API calls {r['api_calls']}   {r['duration_seconds']} s")
-    if not (r["inserted"] or r["updated"]):
+    written = {o["sf_object"]: o["n"] for o in _rows(
+        engine,
+        "SELECT sf_object, COUNT(*) AS n FROM writeback_outbox WHERE updated_run_id = :r AND state = 'DONE' GROUP BY sf_object",
+        r=run_id,
+    )}
+    by_object = ", ".join(f"{n} {_plural(sf_object, n)}" for sf_object, n in sorted(written.items()))
+    print(
+        f"written back {r['written_back']} records{f' ({by_object})' if by_object else ''}   "
+        f"write-back failures {r['writeback_failed']}   API calls {r['api_calls']}   {r['duration_seconds']} s"
+    )
+    if not any(r[name] for name in ("inserted", "updated", "quarantined", "skipped", "deactivated")):
         print("\nNothing new to import: every order in Salesforce is already in the warehouse, unchanged.")
     orders = _rows(
         engine,
@@ -121,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         print("Preparing the local Airflow (first run migrates its metadata DB) ...", flush=True)
         configure(STATE_DIR / "airflow", env)
         if not args.verbose:
-            logging.disable(logging.INFO)
+            # the run's warnings (quarantined orders, masked card numbers) are in the summary and
+            # the warehouse; above it they would only bury it
+            logging.disable(logging.WARNING)
+            warnings.simplefilter("ignore")
         print("Running the salesforce_orders_import DAG ...", flush=True)
         dag_run = run_dag()
         logging.disable(logging.NOTSET)

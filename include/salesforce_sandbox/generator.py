@@ -679,6 +679,7 @@ class _OrgGenerator:
         return {
             "AccountId": account.id,
             "ContractId": None,
+            "OpportunityId": None,
             "Pricebook2Id": pricebook_id,
             "Name": rng.choice(ORDER_NAMES) if rng.random() < 0.3 else None,
             "Status": ACTIVATED_STATUS if activated else DRAFT_STATUS,

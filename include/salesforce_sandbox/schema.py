@@ -425,6 +425,7 @@ def build_schema(with_imported_status: bool = True) -> Schema:
             _id(),
             _ref("AccountId", "Account", "Account", nillable=False),
             _ref("ContractId", "Contract", "Contract"),
+            _ref("OpportunityId", "Opportunity", "Opportunity"),
             _ref("Pricebook2Id", "Pricebook2", "Pricebook2"),
             Field("Name", "string", length=80),
             Field("OrderNumber", "string", length=30, nillable=False, createable=False, updateable=False, defaulted_on_create=True, auto_number=True),
@@ -537,6 +538,20 @@ def build_schema(with_imported_status: bool = True) -> Schema:
         ),
     )
 
+    # Opportunity is only a reference target of Order.OpportunityId, like Contract.
+    opportunity = SObject(
+        "Opportunity",
+        "006",
+        (
+            _id(),
+            _ref("AccountId", "Account", "Account"),
+            Field("Name", "string", length=120, nillable=False),
+            Field("StageName", "picklist", length=255, nillable=False, picklist=tuple(PicklistValue(v) for v in ("Prospecting", "Closed Won", "Closed Lost"))),
+            Field("CloseDate", "date", nillable=False),
+            *_audit_fields(),
+        ),
+    )
+
     # The Order Status picklist's values with their category, as Salesforce serves them: read-only,
     # one row per Status value (the store keeps the rows in step with the schema).
     order_status = SObject(
@@ -586,7 +601,7 @@ def build_schema(with_imported_status: bool = True) -> Schema:
     )
 
     objects = [
-        user, account, contact, product, pricebook, pricebook_entry, order, order_item, contract, order_status,
+        user, account, contact, product, pricebook, pricebook_entry, order, order_item, contract, opportunity, order_status,
         currency_type, dated_conversion_rate, shipment,
     ]
     return Schema({o.name: o for o in objects})

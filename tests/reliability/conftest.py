@@ -11,6 +11,7 @@ Airflow retry of a task is calling its stage again with the same run id.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -164,6 +165,9 @@ class Pipeline:
                 conn.execute(sa.text(f'SET search_path TO "{self.schema}"'))
             conn.execute(sa.text(sql), params)
 
+    def documented_query(self, first_comment: str) -> str:
+        return documented_query(first_comment)
+
     def watermark(self) -> str | None:
         return self.scalar("SELECT value FROM sync_state WHERE key = 'orders.system_modstamp'")
 
@@ -173,6 +177,19 @@ class Pipeline:
     def org_update(self, sobject: str, record_id: str, **values: Any) -> None:
         with self.org.store.lock:
             self.org.store.update(sobject, record_id, values)
+
+    def remove_order_product(self, order_id: str) -> str:
+        """Take one product off an Activated order as Salesforce allows it: back to Draft, delete
+        the product, activate again. Returns the product's id."""
+        item_id = self.scalar(
+            "SELECT sf_order_item_id FROM external_order_items WHERE sf_order_id = :o AND NOT is_deleted "
+            "ORDER BY sf_order_item_id LIMIT 1", o=order_id,
+        )
+        self.org_update("Order", order_id, Status="Draft")
+        with self.org.store.lock:
+            self.org.store.delete("OrderItem", item_id)
+        self.org_update("Order", order_id, Status="Activated")
+        return item_id
 
     def loaded_ids(self) -> set[str]:
         return {r["sf_order_id"] for r in self.query("SELECT sf_order_id FROM external_orders")}
@@ -198,6 +215,13 @@ class Pipeline:
                 "AND ActivatedDate >= strftime('%Y-%m-%dT%H:%M:%S', 'now', '-730 days')"
             )
         }
+
+
+def documented_query(first_comment: str) -> str:
+    """The SQL example of docs/warehouse.md whose first line is ``-- <first_comment>``."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "warehouse.md").read_text()
+    (sql,) = re.findall(rf"```sql\n-- {re.escape(first_comment)}\n(.*?);\n```", docs, flags=re.S)
+    return sql
 
 
 def org_rows(server: Any, sql: str, *params: Any) -> list[dict[str, Any]]:

@@ -158,7 +158,8 @@ def test_plain_of_other_values_is_unchanged() -> None:
     assert plain((1, (2, [3]), {"a": (4,)})) == [1, [2, [3]], {"a": [4]}]
     assert plain({"k": address, "l": [skipped]}) == {
         "k": dataclasses.asdict(address),
-        "l": [{"sf_order_id": "801", "order_number": None, "reason": "zero total", "sf_system_modstamp": None}],
+        "l": [{"sf_order_id": "801", "order_number": None, "reason": "zero total", "sf_system_modstamp": None,
+               "account_name": None, "total_amount": None, "currency": None}],
     }
 
 

@@ -66,6 +66,7 @@ def test_defaults() -> None:
         "order_field_mappings": {},
         "item_field_mappings": {},
         "zero_total_policy": "import",
+        "history_mode": False,
         "import_notes": True,
         "write_back": {"mark_imported": True, "set_customer_id": True, "x_out_card_fields": True, "x_out_card_fields_not_imported": True},
         "shipments": {
@@ -190,6 +191,7 @@ WRONG_TYPES = [
     ("order_field_mappings", ["PoNumber"], "must be an object"),
     ("item_field_mappings", "x", "must be an object"),
     ("zero_total_policy", "drop", "must be 'import' or 'skip'"),
+    ("history_mode", "yes", "must be true or false"),
     ("import_notes", "no", "must be true or false"),
     ("write_back", True, "must be an object"),
     ("shipments", "on", "must be an object"),

@@ -99,8 +99,8 @@ def test_unchanged_reload_writes_nothing(created_warehouse, make_transformed, ca
     assert counts == LoadCounts(inserted=0, updated=0, unchanged=4, outbox_rows=0, customers=0, locations=0)
     assert snapshot(target) == before
     writes = [s for s in statements if s.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
-    # only the (empty) quarantine release runs; nothing touches orders, customers or the outbox
-    assert len(writes) == 1 and "quarantined_orders" in writes[0]
+    # only the (empty) quarantine and skip releases run; nothing touches orders, customers or the outbox
+    assert len(writes) == 2 and "quarantined_orders" in writes[0] and "skipped_orders" in writes[1]
 
 
 def test_changed_order_is_updated_and_its_items_replaced(created_warehouse, make_transformed):
@@ -118,16 +118,24 @@ def test_changed_order_is_updated_and_its_items_replaced(created_warehouse, make
     assert (order["notes"], order["total_amount"], order["content_hash"]) == ("call first", 67.0, changed.content_hash)
     assert (order["first_imported_at"], order["last_imported_at"], order["last_run_id"]) == (T0, T1, "run-2")
     assert order["sf_state_changed_at"] == T0  # it stayed active
+    assert order["updated_at"] == T1
+    # the item the new version no longer has is kept, marked deleted; the changed and new ones move
     items = select_all(target, "external_order_items", tables(target.schema).external_order_items.c.sf_order_id == changed.order.sf_order_id)
-    assert [(i["sf_order_item_id"][-6:], i["quantity"], i["last_run_id"]) for i in items] == [
-        ("102AAA", 3.0, "run-2"), ("103AAA", 1.0, "run-2"),
+    assert [(i["sf_order_item_id"][-6:], i["quantity"], i["last_run_id"], i["is_deleted"], i["deleted_at"], i["updated_at"]) for i in items] == [
+        ("101AAA", 1.0, "run-1", True, T1, T1), ("102AAA", 3.0, "run-2", False, None, T1), ("103AAA", 1.0, "run-2", False, None, T1),
     ]
     services = select_all(target, "order_services", tables(target.schema).order_services.c.sf_order_id == changed.order.sf_order_id)
-    assert [s["service_number"] for s in services] == ["S2", "S3"]
+    assert [(s["service_number"], s["is_deleted"]) for s in services] == [("S1", True), ("S2", False), ("S3", False)]
     # the other order's rows are untouched
     other = one(target, "external_orders", o.c.sf_order_id == untouched.order.sf_order_id)
-    assert (other["last_run_id"], other["last_imported_at"]) == ("run-1", T0)
-    assert len(select_all(target, "external_order_items")) == 3
+    assert (other["last_run_id"], other["last_imported_at"], other["updated_at"]) == ("run-1", T0, T0)
+    assert len(select_all(target, "external_order_items")) == 4
+
+    # a later version that changes only the order's notes leaves its products as they were
+    again = make_transformed(1, items=((2, "S2", 3.0, 20.0), (3, "S3", 1.0, 7.0)), notes="call twice")
+    run(target, "run-3", [again], now=T1 + (T1 - T0))
+    items = select_all(target, "external_order_items", tables(target.schema).external_order_items.c.sf_order_id == changed.order.sf_order_id)
+    assert [(i["last_run_id"], i["updated_at"]) for i in items] == [("run-1", T1), ("run-2", T1), ("run-2", T1)]
 
 
 def test_pending_outbox_row_is_replaced_and_finished_rows_kept(created_warehouse, make_transformed):

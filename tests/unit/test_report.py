@@ -102,7 +102,7 @@ def test_summary_lines():
         "Salesforce orders import run-1: SUCCESS (incremental, window 2026-03-01 11:50:00+00:00 .. 2026-03-01 12:15:00+00:00)",
         "  extracted 40, valid 37, quarantined 3, skipped 2",
         "  inserted 30, updated 4, unchanged 1, marked deactivated/deleted 2",
-        "  written back 60, write-back failures 3",
+        "  written back 60 records (orders and accounts), write-back failures 3",
         "  API calls 9, duration 12.5 s",
     ]
 

@@ -214,6 +214,11 @@ def test_order_fields_for_the_defaults() -> None:
         "Account.Name",
         "Account.ParentId",
         "Account.Parent.Name",
+        "EndDate",
+        "ContractId",
+        "OpportunityId",
+        "OwnerId",
+        "Owner.Name",
         "Account.Customer_ID__c",
         "Account.Parent.Customer_ID__c",
         "Account.BillingStreet",
@@ -234,6 +239,13 @@ def test_item_fields_for_the_defaults() -> None:
         "Quantity",
         "UnitPrice",
         "TotalPrice",
+        "ListPrice",
+        "ServiceDate",
+        "EndDate",
+        "PricebookEntryId",
+        "Product2.Family",
+        "Product2.IsActive",
+        "PricebookEntry.UnitPrice",
         "Service_Number__c",
     ]
 
@@ -498,3 +510,12 @@ def test_without_a_caret_line_the_first_quoted_name_is_the_culprit() -> None:
 def test_a_name_no_key_gave_is_named_without_a_key() -> None:
     message = "\nSELECT Id, PoNumber FROM Order\n           ^\nERROR at Row:1:Column:12\nNo such column 'PoNumber' on entity 'Order'."
     assert refused(message, {}) == ("PoNumber", ())
+
+
+def test_the_ancestors_query_reads_an_account_and_five_levels_of_parents_with_ids_quoted():
+    from salesforce_orders.soql import build_ancestors_query
+
+    query = build_ancestors_query(ImportConfig(), ["001000000000001AAA", "001'x"])
+    assert "Parent.Parent.Parent.Parent.Parent.ParentId" in query
+    assert "Parent.Parent.Parent.Parent.Parent.Parent." not in query  # SOQL's limit: five levels
+    assert query.endswith("FROM Account WHERE Id IN ('001000000000001AAA', '001\\'x') ORDER BY Id")

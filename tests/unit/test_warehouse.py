@@ -40,7 +40,8 @@ from salesforce_orders.warehouse import (
 
 TABLES = {
     "customers", "customer_locations", "external_orders", "external_order_items", "order_services",
-    "quarantined_orders", "import_runs", "writeback_outbox", "currency_rates", "sync_state",
+    "quarantined_orders", "skipped_orders", "products", "external_order_versions",
+    "external_order_item_versions", "import_runs", "writeback_outbox", "currency_rates", "sync_state",
     "stg_orders", "stg_order_items", "stg_transformed_batches", "warehouse_schema_version",
     "order_shipments", "order_shipment_lines",
 }

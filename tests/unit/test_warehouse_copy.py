@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from salesforce_orders import currencies, warehouse
-from salesforce_orders.load import load_run, record_quarantine
+from salesforce_orders.load import load_run, record_quarantine, record_skipped
+from salesforce_orders.model import SkippedOrder
 from salesforce_orders.shipments import add_shipment
 from salesforce_orders.staging import stage_items, stage_orders, stage_transformed
 from salesforce_orders.warehouse import VIEWS_KEY, create_all, insert_rows, select_in, tables, upsert
@@ -75,13 +76,13 @@ def write_everything(engine: sa.Engine, schema: str, make_transformed: Any) -> N
         activated_at="2026-01-02T03:00:00.000+0000",
     )
     plain = [make_transformed(n, account=n % 3 + 1, notes="" if n == 2 else None) for n in range(2, 6)]
-    load_run(engine, "run-1", [[tricky, *plain]], schema=schema, now=T0, watermark="2026-01-02T03:04:05Z")
+    load_run(engine, "run-1", [[tricky, *plain]], schema=schema, now=T0, watermark="2026-01-02T03:04:05Z", keep_history=True)
 
     # a second version of order 2 (update, replaced children and pending write-backs), a known
     # parent (DO NOTHING) and an unchanged customer (its update refused by the content hash)
     changed = make_transformed(2, account=3, notes="v2", items=((2, "S9", 2.0, 0.5), (3, None, 1.0, 0.01)))
     second = [changed, make_transformed(6, account=2, parent_account=9, parent_name="Other name"), make_transformed(7, account=3)]
-    load_run(engine, "run-2", [second], schema=schema, now=T1, watermark="2026-01-03T00:00:00+01:00")
+    load_run(engine, "run-2", [second], schema=schema, now=T1, watermark="2026-01-03T00:00:00+01:00", keep_history=True)
 
     t = tables(schema)
     with engine.begin() as conn:
@@ -90,6 +91,9 @@ def write_everything(engine: sa.Engine, schema: str, make_transformed: Any) -> N
              "failed_checks": ["has_products"], "details": {"has_products": None}},
             {"sf_order_id": "801000000000098AAA", "order_number": "x" * 40, "account_name": None,
              "failed_checks": [], "details": {}},
+        ], schema=schema, now=T1)
+        record_skipped(conn, "run-2", [
+            SkippedOrder("801000000000097AAA", "00000097", "zero total", "2026-01-02T03:04:05.000+0000", "Zoë \\ Co", 0.0, "EUR"),
         ], schema=schema, now=T1)
         staged = [{"Id": f"801{n:012d}AAA", "SystemModstamp": "2026-01-02T03:04:05.000+0000", "Amount": 0.1 + 0.2,
                    "Empty": "", "Missing": None, "Nested": {"a": [None]}} for n in range(1, 4)]

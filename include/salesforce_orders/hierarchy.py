@@ -1,0 +1,98 @@
+"""Account hierarchies: every ancestor of the run's accounts, read from Salesforce up to the top.
+
+An order tells of its Account and that Account's parent only. A parent with no orders of its own
+would otherwise be stored without its own parent, and the roll-ups would stop there. So the extract
+reads the ancestor chain of the run's parent accounts (and of the Accounts edited in the window):
+an Account and five of its ancestors a query, again from the fifth while it has a parent, and
+stores each ancestor as a customer. The load then writes the orders' own accounts as always.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .config import ImportConfig
+from .redaction import mask_records
+from .salesforce import SalesforceOrdersHook
+from .soql import ANCESTOR_LEVELS, account_fields, build_ancestors_query
+from .warehouse import in_batches, select_in, tables, upsert
+
+log = logging.getLogger(__name__)
+
+ACCOUNTS_PER_QUERY = 200  # a SOQL IN list of Account ids
+_ADDRESS_PREFIX = "Billing"
+
+
+def read_ancestors(hook: SalesforceOrdersHook, config: ImportConfig, account_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """These Accounts and all their ancestors, by Id, each as ``{field: value}`` (account_fields)."""
+    fields = account_fields(config)
+    accounts: dict[str, dict[str, Any]] = {}
+    pending = sorted({i for i in account_ids if i})
+    while pending:
+        for chunk in in_batches(pending, ACCOUNTS_PER_QUERY):
+            for page in hook.iter_query_pages(build_ancestors_query(config, chunk)):
+                for record in page:
+                    for account in _chain(record, fields):
+                        accounts[account["Id"]] = account
+        # a chain longer than one query reaches: carry on from its top; a missing id (deleted, not
+        # visible) is not asked for twice
+        asked = set(pending)
+        pending = sorted({a["ParentId"] for a in accounts.values() if a.get("ParentId")} - accounts.keys() - asked)
+        for account_id in asked - accounts.keys():
+            accounts.setdefault(account_id, {})
+    found = {i: a for i, a in accounts.items() if a}
+    mask_records(list(found.values()))  # as the orders' Account fields are masked
+    return found
+
+
+def _chain(record: Mapping[str, Any] | None, fields: list[str]) -> Iterable[dict[str, Any]]:
+    """The Account of a query record and its ancestors, as flat records, nearest first."""
+    for _ in range(ANCESTOR_LEVELS + 1):
+        if not record:
+            return
+        yield {name: record.get(name) for name in fields}
+        record = record.get("Parent")
+
+
+def as_order_account(account: Mapping[str, Any], parent: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An Account (and its parent) in the shape an order's record gives them (``Account.*``), so the
+    transform's rules make the same customer of it."""
+    record = {"AccountId": account.get("Id"), **{f"Account.{k}": v for k, v in account.items() if k != "attributes"}}
+    if parent:
+        record.update({f"Account.Parent.{k}": v for k, v in parent.items() if k not in ("attributes", "ParentId")})
+    return record
+
+
+def store_ancestors(conn: sa.Connection, config: ImportConfig, accounts: Mapping[str, Mapping[str, Any]], now: datetime) -> int:
+    """Insert the accounts missing from ``customers``, update those whose name, parent, customer id
+    or own billing address differ (an Account without a billing address keeps the stored one).
+    Returns the number of customers written."""
+    from .load import customer_row
+    from .transform import customer_changes, customer_for
+
+    customers = tables(config.warehouse_schema).customers
+    stored = {
+        row.sf_account_id: row._mapping
+        for row in select_in(conn, customers, list(customers.c), customers.c.sf_account_id, sorted(accounts))
+    }
+    new, changed = [], []
+    for account_id, account in sorted(accounts.items()):
+        parent = accounts.get(account.get("ParentId") or "")
+        customer, _ = customer_for(as_order_account(account, parent), config)
+        row = customer_row(customer, now)
+        if account_id not in stored:
+            new.append(row)
+        elif customer_changes(account, stored[account_id], config) or stored[account_id]["parent_customer_id"] != customer.parent_customer_id:
+            del row["first_imported_at"]
+            if customer.billing.is_empty():
+                row = {k: v for k, v in row.items() if not k.startswith("billing_")}
+            changed.append(row)
+    upsert(conn, customers, new, ["sf_account_id"], update_columns=[])
+    for row in changed:
+        conn.execute(sa.update(customers).where(customers.c.sf_account_id == row["sf_account_id"]).values(row))
+    return len(new) + len(changed)

@@ -1,0 +1,112 @@
+"""Account hierarchies at any depth: a parent Account without orders of its own is stored with its
+own parent, up to the top, however deep the chain (SOQL reaches five ``Parent.`` levels a query),
+and the roll-up view adds a group's orders at any depth; re-parenting such an account moves its
+subtree.
+
+The stages run as the DAG's tasks (``conftest.Pipeline``), against the sandbox org and a SQLite or
+PostgreSQL warehouse.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+
+import pytest
+
+CHAIN = 8  # order-less ancestors: more than one query's five levels above the first
+
+
+@pytest.fixture
+def imported(pipeline):
+    first = pipeline.run()
+    assert first.succeeded, first.error
+    return pipeline
+
+
+def new_account(p, name: str, parent: str | None = None) -> str:
+    with p.org.store.lock:
+        return p.org.store.create("Account", {"Name": name, "ParentId": parent})
+
+
+def account_with_orders(p) -> str:
+    """An account with several active orders and no child accounts: its group is its own orders."""
+    return p.scalar(
+        "SELECT sf_account_id FROM external_orders WHERE sf_state = 'active' AND sf_account_id NOT IN "
+        "(SELECT parent_sf_account_id FROM customers WHERE parent_sf_account_id IS NOT NULL) "
+        "GROUP BY sf_account_id HAVING COUNT(*) > 1 ORDER BY sf_account_id LIMIT 1"
+    )
+
+
+def group_totals(p, account_id: str) -> dict[str, tuple[int, Decimal]]:
+    """The roll-up view's rows of the customer of ``account_id``: {currency: (orders, amount)}."""
+    rows = p.query(
+        "SELECT v.currency, v.orders_including_children AS n, v.amount_including_children AS amount "
+        "FROM v_orders_by_customer v JOIN customers c ON c.customer_id = v.customer_id "
+        "WHERE c.sf_account_id = :a AND v.currency IS NOT NULL",
+        a=account_id,
+    )
+    return {r["currency"]: (r["n"], Decimal(r["amount"]).quantize(Decimal("0.01"))) for r in rows}
+
+
+def own_totals(p, account_id: str) -> dict[str, tuple[int, Decimal]]:
+    totals: dict[str, list] = defaultdict(lambda: [0, Decimal(0)])
+    for row in p.query(
+        "SELECT currency, total_amount FROM external_orders WHERE sf_account_id = :a AND sf_state = 'active'", a=account_id
+    ):
+        totals[row["currency"]][0] += 1
+        totals[row["currency"]][1] += Decimal(row["total_amount"])
+    return {c: (n, amount.quantize(Decimal("0.01"))) for c, (n, amount) in totals.items()}
+
+
+def parent_of(p, account_id: str) -> str | None:
+    return p.scalar("SELECT parent_sf_account_id FROM customers WHERE sf_account_id = :a", a=account_id)
+
+
+def test_an_order_less_ancestor_chain_deeper_than_one_query_is_stored_up_to_the_top(imported):
+    p = imported
+    account = account_with_orders(p)
+    chain = [new_account(p, f"Holding level {CHAIN}")]
+    for level in range(CHAIN - 1, 0, -1):
+        chain.insert(0, new_account(p, f"Holding level {level}", chain[0]))  # chain[0] is the nearest
+    p.org_update("Account", account, ParentId=chain[0])
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert parent_of(p, account) == chain[0]
+    for child, parent in zip(chain, chain[1:], strict=False):
+        assert parent_of(p, child) == parent
+    top = chain[-1]
+    assert p.scalar("SELECT COUNT(*) FROM customers WHERE sf_account_id = :a AND parent_customer_id IS NULL", a=top) == 1
+    expected = own_totals(p, account)
+    assert expected
+    for ancestor in chain:  # every level's roll-up holds the account's orders
+        assert group_totals(p, ancestor) == expected
+    # the top's customer is the only top-level one of the chain
+    assert p.scalar(
+        "SELECT COUNT(*) FROM v_orders_by_customer v JOIN customers c ON c.customer_id = v.customer_id "
+        "WHERE c.sf_account_id = :a AND v.parent_customer_id IS NULL", a=chain[0]
+    ) == 0
+
+
+def test_re_parenting_an_order_less_parent_moves_its_accounts_orders_to_the_new_group(imported):
+    p = imported
+    account = account_with_orders(p)
+    old_top, new_top = new_account(p, "Old Group plc"), new_account(p, "New Group plc")
+    middle = new_account(p, "Middle Holding Ltd", old_top)  # no orders of its own
+    p.org_update("Account", account, ParentId=middle)
+    first = p.run()
+    assert first.succeeded, first.error
+    expected = own_totals(p, account)
+    assert group_totals(p, old_top) == expected
+    assert group_totals(p, new_top) == {}
+
+    p.org_update("Account", middle, ParentId=new_top)  # none of the account's orders changes
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert parent_of(p, middle) == new_top
+    assert group_totals(p, new_top) == expected
+    assert group_totals(p, old_top) == {}
+    assert group_totals(p, middle) == expected

@@ -58,6 +58,7 @@ class RunPlan:
             "since": _iso(w.since),
             "order_numbers": list(w.order_numbers),
             "moves_watermark": self.moves_watermark,
+            "own_writes_left_out": len(w.own_writes),  # write-back spans not read back (own_writes.py)
             "note": self.note,
         }
 

@@ -224,6 +224,7 @@ def extract(
     log.info("Run %s: mode %s, window %s", run_id, plan.mode, plan.as_dict())
     if plan.note:
         log.warning("Run %s: %s", run_id, plan.note)
+    plan = _without_own_writes(engine, plan, config.warehouse_schema)
     start_run(engine, run_id=run_id, dag_run_id=dag_run_id, run_type=run_type, plan=plan, schema=config.warehouse_schema)
     with engine.begin() as conn:
         clear_run(conn, run_id, schema=config.warehouse_schema)
@@ -266,6 +267,20 @@ def extract(
         "api_calls": hook.usage.calls,
         "api_budget_left": hook.usage.budget_left,  # the rest of the run's budget, for the later stages
     }
+
+
+def _without_own_writes(engine, plan, schema: str | None):
+    """A window over changes (incremental, backfill) leaves out the orders whose only change since
+    they were read is our own write-back (``own_writes``): no second extraction of an import."""
+    import dataclasses
+
+    from .own_writes import current
+    from .warehouse import tables
+
+    if plan.window.changed_from is None:
+        return plan
+    spans = current(engine, tables(schema).sync_state)
+    return dataclasses.replace(plan, window=dataclasses.replace(plan.window, own_writes=spans)) if spans else plan
 
 
 def _read_currency_rates(engine, hook, config) -> None:
@@ -511,6 +526,7 @@ def _drainer(config, engine, hook, run_id: str, actions: tuple[str, ...] | None 
         max_attempts=config.writeback_max_attempts,
         bulk_threshold=config.bulk_writeback_threshold,
         actions=actions,
+        own_writes_table=tables(config.warehouse_schema).sync_state,
     )
 
 

@@ -287,16 +287,6 @@ def build_own_writes_query(order_object: str, user_id: str, since: datetime) -> 
     return _select(["Id", "SystemModstamp"], object_name(order_object), conditions)
 
 
-def build_changed_by_others_query(order_object: str, user_id: str, since: datetime, writes_from: datetime) -> str:
-    """Orders changed since ``since`` by anyone but the integration user, or by it before
-    ``writes_from`` (an earlier write of ours may hide someone else's edit before it)."""
-    conditions = [
-        f"SystemModstamp >= {literal(since)}",
-        f"(LastModifiedById != {literal(user_id)} OR SystemModstamp < {stamp_literal(writes_from)})",
-    ]
-    return _select(["Id", "SystemModstamp"], object_name(order_object), conditions)
-
-
 def _select(fields: Sequence[str], sobject: str, conditions: Sequence[str], order_by: str = "") -> str:
     # Not SQL: SOQL from validated names (field_name) and quoted values (literal) only.
     query = f"SELECT {', '.join(fields)} FROM {object_name(sobject)}"  # noqa: S608
@@ -338,13 +328,20 @@ def build_count_query(config: ImportConfig, window: ExtractWindow) -> str:
     return _select(["COUNT()"], config.order_object, _order_conditions(config, window))
 
 
-def build_status_changes_query(order_object: str, since: datetime) -> str:
-    """For queryAll: orders changed since ``since`` that are no longer Activated or are deleted."""
-    conditions = [
-        f"SystemModstamp >= {literal(since)}",
-        f"(StatusCode != {literal(ACTIVATED)} OR IsDeleted = {literal(True)})",
-    ]
-    return _select(_STATUS_CHANGE_FIELDS, order_object, conditions, order_by="SystemModstamp, Id")
+def build_status_changes_query(order_object: str, since: datetime, *, or_changed_by_others: tuple[str, datetime] | None = None) -> str:
+    """For queryAll: orders changed since ``since`` that are no longer Activated or are deleted.
+
+    ``or_changed_by_others`` (the integration user's id, when a write-back started): also the
+    orders changed by anyone else, or by that user before then, in the same call (the write-back's
+    check before sending, see own_writes.py); ``LastModifiedById`` tells them apart."""
+    changed = f"StatusCode != {literal(ACTIVATED)} OR IsDeleted = {literal(True)}"
+    fields = _STATUS_CHANGE_FIELDS
+    if or_changed_by_others is not None:
+        user_id, writes_from = or_changed_by_others
+        changed += f" OR LastModifiedById != {literal(user_id)} OR SystemModstamp < {stamp_literal(writes_from)}"
+        fields = (*fields, "LastModifiedById")
+    conditions = [f"SystemModstamp >= {literal(since)}", f"({changed})"]
+    return _select(fields, order_object, conditions, order_by="SystemModstamp, Id")
 
 
 def account_fields(config: ImportConfig) -> list[str]:
@@ -449,7 +446,6 @@ __all__ = [
     "account_fields",
     "build_accounts_with_field_query",
     "build_changed_accounts_query",
-    "build_changed_by_others_query",
     "build_own_writes_query",
     "build_order_statuses_query",
     "build_status_changes_query",

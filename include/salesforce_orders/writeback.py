@@ -350,19 +350,31 @@ class OutboxDrainer:
         planned: orders set back to Draft or deleted (Status is then left alone), and Accounts whose
         customer-id field someone filled in with another value (never overwritten). One query per
         object that the batch writes, returning only such records."""
-        from .soql import build_accounts_with_field_query, build_status_changes_query
+        from .own_writes import parse_stamp
+        from .soql import ACTIVATED, build_accounts_with_field_query, build_status_changes_query
 
         since, self._checked_at = self._recheck_since(rows), datetime.now(UTC)
-        if self._user_id is not None:
-            self._note_changes_by_others(rows, since)
         changed: dict[int, _Changed] = {}
         orders = [r for r in rows if r.sf_object == self.order_object and "Status" in _fields(r)]
-        if orders:
+        # No echo (own_writes.py): the same call finds the orders someone else changed meanwhile.
+        track = self._user_id is not None and any(r.sf_object == self.order_object for r in rows)
+        if orders or track:
             states: dict[str, str] = {}
-            for page in self.hook.iter_query_pages(build_status_changes_query(self.order_object, since), include_deleted=True):
+            others: dict[str, datetime] = {}
+            query = build_status_changes_query(
+                self.order_object, since, or_changed_by_others=(self._user_id, self._started) if track else None
+            )
+            for page in self.hook.iter_query_pages(query, include_deleted=True):
                 for record in page:
                     deleted = str(record.get("IsDeleted")).lower() == "true"
-                    states[record["Id"]] = "ORDER_DELETED" if deleted else "ORDER_DEACTIVATED"
+                    if deleted or record.get("StatusCode") != ACTIVATED:
+                        states[record["Id"]] = "ORDER_DELETED" if deleted else "ORDER_DEACTIVATED"
+                    if track:
+                        stamp = parse_stamp(record["SystemModstamp"])
+                        if record.get("LastModifiedById") != self._user_id or stamp < self._started:
+                            others[record["Id"]] = stamp
+            if others:
+                self._note_changes_by_others(others)
             for row in orders:
                 if row.sf_record_id in states:
                     code = states[row.sf_record_id]
@@ -388,22 +400,13 @@ class OutboxDrainer:
                     )
         return changed
 
-    def _note_changes_by_others(self, rows: list[Any], since: datetime) -> None:
-        """The batch's orders that someone else changed since the import read them (their stamp is
-        past the warehouse's): our write would hide that change, so the next run reads them again."""
+    def _note_changes_by_others(self, seen: dict[str, datetime]) -> None:
+        """Of the orders someone else changed since the last check (with their stamps), those changed after
+        the import read them (past the warehouse's stamp): our write would hide that change behind
+        the integration user's name, so the next run reads them again. Every order found counts,
+        not only this batch's: a later batch's order is checked from this check on."""
         from .own_writes import parse_stamp
-        from .soql import build_changed_by_others_query
 
-        if not any(r.sf_object == self.order_object for r in rows):
-            return
-        # Every order found, not only this batch's: a later batch's order is checked from this
-        # check on (``since`` then starts from here), so what is seen now must not be lost.
-        seen: dict[str, datetime] = {}
-        query = build_changed_by_others_query(self.order_object, self._user_id, since, self._started)
-        for page in self.hook.iter_query_pages(query):
-            seen.update((r["Id"], parse_stamp(r["SystemModstamp"])) for r in page)
-        if not seen:
-            return
         orders = self.t.external_orders
         with self.engine.connect() as conn:
             imported = {

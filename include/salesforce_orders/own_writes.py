@@ -21,7 +21,8 @@ What cannot be told apart is an edit landing between step 1's query and the batc
 (the same instant for Salesforce as for us: no API offers a conditional bulk update), and writes
 by other software logged in as the integration user (the import's user is its own, as
 docs/configuration.md asks). A write-back that finds more than ``MAX_REREAD`` orders to re-read
-records nothing: the next run then reads all of them back, as it always did.
+records nothing: the next run then reads all of them back, as it always did; so do spans beyond
+what one query can name.
 
 The spans live in ``sync_state`` (one JSON value): at most ``MAX_SPANS``, the newest; a span
 whose end the watermark passed long ago cannot meet an incremental window and is dropped.
@@ -38,8 +39,10 @@ from typing import Any
 import sqlalchemy as sa
 
 OWN_WRITES_KEY = "orders.own_writes"
-MAX_REREAD = 500  # ids named in one SOQL IN list beside the window's conditions
-MAX_SPANS = 20
+# Ids named in the window's IN list, all spans together: the REST query travels in a GET's URL,
+# which Salesforce takes up to 16,384 characters (an id, quoted and %-encoded, is some 27).
+MAX_REREAD = 200
+MAX_SPANS = 10
 KEEP_BEHIND_WATERMARK = timedelta(days=1)
 
 
@@ -93,9 +96,16 @@ def stored(conn: sa.Connection, sync_state: sa.Table) -> list[OwnWrites]:
 
 
 def current(engine: sa.Engine, sync_state: sa.Table) -> tuple[OwnWrites, ...]:
-    """The spans an extract leaves out."""
+    """The spans an extract leaves out: the newest, as many as name at most ``MAX_REREAD`` orders to
+    read again together (an older span left aside only means its orders are read again)."""
     with engine.connect() as conn:
-        return tuple(stored(conn, sync_state))
+        spans = stored(conn, sync_state)
+    kept: list[OwnWrites] = []
+    for span in reversed(spans):
+        if sum(len(s.reread) for s in kept) + len(span.reread) > MAX_REREAD:
+            break
+        kept.append(span)
+    return tuple(reversed(kept))
 
 
 def remember(engine: sa.Engine, sync_state: sa.Table, span: OwnWrites, *, watermark: str | None, now: datetime) -> None:

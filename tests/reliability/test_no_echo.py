@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from salesforce_orders import faultpoints, writeback
-from salesforce_orders.own_writes import MAX_REREAD, OWN_WRITES_KEY, OwnWrites, span_of
+from salesforce_orders.own_writes import MAX_REREAD, OWN_WRITES_KEY, OwnWrites, current, remember, span_of
 from salesforce_orders.soql import build_orders_query, stamp_literal
 
 
@@ -186,3 +186,21 @@ def test_the_window_leaves_out_spans_of_our_writes_except_the_orders_to_read_aga
     resync = ExtractWindow(None, None, datetime(2025, 1, 1, tzinfo=UTC), order_numbers=("00000001",), own_writes=(span,))
     assert "LastModifiedById" not in build_orders_query(import_config, resync)  # chosen orders: read whatever changed them
     assert stamp_literal(datetime(2026, 3, 1, 12, 0, 5, tzinfo=UTC)) == "2026-03-01T12:00:05Z"
+
+
+def test_the_window_names_at_most_max_reread_orders_keeping_the_newest_spans(sqlite_engine):
+    """The REST query travels in a URL: older spans are left aside (their orders read again)
+    rather than naming more orders than a query can hold."""
+    from salesforce_orders.warehouse import create_all, tables
+
+    create_all(sqlite_engine, None)
+    sync_state = tables(None).sync_state
+    half = MAX_REREAD // 2 + 1
+    spans = [
+        OwnWrites("005U", START.replace(hour=h), START.replace(hour=h, minute=30), tuple(f"801{h:02d}{i:04d}" for i in range(half)))
+        for h in (10, 11, 12)
+    ]
+    for span in spans:
+        remember(sqlite_engine, sync_state, span, watermark=None, now=START)
+
+    assert current(sqlite_engine, sync_state) == (spans[-1],)

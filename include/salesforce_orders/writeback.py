@@ -23,6 +23,10 @@ Shipment rows (``shipment_key`` set; see ``shipments.py``) go through the same s
 ``external_id_field`` is upserted by that field (the record it created is kept in
 ``sf_record_id``). They do not move the order's lifecycle: a shipment has its own sync status.
 
+No echo (``own_writes.py``): the import's write-backs keep the span of the orders they wrote, so
+that the next run does not read them back; the check before each batch also finds the orders
+someone else changed since the import read them (those are read again).
+
 Each order's lifecycle follows its rows: ``PROCESSING`` while any is in flight or waiting,
 ``COMPLETE`` when all are done, ``FAILED`` (with the error) when one failed or is dead.
 """
@@ -417,6 +421,19 @@ class OutboxDrainer:
             if imported.get(order_id) is None or parse_stamp(imported[order_id]) != stamp:
                 self._changed_by_others.add(order_id)
 
+    def _track_own_writes(self) -> None:
+        """Who "we" are in Salesforce (our writes carry that LastModifiedById) and when this drain
+        started. An org that does not say leaves the echo to be read back, as it always was."""
+        from .salesforce import SalesforceApiError
+
+        try:
+            self._user_id = self.hook.integration_user_id()
+        except SalesforceApiError as exc:
+            log.warning("Write-back: the org did not say which user we are (%s); the next run reads what we write again", exc)
+            return
+        now = datetime.now(UTC)
+        self._started = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as exact as a SOQL bound
+
     def _remember_own_writes(self) -> None:
         """Read back what the integration user last modified since this drain started and keep the
         span, so the next extract leaves our own writes out (own_writes.py)."""
@@ -545,9 +562,7 @@ class OutboxDrainer:
             log.info("More than %d write-backs due: sending them with Bulk API 2.0 ingest jobs", self.bulk_threshold)
         touched = self._in_flight_orders()
         if self.own_writes_table is not None:
-            self._user_id = self.hook.integration_user_id()
-            now = datetime.now(UTC)
-            self._started = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as exact as a SOQL bound
+            self._track_own_writes()
         # One thread talks to Salesforce, one batch at a time, while this one records the outcomes
         # of the previous batch and marks the next: Salesforce's work and the warehouse's overlap.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-back") as salesforce:

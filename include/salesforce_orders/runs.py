@@ -63,6 +63,7 @@ class RunPlan:
             "order_numbers": list(w.order_numbers),
             "order_ids": list(w.order_ids),
             "moves_watermark": self.moves_watermark,
+            "own_writes_left_out": len(w.own_writes),  # write-back spans not read back (own_writes.py)
             "note": self.note,
         }
 

@@ -257,6 +257,15 @@ class SalesforceOrdersHook(SalesforceHook):
         except ClientError as exc:
             raise _error_from_client(exc) from None
 
+    def integration_user_id(self) -> str:
+        """The id of the user the import works as, from OAuth's userinfo (not a counted API call)."""
+        response = self.conn.session.get(
+            f"{self.instance_url}/services/oauth2/userinfo", headers=self.conn.headers, timeout=self._timeout or 60
+        )
+        if response.status_code >= 400:
+            raise SalesforceApiError(f"Salesforce answered {response.status_code} to userinfo", status=response.status_code)
+        return response.json()["user_id"]
+
     def describe(self, sobject: str) -> dict:
         if sobject not in self._describes:
             self._describes[sobject] = self.call("GET", f"sobjects/{sobject}/describe")

@@ -153,6 +153,14 @@ def datetime_literal(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def stamp_literal(value: datetime) -> str:
+    """An exact ``SystemModstamp`` bound: as :func:`datetime_literal`, with the milliseconds when
+    the stamp has them (``...05.123Z``; an org keeping whole seconds gets whole seconds)."""
+    text = datetime_literal(value)
+    millis = value.microsecond // 1000
+    return f"{text[:-1]}.{millis:03d}Z" if millis else text
+
+
 def _number_literal(value: float | Decimal) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"no SOQL literal for {value!r}")
@@ -177,12 +185,16 @@ class ExtractWindow:
     since: datetime | None = None  # (ActivatedDate >= since OR SystemModstamp >= since)
     account_ids: tuple[str, ...] = ()  # just the orders of these Accounts (no changed_* bounds then)
     order_ids: tuple[str, ...] = ()  # just these Order Ids (an event run; no changed_* bounds then)
+    # The import's own earlier writes (``own_writes.OwnWrites``) that a window with changed_from
+    # leaves out: orders whose only change since they were read is our write-back.
+    own_writes: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         # Accept any sequence of numbers but keep the frozen window hashable.
         object.__setattr__(self, "order_numbers", tuple(self.order_numbers))
         object.__setattr__(self, "account_ids", tuple(self.account_ids))
         object.__setattr__(self, "order_ids", tuple(self.order_ids))
+        object.__setattr__(self, "own_writes", tuple(self.own_writes))
         for name in ("changed_from", "changed_to", "activated_since", "since"):
             value = getattr(self, name)
             if value is not None and (value.tzinfo is None or value.utcoffset() is None):
@@ -264,9 +276,31 @@ def _order_conditions(config: ImportConfig, window: ExtractWindow, *, path: str 
             conditions.append(f"{f('SystemModstamp')} >= {literal(window.changed_from)}")
         if window.changed_to is not None:
             conditions.append(f"{f('SystemModstamp')} < {literal(window.changed_to)}")
+        if window.changed_from is not None and window.own_writes:
+            conditions.append(_not_own_writes(window.own_writes, f))
     if config.filter_field is not None:
         conditions.append(f"{f(config.filter_field)} = {literal(config.filter_value)}")
     return conditions
+
+
+def _not_own_writes(own_writes: Sequence[Any], f: Any) -> str:
+    """Leave out orders whose last change is one of our own write-backs: last modified by the
+    integration user inside a write-back's span. The orders a write-back found changed by someone
+    else (``reread``) are read whatever their stamp says."""
+    spans = [
+        f"({f('LastModifiedById')} != {literal(w.user_id)} OR {f('SystemModstamp')} < {stamp_literal(w.start)} "
+        f"OR {f('SystemModstamp')} >= {stamp_literal(w.end)})"
+        for w in own_writes
+    ]
+    outside = spans[0] if len(spans) == 1 else "(" + " AND ".join(spans) + ")"
+    reread = sorted({record_id for w in own_writes for record_id in w.reread})
+    return f"({f('Id')} IN {literal(tuple(reread))} OR {outside})" if reread else outside
+
+
+def build_own_writes_query(order_object: str, user_id: str, since: datetime) -> str:
+    """Orders last modified by the integration user since ``since``: what a write-back just wrote."""
+    conditions = [f"LastModifiedById = {literal(user_id)}", f"SystemModstamp >= {stamp_literal(since)}"]
+    return _select(["Id", "SystemModstamp"], object_name(order_object), conditions)
 
 
 def _select(fields: Sequence[str], sobject: str, conditions: Sequence[str], order_by: str = "") -> str:
@@ -310,13 +344,20 @@ def build_count_query(config: ImportConfig, window: ExtractWindow) -> str:
     return _select(["COUNT()"], config.order_object, _order_conditions(config, window))
 
 
-def build_status_changes_query(order_object: str, since: datetime) -> str:
-    """For queryAll: orders changed since ``since`` that are no longer Activated or are deleted."""
-    conditions = [
-        f"SystemModstamp >= {literal(since)}",
-        f"(StatusCode != {literal(ACTIVATED)} OR IsDeleted = {literal(True)})",
-    ]
-    return _select(_STATUS_CHANGE_FIELDS, order_object, conditions, order_by="SystemModstamp, Id")
+def build_status_changes_query(order_object: str, since: datetime, *, or_changed_by_others: tuple[str, datetime] | None = None) -> str:
+    """For queryAll: orders changed since ``since`` that are no longer Activated or are deleted.
+
+    ``or_changed_by_others`` (the integration user's id, when a write-back started): also the
+    orders changed by anyone else, or by that user before then, in the same call (the write-back's
+    check before sending, see own_writes.py); ``LastModifiedById`` tells them apart."""
+    changed = f"StatusCode != {literal(ACTIVATED)} OR IsDeleted = {literal(True)}"
+    fields = _STATUS_CHANGE_FIELDS
+    if or_changed_by_others is not None:
+        user_id, writes_from = or_changed_by_others
+        changed += f" OR LastModifiedById != {literal(user_id)} OR SystemModstamp < {stamp_literal(writes_from)}"
+        fields = (*fields, "LastModifiedById")
+    conditions = [f"SystemModstamp >= {literal(since)}", f"({changed})"]
+    return _select(fields, order_object, conditions, order_by="SystemModstamp, Id")
 
 
 def account_fields(config: ImportConfig) -> list[str]:
@@ -434,6 +475,7 @@ __all__ = [
     "account_fields",
     "build_accounts_with_field_query",
     "build_changed_accounts_query",
+    "build_own_writes_query",
     "build_order_statuses_query",
     "build_status_changes_query",
     "datetime_literal",
@@ -445,4 +487,5 @@ __all__ = [
     "order_fields",
     "quote_string",
     "refused_name",
+    "stamp_literal",
 ]

@@ -23,6 +23,10 @@ Shipment rows (``shipment_key`` set; see ``shipments.py``) go through the same s
 ``external_id_field`` is upserted by that field (the record it created is kept in
 ``sf_record_id``). They do not move the order's lifecycle: a shipment has its own sync status.
 
+No echo (``own_writes.py``): the import's write-backs keep the span of the orders they wrote, so
+that the next run does not read them back; the check before each batch also finds the orders
+someone else changed since the import read them (those are read again).
+
 Each order's lifecycle follows its rows: ``PROCESSING`` while any is in flight or waiting,
 ``COMPLETE`` when all are done, ``FAILED`` (with the error) when one failed or is dead.
 """
@@ -44,7 +48,7 @@ from . import faultpoints
 from .model import COMPLETE, FAILED, PROCESSING, READY
 from .redaction import mask_card_numbers
 from .salesforce import COLLECTION_LIMIT, SalesforceOrdersHook
-from .warehouse import in_batches, one_of, update_rows
+from .warehouse import in_batches, one_of, select_in, update_rows
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +190,7 @@ class OutboxDrainer:
         sleep: Any = time.sleep,
         recheck_overlap: timedelta = timedelta(minutes=10),
         only_shipments: bool = False,
+        own_writes_table: Any = None,
     ):
         self.engine = engine
         self.hook = hook
@@ -206,6 +211,12 @@ class OutboxDrainer:
         # Rows already counted as attempted in this run: the in-run retries of a transient error
         # belong to the same attempt, so a record locked across two runs is not given up early.
         self._attempted: set[int] = set()
+        # No echo (own_writes.py): set to the sync_state table, the write-back records what it wrote.
+        self.own_writes_table = own_writes_table
+        self._user_id: str | None = None
+        self._started: datetime | None = None
+        self._written_orders: set[str] = set()  # orders this drain wrote, as nobody else changed them
+        self._changed_by_others: set[str] = set()  # orders someone else changed after the import read them
 
     # ---- selection --------------------------------------------------------------------
 
@@ -343,17 +354,31 @@ class OutboxDrainer:
         planned: orders set back to Draft or deleted (Status is then left alone), and Accounts whose
         customer-id field someone filled in with another value (never overwritten). One query per
         object that the batch writes, returning only such records."""
-        from .soql import build_accounts_with_field_query, build_status_changes_query
+        from .own_writes import parse_stamp
+        from .soql import ACTIVATED, build_accounts_with_field_query, build_status_changes_query
 
         since, self._checked_at = self._recheck_since(rows), datetime.now(UTC)
         changed: dict[int, _Changed] = {}
         orders = [r for r in rows if r.sf_object == self.order_object and "Status" in _fields(r)]
-        if orders:
+        # No echo (own_writes.py): the same call finds the orders someone else changed meanwhile.
+        track = self._user_id is not None and any(r.sf_object == self.order_object for r in rows)
+        if orders or track:
             states: dict[str, str] = {}
-            for page in self.hook.iter_query_pages(build_status_changes_query(self.order_object, since), include_deleted=True):
+            others: dict[str, datetime] = {}
+            query = build_status_changes_query(
+                self.order_object, since, or_changed_by_others=(self._user_id, self._started) if track else None
+            )
+            for page in self.hook.iter_query_pages(query, include_deleted=True):
                 for record in page:
                     deleted = str(record.get("IsDeleted")).lower() == "true"
-                    states[record["Id"]] = "ORDER_DELETED" if deleted else "ORDER_DEACTIVATED"
+                    if deleted or record.get("StatusCode") != ACTIVATED:
+                        states[record["Id"]] = "ORDER_DELETED" if deleted else "ORDER_DEACTIVATED"
+                    if track:
+                        stamp = parse_stamp(record["SystemModstamp"])
+                        if record.get("LastModifiedById") != self._user_id or stamp < self._started:
+                            others[record["Id"]] = stamp
+            if others:
+                self._note_changes_by_others(others)
             for row in orders:
                 if row.sf_record_id in states:
                     code = states[row.sf_record_id]
@@ -378,6 +403,60 @@ class OutboxDrainer:
                         send_the_rest=False,
                     )
         return changed
+
+    def _note_changes_by_others(self, seen: dict[str, datetime]) -> None:
+        """Of the orders someone else changed since the last check (with their stamps), those changed after
+        the import read them (past the warehouse's stamp): our write would hide that change behind
+        the integration user's name, so the next run reads them again. Every order found counts,
+        not only this batch's: a later batch's order is checked from this check on."""
+        from .own_writes import parse_stamp
+
+        orders = self.t.external_orders
+        with self.engine.connect() as conn:
+            imported = {
+                row.sf_order_id: row.sf_system_modstamp
+                for row in select_in(conn, orders, [orders.c.sf_order_id, orders.c.sf_system_modstamp], orders.c.sf_order_id, sorted(seen))
+            }
+        for order_id, stamp in seen.items():
+            if imported.get(order_id) is None or parse_stamp(imported[order_id]) != stamp:
+                self._changed_by_others.add(order_id)
+
+    def _track_own_writes(self) -> None:
+        """Who "we" are in Salesforce (our writes carry that LastModifiedById) and when this drain
+        started. An org that does not say leaves the echo to be read back, as it always was."""
+        from .salesforce import SalesforceApiError
+
+        try:
+            self._user_id = self.hook.integration_user_id()
+        except SalesforceApiError as exc:
+            log.warning("Write-back: the org did not say which user we are (%s); the next run reads what we write again", exc)
+            return
+        now = datetime.now(UTC)
+        self._started = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as exact as a SOQL bound
+
+    def _remember_own_writes(self) -> None:
+        """Read back what the integration user last modified since this drain started and keep the
+        span, so the next extract leaves our own writes out (own_writes.py)."""
+        from .load import get_watermark
+        from .own_writes import remember, span_of
+        from .soql import build_own_writes_query
+
+        written = self._written_orders - self._changed_by_others
+        if not written:
+            return
+        query = build_own_writes_query(self.order_object, self._user_id, self._started)
+        bulk = self.bulk_threshold is not None and len(written) > self.bulk_threshold
+        pages = self.hook.iter_bulk_query_pages(query) if bulk else self.hook.iter_query_pages(query)
+        read_back = [(r["Id"], r["SystemModstamp"]) for page in pages for r in page]
+        span = span_of(self._user_id, self._started, read_back, written, run_id=self.run_id)
+        if span is None:
+            log.info("Write-back: no span of our own writes kept; the next run reads the %d orders written again", len(written))
+            return
+        remember(self.engine, self.own_writes_table, span, watermark=get_watermark(self.engine, self.t.metadata.schema), now=datetime.now(UTC))
+        log.info(
+            "Write-back: %d orders written are left out of the next extract (%d read again: changed by someone else)",
+            len(written), len(span.reread),
+        )
 
     def _dispatch(self, rows: list[Any], org: OrgCapabilities, bulk: bool, salesforce: ThreadPoolExecutor) -> _Round:
         """Mark a batch as being sent (committed first) and hand it to the Salesforce thread."""
@@ -432,6 +511,10 @@ class OutboxDrainer:
         with self.engine.begin() as conn:
             self._store_outcomes(conn, outcomes)
             update_rows(conn, self.t.writeback_outbox, created, ["id"])  # the record an upsert made or found
+        sent_ok = {o["id"] for o in outcomes if o["state"] == DONE}
+        self._written_orders.update(
+            row.sf_record_id for row, _ in batch.payloads if row.id in sent_ok and row.sf_object == self.order_object
+        )
         by_id = {row.id: row for row in batch.rows}
         transient = [by_id[o["id"]] for o in outcomes if o["state"] == PENDING]
         self.summary.attempted += len(batch.rows)
@@ -478,6 +561,8 @@ class OutboxDrainer:
         if bulk:
             log.info("More than %d write-backs due: sending them with Bulk API 2.0 ingest jobs", self.bulk_threshold)
         touched = self._in_flight_orders()
+        if self.own_writes_table is not None:
+            self._track_own_writes()
         # One thread talks to Salesforce, one batch at a time, while this one records the outcomes
         # of the previous batch and marks the next: Salesforce's work and the warehouse's overlap.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-back") as salesforce:
@@ -500,6 +585,8 @@ class OutboxDrainer:
                 if in_flight is not None:
                     self._settle_after_failure(in_flight)
                 raise
+        if self._user_id is not None:
+            self._remember_own_writes()
         self._count_final_states(touched)
         self.update_lifecycles(touched)
         return self.summary

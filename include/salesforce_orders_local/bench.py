@@ -8,7 +8,11 @@ cores) per stage, and API calls against the theoretical minimum (reads: one call
 records or per Bulk result page; writes: one call per 200 records). At the largest size it
 then does the same work the way the provider's documentation suggests — ``SalesforceHook
 .make_query`` → DataFrame → ``to_sql``, then one update call per record — and prints the ratios.
-It also times the DAG file's parse. Results are printed and written as JSON.
+After each import it runs the next run's extract: what it reads again is the echo of our own
+write-back (``echo_reread_share``). A realistic-latency mode (``--latency-ms``, on by default at
+150 ms, and ``--bulk-job-delay-s``) then runs the pipeline and the baseline again with the
+sandbox answering as slowly as a real org. It also times the DAG file's parse. Results are
+printed and written as JSON.
 
     python -m salesforce_orders_local.bench --sizes 10000 100000 --output bench-results/bench.json
 """
@@ -145,11 +149,13 @@ def start_org(orders: int, state: Path, *, reseed: bool = False) -> Any:
     return server.start()
 
 
-def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str]) -> dict[str, Any]:
+def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str], faults: dict[str, int] | None = None) -> dict[str, Any]:
+    """The import's stages at ``orders``, then the next run's extract (what our write-back's echo
+    costs it). ``faults``: the sandbox's latency switches (the realistic-latency mode)."""
     from sqlalchemy.engine import make_url
 
     generated = time.perf_counter()
-    server = start_org(orders, state)
+    server = start_org(orders, state, reseed=True)  # the org before any write-back
     generated = time.perf_counter() - generated
     schema = f"bench_{orders}_{uuid.uuid4().hex[:6]}"
     url = make_url(pg_url)
@@ -164,6 +170,8 @@ def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str]) 
     results: dict[str, Any] = {}
     try:
         server.admin.reset_stats()
+        if faults:
+            server.admin.set_faults(**faults)
         for name in STAGES:
             kwargs: dict[str, Any] = {"run_id": run_id}
             if name == "extract":
@@ -172,6 +180,7 @@ def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str]) 
                 kwargs["instance_url"] = results["extract"]["instance_url"]
             elif name == "load":
                 kwargs["max_system_modstamp"] = results["extract"]["max_system_modstamp"]
+                kwargs["window"] = results["extract"]["window"]
             elif name == "mark_status_changes":
                 kwargs["window"] = results["extract"]["window"]
             elif name == "report":
@@ -192,6 +201,15 @@ def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str]) 
             }
         stats = server.admin.stats()
         outbox = _outbox_counts(pg_url, schema)
+        # The next run, as a scheduled one would start it (no overlap: only what changed since the
+        # import's last stamp): whatever it extracts is the echo of our own write-back.
+        next_run = f"bench__{orders}next__{uuid.uuid4().hex[:6]}"
+        next_env = {**env, **variable_env("salesforce_orders_config", {"warehouse_schema": schema, "api_budget_share": 1.0, "overlap_minutes": 0})}
+        echo = run_stage(
+            "extract",
+            {"run_id": next_run, "dag_run_id": next_run, "run_type": "manual", "data_interval_start": None, "data_interval_end": None, "params": {}},
+            next_env,
+        )
     finally:
         server.stop()
         _drop_schema(pg_url, schema)
@@ -227,6 +245,14 @@ def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str]) 
         "api_ratio": round(total_calls / (read_min + write_min), 3) if read_min + write_min else None,
         "sandbox_calls_by_kind": stats.get("calls"),
         "quarantined": results["validate"]["invalid"],
+        # orders the next run reads again because of our own write-back, as a share of the import
+        "echo_reread_share": round(echo["result"]["extracted"] / max(results["load"]["inserted"], 1), 5),
+        "next_run_extract": {
+            "extracted": echo["result"]["extracted"],
+            "seconds": round(echo["seconds"], 2),
+            "api_calls": echo["result"]["api_calls"],
+        },
+        **({"faults": faults} if faults else {}),
     }
 
 
@@ -287,10 +313,14 @@ def run_baseline_in_process(kwargs: dict[str, Any]) -> None:
     )
 
 
-def bench_baseline(orders: int, pg_url: str, state: Path, base_env: dict[str, str], sample_writes: int, ours: dict[str, Any]) -> dict[str, Any]:
+def bench_baseline(
+    orders: int, pg_url: str, state: Path, base_env: dict[str, str], sample_writes: int, ours: dict[str, Any], faults: dict[str, int] | None = None
+) -> dict[str, Any]:
     from sqlalchemy.engine import make_url
 
     server = start_org(orders, state, reseed=True)  # the org as it was before our write-back
+    if faults:
+        server.admin.set_faults(**faults)
     schema = f"bench_base_{uuid.uuid4().hex[:6]}"
     url = make_url(pg_url)
     env = {**base_env, **connection_env("salesforce_default", server.airflow_connection())}
@@ -370,6 +400,18 @@ def print_summary(report: dict[str, Any]) -> None:
         print(f"  writes: {base['write_calls']:,} calls, {base['write_seconds_extrapolated']} s (extrapolated from {base['sampled_writes']} timed calls)")
         print(f"  end to end {base['end_to_end_seconds']} s -> this pipeline is {base['speedup']}x faster; "
               f"write-back calls {base['write_call_ratio']} of the per-record way")
+    for run in report["runs"]:
+        nxt = run["next_run_extract"]
+        print(f"\nNext run after the {run['orders']:,}-order import: {nxt['extracted']} orders read again "
+              f"(echo_reread_share {run['echo_reread_share']}), {nxt['api_calls']} API calls, {nxt['seconds']} s")
+    real = report.get("realistic")
+    if real:
+        ours, base = real["pipeline"], real["baseline"]
+        print(f"\nRealistic latency ({real['faults']['latency_ms']} ms a call, {real['faults']['bulk_job_delay_ms'] / 1000:g} s a Bulk job) "
+              f"at {ours['orders']:,} orders:")
+        print(f"  pipeline end to end {ours['end_to_end_seconds']} s ({ours['api_calls']} API calls); "
+              f"per-record baseline {base['end_to_end_seconds']} s (writes extrapolated from {base['sampled_writes']} timed calls) "
+              f"-> {base['speedup']}x")
     p = report["parse"]
     print(f"\nDAG parse: {p['dag_file_parse_seconds_in_dag_processor']} s in a DAG processor (Airflow already imported); "
           f"`python dags/salesforce_orders_import.py` {p['python_dag_file_seconds']} s, of which importing airflow.sdk {p['python_import_airflow_sdk_seconds']} s")
@@ -381,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_PG))
     parser.add_argument("--sample-writes", type=int, default=3000, help="per-record update calls timed for the baseline")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--latency-ms", type=int, default=150, help="realistic mode: added to every API call (0: no realistic mode)")
+    parser.add_argument("--bulk-job-delay-s", type=float, default=10.0, help="realistic mode: added to every Bulk job's processing")
+    parser.add_argument("--realistic-size", type=int, default=None, help="realistic mode's org size (default: the largest size)")
+    parser.add_argument("--realistic-sample-writes", type=int, default=100, help="per-record update calls timed for the realistic baseline")
     parser.add_argument("--profile", metavar="DIR", help="write a cProfile file per stage and size into DIR (slows the stages)")
     parser.add_argument("--output", default=str(PROJECT_ROOT / "bench-results" / "bench.json"))
     parser.add_argument("--stage", help=argparse.SUPPRESS)
@@ -410,6 +456,13 @@ def main(argv: list[str] | None = None) -> int:
         largest = max(report["runs"], key=lambda r: r["orders"])
         print(f"Baseline at {largest['orders']:,} orders ...", flush=True)
         report["baseline"] = bench_baseline(largest["orders"], args.pg_url, state, base_env, args.sample_writes, largest)
+    if args.latency_ms:
+        size = args.realistic_size or max(args.sizes)
+        faults = {"latency_ms": args.latency_ms, "bulk_job_delay_ms": int(args.bulk_job_delay_s * 1000)}
+        print(f"Realistic latency at {size:,} orders ({faults}) ...", flush=True)
+        ours = bench_size(size, args.pg_url, state, base_env, faults)
+        base = bench_baseline(size, args.pg_url, state, base_env, args.realistic_sample_writes, ours, faults)
+        report["realistic"] = {"faults": faults, "pipeline": ours, "baseline": base}
     report["parse"] = bench_parse(base_env)
     print_summary(report)
     output = Path(args.output)

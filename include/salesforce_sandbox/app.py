@@ -121,6 +121,7 @@ def _routes(versioned: list[BaseRoute]) -> list[BaseRoute]:
         Route("/services/oauth2/authorize", routes_auth.oauth_authorize, methods=["GET"]),
         Route("/services/oauth2/revoke", routes_auth.oauth_revoke, methods=["GET", "POST"]),
         Route("/id/{org_id}/{user_id}", routes_auth.identity, methods=["GET", "POST"]),
+        Route("/services/oauth2/userinfo", routes_auth.userinfo, methods=["GET", "POST"]),
         Route("/services/Soap/u/{version:apiver}", routes_auth.soap_login, methods=["POST"]),
         Route("/services/data", routes_org.versions, methods=["GET"]),
         Route("/services/data/", routes_org.versions, methods=["GET"]),

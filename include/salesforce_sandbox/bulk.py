@@ -137,10 +137,12 @@ class Job:
                 self.state = JobState.JOB_COMPLETE
         return self.state
 
-    def start_processing(self, rows: int) -> None:
+    def start_processing(self, rows: int, queued_seconds: float = 0.0) -> None:
+        """``queued_seconds``: the org's own delay on top (a real org queues and processes jobs for
+        seconds to minutes: the ``bulk_job_delay_ms`` fault)."""
         self.state = JobState.IN_PROGRESS
         self.started_at = time.monotonic()
-        self.processing_seconds = MIN_PROCESSING_SECONDS + rows / ROWS_PER_SECOND
+        self.processing_seconds = MIN_PROCESSING_SECONDS + rows / ROWS_PER_SECOND + queued_seconds
 
     def base_info(self) -> dict:
         return {

@@ -34,6 +34,7 @@ class FaultSettings(BaseModel):
         default_factory=dict, description="id -> [errorCode, message]: permanent write failure"
     )
     latency_ms: int = Field(0, ge=0, description="added to every API call")
+    bulk_job_delay_ms: int = Field(0, ge=0, description="added to every Bulk job's processing time (Salesforce's queue)")
     seed: int = Field(1, description="seed of the random 503 share")
 
 
@@ -88,6 +89,9 @@ class Faults:
 
     def latency_seconds(self) -> float:
         return self._settings.latency_ms / 1000.0
+
+    def bulk_job_delay_seconds(self) -> float:
+        return self._settings.bulk_job_delay_ms / 1000.0
 
     def take_unavailable(self) -> bool:
         """Whether this call answers 503 (a burst first, then the random share)."""

@@ -104,6 +104,24 @@ async def identity(request: Request) -> Response:
     return JSONResponse(sandbox.auth.identity(request_origin(request), instance_url(sandbox, request), user))
 
 
+async def userinfo(request: Request) -> Response:
+    """``GET|POST /services/oauth2/userinfo``: the token's user (OpenID Connect), as the identity URL says."""
+    sandbox: SandboxRuntime = request.app.state.sandbox
+    sandbox.usage.record(CallKind.AUTH)
+    token = session_id_of(request) or request.query_params.get("oauth_token")
+    if not sandbox.auth.sessions.is_valid(token):
+        return Response("Bad_OAuth_Token", status_code=403, media_type="text/plain")
+    store = sandbox.store
+
+    def read_user() -> dict:
+        with store.lock:
+            return store.get("User", store.integration_user_id)
+
+    user = await run_in_threadpool(read_user)
+    identity = sandbox.auth.identity(request_origin(request), instance_url(sandbox, request), user)
+    return JSONResponse({"sub": identity["id"], **identity})
+
+
 async def soap_login(request: Request) -> Response:
     sandbox: SandboxRuntime = request.app.state.sandbox
     sandbox.usage.record(CallKind.AUTH)

@@ -72,7 +72,7 @@ def query_jobs(sandbox: SandboxRuntime, call: ApiCall) -> Response:
         ids=ids,
     )
     info = job.info()  # reported as UploadComplete, as Salesforce answers a new job
-    job.start_processing(len(ids))
+    job.start_processing(len(ids), sandbox.faults.bulk_job_delay_seconds())
     sandbox.jobs.add(job)
     return JSONResponse(info)
 
@@ -248,7 +248,7 @@ def _process(sandbox: SandboxRuntime, job: IngestJob) -> None:
         job.state = JobState.FAILED
         job.error_message = exc.message
         return
-    job.start_processing(len(job.rows))
+    job.start_processing(len(job.rows), sandbox.faults.bulk_job_delay_seconds())
     spec = RowSpec(job.operation, job.header, job.external_id_field)
     # A slice's results count once it is committed: should an unexpected error end the
     # processing, the rows it rolled back are reported unprocessed, not as written.

@@ -883,14 +883,14 @@ class Store:
         self.conn.execute(_insert_sql(obj, columns), [row[c] for c in columns])
 
     def _write(
-        self, obj: SObject, record_id: str, changes: dict[str, Any], stamp: str | None = None
+        self, obj: SObject, record_id: str, changes: dict[str, Any], stamp: str | None = None, *, as_user: str | None = None
     ) -> dict[str, Any]:
         """Update columns of one record and move its modification stamps; returns the columns written."""
         stamp = stamp or self._next_stamp()
         values = {
             **changes,
             "LastModifiedDate": stamp,
-            "LastModifiedById": self.integration_user_id,
+            "LastModifiedById": as_user or self.integration_user_id,
             "SystemModstamp": stamp,
         }
         columns = list(values)
@@ -962,11 +962,12 @@ class Store:
                 self._note_order_change(CREATE, None, row, {k: v for k, v in row.items() if v is not None})
         return record_id
 
-    def update(self, sobject: str, record_id: str, values: dict) -> None:
-        """Change fields of a live record through the org's validation and rules."""
+    def update(self, sobject: str, record_id: str, values: dict, *, as_user: str | None = None) -> None:
+        """Change fields of a live record through the org's validation and rules; ``as_user``: the
+        user making the change (LastModifiedById), another than the integration user (an edit in the UI)."""
         obj = self._sobject(sobject)
         with self.transaction():
-            self._update_record(obj, self._live_record(obj, record_id, reading=False), values)
+            self._update_record(obj, self._live_record(obj, record_id, reading=False), values, as_user=as_user)
 
     def update_each(self, sobject: str, updates: Sequence[tuple[str, dict]]) -> list[SalesforceError | None]:
         """Apply ``(record_id, values)`` updates in order, each on its own exactly as :meth:`update`
@@ -990,7 +991,7 @@ class Store:
                         outcomes.append(None)
         return outcomes
 
-    def _update_record(self, obj: SObject, before: dict, values: dict) -> dict:
+    def _update_record(self, obj: SObject, before: dict, values: dict, *, as_user: str | None = None) -> dict:
         """Check and write one update of the live record ``before``; returns the record as written.
         Every check runs before the first write, so an update that fails has written nothing
         (which lets :meth:`update_each` go on without a savepoint per record)."""
@@ -1004,7 +1005,7 @@ class Store:
         self._check_unique(obj, {name: after[name] for name in changes}, before["Id"])
         # -- writes from here on
         changed = {k: v for k, v in after.items() if before.get(k) != v}
-        after.update(self._write(obj, before["Id"], changed, stamp))
+        after.update(self._write(obj, before["Id"], changed, stamp, as_user=as_user))
         if obj.name == "OrderItem":
             self._refresh_order_total(before["OrderId"])
         elif obj.name == "Order" and changed:

@@ -249,3 +249,20 @@ def test_ingest_update_applies_write_faults_row_by_row(
         [locked, f"UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record or 1 records: {locked}", locked, "b"],
     ]  # fmt: skip
     assert succeeded == [[other, "false", other, "c"], [locked, "false", locked, "d"]]  # the lock held once
+
+
+def test_a_bulk_job_delay_keeps_a_job_in_progress_past_one_created_after_it_without(
+    api: Callable[..., requests.Response], sandbox: SandboxServer
+):
+    """The realistic-latency bench's Salesforce-side queue (``bulk_job_delay_ms``)."""
+    query = {"operation": "query", "query": "SELECT Id FROM Order"}
+    sandbox.admin.set_faults(bulk_job_delay_ms=600_000)
+    try:
+        delayed = api("POST", "jobs/query", json=query).json()
+    finally:
+        sandbox.admin.clear_faults()
+    prompt = api("POST", "jobs/query", json=query).json()
+    deadline = time.monotonic() + JOB_DEADLINE_SECONDS
+    while api("GET", f"jobs/query/{prompt['id']}").json()["state"] != "JobComplete":
+        assert time.monotonic() < deadline
+    assert api("GET", f"jobs/query/{delayed['id']}").json()["state"] == "InProgress"

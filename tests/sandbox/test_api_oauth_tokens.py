@@ -156,3 +156,15 @@ def test_identity_url_from_the_login_answers_who_the_token_is(sandbox: SandboxSe
     assert http.get(answer["id"], params={"oauth_token": answer["access_token"]}).status_code == 200
     refused = http.get(answer["id"], headers={"Authorization": "Bearer nope"})
     assert (refused.status_code, refused.text) == (403, "Bad_OAuth_Token")
+
+
+def test_userinfo_answers_the_tokens_user(sandbox: SandboxServer, http: requests.Session):
+    """What the write-back asks to know its own LastModifiedById (no echo)."""
+    answer = _refresh(sandbox, http, sandbox.credentials["refresh_token"]).json()
+    response = http.get(f"{sandbox.url}/services/oauth2/userinfo", headers={"Authorization": f"Bearer {answer['access_token']}"})
+    assert response.status_code == 200
+    info = response.json()
+    assert info["user_id"] == sandbox.store.integration_user_id
+    assert info["sub"] == answer["id"]
+    refused = http.get(f"{sandbox.url}/services/oauth2/userinfo", headers={"Authorization": "Bearer nope"})
+    assert (refused.status_code, refused.text) == (403, "Bad_OAuth_Token")

@@ -558,3 +558,29 @@ def test_queued_rows_take_the_imported_status_the_config_names_when_they_are_sen
     drain(engine, hook, imported_status="Synced")
 
     assert {r["Status"] for r in hook.sent() if r["attributes"]["type"] == "Order"} == {"Synced"}
+
+
+def test_an_org_that_does_not_say_who_we_are_leaves_the_echo_to_be_read_back(engine, loaded):
+    """userinfo refused: the write-back still writes everything and keeps no span of its own writes
+    (the next run then reads the orders written, as before the no-echo change)."""
+    from salesforce_orders.own_writes import OWN_WRITES_KEY
+    from salesforce_orders.salesforce import SalesforceApiError
+
+    class NoUserinfo(FakeSalesforce):
+        def integration_user_id(self) -> str:
+            raise SalesforceApiError("Salesforce answered 403 to userinfo", status=403)
+
+    loaded(1, 2)
+    hook = NoUserinfo()
+    drainer = OutboxDrainer(
+        engine, hook, tables=tables(), run_id="run-wb", order_object="Order", imported_status="Imported",  # type: ignore[arg-type]
+        card_fields=DEFAULT_CARD_FIELDS, max_attempts=5, now=T0, own_writes_table=tables().sync_state,
+    )
+
+    summary = drainer.drain()
+
+    assert summary.written == len(outbox(engine)) > 0
+    assert not any("LastModifiedById" in q for q in hook.queries)
+    s = tables().sync_state
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(s.c.value).where(s.c.key == OWN_WRITES_KEY)).scalar() is None

@@ -64,8 +64,9 @@ warehouse, then writes the outcome back to Salesforce:
   PostgreSQL), Variable `salesforce_orders_config` (JSON; every key optional, see
   `docs/configuration.md`).
 * **Writes**: warehouse tables `external_orders`, `external_order_items`, `order_services`,
-  `customers`, `customer_locations`, `quarantined_orders`, `import_runs`, `writeback_outbox`,
-  `sync_state`; in Salesforce: Order `Status` → Imported (when the org has it), card fields X-ed
+  `products`, `customers` (with every ancestor Account), `customer_locations`, `quarantined_orders`,
+  `skipped_orders`, `import_runs`, `writeback_outbox`, `currency_rates`, `sync_state`, and with
+  `history_mode` the version tables; in Salesforce: Order `Status` → Imported (when the org has it), card fields X-ed
   out (also on orders quarantined, skipped or set back to Draft), the customer id onto the Account.
   Card numbers typed into other fields are masked before anything is stored; such orders are
   flagged `card_data_masked`.

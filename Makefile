@@ -20,6 +20,7 @@ help:
 	@echo "make up       airflow standalone + sandbox, UI on http://localhost:8080"
 	@echo "make up-celery  CeleryExecutor on this host (Redis, PostgreSQL, two workers) + sandbox, UI on http://127.0.0.1:8080"
 	@echo "make bench    benchmark the pipeline at 10k and 100k orders against PostgreSQL (BENCH_ARGS=...)"
+	@echo "make bench-latency  seconds from an order's activation to its write-back COMPLETE, events on vs the schedule alone (BENCH_ARGS=...)"
 	@echo "make lint     ruff"
 	@echo "make lock     re-resolve constraints.txt from requirements.txt"
 	@echo "make proto    regenerate the committed Pub/Sub API stubs from include/salesforce_pubsub_api/pubsub_api.proto"
@@ -73,6 +74,9 @@ up-celery: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m salesforce_orders_local.bench $(BENCH_ARGS)
+
+bench-latency: $(STAMP)
+	$(BIN)/python -m salesforce_orders_local.bench_latency $(BENCH_ARGS)
 
 lock: $(STAMP)
 	$(BIN)/uv pip compile requirements.txt --python $(BIN)/python --no-header --no-annotate -o constraints.txt

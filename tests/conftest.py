@@ -72,14 +72,9 @@ def org(sandbox: Any, org_size: tuple[int, int]) -> Iterator[Any]:
 
 def activatable_orders(org: Any, count: int) -> list[str]:
     """Ids of ``count`` Draft orders of the sandbox org that have products (so they can be activated)."""
-    with org.store.lock:
-        rows = org.store.conn.execute(
-            'SELECT o.Id FROM "Order" o WHERE o.StatusCode = ? AND o.IsDeleted = 0 AND EXISTS '
-            '(SELECT 1 FROM "OrderItem" i WHERE i.OrderId = o.Id AND i.IsDeleted = 0) ORDER BY o.Id LIMIT ?',
-            ("Draft", count),
-        ).fetchall()
-    assert len(rows) == count, "the seeded org has too few Draft orders with products"
-    return [r[0] for r in rows]
+    ids = org.store.activatable_order_ids(count)
+    assert len(ids) == count, "the seeded org has too few Draft orders with products"
+    return ids
 
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # While events are off, the Variable is read again this often (turning them on needs no restart).
 DISABLED_RECHECK_SECONDS = 60.0
 MAX_RECONNECT_DELAY_SECONDS = 60.0
+# How often the position is stored while nothing is handed on (echoes, keep-alives).
+POSITION_SAVE_SECONDS = 30.0
 
 
 @dataclass
@@ -157,6 +159,7 @@ class OrderEventsTrigger(BaseEventTrigger):
         loop = asyncio.get_running_loop()
         order_ids: dict[str, None] = {}
         changes, seen_up_to, deadline = 0, None, None
+        position_saved_at = -POSITION_SAVE_SECONDS
         try:
             while True:
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
@@ -182,11 +185,13 @@ class OrderEventsTrigger(BaseEventTrigger):
                     order_ids.update(dict.fromkeys(change.order_ids))
                     if deadline is None:
                         deadline = loop.time() + sub.window_seconds
-                if deadline is None:
-                    # Nothing waits to be handed on: remember how far the topic has been read
-                    # (echoes, or a keep-alive's latest replay id), so a restart does not re-read it.
+                if deadline is None and loop.time() >= position_saved_at + POSITION_SAVE_SECONDS:
+                    # Nothing waits to be handed on: remember now and then how far the topic has been
+                    # read (echoes, or a keep-alive's latest replay id), so a restart need not re-read
+                    # it all. Not at every answer: each save is a warehouse write, beside the import's.
                     position = seen_up_to if answer.events else answer.latest_replay_id
                     if position:
                         await sync_to_async(sub.replays.save)(position)
+                        position_saved_at = loop.time()
         finally:
             reader.cancel()

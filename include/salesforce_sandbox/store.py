@@ -604,6 +604,16 @@ class Store:
 
     # -- change tracking -----------------------------------------------------------------------
 
+    def activatable_order_ids(self, limit: int) -> list[str]:
+        """Up to ``limit`` Draft orders that have products (so they can be activated), by Id."""
+        with self.lock:
+            rows = self.conn.execute(
+                'SELECT o.Id FROM "Order" o WHERE o.StatusCode = ? AND +o.IsDeleted = 0 AND EXISTS '
+                '(SELECT 1 FROM "OrderItem" i WHERE i.OrderId = o.Id AND +i.IsDeleted = 0) ORDER BY o.Id LIMIT ?',
+                (DRAFT_CATEGORY, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def _replication_window(self, start: datetime, end: datetime) -> tuple[str, str]:
         """(start, latest date covered) of an updated/ or deleted/ call, as stored dateTimes."""
         now = as_utc(self.clock())

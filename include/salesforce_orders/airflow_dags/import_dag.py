@@ -137,6 +137,27 @@ def _budget_left(ti) -> int | None:
     return None
 
 
+# At most this many change events that came after a run's own are added to it (see below).
+LATE_EVENTS_LIMIT = 200
+
+
+def _event_run_order_ids(context) -> list[str]:
+    """The Order ids of an event run: those of its triggering asset events, and of the events that
+    came after them. While a run is active, the scheduler queues the next one at the first new event
+    and gives it only the events up to that one; events arriving until it is created start no run of
+    their own (Airflow's asset queue keeps one entry per asset). Taking them here imports them now
+    rather than at the next event or the next scheduled run; a later run re-syncing them is a no-op."""
+    from salesforce_orders.runs import order_ids_of_events
+
+    triggering = context.get("triggering_asset_events") or {}
+    order_ids = order_ids_of_events(triggering)
+    if not order_ids:
+        return []
+    newest = max(event.timestamp for events in triggering.values() for event in events)
+    later = context["inlet_events"][ORDER_CHANGES].after(newest.isoformat()).limit(LATE_EVENTS_LIMIT)
+    return list(dict.fromkeys([*order_ids, *order_ids_of_events({ORDER_CHANGES: list(later)})]))
+
+
 def _run_facts() -> dict:
     context = get_current_context()
     dag_run = context["dag_run"]
@@ -177,16 +198,14 @@ def retried_tasks(*, max_retry_delay: timedelta, execution_timeout: timedelta) -
     },
 )
 def salesforce_orders_import():
-    @task(doc_md=TASK_DOCS["extract"])
+    @task(doc_md=TASK_DOCS["extract"], inlets=[ORDER_CHANGES])
     def extract() -> dict:
         from salesforce_orders import stages
 
         facts = _run_facts()
         dag_run, context = facts["dag_run"], facts["context"]
-        from salesforce_orders.runs import order_ids_of_events
-
         params = dict(context["params"])
-        order_ids = order_ids_of_events(context.get("triggering_asset_events") or {})
+        order_ids = _event_run_order_ids(context)
         if order_ids:  # an event run: just the orders of its change events
             params["order_ids"] = order_ids
         return stages.extract(

@@ -1,0 +1,287 @@
+"""``make bench-latency``: seconds from an order's activation in Salesforce to its write-back COMPLETE.
+
+Under ``airflow standalone`` (scheduler, dag-processor, api-server and triggerer) against the
+sandbox and a PostgreSQL warehouse (a schema of its own per mode; SQLite's one writer at a time
+would have the import, the trigger and the downstream example DAG wait for each other), once per mode:
+
+- ``events``: the import's event-driven runs on (``events.enabled``) beside the 15-minute schedule;
+- ``schedule``: the schedule alone (events off).
+
+Each mode starts a fresh Airflow and org, waits for the first scheduled run (the initial load) to
+finish, then activates orders one by one at random intervals, as users would, and watches the
+warehouse until each order's lifecycle is COMPLETE (written back to Salesforce). It prints p50 / p95
+/ max per mode and writes them as JSON.
+
+    python -m salesforce_orders_local.bench_latency --activations 12 --modes events schedule
+
+The Airflow settings the events mode runs with are :data:`LATENCY_SETTINGS` (printed with the
+figures); README's *Event-driven import* explains where the seconds go.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .airflow_env import (
+    DAG_ID,
+    PROJECT_ROOT,
+    configure,
+    connection_env,
+    ensure_pool,
+    postgres_warehouse_connection,
+    variable_env,
+)
+from .bench import DEFAULT_PG
+
+POLL_SECONDS = 0.25  # how often the warehouse is looked at: the figures' resolution
+# Airflow settings for short reaction times (events mode): what a run waits for between its steps.
+LATENCY_SETTINGS = {
+    # The scheduler sleeps this long when a loop found nothing to do (default 1 s): a finished task's
+    # successor, or a new asset event's run, waits up to that.
+    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
+    # LocalExecutor: several task processes ready at once (the run's tasks are sequential; the
+    # report of one run may overlap the next run's extract).
+    "AIRFLOW__CORE__PARALLELISM": "4",
+}
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank percentile (``share`` in 0..1) of ``values``."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(share * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summarise(latencies: list[float]) -> dict[str, Any]:
+    return {
+        "samples": len(latencies),
+        "p50_s": round(statistics.median(latencies), 1) if latencies else None,
+        "p95_s": round(percentile(latencies, 0.95), 1) if latencies else None,
+        "max_s": round(max(latencies), 1) if latencies else None,
+    }
+
+
+def _warehouse_rows(engine: Any, schema: str, sql: str, **params: Any) -> list[tuple]:
+    import sqlalchemy as sa
+
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'SET search_path TO "{schema}"'))
+            return conn.execute(sa.text(sql), params).fetchall()
+    except sa.exc.ProgrammingError:  # the tables are not created yet
+        return []
+
+
+def _wait(condition: Any, what: str, timeout: float, process: subprocess.Popen, log: Path) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if process.poll() is not None:
+            raise RuntimeError(f"airflow standalone exited while waiting for {what}; see {log}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"never saw {what} within {timeout:.0f} s; see {log}")
+        time.sleep(POLL_SECONDS)
+
+
+STAGE_ORDER = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back")
+
+
+def where_time_goes(metadata_url: str) -> dict[str, float]:
+    """Mean seconds per step of the import's runs, from Airflow's metadata: the run waiting to start
+    (queued behind the previous run), each stage up to the write-back, and the scheduler's gaps
+    between one stage's end and the next one's start (queueing and task start-up included)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(metadata_url)
+    try:
+        with engine.connect() as conn:
+            runs = conn.execute(sa.text(
+                "SELECT run_id, run_after, start_date FROM dag_run WHERE dag_id = :d AND start_date IS NOT NULL "
+                "AND run_type IN ('asset_triggered', 'scheduled') ORDER BY start_date OFFSET 1"), {"d": DAG_ID}).all()
+            tasks = conn.execute(sa.text(
+                "SELECT run_id, task_id, start_date, end_date FROM task_instance WHERE dag_id = :d "
+                "AND start_date IS NOT NULL AND end_date IS NOT NULL"), {"d": DAG_ID}).all()
+    finally:
+        engine.dispose()
+    by_run: dict[str, dict[str, tuple]] = {}
+    for run_id, task_id, start, end in tasks:
+        by_run.setdefault(run_id, {})[task_id] = (start, end)
+    steps: dict[str, list[float]] = {}
+    for run_id, run_after, started in runs:  # the first run, the initial load, is left out
+        stages = by_run.get(run_id, {})
+        if not all(name in stages for name in STAGE_ORDER):
+            continue
+        steps.setdefault("created → started (waiting for the previous run)", []).append((started - run_after).total_seconds())
+        steps.setdefault("started → extract starts", []).append((stages["extract"][0] - started).total_seconds())
+        for before, after in zip(STAGE_ORDER, STAGE_ORDER[1:], strict=False):
+            steps.setdefault(before, []).append((stages[before][1] - stages[before][0]).total_seconds())
+            steps.setdefault("gaps between stages", []).append((stages[after][0] - stages[before][1]).total_seconds())
+        steps.setdefault("write_back", []).append((stages["write_back"][1] - stages["write_back"][0]).total_seconds())
+    return {step: round(statistics.mean(values), 2) for step, values in steps.items()}
+
+
+def _stop(airflow: subprocess.Popen) -> None:
+    """Stop standalone and every component it started (its process group)."""
+    try:
+        os.killpg(airflow.pid, signal.SIGTERM)
+        airflow.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(airflow.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def bench_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    from salesforce_orders.order_events import ReplayStore
+    from salesforce_sandbox.events import CHANGE_EVENT_TOPIC, replay_bytes
+    from salesforce_sandbox.server import SandboxServer
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    url = sa.make_url(args.pg_url)
+    engine = sa.create_engine(url)
+    schema = f"bench_latency_{mode}_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.execute(sa.schema.CreateSchema(schema))
+    # Airflow's metadata on PostgreSQL too: scheduler, triggerer, dag-processor and api-server all
+    # write it at once, which SQLite's one writer turns into waits (and stalls).
+    metadata_db = f"airflow_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{metadata_db}"'))
+    metadata_url = url.set(database=metadata_db).render_as_string(hide_password=False)
+    org = airflow = None
+    try:
+        org = SandboxServer(port=0, orders=args.orders, seed=args.seed, state_dir=work / "sandbox").start()
+        events_on = mode == "events"
+        env = {
+            **connection_env("salesforce_default", org.airflow_connection()),
+            **connection_env("orders_warehouse", postgres_warehouse_connection(
+                url.host, url.port or 5432, url.database, url.username, url.password)),
+            **variable_env("salesforce_orders_config", {
+                "enabled": True, "warehouse_schema": schema,
+                "events": {"enabled": events_on, "window_seconds": args.window_seconds}}),
+            "SALESFORCE_ORDERS_SCHEDULE": args.schedule,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": metadata_url,  # psycopg 3 serves both
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__API__PORT": str(args.port),
+            # Task processes report to the api-server's execution API: on the port it listens on.
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{args.port}/execution/",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            **(LATENCY_SETTINGS if events_on or args.tune_schedule else {}),
+        }
+        home = work / "airflow"
+        configure(home, env)
+        ensure_pool()
+        if events_on:
+            # The trigger resumes from here: an activation made before it has subscribed is not missed.
+            ReplayStore(engine, schema, CHANGE_EVENT_TOPIC).save(replay_bytes(org.events.latest_replay()))
+        log = work / "standalone.log"
+        with log.open("wb") as out:
+            # A session of its own: standalone's components (scheduler, triggerer, …) are stopped with it.
+            airflow = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env={**os.environ},
+                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        print(f"[{mode}] waiting for the first scheduled run (the initial load) …", flush=True)
+        _wait(lambda: _warehouse_rows(engine, schema, "SELECT 1 FROM import_runs WHERE status = 'success'"),
+              "the initial load", args.startup_timeout, airflow, log)
+        candidates = org.store.activatable_order_ids(args.activations)
+        rng = random.Random(args.seed)
+        activated_at: dict[str, float] = {}
+        completed_at: dict[str, float] = {}
+
+        def note_completions() -> None:
+            waiting = [o for o in activated_at if o not in completed_at]
+            if not waiting:
+                return
+            rows = _warehouse_rows(engine, schema, "SELECT sf_order_id FROM external_orders "
+                                   "WHERE lifecycle_state = 'COMPLETE' AND sf_order_id = ANY(:ids)", ids=waiting)
+            now = time.time()
+            for (order_id,) in rows:
+                completed_at.setdefault(order_id, now)
+
+        for order_id in candidates:
+            gap = (args.min_gap, args.max_gap) if events_on else (args.schedule_min_gap, args.schedule_max_gap)
+            pause_until = time.monotonic() + rng.uniform(*gap)
+            while time.monotonic() < pause_until:
+                note_completions()
+                time.sleep(POLL_SECONDS)
+            with org.store.lock:
+                org.store.update("Order", order_id, {"Status": "Activated"})
+            activated_at[order_id] = time.time()
+            print(f"[{mode}] activated {order_id}", flush=True)
+        _wait(lambda: (note_completions(), len(completed_at) == len(activated_at))[1],
+              "every activated order COMPLETE", args.completion_timeout, airflow, log)
+        breakdown = where_time_goes(metadata_url)
+    finally:
+        if airflow is not None:
+            _stop(airflow)
+        if org is not None:
+            org.stop()
+        with engine.begin() as conn:
+            conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{metadata_db}" WITH (FORCE)'))
+        engine.dispose()
+        admin.dispose()
+    latencies = [completed_at[o] - activated_at[o] for o in activated_at]
+    return {"mode": mode, **summarise(latencies), "latencies_s": [round(v, 1) for v in latencies],
+            "mean_seconds_per_step": breakdown}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modes", nargs="+", choices=["events", "schedule"], default=["events", "schedule"])
+    parser.add_argument("--activations", type=int, default=12)
+    parser.add_argument("--min-gap", type=float, default=2.0, help="seconds between activations, at least (events)")
+    parser.add_argument("--max-gap", type=float, default=30.0, help="seconds between activations, at most (events)")
+    parser.add_argument("--schedule-min-gap", type=float, default=20.0,
+                        help="seconds between activations, at least, with the schedule alone (spread over its interval)")
+    parser.add_argument("--schedule-max-gap", type=float, default=180.0)
+    parser.add_argument("--schedule", default="*/15 * * * *", help="the import's cron (both modes)")
+    parser.add_argument("--window-seconds", type=float, default=1.0, help="events.window_seconds")
+    parser.add_argument("--tune-schedule", action="store_true", help="also run the schedule mode with LATENCY_SETTINGS")
+    parser.add_argument("--pg-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_PG), help="the warehouse's server")
+    parser.add_argument("--orders", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--port", type=int, default=8089, help="the api-server's port")
+    parser.add_argument("--startup-timeout", type=float, default=600)
+    parser.add_argument("--completion-timeout", type=float, default=1800)
+    parser.add_argument("--output", default=str(PROJECT_ROOT / "bench-results" / "bench-latency.json"))
+    args = parser.parse_args(argv)
+
+    results = [bench_mode(mode, args, PROJECT_ROOT / ".local" / "bench-latency" / mode) for mode in args.modes]
+    report = {"dag_id": DAG_ID, "schedule": args.schedule, "settings": LATENCY_SETTINGS,
+              "window_seconds": args.window_seconds, "results": results}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=2))
+    print("\nactivation → write-back COMPLETE (seconds)")
+    print(f"{'mode':<10}{'samples':>8}{'p50':>8}{'p95':>8}{'max':>8}")
+    for r in results:
+        print(f"{r['mode']:<10}{r['samples']:>8}{r['p50_s']:>8}{r['p95_s']:>8}{r['max_s']:>8}")
+    for r in results:
+        print(f"\n{r['mode']}: mean seconds per step of a run (the first run, the initial load, left out)")
+        for step, seconds in r["mean_seconds_per_step"].items():
+            print(f"  {step:<52}{seconds:>7.2f}")
+    print(f"\n(events mode settings: {LATENCY_SETTINGS}; written to {args.output})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,6 +21,10 @@ _STOPPED = (
 )
 
 
+# What Salesforce answers while it is down or being maintained; the hook retries these first.
+OUTAGE_STATUSES = frozenset({502, 503, 504})
+
+
 class SalesforceUnavailable(RuntimeError):
     """Salesforce did not answer (down, unreachable or too slow); Airflow retries the task."""
 
@@ -155,6 +159,9 @@ def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., 
             conn_id = _config().salesforce_conn_id
             raise SalesforceUnavailable(f"{name}: Salesforce (Airflow connection {conn_id!r}) did not answer: {exc}") from exc
         except SalesforceApiError as exc:
+            if exc.status in OUTAGE_STATUSES:  # still 502/503/504 after the hook's own retries: an outage
+                conn_id = _config().salesforce_conn_id
+                raise SalesforceUnavailable(f"{name}: Salesforce (Airflow connection {conn_id!r}) did not answer: {exc}") from exc
             if exc.code not in QUERY_NAME_ERRORS:
                 raise
             raise AirflowFailException(f"{name}: {_refused_name_message(exc, _config())}") from None

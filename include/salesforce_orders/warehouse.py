@@ -370,8 +370,11 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
             "extracted", "valid", "quarantined", "skipped", "inserted", "updated", "unchanged",
             "written_back", "writeback_failed", "deactivated", "api_calls",
         )],
-        sa.Column("duration_seconds", sa.Float),
+        sa.Column("duration_seconds", sa.Float),  # from the DAG run's start: retries included
         sa.Column("message", sa.Text),
+        sa.Column("failed_stage", sa.String(40)),  # the stage whose last try failed (migration 0009)
+        sa.Column("failure_reason", sa.Text),  # its error's first line, card numbers masked
+        sa.Column("failed_tries", sa.Integer),  # how often that stage was tried and failed
         _one_of("status", RUN_STATUSES, "status"),
     )
 

@@ -155,10 +155,23 @@ def _format_money(value: float | None, currency: str | None) -> str:
     return "" if value is None else f"{value:,.2f} {currency or ''}".strip()
 
 
+def _format_duration(seconds: float | None) -> str:
+    """A run's duration as people read it: 42.3 s, 4 min 41 s, 2 h 05 min."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
 def _templates() -> Environment:
     env = Environment(loader=PackageLoader("salesforce_orders_ui", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["ts"] = _format_ts
     env.filters["money"] = _format_money
+    env.filters["duration"] = _format_duration
     return env
 
 

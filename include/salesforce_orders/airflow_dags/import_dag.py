@@ -209,7 +209,7 @@ def salesforce_orders_import():
         facts = _run_facts()
         ti = facts["context"]["ti"]
         results = {stage: ti.xcom_pull(task_ids=stage, default=None) for stage in STAGES}
-        summary = stages.report(run_id=facts["run_id"], results=results)
+        summary = stages.report(run_id=facts["run_id"], results=results, run_started=facts["dag_run"].start_date)
         _fail_if_a_stage_failed(facts)
         return summary
 

@@ -1,0 +1,29 @@
+"""``import_runs.failed_stage``, ``failure_reason`` and ``failed_tries``: where and why a run failed,
+and how often that stage was tried, so the run's row says it without opening the task log.
+
+Revision ID: 0009
+Revises: 0008
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from salesforce_orders.migrations import irreversible, warehouse_schema
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    for column in (
+        sa.Column("failed_stage", sa.String(40)),
+        sa.Column("failure_reason", sa.Text),
+        sa.Column("failed_tries", sa.Integer),
+    ):
+        op.add_column("import_runs", column, schema=warehouse_schema())
+
+
+def downgrade() -> None:
+    irreversible(revision)

@@ -32,6 +32,7 @@ from salesforce_orders.warehouse import Tables, WarehouseConnectionError, engine
 
 from . import queries
 from .actions import schedule_failed_writebacks
+from .health import Schedule, health, import_schedule
 from .mount import DAG_ID, URL_PREFIX, VIEW_NAME
 from .shipment_queries import shipments_of
 
@@ -97,6 +98,7 @@ class Warehouse:
     tables: Tables
     key: tuple[str, str | None]
     created: float
+    freshness_minutes: int = 120  # notifications.no_success_after_minutes: past it, failing runs are a stalled import
 
 
 class WarehouseSource:
@@ -106,6 +108,7 @@ class WarehouseSource:
         self._lock = threading.Lock()
         self._config_read = 0.0
         self._key: tuple[str, str | None] | None = None
+        self._freshness_minutes = 120
         self._warehouse: Warehouse | None = None
 
     def _configured_key(self) -> tuple[str, str | None]:
@@ -116,6 +119,7 @@ class WarehouseSource:
             except ConfigError as exc:
                 raise WarehouseUnavailable(str(exc)) from None
             self._key, self._config_read = (config.warehouse_conn_id, config.warehouse_schema), now
+            self._freshness_minutes = config.notifications.no_success_after_minutes
         return self._key
 
     def get(self) -> Warehouse:
@@ -139,6 +143,7 @@ class WarehouseSource:
                 "The warehouse has no orders table yet: no import has run. Trigger the "
                 f"{DAG_ID} DAG, or wait for its next scheduled run."
             )
+        current.freshness_minutes = self._freshness_minutes
         return current
 
 
@@ -228,8 +233,9 @@ class Links:
 # ---------------------------------------------------------------------------------------
 
 
-def create_app(source: WarehouseSource | None = None) -> FastAPI:
-    """The External Orders app; ``source`` finds the warehouse (default: through the import's config)."""
+def create_app(source: WarehouseSource | None = None, schedule_of: Callable[[str], Schedule] = import_schedule) -> FastAPI:
+    """The External Orders app; ``source`` finds the warehouse (default: through the import's config),
+    ``schedule_of`` asks Airflow whether the import DAG is paused and when it runs next."""
     app = FastAPI(title=VIEW_NAME, docs_url=None, redoc_url=None, openapi_url=None)
     source = source or WarehouseSource()
     templates = _templates()
@@ -246,6 +252,7 @@ def create_app(source: WarehouseSource | None = None) -> FastAPI:
 
     def render(request: Request, user: Any, template: str, tab: str, **context: Any) -> HTMLResponse:
         links = Links.for_request(request)
+        context.setdefault("schedule", schedule_of(DAG_ID))
         body = templates.get_template(template).render(
             tab=tab,
             links=links,
@@ -263,10 +270,12 @@ def create_app(source: WarehouseSource | None = None) -> FastAPI:
             warehouse = source.get()
         except WarehouseUnavailable as exc:
             return render(request, user, "unavailable.html", tab, problem=str(exc))
+        schedule = schedule_of(DAG_ID)
         with warehouse.engine.connect() as conn:
             context = reader_fn(conn, warehouse.tables)
             context["overview"] = queries.overview(conn, warehouse.tables)
-        return render(request, user, template, tab, **context)
+            context["health"] = health(conn, warehouse.tables, threshold_minutes=warehouse.freshness_minutes, schedule=schedule)
+        return render(request, user, template, tab, schedule=schedule, **context)
 
     @app.get("/", response_class=HTMLResponse)
     def orders_page(

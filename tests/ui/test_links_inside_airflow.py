@@ -77,6 +77,17 @@ def test_a_run_id_and_its_summary_log_open_airflows_run_and_task_pages(stack, ai
     lands_on(airflow, stack, f"/dags/{DAG_ID}/runs/{quote(dag_run_id, safe='')}/tasks/report")
 
 
+def test_the_health_line_says_healthy_and_its_last_success_opens_the_run(stack, airflow):
+    run = newest_import_run(stack)
+    frame = open_view(airflow)
+    health = frame.locator("#health")
+    assert health.get_attribute("data-state") == "healthy"
+    assert "min ago" in health.locator("#last-success").inner_text()
+    assert "Next run:" in health.locator("#next-run").inner_text()
+    health.get_by_role("link", name=run["run_id"]).click()
+    lands_on(airflow, stack, f"/dags/{DAG_ID}/runs/{quote(run['dag_run_id'] or run['run_id'], safe='')}")
+
+
 def test_a_quarantined_orders_run_link_opens_airflows_run_page(stack, airflow):
     row = stack.query("SELECT order_number, run_id FROM quarantined_orders WHERE released_at IS NULL ORDER BY order_number LIMIT 1")[0]
     frame = open_view(airflow)

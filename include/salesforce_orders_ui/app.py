@@ -32,6 +32,7 @@ from salesforce_orders.warehouse import Tables, WarehouseConnectionError, engine
 
 from . import queries
 from .actions import schedule_failed_writebacks
+from .config_in_effect import ConfigInEffect, read_config_in_effect
 from .health import Schedule, health, import_schedule
 from .mount import DAG_ID, URL_PREFIX, VIEW_NAME
 from .shipment_queries import shipments_of
@@ -233,7 +234,11 @@ class Links:
 # ---------------------------------------------------------------------------------------
 
 
-def create_app(source: WarehouseSource | None = None, schedule_of: Callable[[str], Schedule] = import_schedule) -> FastAPI:
+def create_app(
+    source: WarehouseSource | None = None,
+    schedule_of: Callable[[str], Schedule] = import_schedule,
+    config_in_effect: Callable[[], ConfigInEffect] = read_config_in_effect,
+) -> FastAPI:
     """The External Orders app; ``source`` finds the warehouse (default: through the import's config),
     ``schedule_of`` asks Airflow whether the import DAG is paused and when it runs next."""
     app = FastAPI(title=VIEW_NAME, docs_url=None, redoc_url=None, openapi_url=None)
@@ -332,6 +337,11 @@ def create_app(source: WarehouseSource | None = None, schedule_of: Callable[[str
             return {"page": result, "page_url": lambda n: links.page("/runs", {"page": n})}
 
         return read(request, user, "runs", "runs.html", runs)
+
+    @app.get("/config", response_class=HTMLResponse)
+    def config_page(request: Request, user: Reader) -> HTMLResponse:
+        """The configuration in effect, each key's source, and environment variables hiding stored values."""
+        return render(request, user, "config.html", "config", config=config_in_effect())
 
     @app.post("/api/writebacks/retry")
     def retry_writebacks(user: Triggerer) -> dict[str, int]:

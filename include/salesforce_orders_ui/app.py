@@ -35,6 +35,7 @@ from .actions import schedule_failed_writebacks
 from .config_in_effect import ConfigInEffect, read_config_in_effect
 from .health import Schedule, health, import_schedule
 from .mount import DAG_ID, URL_PREFIX, VIEW_NAME
+from .order_story import order_story
 from .shipment_queries import shipments_of
 
 CONFIG_TTL_SECONDS = 60  # how long a read of the Variable is trusted before it is read again
@@ -337,6 +338,11 @@ def create_app(
             return {"page": result, "page_url": lambda n: links.page("/runs", {"page": n})}
 
         return read(request, user, "runs", "runs.html", runs)
+
+    @app.get("/order", response_class=HTMLResponse)
+    def order_page(request: Request, user: Reader, q: str = "") -> HTMLResponse:
+        """Where is order X (OrderNumber or Salesforce id), and its whole story: data, quarantine, write-backs."""
+        return read(request, user, "order", "order.html", lambda conn, t: {"story": order_story(conn, t, q)})
 
     @app.get("/config", response_class=HTMLResponse)
     def config_page(request: Request, user: Reader) -> HTMLResponse:

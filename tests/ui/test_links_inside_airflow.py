@@ -12,6 +12,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
+from test_external_orders_page import shot
 
 pytestmark = pytest.mark.e2e
 
@@ -118,6 +119,24 @@ def test_tabs_pages_and_filters_stay_in_the_frame(stack, airflow):
 
     frame.locator("nav.tabs").get_by_role("link", name="Orders").click()
     lands_on(airflow, stack, f"{VIEW_IN_AIRFLOW}/external-orders/")
+
+
+def test_where_is_order_x_and_an_orders_story_stay_in_the_frame(stack, airflow):
+    number = stack.query("SELECT order_number FROM external_orders ORDER BY order_number LIMIT 1")[0]["order_number"]
+    frame = open_view(airflow)
+    frame.locator("#where-is-q").fill(number)
+    frame.locator("#where-is-q").press("Enter")
+    airflow.wait_for_url(f"**{VIEW_IN_AIRFLOW}/external-orders/order?q={number}")
+    assert frame.locator("#where").get_attribute("data-where") == "loaded"
+    frame.locator("#order-writebacks").wait_for()
+    shot(airflow, stack, "external-orders-order-story")
+
+    frame.locator("nav.tabs").get_by_role("link", name="Orders").click()
+    first = frame.locator("#orders tbody tr").first
+    listed = first.get_attribute("data-order-number")
+    first.get_by_role("link", name=f"{listed}: its story").click()
+    airflow.wait_for_url(f"**{VIEW_IN_AIRFLOW}/external-orders/order?q={listed}")
+    assert frame.locator("#where").get_attribute("data-where") == "loaded"
 
 
 def test_open_in_salesforce_opens_the_order_in_a_new_tab(stack, airflow):

@@ -143,11 +143,15 @@ def order_conditions(t: Tables, flt: OrderFilter) -> list[sa.ColumnElement[bool]
 
 
 def sync_status(lifecycle_state: str, lifecycle_error: str | None) -> str:
-    """The mark the page shows: ``ok`` (green), ``failed`` (red) or ``pending``."""
+    """The mark the page shows: ``ok`` (green), ``failed`` (red: Salesforce rejected it, counted as a
+    failed write-back), ``retrying`` (a transient error such as a locked row: the next run sends it,
+    not a failure) or ``pending``."""
     if lifecycle_state == COMPLETE and not lifecycle_error:
         return "ok"
-    if lifecycle_state == FAILED or lifecycle_error:
+    if lifecycle_state == FAILED:
         return "failed"
+    if lifecycle_error:
+        return "retrying"
     return "pending"
 
 

@@ -239,6 +239,7 @@ def test_the_import_dag_alerts_on_failure_and_publishes_assets():
     assert bag.import_errors == {}
     dag = bag.get_dag("salesforce_orders_import")
     assert dag.on_failure_callback
+    assert "[External Orders](/plugin/external-orders)" in dag.doc_md  # the view, from the DAG's own page
     assert {a.name for a in dag.get_task("load").outlets} == {
         f"orders_warehouse.{t}" for t in ("external_orders", "external_order_items", "order_services", "customers", "customer_locations")
     }

@@ -120,6 +120,25 @@ def test_tabs_pages_and_filters_stay_in_the_frame(stack, airflow):
     frame.locator("nav.tabs").get_by_role("link", name="Orders").click()
     lands_on(airflow, stack, f"{VIEW_IN_AIRFLOW}/external-orders/")
 
+    # the counters open their filtered lists
+    frame.locator("#counts").get_by_role("link", name="quarantined").click()
+    lands_on(airflow, stack, f"{VIEW_IN_AIRFLOW}/external-orders/quarantine")
+    frame.locator("#counts").get_by_role("link", name="failed write-backs").click()
+    lands_on(airflow, stack, f"{VIEW_IN_AIRFLOW}/external-orders/?failed=1")
+    frame.locator("#counts").get_by_role("link", name="COMPLETE").click()
+    lands_on(airflow, stack, f"{VIEW_IN_AIRFLOW}/external-orders/?state=COMPLETE")
+    assert set(frame.locator("#orders tbody .badge.COMPLETE").all_inner_texts()) == {"COMPLETE"}
+
+
+def test_a_retry_with_nothing_to_retry_is_said_in_words(stack, airflow):
+    """Before the first import the retry endpoint answers 409: the page says why, not the status code."""
+    frame = open_view(airflow)
+    airflow.route("**/external-orders/api/writebacks/retry", lambda route: route.fulfill(
+        status=409, json={"detail": "The warehouse has no orders table yet: no import has run."}))
+    frame.get_by_role("button", name="Retry failed write-backs now").click()
+    message = frame.locator("#status.error").inner_text()
+    assert message == "Nothing to do yet: The warehouse has no orders table yet: no import has run."
+
 
 def test_where_is_order_x_and_an_orders_story_stay_in_the_frame(stack, airflow):
     number = stack.query("SELECT order_number FROM external_orders ORDER BY order_number LIMIT 1")[0]["order_number"]
@@ -156,7 +175,7 @@ def test_the_run_a_resync_queued_opens_in_airflow(stack, airflow):
     frame = open_view(airflow)
     number = frame.locator("#orders tbody tr").first.get_attribute("data-order-number")
     frame.locator(f"input.pick[value='{number}']").check()
-    frame.get_by_role("button", name="Re-sync selected (1)").click()
+    frame.get_by_role("button", name="Re-sync selected (1)").dblclick()  # a double click queues one run
     frame.locator("#status.done").wait_for()
     run_id = frame.locator("#new-run").inner_text()
     assert set(stack.dag_runs()) - before == {run_id}
@@ -167,7 +186,7 @@ def test_the_run_a_resync_queued_opens_in_airflow(stack, airflow):
 def test_the_run_a_writeback_retry_queued_opens_in_airflow(stack, airflow):
     before = set(stack.dag_runs())
     frame = open_view(airflow)
-    frame.get_by_role("button", name="Retry failed write-backs now").click()
+    frame.get_by_role("button", name="Retry failed write-backs now").dblclick()  # one run, not two
     frame.locator("#status.done").wait_for()
     run_id = frame.locator("#new-run").inner_text()
     assert set(stack.dag_runs()) - before == {run_id}

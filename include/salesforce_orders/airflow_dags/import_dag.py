@@ -58,7 +58,9 @@ activated or changed since a date; `{"full_resync": true}` re-reads everything i
 **Backfill** a period exactly: `airflow backfill create --dag-id salesforce_orders_import
 --from-date 2026-01-01 --to-date 2026-01-31`.
 
-On-call: `docs/runbook.md`; the `report` task's log ends with the run summary.
+On-call: **[External Orders](/plugin/external-orders)** (also under Browse): the import's health,
+runs with the failing stage and reason, orders, quarantine, write-backs, the config in effect and
+any order's story; `docs/runbook.md`; the `report` task's log ends with the run summary.
 """
 
 TASK_DOCS = {

@@ -89,6 +89,15 @@ def test_the_health_line_says_healthy_and_its_last_success_opens_the_run(stack, 
     lands_on(airflow, stack, f"/dags/{DAG_ID}/runs/{quote(run['dag_run_id'] or run['run_id'], safe='')}")
 
 
+def test_the_runs_table_fits_a_1440_pixel_window_inside_airflow(stack, airflow):
+    frame = open_view(airflow)
+    frame.locator("nav.tabs").get_by_role("link", name="Import runs").click()
+    frame.locator("#runs tbody tr").first.wait_for()
+    widths = frame.locator("html").evaluate("html => [html.scrollWidth, html.clientWidth]")
+    assert widths[0] <= widths[1], f"the runs table needs {widths[0]} px, the frame shows {widths[1]}"
+    shot(airflow, stack, "external-orders-runs-in-airflow")
+
+
 def test_a_quarantined_orders_run_link_opens_airflows_run_page(stack, airflow):
     row = stack.query("SELECT order_number, run_id FROM quarantined_orders WHERE released_at IS NULL ORDER BY order_number LIMIT 1")[0]
     frame = open_view(airflow)

@@ -192,6 +192,26 @@ def test_the_run_a_resync_queued_opens_in_airflow(stack, airflow):
     lands_on(airflow, stack, f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}")
 
 
+def test_the_page_follows_the_run_it_queued_and_reloads_with_its_outcome(stack, airflow):
+    """No scheduler runs the queued run here: Airflow's answer for it is made "success" once the page asks."""
+
+    def finished(route):
+        if route.request.method != "GET":
+            return route.continue_()
+        response = route.fetch()
+        return route.fulfill(response=response, json={**response.json(), "state": "success"})
+
+    frame = open_view(airflow)
+    airflow.route(f"**/api/v2/dags/{DAG_ID}/dagRuns/*", finished)
+    frame.locator("body").evaluate("body => { window.beforeTheClick = true; }")
+    frame.get_by_role("button", name="Retry failed write-backs now").click()
+    told = frame.locator("#status.done", has_text="finished: success")
+    told.wait_for()
+    run_id = told.locator("#new-run").inner_text()
+    assert told.inner_text().startswith(f"Retry run {run_id} finished: success.")
+    assert frame.locator("body").evaluate("body => window.beforeTheClick === undefined")  # the page was reloaded
+
+
 def test_the_run_a_writeback_retry_queued_opens_in_airflow(stack, airflow):
     before = set(stack.dag_runs())
     frame = open_view(airflow)

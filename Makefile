@@ -55,7 +55,7 @@ test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 screenshots: $(STAMP) $(CHROMIUM)
-	UI_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/ui/test_external_orders_page.py
+	UI_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/ui/test_external_orders_page.py tests/ui/test_links_inside_airflow.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

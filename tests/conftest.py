@@ -397,8 +397,12 @@ def external_orders_pages(allowed: set[str]) -> Callable[..., Any]:
                 raise app_module.WarehouseUnavailable(self.problem)
             return app_module.Warehouse(self.engine, tables(self.schema), ("orders_warehouse", self.schema), time.monotonic())
 
-    def open_pages(engine: sa.Engine | None = None, schema: str | None = None, *, problem: str | None = None) -> TestClient:
-        app = app_module.create_app(Source(engine, schema, problem))
+    def open_pages(
+        engine: sa.Engine | None = None, schema: str | None = None, *, problem: str | None = None, schedule: Any = None
+    ) -> TestClient:
+        """``schedule``: what Airflow is to say of the import DAG (a ``salesforce_orders_ui.health.Schedule``)."""
+        asked = {"schedule_of": lambda dag_id: schedule} if schedule is not None else {}
+        app = app_module.create_app(Source(engine, schema, problem), **asked)
         app.dependency_overrides[app_module.current_user] = User
         return TestClient(app, root_path="/external-orders")
 

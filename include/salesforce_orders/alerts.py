@@ -155,13 +155,11 @@ def _run_id(context: Mapping[str, Any]) -> str:
 
 
 def notify_failure(context: Mapping[str, Any]) -> int:
-    """The DAG's failure callback: send the run summary when ``notifications`` names a channel."""
+    """The DAG's failure callback: the run summary to the channels of ``notifications``, and recorded
+    on the run's ``import_runs`` row (the External Orders view shows it) whether or not a channel took it."""
     from .config import load_config
 
     config = load_config()
-    if not config.notifications.enabled:
-        log.info("Import run failed; no alert channel is configured (salesforce_orders_config: notifications)")
-        return 0
     run_id = _run_id(context)
     try:
         row = _import_run(config, run_id)
@@ -169,7 +167,37 @@ def notify_failure(context: Mapping[str, Any]) -> int:
         log.exception("Could not read the run's summary from the warehouse; alerting without it")
         row = None
     alert = failure_alert(run_id, row, reason=_reason(context), url=run_url(run_id))
-    return send(alert, config.notifications)
+    sent = send(alert, config.notifications)
+    try:
+        _record_alert(config, run_id, alert, sent_to(config.notifications, sent))
+    except Exception:
+        log.exception("Could not record the alert on import_runs")
+    return sent
+
+
+def sent_to(notifications: Any, sent: int) -> str:
+    """Where an alert went, in words for the view."""
+    if not notifications.enabled:
+        return "no channel configured (salesforce_orders_config: notifications): logged only"
+    channels = [name for name, channel in (("e-mail", notifications.email), ("Slack", notifications.slack)) if channel is not None]
+    return ", ".join(channels) if sent == len(channels) else f"{', '.join(channels)} ({len(channels) - sent} failed to send)"
+
+
+def _record_alert(config: Any, run_id: str, alert: Alert, where: str) -> None:
+    import sqlalchemy as sa
+
+    from .warehouse import engine_from_connection, tables, upsert
+
+    t = tables(config.warehouse_schema).import_runs
+    engine = engine_from_connection(config.warehouse_conn_id)
+    try:
+        with engine.begin() as conn:
+            status = conn.execute(sa.select(t.c.status).where(t.c.run_id == run_id)).scalar()
+            row = {"run_id": run_id, "status": status or "failed", "alerted_at": datetime.now(UTC), "alert": alert.subject,
+                   "alert_sent_to": where}
+            upsert(conn, t, [row], ["run_id"])
+    finally:
+        engine.dispose()
 
 
 def _reason(context: Mapping[str, Any]) -> str | None:

@@ -12,6 +12,7 @@ from .runs import RunPlan, parse_watermark
 
 STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back", "mask_card_fields")
 _WRITING_BACK = ("write_back", "mask_card_fields")
+_RUNS_AFTER_FAILURES = ("mask_card_fields",)  # the DAG runs it whatever happened upstream (trigger rule all_done)
 
 
 def start_run(engine: sa.Engine, *, run_id: str, dag_run_id: str, run_type: str, plan: RunPlan, schema: str | None = None) -> None:
@@ -30,8 +31,40 @@ def start_run(engine: sa.Engine, *, run_id: str, dag_run_id: str, run_type: str,
         "status": "running",
         "updated_at": datetime.now(UTC),
     }
+    t = tables(schema).import_runs
     with engine.begin() as conn:
-        upsert(conn, tables(schema).import_runs, [row], ["run_id"])
+        # A retry of the extract keeps the first try's start: the run's duration includes its retries.
+        first_start = conn.execute(sa.select(t.c.started_at).where(t.c.run_id == run_id)).scalar()
+        upsert(conn, t, [{**row, "started_at": first_start or row["started_at"]}], ["run_id"])
+
+
+REASON_LENGTH = 300  # a failure's reason is one line of the runs table, not the task log
+
+
+def one_line_reason(error: BaseException) -> str:
+    """The error's first line, card numbers masked, cut to one line of the runs table."""
+    from .redaction import mask_card_numbers
+
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    first = mask_card_numbers(first) or first
+    return first if len(first) <= REASON_LENGTH else first[: REASON_LENGTH - 1] + "…"
+
+
+def record_failure(engine: sa.Engine, *, run_id: str, stage: str, error: BaseException, schema: str | None = None) -> None:
+    """Note that a try of ``stage`` failed: the stage, its reason, and how often it has failed in this run.
+
+    Airflow keeps the exception in the task log only; the row lets the runs table say where and why."""
+    from .warehouse import tables, upsert
+
+    t = tables(schema).import_runs
+    with engine.begin() as conn:
+        existing = conn.execute(sa.select(t.c.status, t.c.failed_stage, t.c.failed_tries).where(t.c.run_id == run_id)).first()
+        if stage in _RUNS_AFTER_FAILURES and existing is not None and existing.failed_stage not in (None, stage):
+            return  # it ran because an earlier stage failed, and failed too (an outage): the earlier one is the cause
+        tries = (existing.failed_tries or 0) + 1 if existing is not None and existing.failed_stage == stage else 1
+        row = {"run_id": run_id, "status": existing.status if existing is not None else "running",
+               "failed_stage": stage, "failure_reason": one_line_reason(error), "failed_tries": tries}
+        upsert(conn, t, [row], ["run_id"])
 
 
 def _get(results: Mapping[str, Mapping[str, Any] | None], stage: str, key: str, default: int = 0) -> Any:
@@ -46,16 +79,20 @@ def finish_run(
     schema: str | None = None,
     finished: datetime | None = None,
     disabled: bool = False,
+    run_started: datetime | None = None,
 ) -> dict[str, Any]:
     """Write the run's counts; the run failed when a stage left no result, unless the import is
-    ``disabled`` in the config and its extract did nothing (the run is recorded as disabled)."""
+    ``disabled`` in the config and its extract did nothing (the run is recorded as disabled).
+
+    ``run_started``: when the DAG run started, so the duration includes every retry of every stage
+    (the row's own ``started_at`` is the extract's first try)."""
     from .warehouse import tables, upsert
 
     t = tables(schema).import_runs
     finished = finished or datetime.now(UTC)
     with engine.connect() as conn:
         existing = conn.execute(sa.select(t).where(t.c.run_id == run_id)).mappings().first()
-    started = existing["started_at"] if existing else None
+    started = run_started or (existing["started_at"] if existing else None)
     if started is not None and started.tzinfo is None:
         started = started.replace(tzinfo=UTC)
     missing = [s for s in STAGES if results.get(s) is None]
@@ -85,6 +122,10 @@ def finish_run(
             else f"stages without a result (failed, skipped or not reached): {', '.join(missing)}"
         ),
     }
+    recorded = existing["failed_stage"] if existing else None
+    if not missing or (recorded and results.get(recorded) is not None):
+        # the stage noted failed a try and then succeeded: the run did not fail there
+        row.update(failed_stage=None, failure_reason=None, failed_tries=None)
     with engine.begin() as conn:
         upsert(conn, t, [row], ["run_id"])
         return dict(conn.execute(sa.select(t).where(t.c.run_id == run_id)).mappings().one())

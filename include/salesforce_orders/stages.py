@@ -21,6 +21,10 @@ _STOPPED = (
 )
 
 
+# What Salesforce answers while it is down or being maintained; the hook retries these first.
+OUTAGE_STATUSES = frozenset({502, 503, 504})
+
+
 class SalesforceUnavailable(RuntimeError):
     """Salesforce did not answer (down, unreachable or too slow); Airflow retries the task."""
 
@@ -95,6 +99,41 @@ def _collects_garbage_less_often(stage: Callable[..., dict[str, Any]]) -> Callab
     return run
 
 
+def _records_failure(stage: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """A failed try of a stage is noted on the run's ``import_runs`` row (stage, one-line reason,
+    tries), so the runs table says where and why; a skip is not a failure. Noting it is best-effort:
+    a warehouse that cannot be reached cannot take the note, and the task's own error stands."""
+
+    @functools.wraps(stage)
+    def run(**kwargs: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        try:
+            return stage(**kwargs)
+        except AirflowSkipException:
+            raise
+        except Exception as exc:
+            _note_failure(kwargs["run_id"], stage.__name__, exc)
+            raise
+
+    return run
+
+
+def _note_failure(run_id: str, stage_name: str, error: BaseException) -> None:
+    from .report import record_failure
+    from .warehouse import engine_from_connection
+
+    try:
+        config = _config()
+        engine = engine_from_connection(config.warehouse_conn_id)
+        try:
+            record_failure(engine, run_id=run_id, stage=stage_name, error=error, schema=config.warehouse_schema)
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - the stage's own error is what the task reports
+        log.warning("%s: could not note the failure on import_runs (%s)", stage_name, type(exc).__name__)
+
+
 def _reports_warehouse_errors(stage: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """A statement the warehouse refused as a short message naming the connection and the table and
     saying what to do (``warehouse_errors``), not SQLAlchemy's long text; its shape is logged.
@@ -157,6 +196,9 @@ def _talks_to_salesforce(stage: Callable[..., dict[str, Any]]) -> Callable[..., 
             conn_id = _config().salesforce_conn_id
             raise SalesforceUnavailable(f"{name}: Salesforce (Airflow connection {conn_id!r}) did not answer: {exc}") from exc
         except SalesforceApiError as exc:
+            if exc.status in OUTAGE_STATUSES:  # still 502/503/504 after the hook's own retries: an outage
+                conn_id = _config().salesforce_conn_id
+                raise SalesforceUnavailable(f"{name}: Salesforce (Airflow connection {conn_id!r}) did not answer: {exc}") from exc
             if exc.code not in QUERY_NAME_ERRORS:
                 raise
             raise AirflowFailException(f"{name}: {_refused_name_message(exc, _config())}") from None
@@ -184,6 +226,7 @@ def _refused_name_message(exc, config) -> str:
     )
 
 
+@_records_failure
 @_reports_warehouse_errors
 @_collects_garbage_less_often
 @_talks_to_salesforce
@@ -353,6 +396,7 @@ def _store_ancestors(engine, hook, config, account_ids: set[str], summary) -> No
     log.info("Account hierarchy: %d accounts read up to the top, %d customers written", len(accounts), written)
 
 
+@_records_failure
 @_reports_warehouse_errors
 @_collects_garbage_less_often
 def validate(*, run_id: str) -> dict[str, Any]:
@@ -372,6 +416,7 @@ def validate(*, run_id: str) -> dict[str, Any]:
     return {"run_id": run_id, **summary.as_dict()}
 
 
+@_records_failure
 @_reports_warehouse_errors
 @_collects_garbage_less_often
 def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
@@ -434,6 +479,7 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
 _LOADED_TABLES = ("external_orders", "writeback_outbox")
 
 
+@_records_failure
 @_reports_warehouse_errors
 @_collects_garbage_less_often
 def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, Any]) -> dict[str, Any]:
@@ -469,6 +515,7 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
     return result
 
 
+@_records_failure
 @_reports_warehouse_errors
 @_talks_to_salesforce
 def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_left: int | None = None) -> dict[str, Any]:
@@ -516,6 +563,7 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
     }
 
 
+@_records_failure
 @_reports_warehouse_errors
 @_collects_garbage_less_often
 @_talks_to_salesforce
@@ -563,6 +611,7 @@ def _drainer(config, engine, hook, run_id: str, actions: tuple[str, ...] | None 
     )
 
 
+@_records_failure
 @_talks_to_salesforce
 def mask_card_fields(*, run_id: str, api_budget_left: int | None = None) -> dict[str, Any]:
     """X out the card fields the write-back has not: those of orders set aside (quarantined,
@@ -628,7 +677,13 @@ def send_shipments(*, run_id: str) -> dict[str, Any]:
 
 
 @_reports_warehouse_errors
-def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], started: float | None = None) -> dict[str, Any]:
+def report(
+    *,
+    run_id: str,
+    results: Mapping[str, Mapping[str, Any] | None],
+    started: float | None = None,
+    run_started: datetime | None = None,
+) -> dict[str, Any]:
     """Record the run in import_runs and log its summary (runs even when a stage failed); purge
     staged records and finished write-back rows past their retention."""
     from .report import finish_run, summary_lines
@@ -637,7 +692,8 @@ def report(*, run_id: str, results: Mapping[str, Mapping[str, Any] | None], star
     config = _config()
     engine = _warehouse(config)
     row = finish_run(
-        engine, run_id=run_id, results=results, schema=config.warehouse_schema, finished=_now(), disabled=not config.enabled
+        engine, run_id=run_id, results=results, schema=config.warehouse_schema, finished=_now(), disabled=not config.enabled,
+        run_started=run_started,
     )
     for line in summary_lines(row):
         log.info(line)

@@ -488,9 +488,15 @@ def warehouse_metadata(schema: str | None = None) -> sa.MetaData:
             "extracted", "valid", "quarantined", "skipped", "inserted", "updated", "unchanged",
             "written_back", "writeback_failed", "deactivated", "api_calls",
         )],
-        sa.Column("duration_seconds", sa.Float),
+        sa.Column("duration_seconds", sa.Float),  # from the DAG run's start: retries included
         sa.Column("message", sa.Text),
         _updated_at(),
+        sa.Column("failed_stage", sa.String(40)),  # the stage whose last try failed (migration 0010)
+        sa.Column("failure_reason", sa.Text),  # its error's first line, card numbers masked
+        sa.Column("failed_tries", sa.Integer),  # how often that stage was tried and failed
+        _ts("alerted_at"),  # the run's failure alert, recorded whether or not a channel took it
+        sa.Column("alert", sa.Text),  # its subject
+        sa.Column("alert_sent_to", sa.String(200)),  # "e-mail, Slack", or why it was only logged
         _one_of("status", RUN_STATUSES, "status"),
     )
 

@@ -89,6 +89,29 @@ def variable_env(name: str, value: Any) -> dict[str, str]:
     return {f"AIRFLOW_VAR_{name.upper()}": json.dumps(value)}
 
 
+def store_in_metadata_db(connections: Mapping[str, Mapping[str, Any]], variables: Mapping[str, Any]) -> list[str]:
+    """Put the connections and Variables where Airflow users edit them (Admin → Connections /
+    Variables, i.e. the metadata DB), each only when absent: an edit made in the UI survives the
+    next start. Returns what was added. Call after :func:`configure`."""
+    from airflow.models.connection import Connection
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    added = []
+    with create_session() as session:
+        for conn_id, conn in connections.items():
+            if session.query(Connection).filter(Connection.conn_id == conn_id).first() is None:
+                fields = dict(conn)
+                extra = fields.pop("extra", None)
+                session.add(Connection(conn_id=conn_id, extra=json.dumps(extra) if isinstance(extra, dict) else extra, **fields))
+                added.append(f"connection {conn_id}")
+        for name, value in variables.items():
+            if session.query(Variable).filter(Variable.key == name).first() is None:
+                session.add(Variable(key=name, val=json.dumps(value, indent=2)))
+                added.append(f"variable {name}")
+    return added
+
+
 def load_dag(dag_id: str = DAG_ID):
     """The import DAG (or another of the dags folder), parsed from the dags folder as the DAG processor would."""
     from airflow.dag_processing.dagbag import DagBag

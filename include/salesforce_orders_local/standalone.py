@@ -1,4 +1,5 @@
-"""``make up``: ``airflow standalone`` with the sandbox, the connections and the Variable preset.
+"""``make up``: ``airflow standalone`` with the sandbox, the connections and the Variable preset in
+its metadata DB (Admin → Connections / Variables), where edits take effect.
 
 The UI listens on http://localhost:8080 (``airflow standalone`` prints the admin password). The
 sandbox serves on https://localhost:8443 with the demo org kept in ``.local/sandbox``.
@@ -11,10 +12,22 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from .airflow_env import configure, connection_env, ensure_pool, sqlite_warehouse_connection, variable_env
+from .airflow_env import configure, ensure_pool, sqlite_warehouse_connection, store_in_metadata_db
 from .demo import STATE_DIR
 from .demo import start_sandbox as _start
+
+
+def local_settings(server: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The connections and Variables of the local stack. They go into the metadata DB, not the
+    environment: an environment variable would hide what Admin → Variables / Connections edit."""
+    connections = {
+        "salesforce_default": server.airflow_connection(),
+        "orders_warehouse": sqlite_warehouse_connection(STATE_DIR / "warehouse.db"),
+    }
+    # The demo imports on Order change events too (off by default elsewhere).
+    return connections, {"salesforce_orders_config": {"enabled": True, "events": {"enabled": True}}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,16 +40,14 @@ def main(argv: list[str] | None = None) -> int:
 
     server = _start(STATE_DIR, args.orders, args.seed, port=args.sandbox_port)
     env = {
-        **connection_env("salesforce_default", server.airflow_connection()),
-        **connection_env("orders_warehouse", sqlite_warehouse_connection(STATE_DIR / "warehouse.db")),
-        # The demo imports on Order change events too (off by default elsewhere).
-        **variable_env("salesforce_orders_config", {"enabled": True, "events": {"enabled": True}}),
         "AIRFLOW__API__PORT": str(args.port),
         # `airflow standalone` starts its components as `airflow ...` commands: the venv's.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     configure(STATE_DIR / "airflow", env)
     ensure_pool()
+    for added in store_in_metadata_db(*local_settings(server)):
+        print(f"Stored {added} in the metadata DB (edit it under Admin)", flush=True)
     print(f"Sandbox: {server.url} (CA {server.ca_path}); Airflow UI: http://localhost:{args.port}", flush=True)
     try:
         return subprocess.call([sys.executable, "-m", "airflow", "standalone"], env={**os.environ})

@@ -32,7 +32,10 @@ from salesforce_orders.warehouse import Tables, WarehouseConnectionError, engine
 
 from . import queries
 from .actions import schedule_failed_writebacks
+from .config_in_effect import ConfigInEffect, read_config_in_effect
+from .health import Schedule, health, import_schedule
 from .mount import DAG_ID, URL_PREFIX, VIEW_NAME
+from .order_story import order_story
 from .shipment_queries import shipments_of
 
 CONFIG_TTL_SECONDS = 60  # how long a read of the Variable is trusted before it is read again
@@ -97,6 +100,7 @@ class Warehouse:
     tables: Tables
     key: tuple[str, str | None]
     created: float
+    freshness_minutes: int = 120  # notifications.no_success_after_minutes: past it, failing runs are a stalled import
 
 
 class WarehouseSource:
@@ -106,6 +110,7 @@ class WarehouseSource:
         self._lock = threading.Lock()
         self._config_read = 0.0
         self._key: tuple[str, str | None] | None = None
+        self._freshness_minutes = 120
         self._warehouse: Warehouse | None = None
 
     def _configured_key(self) -> tuple[str, str | None]:
@@ -116,6 +121,7 @@ class WarehouseSource:
             except ConfigError as exc:
                 raise WarehouseUnavailable(str(exc)) from None
             self._key, self._config_read = (config.warehouse_conn_id, config.warehouse_schema), now
+            self._freshness_minutes = config.notifications.no_success_after_minutes
         return self._key
 
     def get(self) -> Warehouse:
@@ -139,6 +145,7 @@ class WarehouseSource:
                 "The warehouse has no orders table yet: no import has run. Trigger the "
                 f"{DAG_ID} DAG, or wait for its next scheduled run."
             )
+        current.freshness_minutes = self._freshness_minutes
         return current
 
 
@@ -155,10 +162,23 @@ def _format_money(value: float | None, currency: str | None) -> str:
     return "" if value is None else f"{value:,.2f} {currency or ''}".strip()
 
 
+def _format_duration(seconds: float | None) -> str:
+    """A run's duration as people read it: 42.3 s, 4 min 41 s, 2 h 05 min."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
 def _templates() -> Environment:
     env = Environment(loader=PackageLoader("salesforce_orders_ui", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["ts"] = _format_ts
     env.filters["money"] = _format_money
+    env.filters["duration"] = _format_duration
     return env
 
 
@@ -215,8 +235,13 @@ class Links:
 # ---------------------------------------------------------------------------------------
 
 
-def create_app(source: WarehouseSource | None = None) -> FastAPI:
-    """The External Orders app; ``source`` finds the warehouse (default: through the import's config)."""
+def create_app(
+    source: WarehouseSource | None = None,
+    schedule_of: Callable[[str], Schedule] = import_schedule,
+    config_in_effect: Callable[[], ConfigInEffect] = read_config_in_effect,
+) -> FastAPI:
+    """The External Orders app; ``source`` finds the warehouse (default: through the import's config),
+    ``schedule_of`` asks Airflow whether the import DAG is paused and when it runs next."""
     app = FastAPI(title=VIEW_NAME, docs_url=None, redoc_url=None, openapi_url=None)
     source = source or WarehouseSource()
     templates = _templates()
@@ -233,6 +258,7 @@ def create_app(source: WarehouseSource | None = None) -> FastAPI:
 
     def render(request: Request, user: Any, template: str, tab: str, **context: Any) -> HTMLResponse:
         links = Links.for_request(request)
+        context.setdefault("schedule", schedule_of(DAG_ID))
         body = templates.get_template(template).render(
             tab=tab,
             links=links,
@@ -250,10 +276,12 @@ def create_app(source: WarehouseSource | None = None) -> FastAPI:
             warehouse = source.get()
         except WarehouseUnavailable as exc:
             return render(request, user, "unavailable.html", tab, problem=str(exc))
+        schedule = schedule_of(DAG_ID)
         with warehouse.engine.connect() as conn:
             context = reader_fn(conn, warehouse.tables)
             context["overview"] = queries.overview(conn, warehouse.tables)
-        return render(request, user, template, tab, **context)
+            context["health"] = health(conn, warehouse.tables, threshold_minutes=warehouse.freshness_minutes, schedule=schedule)
+        return render(request, user, template, tab, schedule=schedule, **context)
 
     @app.get("/", response_class=HTMLResponse)
     def orders_page(
@@ -310,6 +338,16 @@ def create_app(source: WarehouseSource | None = None) -> FastAPI:
             return {"page": result, "page_url": lambda n: links.page("/runs", {"page": n})}
 
         return read(request, user, "runs", "runs.html", runs)
+
+    @app.get("/order", response_class=HTMLResponse)
+    def order_page(request: Request, user: Reader, q: str = "") -> HTMLResponse:
+        """Where is order X (OrderNumber or Salesforce id), and its whole story: data, quarantine, write-backs."""
+        return read(request, user, "order", "order.html", lambda conn, t: {"story": order_story(conn, t, q)})
+
+    @app.get("/config", response_class=HTMLResponse)
+    def config_page(request: Request, user: Reader) -> HTMLResponse:
+        """The configuration in effect, each key's source, and environment variables hiding stored values."""
+        return render(request, user, "config.html", "config", config=config_in_effect())
 
     @app.post("/api/writebacks/retry")
     def retry_writebacks(user: Triggerer) -> dict[str, int]:

@@ -143,11 +143,15 @@ def order_conditions(t: Tables, flt: OrderFilter) -> list[sa.ColumnElement[bool]
 
 
 def sync_status(lifecycle_state: str, lifecycle_error: str | None) -> str:
-    """The mark the page shows: ``ok`` (green), ``failed`` (red) or ``pending``."""
+    """The mark the page shows: ``ok`` (green), ``failed`` (red: Salesforce rejected it, counted as a
+    failed write-back), ``retrying`` (a transient error such as a locked row: the next run sends it,
+    not a failure) or ``pending``."""
     if lifecycle_state == COMPLETE and not lifecycle_error:
         return "ok"
-    if lifecycle_state == FAILED or lifecycle_error:
+    if lifecycle_state == FAILED:
         return "failed"
+    if lifecycle_error:
+        return "retrying"
     return "pending"
 
 
@@ -176,6 +180,7 @@ def list_orders(conn: sa.Connection, t: Tables, flt: OrderFilter, number: int = 
             o.c.last_run_id,
             o.c.card_data_masked,
             o.c.card_data_masked_fields,
+            o.c.newer_version_quarantined_at,
         )
         .select_from(o.outerjoin(c, c.c.customer_id == o.c.customer_id).outerjoin(parent, parent.c.customer_id == c.c.parent_customer_id))
         .where(*conditions)
@@ -185,6 +190,8 @@ def list_orders(conn: sa.Connection, t: Tables, flt: OrderFilter, number: int = 
     page = _paged(conn, query, [o.c.last_imported_at.desc(), o.c.sf_order_id.desc()], number, size, count_query=count_query)
     for row in page.rows:
         row["sync_status"] = sync_status(row["lifecycle_state"], row["lifecycle_error"])
+        if row["newer_version_quarantined_at"] and row["sync_status"] == "ok":
+            row["sync_status"] = "pending"  # this version synced, but Salesforce's newest one was refused: not green
     return page
 
 

@@ -207,6 +207,29 @@ def test_freshness_is_quiet_while_the_import_is_disabled(freshness, sinks, monke
     assert sinks[0].messages == []
 
 
+def test_a_run_failure_alert_is_recorded_on_its_run_with_or_without_a_channel(freshness, sinks, sqlite_engine, monkeypatch):
+    smtp, webhook = sinks
+    freshness("quiet", "failed", T10)
+    freshness("loud", "failed", T10 + timedelta(minutes=15))
+
+    def recorded(run_id: str) -> dict:
+        t = tables().import_runs
+        with sqlite_engine.connect() as conn:
+            return dict(conn.execute(sa.select(t.c.alert, t.c.alert_sent_to, t.c.alerted_at).where(t.c.run_id == run_id)).mappings().one())
+
+    monkeypatch.setenv("AIRFLOW_VAR_SALESFORCE_ORDERS_CONFIG", json.dumps({}))  # no channel
+    assert alerts.notify_failure({"run_id": "quiet"}) == 0
+    quiet = recorded("quiet")
+    assert quiet["alert"] == "[Airflow] salesforce_orders_import failed: quiet" and quiet["alerted_at"] is not None
+    assert quiet["alert_sent_to"].startswith("no channel configured")
+    assert smtp.messages == [] and webhook.posts == []
+
+    monkeypatch.setenv("AIRFLOW_VAR_SALESFORCE_ORDERS_CONFIG", json.dumps({"notifications": BOTH_CHANNELS}))
+    assert alerts.notify_failure({"run_id": "loud"}) == 2
+    assert recorded("loud")["alert_sent_to"] == "e-mail, Slack"
+    assert len(smtp.messages) == 1 and len(webhook.posts) == 1
+
+
 def test_the_import_dag_alerts_on_failure_and_publishes_assets():
     from airflow.dag_processing.dagbag import DagBag
 
@@ -216,6 +239,7 @@ def test_the_import_dag_alerts_on_failure_and_publishes_assets():
     assert bag.import_errors == {}
     dag = bag.get_dag("salesforce_orders_import")
     assert dag.on_failure_callback
+    assert "[External Orders](/plugin/external-orders)" in dag.doc_md  # the view, from the DAG's own page
     assert {a.name for a in dag.get_task("load").outlets} == {
         f"orders_warehouse.{t}" for t in ("external_orders", "external_order_items", "order_services", "customers", "customer_locations")
     }
@@ -223,6 +247,7 @@ def test_the_import_dag_alerts_on_failure_and_publishes_assets():
     assert "orders_warehouse.external_orders" in repr(downstream.timetable.asset_condition)
     check = bag.get_dag("salesforce_orders_freshness_check")
     assert check.timetable.expression == "*/15 * * * *" and check.task_ids == ["check_recent_success"]
+    assert check.is_paused_upon_creation is False  # it checks from the start: nobody has to unpause it
 
 
 def asset_events(name: str, run_id: str) -> list[dict]:

@@ -449,6 +449,29 @@ def test_salesforce_down_is_retried_with_backoff_then_fails_clearly(sqlite_pipel
     assert_written_back(p)
 
 
+def test_a_salesforce_outage_answering_503_fails_naming_the_stage_and_the_connection(sqlite_pipeline, monkeypatch):
+    """503 on every call, after the hook's own retries: the message docs/runbook.md quotes, and a retry by Airflow."""
+    p = sqlite_pipeline
+    expected = p.expected_order_ids()
+    waits = record_backoff(monkeypatch)
+    p.org.admin.set_faults(error_503_share=1.0)
+
+    run = p.run()
+
+    assert run.failed_stage == "extract"
+    assert isinstance(run.error, SalesforceUnavailable)  # retried by Airflow
+    assert str(run.error).startswith(
+        "extract: Salesforce (Airflow connection 'salesforce_default') did not answer: Salesforce answered 503 SERVER_UNAVAILABLE"
+    )
+    assert len(waits) == 5  # the hook's own retries came first
+    assert p.watermark() is None
+
+    p.org.admin.clear_faults()
+    after = p.run()
+    assert after.succeeded, after.error
+    assert_every_order_once(p, expected)
+
+
 def test_slow_salesforce_times_out_and_the_next_run_finishes_what_was_left(sqlite_pipeline, monkeypatch):
     """Timed out after the load: the write-back and the status check are left to the next run,
     which also marks an order set back to Draft while the failed run was under way."""

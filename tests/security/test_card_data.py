@@ -155,6 +155,14 @@ def rendered_pages(client) -> dict[str, str]:
             if 'rel="next"' not in response.text:
                 break
             number += 1
+    # each listed order's story (its data, quarantine history, write-backs and their errors), and the config
+    listed = sorted({n for text in list(pages.values()) for n in re.findall(r'data-order-number="([^"]+)"', text)})
+    assert listed
+    for order_number in listed:
+        response = client.get("/order", params={"q": order_number})
+        assert response.status_code == 200
+        pages[f"/order?q={order_number}"] = response.text
+    pages["/config"] = client.get("/config").text
     return pages
 
 

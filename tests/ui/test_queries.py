@@ -64,7 +64,7 @@ def test_orders_newest_import_first_with_customer_and_parent(orders):
     assert newest["parent_customer_id"] == "C-9" and newest["parent_name"] == "Gekko Bakery Corp."
     assert newest["salesforce_url"].startswith("https://")
     assert {r["order_number"]: r["sync_status"] for r in page.rows} == {
-        "00000006": "ok", "00000005": "ok", "00000004": "pending", "00000003": "failed", "00000002": "failed", "00000001": "ok",
+        "00000006": "ok", "00000005": "ok", "00000004": "pending", "00000003": "retrying", "00000002": "failed", "00000001": "ok",
     }
 
 

@@ -17,7 +17,8 @@ Every 15 minutes, checks the warehouse's `import_runs` for the last successful r
 `salesforce_orders_import`. When none has succeeded for `notifications.no_success_after_minutes`
 (default 120) it sends one alert per stale spell to the channels in `notifications` of the
 `salesforce_orders_config` Variable, and its run fails, so the stale spell shows red here too.
-Quiet while the import is disabled in its config, and before the first import run.
+Quiet while the import is disabled in its config, and before the first import run. Not paused
+when Airflow first sees it: it checks from the start.
 
 On-call: `docs/runbook.md`, "No successful import".
 """
@@ -29,6 +30,7 @@ On-call: `docs/runbook.md`, "No successful import".
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    is_paused_upon_creation=False,  # an alert nobody unpaused never fires: on-call relies on it from the start
     doc_md=DOC,
     tags=["salesforce", "orders", "alerts"],
     default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=1)},

@@ -83,7 +83,9 @@ activated or changed since a date; `{"full_resync": true}` re-reads everything i
 **Backfill** a period exactly: `airflow backfill create --dag-id salesforce_orders_import
 --from-date 2026-01-01 --to-date 2026-01-31`.
 
-On-call: `docs/runbook.md`; the `report` task's log ends with the run summary.
+On-call: **[External Orders](/plugin/external-orders)** (also under Browse): the import's health,
+runs with the failing stage and reason, orders, quarantine, write-backs, the config in effect and
+any order's story; `docs/runbook.md`; the `report` task's log ends with the run summary.
 """
 
 TASK_DOCS = {
@@ -269,7 +271,7 @@ def salesforce_orders_import():
         facts = _run_facts()
         ti = facts["context"]["ti"]
         results = {stage: ti.xcom_pull(task_ids=stage, default=None) for stage in STAGES}
-        summary = stages.report(run_id=facts["run_id"], results=results)
+        summary = stages.report(run_id=facts["run_id"], results=results, run_started=facts["dag_run"].start_date)
         _fail_if_a_stage_failed(facts)
         return summary
 

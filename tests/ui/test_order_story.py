@@ -1,0 +1,89 @@
+"""One order's whole story, and "where is order X", on the External Orders view (both warehouses)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from salesforce_orders.load import load_run
+from salesforce_orders.warehouse import create_all, tables
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def loaded(warehouse, make_transformed):
+    """Two orders loaded (their write-backs queued), one of them with two products on two services."""
+    create_all(warehouse.engine, warehouse.schema)
+    orders = [make_transformed(1, items=((1, "S1", 2.0, 10.0), (2, "S2", 1.0, 5.0))), make_transformed(2)]
+    load_run(warehouse.engine, "run-1", [orders], schema=warehouse.schema, watermark=None, now=NOW)
+    return warehouse
+
+
+def story(pages, w, asked: str) -> str:
+    page = pages(w.engine, w.schema).get("/order", params={"q": asked})
+    assert page.status_code == 200
+    return page.text
+
+
+def where(text: str) -> str:
+    return text.split('data-where="', 1)[1].split('"', 1)[0]
+
+
+def execute(w, statement) -> None:
+    with w.engine.begin() as conn:
+        conn.execute(statement)
+
+
+def test_a_loaded_order_shows_its_data_products_services_write_backs_and_lifecycle(allowed, external_orders_pages, loaded):
+    order = tables(loaded.schema).external_orders
+    with loaded.engine.connect() as conn:
+        number, sf_id = conn.execute(sa.select(order.c.order_number, order.c.sf_order_id).order_by(order.c.order_number)).first()
+    text = story(external_orders_pages, loaded, number)
+    assert where(text) == "loaded" and "holds Salesforce's newest version" in text
+    assert text.count("<tr><td>", text.index('id="order-items"'), text.index('id="order-services"')) == 2
+    assert 'id="order-writebacks"' in text and 'id="order-lifecycle"' in text and "first imported" in text
+    assert where(story(external_orders_pages, loaded, sf_id)) == "loaded"  # the Salesforce id finds it too
+
+
+def test_a_refused_newest_version_is_said_on_its_page_and_badged_on_the_orders_tab(allowed, external_orders_pages, loaded):
+    t = tables(loaded.schema)
+    with loaded.engine.connect() as conn:
+        number, sf_id = conn.execute(sa.select(t.external_orders.c.order_number, t.external_orders.c.sf_order_id)).first()
+    execute(loaded, t.external_orders.update().where(t.external_orders.c.sf_order_id == sf_id).values(
+        newer_version_quarantined_at=NOW, lifecycle_state="COMPLETE", lifecycle_error=None))
+    execute(loaded, t.quarantined_orders.insert().values(
+        run_id="run-2", sf_order_id=sf_id, order_number=number, failed_checks=["total_amount_valid"],
+        details={"total_amount_valid": "TotalAmount -5 is negative"}, quarantined_at=NOW))
+    text = story(external_orders_pages, loaded, number)
+    assert where(text) == "loaded, newest version refused"
+    assert "TotalAmount -5 is negative" in text and "still quarantined" in text
+
+    orders_tab = external_orders_pages(loaded.engine, loaded.schema).get("/").text
+    row = orders_tab.split(f'data-order-number="{number}"', 1)[1].split("</tr>", 1)[0]
+    assert "newest version refused" in row and 'class="dot ok"' not in row
+
+
+def test_a_quarantined_only_order_and_a_never_seen_one_are_told_apart(allowed, external_orders_pages, loaded):
+    execute(loaded, tables(loaded.schema).quarantined_orders.insert().values(
+        run_id="run-1", sf_order_id="801000000000999AAA", order_number="00000999", failed_checks=["account_present"],
+        details={"account_present": "AccountId is empty"}, quarantined_at=NOW))
+    text = story(external_orders_pages, loaded, "00000999")
+    assert where(text) == "quarantined only" and "AccountId is empty" in text
+    never = story(external_orders_pages, loaded, "00123456")
+    assert where(never) == "never seen" and "Only Activated orders are imported" in never
+
+
+def test_a_card_x_out_that_failed_says_the_card_data_is_still_in_salesforce(allowed, external_orders_pages, loaded):
+    t = tables(loaded.schema)
+    with loaded.engine.connect() as conn:
+        number, sf_id = conn.execute(sa.select(t.external_orders.c.order_number, t.external_orders.c.sf_order_id)).first()
+    assert "card data is still in" not in story(external_orders_pages, loaded, number)
+    execute(loaded, t.writeback_outbox.update().where(t.writeback_outbox.c.sf_order_id == sf_id).values(
+        action="mark_imported+x_out_card", state="DEAD", attempts=5, last_error_code="FIELD_CUSTOM_VALIDATION_EXCEPTION",
+        last_error_message="PO Number is required"))
+    text = story(external_orders_pages, loaded, number)
+    assert 'id="card-data-left"' in text and "the card data is still in\nSalesforce (DEAD: FIELD_CUSTOM_VALIDATION_EXCEPTION)" in text
+    assert "<b>DEAD</b>: given up" in text

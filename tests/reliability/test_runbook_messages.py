@@ -1,10 +1,11 @@
 """The messages docs/runbook.md quotes are the messages the import gives, so the two cannot drift.
 
-Every message quoted in the "Log says" column of the runbook's ``extract`` and ``validate`` tables
-is produced here by a real run of the stages against the sandbox org (the fault, config or
-warehouse the runbook describes, made to happen) and matched against the quote: ``...`` in a
-quote stands for any text, ``<...>`` for a value. A quote without a run that produces it fails,
-and so does a run whose message no longer reads as the runbook says.
+Every message quoted in the first column of the runbook's ``extract``, ``validate`` and ``load``
+tables is produced here by a real run of the stages against the sandbox org (the fault, config or
+warehouse the runbook describes, made to happen), and every refusal of "The warehouse refused a
+statement" by a real statement the warehouse refuses, told as the tasks tell it; each is matched
+against the quote: ``...`` in a quote stands for any text, ``<...>`` for a value. A quote without
+a producer fails, and so does a message that no longer reads as the runbook says.
 """
 
 from __future__ import annotations
@@ -12,24 +13,28 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 # The PostgreSQL role and the connections the schema tests use, for the two messages of a least-privilege role.
 from test_warehouse_schema import connect_as, grant_as_documented, import_role  # noqa: F401
 
+from salesforce_orders.warehouse import tables
 from salesforce_orders_local.airflow_env import sqlite_warehouse_connection
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "runbook.md"
-SECTIONS = ("extract", "validate")
+SECTIONS = ("`extract`", "`validate`", "`load`", "The warehouse refused a statement")
 
 
 def runbook_quotes(section: str) -> list[str]:
-    """The quotes in the first column ("Log says") of the table under ``### `section` ``."""
+    """The quotes in the first column ("Log says", "What") of the table under ``### section``."""
     text = RUNBOOK.read_text()
-    body = re.search(rf"^### `{section}`\n(.*?)(?=^#)", text, re.M | re.S)
-    assert body, f"docs/runbook.md has no section ### `{section}`"
+    body = re.search(rf"^### {re.escape(section)}\n(.*?)(?=^#)", text, re.M | re.S)
+    assert body, f"docs/runbook.md has no section ### {section}"
     rows = [line for line in body.group(1).splitlines() if line.startswith("| ")][1:]  # not the header
     quotes = []
     for row in rows:
@@ -167,6 +172,87 @@ def single_invalid_orders(p, caplog, **_) -> str:
     return warnings_of(p, caplog, until="validate")
 
 
+def load_held_up(p, request, **_) -> str:
+    p = request.getfixturevalue("postgres_pipeline")
+    return refusal_told(p, "load", lambda conn: (
+        conn.exec_driver_sql("SET LOCAL lock_timeout = '50ms'"),
+        conn.execute(sa.update(tables(p.schema).sync_state).values(value="x")),
+    ), hold_lock=True)
+
+
+def order_refused_by_the_warehouse(p, caplog, **_) -> str:
+    """A customer row re-pointed by hand at another account: the account's next load collides on its id."""
+    assert p.run(until="load").succeeded
+    order = p.query("SELECT o.sf_order_id, o.customer_id FROM external_orders o ORDER BY o.sf_order_id LIMIT 1")[0]
+    p.execute("UPDATE customers SET sf_account_id = '001HANDEDITED00001' WHERE customer_id = :c", c=order["customer_id"])
+    p.org_update("Order", order["sf_order_id"], Description="changed after the first load")
+    return warnings_of(p, caplog, until="load")
+
+
+# ---- the warehouse refused a statement: real refusals, told as a task tells them --------
+
+
+def refusal_told(p, stage: str | None, write: Callable[[sa.Connection], Any], *, role: str | None = None, hold_lock: bool = False) -> str:
+    """What a task says when the warehouse refuses ``write`` (as ``role``; while another
+    transaction holds the rows, with ``hold_lock``)."""
+    from salesforce_orders.warehouse_errors import explain
+
+    assert p.run(until="extract").succeeded  # the warehouse exists, at its version
+    with p.engine.connect() as holder:
+        if hold_lock:
+            holder.execute(sa.select(tables(p.schema).sync_state).with_for_update())
+        with pytest.raises(sa.exc.DBAPIError) as refused, p.engine.begin() as conn:
+            if role:
+                conn.exec_driver_sql(f'SET LOCAL ROLE "{role}"')
+            write(conn)
+        holder.rollback()
+    return str(explain(refused.value, "orders_warehouse", stage=stage))
+
+
+def read_only_transaction(p, request, **_) -> str:
+    p = request.getfixturevalue("postgres_pipeline")
+    return refusal_told(p, "load", lambda conn: (
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY"),
+        conn.execute(sa.update(tables(p.schema).sync_state).values(value="x")),
+    ))
+
+
+def read_only_sqlite_file(p, **_) -> str:
+    assert p.run(until="extract").succeeded
+    read_only = sa.create_engine(f"sqlite:///file:{p.engine.url.database}?mode=ro&uri=true")
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as refused, read_only.begin() as conn:
+            conn.execute(sa.update(tables().sync_state).values(value="x"))
+    finally:
+        read_only.dispose()
+    from salesforce_orders.warehouse_errors import explain
+
+    return str(explain(refused.value, "orders_warehouse", stage="load"))
+
+
+def missing_privilege(p, request, **_) -> str:
+    p = request.getfixturevalue("postgres_pipeline")
+    role = request.getfixturevalue("import_role")
+    assert p.run(until="extract").succeeded
+    with p.engine.begin() as conn:  # the schema's usage granted, the table's rights forgotten
+        conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{p.schema}" TO "{role}"')
+    return refusal_told(p, "load", lambda conn: conn.execute(sa.update(tables(p.schema).sync_state).values(value="x")), role=role)
+
+
+def key_held_by_another_row(p, **_) -> str:
+    def insert_twice(conn: sa.Connection) -> None:
+        row = {"key": "written-by-hand", "value": "x", "updated_at": datetime.now(UTC)}
+        conn.execute(sa.insert(tables(p.schema).sync_state), [row])
+        conn.execute(sa.insert(tables(p.schema).sync_state), [row])
+
+    return refusal_told(p, "report", insert_twice)
+
+
+def anything_else(p, request, **_) -> str:
+    p = request.getfixturevalue("postgres_pipeline")
+    return refusal_told(p, "load", lambda conn: conn.execute(sa.select(sa.cast(sa.literal("not a number"), sa.Integer))))
+
+
 # quote (as docs/runbook.md has it) -> the run that produces it
 PRODUCED_BY: dict[str, Callable[..., str]] = {
     "salesforce_orders_config: <key>: ...": invalid_config,
@@ -190,8 +276,17 @@ PRODUCED_BY: dict[str, Callable[..., str]] = {
     "Card numbers masked in <n> orders before staging ...": card_number_typed_in,
     "<n> of <m> orders (<share>) failed validation, more than max_invalid_share": breaker,
     "Quarantined order ...": single_invalid_orders,
+    "load: The warehouse (Airflow connection 'orders_warehouse') refused a statement on table ...: another transaction held "
+    "the rows or the database too long ...": load_held_up,
+    "Quarantined order ...: the warehouse refused the order: ...": order_refused_by_the_warehouse,
+    "another transaction held the rows or the database too long": load_held_up,
+    "the database is read-only for this connection": read_only_transaction,
+    "the database file is read-only for the Airflow worker": read_only_sqlite_file,
+    "this connection's role lacks a privilege (permission denied for table <table>)": missing_privilege,
+    "a row with the same key is there already (constraint <constraint>)": key_held_by_another_row,
+    "(SQLSTATE <code>)": anything_else,
 }
-NEEDS_POSTGRES = {role_may_not_upgrade, read_only_warehouse}
+NEEDS_POSTGRES = {role_may_not_upgrade, read_only_warehouse, load_held_up, read_only_transaction, missing_privilege, anything_else}
 
 
 def all_quotes() -> list[str]:
@@ -200,7 +295,7 @@ def all_quotes() -> list[str]:
 
 def test_every_quoted_message_has_a_run_that_produces_it():
     quotes = all_quotes()
-    assert len(quotes) >= 15, "the runbook's tables were not found"
+    assert len(quotes) >= 25, "the runbook's tables were not found"
     assert set(quotes) == set(PRODUCED_BY), (
         f"quoted but produced by no run: {sorted(set(quotes) - set(PRODUCED_BY))}; "
         f"produced but no longer quoted: {sorted(set(PRODUCED_BY) - set(quotes))}"

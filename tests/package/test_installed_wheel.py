@@ -135,7 +135,7 @@ def test_the_wheel_declares_ranges_the_entry_point_and_only_the_product(dist: Pa
     assert str(runtime["apache-airflow"].specifier) == "<4,>=3.3"
     assert AIRFLOW_VERSION in runtime["apache-airflow"].specifier
     for name in ("apache-airflow-providers-salesforce", "great-expectations", "pandas", "sqlalchemy", "psycopg",
-                 "pydantic", "pycountry", "msgspec", "simple-salesforce", "fastapi"):
+                 "pydantic", "pycountry", "msgspec", "simple-salesforce", "fastapi", "grpcio", "protobuf", "fastavro"):
         assert name in runtime, name
     # Ranges, never this repository's exact pins.
     assert not [r for r in requirements if any(s.operator == "==" for s in r.specifier)]
@@ -143,7 +143,9 @@ def test_the_wheel_declares_ranges_the_entry_point_and_only_the_product(dist: Pa
 
     assert "[airflow.plugins]\nexternal_orders = salesforce_orders_ui.plugin:ExternalOrdersPlugin" in entry_points
     packages = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert packages == {"salesforce_orders", "salesforce_orders_ui", "salesforce_sandbox"}
+    # salesforce_pubsub_api: Salesforce's Pub/Sub interface, which the event trigger (and the sandbox) speak
+    assert packages == {"salesforce_orders", "salesforce_orders_ui", "salesforce_pubsub_api", "salesforce_sandbox"}
+    assert "salesforce_pubsub_api/pubsub_api_pb2.py" in names
     assert "salesforce_orders/airflow_dags/import_dag.py" in names
     migrations = sorted(PROJECT.glob("include/salesforce_orders/migrations/versions/*.py"))
     assert migrations and {f"salesforce_orders/migrations/versions/{m.name}" for m in migrations} <= set(names)

@@ -84,41 +84,44 @@ async def oauth_revoke(request: Request) -> Response:
     return Response(status_code=200)
 
 
-async def identity(request: Request) -> Response:
-    """``GET|POST /id/{orgId}/{userId}``: who the bearer token belongs to."""
+def _bearer_refused(request: Request) -> Response | None:
+    """The answer to a call whose bearer token is not a live session (None: it is one)."""
     sandbox: SandboxRuntime = request.app.state.sandbox
     sandbox.usage.record(CallKind.AUTH)
     token = session_id_of(request) or request.query_params.get("oauth_token")
     if not sandbox.auth.sessions.is_valid(token):
         return Response("Bad_OAuth_Token", status_code=403, media_type="text/plain")
-    org_id, user_id = request.path_params["org_id"], request.path_params["user_id"]
+    return None
+
+
+async def _integration_user_identity(request: Request) -> dict:
+    sandbox: SandboxRuntime = request.app.state.sandbox
     store = sandbox.store
-    if org_id not in (ORG_ID, ORG_ID[:15]) or user_id not in (store.integration_user_id, store.integration_user_id[:15]):
-        return Response("Bad_Id", status_code=403, media_type="text/plain")
 
     def read_user() -> dict:
         with store.lock:
             return store.get("User", store.integration_user_id)
 
     user = await run_in_threadpool(read_user)
-    return JSONResponse(sandbox.auth.identity(request_origin(request), instance_url(sandbox, request), user))
+    return sandbox.auth.identity(request_origin(request), instance_url(sandbox, request), user)
+
+
+async def identity(request: Request) -> Response:
+    """``GET|POST /id/{orgId}/{userId}``: who the bearer token belongs to."""
+    if refused := _bearer_refused(request):
+        return refused
+    org_id, user_id = request.path_params["org_id"], request.path_params["user_id"]
+    store = request.app.state.sandbox.store
+    if org_id not in (ORG_ID, ORG_ID[:15]) or user_id not in (store.integration_user_id, store.integration_user_id[:15]):
+        return Response("Bad_Id", status_code=403, media_type="text/plain")
+    return JSONResponse(await _integration_user_identity(request))
 
 
 async def userinfo(request: Request) -> Response:
     """``GET|POST /services/oauth2/userinfo``: the token's user (OpenID Connect), as the identity URL says."""
-    sandbox: SandboxRuntime = request.app.state.sandbox
-    sandbox.usage.record(CallKind.AUTH)
-    token = session_id_of(request) or request.query_params.get("oauth_token")
-    if not sandbox.auth.sessions.is_valid(token):
-        return Response("Bad_OAuth_Token", status_code=403, media_type="text/plain")
-    store = sandbox.store
-
-    def read_user() -> dict:
-        with store.lock:
-            return store.get("User", store.integration_user_id)
-
-    user = await run_in_threadpool(read_user)
-    identity = sandbox.auth.identity(request_origin(request), instance_url(sandbox, request), user)
+    if refused := _bearer_refused(request):
+        return refused
+    identity = await _integration_user_identity(request)
     return JSONResponse({"sub": identity["id"], **identity})
 
 

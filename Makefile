@@ -67,7 +67,7 @@ sandbox: $(STAMP)
 	$(BIN)/python -m salesforce_sandbox serve --port 8443 --orders 500 --seed 7
 
 up: $(STAMP)
-	$(BIN)/python -m salesforce_orders_local.standalone
+	$(BIN)/python -m salesforce_orders_local.standalone $(UP_ARGS)
 
 up-celery: $(STAMP)
 	$(BIN)/python -m salesforce_orders_local.celery_deployment up $(UP_ARGS)

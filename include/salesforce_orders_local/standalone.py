@@ -30,6 +30,17 @@ def local_settings(server: Any) -> tuple[dict[str, dict[str, Any]], dict[str, An
     return connections, {"salesforce_orders_config": {"enabled": True, "events": {"enabled": True}}}
 
 
+def standalone_env(port: int) -> dict[str, str]:
+    """The settings ``airflow standalone`` gets: its API on ``port``, and the tasks told to reach
+    the execution API there too (Airflow's default is port 8080, whatever the API listens on)."""
+    return {
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        # `airflow standalone` starts its components as `airflow ...` commands: the venv's.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--orders", type=int, default=500)
@@ -39,12 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     server = _start(STATE_DIR, args.orders, args.seed, port=args.sandbox_port)
-    env = {
-        "AIRFLOW__API__PORT": str(args.port),
-        # `airflow standalone` starts its components as `airflow ...` commands: the venv's.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    configure(STATE_DIR / "airflow", env)
+    configure(STATE_DIR / "airflow", standalone_env(args.port))
     ensure_pool()
     for added in store_in_metadata_db(*local_settings(server)):
         print(f"Stored {added} in the metadata DB (edit it under Admin)", flush=True)

@@ -252,3 +252,15 @@ def test_airflow_init_creates_the_warehouse_pool(services: dict[str, Any]):
     pool_lines = [line for line in services["airflow-init"]["command"][-1].splitlines() if " pools set " in line]
     [arguments] = [shlex.split(line) for line in pool_lines]
     assert arguments[arguments.index("set") + 1 :] == [WAREHOUSE_POOL, "1", WAREHOUSE_POOL_DESCRIPTION]
+
+
+@pytest.mark.parametrize("port", [8080, 8091])
+def test_make_up_tells_its_tasks_the_execution_api_on_the_port_its_api_listens_on(port: int):
+    """``make up UP_ARGS=--port N``: Airflow's default execution API URL names port 8080 whatever
+    the API listens on, so tasks on another port would find no API."""
+    from salesforce_orders_local.standalone import standalone_env
+
+    env = standalone_env(port)
+    execution_api = urlsplit(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+    assert (execution_api.port, execution_api.path) == (int(env["AIRFLOW__API__PORT"]), "/execution/")
+    assert int(env["AIRFLOW__API__PORT"]) == port

@@ -199,7 +199,7 @@ def restore_release() -> Callable[[sa.Engine, str | None, str], None]:
 @pytest.fixture
 def created_warehouse(warehouse: WarehouseTarget) -> WarehouseTarget:
     """``warehouse`` with its tables and views created."""
-    from salesforce_orders.warehouse import create_all
+    from salesforce_orders.schema_versions import create_all
 
     create_all(warehouse.engine, warehouse.schema)
     return warehouse

@@ -232,7 +232,8 @@ def check_recent_success(now: datetime | None = None) -> Freshness:
     import sqlalchemy as sa
 
     from .config import load_config
-    from .warehouse import create_all, engine_from_connection, tables, upsert
+    from .schema_versions import create_all
+    from .warehouse import engine_from_connection, tables, upsert
 
     now = now or datetime.now(UTC)
     config = load_config()

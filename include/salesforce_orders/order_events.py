@@ -13,7 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .warehouse import create_all, tables, upsert, utc_now
+from .schema_versions import create_all
+from .warehouse import tables, upsert, utc_now
 
 REPLAY_KEY = "events.replay_id:{topic}"  # sync_state: the last replay id whose events were handed on
 # Change types whose record ids are Orders to import again (GAP_* events carry ids too: Salesforce

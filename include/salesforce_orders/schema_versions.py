@@ -1,7 +1,7 @@
 """The warehouse's schema version: Alembic migrations over the table definitions in ``warehouse.py``.
 
 :func:`upgrade` brings a warehouse to this code's version, the head of ``migrations/versions``.
-Every task calls it (through ``warehouse.create_all``) before anything else, so the first task of
+Every task calls it (through ``create_all``) before anything else, so the first task of
 a run does the work and the others find nothing to do:
 
 - at the head with its views in place: a few catalogue reads, no lock, no write;
@@ -315,3 +315,12 @@ __all__ = [
     "recognise",
     "upgrade",
 ]
+
+
+def create_all(engine: sa.Engine, schema: str | None = None) -> None:
+    """Bring the warehouse to this code's schema version: created whole when empty, migrated when
+    older, missing or outdated views recreated (:func:`upgrade`).
+
+    Cheap when there is nothing to do (a few catalogue reads, no lock): every task calls it.
+    """
+    upgrade(engine, schema)

@@ -44,8 +44,8 @@ def _warehouse(config):
     import sqlalchemy as sa
     from airflow.sdk.exceptions import AirflowFailException
 
-    from .schema_versions import SchemaVersionError
-    from .warehouse import WarehouseConnectionError, create_all, engine_from_connection
+    from .schema_versions import SchemaVersionError, create_all
+    from .warehouse import WarehouseConnectionError, engine_from_connection
 
     engine = engine_from_connection(config.warehouse_conn_id)
     named = f"The warehouse (Airflow connection {config.warehouse_conn_id!r}, {engine.url.render_as_string(hide_password=True)})"

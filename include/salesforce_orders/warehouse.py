@@ -651,17 +651,6 @@ def tables(schema: str | None = None) -> Tables:
     return Tables.from_metadata(warehouse_metadata(schema))
 
 
-def create_all(engine: sa.Engine, schema: str | None = None) -> None:
-    """Bring the warehouse to this code's schema version: created whole when empty, migrated when
-    older, missing or outdated views recreated (``salesforce_orders.schema_versions.upgrade``).
-
-    Cheap when there is nothing to do (a few catalogue reads, no lock): every task calls it.
-    """
-    from .schema_versions import upgrade
-
-    upgrade(engine, schema)
-
-
 def create_tables(conn: sa.Connection, t: Tables) -> None:
     """Every table and index of this code's definitions, in a new warehouse."""
     t.metadata.create_all(conn)
@@ -1275,7 +1264,6 @@ __all__ = [
     "VIEWS",
     "WarehouseConnectionError",
     "analyze",
-    "create_all",
     "create_sqlite_engine",
     "column_compression",
     "compress_with_lz4",

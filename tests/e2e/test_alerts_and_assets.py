@@ -20,7 +20,8 @@ import sqlalchemy as sa
 
 from salesforce_orders import alerts
 from salesforce_orders.config import parse_config
-from salesforce_orders.warehouse import create_all, tables
+from salesforce_orders.schema_versions import create_all
+from salesforce_orders.warehouse import tables
 
 
 class _SmtpSession(socketserver.StreamRequestHandler):

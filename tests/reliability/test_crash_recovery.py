@@ -133,8 +133,8 @@ def outbox_states(p) -> dict[str, int]:
 @pytest.fixture
 def staged_run(pipeline, make_transformed) -> str:
     """A run whose transform staged CRASH_ORDERS orders (three items, two services each) for the load."""
+    from salesforce_orders.schema_versions import create_all
     from salesforce_orders.staging import stage_transformed
-    from salesforce_orders.warehouse import create_all
 
     create_all(pipeline.engine, pipeline.schema)
     run_id = pipeline.new_run_id()

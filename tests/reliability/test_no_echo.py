@@ -191,7 +191,8 @@ def test_the_window_leaves_out_spans_of_our_writes_except_the_orders_to_read_aga
 def test_the_window_names_at_most_max_reread_orders_keeping_the_newest_spans(sqlite_engine):
     """The REST query travels in a URL: older spans are left aside (their orders read again)
     rather than naming more orders than a query can hold."""
-    from salesforce_orders.warehouse import create_all, tables
+    from salesforce_orders.schema_versions import create_all
+    from salesforce_orders.warehouse import tables
 
     create_all(sqlite_engine, None)
     sync_state = tables(None).sync_state

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from salesforce_orders.warehouse import COPY_MIN_ROWS, create_all, tables, upsert, warehouse_engine
+from salesforce_orders.schema_versions import create_all
+from salesforce_orders.warehouse import COPY_MIN_ROWS, tables, upsert, warehouse_engine
 
 CARD = "4111111111111111"
 NAME = "Zoë Personal-Name"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from salesforce_orders.load import load_run
-from salesforce_orders.warehouse import create_all
+from salesforce_orders.schema_versions import create_all
 
 
 @pytest.fixture

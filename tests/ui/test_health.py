@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from salesforce_orders.alerts import NOTIFIED_KEY
 from salesforce_orders.load import WATERMARK_KEY
-from salesforce_orders.warehouse import create_all, tables, upsert
+from salesforce_orders.schema_versions import create_all
+from salesforce_orders.warehouse import tables, upsert
 from salesforce_orders_ui.health import Schedule
 
 NOW = datetime.now(UTC).replace(microsecond=0)  # set anew for each test (the fixture below): the page tells ages from the clock

@@ -8,7 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from salesforce_orders.load import load_run
-from salesforce_orders.warehouse import create_all, tables
+from salesforce_orders.schema_versions import create_all
+from salesforce_orders.warehouse import tables
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -172,9 +172,10 @@ def loaded_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadedRun]:
     """All record cases staged in one run with valid orders, then validated, transformed and loaded."""
     from salesforce_orders.load import load_run
     from salesforce_orders.quarantine import validate_run
+    from salesforce_orders.schema_versions import create_all
     from salesforce_orders.staging import iter_staged, stage_items, stage_orders, stage_transformed
     from salesforce_orders.transform import transform_order
-    from salesforce_orders.warehouse import create_all, create_sqlite_engine, tables
+    from salesforce_orders.warehouse import create_sqlite_engine, tables
 
     engine = create_sqlite_engine(str(tmp_path_factory.mktemp("bad-input") / "warehouse.db"))
     create_all(engine)

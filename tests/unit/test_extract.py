@@ -8,8 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 from salesforce_orders.extract import ExtractSummary, flatten, split_order, stage_pages
+from salesforce_orders.schema_versions import create_all
 from salesforce_orders.staging import iter_staged
-from salesforce_orders.warehouse import create_all, tables
+from salesforce_orders.warehouse import tables
 
 ORDER_A, ORDER_B = "801000000000001AAA", "801000000000002AAA"
 

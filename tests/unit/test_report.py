@@ -9,8 +9,9 @@ import sqlalchemy as sa
 
 from salesforce_orders.report import STAGES, finish_run, start_run, summary_lines
 from salesforce_orders.runs import INCREMENTAL, RunPlan
+from salesforce_orders.schema_versions import create_all
 from salesforce_orders.soql import ExtractWindow
-from salesforce_orders.warehouse import create_all, tables
+from salesforce_orders.warehouse import tables
 
 WINDOW_START = datetime(2026, 3, 1, 11, 50, tzinfo=UTC)
 WINDOW_END = datetime(2026, 3, 1, 12, 15, tzinfo=UTC)

@@ -10,8 +10,9 @@ import sqlalchemy as sa
 
 from salesforce_orders.config import parse_config
 from salesforce_orders.load import load_run
+from salesforce_orders.schema_versions import create_all
 from salesforce_orders.shipments import ShipmentConfigRefused, ShipmentSummary, check, targets_from_config
-from salesforce_orders.warehouse import create_all, tables
+from salesforce_orders.warehouse import tables
 from salesforce_orders.warehouse_cli import main
 from salesforce_sandbox.schema import build_schema
 

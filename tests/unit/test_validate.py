@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from salesforce_orders.config import ImportConfig, parse_config
 from salesforce_orders.quarantine import validate_run
+from salesforce_orders.schema_versions import create_all
 from salesforce_orders.soql import item_fields, order_fields
 from salesforce_orders.staging import stage_items, stage_orders
 from salesforce_orders.validate import (
@@ -26,7 +27,7 @@ from salesforce_orders.validate import (
     duplicate_order_numbers,
     text_limits,
 )
-from salesforce_orders.warehouse import create_all, tables
+from salesforce_orders.warehouse import tables
 
 TODAY = date(2026, 3, 1)
 CONFIG = ImportConfig()

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from salesforce_orders import warehouse
 from salesforce_orders.load import load_run, record_quarantine
+from salesforce_orders.schema_versions import create_all
 from salesforce_orders.staging import (
     clear_run,
     clear_transformed,
@@ -30,7 +31,6 @@ from salesforce_orders.warehouse import (
     ITEM_COLUMN_LIMITS,
     VIEWS,
     WarehouseConnectionError,
-    create_all,
     engine_from_connection,
     tables,
     upsert,

@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from salesforce_orders import currencies, warehouse
 from salesforce_orders.load import load_run, record_quarantine, record_skipped
 from salesforce_orders.model import SkippedOrder
+from salesforce_orders.schema_versions import create_all
 from salesforce_orders.shipments import add_shipment
 from salesforce_orders.staging import stage_items, stage_orders, stage_transformed
-from salesforce_orders.warehouse import VIEWS_KEY, create_all, insert_rows, select_in, tables, upsert
+from salesforce_orders.warehouse import VIEWS_KEY, insert_rows, select_in, tables, upsert
 
 pytestmark = pytest.mark.postgres
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from salesforce_orders.warehouse import create_all, create_sqlite_engine, tables, upsert
+from salesforce_orders.schema_versions import create_all
+from salesforce_orders.warehouse import create_sqlite_engine, tables, upsert
 from salesforce_orders.warehouse_errors import explain
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

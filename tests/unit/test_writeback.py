@@ -17,7 +17,8 @@ from salesforce_orders.config import DEFAULT_CARD_FIELDS
 from salesforce_orders.load import load_run
 from salesforce_orders.model import WriteBack
 from salesforce_orders.salesforce import COLLECTION_LIMIT, ApiUsage, SalesforceApiError
-from salesforce_orders.warehouse import create_all, tables
+from salesforce_orders.schema_versions import create_all
+from salesforce_orders.warehouse import tables
 from salesforce_orders.writeback import (
     CARD_MASK_MAX,
     ImportedStatusRefused,

@@ -428,6 +428,18 @@ class Store:
         with self.lock:
             return _stamp_text(self._claim(_MODSTAMP_SEQUENCE, at_least=_to_ms(self.clock())))
 
+    def stamps_from_next_second(self) -> datetime:
+        """Move the org's modification stamps on to the next whole second and return that second.
+
+        SOQL compares datetimes in whole seconds, so a change that must read as later than the
+        last one needs a later second. Tests call this instead of sleeping: every write after it
+        is stamped at or after the returned moment, however fast or slow the machine is."""
+        with self.lock:
+            now = self._claim(_MODSTAMP_SEQUENCE, at_least=_to_ms(self.clock()))
+            next_second = (now // 1000 + 1) * 1000
+            self._claim(_MODSTAMP_SEQUENCE, at_least=next_second - 1)
+        return _from_ms(next_second)
+
     def new_ids(self, sobject: str, count: int) -> list[str]:
         """Reserve ``count`` new record ids (for rows written with :meth:`bulk_insert`)."""
         obj = self._sobject(sobject)

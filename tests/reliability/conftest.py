@@ -15,6 +15,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,10 @@ class Pipeline:
 
     def org_rows(self, sql: str, *params: Any) -> list[dict[str, Any]]:
         return org_rows(self.org, sql, *params)
+
+    def org_next_second(self) -> datetime:
+        """The next whole second of the org's clock; every later change is stamped from it on."""
+        return self.org.store.stamps_from_next_second()
 
     def org_update(self, sobject: str, record_id: str, **values: Any) -> None:
         with self.org.store.lock:

@@ -9,9 +9,7 @@ PostgreSQL warehouse.
 
 from __future__ import annotations
 
-import time
 import urllib.request
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -40,13 +38,6 @@ def summary_of(p, run, capsys) -> str:
     return capsys.readouterr().out
 
 
-def wait_for_the_second_after(stamp: str) -> None:
-    """Until the clock is past the whole second of ``stamp`` (the clock, not something to happen)."""
-    second = datetime.fromisoformat(stamp.replace("+0000", "+00:00")).replace(microsecond=0)
-    while datetime.now(UTC) < second + timedelta(seconds=1):
-        time.sleep(0.05)
-
-
 def test_the_summary_counts_records_written_back_and_says_nothing_new_only_when_nothing_happened(sqlite_pipeline, capsys):
     p = sqlite_pipeline
     p.set_config(overlap_minutes=0)  # each run reads what changed after the one before
@@ -73,8 +64,7 @@ def test_the_summary_counts_records_written_back_and_says_nothing_new_only_when_
     # the refused one out of the next windows; then the runs are quiet, and only they say so.
     # "Later" in SOQL's whole seconds: after the second of the refused order's last change (the
     # X-out of its card fields, made by the run that quarantined it).
-    [last] = p.org_rows('SELECT SystemModstamp FROM "Order" WHERE Id = ?', order_id)
-    wait_for_the_second_after(last["SystemModstamp"])
+    p.org_next_second()
     p.org_update("Order", sorted(p.loaded_ids())[1], Description="A later note")
     said = []
     for _ in range(3):

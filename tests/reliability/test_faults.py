@@ -481,7 +481,7 @@ def test_slow_salesforce_times_out_and_the_next_run_finishes_what_was_left(sqlit
     assert first.succeeded, first.error
     drafted, changed = sorted(p.loaded_ids())[:2]
     p.org_update("Order", drafted, Status="Draft")
-    time.sleep(1.1)  # a later second: SOQL datetimes have whole seconds, the change must come after
+    p.org_next_second()  # SOQL datetimes have whole seconds: the second change comes a second later
     p.org_update("Order", changed, Description="Leave parcels at the back door")
     second = p.run(until="load")
     assert second.results["load"]["updated"] == 1

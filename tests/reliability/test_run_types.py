@@ -9,8 +9,7 @@ tested in ``tests/scheduler/``.
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
@@ -24,12 +23,6 @@ def loaded(p) -> dict[str, dict]:
 
 def order_numbers(p, *order_ids: str) -> list[str]:
     return [p.scalar("SELECT order_number FROM external_orders WHERE sf_order_id = :i", i=i) for i in order_ids]
-
-
-def next_second() -> None:
-    """SOQL datetimes have whole seconds: a change that must come after the previous one waits for
-    the clock's next second (this is about the clock, not about letting something happen)."""
-    time.sleep(1.1)
 
 
 @pytest.fixture
@@ -51,7 +44,7 @@ def test_a_resync_leaves_the_watermark_so_the_next_run_reads_every_other_change(
     p = imported
     a, b = sorted(loaded(p))[:2]
     p.org_update("Order", a, Description="A changed first")
-    next_second()
+    p.org_next_second()
     p.org_update("Order", b, Description="B changed, then re-synced")
     mark = p.watermark()
 
@@ -69,8 +62,7 @@ def test_a_since_run_moves_the_watermark_only_when_it_read_from_the_mark_on(impo
     p = imported
     a, b = sorted(loaded(p))[:2]
     p.org_update("Order", a, Description="A changed first")
-    next_second()
-    since = datetime.now(UTC).replace(microsecond=0)
+    since = p.org_next_second()  # SOQL datetimes have whole seconds: B's change comes a second later
     p.org_update("Order", b, Description="B changed after 'since'")
     mark = p.watermark()
 
@@ -89,12 +81,12 @@ def test_a_backfill_of_a_later_interval_does_not_jump_over_what_it_never_read(im
     p = imported
     a, b = sorted(loaded(p))[:2]
     p.org_update("Order", a, Description="A changed before the interval")
-    next_second()
-    start = datetime.now(UTC).replace(microsecond=0)
+    start = p.org_next_second()
     p.org_update("Order", b, Description="B changed in the interval")
+    end = p.org_next_second()
     mark = p.watermark()
 
-    backfill = p.run(run_type="backfill", interval=(start, datetime.now(UTC) + timedelta(seconds=1)))
+    backfill = p.run(run_type="backfill", interval=(start, end))
 
     assert backfill.succeeded, backfill.error
     assert loaded(p)[b]["notes"] == "B changed in the interval"
@@ -129,7 +121,7 @@ def test_a_load_that_commits_after_a_newer_run_keeps_the_newer_versions(imported
     p.org_update("Order", a, Description="version 2")
     late = p.run(until="transform")  # staged version 2, then its load waits (a cleared or slow task)
     assert late.succeeded, late.error
-    next_second()
+    p.org_next_second()
     p.org_update("Order", a, Description="version 3")
     newer = p.run()
     assert newer.succeeded, newer.error
@@ -153,7 +145,7 @@ def test_a_late_load_never_makes_an_order_set_back_to_draft_active_again(importe
     a = sorted(loaded(p))[0]
     p.org_update("Order", a, Description="staged while active")
     late = p.run(until="transform")
-    next_second()
+    p.org_next_second()
     p.org_update("Order", a, Status="Draft")
     newer = p.run()
     assert newer.succeeded, newer.error

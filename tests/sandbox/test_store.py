@@ -635,6 +635,19 @@ def test_stamps_follow_the_clock(store: Store, clock: Clock) -> None:
     assert account["CreatedDate"] == account["SystemModstamp"] == "2026-03-03T12:00:03.500+0000"
 
 
+def test_stamps_from_the_next_second_come_a_whole_second_later_without_waiting(store: Store, org: Org, clock: Clock) -> None:
+    order_id = org.order()
+    before = store.get("Order", order_id)["SystemModstamp"]
+    second = store.stamps_from_next_second()
+    store.update("Order", order_id, {"Description": "later"})
+    after = store.get("Order", order_id)["SystemModstamp"]
+    assert second == datetime(2026, 3, 1, 12, 0, 1, tzinfo=UTC)  # the clock stood still
+    assert before[:19] == "2026-03-01T12:00:00" and after == "2026-03-01T12:00:01.000+0000"
+    clock.advance(seconds=5.25)  # a clock already past it wins
+    store.update("Order", order_id, {})
+    assert store.get("Order", order_id)["SystemModstamp"] == "2026-03-01T12:00:05.250+0000"
+
+
 def test_writes_to_order_products_move_the_orders_stamps(store: Store, org: Org, clock: Clock) -> None:
     order_id = org.order()
     clock.advance(minutes=1)

@@ -111,8 +111,11 @@ def postgres_schema() -> str:
 @pytest.fixture(scope="session")
 def postgres_engine(postgres_schema: str) -> Iterator[sa.Engine]:
     """An engine on the test PostgreSQL server whose search_path is this session's schema."""
-    engine = sa.create_engine(
-        POSTGRES_URL, connect_args={"options": f"-csearch_path={postgres_schema}", "connect_timeout": 3}
+    from salesforce_orders.warehouse import warehouse_engine
+
+    # as the import makes its engines: JSON through the warehouse's codec (exact amounts)
+    engine = warehouse_engine(
+        sa.make_url(POSTGRES_URL), connect_args={"options": f"-csearch_path={postgres_schema}", "connect_timeout": 3}
     )
     try:
         with engine.begin() as conn:
@@ -236,6 +239,8 @@ def build_transformed(
 
     The content hash covers the business content (not ``modstamp``), as the transform's does.
     """
+    from salesforce_orders import amounts
+    from salesforce_orders.amounts import exact
     from salesforce_orders.model import (
         REQUEST,
         Address,
@@ -275,16 +280,16 @@ def build_transformed(
             product_is_active=True,
             pricebook_list_price=price,
         )
-        for item_no, service, qty, price in items
+        for item_no, service, qty, price in ((no, service, exact(qty), exact(price)) for no, service, qty, price in items)
     )
     by_service: dict[str, list[Any]] = {}
     for item in item_records:
         by_service.setdefault(item.service_key, []).append(item)
     services = tuple(
-        ServiceRecord(key, order_id, group[0].service_number, len(group), sum(i.total_price for i in group), location_id)
+        ServiceRecord(key, order_id, group[0].service_number, len(group), amounts.total(i.total_price for i in group), location_id)
         for key, group in by_service.items()
     )
-    total = sum(i.total_price for i in item_records)
+    total = amounts.total(i.total_price for i in item_records)
     order = OrderRecord(
         sf_order_id=order_id,
         order_number=f"{n:08d}",

@@ -19,12 +19,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import amounts
+from .amounts import CENT
+
 log = logging.getLogger(__name__)
 
 CURRENT = "CurrencyType"  # currency_rates.source of the current rates
 DATED = "DatedConversionRate"  # ... and of the rates by period
 FIRST_DAY, LAST_DAY = date(1, 1, 1), date(9999, 12, 31)
-_CENT = Decimal("0.01")
 # Salesforce's answer when the org has no such object (multi-currency not enabled).
 _NOT_IN_ORG = "INVALID_TYPE"
 
@@ -32,8 +34,8 @@ _NOT_IN_ORG = "INVALID_TYPE"
 @dataclass(frozen=True)
 class Conversion:
     corporate_currency: str
-    rate: float
-    amount: float | None
+    rate: Decimal
+    amount: Decimal | None
 
 
 @dataclass
@@ -41,11 +43,11 @@ class CurrencyRates:
     """The org's rates: ``corporate`` is None for a single-currency org (conversion is the identity)."""
 
     corporate: str | None = None
-    current: dict[str, float] = field(default_factory=dict)
+    current: dict[str, Decimal] = field(default_factory=dict)
     # per currency: period starts (sorted) and the rate of each period, with its end
-    dated: dict[str, list[tuple[date, date, float]]] = field(default_factory=dict)
+    dated: dict[str, list[tuple[date, date, Decimal]]] = field(default_factory=dict)
 
-    def rate_for(self, currency: str, day: date | None) -> float | None:
+    def rate_for(self, currency: str, day: date | None) -> Decimal | None:
         periods = self.dated.get(currency)
         if periods and day is not None:
             index = bisect_right([start for start, _end, _rate in periods], day) - 1
@@ -53,17 +55,17 @@ class CurrencyRates:
                 return periods[index][2]
         return self.current.get(currency)
 
-    def convert(self, amount: float | None, currency: str | None, day: str | None) -> Conversion | None:
+    def convert(self, amount: Decimal | None, currency: str | None, day: str | None) -> Conversion | None:
         """``amount`` in ``currency`` in the corporate currency with the rate of ``day`` (YYYY-MM-DD),
         rounded half up to the cent; None when the currency has no rate in the org."""
         if currency is None:
             return None
         if self.corporate is None:
-            return Conversion(currency, 1.0, amount)
+            return Conversion(currency, Decimal(1), amount)
         rate = self.rate_for(currency, _day(day))
         if not rate:
             return None
-        converted = None if amount is None else float((Decimal(repr(amount)) / Decimal(repr(rate))).quantize(_CENT, ROUND_HALF_UP))
+        converted = None if amount is None else (amounts.exact(amount) / rate).quantize(CENT, ROUND_HALF_UP)
         return Conversion(self.corporate, rate, converted)
 
 
@@ -102,7 +104,7 @@ def _row(source: str, code: str, rate: Any, start: date, end: date, corporate: b
         "iso_code": code,
         "start_date": start,
         "next_start_date": end,
-        "conversion_rate": Decimal(str(rate)),
+        "conversion_rate": amounts.exact(rate),
         "is_corporate": corporate,
     }
 
@@ -118,7 +120,7 @@ def load(conn: sa.Connection, table: sa.Table) -> CurrencyRates:
     """The rates the warehouse holds, ready to convert with."""
     rates = CurrencyRates()
     for row in conn.execute(sa.select(table).order_by(table.c.iso_code, table.c.start_date)):
-        rate = float(row.conversion_rate)
+        rate = amounts.exact(row.conversion_rate)
         if row.source == CURRENT:
             rates.current[row.iso_code] = rate
             if row.is_corporate:

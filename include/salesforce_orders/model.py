@@ -20,6 +20,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from decimal import Decimal
 from typing import Any
 
 StagedOrder = dict[str, Any]
@@ -91,7 +92,7 @@ class OrderRecord:
     order_type: str | None
     effective_date: str | None  # YYYY-MM-DD
     activated_at: str | None  # ISO 8601 UTC
-    total_amount: float | None
+    total_amount: Decimal | None
     currency: str | None
     billing: Address
     service: Address
@@ -109,8 +110,8 @@ class OrderRecord:
     card_data_masked: tuple[str, ...] = ()
     # total_amount in the org's corporate currency and the rate used (None: the org has no rate for it)
     corporate_currency: str | None = None
-    conversion_rate: float | None = None
-    corporate_amount: float | None = None
+    conversion_rate: Decimal | None = None
+    corporate_amount: Decimal | None = None
     end_date: str | None = None  # YYYY-MM-DD
     contract_id: str | None = None
     opportunity_id: str | None = None
@@ -124,13 +125,13 @@ class ItemRecord:
     sf_order_id: str
     product_code: str | None
     product_name: str | None
-    quantity: float | None
-    unit_price: float | None
-    total_price: float | None
+    quantity: Decimal | None
+    unit_price: Decimal | None
+    total_price: Decimal | None
     service_number: str | None
     service_key: str
     metadata: dict[str, Any]
-    list_price: float | None = None  # the item's ListPrice
+    list_price: Decimal | None = None  # the item's ListPrice
     service_date: str | None = None  # YYYY-MM-DD
     end_date: str | None = None
     sf_product_id: str | None = None
@@ -138,7 +139,7 @@ class ItemRecord:
     # the product dimension (``products``), as the item's Product2 and price book entry have it now
     product_family: str | None = None
     product_is_active: bool | None = None
-    pricebook_list_price: float | None = None
+    pricebook_list_price: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class ServiceRecord:
     sf_order_id: str
     service_number: str | None
     item_count: int
-    total_amount: float
+    total_amount: Decimal
     location_id: str | None
 
 
@@ -186,7 +187,7 @@ class SkippedOrder:
     reason: str
     sf_system_modstamp: str | None = None
     account_name: str | None = None
-    total_amount: float | None = None
+    total_amount: Decimal | None = None
     currency: str | None = None
 
 
@@ -212,7 +213,7 @@ def plain(value: Any) -> Any:
 # field types: it copies the record's ``__dict__`` in one step and converts only the fields
 # that hold records, tuples or dicts, each with the converter its type calls for.
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+_SCALARS = frozenset({str, int, float, Decimal, bool, type(None)})
 _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
 
 

@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -200,6 +201,9 @@ class SalesforceOrdersHook(SalesforceHook):
         if self.session_id:
             mask_secret(self.session_id)
         sf = SalesforceHook.conn.func(self)  # type: ignore[attr-defined]
+        # Numbers with a fraction as exact decimals (amounts keep every cent); simple-salesforce
+        # takes parse_float, which the provider's hook does not pass on.
+        sf._parse_float = Decimal
         if sf.session_id:
             mask_secret(sf.session_id)
         # simple-salesforce logs in again by itself when a session expires mid-run: mask that one too.
@@ -510,7 +514,7 @@ def _boolean(text: str) -> bool:
 
 
 def _integer(text: str) -> int:
-    return int(float(text))
+    return int(Decimal(text))
 
 
 def _as_is(text: str) -> str:
@@ -520,5 +524,5 @@ def _as_is(text: str) -> str:
 def _converters(header: list[str], types: dict[str, str]) -> list[Any]:
     """Per CSV column, the function giving a non-empty cell its REST-like value (numbers and
     booleans parsed, text as is); an empty cell is None whatever the column."""
-    by_type = {**dict.fromkeys(_NUMERIC_TYPES, float), "int": _integer, "boolean": _boolean}
+    by_type = {**dict.fromkeys(_NUMERIC_TYPES, Decimal), "int": _integer, "boolean": _boolean}
     return [by_type.get(types.get(column), _as_is) for column in header]

@@ -13,11 +13,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import lru_cache
 from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+from salesforce_orders import amounts
 from salesforce_orders.config import ImportConfig, RoutingRule
 from salesforce_orders.countries import resolve_country_code
 from salesforce_orders.currencies import CurrencyRates
@@ -76,7 +78,7 @@ def transform_order(
             reason=ZERO_TOTAL,
             sf_system_modstamp=_text(order.get("SystemModstamp")),
             account_name=_text(_get(order, "Account.Name")),
-            total_amount=_number(order.get("TotalAmount")),
+            total_amount=amounts.exact(order.get("TotalAmount")),
             currency=_text(order.get("CurrencyIsoCode")),
         )
 
@@ -102,7 +104,7 @@ def transform_order(
     modstamp, _ = _iso_utc(order.get("SystemModstamp"))
     if not activated_ok:
         warnings.append(f"ActivatedDate {order.get('ActivatedDate')!r} is not a date and time")
-    total, currency, effective_date = _number(order.get("TotalAmount")), _text(order.get("CurrencyIsoCode")), _text(order.get("EffectiveDate"))
+    total, currency, effective_date = amounts.exact(order.get("TotalAmount")), _text(order.get("CurrencyIsoCode")), _text(order.get("EffectiveDate"))
     converted = (rates or _SINGLE_CURRENCY).convert(total, currency, effective_date)
     if converted is None and currency is not None:
         warnings.append(f"CurrencyIsoCode {currency!r} has no conversion rate in the org: corporate_amount left empty")
@@ -354,20 +356,20 @@ def service_groups(
             sf_order_id=_text(item.get("OrderId")) or order_id,
             product_code=_text(_get(item, "Product2.ProductCode")),
             product_name=_text(_get(item, "Product2.Name")),
-            quantity=_number(item.get("Quantity")),
-            unit_price=_number(item.get("UnitPrice")),
-            total_price=_number(item.get("TotalPrice")),
+            quantity=amounts.exact(item.get("Quantity")),
+            unit_price=amounts.exact(item.get("UnitPrice")),
+            total_price=amounts.exact(item.get("TotalPrice")),
             service_number=service_number,
             service_key=key,
             metadata=map_fields(item, mappings),
-            list_price=_number(item.get("ListPrice")),
+            list_price=amounts.exact(item.get("ListPrice")),
             service_date=_text(item.get("ServiceDate")),
             end_date=_text(item.get("EndDate")),
             sf_product_id=_text(item.get("Product2Id")),
             sf_pricebook_entry_id=_text(item.get("PricebookEntryId")),
             product_family=_text(_get(item, "Product2.Family")),
             product_is_active=_flag(_get(item, "Product2.IsActive")),
-            pricebook_list_price=_number(_get(item, "PricebookEntry.UnitPrice")),
+            pricebook_list_price=amounts.exact(_get(item, "PricebookEntry.UnitPrice")),
         )
         records.append(record)
         members.setdefault(key, []).append(record)
@@ -377,7 +379,7 @@ def service_groups(
             sf_order_id=order_id,
             service_number=group[0].service_number,
             item_count=len(group),
-            total_amount=_money_sum(item.total_price for item in group),
+            total_amount=amounts.total(item.total_price for item in group),
             location_id=location_id,
         )
         for key, group in sorted(members.items())
@@ -387,9 +389,9 @@ def service_groups(
 
 def is_zero_total(order: StagedOrder, items: Sequence[StagedItem]) -> bool:
     """TotalAmount is 0, or the order's items add up to 0."""
-    if _number(order.get("TotalAmount")) == 0:
+    if amounts.exact(order.get("TotalAmount")) == 0:
         return True
-    return bool(items) and _money_sum(_number(item.get("TotalPrice")) for item in items) == 0
+    return bool(items) and amounts.total(amounts.exact(item.get("TotalPrice")) for item in items) == 0
 
 
 # --- routing, metadata, notes --------------------------------------------------------
@@ -571,6 +573,8 @@ def _json(value: Any) -> str:
         return "true" if value else "false"
     if (type(value) is float and math.isfinite(value)) or type(value) is int:
         return repr(value)  # as the encoder writes them
+    if type(value) is Decimal:
+        return amounts.as_hashed(value)
     if type(value) is Address:
         return _json_address(value)
     if type(value) is dict:  # metadata
@@ -615,31 +619,11 @@ def _flag(value: Any) -> bool | None:
     return True if text == "true" else False if text == "false" else None
 
 
-def _number(value: Any) -> float | None:
-    if type(value) is float:  # checked first: JSON numbers arrive as floats
-        number = value
-    elif isinstance(value, bool) or value is None:
-        return None
-    elif isinstance(value, int | float):
-        number = float(value)
-    else:
-        try:
-            number = float(str(value).strip())
-        except ValueError:
-            return None
-    return number if math.isfinite(number) else None
-
-
-def _money_sum(values: Iterable[float | None]) -> float:
-    # Rounded to cents: float addition would otherwise make 0.1 + 0.2 "non-zero".
-    return round(sum(value or 0.0 for value in values), 2)
-
-
 def _same(actual: Any, expected: Any) -> bool:
     if isinstance(expected, bool):
         return _fold(actual) == ("true" if expected else "false")
-    if isinstance(expected, int | float):
-        return _number(actual) == float(expected)
+    if isinstance(expected, int | float | Decimal):
+        return amounts.exact(actual) == amounts.exact(expected)
     return _fold(actual) == _fold(expected)
 
 

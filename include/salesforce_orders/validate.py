@@ -18,8 +18,11 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+from . import amounts
+from .amounts import exact
 from .model import StagedItem, StagedOrder
 
 log = logging.getLogger(__name__)
@@ -47,8 +50,6 @@ CHECKS: dict[str, str] = {
 MAX_FUTURE_EFFECTIVE_DAYS = 365
 EARLIEST_EFFECTIVE_DATE = date(2000, 1, 1)
 TOTAL_TOLERANCE = 0.005
-AMOUNT_DECIMALS = 2  # the warehouse's money columns are NUMERIC(18, 2)
-AMOUNT_LIMIT = 10.0**16
 
 
 @dataclass
@@ -63,6 +64,11 @@ class ChunkResult:
         if check not in checks:
             checks.append(check)
         self.details.setdefault(order_id, {})[check] = message
+
+
+def _shown(value: Any) -> str:
+    """A value in a message: text quoted, a number as its digits."""
+    return str(value) if isinstance(value, Decimal) else repr(value)
 
 
 def _blank(value: Any) -> bool:
@@ -90,24 +96,14 @@ def _parse_date(value: Any) -> date | None:
         return None
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
 @dataclass(frozen=True)
 class DerivedOrder:
     """What the checks need of one order beyond its raw fields."""
 
     item_count: int
-    items_total: float | None
-    min_quantity: float | None
-    min_unit_price: float | None
+    items_total: Decimal | None
+    min_quantity: Decimal | None
+    min_unit_price: Decimal | None
     service: dict[str, str | None]
     service_source: str
     service_country_code: str | None
@@ -117,13 +113,14 @@ class DerivedOrder:
     amount_problems: tuple[str, ...] = ()
 
 
-def derive(order: StagedOrder, items: list[StagedItem], today: date) -> DerivedOrder:
+def derive(order: StagedOrder, items: list[StagedItem], today: date, *, double_only: bool = False) -> DerivedOrder:
+    """``double_only``: the warehouse keeps amounts as doubles (SQLite)."""
     from .transform import resolve_country_code, service_address
 
     address, source = service_address(order)
-    prices = [_number(i.get("TotalPrice")) for i in items]
-    quantities = [_number(i.get("Quantity")) for i in items]
-    unit_prices = [_number(i.get("UnitPrice")) for i in items]
+    prices = [exact(i.get("TotalPrice")) for i in items]
+    quantities = [exact(i.get("Quantity")) for i in items]
+    unit_prices = [exact(i.get("UnitPrice")) for i in items]
     effective = order.get("EffectiveDate")
     effective_date = _parse_date(effective)
     if _blank(effective):
@@ -139,7 +136,7 @@ def derive(order: StagedOrder, items: list[StagedItem], today: date) -> DerivedO
     billing_country = order.get("BillingCountry")
     return DerivedOrder(
         item_count=len(items),
-        items_total=None if any(p is None for p in prices) else round(sum(p for p in prices if p is not None), 2),
+        items_total=None if any(p is None for p in prices) else amounts.total(prices),
         min_quantity=min((q if q is not None else -math.inf) for q in quantities) if items else None,
         min_unit_price=min((p if p is not None else -math.inf) for p in unit_prices) if items else None,
         service={
@@ -153,23 +150,19 @@ def derive(order: StagedOrder, items: list[StagedItem], today: date) -> DerivedO
         billing_country_code=None if _blank(billing_country) else resolve_country_code(billing_country),
         activated_ok=(activated := _parse_datetime(order.get("ActivatedDate"))) is not None and not _in_the_future(activated, today),
         effective_problem=problem,
-        amount_problems=_amount_problems(order, items),
+        amount_problems=_amount_problems(order, items, double_only=double_only),
     )
 
 
-def _amount_problems(order: StagedOrder, items: list[StagedItem]) -> tuple[str, ...]:
-    """Amounts the warehouse cannot keep exactly: more decimals than its columns, or too large."""
+def _amount_problems(order: StagedOrder, items: list[StagedItem], *, double_only: bool) -> tuple[str, ...]:
+    """Amounts the warehouse cannot keep exactly, each with the field that holds it."""
     values = [("TotalAmount", order.get("TotalAmount"))]
     values += [(f"{name} of OrderItem {item.get('Id')}", item.get(name)) for item in items for name in ("Quantity", "UnitPrice", "TotalPrice")]
     problems = []
     for name, raw in values:
-        value = _number(raw)
-        if value is None or math.isinf(value):
-            continue
-        if abs(value) >= AMOUNT_LIMIT:
-            problems.append(f"{name} {raw} is too large for the warehouse (NUMERIC(18,2): below 10^16)")
-        elif round(value, AMOUNT_DECIMALS) != value:
-            problems.append(f"{name} {raw} has more than {AMOUNT_DECIMALS} decimals: the warehouse would lose them")
+        value = exact(raw)
+        if value is not None and (problem := amounts.problem(value, double_only=double_only)):
+            problems.append(f"{name} {raw} {problem}")
     return tuple(problems)
 
 
@@ -205,10 +198,20 @@ def _in_the_future(moment: datetime, today: date) -> bool:
 class OrderValidator:
     """Builds the Great Expectations suite once and validates chunk after chunk."""
 
-    def __init__(self, column_limits: dict[str, int], today: date | None = None, item_limits: dict[str, int] | None = None):
+    def __init__(
+        self,
+        column_limits: dict[str, int],
+        today: date | None = None,
+        item_limits: dict[str, int] | None = None,
+        *,
+        double_only_amounts: bool = False,
+    ):
+        """``double_only_amounts``: the warehouse keeps amounts as doubles (SQLite), so an amount
+        with more digits than a double keeps is refused rather than rounded."""
         self.column_limits = dict(column_limits)
         self.item_limits = dict(item_limits or {})
         self.today = today or date.today()
+        self.double_only_amounts = double_only_amounts
         self._validation = self._build()
 
     def _build(self) -> Any:
@@ -274,8 +277,8 @@ class OrderValidator:
 
         rows = []
         for order, items in chunk:
-            d = derive(order, items, self.today)
-            total = _number(order.get("TotalAmount"))
+            d = derive(order, items, self.today, double_only=self.double_only_amounts)
+            total = exact(order.get("TotalAmount"))
             countries_ok = (d.service["country"] is None or d.service_country_code is not None) and (
                 _blank(order.get("BillingCountry")) or d.billing_country_code is not None
             )
@@ -327,7 +330,7 @@ class OrderValidator:
 
     def explain_failures(self, order: StagedOrder, items: list[StagedItem], rules: Iterable[str]) -> dict[str, str]:
         """A message per failed check of one order, naming the field and the offending value."""
-        derived = derive(order, items, self.today)
+        derived = derive(order, items, self.today, double_only=self.double_only_amounts)
         return {rule: explain(rule, order, items, derived, self.overlong(order, items)) for rule in rules}
 
     def validate(self, chunk: list[tuple[StagedOrder, list[StagedItem]]]) -> ChunkResult:
@@ -379,7 +382,7 @@ def explain(
         return derived.effective_problem or "EffectiveDate is not valid"
     if rule == "total_non_negative":
         value = order.get("TotalAmount")
-        return "TotalAmount is missing" if _number(value) is None else f"TotalAmount {value} is negative"
+        return "TotalAmount is missing" if exact(value) is None else f"TotalAmount {value} is negative"
     if rule == "total_matches_products":
         return (
             f"TotalAmount {order.get('TotalAmount')} differs from the sum of its products' TotalPrice "
@@ -388,11 +391,11 @@ def explain(
     if rule == "has_products":
         return "the order has no products"
     if rule == "quantities_positive":
-        bad = [i for i in items if (_number(i.get("Quantity")) or 0) <= 0]
-        return "; ".join(f"OrderItem {i.get('Id')} Quantity {i.get('Quantity')!r} is not greater than 0" for i in bad[:5])
+        bad = [i for i in items if (exact(i.get("Quantity")) or 0) <= 0]
+        return "; ".join(f"OrderItem {i.get('Id')} Quantity {_shown(i.get('Quantity'))} is not greater than 0" for i in bad[:5])
     if rule == "unit_prices_non_negative":
-        bad = [i for i in items if _number(i.get("UnitPrice")) is None or _number(i.get("UnitPrice")) < 0]
-        return "; ".join(f"OrderItem {i.get('Id')} UnitPrice {i.get('UnitPrice')!r} is negative or missing" for i in bad[:5])
+        bad = [i for i in items if exact(i.get("UnitPrice")) is None or exact(i.get("UnitPrice")) < 0]
+        return "; ".join(f"OrderItem {i.get('Id')} UnitPrice {_shown(i.get('UnitPrice'))} is negative or missing" for i in bad[:5])
     if rule == "service_address_complete":
         prefix = "Shipping" if derived.service_source == "shipping" else "Billing"
         names = {"street": "Street", "city": "City", "postal_code": "PostalCode", "country": "Country"}

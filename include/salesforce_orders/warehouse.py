@@ -917,18 +917,25 @@ _POSTGRES_EXTRAS = ("sslmode", "sslcert", "sslkey", "sslrootcert", "connect_time
                     "target_session_attrs")
 
 
+# Amounts are exact decimals end to end: written as JSON numbers with every digit, and every JSON
+# number with a fraction or exponent read back as a Decimal (a float would round past 15 digits).
+_JSON_ENCODER = msgspec.json.Encoder(decimal_format="number")
+_JSON_DECODER = msgspec.json.Decoder(float_hook=Decimal)
+
+
 def json_dumps(value: Any) -> str:
     """JSON columns' text, written by msgspec: several times faster than ``json.dumps`` on the
     staged records and payloads of a large run. (Non-finite floats become null, which PostgreSQL's
     json types require anyway.)"""
-    return msgspec.json.encode(value).decode()
+    return _JSON_ENCODER.encode(value).decode()
 
 
 def json_loads(text: str | bytes) -> Any:
     try:
-        return msgspec.json.decode(text)
+        return _JSON_DECODER.decode(text)
     except msgspec.DecodeError:
-        return json.loads(text)  # NaN or Infinity written by json.dumps into an older SQLite warehouse
+        # NaN or Infinity written by json.dumps into an older SQLite warehouse
+        return json.loads(text, parse_float=Decimal)
 
 
 # How every warehouse engine reads and writes its JSON columns.

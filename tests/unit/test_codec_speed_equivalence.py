@@ -9,7 +9,6 @@ decode back to equal records, built as their constructors build them.
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +33,7 @@ from salesforce_orders.staging import (
     transformed_to_json,
 )
 from salesforce_orders.transform import transform_order
+from salesforce_orders.warehouse import json_dumps, json_loads
 from salesforce_sandbox.generator import generate
 from salesforce_sandbox.soql.engine import QueryEngine
 from salesforce_sandbox.store import Store
@@ -111,7 +111,7 @@ def _lists(value: Any) -> Any:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)  # unsorted: key order counts
+    return json_dumps(value)  # unsorted: key order counts
 
 
 def test_the_generated_orders_cover_every_shape(transformed: list[TransformedOrder]) -> None:
@@ -194,7 +194,7 @@ def test_decode_of_encode_gives_the_records_back(transformed: list[TransformedOr
         _check_rebuilt(_from_payload(plain(t)), t)
         # through JSON text, as staging stores the payloads
         _check_rebuilt(transformed_from_json(transformed_to_json(t)), t)
-        _check_rebuilt(_from_payload(json.loads(json.dumps([_to_payload(t)]))[0]), t)
+        _check_rebuilt(_from_payload(json_loads(json_dumps([_to_payload(t)]))[0]), t)
 
 
 def _reordered(value: Any) -> Any:
@@ -211,12 +211,12 @@ def test_decode_takes_fields_in_field_order_whatever_the_key_order(
 ) -> None:
     for t in transformed[::10]:
         # (metadata and write-back fields are dicts: they keep the payload's order, as before)
-        _check_rebuilt(_from_payload(_reordered(json.loads(transformed_to_json(t)))), t, same_text=False)
+        _check_rebuilt(_from_payload(_reordered(json_loads(transformed_to_json(t)))), t, same_text=False)
 
 
 def test_decode_fills_in_defaults_and_drops_unknown_keys(transformed: list[TransformedOrder]) -> None:
     t = next(t for t in transformed if t.warnings)
-    payload = json.loads(transformed_to_json(t))
+    payload = json_loads(transformed_to_json(t))
     del payload["warnings"]  # staged before the field was added
     payload["added_later"] = 1
     payload["order"]["unknown"] = {"x": 1}

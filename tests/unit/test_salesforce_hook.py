@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -157,7 +158,7 @@ def test_bulk_result_pages_are_streamed_in_chunks(sandbox: SandboxServer, hook: 
     records = {record["Id"]: record for chunk in chunks for record in chunk}
     assert len(records) == total
     assert records[order_id]["Description"] == 'first line\nsecond, "quoted" line'
-    assert all(isinstance(r["TotalAmount"], float) for r in records.values() if r["TotalAmount"] is not None)
+    assert all(isinstance(r["TotalAmount"], Decimal) for r in records.values() if r["TotalAmount"] is not None)
     assert hook.usage.result_pages - pages_before == 1
     assert hook.usage.calls - calls_before >= 3  # job, at least one poll, one result page (+ describe)
 

@@ -247,7 +247,9 @@ def _sqlite_target(tmp_path: Path) -> tuple[dict[str, Any], sa.Engine, None]:
 def _postgres_target(request: pytest.FixtureRequest) -> tuple[dict[str, Any], sa.Engine, str]:
     url = request.getfixturevalue("postgres_engine").url  # skips loudly, or fails under CI, without a server
     connection = postgres_warehouse_connection(url.host, url.port or 5432, url.database, url.username, url.password)
-    return connection, sa.create_engine(url), f"rel_{uuid.uuid4().hex[:10]}"
+    from salesforce_orders.warehouse import warehouse_engine
+
+    return connection, warehouse_engine(url), f"rel_{uuid.uuid4().hex[:10]}"
 
 
 def make_pipeline(

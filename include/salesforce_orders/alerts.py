@@ -139,7 +139,8 @@ def send(alert: Alert, notifications: Any) -> int:
 def _import_run(config: Any, run_id: str) -> Mapping[str, Any] | None:
     import sqlalchemy as sa
 
-    from .warehouse import engine_from_connection, tables
+    from .warehouse.definitions import tables
+    from .warehouse.engines import engine_from_connection
 
     t = tables(config.warehouse_schema).import_runs
     engine = engine_from_connection(config.warehouse_conn_id)
@@ -186,7 +187,9 @@ def sent_to(notifications: Any, sent: int) -> str:
 def _record_alert(config: Any, run_id: str, alert: Alert, where: str) -> None:
     import sqlalchemy as sa
 
-    from .warehouse import engine_from_connection, tables, upsert
+    from .warehouse.definitions import tables
+    from .warehouse.engines import engine_from_connection
+    from .warehouse.writes import upsert
 
     t = tables(config.warehouse_schema).import_runs
     engine = engine_from_connection(config.warehouse_conn_id)
@@ -233,7 +236,9 @@ def check_recent_success(now: datetime | None = None) -> Freshness:
 
     from .config import load_config
     from .schema_versions import create_all
-    from .warehouse import engine_from_connection, tables, upsert
+    from .warehouse.definitions import tables
+    from .warehouse.engines import engine_from_connection
+    from .warehouse.writes import upsert
 
     now = now or datetime.now(UTC)
     config = load_config()

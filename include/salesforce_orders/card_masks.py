@@ -22,15 +22,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from .transform import CARD_MASK
-from .warehouse import (
-    OUTBOX_DONE,
-    OUTBOX_PENDING,
-    OUTBOX_UNSENT_STATES,
-    insert_rows,
-    parse_utc,
-    select_in,
-    tables,
-)
+from .warehouse.definitions import OUTBOX_DONE, OUTBOX_PENDING, OUTBOX_UNSENT_STATES, tables
+from .warehouse.types import parse_utc
+from .warehouse.writes import insert_rows, select_in
 
 CARD_MASK_ACTION = "x_out_card"
 ECHO_MARGIN = timedelta(minutes=5)

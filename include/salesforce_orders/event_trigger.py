@@ -55,7 +55,7 @@ def _open(config: Any) -> _Subscription:
     from .order_events import ReplayStore
     from .pubsub_client import SALESFORCE_ENDPOINT, PubSubCredentials
     from .salesforce import SalesforceOrdersHook
-    from .warehouse import engine_from_connection
+    from .warehouse.engines import engine_from_connection
 
     hook = SalesforceOrdersHook(config.salesforce_conn_id)
     sf = hook.conn

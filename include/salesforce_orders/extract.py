@@ -230,7 +230,8 @@ def changed_accounts(
     differs from them now, with what differs. Accounts the warehouse has no customer for are not
     the import's business (no order of theirs was imported)."""
     from .transform import customer_changes
-    from .warehouse import select_in, tables
+    from .warehouse.definitions import tables
+    from .warehouse.writes import select_in
 
     customers = tables(schema).customers
     changed: dict[str, list[str]] = {}
@@ -247,7 +248,7 @@ def changed_accounts(
 
 def count_staged(engine: sa.Engine, run_id: str, *, schema: str | None = None) -> tuple[int, int]:
     """The run's staged orders and items."""
-    from .warehouse import tables
+    from .warehouse.definitions import tables
 
     t = tables(schema)
     with engine.connect() as conn:

@@ -20,7 +20,8 @@ from .config import ImportConfig
 from .redaction import mask_records
 from .salesforce import SalesforceOrdersHook
 from .soql import ANCESTOR_LEVELS, account_fields, build_ancestors_query
-from .warehouse import in_batches, select_in, tables, upsert
+from .warehouse.definitions import tables
+from .warehouse.writes import in_batches, select_in, upsert
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .warehouse import (
-    VERSIONED_ITEM_COLUMNS,
-    VERSIONED_ORDER_COLUMNS,
-    Tables,
-    in_batches,
-    insert_rows,
-    one_of,
-)
+from .warehouse.definitions import VERSIONED_ITEM_COLUMNS, VERSIONED_ORDER_COLUMNS, Tables
+from .warehouse.writes import in_batches, insert_rows, one_of
 
 
 def seed(conn: sa.Connection, t: Tables) -> None:

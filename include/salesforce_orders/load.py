@@ -37,23 +37,17 @@ from .model import (
 )
 from .progress import Progress
 from .readahead import read_ahead
-from .warehouse import (
+from .warehouse.definitions import (
     OUTBOX_DEAD,
     OUTBOX_DONE,
     OUTBOX_PENDING,
     OUTBOX_UNSENT_STATES,
     Tables,
-    in_batches,
-    insert_rows,
-    one_of,
-    parse_utc,
-    select_in,
     tables,
-    update_rows,
-    upsert,
-    utc_now,
 )
-from .warehouse_errors import refuses_every_row
+from .warehouse.errors import refuses_every_row
+from .warehouse.types import parse_utc, utc_now
+from .warehouse.writes import in_batches, insert_rows, one_of, select_in, update_rows, upsert
 
 log = logging.getLogger(__name__)
 

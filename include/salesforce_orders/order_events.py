@@ -14,7 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from .schema_versions import create_all
-from .warehouse import tables, upsert, utc_now
+from .warehouse.definitions import tables
+from .warehouse.types import utc_now
+from .warehouse.writes import upsert
 
 REPLAY_KEY = "events.replay_id:{topic}"  # sync_state: the last replay id whose events were handed on
 # Change types whose record ids are Orders to import again (GAP_* events carry ids too: Salesforce

@@ -110,7 +110,7 @@ def current(engine: sa.Engine, sync_state: sa.Table) -> tuple[OwnWrites, ...]:
 
 def remember(engine: sa.Engine, sync_state: sa.Table, span: OwnWrites, *, watermark: str | None, now: datetime) -> None:
     """Add a write-back's span to the stored ones; drop those no incremental window can reach."""
-    from .warehouse import upsert
+    from .warehouse.writes import upsert
 
     horizon = parse_stamp(watermark) - KEEP_BEHIND_WATERMARK if watermark else None
     with engine.begin() as conn:

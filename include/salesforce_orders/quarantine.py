@@ -95,7 +95,8 @@ def validate_run(
 def _numbers_held_by_other_orders(engine: sa.Engine, chunk: list, schema: str | None) -> list[str]:
     """Ids of the chunk's orders whose OrderNumber an active, already imported, other order has: a
     duplicate arriving in a later run is quarantined like one in the same run."""
-    from .warehouse import select_in, tables
+    from .warehouse.definitions import tables
+    from .warehouse.writes import select_in
 
     numbers = {order.get("OrderNumber"): order.get("Id") for order, _ in chunk if order.get("OrderNumber")}
     o = tables(schema).external_orders
@@ -118,7 +119,7 @@ def _quarantine_batch(
     from .load import record_quarantine
     from .staging import mark_validation, staged_orders
     from .transform import card_data_masked_fields
-    from .warehouse import utc_now
+    from .warehouse.types import utc_now
 
     failed: dict[str, list[str]] = {}
     for index, rules in validator.failing_rows(frame).items():

@@ -16,7 +16,8 @@ _RUNS_AFTER_FAILURES = ("mask_card_fields",)  # the DAG runs it whatever happene
 
 
 def start_run(engine: sa.Engine, *, run_id: str, dag_run_id: str, run_type: str, plan: RunPlan, schema: str | None = None) -> None:
-    from .warehouse import tables, upsert
+    from .warehouse.definitions import tables
+    from .warehouse.writes import upsert
 
     window = plan.as_dict()
     row = {
@@ -54,7 +55,8 @@ def record_failure(engine: sa.Engine, *, run_id: str, stage: str, error: BaseExc
     """Note that a try of ``stage`` failed: the stage, its reason, and how often it has failed in this run.
 
     Airflow keeps the exception in the task log only; the row lets the runs table say where and why."""
-    from .warehouse import tables, upsert
+    from .warehouse.definitions import tables
+    from .warehouse.writes import upsert
 
     t = tables(schema).import_runs
     with engine.begin() as conn:
@@ -86,7 +88,8 @@ def finish_run(
 
     ``run_started``: when the DAG run started, so the duration includes every retry of every stage
     (the row's own ``started_at`` is the extract's first try)."""
-    from .warehouse import tables, upsert
+    from .warehouse.definitions import tables
+    from .warehouse.writes import upsert
 
     t = tables(schema).import_runs
     finished = finished or datetime.now(UTC)

@@ -21,7 +21,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from .staging import purge_staging
-from .warehouse import OUTBOX_DEAD, OUTBOX_DONE, OUTBOX_FAILED, parse_utc, tables, upsert, utc_now
+from .warehouse.definitions import OUTBOX_DEAD, OUTBOX_DONE, OUTBOX_FAILED, tables
+from .warehouse.types import parse_utc, utc_now
+from .warehouse.writes import upsert
 
 log = logging.getLogger(__name__)
 

@@ -34,18 +34,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from .warehouse import (
-    SQLITE_WRITE_LOCK,
-    VIEWS,
-    Tables,
-    column_compression,
-    create_tables,
-    drop_views,
-    ensure_views,
-    stored_views_fingerprint,
-    tables,
-    views_fingerprint,
-)
+from .warehouse.definitions import Tables, column_compression, create_tables, tables
+from .warehouse.engines import SQLITE_WRITE_LOCK
+from .warehouse.views import VIEWS, drop_views, ensure_views, stored_views_fingerprint, views_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .warehouse import (
+from .warehouse.definitions import (
     OUTBOX_DEAD,
     OUTBOX_DONE,
     OUTBOX_FAILED,
@@ -37,10 +37,8 @@ from .warehouse import (
     SHIPMENT_QUEUED,
     SHIPMENT_VALID,
     Tables,
-    dialect_insert,
-    in_batches,
-    one_of,
 )
+from .warehouse.writes import dialect_insert, in_batches, one_of
 
 SF_ID = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
 TEXT_LIMITS = {"carrier": 255, "service": 255, "tracking_number": 255, "tracking_url": 1000}

@@ -45,7 +45,8 @@ def _warehouse(config):
     from airflow.sdk.exceptions import AirflowFailException
 
     from .schema_versions import SchemaVersionError, create_all
-    from .warehouse import WarehouseConnectionError, engine_from_connection
+    from .warehouse.engines import engine_from_connection
+    from .warehouse.errors import WarehouseConnectionError
 
     engine = engine_from_connection(config.warehouse_conn_id)
     named = f"The warehouse (Airflow connection {config.warehouse_conn_id!r}, {engine.url.render_as_string(hide_password=True)})"
@@ -62,7 +63,8 @@ def _warehouse(config):
 
 def _refresh_statistics(engine, *table_names: str, schema: str | None) -> None:
     """After a stage's bulk writes: fresh planner statistics for the next stages' reads."""
-    from .warehouse import analyze, tables
+    from .warehouse.definitions import tables
+    from .warehouse.writes import analyze
 
     t = tables(schema)
     with engine.begin() as conn:
@@ -121,7 +123,7 @@ def _records_failure(stage: Callable[..., dict[str, Any]]) -> Callable[..., dict
 
 def _note_failure(run_id: str, stage_name: str, error: BaseException) -> None:
     from .report import record_failure
-    from .warehouse import engine_from_connection
+    from .warehouse.engines import engine_from_connection
 
     try:
         config = _config()
@@ -136,7 +138,7 @@ def _note_failure(run_id: str, stage_name: str, error: BaseException) -> None:
 
 def _reports_warehouse_errors(stage: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """A statement the warehouse refused as a short message naming the connection and the table and
-    saying what to do (``warehouse_errors``), not SQLAlchemy's long text; its shape is logged.
+    saying what to do (``warehouse.errors``), not SQLAlchemy's long text; its shape is logged.
 
     A missing privilege fails without retries (it fails the same way until someone grants it);
     the rest (read-only server, duplicate key, locks, the unexpected) is retried by Airflow.
@@ -147,7 +149,7 @@ def _reports_warehouse_errors(stage: Callable[..., dict[str, Any]]) -> Callable[
         import sqlalchemy as sa
         from airflow.sdk.exceptions import AirflowFailException
 
-        from .warehouse_errors import explain
+        from .warehouse.errors import explain
 
         try:
             return stage(**kwargs)
@@ -322,7 +324,7 @@ def _without_own_writes(engine, plan, schema: str | None):
     import dataclasses
 
     from .own_writes import current
-    from .warehouse import tables
+    from .warehouse.definitions import tables
 
     if plan.window.changed_from is None:
         return plan
@@ -333,7 +335,7 @@ def _without_own_writes(engine, plan, schema: str | None):
 def _read_currency_rates(engine, hook, config) -> None:
     """The org's currency rates, read once a run, for the transform's corporate amounts."""
     from . import currencies
-    from .warehouse import tables
+    from .warehouse.definitions import tables
 
     rows = currencies.read_from_salesforce(hook)
     with engine.begin() as conn:
@@ -353,7 +355,7 @@ def _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id: str,
     Returns the changed Accounts' ids (an Account without orders is updated with the ancestors)."""
     from .extract import changed_accounts, count_staged, extract_rest
     from .soql import ExtractWindow, build_changed_accounts_query, build_orders_query
-    from .warehouse import in_batches
+    from .warehouse.writes import in_batches
 
     schema = config.warehouse_schema
     accounts = changed_accounts(engine, hook, build_changed_accounts_query(config, plan.window), config, schema=schema)
@@ -430,7 +432,7 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
     from .readahead import read_ahead
     from .staging import clear_transformed, iter_staged, stage_transformed
     from .transform import transform_order
-    from .warehouse import tables
+    from .warehouse.definitions import tables
 
     config = _config()
     engine = _warehouse(config)
@@ -593,7 +595,7 @@ def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, 
 
 
 def _drainer(config, engine, hook, run_id: str, actions: tuple[str, ...] | None = None):
-    from .warehouse import tables
+    from .warehouse.definitions import tables
     from .writeback import OutboxDrainer
 
     return OutboxDrainer(
@@ -640,7 +642,7 @@ def send_shipments(*, run_id: str) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowFailException
 
     from .shipments import ShipmentConfigRefused, ShipmentSummary, check, queue, targets_from_config
-    from .warehouse import tables
+    from .warehouse.definitions import tables
     from .writeback import ImportedStatusRefused, OutboxDrainer
 
     config = _config()

@@ -23,19 +23,10 @@ import sqlalchemy as sa
 
 from .amounts import exact
 from .model import StagedItem, StagedOrder, TransformedOrder, plain
-from .warehouse import (
-    INVALID,
-    STAGED,
-    VALID,
-    in_batches,
-    json_dumps,
-    json_loads,
-    one_of,
-    parse_utc,
-    tables,
-    upsert,
-    utc_now,
-)
+from .warehouse.definitions import INVALID, STAGED, VALID, tables
+from .warehouse.engines import json_dumps, json_loads
+from .warehouse.types import parse_utc, utc_now
+from .warehouse.writes import in_batches, one_of, upsert
 
 T = TypeVar("T")
 

@@ -170,7 +170,7 @@ def text_limits(config: Any) -> tuple[dict[str, int], dict[str, int]]:
     """The lengths of the warehouse's text columns, by the staged field each is read from, as the
     config names them (its ``customer_id_field`` and ``service_number_field`` may point at longer
     fields than the defaults): (order fields, order product fields)."""
-    from .warehouse import COLUMN_LIMITS, CUSTOMER_ID_LENGTH, ITEM_COLUMN_LIMITS
+    from .warehouse.definitions import COLUMN_LIMITS, CUSTOMER_ID_LENGTH, ITEM_COLUMN_LIMITS
 
     orders = {name: limit for name, limit in COLUMN_LIMITS.items() if name not in ("Account.Customer_ID__c",)}
     # an Account's own customer id is kept; a parent's only when it has none of its own in the warehouse

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 def _target(args: argparse.Namespace) -> tuple[sa.Engine, str | None, str]:
     """The engine, the schema and how to name the warehouse in messages."""
-    from .warehouse import engine_from_connection, warehouse_engine
+    from .warehouse.engines import engine_from_connection, warehouse_engine
 
     config = None
     if args.schema is None or (args.url is None and args.conn_id is None):
@@ -38,7 +38,7 @@ def _target(args: argparse.Namespace) -> tuple[sa.Engine, str | None, str]:
 
 def _status(args: argparse.Namespace) -> int:
     from .schema_versions import head_version, pending_work, read_state
-    from .warehouse import tables
+    from .warehouse.definitions import tables
 
     engine, schema, named = _target(args)
     with engine.connect() as conn:
@@ -86,7 +86,7 @@ def _new_migration(args: argparse.Namespace) -> int:
 def _add_shipment(args: argparse.Namespace) -> int:
     from .schema_versions import upgrade
     from .shipments import ShipmentInputError, add_shipment
-    from .warehouse import tables
+    from .warehouse.definitions import tables
 
     engine, schema, named = _target(args)
     lines = []

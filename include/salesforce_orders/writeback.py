@@ -48,7 +48,7 @@ from . import faultpoints
 from .model import COMPLETE, FAILED, PROCESSING, READY
 from .redaction import mask_card_numbers
 from .salesforce import COLLECTION_LIMIT, SalesforceOrdersHook
-from .warehouse import in_batches, one_of, select_in, update_rows
+from .warehouse.writes import in_batches, one_of, select_in, update_rows
 
 log = logging.getLogger(__name__)
 

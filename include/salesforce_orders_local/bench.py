@@ -112,7 +112,7 @@ def run_stage(name: str, kwargs: dict[str, Any], env: dict[str, str]) -> dict[st
 def _outbox_counts(pg_url: str, schema: str) -> dict[str, int]:
     import sqlalchemy as sa
 
-    from salesforce_orders.warehouse import tables
+    from salesforce_orders.warehouse.definitions import tables
 
     outbox = tables(schema).writeback_outbox
     engine = sa.create_engine(pg_url)

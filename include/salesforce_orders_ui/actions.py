@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from salesforce_orders.warehouse import OUTBOX_DEAD, OUTBOX_FAILED, Tables, in_batches
+from salesforce_orders.warehouse.definitions import OUTBOX_DEAD, OUTBOX_FAILED, Tables
+from salesforce_orders.warehouse.writes import in_batches
 
 from .queries import open_writeback_failures
 

@@ -28,7 +28,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from salesforce_orders.config import ConfigError, load_config
 from salesforce_orders.model import LIFECYCLE_STATES
-from salesforce_orders.warehouse import Tables, WarehouseConnectionError, engine_from_connection, tables
+from salesforce_orders.warehouse.definitions import Tables, tables
+from salesforce_orders.warehouse.engines import engine_from_connection
+from salesforce_orders.warehouse.errors import WarehouseConnectionError
 
 from . import queries
 from .actions import schedule_failed_writebacks

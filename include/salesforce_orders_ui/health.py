@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from salesforce_orders.alerts import NOTIFIED_KEY
 from salesforce_orders.load import WATERMARK_KEY
-from salesforce_orders.warehouse import Tables
+from salesforce_orders.warehouse.definitions import Tables
 
 log = logging.getLogger(__name__)
 

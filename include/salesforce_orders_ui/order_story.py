@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from salesforce_orders.card_masks import CARD_MASK_ACTION
-from salesforce_orders.warehouse import OUTBOX_DEAD, OUTBOX_FAILED, Tables
+from salesforce_orders.warehouse.definitions import OUTBOX_DEAD, OUTBOX_FAILED, Tables
 
 from .queries import MAX_SEARCH_LENGTH, sync_status
 

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from salesforce_orders.model import COMPLETE, FAILED, LIFECYCLE_STATES
-from salesforce_orders.warehouse import OUTBOX_DEAD, OUTBOX_FAILED, Tables
+from salesforce_orders.warehouse.definitions import OUTBOX_DEAD, OUTBOX_FAILED, Tables
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200

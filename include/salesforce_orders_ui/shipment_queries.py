@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from salesforce_orders.shipments import SYNCED, sync_status
-from salesforce_orders.warehouse import Tables, one_of
+from salesforce_orders.warehouse.definitions import Tables
+from salesforce_orders.warehouse.writes import one_of
 
 # The page's dots: synced green, failed or invalid red, the rest pending.
 DOT = {SYNCED: "ok", "failed": "failed", "invalid": "failed"}

@@ -149,6 +149,8 @@ def test_the_wheel_declares_ranges_the_entry_point_and_only_the_product(dist: Pa
     assert "salesforce_orders/airflow_dags/import_dag.py" in names
     migrations = sorted(PROJECT.glob("include/salesforce_orders/migrations/versions/*.py"))
     assert migrations and {f"salesforce_orders/migrations/versions/{m.name}" for m in migrations} <= set(names)
+    warehouse = sorted(PROJECT.glob("include/salesforce_orders/warehouse/*.py"))
+    assert warehouse and {f"salesforce_orders/warehouse/{m.name}" for m in warehouse} <= set(names)
     assert any(n.startswith("salesforce_orders_ui/templates/") and n.endswith(".html") for n in names)
     [sdist] = dist.glob("salesforce_orders_airflow-*.tar.gz")
     assert sdist.stat().st_size > 0

@@ -195,7 +195,7 @@ def order_refused_by_the_warehouse(p, caplog, **_) -> str:
 def refusal_told(p, stage: str | None, write: Callable[[sa.Connection], Any], *, role: str | None = None, hold_lock: bool = False) -> str:
     """What a task says when the warehouse refuses ``write`` (as ``role``; while another
     transaction holds the rows, with ``hold_lock``)."""
-    from salesforce_orders.warehouse_errors import explain
+    from salesforce_orders.warehouse.errors import explain
 
     assert p.run(until="extract").succeeded  # the warehouse exists, at its version
     with p.engine.connect() as holder:
@@ -225,7 +225,7 @@ def read_only_sqlite_file(p, **_) -> str:
             conn.execute(sa.update(tables().sync_state).values(value="x"))
     finally:
         read_only.dispose()
-    from salesforce_orders.warehouse_errors import explain
+    from salesforce_orders.warehouse.errors import explain
 
     return str(explain(refused.value, "orders_warehouse", stage="load"))
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from airflow.sdk.exceptions import AirflowFailException
 
 from salesforce_orders.schema_versions import head_version
-from salesforce_orders.warehouse_errors import WarehouseError
+from salesforce_orders.warehouse.errors import WarehouseError
 from salesforce_orders_local.airflow_env import postgres_warehouse_connection
 
 CLI = Path(sys.executable).with_name("salesforce-orders-warehouse")

@@ -36,6 +36,7 @@ from salesforce_orders.warehouse import (
     upsert,
     validate_identifier,
     warehouse_metadata,
+    writes,
 )
 
 TABLES = {
@@ -285,7 +286,7 @@ def test_upsert_where_condition_guards_the_update(created_warehouse):
 
 
 def test_upsert_collapses_duplicate_keys_and_batches(created_warehouse, monkeypatch, capture_sql):
-    monkeypatch.setattr(warehouse, "UPSERT_BATCH_SIZE", 3)
+    monkeypatch.setattr(writes, "UPSERT_BATCH_SIZE", 3)
     runs = tables(created_warehouse.schema).import_runs
     batch = [run_row(f"r{i}", inserted=i) for i in range(7)] + [run_row("r0", inserted=99)]
     with capture_sql(created_warehouse.engine) as statements, created_warehouse.engine.begin() as conn:

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from salesforce_orders import currencies, warehouse
+from salesforce_orders import currencies
 from salesforce_orders.load import load_run, record_quarantine, record_skipped
 from salesforce_orders.model import SkippedOrder
 from salesforce_orders.schema_versions import create_all
 from salesforce_orders.shipments import add_shipment
 from salesforce_orders.staging import stage_items, stage_orders, stage_transformed
-from salesforce_orders.warehouse import VIEWS_KEY, insert_rows, select_in, tables, upsert
+from salesforce_orders.warehouse import VIEWS_KEY, insert_rows, select_in, tables, upsert, writes
 
 pytestmark = pytest.mark.postgres
 
@@ -28,7 +28,7 @@ PATHS = {"copy": 1, "executemany": 10**9}  # COPY_MIN_ROWS forcing one path or t
 
 
 def use_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
-    monkeypatch.setattr(warehouse, "COPY_MIN_ROWS", PATHS[path])
+    monkeypatch.setattr(writes, "COPY_MIN_ROWS", PATHS[path])
 
 
 @pytest.fixture
@@ -269,9 +269,9 @@ def test_a_load_that_fails_midway_leaves_nothing_on_the_copy_path(postgres_engin
 
 
 def test_temporary_table_names_differ_per_table_and_schema():
-    names = {warehouse._temporary_name(tables(schema).customers) for schema in (None, "a", "b")}
-    names.add(warehouse._temporary_name(tables("a").stg_orders))
-    long = warehouse._temporary_name(tables("s" * 63).stg_transformed_batches)
+    names = {writes._temporary_name(tables(schema).customers) for schema in (None, "a", "b")}
+    names.add(writes._temporary_name(tables("a").stg_orders))
+    long = writes._temporary_name(tables("s" * 63).stg_transformed_batches)
     assert len(names) == 4 and len(long) <= 63
 
 

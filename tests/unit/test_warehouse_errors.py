@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from salesforce_orders.schema_versions import create_all
 from salesforce_orders.warehouse import create_sqlite_engine, tables, upsert
-from salesforce_orders.warehouse_errors import explain
+from salesforce_orders.warehouse.errors import explain
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 CARD = "4111 1111 1111 1111"

@@ -8,7 +8,7 @@ warehouse schema in the config's attributes.
 from alembic import context
 
 from salesforce_orders.schema_versions import VERSION_TABLE
-from salesforce_orders.warehouse import tables
+from salesforce_orders.warehouse.definitions import tables
 
 connection = context.config.attributes["connection"]
 schema = context.config.attributes["schema"]

@@ -1,4 +1,4 @@
-"""The warehouse's schema version: Alembic migrations over the table definitions in ``warehouse.py``.
+"""The warehouse's schema version: Alembic migrations over the table definitions in ``warehouse/definitions.py``.
 
 :func:`upgrade` brings a warehouse to this code's version, the head of ``migrations/versions``.
 Every task calls it (through ``create_all``) before anything else, so the first task of

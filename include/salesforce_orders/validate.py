@@ -44,7 +44,7 @@ CHECKS: dict[str, str] = {
     "service_address_complete": "the service address (Shipping, else Billing) has street, city, postal code and country",
     "country_resolvable": "the service and billing countries resolve to ISO country codes",
     "field_lengths": "no text value is longer than its warehouse column",
-    "amounts_storable": "every amount and quantity fits the warehouse's NUMERIC(18,2): at most 2 decimals, below 10^16",
+    "amounts_storable": "every amount and quantity fits the warehouse's NUMERIC(18,2) exactly: at most 2 decimals, below 10^16 (on SQLite, at most the 15 significant digits a double keeps)",
 }
 
 MAX_FUTURE_EFFECTIVE_DAYS = 365

@@ -139,6 +139,16 @@ def test_iter_query_pages_yields_every_page(sandbox: SandboxServer, hook: Salesf
     assert hook.usage.calls - calls_before == 3  # one query, two queryMore
 
 
+def test_rest_numbers_with_a_fraction_arrive_as_exact_decimals(sandbox: SandboxServer, hook: SalesforceOrdersHook):
+    with sandbox.store.lock:
+        item_id = sandbox.store.conn.execute("SELECT Id FROM OrderItem WHERE IsDeleted = 0 ORDER BY Id LIMIT 1").fetchone()[0]
+    [page] = list(hook.iter_query_pages(f"SELECT Id, Quantity, UnitPrice, TotalPrice FROM OrderItem WHERE Id = '{item_id}'"))
+    [item] = page
+    # a float would do for these values; the type shows that none went through one
+    assert all(type(item[name]) is Decimal for name in ("Quantity", "UnitPrice", "TotalPrice"))
+    assert item["TotalPrice"] == item["Quantity"] * item["UnitPrice"]
+
+
 def test_bulk_result_pages_are_streamed_in_chunks(sandbox: SandboxServer, hook: SalesforceOrdersHook):
     """A Bulk result page bigger than a chunk comes in chunks, with REST-typed values, and counts as
     one page; a value with a line break inside its quotes stays one value."""

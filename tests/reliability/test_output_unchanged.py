@@ -3,24 +3,28 @@
 A generated org (fixed seed, fixed clock, with the generator's awkward cases: quarantined orders,
 four currencies with dated rates, account hierarchies, multi-location customers, service groups,
 zero totals, card fields; plus card numbers typed into free text) is imported by the DAG's stages
-(``conftest.Pipeline``) into a fresh warehouse, on SQLite and on PostgreSQL. A second run then
-imports what people changed in Salesforce meanwhile (``change_the_org``: updates, a product
-removed, an order back to Draft, one deleted, a quarantined order fixed, a loaded one broken, a new
-activation) besides the echo of the first run's write-back, so the load's update, unchanged,
-soft-delete, history and status paths are covered as well as its inserts.
+(``conftest.Pipeline``) into a fresh warehouse, on SQLite and on PostgreSQL, in three runs:
+
+1. the first import (inserts, quarantine, write-back of every order and account);
+2. an hour after people changed things in Salesforce (``change_the_org``: an account renamed, a
+   price changed, a product removed, an order back to Draft, one deleted, a quarantined order
+   fixed, a loaded one broken, a Draft order activated): updates, soft-deleted products, history
+   versions, status changes, quarantine released and set, the echo of run 1's write-back left out;
+3. a full re-sync: every order read again, each one the load's no-op (unchanged).
 
 Every table and view that holds the import's output is then dumped in a canonical form (see
-"The canonical dump" below): rows sorted by natural key, columns by name, run ids as "run1" /
-"run2", timestamps of the import's own clock as "<set>", serial ids and durations dropped, the
-org's URL replaced; every business value kept exactly (amounts as decimal text, Salesforce ids
-and stamps, content hashes, JSON). It must equal ``tests/data/output_golden.jsonl``: one header
-line per table (key, columns, row count, sha256), then its rows. On a difference the test names
-the tables that differ and prints, per table, the first rows that differ by natural key with
-each changed value as ``golden -> now``. SQLite and PostgreSQL share one golden.
+"The canonical dump" below): rows sorted by natural key, columns by name, run ids as "run1"...,
+timestamps of the import's own clock as "<set>", serial ids and durations dropped, the org's URL
+replaced; every business value kept exactly (amounts as decimal text, Salesforce ids and
+stamps, content hashes, JSON). It must equal ``tests/data/output_golden.jsonl``: one header line
+per table (key, columns, row count, sha256), then its rows. On a difference the test names the
+tables that differ and prints, per table, the first rows that differ by natural key with each
+changed value as ``golden -> now``. SQLite and PostgreSQL share one golden.
 
-The clocks are fixed at ``NOW``: the org's (``SandboxServer(clock=...)``, so ids, dates and stamps
-are the same on every run) and the import's ``now`` and today (``stages._now``, ``stages.date``:
-its lookback window and validation), whatever the day the test runs.
+One stopped clock (``Clock``) serves the org (``SandboxServer(clock=...)``: ids, dates and
+stamps are the same every time) and the import (``import_clock``: its "now", today, the times
+it writes and the write-back's), whatever the day the test runs; the test moves it on between
+runs.
 
 The golden is today's output. Regenerate it only for a change of output that is intended, and
 say so in the commit (``git diff tests/data`` shows the rows that changed). SQLite writes it, then
@@ -71,31 +75,58 @@ CONFIG = {
 _written_this_session: list[Path] = []
 
 
-class _FixedDate(date):
-    @classmethod
-    def today(cls) -> date:
-        return NOW.date()
+@dataclass
+class Clock:
+    """One clock for the org and the import, stopped: moved on only by the test (``at``). The org
+    stamps each write a millisecond after the one before, so its writes fall just after the
+    moment the clock shows, as they would with the clock running."""
+
+    at: datetime = NOW
+
+    def now(self) -> datetime:
+        return self.at
 
 
 @pytest.fixture
-def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def org(tmp_path_factory: pytest.TempPathFactory, clock: Clock) -> Iterator[Any]:
     """A fresh org for each test: the same ids, stamps and data every time (a re-seeded org would
     carry on the stamps of the one before)."""
     from salesforce_sandbox.server import SandboxServer
 
     with SandboxServer(
-        port=0, orders=ORDERS, seed=SEED, clock=lambda: NOW, generator_options=GENERATOR,
+        port=0, orders=ORDERS, seed=SEED, clock=clock.now, generator_options=GENERATOR,
         state_dir=tmp_path_factory.mktemp("sandbox"),
     ) as server:
         yield server
 
 
 @pytest.fixture
-def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    from salesforce_orders import stages
+def import_clock(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> None:
+    """The import reads ``clock`` where it reads the time: its "now" and today (the lookback window,
+    validation), the times it writes into the warehouse (the history's validity periods) and the
+    write-back's (compared with the org's stamps to tell its own writes from others')."""
+    from salesforce_orders import load, retention, stages, staging, warehouse, writeback
 
-    monkeypatch.setattr(stages, "_now", lambda: NOW)
-    monkeypatch.setattr(stages, "date", _FixedDate)
+    class Today(date):
+        @classmethod
+        def today(cls) -> date:
+            return clock.at.date()
+
+    class Now(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:
+            return clock.at.astimezone(tz) if tz else clock.at.replace(tzinfo=None)
+
+    monkeypatch.setattr(stages, "_now", clock.now)
+    monkeypatch.setattr(stages, "date", Today)
+    for module in (warehouse, load, staging, retention):
+        monkeypatch.setattr(module, "utc_now", clock.now)
+    monkeypatch.setattr(writeback, "datetime", Now)
 
 
 def _editor(pipeline: Any) -> Callable[..., None]:
@@ -134,7 +165,11 @@ def change_the_org(pipeline: Any) -> None:
     edit("Account", account, Name="Renamed & Sons Ltd")
     item = p.scalar("SELECT MIN(sf_order_item_id) FROM external_order_items WHERE sf_order_id = :o", o=repriced)
     edit("OrderItem", item, UnitPrice=123.45)
-    p.remove_order_product(shortened)
+    item = p.scalar("SELECT MIN(sf_order_item_id) FROM external_order_items WHERE sf_order_id = :o", o=shortened)
+    edit("Order", shortened, Status="Draft")  # as Salesforce allows taking a product off an order
+    with store.lock:
+        store.delete("OrderItem", item)
+    edit("Order", shortened, Status="Activated")
     edit("Order", drafted, Status="Draft")
     edit("Order", deleted, Status="Draft")
     with store.lock:
@@ -159,18 +194,23 @@ def test_every_table_and_view_is_compared() -> None:
     assert {s.name for s in VIEWS} == set(VIEW_DEFINITIONS)
 
 
-@pytest.mark.usefixtures("fixed_clock")
-def test_output_unchanged(pipeline: Any, org: Any) -> None:
+@pytest.mark.usefixtures("import_clock")
+def test_output_unchanged(pipeline: Any, org: Any, clock: Clock) -> None:
     pipeline.set_config(**CONFIG)
     type_card_numbers(pipeline)
     first = pipeline.run()
     assert first.succeeded, f"{first.failed_stage}: {first.error}"
+    clock.at = NOW + timedelta(hours=1)
     change_the_org(pipeline)
+    clock.at = NOW + timedelta(hours=2)
     second = pipeline.run()
     assert second.succeeded, f"{second.failed_stage}: {second.error}"
+    clock.at = NOW + timedelta(hours=3)
+    third = pipeline.run({"full_resync": True})  # every order read again: the load's no-op path
+    assert third.succeeded, f"{third.failed_stage}: {third.error}"
 
     dump = dump_warehouse(
-        pipeline.engine, pipeline.schema, run_labels([first.run_id, second.run_id]), {org.public_url: "https://org.example"}
+        pipeline.engine, pipeline.schema, run_labels([first.run_id, second.run_id, third.run_id]), {org.public_url: "https://org.example"}
     )
     assert not card_numbers_in(dump), "a card number reached the warehouse"  # nor may it reach the golden
     if REGENERATE and not _written_this_session:

@@ -10,6 +10,8 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,7 @@ class SandboxServer:
         pubsub_port: int | None = 0,
         event_retention_seconds: float = DEFAULT_RETENTION_SECONDS,
         pubsub_keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
+        clock: Callable[[], datetime] | None = None,
     ):
         self.host = host
         self.state_dir = Path(state_dir) if state_dir is not None else Path.cwd() / DEFAULT_STATE_DIR
@@ -73,6 +76,9 @@ class SandboxServer:
         self._pubsub_port = pubsub_port
         self._event_retention_seconds = event_retention_seconds
         self._pubsub_keepalive_seconds = pubsub_keepalive_seconds
+        # The org's clock (None: the wall clock): its "now", the stamps of its writes and, unless
+        # generator_options give a "now", the moment the generated org is anchored at.
+        self._clock = clock
         self._pubsub: PubSubServer | None = None
         self._runtime: SandboxRuntime | None = None
         self._server: uvicorn.Server | None = None
@@ -130,7 +136,7 @@ class SandboxServer:
         return self
 
     def _seeded_runtime(self, jwt_public_key_path: Path) -> SandboxRuntime:
-        store = Store(self._db_path, schema=build_schema(with_imported_status=self._with_imported_status))
+        store = Store(self._db_path, schema=build_schema(with_imported_status=self._with_imported_status), clock=self._clock)
         runtime = SandboxRuntime(
             store,
             credentials=self._credentials,

@@ -37,8 +37,11 @@ PostgreSQL is checked against it (run without ``-n``, so both run in one process
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
+import pkgutil
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -110,7 +113,9 @@ def import_clock(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> None:
     """The import reads ``clock`` where it reads the time: its "now" and today (the lookback window,
     validation), the times it writes into the warehouse (the history's validity periods) and the
     write-back's (compared with the org's stamps to tell its own writes from others')."""
-    from salesforce_orders import load, retention, stages, staging, warehouse, writeback
+    import salesforce_orders
+    from salesforce_orders import stages, writeback
+    from salesforce_orders.warehouse import types
 
     class Today(date):
         @classmethod
@@ -124,8 +129,16 @@ def import_clock(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> None:
 
     monkeypatch.setattr(stages, "_now", clock.now)
     monkeypatch.setattr(stages, "date", Today)
-    for module in (warehouse, load, staging, retention):
-        monkeypatch.setattr(module, "utc_now", clock.now)
+    # every module that took the warehouse's utc_now (by name, so each holds its own reference),
+    # and the one they take it from (for imports made at call time). All of them are imported
+    # first: one imported while the clock is patched would keep this test's clock for good.
+    for info in pkgutil.walk_packages(salesforce_orders.__path__, "salesforce_orders."):
+        if not any(part in info.name for part in (".migrations", ".airflow_dags")):
+            importlib.import_module(info.name)
+    for name, module in list(sys.modules.items()):
+        if name.startswith("salesforce_orders") and getattr(module, "utc_now", None) is types.utc_now and module is not types:
+            monkeypatch.setattr(module, "utc_now", clock.now)
+    monkeypatch.setattr(types, "utc_now", clock.now)
     monkeypatch.setattr(writeback, "datetime", Now)
 
 

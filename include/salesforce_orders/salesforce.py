@@ -12,17 +12,26 @@ Added here, driven by optional connection extras:
 - counting of API calls and the org's daily usage from ``Sforce-Limit-Info``, with an optional
   budget that stops the run before it uses more than its share of the remaining allowance;
 - streaming of query pages (``nextRecordsUrl``) with child subqueries followed to the end, and
-  sObject Collections updates (200 records a call, ``allOrNone=false``).
+  sObject Collections updates (200 records a call, ``allOrNone=false``);
+- Bulk API 2.0 query results downloaded a few pages at once (``resultPages``) and yielded in
+  order, and Bulk job status polled at growing intervals: ``bulk_poll_seconds`` (default 0.5)
+  first, then 1.5 times longer each poll up to ``bulk_poll_max_seconds`` (default 10);
+  ``bulk_result_workers`` (1-4, default 3) pages downloaded at once.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import logging
 import re
+import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
@@ -30,6 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3
 from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
 from requests.adapters import HTTPAdapter
 from simple_salesforce import api as sf_api
@@ -42,8 +52,14 @@ log = logging.getLogger(__name__)
 COLLECTION_LIMIT = 200  # records per sObject Collections call
 BULK_PAGE_RECORDS = 100_000  # records per Bulk API 2.0 result page (maxRecords): fewer calls; pages are streamed
 BULK_CHUNK_RECORDS = 5_000  # records per chunk yielded from a streamed Bulk result page: bounds memory
-BULK_POLL_SECONDS = 0.5
+BULK_POLL_SECONDS = 0.5  # the first wait for a Bulk job; each next one is BULK_POLL_GROWTH times longer ...
+BULK_POLL_GROWTH = 1.5
+BULK_POLL_MAX_SECONDS = 10.0  # ... up to this: status calls grow with the log of a job's duration, then slowly
 BULK_TIMEOUT_SECONDS = 3600
+BULK_RESULT_WORKERS = 3  # Bulk result pages downloaded at once (resultPages); at most this many wait, spooled
+MAX_BULK_RESULT_WORKERS = 4
+BULK_SPOOL_BYTES = 8 * 1024 * 1024  # a downloaded result page (as sent: gzip) beyond this waits on disk
+BULK_FINAL_STATES = ("JobComplete", "Failed", "Aborted")
 _NUMERIC_TYPES = {"double", "currency", "percent"}
 _LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
 
@@ -92,6 +108,73 @@ class ApiUsage:
         return max(self.org_max - self.org_used, 0)
 
 
+@dataclass(frozen=True)
+class BulkSettings:
+    """How Bulk jobs are waited for and their result pages downloaded."""
+
+    poll_seconds: float = BULK_POLL_SECONDS
+    poll_max_seconds: float = BULK_POLL_MAX_SECONDS
+    result_workers: int = BULK_RESULT_WORKERS
+
+    @classmethod
+    def from_values(cls, *, poll_seconds: Any = None, poll_max_seconds: Any = None, result_workers: Any = None) -> BulkSettings:
+        """Settings from hook arguments or connection extras (None or "": the default), checked."""
+
+        def number(name: str, value: Any, default: float) -> float:
+            if value is None or value == "":
+                return default
+            try:
+                seconds = float(value)
+            except (TypeError, ValueError):
+                seconds = float("nan")
+            if not seconds > 0 or seconds == float("inf"):  # nan too
+                raise ValueError(f"Salesforce connection: {name} must be a number of seconds above 0, not {value!r}")
+            return seconds
+
+        workers = BULK_RESULT_WORKERS if result_workers is None or result_workers == "" else result_workers
+        if isinstance(workers, str) and workers.isdigit():
+            workers = int(workers)
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_BULK_RESULT_WORKERS:
+            raise ValueError(f"Salesforce connection: bulk_result_workers must be a whole number from 1 to {MAX_BULK_RESULT_WORKERS}, not {result_workers!r}")
+        first = number("bulk_poll_seconds", poll_seconds, BULK_POLL_SECONDS)
+        cap = number("bulk_poll_max_seconds", poll_max_seconds, max(BULK_POLL_MAX_SECONDS, first))
+        if cap < first:
+            raise ValueError(f"Salesforce connection: bulk_poll_max_seconds ({cap:g}) must not be below bulk_poll_seconds ({first:g})")
+        return cls(first, cap, workers)
+
+    def poll_intervals(self) -> Iterator[float]:
+        """The waits before each status call of a Bulk job: growing by BULK_POLL_GROWTH up to the cap."""
+        interval = self.poll_seconds
+        while True:
+            yield interval
+            interval = min(interval * BULK_POLL_GROWTH, self.poll_max_seconds)
+
+
+class _DownloadedPage:
+    """A Bulk result page downloaded ahead of its turn: its body as sent, in a spool."""
+
+    def __init__(self, spool: Any, content_encoding: str):
+        self.spool = spool
+        self.content_encoding = content_encoding.strip().lower()
+
+    def content(self) -> Any:
+        """The page's CSV as a binary stream."""
+        if self.content_encoding == "gzip":
+            return gzip.GzipFile(fileobj=self.spool, mode="rb")
+        if self.content_encoding in ("", "identity"):
+            return self.spool
+        raise SalesforceApiError(f"Bulk result page in an encoding not asked for: {self.content_encoding}")
+
+    def close(self) -> None:
+        self.spool.close()
+
+    def __enter__(self) -> _DownloadedPage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class _SalesforceAdapter(HTTPAdapter):
     """Default timeout on every request, and an optional login-host rewrite."""
 
@@ -136,13 +219,25 @@ class SalesforceOrdersHook(SalesforceHook):
         max_retries: int = 5,
         backoff_factor: float = 0.5,
         client_name: str | None = None,
+        bulk_poll_seconds: float | None = None,
+        bulk_poll_max_seconds: float | None = None,
+        bulk_result_workers: int | None = None,
     ) -> None:
         super().__init__(salesforce_conn_id=salesforce_conn_id)
         self._client_name = client_name
         self._timeout = timeout
         self._max_retries = max_retries
         self._backoff_factor = backoff_factor
+        self._bulk_options = {
+            "bulk_poll_seconds": bulk_poll_seconds,
+            "bulk_poll_max_seconds": bulk_poll_max_seconds,
+            "bulk_result_workers": bulk_result_workers,
+        }
         self.usage = ApiUsage()
+        # Result pages are downloaded in threads: the counters and the budget check take this lock.
+        self._usage_lock = threading.Lock()
+        self._calls_in_flight = 0  # calls allowed under the budget whose answer is not counted yet
+        self._result_pages_unsupported = False  # the org answered 404 to resultPages (API version < 58.0)
         self._describes: dict[str, dict] = {}
 
     # ---- connection -------------------------------------------------------------------
@@ -182,11 +277,12 @@ class SalesforceOrdersHook(SalesforceHook):
 
     def _count_call(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         # Salesforce counts API requests under /services/data/ against the daily allowance; logins are not.
-        if "/services/data/" in (response.url or ""):
-            self.usage.calls += 1
         match = _LIMIT_INFO.search(response.headers.get("Sforce-Limit-Info", ""))
-        if match:
-            self.usage.org_used, self.usage.org_max = int(match.group(1)), int(match.group(2))
+        with self._usage_lock:
+            if "/services/data/" in (response.url or ""):
+                self.usage.calls += 1
+            if match:
+                self.usage.org_used, self.usage.org_max = int(match.group(1)), int(match.group(2))
 
     @cached_property
     def conn(self) -> sf_api.Salesforce:  # type: ignore[override]
@@ -239,12 +335,27 @@ class SalesforceOrdersHook(SalesforceHook):
         log.info("API budget: %d calls (%.0f%% of %d remaining today)", int(remaining * share), share * 100, remaining)
 
     def _check_budget(self) -> None:
-        if self.usage.budget is not None and self.usage.calls >= self.usage.budget:
+        with self._usage_lock:
+            self._refuse_over_budget()
+
+    def _refuse_over_budget(self) -> None:
+        # Calls in flight (result pages downloading) count: their answers are not counted yet.
+        if self.usage.budget is not None and self.usage.calls + self._calls_in_flight >= self.usage.budget:
             raise ApiBudgetExceeded(
                 f"Stopped before exceeding this run's API budget ({self.usage.budget} calls, "
                 f"org usage {self.usage.org_used}/{self.usage.org_max}); the next run continues",
                 code="API_BUDGET_EXCEEDED",
             )
+
+    def _reserve_call(self) -> None:
+        """Take one call of the budget for a call another thread makes (released by ``_release_call``)."""
+        with self._usage_lock:
+            self._refuse_over_budget()
+            self._calls_in_flight += 1
+
+    def _release_call(self) -> None:
+        with self._usage_lock:
+            self._calls_in_flight -= 1
 
     def limit_calls(self, calls: int | None) -> None:
         """Carry what is left of the run's budget into this hook: at most ``calls`` more (None: no limit)."""
@@ -345,6 +456,58 @@ class SalesforceOrdersHook(SalesforceHook):
 
     # ---- Bulk API 2.0 -------------------------------------------------------------------
 
+    @cached_property
+    def bulk_settings(self) -> BulkSettings:
+        """Bulk polling and downloads: the hook's arguments, else the connection's extras, else the defaults."""
+        extras = self.get_connection(self.conn_id).extra_dejson
+
+        def setting(name: str) -> Any:
+            value = self._bulk_options[name]
+            return self._get_field(extras, name) if value is None else value
+
+        return BulkSettings.from_values(
+            poll_seconds=setting("bulk_poll_seconds"),
+            poll_max_seconds=setting("bulk_poll_max_seconds"),
+            result_workers=setting("bulk_result_workers"),
+        )
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One call to a full URL, errors translated (the budget already checked or reserved)."""
+        try:
+            return self.conn._call_salesforce(method, url, **kwargs)
+        except ClientError as exc:
+            raise _error_from_client(exc) from None
+
+    def _call_url(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        self._check_budget()
+        return self._send(method, url, **kwargs)
+
+    def _absolute_url(self, url: str) -> str:
+        """A URL Salesforce gave (``/services/data/...``, or relative to the API's base) made whole."""
+        if url.startswith(("https://", "http://")):
+            return url
+        if url.startswith("/"):
+            return f"{self.instance_url}{url}"
+        return f"{self.conn.base_url}{url}"
+
+    def _wait_for_bulk_job(self, kind: str, job_id: str, sleep: Callable[[float], Any], clock: Callable[[], float]) -> dict:
+        """Poll a Bulk job (``kind`` ``query`` or ``ingest``) until it is final; its last job info.
+
+        No job is done the moment it is created or closed, so the first status call comes after
+        ``bulk_poll_seconds``; each next wait is 1.5 times longer, up to ``bulk_poll_max_seconds``.
+        A long job thus costs a few calls for its first minute and one per interval after it,
+        instead of one per half second.
+        """
+        deadline = clock() + BULK_TIMEOUT_SECONDS
+        intervals = self.bulk_settings.poll_intervals()
+        while True:
+            sleep(next(intervals))
+            info = self.call("GET", f"jobs/{kind}/{job_id}")
+            if info.get("state") in BULK_FINAL_STATES:
+                return info
+            if clock() > deadline:
+                raise SalesforceApiError(f"Bulk {kind} job {job_id} did not complete within {BULK_TIMEOUT_SECONDS} s", code="BULK_JOB_TIMEOUT")
+
     def iter_bulk_query_pages(
         self,
         soql: str,
@@ -352,14 +515,20 @@ class SalesforceOrdersHook(SalesforceHook):
         include_deleted: bool = False,
         max_records: int = BULK_PAGE_RECORDS,
         chunk_records: int = BULK_CHUNK_RECORDS,
-        sleep: Any = time.sleep,
+        sleep: Callable[[float], Any] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Iterator[list[dict]]:
         """Run a Bulk API 2.0 query job and yield its results as lists of flat records.
 
-        Each result page (``maxRecords`` per call) is streamed and yielded in chunks of at most
-        ``chunk_records``, so a large page never sits in memory whole. Records are keyed by the
+        Each result page (``maxRecords`` per call) is read as a stream and yielded in chunks of at
+        most ``chunk_records``, so a large page never sits in memory whole. Records are keyed by the
         CSV header (dotted relationship paths) with values typed as the REST API would return
         them (numbers, booleans, None for an empty cell), so both paths stage identical records.
+
+        A job with more than one page has its pages listed by ``resultPages`` and downloaded
+        ``bulk_result_workers`` at a time while earlier ones are read; they are still yielded in
+        order. A job of one page, or an org without ``resultPages`` (API versions before 58.0),
+        is read page after page by locator.
         """
         job = self.call(
             "POST",
@@ -367,41 +536,133 @@ class SalesforceOrdersHook(SalesforceHook):
             json={"operation": "queryAll" if include_deleted else "query", "query": soql, "columnDelimiter": "COMMA", "lineEnding": "LF"},
         )
         job_id = job["id"]
-        deadline = time.monotonic() + BULK_TIMEOUT_SECONDS
-        while True:
-            info = self.call("GET", f"jobs/query/{job_id}")
-            state = info.get("state")
-            if state == "JobComplete":
-                break
-            if state in ("Failed", "Aborted"):
-                raise SalesforceApiError(f"Bulk query job {job_id} {state.lower()}: {info.get('errorMessage')}", code="BULK_JOB_" + state.upper())
-            if time.monotonic() > deadline:
-                raise SalesforceApiError(f"Bulk query job {job_id} did not complete within {BULK_TIMEOUT_SECONDS} s", code="BULK_JOB_TIMEOUT")
-            sleep(BULK_POLL_SECONDS)
+        info = self._wait_for_bulk_job("query", job_id, sleep, clock)
+        state = info.get("state")
+        if state != "JobComplete":
+            raise SalesforceApiError(f"Bulk query job {job_id} {state.lower()}: {info.get('errorMessage')}", code="BULK_JOB_" + state.upper())
+        urls = self._result_page_urls(job_id, info, max_records)
+        if urls is None:
+            yield from self._locator_pages(job_id, soql, max_records, chunk_records)
+            return
+        for page in self._download_in_order(urls):
+            with page:
+                self.usage.result_pages += 1
+                yield from self._csv_chunks(page.content(), soql, chunk_records)
+
+    def _locator_pages(self, job_id: str, soql: str, max_records: int, chunk_records: int) -> Iterator[list[dict]]:
+        """The job's result pages one after another, each read from the socket as it arrives."""
         locator = ""
         while True:
             params: dict[str, Any] = {"maxRecords": max_records}
             if locator:
                 params["locator"] = locator
-            self._check_budget()
-            try:
-                response = self.conn._call_salesforce(
-                    "GET", f"{self.conn.bulk2_url}query/{job_id}/results", params=params, stream=True
-                )
-            except ClientError as exc:
-                raise _error_from_client(exc) from None
+            response = self._call_url("GET", f"{self.conn.bulk2_url}query/{job_id}/results", params=params, stream=True)
             self.usage.result_pages += 1
             with response:
-                yield from self._stream_csv_records(response, soql, chunk_records)
+                response.raw.decode_content = True  # gzip, if the server compressed the page
+                response.raw.auto_close = False  # else the wrapper below reads a closed file at the end of the page
+                yield from self._csv_chunks(response.raw, soql, chunk_records)
             locator = response.headers.get("Sforce-Locator", "null")
             if not locator or locator == "null":
                 return
 
-    def _stream_csv_records(self, response: requests.Response, soql: str, chunk_records: int) -> Iterator[list[dict]]:
-        """A Bulk CSV result page, read from the socket as it arrives, in chunks of typed records."""
-        response.raw.decode_content = True  # gzip, if the server compressed the page
-        response.raw.auto_close = False  # else the wrapper below reads a closed file at the end of the page
-        reader = csv.reader(io.TextIOWrapper(response.raw, encoding="utf-8", newline=""))
+    def _result_page_urls(self, job_id: str, info: dict, max_records: int) -> Iterator[str] | None:
+        """The URLs of the job's result pages, from ``resultPages`` (five an answer, the next answer
+        asked for when its URLs are needed); None when the pages are read by locator instead: one
+        page (``resultPages`` would be a call more), one worker, or an org that has no ``resultPages``."""
+        records = info.get("numberRecordsProcessed")
+        if self.bulk_settings.result_workers < 2 or self._result_pages_unsupported:
+            return None
+        if isinstance(records, int) and records <= max_records:
+            return None
+        try:
+            answer = self.call("GET", f"jobs/query/{job_id}/resultPages", params={"maxRecords": max_records})
+        except SalesforceApiError as exc:
+            if exc.status != 404:
+                raise
+            answer = None
+        if not isinstance(answer, dict) or "resultPages" not in answer:
+            log.info("Salesforce has no resultPages here (API version %s): Bulk result pages are read one by one", self.conn.sf_version)
+            self._result_pages_unsupported = True
+            return None
+        return self._follow_result_pages(answer)
+
+    def _follow_result_pages(self, answer: dict) -> Iterator[str]:
+        while True:
+            for page in answer.get("resultPages") or []:
+                yield self._absolute_url(page["resultUrl"])
+            next_url = answer.get("nextRecordsUrl")
+            if answer.get("done", True) or not next_url:
+                return
+            answer = self.conn.parse_result_to_json(self._call_url("GET", self._absolute_url(next_url)))
+
+    def _download_in_order(self, urls: Iterator[str]) -> Iterator[_DownloadedPage]:
+        """Download the pages at ``urls`` in ``bulk_result_workers`` threads; hand them over in order.
+
+        At most ``workers`` pages are downloading or waiting besides the one handed over, each in
+        a spool (memory, then disk). Each download takes its call from the budget when it is
+        queued; an error, a page's or the next ``resultPages`` answer's, is raised at its turn.
+        """
+        workers = self.bulk_settings.result_workers
+        pending: deque[Future[_DownloadedPage]] = deque()
+        more = True
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bulk-results")
+
+        def queue_downloads() -> None:
+            nonlocal more
+            while more and len(pending) < workers:
+                try:
+                    url = next(urls, None)
+                    if url is not None:
+                        self._reserve_call()
+                except Exception as exc:  # noqa: BLE001 - raised when its page's turn comes
+                    failed: Future[_DownloadedPage] = Future()
+                    failed.set_exception(exc)
+                    pending.append(failed)
+                    url = None
+                if url is None:
+                    more = False
+                    return
+                pending.append(pool.submit(self._download_page, url))
+
+        try:
+            queue_downloads()
+            while pending:
+                page = pending.popleft().result()
+                queue_downloads()
+                yield page
+        finally:
+            for future in pending:
+                if future.cancel():  # never started: its call was not made
+                    self._release_call()
+            pool.shutdown(wait=True)
+            for future in pending:
+                if not future.cancelled() and future.exception() is None:
+                    future.result().close()
+
+    def _download_page(self, url: str) -> _DownloadedPage:
+        """One result page copied into a spool as it was sent (gzip-compressed: we ask for it)."""
+        try:
+            response = self._send("GET", url, stream=True, headers={"Accept-Encoding": "gzip"})
+        finally:
+            self._release_call()  # counted, if it was answered
+        with response:
+            page = _DownloadedPage(tempfile.SpooledTemporaryFile(max_size=BULK_SPOOL_BYTES), response.headers.get("Content-Encoding", ""))
+            try:
+                for block in response.raw.stream(1 << 20, decode_content=False):
+                    page.spool.write(block)
+            except urllib3.exceptions.HTTPError as exc:  # as requests words a broken body
+                page.close()
+                raise requests.ConnectionError(f"Bulk result page broken off: {exc}") from exc
+            except BaseException:
+                page.close()
+                raise
+        page.spool.seek(0)
+        return page
+
+    def _csv_chunks(self, stream: Any, soql: str, chunk_records: int) -> Iterator[list[dict]]:
+        """A Bulk CSV result page from a binary stream, in chunks of typed records."""
+        reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline=""))
         header = next(reader, None)
         if not header:
             return
@@ -425,7 +686,14 @@ class SalesforceOrdersHook(SalesforceHook):
         if chunk:
             yield chunk
 
-    def bulk_update(self, sobject: str, records: list[dict], *, sleep: Any = time.sleep) -> list[dict]:
+    def bulk_update(
+        self,
+        sobject: str,
+        records: list[dict],
+        *,
+        sleep: Callable[[float], Any] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> list[dict]:
         """Update records with one Bulk API 2.0 ingest job; results as ``update_records`` gives them.
 
         ``records`` carry ``id`` and the fields to set (no ``attributes``). An empty CSV cell leaves
@@ -443,25 +711,14 @@ class SalesforceOrdersHook(SalesforceHook):
             json={"object": sobject, "operation": "update", "contentType": "CSV", "columnDelimiter": "COMMA", "lineEnding": "LF"},
         )
         job_id = job["id"]
-        self._check_budget()
-        try:
-            self.conn._call_salesforce(
-                "PUT",
-                f"{self.conn.bulk2_url}ingest/{job_id}/batches",
-                data=buffer.getvalue().encode("utf-8"),
-                headers={"Content-Type": "text/csv; charset=UTF-8"},
-            )
-        except ClientError as exc:
-            raise _error_from_client(exc) from None
+        self._call_url(
+            "PUT",
+            f"{self.conn.bulk2_url}ingest/{job_id}/batches",
+            data=buffer.getvalue().encode("utf-8"),
+            headers={"Content-Type": "text/csv; charset=UTF-8"},
+        )
         self.call("PATCH", f"jobs/ingest/{job_id}", json={"state": "UploadComplete"})
-        deadline = time.monotonic() + BULK_TIMEOUT_SECONDS
-        while True:
-            info = self.call("GET", f"jobs/ingest/{job_id}")
-            if info.get("state") in ("JobComplete", "Failed", "Aborted"):
-                break
-            if time.monotonic() > deadline:
-                raise SalesforceApiError(f"Bulk ingest job {job_id} did not complete within {BULK_TIMEOUT_SECONDS} s", code="BULK_JOB_TIMEOUT")
-            sleep(BULK_POLL_SECONDS)
+        info = self._wait_for_bulk_job("ingest", job_id, sleep, clock)
         outcome: dict[str, dict] = {}
         for kind in ("successfulResults", "failedResults"):
             for row in self._bulk_csv(f"ingest/{job_id}/{kind}/"):
@@ -476,11 +733,7 @@ class SalesforceOrdersHook(SalesforceHook):
         return [outcome.get(r["id"], {"id": r["id"], "success": False, "errors": [unprocessed]}) for r in records]
 
     def _bulk_csv(self, path: str) -> list[dict]:
-        self._check_budget()
-        try:
-            response = self.conn._call_salesforce("GET", f"{self.conn.bulk2_url}{path}")
-        except ClientError as exc:
-            raise _error_from_client(exc) from None
+        response = self._call_url("GET", f"{self.conn.bulk2_url}{path}")
         return list(csv.DictReader(io.StringIO(response.content.decode("utf-8"))))
 
     def column_types(self, soql: str, columns: list[str]) -> dict[str, str]:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 CSV_MEDIA_TYPE = "text/csv"
 RESULT_PAGES_PER_ANSWER = 5  # result URLs per resultPages answer, as on Salesforce
+RESULT_PAGES_SINCE = (58, 0)  # the API version that brought resultPages: before it, the resource does not exist
 FINAL_STATES = (JobState.JOB_COMPLETE, JobState.FAILED, JobState.ABORTED)
 
 
@@ -118,7 +119,11 @@ def query_results(sandbox: SandboxRuntime, call: ApiCall) -> Response:
 
 def query_result_pages(sandbox: SandboxRuntime, call: ApiCall) -> Response:
     """``GET .../resultPages``: up to five result URLs to download in parallel, and the URL of the
-    next five (``nextRecordsUrl``, null with ``done`` when there are no more)."""
+    next five (``nextRecordsUrl``, null with ``done`` when there are no more). Before API version
+    58.0 the resource does not exist: 404 ``NOT_FOUND``, as on Salesforce."""
+    major, _, minor = call.path_params["version"].partition(".")
+    if (int(major), int(minor or 0)) < RESULT_PAGES_SINCE:
+        raise not_found()
     job = _completed_query_job(sandbox, call)
     locator = call.query_params.get("locator")
     offset = decode_locator(locator) if locator and locator != "null" else 0

@@ -95,3 +95,15 @@ def test_result_pages_before_completion_are_refused(api, monkeypatch: pytest.Mon
     answer = api("GET", f"jobs/query/{job['id']}/resultPages")
     assert answer.status_code == 412
     assert answer.json()[0]["errorCode"] == "JOB_NOT_COMPLETE"
+
+
+@pytest.mark.parametrize("version", ["57.0", "52.0"])
+def test_result_pages_do_not_exist_before_api_version_58(completed_query_job, api, version: str):
+    job = completed_query_job("SELECT Id FROM Account")
+
+    answer = api("GET", f"jobs/query/{job['id']}/resultPages", version=version)
+
+    assert answer.status_code == 404
+    assert answer.json()[0]["errorCode"] == "NOT_FOUND"
+    assert api("GET", f"jobs/query/{job['id']}/resultPages", version="58.0").status_code == 200
+    assert api("GET", f"jobs/query/{job['id']}/results", version=version).status_code == 200  # the locator way is there

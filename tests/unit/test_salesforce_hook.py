@@ -4,19 +4,27 @@ child subqueries, collections, retries, error translation, API accounting and se
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from airflow.sdk.log import redact
 
 from salesforce_orders.salesforce import (
+    BULK_TIMEOUT_SECONDS,
     COLLECTION_LIMIT,
     ApiBudgetExceeded,
     ApiLimitExceeded,
+    BulkSettings,
     SalesforceApiError,
     SalesforceOrdersHook,
 )
@@ -171,6 +179,305 @@ def test_bulk_result_pages_are_streamed_in_chunks(sandbox: SandboxServer, hook: 
     assert all(isinstance(r["TotalAmount"], Decimal) for r in records.values() if r["TotalAmount"] is not None)
     assert hook.usage.result_pages - pages_before == 1
     assert hook.usage.calls - calls_before >= 3  # job, at least one poll, one result page (+ describe)
+
+
+# ---------------------------------------------------------------------------------------
+# Bulk API 2.0: result pages downloaded at once, status polls backing off
+# ---------------------------------------------------------------------------------------
+
+ITEMS_SOQL = "SELECT Id, OrderId, Quantity FROM OrderItem ORDER BY Id"
+PAGE = 100  # records per result page in these tests: the sandbox's items make more than two resultPages answers
+WORKERS = 3
+
+
+def no_sleep(seconds: float) -> None:
+    pass
+
+
+class CallLog:
+    """Every answer the hook's session receives: method, path after the API version, status."""
+
+    def __init__(self, hook: SalesforceOrdersHook):
+        self.calls: list[tuple[str, str, int]] = []
+        hook.conn.session.hooks["response"].append(self._record)
+
+    def _record(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        path = urlsplit(response.url).path
+        if "/services/data/" in path:
+            self.calls.append((response.request.method, re.sub(r"^/services/data/v[0-9.]+/", "", path), response.status_code))
+
+    def count(self, pattern: str) -> int:
+        return sum(1 for _, path, _ in self.calls if re.fullmatch(pattern, path))
+
+
+RESULT_PAGES = r"jobs/query/\w+/resultPages/?"
+RESULTS = r"jobs/query/\w+/results/?"
+
+
+def read_all(pages: Iterator[list[dict]]) -> list[dict]:
+    return [record for chunk in pages for record in chunk]
+
+
+@pytest.fixture
+def items_by_locator(connect: Callable[..., SalesforceOrdersHook]) -> list[dict]:
+    """The items query read one result page after another, by locator: what the other ways must yield."""
+    return read_all(connect(bulk_result_workers=1).iter_bulk_query_pages(ITEMS_SOQL, max_records=PAGE, sleep=no_sleep))
+
+
+def test_bulk_result_pages_are_downloaded_at_once_and_yielded_in_order(
+    connect: Callable[..., SalesforceOrdersHook], items_by_locator: list[dict]
+):
+    expected = items_by_locator
+    pages = math.ceil(len(expected) / PAGE)
+    assert pages > 10  # more than two resultPages answers of five
+    hook = connect(bulk_result_workers=WORKERS)
+    log = CallLog(hook)
+    # The first WORKERS downloads meet here: they only can when they are under way at the same time.
+    meeting, arrivals, send = threading.Barrier(WORKERS, timeout=60), itertools.count(), hook._send
+
+    def send_together(method: str, url: str, **kwargs: Any) -> requests.Response:
+        if "/results" in url and next(arrivals) < WORKERS:
+            meeting.wait()
+        return send(method, url, **kwargs)
+
+    hook._send = send_together  # type: ignore[method-assign]
+    calls_before, pages_before = hook.usage.calls, hook.usage.result_pages
+
+    records = read_all(hook.iter_bulk_query_pages(ITEMS_SOQL, max_records=PAGE, sleep=no_sleep))
+
+    assert records == expected  # every record once, in the job's order, typed alike
+    assert log.count(RESULTS) == pages == hook.usage.result_pages - pages_before
+    assert log.count(RESULT_PAGES) == math.ceil(pages / 5)
+    assert all(status == 200 for _, _, status in log.calls)
+    assert hook.usage.calls - calls_before == len(log.calls)  # counted from every thread, none lost
+    assert hook._calls_in_flight == 0
+
+
+def test_bulk_downloads_run_at_most_a_few_pages_ahead(connect: Callable[..., SalesforceOrdersHook]):
+    """Pages are queued for download only as earlier ones are read: memory holds a bounded number of
+    pages, however many the job has; leaving early cancels what is queued and frees its calls."""
+    hook = connect(bulk_result_workers=WORKERS)
+    log = CallLog(hook)
+    queued, reserve = [], hook._reserve_call
+
+    def reserve_and_note() -> None:
+        reserve()
+        queued.append(1)
+
+    hook._reserve_call = reserve_and_note  # type: ignore[method-assign]
+    pages = hook.iter_bulk_query_pages(ITEMS_SOQL, max_records=PAGE, chunk_records=PAGE, sleep=no_sleep)
+
+    first = next(pages)
+    assert len(first) == PAGE
+    assert len(queued) == WORKERS + 1  # the page being read, and WORKERS downloading or waiting
+    second = next(pages)
+    assert second[0]["Id"] > first[-1]["Id"]
+    assert len(queued) == WORKERS + 2
+    pages.close()
+
+    assert hook._calls_in_flight == 0
+    assert log.count(RESULTS) <= WORKERS + 2
+    assert log.count(RESULT_PAGES) == 1
+
+
+def test_one_result_page_is_read_without_result_pages(sandbox: SandboxServer, connect: Callable[..., SalesforceOrdersHook]):
+    hook = connect()
+    log = CallLog(hook)
+
+    records = read_all(hook.iter_bulk_query_pages("SELECT Id FROM Order", sleep=no_sleep))
+
+    assert len(records) == sandbox.store.count("Order")
+    assert (log.count(RESULT_PAGES), log.count(RESULTS)) == (0, 1)  # resultPages would be a call more
+
+
+def test_an_org_without_result_pages_is_read_page_by_page(
+    sandbox: SandboxServer, connect: Callable[..., SalesforceOrdersHook], items_by_locator: list[dict]
+):
+    """API versions before 58.0 have no resultPages: its 404 sends the hook down the locator chain,
+    and the hook does not ask again for the next job."""
+    connection = sandbox.airflow_connection()
+    connection["extra"]["version"] = "57.0"
+    hook = connect(connection, bulk_result_workers=WORKERS)
+    log = CallLog(hook)
+
+    records = read_all(hook.iter_bulk_query_pages(ITEMS_SOQL, max_records=PAGE, sleep=no_sleep))
+    again = read_all(hook.iter_bulk_query_pages(ITEMS_SOQL, max_records=PAGE, sleep=no_sleep))
+
+    assert records == again == items_by_locator
+    assert [status for _, path, status in log.calls if re.fullmatch(RESULT_PAGES, path)] == [404]
+    assert log.count(RESULTS) == 2 * math.ceil(len(items_by_locator) / PAGE)
+    assert hook.conn.sf_version == "57.0"
+
+
+def test_result_page_downloads_stay_within_the_budget(connect: Callable[..., SalesforceOrdersHook], items_by_locator: list[dict]):
+    """The budget counts downloads under way: with two calls left when the pages are listed, two pages
+    are downloaded and read, and the run stops at the third."""
+    hook = connect(bulk_result_workers=WORKERS)
+    hook.describe("OrderItem")  # read before: the pages' column types cost no call of the two
+    log = CallLog(hook)
+
+    def two_calls_left(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if re.search(RESULT_PAGES, urlsplit(response.url).path):
+            hook.limit_calls(2)
+
+    hook.conn.session.hooks["response"].append(two_calls_left)
+    read: list[dict] = []
+    with pytest.raises(ApiBudgetExceeded):
+        for chunk in hook.iter_bulk_query_pages(ITEMS_SOQL, max_records=PAGE, sleep=no_sleep):
+            read.extend(chunk)
+
+    assert read == items_by_locator[: 2 * PAGE]
+    assert log.count(RESULTS) == 2
+    assert hook.usage.calls == hook.usage.budget and hook._calls_in_flight == 0
+
+
+def test_a_refused_download_is_raised_at_its_turn_translated(
+    sandbox: SandboxServer, connect: Callable[..., SalesforceOrdersHook], items_by_locator: list[dict]
+):
+    """The org's limit reached while pages download: what was read before is whole pages in order,
+    and the error is Salesforce's, translated as for any call."""
+    hook = connect(bulk_result_workers=WORKERS)
+
+    listings = itertools.count()
+
+    def limit_after_listing(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if re.search(RESULT_PAGES, urlsplit(response.url).path) and next(listings) == 0:
+            sandbox.admin.set_faults(rate_limit_after=1)  # one download is served, the others refused
+
+    hook.conn.session.hooks["response"].append(limit_after_listing)
+    read: list[dict] = []
+    with pytest.raises(ApiLimitExceeded) as raised:
+        for chunk in hook.iter_bulk_query_pages(ITEMS_SOQL, max_records=PAGE, sleep=no_sleep):
+            read.extend(chunk)
+
+    assert (raised.value.code, raised.value.status) == ("REQUEST_LIMIT_EXCEEDED", 403)
+    assert len(read) in (0, PAGE) and read == items_by_locator[: len(read)]
+
+
+def test_a_503_burst_during_downloads_is_retried(
+    sandbox: SandboxServer, connect: Callable[..., SalesforceOrdersHook], items_by_locator: list[dict]
+):
+    hook = connect(bulk_result_workers=WORKERS, backoff_factor=0.01)
+    injected_before = sandbox.admin.stats()["faults_injected"]["error_503"]
+
+    listings = itertools.count()
+
+    def burst_after_listing(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if re.search(RESULT_PAGES, urlsplit(response.url).path) and next(listings) == 0:
+            sandbox.admin.set_faults(error_503_burst=2)  # the first downloads answer 503
+
+    hook.conn.session.hooks["response"].append(burst_after_listing)
+
+    assert read_all(hook.iter_bulk_query_pages(ITEMS_SOQL, max_records=PAGE, sleep=no_sleep)) == items_by_locator
+    assert sandbox.admin.stats()["faults_injected"]["error_503"] - injected_before == 2
+
+
+class ScriptedJobs:
+    """Bulk jobs that stay InProgress until a fake clock passes ``done_at`` (time moves only when the
+    hook sleeps), then end in ``final``; the rest of a Bulk call answers as an empty job would."""
+
+    def __init__(self, hook: SalesforceOrdersHook, monkeypatch: pytest.MonkeyPatch, done_at: float, final: str = "JobComplete"):
+        self.now, self.done_at, self.final = 0.0, done_at, final
+        self.sleeps: list[float] = []
+        self.status_calls = 0
+        monkeypatch.setattr(hook, "call", self.call)
+        monkeypatch.setattr(hook, "_call_url", self.call_url)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        if method == "POST":
+            return {"id": "750000000000001AAA", "state": "Open"}
+        if method == "GET" and re.fullmatch(r"jobs/(query|ingest)/\w+", path):
+            self.status_calls += 1
+            if self.now < self.done_at:
+                return {"state": "InProgress"}
+            return {"state": self.final, "errorMessage": "scripted", "numberRecordsProcessed": 0}
+        return {}
+
+    def call_url(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code, response._content = 200, b"sf__Id,sf__Created,Id\n"
+        return response
+
+
+def expected_polls(settings: BulkSettings, done_at: float) -> list[float]:
+    waits, waited = [], 0.0
+    for interval in settings.poll_intervals():
+        waits.append(interval)
+        waited += interval
+        if waited >= done_at:
+            return waits
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("done_at", [0.2, 10, 60, 600])
+def test_bulk_status_polls_back_off_to_a_cap(connect: Callable[..., SalesforceOrdersHook], monkeypatch: pytest.MonkeyPatch, done_at: float):
+    """Waits of 0.5 s, then 1.5 times longer each, up to 10 s: a job of a minute costs 12 status calls
+    (120 at a fixed half second), one of ten minutes 66 (1,200)."""
+    hook = connect()
+    org = ScriptedJobs(hook, monkeypatch, done_at)
+
+    hook.bulk_update("Order", [{"id": "801000000000001AAA", "Description": "x"}], sleep=org.sleep, clock=org.clock)
+
+    assert org.sleeps == expected_polls(hook.bulk_settings, done_at)
+    assert org.sleeps[:4] == [0.5, 0.75, 1.125, 1.6875][: len(org.sleeps)] and max(org.sleeps) <= 10
+    assert org.status_calls == len(org.sleeps) == {0.2: 1, 10: 6, 60: 12, 600: 66}[done_at]
+
+
+def test_a_failed_query_job_is_an_error_after_backing_off(connect: Callable[..., SalesforceOrdersHook], monkeypatch: pytest.MonkeyPatch):
+    hook = connect(bulk_poll_seconds=1, bulk_poll_max_seconds=4)
+    org = ScriptedJobs(hook, monkeypatch, done_at=20, final="Failed")
+
+    with pytest.raises(SalesforceApiError) as raised:
+        list(hook.iter_bulk_query_pages("SELECT Id FROM Order", sleep=org.sleep, clock=org.clock))
+
+    assert raised.value.code == "BULK_JOB_FAILED" and "scripted" in str(raised.value)
+    assert org.sleeps == [1, 1.5, 2.25, 3.375, 4, 4, 4]
+
+
+def test_a_bulk_job_past_the_time_out_is_an_error(connect: Callable[..., SalesforceOrdersHook], monkeypatch: pytest.MonkeyPatch):
+    hook = connect()
+    org = ScriptedJobs(hook, monkeypatch, done_at=math.inf)
+
+    with pytest.raises(SalesforceApiError) as raised:
+        list(hook.iter_bulk_query_pages("SELECT Id FROM Order", sleep=org.sleep, clock=org.clock))
+
+    assert raised.value.code == "BULK_JOB_TIMEOUT"
+    assert org.now > BULK_TIMEOUT_SECONDS
+    assert org.status_calls < BULK_TIMEOUT_SECONDS / 10 + 10  # a fixed half second: 7,200
+
+
+def test_bulk_settings_come_from_the_connection_extras(sandbox: SandboxServer, connect: Callable[..., SalesforceOrdersHook]):
+    connection = sandbox.airflow_connection()
+    connection["extra"] |= {"bulk_poll_seconds": "0.25", "bulk_poll_max_seconds": 4, "bulk_result_workers": "2"}
+
+    assert connect(connection).bulk_settings == BulkSettings(0.25, 4.0, 2)
+    assert connect(connection, bulk_result_workers=4).bulk_settings.result_workers == 4  # the hook's argument first
+    assert connect().bulk_settings == BulkSettings(0.5, 10.0, 3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"bulk_poll_seconds": "0"}, "bulk_poll_seconds"),
+        ({"bulk_poll_max_seconds": "soon"}, "bulk_poll_max_seconds"),
+        ({"bulk_poll_seconds": 5, "bulk_poll_max_seconds": 2}, "bulk_poll_max_seconds"),
+        ({"bulk_result_workers": 9}, "bulk_result_workers"),
+        ({"bulk_result_workers": "two"}, "bulk_result_workers"),
+    ],
+)
+def test_bad_bulk_settings_are_refused_naming_the_extra(sandbox: SandboxServer, connect, extra: dict, named: str):
+    connection = sandbox.airflow_connection()
+    connection["extra"] |= extra
+
+    with pytest.raises(ValueError, match=named):
+        connect(connection).bulk_settings  # noqa: B018
 
 
 @pytest.fixture(scope="module")

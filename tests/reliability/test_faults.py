@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from salesforce_orders import writeback
+from salesforce_orders import faultpoints, writeback
 from salesforce_orders.salesforce import SalesforceOrdersHook
 from salesforce_orders.stages import SalesforceUnavailable
 from salesforce_orders.warehouse import WarehouseConnectionError, parse_utc
@@ -154,17 +154,28 @@ def test_allowance_exhausted_while_paging_stops_the_run_and_the_next_run_imports
     assert_written_back(p)
 
 
-def test_allowance_exhausted_during_write_back_keeps_what_was_committed(pipeline):
+def test_allowance_exhausted_during_write_back_keeps_what_was_committed(pipeline, monkeypatch):
     expected = pipeline.expected_order_ids()
     run = pipeline.run(until="mark_status_changes")
     assert run.succeeded, run.error
     watermark = pipeline.watermark()
-    # the describe, the Order statuses, the re-read of the first batch's orders and accounts and one
-    # collection call (200 records) go through, then the allowance is gone
-    pipeline.org.admin.set_faults(daily_api_limit=api_used(pipeline) + 5)
+    # The first batch (200 records) goes through; the allowance is gone just before the second
+    # batch's call. (The write-back reads the next batch's records while Salesforce writes the
+    # previous one, so the point is an event, not a count of calls.)
+    reach, sends = faultpoints.reach, []
+
+    def exhaust_before_the_second_batch(name: str) -> None:
+        reach(name)
+        if name == "write_back.before_send":
+            sends.append(name)
+            if len(sends) == 2:
+                pipeline.org.admin.set_faults(daily_api_limit=api_used(pipeline))
+
+    monkeypatch.setattr(writeback.faultpoints, "reach", exhaust_before_the_second_batch)
 
     with pytest.raises(AirflowFailException, match="daily API allowance is used up .*REQUEST_LIMIT_EXCEEDED"):
         pipeline.stage("write_back", run)
+    monkeypatch.setattr(writeback.faultpoints, "reach", reach)
 
     states = outbox_states(pipeline)
     assert states["DONE"] == 200 and states["PENDING"] > 0 and set(states) == {"DONE", "PENDING"}

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from salesforce_orders.soql import is_api_name
+from salesforce_orders.api_names import is_api_name
 
 VARIABLE_NAME = "salesforce_orders_config"
 

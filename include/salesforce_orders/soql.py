@@ -15,13 +15,10 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from salesforce_orders.api_names import is_api_name
+
 if TYPE_CHECKING:
     from salesforce_orders.config import ImportConfig
-
-# An API name segment as Salesforce allows it; dotted paths join segments.
-API_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
-# SOQL follows at most five parent relationships: four dots, plus the field itself.
-MAX_PATH_SEGMENTS = 6
 
 # Standard names the queries rely on, whatever objects the configuration names.
 ACTIVATED = "Activated"
@@ -90,16 +87,6 @@ _ITEM_BASE_FIELDS = (
     "PricebookEntry.UnitPrice",
 )
 _STATUS_CHANGE_FIELDS = ("Id", "OrderNumber", "StatusCode", "IsDeleted", "SystemModstamp")
-
-
-def is_api_name(name: object, *, allow_path: bool = False) -> bool:
-    """Whether ``name`` is a Salesforce API name (or, with ``allow_path``, a dotted path of them)."""
-    if not isinstance(name, str):
-        return False
-    segments = name.split(".") if allow_path else [name]
-    if len(segments) > MAX_PATH_SEGMENTS:
-        return False
-    return all(API_NAME_PATTERN.fullmatch(segment) for segment in segments)
 
 
 def field_name(name: str) -> str:
@@ -464,7 +451,6 @@ def _keys_naming(names: list[tuple[str, str]], pointed: str | None, quoted: str 
 
 
 __all__ = [
-    "API_NAME_PATTERN",
     "QUERY_NAME_ERRORS",
     "ExtractWindow",
     "RefusedName",
@@ -480,7 +466,6 @@ __all__ = [
     "build_status_changes_query",
     "datetime_literal",
     "field_name",
-    "is_api_name",
     "item_fields",
     "literal",
     "object_name",

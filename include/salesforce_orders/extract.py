@@ -212,12 +212,17 @@ def extract_bulk(
     *,
     schema: str | None = None,
 ) -> ExtractSummary:
-    """Bulk API 2.0: one query job for the orders, one for their items (Bulk has no subqueries)."""
+    """Bulk API 2.0: one query job for the orders, one for their items (Bulk has no subqueries).
+
+    Both jobs are started before the orders are read: Salesforce works on the items' job while
+    the orders' results are staged, and the two read the org at nearly the same moment."""
     calls_before, pages_before = hook.usage.calls, hook.usage.result_pages
+    orders_job, items_job = hook.start_bulk_query(orders_soql), hook.start_bulk_query(items_soql)
     summary = stage_pages(
-        engine, run_id, hook.iter_bulk_query_pages(orders_soql), items_relationship="", schema=schema, hook=hook, split=_already_flat
+        engine, run_id, hook.iter_bulk_query_pages(orders_soql, job_id=orders_job), items_relationship="", schema=schema,
+        hook=hook, split=_already_flat,
     )
-    stage_item_pages(engine, run_id, hook.iter_bulk_query_pages(items_soql), summary, schema=schema, hook=hook)
+    stage_item_pages(engine, run_id, hook.iter_bulk_query_pages(items_soql, job_id=items_job), summary, schema=schema, hook=hook)
     summary.api_calls = hook.usage.calls - calls_before
     summary.pages = hook.usage.result_pages - pages_before  # API result pages, not the chunks staged
     return summary

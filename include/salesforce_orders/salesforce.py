@@ -508,10 +508,21 @@ class SalesforceOrdersHook(SalesforceHook):
             if clock() > deadline:
                 raise SalesforceApiError(f"Bulk {kind} job {job_id} did not complete within {BULK_TIMEOUT_SECONDS} s", code="BULK_JOB_TIMEOUT")
 
+    def start_bulk_query(self, soql: str, *, include_deleted: bool = False) -> str:
+        """Create a Bulk API 2.0 query job; its id. Salesforce starts working on it at once, so a
+        job started before the previous one is read runs alongside it."""
+        job = self.call(
+            "POST",
+            "jobs/query",
+            json={"operation": "queryAll" if include_deleted else "query", "query": soql, "columnDelimiter": "COMMA", "lineEnding": "LF"},
+        )
+        return job["id"]
+
     def iter_bulk_query_pages(
         self,
         soql: str,
         *,
+        job_id: str | None = None,
         include_deleted: bool = False,
         max_records: int = BULK_PAGE_RECORDS,
         chunk_records: int = BULK_CHUNK_RECORDS,
@@ -529,13 +540,11 @@ class SalesforceOrdersHook(SalesforceHook):
         ``bulk_result_workers`` at a time while earlier ones are read; they are still yielded in
         order. A job of one page, or an org without ``resultPages`` (API versions before 58.0),
         is read page after page by locator.
+
+        ``job_id``: the job :meth:`start_bulk_query` started for ``soql``; else one is started here.
         """
-        job = self.call(
-            "POST",
-            "jobs/query",
-            json={"operation": "queryAll" if include_deleted else "query", "query": soql, "columnDelimiter": "COMMA", "lineEnding": "LF"},
-        )
-        job_id = job["id"]
+        if job_id is None:
+            job_id = self.start_bulk_query(soql, include_deleted=include_deleted)
         info = self._wait_for_bulk_job("query", job_id, sleep, clock)
         state = info.get("state")
         if state != "JobComplete":

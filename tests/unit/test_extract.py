@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from salesforce_orders.extract import ExtractSummary, flatten, split_order, stage_pages
+from salesforce_orders.extract import ExtractSummary, extract_bulk, flatten, split_order, stage_pages
 from salesforce_orders.schema_versions import create_all
 from salesforce_orders.staging import iter_staged
 from salesforce_orders.warehouse import tables
@@ -201,3 +201,33 @@ def test_the_items_of_an_older_version_met_later_are_ignored(engine, pages):
 
     _, items = staged(engine)[ORDER_A]
     assert [(i["Id"], i["Quantity"]) for i in items] == [("802A1", 4.0)]
+
+
+class _RecordingBulkHook:
+    """A hook whose Bulk jobs are records in memory; it notes when each job is started and read."""
+
+    def __init__(self, results: dict[str, list[dict]]):
+        self.results, self.events = results, []
+        self.usage = type("Usage", (), {"calls": 0, "result_pages": 0})()
+
+    def start_bulk_query(self, soql: str) -> str:
+        self.events.append(f"start {soql}")
+        return soql
+
+    def iter_bulk_query_pages(self, soql: str, *, job_id: str):
+        self.events.append(f"read {job_id}")
+        yield self.results[job_id]
+
+
+def test_the_bulk_extract_starts_the_items_job_before_it_reads_the_orders(engine):
+    """Salesforce works on the items' job while the orders are staged (a real org takes seconds a
+    job); both jobs read the org at nearly the same moment."""
+    order = {**flatten(rest_order(ORDER_A, "2026-01-02T03:04:05.000+0000", None)), "Account.Name": "Acme Corp"}
+    item = {"Id": "802A1", "OrderId": ORDER_A, "Quantity": 1.0}
+    hook = _RecordingBulkHook({"orders": [order], "items": [item]})
+
+    summary = extract_bulk(engine, hook, "run-1", "orders", "items")
+
+    assert hook.events == ["start orders", "start items", "read orders", "read items"]
+    assert (summary.orders, summary.items) == (1, 1)
+    assert [i["Id"] for i in staged(engine)[ORDER_A][1]] == ["802A1"]

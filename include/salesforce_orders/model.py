@@ -16,11 +16,13 @@ names of the fields masked under :data:`CARD_DATA_MASKED`.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 StagedOrder = dict[str, Any]
@@ -277,3 +279,100 @@ RECORD_CLASSES = (
 for _cls in RECORD_CLASSES:
     _ENCODERS[_cls] = _record_encoder(_cls)
 del _cls
+
+
+# ---------------------------------------------------------------------------------------
+# Building records and reading staged records fast
+# ---------------------------------------------------------------------------------------
+
+# A frozen dataclass's __init__ sets each field with object.__setattr__: several times the cost of
+# the rest of building a record. Where __init__ does nothing more than store the fields, a record
+# is made without it: a bare instance whose __dict__ is filled in one step (the staged-record
+# decoder rebuilds records so, and the transform makes them so).
+
+
+def init_only_sets_fields(cls: type) -> bool:
+    """Whether ``cls(**fields)`` only stores the fields in the instance's ``__dict__``: the
+    __init__ is the one @dataclass generates (compiled from text, hence "<string>"), with no
+    __post_init__ after it, no custom __new__ before it, and no __slots__."""
+    init = getattr(cls.__init__, "__code__", None)
+    return (
+        init is not None
+        and init.co_filename == "<string>"
+        and not hasattr(cls, "__post_init__")
+        and cls.__new__ is object.__new__
+        and not any("__slots__" in vars(base) for base in cls.__mro__)
+        and all(f.init for f in dataclasses.fields(cls))
+    )
+
+
+def record_maker(cls: type) -> Callable[..., Any]:
+    """``cls(*values)``, every field given in field order: the same record, made without __init__
+    where __init__ only stores the fields."""
+    if not init_only_sets_fields(cls):
+        return cls
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    new = object.__new__
+
+    def make(*values: Any) -> Any:
+        record = new(cls)
+        # from pairs, not from a dict: the __dict__ then stays as compact as __init__ leaves it
+        record.__dict__.update(zip(names, values, strict=True))
+        return record
+
+    return make
+
+
+_ABSENT = object()  # a key no record has: dict.get gives None for it
+
+
+class FieldReader:
+    """Reads a fixed list of fields from staged records in one step: ``reader(record)`` gives their
+    values in order, None for a field the record lacks.
+
+    ``fields``: (name, matched) pairs. A name not matched is looked up as written (``record.get``);
+    a matched name as Salesforce matches names, ignoring case: the key as written when the record
+    has it, else the first key equal to it ignoring case. Which key serves each name depends only on
+    the record's keys, so it is worked out once per set of keys (a run's records share theirs) and
+    the values are then read by one ``itemgetter``.
+    """
+
+    _SHAPES = 64  # sets of keys remembered; more are resolved record by record
+
+    def __init__(self, fields: Sequence[tuple[str, bool]]):
+        self.fields = tuple(fields)
+        self._by_shape: dict[tuple[Any, ...], Callable[[Any], tuple[Any, ...]]] = {}
+
+    def __call__(self, record: dict[str, Any]) -> tuple[Any, ...]:
+        shape = tuple(record)
+        read = self._by_shape.get(shape)
+        if read is None:
+            read = self._reader(shape)
+            if len(self._by_shape) < self._SHAPES:
+                self._by_shape[shape] = read
+        return read(record)
+
+    def _reader(self, shape: tuple[Any, ...]) -> Callable[[Any], tuple[Any, ...]]:
+        present = set(shape)
+        keys = []
+        for name, matched in self.fields:
+            if name in present:
+                keys.append(name)
+            elif matched:
+                lowered = name.lower()
+                keys.append(next((key for key in shape if key.lower() == lowered), _ABSENT))
+            else:
+                keys.append(_ABSENT)
+        if len(keys) > 1 and _ABSENT not in keys:
+            return itemgetter(*keys)
+        return lambda record: tuple([record.get(key) for key in keys])
+
+
+def as_written(*names: str) -> list[tuple[str, bool]]:
+    """FieldReader fields looked up as written."""
+    return [(name, False) for name in names]
+
+
+def matched(*names: str) -> list[tuple[str, bool]]:
+    """FieldReader fields matched as Salesforce matches names."""
+    return [(name, True) for name in names]

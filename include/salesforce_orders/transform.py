@@ -10,7 +10,8 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,6 +19,8 @@ from functools import lru_cache
 from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import Any, NamedTuple
+
+import msgspec
 
 from salesforce_orders import amounts
 from salesforce_orders.config import ImportConfig, RoutingRule
@@ -27,6 +30,7 @@ from salesforce_orders.model import (
     CARD_DATA_MASKED,
     Address,
     CustomerRecord,
+    FieldReader,
     ItemRecord,
     LocationRecord,
     OrderRecord,
@@ -36,7 +40,10 @@ from salesforce_orders.model import (
     StagedOrder,
     TransformedOrder,
     WriteBack,
+    as_written,
+    matched,
     plain,
+    record_maker,
 )
 
 SHIPPING = "shipping"
@@ -69,22 +76,36 @@ def transform_order(
     """One staged order and its items -> what the load writes, or why it is skipped.
 
     ``rates``: the org's currency rates (None: a single-currency org, amounts already corporate)."""
-    order_id = _text(order.get("Id")) or ""
-    zero_total = is_zero_total(order, items)
+    plan = _plan(config)
+    values = plan.order(order)
+    (
+        order_id, order_number, modstamp, _, currency, account_id, _, created_at, status, status_code, order_type,
+        effective_date, description, po_number, end_date, contract_id, opportunity_id, owner_id, _,
+        account_name, owner_name,
+        billing_street, billing_city, billing_state, billing_postal_code, billing_country,
+        shipping_street, shipping_city, shipping_state, shipping_postal_code, shipping_country,
+        account_street, account_city, account_state, account_postal_code, account_country,
+        account_customer_id, parent_account_id, parent_customer_id, parent_name,
+    ) = _texts(values[:_RULE_VALUES])
+    order_id = order_id or ""
+    item_values = [plan.item(item) for item in items]
+    total = amounts.exact(values[_TOTAL])
+    zero_total = _is_zero_total(total, [values[_ITEM_TOTAL] for values in item_values])
     if zero_total and config.zero_total_policy == "skip":
         return SkippedOrder(
             sf_order_id=order_id,
-            order_number=_text(order.get("OrderNumber")),
+            order_number=order_number,
             reason=ZERO_TOTAL,
-            sf_system_modstamp=_text(order.get("SystemModstamp")),
-            account_name=_text(_get(order, "Account.Name")),
-            total_amount=amounts.exact(order.get("TotalAmount")),
-            currency=_text(order.get("CurrencyIsoCode")),
+            sf_system_modstamp=modstamp,
+            account_name=account_name,
+            total_amount=total,
+            currency=currency,
         )
 
     warnings: list[str] = []
-    billing = billing_address(order)
-    service, service_source = service_address(order, billing)
+    billing = _address(billing_street, billing_city, billing_state, billing_postal_code, billing_country)
+    shipping = _address(shipping_street, shipping_city, shipping_state, shipping_postal_code, shipping_country)
+    service, service_source = (shipping, SHIPPING) if not shipping.is_empty() else (billing, BILLING)
     checked = (
         (("billing", billing), ("service", service))
         if service_source == SHIPPING
@@ -93,69 +114,233 @@ def transform_order(
     for label, address in checked:
         if address.country and not address.country_code:
             warnings.append(f"{label} country {address.country!r} is not a recognised country")
-    customer, parent_customer = customer_for(order, config, billing)
+    customer, parent_customer = plan.customer(
+        account_id or "",
+        account_name,
+        account_customer_id,
+        parent_account_id,
+        parent_customer_id,
+        parent_name,
+        account_street,
+        account_city,
+        account_state,
+        account_postal_code,
+        account_country,
+        billing,
+    )
     if not customer.sf_account_id:
         warnings.append("order has no AccountId")
     location = location_for(customer, service)
     location_key = location.location_id if location else None
-    item_records, services = service_groups(order_id, items, config, location_id=location_key)
-    activated_at, activated_ok = _iso_utc(order.get("ActivatedDate"))
-    created_at, _ = _iso_utc(order.get("CreatedDate"))
-    modstamp, _ = _iso_utc(order.get("SystemModstamp"))
+    item_records, services = plan.service_groups(order_id, items, item_values, location_key)
+    activated_at, activated_ok = _iso_utc(values[_ACTIVATED])
+    created_at, _ = _iso_utc_text(created_at)
+    modstamp, _ = _iso_utc_text(modstamp)
     if not activated_ok:
-        warnings.append(f"ActivatedDate {order.get('ActivatedDate')!r} is not a date and time")
-    total, currency, effective_date = amounts.exact(order.get("TotalAmount")), _text(order.get("CurrencyIsoCode")), _text(order.get("EffectiveDate"))
+        warnings.append(f"ActivatedDate {values[_ACTIVATED]!r} is not a date and time")
     converted = (rates or _SINGLE_CURRENCY).convert(total, currency, effective_date)
     if converted is None and currency is not None:
         warnings.append(f"CurrencyIsoCode {currency!r} has no conversion rate in the org: corporate_amount left empty")
+    rules_end = _RULE_VALUES + len(plan.rules)
+    record = _make_order(
+        order_id,
+        order_number or "",
+        _external_name(config.order_prefix, order_number, account_name),
+        salesforce_url(instance_url, order_id),
+        customer.customer_id,
+        customer.sf_account_id,
+        customer.name,
+        status,
+        status_code,
+        order_type,
+        effective_date,
+        activated_at,
+        total,
+        currency,
+        billing,
+        service,
+        service_source,
+        location_key,
+        _route(plan.rules, values[_RULE_VALUES:rules_end], config.routing.default_destination),
+        description if config.import_notes else None,
+        po_number,
+        dict(zip(plan.order_metadata_keys, values[rules_end:], strict=True)),
+        zero_total,
+        created_at,
+        modstamp,
+        _card_data_masked(values[_MASKED], items, config.order_item_object),
+        converted.corporate_currency if converted else None,
+        converted.rate if converted else None,
+        converted.amount if converted else None,
+        end_date,
+        contract_id,
+        opportunity_id,
+        owner_id,
+        owner_name,
+    )
+    return _make_transformed(
+        record,
+        item_records,
+        services,
+        customer,
+        parent_customer,
+        location,
+        _write_backs(order_id, status, values[_ACCOUNT_CUSTOMER_ID], customer, config),
+        content_hash(record, item_records, services, customer, parent_customer, location),
+        tuple(warnings),
+    )
 
-    record = OrderRecord(
-        sf_order_id=order_id,
-        order_number=_text(order.get("OrderNumber")) or "",
-        external_name=external_name(order, config),
-        salesforce_url=salesforce_url(instance_url, order_id),
-        customer_id=customer.customer_id,
-        sf_account_id=customer.sf_account_id,
-        account_name=customer.name,
-        status=_text(order.get("Status")),
-        status_code=_text(order.get("StatusCode")),
-        order_type=_text(order.get("Type")),
-        effective_date=effective_date,
-        activated_at=activated_at,
-        total_amount=total,
-        currency=currency,
-        billing=billing,
-        service=service,
-        service_address_source=service_source,
-        location_id=location_key,
-        destination=route(order, config),
-        notes=order_notes(order, config),
-        po_number=_text(order.get("PoNumber")),
-        metadata=map_fields(order, config.order_field_mappings),
-        is_zero_total=zero_total,
-        sf_created_at=created_at,
-        sf_system_modstamp=modstamp,
-        card_data_masked=card_data_masked_fields(order, items, config.order_item_object),
-        corporate_currency=converted.corporate_currency if converted else None,
-        conversion_rate=converted.rate if converted else None,
-        corporate_amount=converted.amount if converted else None,
-        end_date=_text(order.get("EndDate")),
-        contract_id=_text(order.get("ContractId")),
-        opportunity_id=_text(order.get("OpportunityId")),
-        owner_id=_text(order.get("OwnerId")),
-        owner_name=_text(_get(order, "Owner.Name")),
-    )
-    return TransformedOrder(
-        order=record,
-        items=item_records,
-        services=services,
-        customer=customer,
-        parent_customer=parent_customer,
-        location=location,
-        write_backs=write_backs_for(order, customer, config),
-        content_hash=content_hash(record, item_records, services, customer, parent_customer, location),
-        warnings=tuple(warnings),
-    )
+
+# What transform_order reads of a staged order, in this order (plan.order): fields looked up as
+# written, then fields matched as Salesforce matches names (the config's after these).
+_ORDER_FIELDS = (
+    "Id", "OrderNumber", "SystemModstamp", "TotalAmount", "CurrencyIsoCode", "AccountId", "ActivatedDate",
+    "CreatedDate", "Status", "StatusCode", "Type", "EffectiveDate", "Description", "PoNumber", "EndDate",
+    "ContractId", "OpportunityId", "OwnerId", CARD_DATA_MASKED,
+)
+_ORDER_MATCHED = (
+    "Account.Name",
+    "Owner.Name",
+    *("Billing" + part for part in _ADDRESS_PARTS),
+    *("Shipping" + part for part in _ADDRESS_PARTS),
+    *("Account.Billing" + part for part in _ADDRESS_PARTS),
+)
+# then Account.<customer id field>, Account.ParentId, Account.Parent.<customer id field> and
+# Account.Parent.Name; then the routing rules' fields and the order mappings' fields. Positions:
+_TOTAL, _ACTIVATED, _MASKED = 3, 6, 18
+_ACCOUNT_CUSTOMER_ID = len(_ORDER_FIELDS) + len(_ORDER_MATCHED)
+_RULE_VALUES = _ACCOUNT_CUSTOMER_ID + 4
+# ... and of each item (plan.item)
+# (the text fields first, then the service number, then the rest: positions below)
+_ITEM_FIELDS = ("Id", "OrderId", "ServiceDate", "EndDate", "Product2Id", "PricebookEntryId")
+_ITEM_MATCHED_TEXTS = ("Product2.ProductCode", "Product2.Name", "Product2.Family")
+_ITEM_AMOUNTS = ("Quantity", "UnitPrice", "TotalPrice", "ListPrice")
+_ITEM_MATCHED = ("Product2.IsActive", "PricebookEntry.UnitPrice")
+_ITEM_TEXTS = len(_ITEM_FIELDS) + len(_ITEM_MATCHED_TEXTS) + 1  # with the service number
+_ITEM_QUANTITY, _ITEM_UNIT_PRICE, _ITEM_TOTAL, _ITEM_LIST_PRICE = range(_ITEM_TEXTS, _ITEM_TEXTS + 4)
+_ITEM_ACTIVE, _ITEM_PRICEBOOK_PRICE = _ITEM_TEXTS + 4, _ITEM_TEXTS + 5
+_ITEM_MAPPED = _ITEM_TEXTS + 6
+
+
+class _Plan:
+    """How transform_order reads staged records under one config, and the customers it has made
+    (a run's orders repeat their Accounts: one customer record serves all of an Account's orders)."""
+
+    _CUSTOMERS = 100_000  # remembered at most; then forgotten and made again
+
+    def __init__(self, config: ImportConfig):
+        self.config = config
+        id_field = config.customer_id_field
+        self.rules = config.routing.rules
+        self.order_metadata_keys = tuple(config.order_field_mappings.values())
+        self.order = FieldReader(
+            [
+                *as_written(*_ORDER_FIELDS),
+                *matched(
+                    *_ORDER_MATCHED,
+                    f"Account.{id_field}",
+                    "Account.ParentId",
+                    f"Account.Parent.{id_field}",
+                    "Account.Parent.Name",
+                    *(rule.field for rule in self.rules),
+                    *config.order_field_mappings,
+                ),
+            ]
+        )
+        self.item_metadata_keys = tuple(config.item_field_mappings.values())
+        self.item = FieldReader(
+            [
+                *as_written(*_ITEM_FIELDS),
+                *matched(*_ITEM_MATCHED_TEXTS, config.service_number_field),
+                *as_written(*_ITEM_AMOUNTS),
+                *matched(*_ITEM_MATCHED, *config.item_field_mappings),
+            ]
+        )
+        self._customers: dict[tuple[Any, ...], tuple[CustomerRecord, CustomerRecord | None]] = {}
+
+    def customer(self, *texts: Any) -> tuple[CustomerRecord, CustomerRecord | None]:
+        """_customer of these values (text and the order's billing address), made once."""
+        made = self._customers.get(texts)
+        if made is None:
+            if len(self._customers) >= self._CUSTOMERS:
+                self._customers.clear()
+            made = self._customers[texts] = _customer(self.config, *texts)
+        return made
+
+    def service_groups(
+        self, order_id: str, items: Sequence[StagedItem], item_values: list[tuple[Any, ...]], location_id: str | None
+    ) -> tuple[tuple[ItemRecord, ...], tuple[ServiceRecord, ...]]:
+        """Items (ordered by Id) and their services: one per service number, or per lone item."""
+        exact, metadata_keys, texts_end = amounts.exact, self.item_metadata_keys, _ITEM_TEXTS
+        records = []
+        members: dict[str, list[ItemRecord]] = {}
+        by_id = sorted([(_text(values[0]) or "", values) for values in item_values], key=itemgetter(0))
+        for item_id, values in by_id:
+            (
+                item_order_id, service_date, end_date, product_id, pricebook_entry_id, code, name, family, service_number,
+            ) = _texts(values[1:texts_end])
+            key = f"{order_id}:{service_number}" if service_number else f"{order_id}:item:{item_id}"
+            record = _make_item(
+                item_id,
+                item_order_id or order_id,
+                code,
+                name,
+                exact(values[_ITEM_QUANTITY]),
+                exact(values[_ITEM_UNIT_PRICE]),
+                exact(values[_ITEM_TOTAL]),
+                service_number,
+                key,
+                dict(zip(metadata_keys, values[_ITEM_MAPPED:], strict=True)),
+                exact(values[_ITEM_LIST_PRICE]),
+                service_date,
+                end_date,
+                product_id,
+                pricebook_entry_id,
+                family,
+                _flag(values[_ITEM_ACTIVE]),
+                exact(values[_ITEM_PRICEBOOK_PRICE]),
+            )
+            records.append(record)
+            group = members.get(key)
+            if group is None:
+                members[key] = [record]
+            else:
+                group.append(record)
+        services = tuple(
+            _make_service(
+                key,
+                order_id,
+                group[0].service_number,
+                len(group),
+                amounts.total([item.total_price for item in group]),
+                location_id,
+            )
+            for key, group in sorted(members.items())
+        )
+        return tuple(records), services
+
+
+_PLANS: dict[int, tuple[ImportConfig, _Plan]] = {}
+
+
+def _plan(config: ImportConfig) -> _Plan:
+    """The plan of this config (configs are immutable), made once."""
+    known = _PLANS.get(id(config))
+    if known is not None and known[0] is config:
+        return known[1]
+    if len(_PLANS) >= 8:
+        _PLANS.clear()
+    plan = _Plan(config)
+    _PLANS[id(config)] = (config, plan)
+    return plan
+
+
+_make_order = record_maker(OrderRecord)
+_make_item = record_maker(ItemRecord)
+_make_service = record_maker(ServiceRecord)
+_make_customer = record_maker(CustomerRecord)
+_make_location = record_maker(LocationRecord)
+_make_transformed = record_maker(TransformedOrder)
 
 
 # --- naming -------------------------------------------------------------------------
@@ -163,8 +348,11 @@ def transform_order(
 
 def external_name(order: StagedOrder, config: ImportConfig) -> str:
     """``"<prefix><OrderNumber> <Account.Name>"``; just the number when the Account has no name."""
-    number = f"{config.order_prefix}{_text(order.get('OrderNumber')) or ''}"
-    account_name = _text(_get(order, "Account.Name"))
+    return _external_name(config.order_prefix, order.get("OrderNumber"), _text(_get(order, "Account.Name")))
+
+
+def _external_name(prefix: str, order_number: Any, account_name: str | None) -> str:
+    number = f"{prefix}{_text(order_number) or ''}"
     return f"{number} {account_name}".strip() if account_name else number.strip()
 
 
@@ -242,8 +430,7 @@ def assigned_customer_id(account_id: str, config: ImportConfig) -> str:
     return f"{config.assigned_customer_id_prefix}{case_safe_id(account_id)}"
 
 
-def _customer_id(salesforce_value: Any, account_id: str, config: ImportConfig) -> tuple[str, str]:
-    value = _text(salesforce_value)
+def _customer_id(value: str | None, account_id: str, config: ImportConfig) -> tuple[str, str]:
     if value:
         return value, FROM_SALESFORCE
     return assigned_customer_id(account_id, config), ASSIGNED
@@ -257,34 +444,60 @@ def customer_for(
     ``billing``: the order's billing address, when the caller has it already.
     """
     id_field = config.customer_id_field
-    account_id = _text(order.get("AccountId")) or ""
-    customer_id, source = _customer_id(_get(order, f"Account.{id_field}"), account_id, config)
-    parent_account_id = _text(_get(order, "Account.ParentId"))
+    return _customer(
+        config,
+        _text(order.get("AccountId")) or "",
+        _text(_get(order, "Account.Name")),
+        *[_text(_get(order, name)) for name in (f"Account.{id_field}", "Account.ParentId", f"Account.Parent.{id_field}", "Account.Parent.Name")],
+        *[_text(_get(order, "Account.Billing" + part)) for part in _ADDRESS_PARTS],
+        billing or billing_address(order),
+    )
+
+
+def _customer(
+    config: ImportConfig,
+    account_id: str,
+    name: str | None,
+    customer_id: str | None,
+    parent_account_id: str | None,
+    parent_customer_id: str | None,
+    parent_name: str | None,
+    street: str | None,
+    city: str | None,
+    state: str | None,
+    postal_code: str | None,
+    country: str | None,
+    billing: Address,
+) -> tuple[CustomerRecord, CustomerRecord | None]:
+    """customer_for from the order's values, as text: the Account's, its parent's, the Account's
+    own billing address (street ... country); and the order's billing address."""
+    customer_id, source = _customer_id(customer_id, account_id, config)
     parent = None
     if parent_account_id:
-        parent_id, parent_source = _customer_id(
-            _get(order, f"Account.Parent.{id_field}"), parent_account_id, config
+        parent_id, parent_source = _customer_id(parent_customer_id, parent_account_id, config)
+        parent = _make_customer(
+            parent_id,
+            parent_account_id,
+            parent_name,
+            None,  # the parent's parent is not selected: unknown here, not "no parent"
+            None,
+            parent_source,
+            _NO_ADDRESS,
         )
-        parent = CustomerRecord(
-            customer_id=parent_id,
-            sf_account_id=parent_account_id,
-            name=_text(_get(order, "Account.Parent.Name")),
-            parent_sf_account_id=None,  # not selected: unknown here, not "no parent"
-            parent_customer_id=None,
-            customer_id_source=parent_source,
-            billing=Address(),
-        )
-    account_billing = address_from(order, "Account.Billing")
-    customer = CustomerRecord(
-        customer_id=customer_id,
-        sf_account_id=account_id,
-        name=_text(_get(order, "Account.Name")),
-        parent_sf_account_id=parent_account_id,
-        parent_customer_id=parent.customer_id if parent else None,
-        customer_id_source=source,
-        billing=(billing or billing_address(order)) if account_billing.is_empty() else account_billing,
+    account_billing = _address(street, city, state, postal_code, country)
+    customer = _make_customer(
+        customer_id,
+        account_id,
+        name,
+        parent_account_id,
+        parent.customer_id if parent else None,
+        source,
+        billing if account_billing.is_empty() else account_billing,
     )
     return customer, parent
+
+
+_NO_ADDRESS = Address()
 
 
 def customer_changes(account: Mapping[str, Any], stored: Mapping[str, Any], config: ImportConfig) -> list[str]:
@@ -329,12 +542,7 @@ def location_for(customer: CustomerRecord, service: Address) -> LocationRecord |
     """The service address as the customer's location; None when there is no address."""
     if service.is_empty():
         return None
-    return LocationRecord(
-        location_id=location_id(customer.customer_id, service),
-        customer_id=customer.customer_id,
-        sf_account_id=customer.sf_account_id,
-        address=service,
-    )
+    return _make_location(location_id(customer.customer_id, service), customer.customer_id, customer.sf_account_id, service)
 
 
 # --- items and services --------------------------------------------------------------
@@ -344,54 +552,19 @@ def service_groups(
     order_id: str, items: Sequence[StagedItem], config: ImportConfig, *, location_id: str | None = None
 ) -> tuple[tuple[ItemRecord, ...], tuple[ServiceRecord, ...]]:
     """Items (ordered by Id) and their services: one per service number, or per lone item."""
-    service_number_field, mappings = config.service_number_field, config.item_field_mappings
-    records = []
-    members: dict[str, list[ItemRecord]] = {}
-    by_id = sorted([(_text(item.get("Id")) or "", item) for item in items], key=itemgetter(0))
-    for item_id, item in by_id:
-        service_number = _text(_get(item, service_number_field))
-        key = f"{order_id}:{service_number}" if service_number else f"{order_id}:item:{item_id}"
-        record = ItemRecord(
-            sf_order_item_id=item_id,
-            sf_order_id=_text(item.get("OrderId")) or order_id,
-            product_code=_text(_get(item, "Product2.ProductCode")),
-            product_name=_text(_get(item, "Product2.Name")),
-            quantity=amounts.exact(item.get("Quantity")),
-            unit_price=amounts.exact(item.get("UnitPrice")),
-            total_price=amounts.exact(item.get("TotalPrice")),
-            service_number=service_number,
-            service_key=key,
-            metadata=map_fields(item, mappings),
-            list_price=amounts.exact(item.get("ListPrice")),
-            service_date=_text(item.get("ServiceDate")),
-            end_date=_text(item.get("EndDate")),
-            sf_product_id=_text(item.get("Product2Id")),
-            sf_pricebook_entry_id=_text(item.get("PricebookEntryId")),
-            product_family=_text(_get(item, "Product2.Family")),
-            product_is_active=_flag(_get(item, "Product2.IsActive")),
-            pricebook_list_price=amounts.exact(_get(item, "PricebookEntry.UnitPrice")),
-        )
-        records.append(record)
-        members.setdefault(key, []).append(record)
-    services = tuple(
-        ServiceRecord(
-            service_key=key,
-            sf_order_id=order_id,
-            service_number=group[0].service_number,
-            item_count=len(group),
-            total_amount=amounts.total(item.total_price for item in group),
-            location_id=location_id,
-        )
-        for key, group in sorted(members.items())
-    )
-    return tuple(records), services
+    plan = _plan(config)
+    return plan.service_groups(order_id, items, [plan.item(item) for item in items], location_id)
 
 
 def is_zero_total(order: StagedOrder, items: Sequence[StagedItem]) -> bool:
     """TotalAmount is 0, or the order's items add up to 0."""
-    if amounts.exact(order.get("TotalAmount")) == 0:
+    return _is_zero_total(amounts.exact(order.get("TotalAmount")), [item.get("TotalPrice") for item in items])
+
+
+def _is_zero_total(total: Decimal | None, item_totals: list[Any]) -> bool:
+    if total == 0:
         return True
-    return bool(items) and amounts.total(amounts.exact(item.get("TotalPrice")) for item in items) == 0
+    return bool(item_totals) and amounts.total([amounts.exact(value) for value in item_totals]) == 0
 
 
 # --- routing, metadata, notes --------------------------------------------------------
@@ -399,10 +572,15 @@ def is_zero_total(order: StagedOrder, items: Sequence[StagedItem]) -> bool:
 
 def route(order: StagedOrder, config: ImportConfig) -> str:
     """The first matching rule's destination, else the default destination."""
-    for rule in config.routing.rules:
-        if rule_matches(rule, _get(order, rule.field)):
+    rules = config.routing.rules
+    return _route(rules, [_get(order, rule.field) for rule in rules], config.routing.default_destination)
+
+
+def _route(rules: Sequence[RoutingRule], values: Sequence[Any], default: str) -> str:
+    for rule, value in zip(rules, values, strict=True):
+        if rule_matches(rule, value):
             return rule.destination
-    return config.routing.default_destination
+    return default
 
 
 def rule_matches(rule: RoutingRule, actual: Any) -> bool:
@@ -435,7 +613,11 @@ def order_notes(order: StagedOrder, config: ImportConfig) -> str | None:
 
 def card_data_masked_fields(order: StagedOrder, items: Sequence[StagedItem], item_object: str = "OrderItem") -> tuple[str, ...]:
     """The fields of the order and its items whose card numbers were masked when extracted."""
-    fields = list(order.get(CARD_DATA_MASKED) or ())
+    return _card_data_masked(order.get(CARD_DATA_MASKED), items, item_object)
+
+
+def _card_data_masked(order_fields: Any, items: Sequence[StagedItem], item_object: str) -> tuple[str, ...]:
+    fields = list(order_fields or ())
     for item in items:
         fields += [f"{item_object} {item.get('Id')}.{name}" for name in item.get(CARD_DATA_MASKED) or ()]
     return tuple(fields)
@@ -448,11 +630,18 @@ def write_backs_for(
     order: StagedOrder, customer: CustomerRecord, config: ImportConfig
 ) -> tuple[WriteBack, ...]:
     """The enabled updates for Salesforce: one for the Order (status, card mask), one for the Account."""
+    return _write_backs(
+        _text(order.get("Id")) or "", order.get("Status"), _get(order, f"Account.{config.customer_id_field}"), customer, config
+    )
+
+
+def _write_backs(
+    order_id: str, status: Any, account_customer_id: Any, customer: CustomerRecord, config: ImportConfig
+) -> tuple[WriteBack, ...]:
     enabled = config.write_back
-    order_id = _text(order.get("Id")) or ""
     fields: dict[str, Any] = {}
     actions = []
-    if enabled.mark_imported and _fold(order.get("Status")) != _fold(config.imported_status):
+    if enabled.mark_imported and _fold(status) != _fold(config.imported_status):
         fields["Status"] = config.imported_status
         actions.append("mark_imported")
     if enabled.x_out_card_fields and config.card_fields:
@@ -465,7 +654,7 @@ def write_backs_for(
     if (
         enabled.set_customer_id
         and customer.sf_account_id
-        and _get(order, f"Account.{id_field}") != customer.customer_id
+        and account_customer_id != customer.customer_id
     ):
         write_backs.append(
             WriteBack(
@@ -493,17 +682,30 @@ def content_hash(
     so re-extracting an order after our write-back gives the same hash. (LastModifiedDate
     is never part of the records.)
     """
-    text = _json_object(
-        {
-            "order": _json_record(order, _ORDER_JSON),
-            "items": _json_array(items, _ITEM_JSON),
-            "services": _json_array(services, _SERVICE_JSON),
-            "customer": _json_record(customer, _CUSTOMER_JSON),
-            "parent_customer": _json_record(parent_customer, _CUSTOMER_JSON) if parent_customer else "null",
-            "location": _json_record(location, _LOCATION_JSON) if location else "null",
-        }
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    try:
+        data = _HASH_ENCODER.encode(
+            {
+                "order": _ORDER_HASHED(order),
+                "items": [_ITEM_HASHED(item) for item in items],
+                "services": [_SERVICE_HASHED(service) for service in services],
+                "customer": _CUSTOMER_HASHED(customer),
+                "parent_customer": _CUSTOMER_HASHED(parent_customer) if parent_customer else None,
+                "location": location,  # text and an address only: written as they are
+            }
+        )
+    except _NotPlain:  # a value written otherwise by json.dumps (see below): the text written directly
+        text = _json_object(
+            {
+                "order": _json_record(order, _ORDER_JSON),
+                "items": _json_array(items, _ITEM_JSON),
+                "services": _json_array(services, _SERVICE_JSON),
+                "customer": _json_record(customer, _CUSTOMER_JSON),
+                "parent_customer": _json_record(parent_customer, _CUSTOMER_JSON) if parent_customer else "null",
+                "location": _json_record(location, _LOCATION_JSON) if location else "null",
+            }
+        )
+        data = text.encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 # --- the content hash's text -------------------------------------------------------------
@@ -585,6 +787,96 @@ def _json(value: Any) -> str:
     return _ENCODER.encode(plain(value))  # anything else (text too): the encoder itself
 
 
+# The usual content is text, None, booleans, whole numbers, amounts and addresses, and metadata of
+# those. msgspec, sorting keys, writes all of that as json.dumps does (text escaped alike, every
+# character checked; dataclasses as objects of their fields), except amounts: each is handed to it
+# already written (msgspec.Raw), as _json writes it. Anything else (a float, a list, a dict in
+# metadata, a non-text key) raises _NotPlain and the whole text is written by the functions above.
+# test_transform compares both with the hash's definition.
+
+
+class _NotPlain(Exception):
+    """A value msgspec might write otherwise than json.dumps."""
+
+
+def _not_plain(value: Any) -> Any:
+    raise _NotPlain(type(value).__name__)
+
+
+_HASH_ENCODER = msgspec.json.Encoder(order="sorted", enc_hook=_not_plain)
+# Amounts repeat (prices, quantities): their written form, by value. Only where the form is the
+# float's repr, which equal values share; not for zero, whose float keeps the sign ("-0.0").
+_WRITTEN_AMOUNTS: dict[Decimal, msgspec.Raw] = {}
+_WRITTEN_AMOUNTS_MAX = 100_000
+
+
+def _written_amount(value: Any) -> Any:
+    """An amount field's value, for the hash encoder."""
+    if type(value) is Decimal:
+        written = _WRITTEN_AMOUNTS.get(value)
+        if written is None:
+            text = amounts.as_hashed(value)
+            written = msgspec.Raw(text.encode())
+            if value and value.is_finite() and text == repr(float(value)) and len(_WRITTEN_AMOUNTS) < _WRITTEN_AMOUNTS_MAX:
+                _WRITTEN_AMOUNTS[value] = written
+        return written
+    if value is None or type(value) is int:
+        return value
+    raise _NotPlain(type(value).__name__)
+
+
+_PLAIN_SCALARS = frozenset({str, type(None), bool, int})
+
+
+def _written_metadata(metadata: Any) -> Any:
+    if type(metadata) is not dict:
+        raise _NotPlain(type(metadata).__name__)
+    written = {}
+    for key, value in metadata.items():
+        kind = type(value)
+        if type(key) is not str:
+            raise _NotPlain("key")
+        written[key] = value if kind in _PLAIN_SCALARS else _written_amount(value)
+    return written
+
+
+def _written_texts(values: Any) -> Any:
+    if type(values) is not tuple or not all(type(value) is str for value in values):
+        raise _NotPlain("tuple")
+    return values
+
+
+def _hash_content(cls: type, without: frozenset[str] = frozenset()) -> Callable[[Any], dict[str, Any]]:
+    """A record of ``cls`` as the hash encoder takes it: its fields less ``without``, amounts
+    written, metadata and tuples checked. (Other fields hold text, None, booleans, ints and addresses.)"""
+    hints = typing.get_type_hints(cls)
+    names = [field.name for field in fields(cls) if field.name not in without]
+    amounts_ = tuple(name for name in names if Decimal in typing.get_args(hints[name]) or hints[name] is Decimal)
+    metadata = tuple(name for name in names if typing.get_origin(hints[name]) is dict or hints[name] is dict)
+    texts = tuple(name for name in names if typing.get_origin(hints[name]) is tuple)
+    dropped = tuple(without)
+
+    def content(record: Any) -> dict[str, Any]:
+        data = record.__dict__.copy()
+        for name in dropped:
+            del data[name]
+        for name in amounts_:
+            data[name] = _written_amount(data[name])
+        for name in metadata:
+            data[name] = _written_metadata(data[name])
+        for name in texts:
+            data[name] = _written_texts(data[name])
+        return data
+
+    return content
+
+
+_ORDER_HASHED = _hash_content(OrderRecord, _ORDER_NOT_HASHED)
+_ITEM_HASHED = _hash_content(ItemRecord)
+_SERVICE_HASHED = _hash_content(ServiceRecord)
+_CUSTOMER_HASHED = _hash_content(CustomerRecord, _CUSTOMER_ECHO_FIELDS)
+
+
 # --- values ---------------------------------------------------------------------------
 
 
@@ -605,6 +897,14 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     return str(value) or None
+
+
+def _texts(values: Iterable[Any]) -> list[str | None]:
+    """_text of each value; text and None (nearly every value) without a call."""
+    return [
+        (value.strip() or None) if type(value) is str and "\x00" not in value else None if value is None else _text(value)
+        for value in values
+    ]
 
 
 def _fold(value: Any) -> str:
@@ -639,7 +939,10 @@ def _iso_utc(value: Any) -> tuple[str | None, bool]:
 
     Text that is not a dateTime is kept as it is rather than lost.
     """
-    text = _text(value)
+    return _iso_utc_text(_text(value))
+
+
+def _iso_utc_text(text: str | None) -> tuple[str | None, bool]:
     if text is None:
         return None, True
     try:

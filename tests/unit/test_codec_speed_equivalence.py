@@ -246,3 +246,9 @@ def test_records_are_rebuilt_without_init_only_where_init_just_stores_fields() -
     assert not _init_only_sets_fields(Normalised) and not _init_only_sets_fields(Slotted)
     assert _decoder(Normalised)({"name": " x ", "tags": ["a"]}) == Normalised("x", ("a",))
     assert _decoder(Slotted)({"name": "x", "other": 1}) == Slotted("x")
+
+
+def test_the_warehouse_codec_writes_records_as_their_plain_form(transformed: list[TransformedOrder]) -> None:
+    """stage_transformed hands the records themselves to the warehouse's JSON codec: the text is
+    the one their plain() form gives, key order and all."""
+    assert json_dumps(transformed) == json_dumps([plain(t) for t in transformed])

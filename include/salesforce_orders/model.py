@@ -334,16 +334,24 @@ class FieldReader:
     a matched name as Salesforce matches names, ignoring case: the key as written when the record
     has it, else the first key equal to it ignoring case. Which key serves each name depends only on
     the record's keys, so it is worked out once per set of keys (a run's records share theirs) and
-    the values are then read by one ``itemgetter``.
+    the values are then read by one ``itemgetter``. A record that has every name as written (the
+    usual case) is read so at once.
     """
 
     _SHAPES = 64  # sets of keys remembered; more are resolved record by record
 
     def __init__(self, fields: Sequence[tuple[str, bool]]):
         self.fields = tuple(fields)
+        names = [name for name, _ in self.fields]
+        self._as_written = itemgetter(*names) if len(names) > 1 else None
         self._by_shape: dict[tuple[Any, ...], Callable[[Any], tuple[Any, ...]]] = {}
 
     def __call__(self, record: dict[str, Any]) -> tuple[Any, ...]:
+        if self._as_written is not None:
+            try:
+                return self._as_written(record)
+            except KeyError:
+                pass
         shape = tuple(record)
         read = self._by_shape.get(shape)
         if read is None:

@@ -80,7 +80,7 @@ def transform_order(
     values = plan.order(order)
     (
         order_id, order_number, modstamp, _, currency, account_id, _, created_at, status, status_code, order_type,
-        effective_date, description, po_number, end_date, contract_id, opportunity_id, owner_id, _,
+        effective_date, description, po_number, end_date, contract_id, opportunity_id, owner_id,
         account_name, owner_name,
         billing_street, billing_city, billing_state, billing_postal_code, billing_country,
         shipping_street, shipping_city, shipping_state, shipping_postal_code, shipping_country,
@@ -168,7 +168,7 @@ def transform_order(
         zero_total,
         created_at,
         modstamp,
-        _card_data_masked(values[_MASKED], items, config.order_item_object),
+        _card_data_masked(order.get(CARD_DATA_MASKED), items, config.order_item_object),
         converted.corporate_currency if converted else None,
         converted.rate if converted else None,
         converted.amount if converted else None,
@@ -196,7 +196,7 @@ def transform_order(
 _ORDER_FIELDS = (
     "Id", "OrderNumber", "SystemModstamp", "TotalAmount", "CurrencyIsoCode", "AccountId", "ActivatedDate",
     "CreatedDate", "Status", "StatusCode", "Type", "EffectiveDate", "Description", "PoNumber", "EndDate",
-    "ContractId", "OpportunityId", "OwnerId", CARD_DATA_MASKED,
+    "ContractId", "OpportunityId", "OwnerId",
 )
 _ORDER_MATCHED = (
     "Account.Name",
@@ -207,7 +207,7 @@ _ORDER_MATCHED = (
 )
 # then Account.<customer id field>, Account.ParentId, Account.Parent.<customer id field> and
 # Account.Parent.Name; then the routing rules' fields and the order mappings' fields. Positions:
-_TOTAL, _ACTIVATED, _MASKED = 3, 6, 18
+_TOTAL, _ACTIVATED = 3, 6
 _ACCOUNT_CUSTOMER_ID = len(_ORDER_FIELDS) + len(_ORDER_MATCHED)
 _RULE_VALUES = _ACCOUNT_CUSTOMER_ID + 4
 # ... and of each item (plan.item)
@@ -682,15 +682,16 @@ def content_hash(
     so re-extracting an order after our write-back gives the same hash. (LastModifiedDate
     is never part of the records.)
     """
+    items, services = tuple(items), tuple(services)  # read twice when the text is written directly
     try:
         data = _HASH_ENCODER.encode(
-            {
-                "order": _ORDER_HASHED(order),
+            {  # keys in sorted order
+                "customer": _written_customer(customer),
                 "items": [_ITEM_HASHED(item) for item in items],
+                "location": _LOCATION_HASHED(location) if location else None,
+                "order": _ORDER_HASHED(order),
+                "parent_customer": _written_customer(parent_customer) if parent_customer else None,
                 "services": [_SERVICE_HASHED(service) for service in services],
-                "customer": _CUSTOMER_HASHED(customer),
-                "parent_customer": _CUSTOMER_HASHED(parent_customer) if parent_customer else None,
-                "location": location,  # text and an address only: written as they are
             }
         )
     except _NotPlain:  # a value written otherwise by json.dumps (see below): the text written directly
@@ -788,10 +789,11 @@ def _json(value: Any) -> str:
 
 
 # The usual content is text, None, booleans, whole numbers, amounts and addresses, and metadata of
-# those. msgspec, sorting keys, writes all of that as json.dumps does (text escaped alike, every
-# character checked; dataclasses as objects of their fields), except amounts: each is handed to it
-# already written (msgspec.Raw), as _json writes it. Anything else (a float, a list, a dict in
-# metadata, a non-text key) raises _NotPlain and the whole text is written by the functions above.
+# those. msgspec writes text, None, booleans and ints as json.dumps does (text escaped alike: every
+# character checked), and dicts in their keys' order. So each record is handed to it as a dict with
+# its keys in sorted order, amounts already written as _json writes them (msgspec.Raw), addresses
+# and customers written once (they repeat). Anything else (a float, a list or a dict in metadata, a
+# key that is not text) raises _NotPlain and the whole text is written by the functions above.
 # test_transform compares both with the hash's definition.
 
 
@@ -803,7 +805,7 @@ def _not_plain(value: Any) -> Any:
     raise _NotPlain(type(value).__name__)
 
 
-_HASH_ENCODER = msgspec.json.Encoder(order="sorted", enc_hook=_not_plain)
+_HASH_ENCODER = msgspec.json.Encoder(enc_hook=_not_plain)
 # Amounts repeat (prices, quantities): their written form, by value. Only where the form is the
 # float's repr, which equal values share; not for zero, whose float keeps the sign ("-0.0").
 _WRITTEN_AMOUNTS: dict[Decimal, msgspec.Raw] = {}
@@ -831,50 +833,69 @@ _PLAIN_SCALARS = frozenset({str, type(None), bool, int})
 def _written_metadata(metadata: Any) -> Any:
     if type(metadata) is not dict:
         raise _NotPlain(type(metadata).__name__)
+    if not metadata:
+        return metadata
     written = {}
-    for key, value in metadata.items():
-        kind = type(value)
-        if type(key) is not str:
-            raise _NotPlain("key")
-        written[key] = value if kind in _PLAIN_SCALARS else _written_amount(value)
+    for key, value in sorted(metadata.items()) if all(type(key) is str for key in metadata) else _not_plain(metadata):
+        written[key] = value if type(value) in _PLAIN_SCALARS else _written_amount(value)
     return written
 
 
-def _written_texts(values: Any) -> Any:
-    if type(values) is not tuple or not all(type(value) is str for value in values):
-        raise _NotPlain("tuple")
-    return values
+class _WrittenOnce:
+    """The written form of immutable records that repeat across orders (addresses, customers),
+    remembered by identity: a remembered record is kept alive, so no other record has its id."""
+
+    _SIZE = 50_000
+
+    def __init__(self, write: Callable[[Any], msgspec.Raw]):
+        self._write = write
+        self._known: dict[int, tuple[Any, msgspec.Raw]] = {}
+
+    def __call__(self, record: Any) -> msgspec.Raw:
+        known = self._known.get(id(record))
+        if known is None:
+            if len(self._known) >= self._SIZE:
+                self._known.clear()
+            known = self._known[id(record)] = (record, self._write(record))
+        return known[1]
 
 
-def _hash_content(cls: type, without: frozenset[str] = frozenset()) -> Callable[[Any], dict[str, Any]]:
-    """A record of ``cls`` as the hash encoder takes it: its fields less ``without``, amounts
-    written, metadata and tuples checked. (Other fields hold text, None, booleans, ints and addresses.)"""
+def _hash_content(cls: type, without: frozenset[str] = frozenset()) -> Callable[[Any], Any]:
+    """A record of ``cls`` as the hash encoder takes it: a msgspec Struct of its fields less
+    ``without``, in sorted order (written as an object with those keys), amounts and addresses
+    written, metadata checked. (The other fields hold text, None, booleans and ints; a tuple of
+    text, the card-data fields, is not hashed.)"""
     hints = typing.get_type_hints(cls)
-    names = [field.name for field in fields(cls) if field.name not in without]
-    amounts_ = tuple(name for name in names if Decimal in typing.get_args(hints[name]) or hints[name] is Decimal)
-    metadata = tuple(name for name in names if typing.get_origin(hints[name]) is dict or hints[name] is dict)
-    texts = tuple(name for name in names if typing.get_origin(hints[name]) is tuple)
-    dropped = tuple(without)
+    names = sorted(field.name for field in fields(cls) if field.name not in without)
+    assert not any(typing.get_origin(hints[name]) is tuple for name in names), "a tuple would need checking"
+    struct = msgspec.defstruct(f"{cls.__name__}Hashed", [(name, object) for name in names])
+    values = itemgetter(*names)
+    written = tuple(
+        (name, _written_amount)
+        if Decimal in typing.get_args(hints[name]) or hints[name] is Decimal
+        else (name, _written_metadata)
+        if typing.get_origin(hints[name]) is dict or hints[name] is dict
+        else (name, _written_address)
+        for name in names
+        if hints[name] in (Address, dict, Decimal) or Decimal in typing.get_args(hints[name]) or typing.get_origin(hints[name]) is dict
+    )
 
-    def content(record: Any) -> dict[str, Any]:
-        data = record.__dict__.copy()
-        for name in dropped:
-            del data[name]
-        for name in amounts_:
-            data[name] = _written_amount(data[name])
-        for name in metadata:
-            data[name] = _written_metadata(data[name])
-        for name in texts:
-            data[name] = _written_texts(data[name])
+    def content(record: Any) -> Any:
+        data = struct(*values(record.__dict__))
+        for name, write in written:
+            setattr(data, name, write(getattr(data, name)))
         return data
 
     return content
 
 
+_written_address = _WrittenOnce(lambda address: msgspec.Raw(_json_address(address).encode()))
 _ORDER_HASHED = _hash_content(OrderRecord, _ORDER_NOT_HASHED)
 _ITEM_HASHED = _hash_content(ItemRecord)
 _SERVICE_HASHED = _hash_content(ServiceRecord)
+_LOCATION_HASHED = _hash_content(LocationRecord)
 _CUSTOMER_HASHED = _hash_content(CustomerRecord, _CUSTOMER_ECHO_FIELDS)
+_written_customer = _WrittenOnce(lambda customer: msgspec.Raw(_HASH_ENCODER.encode(_CUSTOMER_HASHED(customer))))
 
 
 # --- values ---------------------------------------------------------------------------

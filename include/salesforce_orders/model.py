@@ -384,3 +384,9 @@ def as_written(*names: str) -> list[tuple[str, bool]]:
 def matched(*names: str) -> list[tuple[str, bool]]:
     """FieldReader fields matched as Salesforce matches names."""
     return [(name, True) for name in names]
+
+
+# What transform.service_address_of reads: the Shipping address fields, then the Billing ones.
+SERVICE_ADDRESS_FIELDS = matched(
+    *(f"{prefix}{part}" for prefix in ("Shipping", "Billing") for part in ("Street", "City", "State", "PostalCode", "Country"))
+)

@@ -369,6 +369,17 @@ def address_from(record: Mapping[str, Any], prefix: str) -> Address:
     return _address(*[_text(_get(record, prefix + part)) for part in _ADDRESS_PARTS])
 
 
+def service_address_of(values: Sequence[Any]) -> tuple[Address, str]:
+    """service_address from the values of ShippingStreet ... ShippingCountry, then BillingStreet ...
+    BillingCountry, as read (model.SERVICE_ADDRESS_FIELDS)."""
+    texts = _texts(values)
+    shipping = _address(*texts[:5])
+    if not shipping.is_empty():
+        return shipping, SHIPPING
+    return _address(*texts[5:]), BILLING
+
+
+
 # Addresses repeat: an order's billing address is usually its Account's, and a customer's orders
 # share theirs. Records are immutable, so orders can share one Address.
 @lru_cache(maxsize=4096)
@@ -997,6 +1008,7 @@ __all__ = [
     "rule_matches",
     "salesforce_url",
     "service_address",
+    "service_address_of",
     "service_groups",
     "transform_order",
     "write_backs_for",

@@ -23,7 +23,15 @@ from typing import Any
 
 from . import amounts
 from .amounts import exact
-from .model import StagedItem, StagedOrder
+from .model import (
+    SERVICE_ADDRESS_FIELDS,
+    FieldReader,
+    StagedItem,
+    StagedOrder,
+    as_written,
+    matched,
+    record_maker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +123,46 @@ class DerivedOrder:
 
 def derive(order: StagedOrder, items: list[StagedItem], today: date, *, double_only: bool = False) -> DerivedOrder:
     """``double_only``: the warehouse keeps amounts as doubles (SQLite)."""
-    from .transform import resolve_country_code, service_address
+    from .transform import resolve_country_code, service_address_of
 
-    address, source = service_address(order)
-    prices = [exact(i.get("TotalPrice")) for i in items]
-    quantities = [exact(i.get("Quantity")) for i in items]
-    unit_prices = [exact(i.get("UnitPrice")) for i in items]
-    effective = order.get("EffectiveDate")
+    address, source = service_address_of(_SERVICE_ADDRESS(order))
+    effective, billing_country, activated, total = _ORDER_VALUES(order)
+    item_values = [_ITEM_VALUES(item) for item in items]
+    prices = [exact(values[0]) for values in item_values]
+    quantities = [exact(values[1]) for values in item_values]
+    unit_prices = [exact(values[2]) for values in item_values]
+    return _make_derived(
+        len(items),
+        None if any(p is None for p in prices) else amounts.total(prices),
+        min((q if q is not None else -math.inf) for q in quantities) if items else None,
+        min((p if p is not None else -math.inf) for p in unit_prices) if items else None,
+        {
+            "street": address.street,
+            "city": address.city,
+            "postal_code": address.postal_code,
+            "country": address.country,
+        },
+        source,
+        address.country_code,
+        None if _blank(billing_country) else resolve_country_code(billing_country),
+        (parsed := _parse_datetime(activated)) is not None and not _in_the_future(parsed, today),
+        _effective_problem(effective, today),
+        _amount_problems(total, item_values, double_only=double_only),
+    )
+
+
+_make_derived = record_maker(DerivedOrder)
+_SERVICE_ADDRESS = FieldReader(SERVICE_ADDRESS_FIELDS)
+_ORDER_VALUES = FieldReader(as_written("EffectiveDate", "BillingCountry", "ActivatedDate", "TotalAmount"))
+_ITEM_VALUES = FieldReader(as_written("TotalPrice", "Quantity", "UnitPrice", "TotalPrice", "Id"))
+# Days repeat across a run's orders: the EffectiveDate problem of each text, by the day of the check.
+_EFFECTIVE_PROBLEMS: dict[tuple[str, date], str | None] = {}
+
+
+def _effective_problem(effective: Any, today: date) -> str | None:
+    key = (effective, today)
+    if type(effective) is str and key in _EFFECTIVE_PROBLEMS:
+        return _EFFECTIVE_PROBLEMS[key]
     effective_date = _parse_date(effective)
     if _blank(effective):
         problem = "EffectiveDate is missing"
@@ -133,37 +174,47 @@ def derive(order: StagedOrder, items: list[StagedItem], today: date, *, double_o
         problem = f"EffectiveDate {effective} is more than {MAX_FUTURE_EFFECTIVE_DAYS} days in the future"
     else:
         problem = None
-    billing_country = order.get("BillingCountry")
-    return DerivedOrder(
-        item_count=len(items),
-        items_total=None if any(p is None for p in prices) else amounts.total(prices),
-        min_quantity=min((q if q is not None else -math.inf) for q in quantities) if items else None,
-        min_unit_price=min((p if p is not None else -math.inf) for p in unit_prices) if items else None,
-        service={
-            "street": address.street,
-            "city": address.city,
-            "postal_code": address.postal_code,
-            "country": address.country,
-        },
-        service_source=source,
-        service_country_code=address.country_code,
-        billing_country_code=None if _blank(billing_country) else resolve_country_code(billing_country),
-        activated_ok=(activated := _parse_datetime(order.get("ActivatedDate"))) is not None and not _in_the_future(activated, today),
-        effective_problem=problem,
-        amount_problems=_amount_problems(order, items, double_only=double_only),
-    )
+    if type(effective) is str:
+        if len(_EFFECTIVE_PROBLEMS) >= 100_000:
+            _EFFECTIVE_PROBLEMS.clear()
+        _EFFECTIVE_PROBLEMS[key] = problem
+    return problem
 
 
-def _amount_problems(order: StagedOrder, items: list[StagedItem], *, double_only: bool) -> tuple[str, ...]:
-    """Amounts the warehouse cannot keep exactly, each with the field that holds it."""
-    values = [("TotalAmount", order.get("TotalAmount"))]
-    values += [(f"{name} of OrderItem {item.get('Id')}", item.get(name)) for item in items for name in ("Quantity", "UnitPrice", "TotalPrice")]
+_AMOUNT_NAMES = ("Quantity", "UnitPrice", "TotalPrice")
+
+
+def _amount_problems(total: Any, item_values: list[tuple[Any, ...]], *, double_only: bool) -> tuple[str, ...]:
+    """Amounts the warehouse cannot keep exactly, each with the field that holds it: TotalAmount,
+    then each item's Quantity, UnitPrice and TotalPrice (``item_values``: as _ITEM_VALUES reads them)."""
     problems = []
-    for name, raw in values:
-        value = exact(raw)
-        if value is not None and (problem := amounts.problem(value, double_only=double_only)):
-            problems.append(f"{name} {raw} {problem}")
+    found = _amount_problem(total, double_only)
+    if found:
+        problems.append(f"TotalAmount {total} {found}")
+    for _, *raw_values, item_id in item_values:
+        for name, raw in zip(_AMOUNT_NAMES, raw_values, strict=True):
+            found = _amount_problem(raw, double_only)
+            if found:
+                problems.append(f"{name} of OrderItem {item_id} {raw} {found}")
     return tuple(problems)
+
+
+# An amount's problem depends on its value alone: remembered by value (amounts repeat).
+_AMOUNT_PROBLEMS: tuple[dict[Decimal, str | None], dict[Decimal, str | None]] = ({}, {})
+
+
+def _amount_problem(raw: Any, double_only: bool) -> str | None:
+    value = exact(raw)
+    if value is None:
+        return None
+    known = _AMOUNT_PROBLEMS[double_only]
+    if value in known:
+        return known[value]
+    problem = amounts.problem(value, double_only=double_only)
+    if len(known) >= 100_000:
+        known.clear()
+    known[value] = problem
+    return problem
 
 
 def text_limits(config: Any) -> tuple[dict[str, int], dict[str, int]]:
@@ -212,6 +263,8 @@ class OrderValidator:
         self.item_limits = dict(item_limits or {})
         self.today = today or date.today()
         self.double_only_amounts = double_only_amounts
+        self._order_texts = FieldReader(matched(*self.column_limits))
+        self._item_texts = FieldReader(matched(*self.item_limits))
         self._validation = self._build()
 
     def _build(self) -> Any:
@@ -259,16 +312,12 @@ class OrderValidator:
     def overlong(self, order: StagedOrder, items: Iterable[StagedItem] = ()) -> list[tuple[str, int, int]]:
         """The text fields of the order and its products longer than their warehouse column:
         (field, length, limit)."""
-        found = []
-        for column, limit in self.column_limits.items():
-            value = _field(order, column)
-            if value is not None and len(text := _as_text(value).strip()) > limit:  # the warehouse keeps it trimmed
-                found.append((column, len(text), limit))
+        found = _too_long(self.column_limits.items(), self._order_texts(order))
         for item in items:
-            for column, limit in self.item_limits.items():
-                value = _field(item, column)
-                if value is not None and len(text := _as_text(value).strip()) > limit:
-                    found.append((f"OrderItem {item.get('Id')} {column}", len(text), limit))
+            found += [
+                (f"OrderItem {item.get('Id')} {column}", length, limit)
+                for column, length, limit in _too_long(self.item_limits.items(), self._item_texts(item))
+            ]
         return found
 
     def frame(self, chunk: list[tuple[StagedOrder, list[StagedItem]]]) -> Any:
@@ -282,27 +331,26 @@ class OrderValidator:
             countries_ok = (d.service["country"] is None or d.service_country_code is not None) and (
                 _blank(order.get("BillingCountry")) or d.billing_country_code is not None
             )
-            row = {name: order.get(name) for name in FRAME_FIELDS}
-            row.update(
-                {
-                    "_activated_ok": d.activated_ok,
-                    "_effective_ok": d.effective_problem is None,
-                    "_total": total,
-                    "_total_mismatch": abs(total - d.items_total) if total is not None and d.items_total is not None else math.inf,
-                    "_item_count": d.item_count,
+            rows.append(
+                (
+                    *_FRAME_VALUES(order),
+                    d.activated_ok,
+                    d.effective_problem is None,
+                    total,
+                    abs(total - d.items_total) if total is not None and d.items_total is not None else math.inf,
+                    d.item_count,
                     # no products: reported by has_products only
-                    "_min_quantity": d.min_quantity if d.min_quantity is not None else 1.0,
-                    "_min_unit_price": d.min_unit_price if d.min_unit_price is not None else 0.0,
-                    **{f"_service_{k}": (None if _blank(v) else v) for k, v in d.service.items()},
-                    "_countries_ok": countries_ok,
-                    "_overlong_fields": len(self.overlong(order, items)),
-                    "_amount_problems": len(d.amount_problems),
-                }
+                    d.min_quantity if d.min_quantity is not None else 1.0,
+                    d.min_unit_price if d.min_unit_price is not None else 0.0,
+                    *[None if _blank(v) else v for v in d.service.values()],
+                    countries_ok,
+                    len(self.overlong(order, items)),
+                    len(d.amount_problems),
+                )
             )
-            rows.append(row)
         if not rows:
             return pd.DataFrame()
-        frame = pd.DataFrame(rows, dtype=object)
+        frame = pd.DataFrame(rows, columns=_FRAME_COLUMNS, dtype=object)
         for column in ("_total", "_total_mismatch", "_min_quantity", "_min_unit_price"):
             frame[column] = frame[column].astype(float)
         for column in ("_item_count", "_overlong_fields", "_amount_problems"):
@@ -345,6 +393,33 @@ class OrderValidator:
 
 # The raw fields the suite checks directly; the rest of the frame is derived.
 FRAME_FIELDS = ("Id", "OrderNumber", "AccountId", "Account.Name", "StatusCode")
+_FRAME_VALUES = FieldReader(as_written(*FRAME_FIELDS))
+_FRAME_COLUMNS = (
+    *FRAME_FIELDS,
+    "_activated_ok",
+    "_effective_ok",
+    "_total",
+    "_total_mismatch",
+    "_item_count",
+    "_min_quantity",
+    "_min_unit_price",
+    *(f"_service_{part}" for part in ("street", "city", "postal_code", "country")),  # as DerivedOrder.service
+    "_countries_ok",
+    "_overlong_fields",
+    "_amount_problems",
+)
+
+
+def _too_long(limits: Iterable[tuple[str, int]], values: Iterable[Any]) -> list[tuple[str, int, int]]:
+    """(field, length, limit) of the values longer than their limit once trimmed (the warehouse
+    keeps them trimmed). Text no longer than its limit is passed over without trimming."""
+    return [
+        (column, length, limit)
+        for (column, limit), value in zip(limits, values, strict=True)
+        if value is not None
+        and not (type(value) is str and len(value) <= limit)
+        and (length := len(_as_text(value).strip())) > limit
+    ]
 
 
 def _as_text(value: Any) -> str | None:

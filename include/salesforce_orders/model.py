@@ -312,12 +312,14 @@ def record_maker(cls: type) -> Callable[..., Any]:
     if not init_only_sets_fields(cls):
         return cls
     names = tuple(f.name for f in dataclasses.fields(cls))
-    new = object.__new__
+    count, new = len(names), object.__new__
 
     def make(*values: Any) -> Any:
+        if len(values) != count:  # (cheaper than a strict zip)
+            raise TypeError(f"{cls.__name__} takes {count} values, not {len(values)}")
         record = new(cls)
         # from pairs, not from a dict: the __dict__ then stays as compact as __init__ leaves it
-        record.__dict__.update(zip(names, values, strict=True))
+        record.__dict__.update(zip(names, values, strict=False))  # counted above
         return record
 
     return make

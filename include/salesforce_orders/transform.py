@@ -115,22 +115,29 @@ def transform_order(
         if address.country and not address.country_code:
             warnings.append(f"{label} country {address.country!r} is not a recognised country")
     customer, parent_customer = plan.customer(
-        account_id or "",
-        account_name,
-        account_customer_id,
-        parent_account_id,
-        parent_customer_id,
-        parent_name,
-        account_street,
-        account_city,
-        account_state,
-        account_postal_code,
-        account_country,
+        (
+            account_id or "",
+            account_name,
+            account_customer_id,
+            parent_account_id,
+            parent_customer_id,
+            parent_name,
+            account_street,
+            account_city,
+            account_state,
+            account_postal_code,
+            account_country,
+            billing_street,
+            billing_city,
+            billing_state,
+            billing_postal_code,
+            billing_country,
+        ),
         billing,
     )
     if not customer.sf_account_id:
         warnings.append("order has no AccountId")
-    location = location_for(customer, service)
+    location = plan.location(customer, service)
     location_key = location.location_id if location else None
     item_records, services = plan.service_groups(order_id, items, item_values, location_key)
     activated_at, activated_ok = _iso_utc(values[_ACTIVATED])
@@ -257,15 +264,28 @@ class _Plan:
             ]
         )
         self._customers: dict[tuple[Any, ...], tuple[CustomerRecord, CustomerRecord | None]] = {}
+        self._locations: dict[tuple[int, int], tuple[CustomerRecord, Address, LocationRecord | None]] = {}
 
-    def customer(self, *texts: Any) -> tuple[CustomerRecord, CustomerRecord | None]:
-        """_customer of these values (text and the order's billing address), made once."""
+    def customer(self, texts: tuple[str | None, ...], billing: Address) -> tuple[CustomerRecord, CustomerRecord | None]:
+        """_customer of these texts (the Account's, then the order's billing address, which is
+        ``billing``), made once."""
         made = self._customers.get(texts)
         if made is None:
             if len(self._customers) >= self._CUSTOMERS:
                 self._customers.clear()
-            made = self._customers[texts] = _customer(self.config, *texts)
+            made = self._customers[texts] = _customer(self.config, *texts[:11], billing)
         return made
+
+    def location(self, customer: CustomerRecord, service: Address) -> LocationRecord | None:
+        """location_for, made once for a customer and address (both made once: known by identity;
+        the records are kept, so no other record takes their ids)."""
+        key = (id(customer), id(service))
+        made = self._locations.get(key)
+        if made is None:
+            if len(self._locations) >= self._CUSTOMERS:
+                self._locations.clear()
+            made = self._locations[key] = (customer, service, location_for(customer, service))
+        return made[2]
 
     def service_groups(
         self, order_id: str, items: Sequence[StagedItem], item_values: list[tuple[Any, ...]], location_id: str | None
@@ -341,6 +361,7 @@ _make_service = record_maker(ServiceRecord)
 _make_customer = record_maker(CustomerRecord)
 _make_location = record_maker(LocationRecord)
 _make_transformed = record_maker(TransformedOrder)
+_make_write_back = record_maker(WriteBack)
 
 
 # --- naming -------------------------------------------------------------------------
@@ -660,7 +681,7 @@ def _write_backs(
         actions.append("x_out_card")
     write_backs = []
     if fields and order_id:
-        write_backs.append(WriteBack(config.order_object, order_id, fields, order_id, "+".join(actions)))
+        write_backs.append(_make_write_back(config.order_object, order_id, fields, order_id, "+".join(actions)))
     id_field = config.customer_id_field
     if (
         enabled.set_customer_id
@@ -668,7 +689,7 @@ def _write_backs(
         and account_customer_id != customer.customer_id
     ):
         write_backs.append(
-            WriteBack(
+            _make_write_back(
                 "Account",
                 customer.sf_account_id,
                 {id_field: customer.customer_id},
@@ -699,7 +720,7 @@ def content_hash(
             {  # keys in sorted order
                 "customer": _written_customer(customer),
                 "items": [_ITEM_HASHED(item) for item in items],
-                "location": _LOCATION_HASHED(location) if location else None,
+                "location": _written_location(location) if location else None,
                 "order": _ORDER_HASHED(order),
                 "parent_customer": _written_customer(parent_customer) if parent_customer else None,
                 "services": [_SERVICE_HASHED(service) for service in services],
@@ -907,6 +928,7 @@ _SERVICE_HASHED = _hash_content(ServiceRecord)
 _LOCATION_HASHED = _hash_content(LocationRecord)
 _CUSTOMER_HASHED = _hash_content(CustomerRecord, _CUSTOMER_ECHO_FIELDS)
 _written_customer = _WrittenOnce(lambda customer: msgspec.Raw(_HASH_ENCODER.encode(_CUSTOMER_HASHED(customer))))
+_written_location = _WrittenOnce(lambda location: msgspec.Raw(_HASH_ENCODER.encode(_LOCATION_HASHED(location))))
 
 
 # --- values ---------------------------------------------------------------------------

@@ -373,9 +373,18 @@ class FieldReader:
                 keys.append(next((key for key in shape if key.lower() == lowered), _ABSENT))
             else:
                 keys.append(_ABSENT)
-        if len(keys) > 1 and _ABSENT not in keys:
+        if len(keys) < 2:
+            return lambda record: tuple([record.get(key) for key in keys])
+        if _ABSENT not in keys:
             return itemgetter(*keys)
-        return lambda record: tuple([record.get(key) for key in keys])
+        # Fields this shape lacks read None from a dict of their own, merged under the record
+        # (whose keys they are not): still one itemgetter, no call per field.
+        names = [key if key is not _ABSENT else f"\x00absent {position}" for position, key in enumerate(keys)]
+        nones = dict.fromkeys(name for name, key in zip(names, keys, strict=True) if key is _ABSENT)
+        if present & nones.keys():  # (no Salesforce name looks like these)
+            return lambda record: tuple([record.get(key) for key in keys])
+        read = itemgetter(*names)
+        return lambda record: read({**record, **nones})
 
 
 def as_written(*names: str) -> list[tuple[str, bool]]:

@@ -902,18 +902,26 @@ def _hash_content(cls: type, without: frozenset[str] = frozenset()) -> Callable[
     assert not any(typing.get_origin(hints[name]) is tuple for name in names), "a tuple would need checking"
     struct = msgspec.defstruct(f"{cls.__name__}Hashed", [(name, object) for name in names])
     values = itemgetter(*names)
-    written = tuple(
-        (name, _written_amount)
-        if Decimal in typing.get_args(hints[name]) or hints[name] is Decimal
-        else (name, _written_metadata)
-        if typing.get_origin(hints[name]) is dict or hints[name] is dict
-        else (name, _written_address)
-        for name in names
-        if hints[name] in (Address, dict, Decimal) or Decimal in typing.get_args(hints[name]) or typing.get_origin(hints[name]) is dict
+    amount_positions = tuple(
+        position for position, name in enumerate(names) if Decimal in typing.get_args(hints[name]) or hints[name] is Decimal
     )
+    written = tuple(
+        (name, _written_metadata if typing.get_origin(hints[name]) is dict or hints[name] is dict else _written_address)
+        for name in names
+        if hints[name] in (Address, dict) or typing.get_origin(hints[name]) is dict
+    )
+    known = _WRITTEN_AMOUNTS
 
     def content(record: Any) -> Any:
-        data = struct(*values(record.__dict__))
+        data = values(record.__dict__)
+        if amount_positions:
+            data = list(data)
+            for position in amount_positions:
+                value = data[position]
+                if value is not None:
+                    amount = known.get(value) if type(value) is Decimal else None
+                    data[position] = amount if amount is not None else _written_amount(value)
+        data = struct(*data)
         for name, write in written:
             setattr(data, name, write(getattr(data, name)))
         return data

@@ -19,9 +19,11 @@ from salesforce_orders.extract import split_order
 from salesforce_orders.model import (
     RECORD_CLASSES,
     Address,
+    FieldReader,
     SkippedOrder,
     TransformedOrder,
     plain,
+    record_maker,
 )
 from salesforce_orders.soql import ExtractWindow, build_orders_query
 from salesforce_orders.staging import (
@@ -252,3 +254,44 @@ def test_the_warehouse_codec_writes_records_as_their_plain_form(transformed: lis
     """stage_transformed hands the records themselves to the warehouse's JSON codec: the text is
     the one their plain() form gives, key order and all."""
     assert json_dumps(transformed) == json_dumps([plain(t) for t in transformed])
+
+
+def test_records_made_without_init_equal_the_constructed_ones(transformed: list[TransformedOrder]) -> None:
+    """The transform makes records with record_maker: equal to the constructor's, same key order."""
+    for t in transformed[:50]:
+        for record in (t.order, *t.items, *t.services, t.customer, *t.write_backs, t):
+            cls = type(record)
+            values = [getattr(record, f.name) for f in dataclasses.fields(cls)]
+            made, constructed = record_maker(cls)(*values), cls(*values)
+            assert made == constructed
+            assert list(vars(made).items()) == list(vars(constructed).items())
+    with pytest.raises(TypeError):
+        record_maker(Address)("street only")
+
+
+_ANY_CASE = {"Id": "801A", "account.name": "Acme", "Account.NAME": "second", "Quantity": 2, "quantity": 3}
+
+
+@pytest.mark.parametrize(
+    ("record", "fields", "expected"),
+    [
+        pytest.param(_ANY_CASE, [("Id", False), ("Account.Name", True)], ("801A", "Acme"), id="first key equal ignoring case"),
+        pytest.param(_ANY_CASE, [("Account.Name", False), ("Id", True)], (None, "801A"), id="as written: absent is None"),
+        pytest.param(_ANY_CASE, [("quantity", True), ("Quantity", True), ("QUANTITY", True)], (3, 2, 2), id="as written first"),
+        pytest.param(_ANY_CASE, [("Missing__c", True), ("Id", False)], (None, "801A"), id="missing"),
+        pytest.param({"Id": "801A"}, [("Id", True)], ("801A",), id="one field"),
+        pytest.param({"Id": "801A"}, [], (), id="no field"),
+    ],
+)
+def test_field_reader_reads_as_get_and_matching(record: dict, fields: list, expected: tuple) -> None:
+    """FieldReader gives what ``record.get`` (as written) and the case-insensitive lookup give,
+    whether the record has every field (one itemgetter) or not (resolved per set of keys)."""
+    reader = FieldReader(fields)
+    for _ in range(2):  # resolved, then remembered
+        assert reader(record) == expected
+    assert reader(dict(reversed(list(record.items())))) == tuple(
+        record.get(name) if not matched else next((v for k, v in reversed(list(record.items())) if k.lower() == name.lower()), None)
+        if name not in record
+        else record[name]
+        for name, matched in fields
+    )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from operator import itemgetter
@@ -361,6 +361,17 @@ class FieldReader:
             if len(self._by_shape) < self._SHAPES:
                 self._by_shape[shape] = read
         return read(record)
+
+    def many(self, records: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """``[reader(record) for record in records]``, in one step when every record has every name."""
+        if not isinstance(records, list | tuple):
+            records = list(records)
+        if self._as_written is not None:
+            try:
+                return list(map(self._as_written, records))
+            except KeyError:
+                pass
+        return [self(record) for record in records]
 
     def _reader(self, shape: tuple[Any, ...]) -> Callable[[Any], tuple[Any, ...]]:
         present = set(shape)

@@ -88,7 +88,7 @@ def transform_order(
         account_customer_id, parent_account_id, parent_customer_id, parent_name,
     ) = _texts(values[:_RULE_VALUES])
     order_id = order_id or ""
-    item_values = [plan.item(item) for item in items]
+    item_values = plan.item.many(items)
     total = amounts.exact(values[_TOTAL])
     zero_total = _is_zero_total(total, [values[_ITEM_TOTAL] for values in item_values])
     if zero_total and config.zero_total_policy == "skip":
@@ -585,7 +585,7 @@ def service_groups(
 ) -> tuple[tuple[ItemRecord, ...], tuple[ServiceRecord, ...]]:
     """Items (ordered by Id) and their services: one per service number, or per lone item."""
     plan = _plan(config)
-    return plan.service_groups(order_id, items, [plan.item(item) for item in items], location_id)
+    return plan.service_groups(order_id, items, plan.item.many(items), location_id)
 
 
 def is_zero_total(order: StagedOrder, items: Sequence[StagedItem]) -> bool:

@@ -127,7 +127,7 @@ def derive(order: StagedOrder, items: list[StagedItem], today: date, *, double_o
 
     address, source = service_address_of(_SERVICE_ADDRESS(order))
     effective, billing_country, activated, total = _ORDER_VALUES(order)
-    item_values = [_ITEM_VALUES(item) for item in items]
+    item_values = _ITEM_VALUES.many(items)
     prices = [exact(values[0]) for values in item_values]
     quantities = [exact(values[1]) for values in item_values]
     unit_prices = [exact(values[2]) for values in item_values]
@@ -187,6 +187,9 @@ _AMOUNT_NAMES = ("Quantity", "UnitPrice", "TotalPrice")
 def _amount_problems(total: Any, item_values: list[tuple[Any, ...]], *, double_only: bool) -> tuple[str, ...]:
     """Amounts the warehouse cannot keep exactly, each with the field that holds it: TotalAmount,
     then each item's Quantity, UnitPrice and TotalPrice (``item_values``: as _ITEM_VALUES reads them)."""
+    fine = _FINE_AMOUNTS[double_only]
+    if all(type(raw) is Decimal and raw in fine for raw in (total, *[raw for values in item_values for raw in values[1:4]])):
+        return ()  # (the usual case: every amount already seen to fit)
     problems = []
     found = _amount_problem(total, double_only)
     if found:
@@ -199,21 +202,23 @@ def _amount_problems(total: Any, item_values: list[tuple[Any, ...]], *, double_o
     return tuple(problems)
 
 
-# An amount's problem depends on its value alone: remembered by value (amounts repeat).
-_AMOUNT_PROBLEMS: tuple[dict[Decimal, str | None], dict[Decimal, str | None]] = ({}, {})
+# An amount's problem depends on its value alone: the amounts that fit are remembered by value
+# (amounts repeat), for a double-only warehouse and for the other.
+_FINE_AMOUNTS: tuple[set[Decimal], set[Decimal]] = (set(), set())
 
 
 def _amount_problem(raw: Any, double_only: bool) -> str | None:
     value = exact(raw)
     if value is None:
         return None
-    known = _AMOUNT_PROBLEMS[double_only]
-    if value in known:
-        return known[value]
+    fine = _FINE_AMOUNTS[double_only]
+    if value in fine:
+        return None
     problem = amounts.problem(value, double_only=double_only)
-    if len(known) >= 100_000:
-        known.clear()
-    known[value] = problem
+    if problem is None:
+        if len(fine) >= 100_000:
+            fine.clear()
+        fine.add(value)
     return problem
 
 
@@ -263,6 +268,7 @@ class OrderValidator:
         self.item_limits = dict(item_limits or {})
         self.today = today or date.today()
         self.double_only_amounts = double_only_amounts
+        self._order_columns, self._item_columns = tuple(self.column_limits.items()), tuple(self.item_limits.items())
         self._order_texts = FieldReader(matched(*self.column_limits))
         self._item_texts = FieldReader(matched(*self.item_limits))
         self._validation = self._build()
@@ -312,11 +318,13 @@ class OrderValidator:
     def overlong(self, order: StagedOrder, items: Iterable[StagedItem] = ()) -> list[tuple[str, int, int]]:
         """The text fields of the order and its products longer than their warehouse column:
         (field, length, limit)."""
-        found = _too_long(self.column_limits.items(), self._order_texts(order))
-        for item in items:
+        found = _too_long(self._order_columns, self._order_texts(order))
+        if self._item_columns:
+            items = items if isinstance(items, list) else list(items)
             found += [
-                (f"OrderItem {item.get('Id')} {column}", length, limit)
-                for column, length, limit in _too_long(self.item_limits.items(), self._item_texts(item))
+                (f"OrderItem {items[position].get('Id')} {column}", length, limit)
+                for position, values in enumerate(self._item_texts.many(items))
+                for column, length, limit in _too_long(self._item_columns, values)
             ]
         return found
 

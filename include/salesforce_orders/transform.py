@@ -905,26 +905,26 @@ def _hash_content(cls: type, without: frozenset[str] = frozenset()) -> Callable[
     amount_positions = tuple(
         position for position, name in enumerate(names) if Decimal in typing.get_args(hints[name]) or hints[name] is Decimal
     )
-    written = tuple(
-        (name, _written_metadata if typing.get_origin(hints[name]) is dict or hints[name] is dict else _written_address)
-        for name in names
-        if hints[name] in (Address, dict) or typing.get_origin(hints[name]) is dict
+    metadata_positions = tuple(
+        position for position, name in enumerate(names) if typing.get_origin(hints[name]) is dict or hints[name] is dict
     )
+    address_positions = tuple(position for position, name in enumerate(names) if hints[name] is Address)
     known = _WRITTEN_AMOUNTS
 
     def content(record: Any) -> Any:
-        data = values(record.__dict__)
-        if amount_positions:
-            data = list(data)
-            for position in amount_positions:
-                value = data[position]
-                if value is not None:
-                    amount = known.get(value) if type(value) is Decimal else None
-                    data[position] = amount if amount is not None else _written_amount(value)
-        data = struct(*data)
-        for name, write in written:
-            setattr(data, name, write(getattr(data, name)))
-        return data
+        data = list(values(record.__dict__))
+        for position in amount_positions:
+            value = data[position]
+            if value is not None:
+                amount = known.get(value) if type(value) is Decimal else None
+                data[position] = amount if amount is not None else _written_amount(value)
+        for position in metadata_positions:
+            metadata = data[position]
+            if metadata or type(metadata) is not dict:  # (no metadata, the usual case, is written as it is)
+                data[position] = _written_metadata(metadata)
+        for position in address_positions:
+            data[position] = _written_address(data[position])
+        return struct(*data)
 
     return content
 

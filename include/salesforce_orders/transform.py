@@ -233,7 +233,7 @@ class _Plan:
     """How transform_order reads staged records under one config, and the customers it has made
     (a run's orders repeat their Accounts: one customer record serves all of an Account's orders)."""
 
-    _CUSTOMERS = 100_000  # remembered at most; then forgotten and made again
+    _CUSTOMERS = 4096  # remembered at most (as many as the lru caches here); then forgotten and made again
 
     def __init__(self, config: ImportConfig):
         self.config = config
@@ -841,7 +841,7 @@ _HASH_ENCODER = msgspec.json.Encoder(enc_hook=_not_plain)
 # Amounts repeat (prices, quantities): their written form, by value. Only where the form is the
 # float's repr, which equal values share; not for zero, whose float keeps the sign ("-0.0").
 _WRITTEN_AMOUNTS: dict[Decimal, msgspec.Raw] = {}
-_WRITTEN_AMOUNTS_MAX = 100_000
+_WRITTEN_AMOUNTS_MAX = 10_000
 
 
 def _written_amount(value: Any) -> Any:
@@ -877,7 +877,7 @@ class _WrittenOnce:
     """The written form of immutable records that repeat across orders (addresses, customers),
     remembered by identity: a remembered record is kept alive, so no other record has its id."""
 
-    _SIZE = 50_000
+    _SIZE = 4096
 
     def __init__(self, write: Callable[[Any], msgspec.Raw]):
         self._write = write

@@ -841,7 +841,7 @@ _HASH_ENCODER = msgspec.json.Encoder(enc_hook=_not_plain)
 # Amounts repeat (prices, quantities): their written form, by value. Only where the form is the
 # float's repr, which equal values share; not for zero, whose float keeps the sign ("-0.0").
 _WRITTEN_AMOUNTS: dict[Decimal, msgspec.Raw] = {}
-_WRITTEN_AMOUNTS_MAX = 10_000
+_WRITTEN_AMOUNTS_MAX = 100_000  # (a few MB: amounts that do not repeat would be written each time)
 
 
 def _written_amount(value: Any) -> Any:

@@ -27,10 +27,13 @@ from salesforce_orders.model import (
 )
 from salesforce_orders.soql import ExtractWindow, build_orders_query
 from salesforce_orders.staging import (
+    _BATCH_DECODER,
+    _as_constructed,
     _decoder,
     _from_payload,
     _init_only_sets_fields,
     _to_payload,
+    transformed_batch_from_json,
     transformed_from_json,
     transformed_to_json,
 )
@@ -295,3 +298,44 @@ def test_field_reader_reads_as_get_and_matching(record: dict, fields: list, expe
         else record[name]
         for name, matched in fields
     )
+
+
+def _generic_batch(text: str) -> list[TransformedOrder]:
+    return [_from_payload(payload) for payload in json_loads(text)]
+
+
+def test_a_staged_batch_decodes_to_the_records_the_generic_decoder_gives(transformed: list[TransformedOrder]) -> None:
+    text = json_dumps([_to_payload(t) for t in transformed])
+    decoded = transformed_batch_from_json(text)
+    assert decoded == _generic_batch(text) == transformed
+    # taken as msgspec decoded it, not decoded a second time
+    assert all(map(_as_constructed(TransformedOrder), _BATCH_DECODER.decode(text)))
+    for rebuilt, original in zip(decoded, transformed, strict=True):
+        _check_rebuilt(rebuilt, original)
+    # keys in another order: rebuilt in field order, as the generic decoder does
+    reordered = json_dumps(_reordered(json_loads(text))[::25])
+    for rebuilt, original in zip(transformed_batch_from_json(reordered), transformed[::25], strict=True):
+        _check_rebuilt(rebuilt, original, same_text=False)
+
+
+def test_a_batch_msgspec_would_read_otherwise_is_decoded_generically(transformed: list[TransformedOrder]) -> None:
+    t = next(t for t in transformed if t.warnings and t.items)
+    payloads = json_loads(json_dumps([_to_payload(t), _to_payload(transformed[0])]))
+    mistyped = json_loads(json_dumps(payloads))
+    mistyped[1]["order"]["order_number"] = 42  # not the declared str: kept as it is, as before
+    older = json_loads(json_dumps(payloads))
+    del older[0]["warnings"], older[0]["order"]["owner_name"], older[0]["items"][0]["product_family"]  # staged before the fields were added
+    for variant in (mistyped, older):
+        text = json_dumps(variant)
+        decoded = transformed_batch_from_json(text)
+        assert decoded == _generic_batch(text)
+        assert all(_fields_in_order(record) for record in decoded)
+    assert transformed_batch_from_json(json_dumps(mistyped))[1].order.order_number == 42
+    rebuilt = transformed_batch_from_json(json_dumps(older))[0]
+    assert rebuilt.warnings == () and rebuilt.order.owner_name is None and rebuilt.items[0].product_family is None
+    # NaN from an older SQLite warehouse's json.dumps
+    nan = json_dumps(payloads).replace('"total_amount":', '"total_amount":NaN,"x":', 1)
+    assert transformed_batch_from_json(nan) == _generic_batch(nan)
+    del payloads[0]["content_hash"]  # a required field: refused, as the constructor refuses it
+    with pytest.raises(TypeError, match="content_hash"):
+        transformed_batch_from_json(json_dumps(payloads))

@@ -323,3 +323,28 @@ def test_outbox_lookup_probes_the_record_index_mid_load(postgres_engine, fresh_s
     assert len(found) == 1000
     assert plans and all("ix_writeback_outbox_sf_object_sf_record_id" in plan for plan in plans), plans
     assert not any("Seq Scan on writeback_outbox" in plan or "state_next_attempt_at" in plan for plan in plans), plans
+
+
+def test_copy_converts_a_column_whole_only_when_its_bind_processor_would_change_a_value(postgres_engine):
+    dialect = postgres_engine.dialect
+    o = tables(None).external_orders
+
+    def convert(column: sa.Column, values: list[Any]) -> list[Any]:
+        converter = writes._copy_converter(column.type, dialect)
+        return converter(values) if converter else values
+
+    stamps = [T0, None, T1]
+    assert convert(o.c.sf_system_modstamp, stamps) is stamps  # taken whole, nothing to do
+    plus_two = timezone(timedelta(hours=2))
+    assert convert(o.c.sf_system_modstamp, [T0, T1.astimezone(plus_two)]) == [T0, T1]
+    with pytest.raises(ValueError, match="naive datetime"):
+        convert(o.c.sf_system_modstamp, [T0, datetime(2026, 1, 2), T1])
+    amounts = [Decimal("1.10"), 2, None]
+    assert convert(o.c.total_amount, amounts) is amounts
+    assert convert(o.c.total_amount, [Decimal("1.10"), 0.1 + 0.2]) == [Decimal("1.10"), Decimal("0.30000000000000004")]
+    rates = [Decimal("0.923456"), None]
+    assert convert(o.c.conversion_rate, rates) is rates
+    assert convert(o.c.conversion_rate, [1 / 3, None]) == ["0.333333333333333", None]
+    flags = [True, False, None]
+    assert convert(o.c.is_zero_total, flags) is flags
+    assert convert(o.c.is_zero_total, [1, 0, None]) == [True, False, None]

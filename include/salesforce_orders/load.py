@@ -15,9 +15,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import cache
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -106,8 +108,16 @@ def _date(value: str | None) -> date | None:
     return date.fromisoformat(value[:10]) if value else None
 
 
+_ADDRESS_PARTS = attrgetter(*(f.name for f in fields(Address)))
+
+
+@cache
+def _address_names(prefix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}{f.name}" for f in fields(Address))
+
+
 def _address_columns(prefix: str, address: Address) -> dict[str, Any]:
-    return {f"{prefix}{name}": value for name, value in vars(address).items()}
+    return dict(zip(_address_names(prefix), _ADDRESS_PARTS(address), strict=True))
 
 
 def _customer_hash(customer: CustomerRecord) -> str:
@@ -135,7 +145,10 @@ def card_data_flag(fields: Iterable[str]) -> dict[str, Any]:
     return {"card_data_masked": bool(fields), "card_data_masked_fields": fields or None}
 
 
-def _order_row(t: TransformedOrder, run_id: str, now: datetime, state_changed_at: datetime) -> dict[str, Any]:
+def _order_row(
+    t: TransformedOrder, run_id: str, now: datetime, state_changed_at: datetime, modstamp: datetime | None
+) -> dict[str, Any]:
+    """``modstamp``: the order's ``sf_system_modstamp``, parsed (once per order, see _prepare_batch)."""
     o = t.order
     return {
         "sf_order_id": o.sf_order_id,
@@ -165,7 +178,7 @@ def _order_row(t: TransformedOrder, run_id: str, now: datetime, state_changed_at
         "metadata": o.metadata,
         "is_zero_total": o.is_zero_total,
         "sf_created_at": _timestamp(o.sf_created_at),
-        "sf_system_modstamp": _timestamp(o.sf_system_modstamp),
+        "sf_system_modstamp": modstamp,
         **card_data_flag(o.card_data_masked),
         "content_hash": t.content_hash,
         "lifecycle_state": READY,
@@ -196,9 +209,9 @@ def _batches(chunks: Iterable[list[TransformedOrder]]) -> Iterable[list[Transfor
         yield from in_batches(chunk, ORDERS_PER_BATCH)
 
 
-def _by_modstamp(records: list[TransformedOrder]) -> list[TransformedOrder]:
+def _by_modstamp(records: list[TransformedOrder], modstamps: dict[str, datetime | None]) -> list[TransformedOrder]:
     """Oldest Salesforce version first, so when orders share an account the newest snapshot wins."""
-    return sorted(records, key=lambda r: _timestamp(r.order.sf_system_modstamp) or _NEVER)
+    return sorted(records, key=lambda r: modstamps[r.order.sf_order_id] or _NEVER)
 
 
 def _stored_orders(conn: sa.Connection, t: Tables, order_ids: list[str]) -> dict[str, sa.Row]:
@@ -216,10 +229,10 @@ def _stored_orders(conn: sa.Connection, t: Tables, order_ids: list[str]) -> dict
     return {row.sf_order_id: row for row in select_in(conn, o, columns, o.c.sf_order_id, order_ids)}
 
 
-def _older_than_stored(record: TransformedOrder, stored: sa.Row | None) -> bool:
+def _older_than_stored(staged: datetime | None, stored: sa.Row | None) -> bool:
+    """Whether the staged version (its ``SystemModstamp``) is older than the stored one."""
     if stored is None or stored.sf_system_modstamp is None:
         return False
-    staged = _timestamp(record.order.sf_system_modstamp)
     return staged is not None and staged < stored.sf_system_modstamp
 
 
@@ -252,6 +265,8 @@ def _write_customers(conn: sa.Connection, t: Tables, parents: list[dict[str, Any
 
 def _location_rows(written: list[TransformedOrder], now: datetime) -> list[dict[str, Any]]:
     # The id is a hash of customer and normalised address: an existing id is the same location.
+    # One row per id, the last one, as upsert would keep it of several.
+    latest = {r.location.location_id: r.location for r in written if r.location is not None}
     return [
         {
             "location_id": loc.location_id,
@@ -261,8 +276,7 @@ def _location_rows(written: list[TransformedOrder], now: datetime) -> list[dict[
             "first_seen_at": now,
             "updated_at": now,
         }
-        for loc in (r.location for r in written)
-        if loc is not None
+        for loc in latest.values()
     ]
 
 
@@ -329,23 +343,29 @@ def _child_rows(written: list[TransformedOrder], run_id: str, now: datetime) -> 
 
 
 def _product_rows(written: list[TransformedOrder], now: datetime) -> list[dict[str, Any]]:
-    """The price book entries of the orders' products, as these versions of the orders read them."""
+    """The price book entries of the orders' products, as these versions of the orders read them.
+    Many items share an entry: one row per entry and currency, the last one, as upsert keeps it."""
+    latest = {
+        (item.sf_pricebook_entry_id, r.order.currency): item  # an order's price book entries are in its currency
+        for r in written
+        if r.order.currency
+        for item in r.items
+        if item.sf_pricebook_entry_id and item.sf_product_id
+    }
     return [
         {
-            "sf_pricebook_entry_id": item.sf_pricebook_entry_id,
+            "sf_pricebook_entry_id": entry_id,
             "sf_product_id": item.sf_product_id,
             "name": item.product_name,
             "product_code": item.product_code,
             "family": item.product_family,
             "is_active": item.product_is_active,
             "list_price": item.pricebook_list_price,
-            "currency": r.order.currency,  # an order's price book entries are in its currency
+            "currency": currency,
             "first_imported_at": now,
             "updated_at": now,
         }
-        for r in written
-        for item in r.items
-        if item.sf_pricebook_entry_id and item.sf_product_id and r.order.currency
+        for (entry_id, currency), item in latest.items()
     ]
 
 
@@ -363,23 +383,24 @@ def _write_products(conn: sa.Connection, t: Tables, rows: list[dict[str, Any]]) 
 
 
 def _write_outbox(
-    conn: sa.Connection, t: Tables, written: list[TransformedOrder], run_id: str, now: datetime
+    conn: sa.Connection, t: Tables, written: list[TransformedOrder], run_id: str, now: datetime,
+    modstamps: dict[str, datetime | None],
 ) -> set[tuple[str, str]]:
     """Queue the write-backs as PENDING; a PENDING row for the same record is replaced, not duplicated.
-    Returns the (sObject, record id) of the records queued."""
+    Returns the (sObject, record id) of the records queued. ``modstamps``: the orders' parsed
+    ``SystemModstamp`` by order id."""
     w = t.writeback_outbox
-    latest = {(wb.sf_object, wb.sf_record_id): wb for r in written for wb in r.write_backs}
-    read_at = {(wb.sf_object, wb.sf_record_id): _timestamp(r.order.sf_system_modstamp) for r in written for wb in r.write_backs}
+    latest = {(wb.sf_object, wb.sf_record_id): (wb, r.order.sf_order_id) for r in written for wb in r.write_backs}
     if not latest:
         return set()
     pending, done = _outbox_rows(conn, t, latest)
     # The same write already made after this version was read (an overlapping run planned it from
     # the version before our write-back): sending it again would write the record twice.
-    latest = {
-        key: wb
-        for key, wb in latest.items()
-        if not any(fields == wb.fields and read_at[key] is not None and read_at[key] < at for fields, at in done.get(key, ()))
-    }
+    for key in done.keys() & latest.keys():
+        wb, order_id = latest[key]
+        read_at = modstamps[order_id]
+        if any(fields == wb.fields and read_at is not None and read_at < at for fields, at in done[key]):
+            del latest[key]
     request = {
         "next_attempt_at": now,
         "attempts": 0,
@@ -390,7 +411,7 @@ def _write_outbox(
     }
     replacements = [
         {"id": row_id, "sf_order_id": wb.sf_order_id, "action": wb.action, "fields": wb.fields, **request}
-        for key, wb in latest.items()
+        for key, (wb, _) in latest.items()
         for row_id in pending.get(key, ())
     ]
     update_rows(conn, w, replacements, ["id"])
@@ -406,7 +427,7 @@ def _write_outbox(
             "created_at": now,
             **request,
         }
-        for key, wb in latest.items()
+        for key, (wb, _) in latest.items()
         if key not in pending
     ]
     insert_rows(conn, w, inserts)
@@ -460,6 +481,7 @@ class _PreparedBatch:
     superseded: int
     written: list[TransformedOrder]  # new and changed, oldest Salesforce version first
     stored_ids: set[str]  # of the written ones, those stored before (the changed ones)
+    modstamps: dict[str, datetime | None]  # the orders' SystemModstamp, parsed once, by order id
     parents: list[dict[str, Any]] = field(default_factory=list)
     customers: list[dict[str, Any]] = field(default_factory=list)
     locations: list[dict[str, Any]] = field(default_factory=list)
@@ -478,6 +500,7 @@ def _prepare_batch(
     written these orders (each order of a run is in one batch), so it would see the same. (The
     load's own ``conn`` when it prepares again, order by order, inside its transaction.)"""
     records = list({r.order.sf_order_id: r for r in batch}.values())
+    modstamps = {r.order.sf_order_id: _timestamp(r.order.sf_system_modstamp) for r in records}
     if conn is not None:
         stored = _stored_orders(conn, t, [r.order.sf_order_id for r in records])
     else:
@@ -485,7 +508,7 @@ def _prepare_batch(
             stored = _stored_orders(reader, t, [r.order.sf_order_id for r in records])
     # A version never replaces a later one: a load that commits after a newer run (a cleared or
     # late task) keeps what the newer run stored. Equal stamps go on to the content hash.
-    current = [r for r in records if not _older_than_stored(r, stored.get(r.order.sf_order_id))]
+    current = [r for r in records if not _older_than_stored(modstamps[r.order.sf_order_id], stored.get(r.order.sf_order_id))]
     superseded = len(records) - len(current)
     records = current
     order_ids = [r.order.sf_order_id for r in records]
@@ -511,8 +534,9 @@ def _prepare_batch(
         updated=len(changed) + len(earlier_try) - inserted_before,
         unchanged=len(records) - len(new) - len(changed) - len(earlier_try),
         superseded=superseded,
-        written=_by_modstamp(new + changed),
+        written=_by_modstamp(new + changed, modstamps),
         stored_ids={r.order.sf_order_id for r in changed},
+        modstamps=modstamps,
     )
     if not prepared.written:
         return prepared
@@ -523,7 +547,9 @@ def _prepare_batch(
 
     prepared.parents, prepared.customers = _customer_rows(prepared.written, now)
     prepared.locations = _location_rows(prepared.written, now)
-    prepared.orders = [_order_row(r, run_id, now, state_changed_at(r)) for r in prepared.written]
+    prepared.orders = [
+        _order_row(r, run_id, now, state_changed_at(r), modstamps[r.order.sf_order_id]) for r in prepared.written
+    ]
     prepared.items, prepared.services = _child_rows(prepared.written, run_id, now)
     prepared.products = _product_rows(prepared.written, now)
     return prepared
@@ -555,7 +581,7 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
         _write_products(conn, t, batch.products)
         if tally.history:
             history.add(conn, t, batch.orders, batch.items, run_id, now)
-        write_backs = _write_outbox(conn, t, written, run_id, now)
+        write_backs = _write_outbox(conn, t, written, run_id, now, batch.modstamps)
     tally.counts.inserted += batch.inserted
     tally.counts.updated += batch.updated
     tally.counts.unchanged += batch.unchanged

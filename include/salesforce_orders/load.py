@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
-from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -108,16 +107,15 @@ def _date(value: str | None) -> date | None:
     return date.fromisoformat(value[:10]) if value else None
 
 
-_ADDRESS_PARTS = attrgetter(*(f.name for f in fields(Address)))
-
-
 @cache
-def _address_names(prefix: str) -> tuple[str, ...]:
-    return tuple(f"{prefix}{f.name}" for f in fields(Address))
+def _address_names(prefix: str) -> dict[str, str]:
+    """Each Address field's column name, with ``prefix``: made once, not per address."""
+    return {f.name: f"{prefix}{f.name}" for f in fields(Address)}
 
 
 def _address_columns(prefix: str, address: Address) -> dict[str, Any]:
-    return dict(zip(_address_names(prefix), _ADDRESS_PARTS(address), strict=True))
+    names = _address_names(prefix)
+    return {names[name]: value for name, value in vars(address).items()}
 
 
 def _customer_hash(customer: CustomerRecord) -> str:

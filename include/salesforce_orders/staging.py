@@ -158,10 +158,12 @@ def _keyset_chunks(
             if not rows:
                 return
             chunk = load(conn, rows)
+        more, last = len(rows) == chunk_size, rows[-1]._mapping[key]
+        del rows  # not kept while the consumer works on the chunk (a page may be a large JSON text)
         yield chunk  # outside the connection: the consumer may write while holding a chunk
-        if len(rows) < chunk_size:
+        del chunk  # nor while the next page is read
+        if not more:
             return
-        last = rows[-1]._mapping[key]
 
 
 def _with_items(
@@ -449,17 +451,20 @@ def iter_transformed(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
     t = tables(schema).stg_transformed_batches
-    # read as the text it is stored as, decoded by transformed_batch_from_json
+    # read as the text it is stored as, decoded by transformed_batch_from_json (the text is then let go)
     payload = sa.cast(t.c.payload, sa.Text).label("payload")
     query = sa.select(t.c.first_order_id, payload).where(t.c.run_id == run_id)
-    batches = _keyset_chunks(engine, query, t.c.first_order_id, 1, lambda _conn, rows: rows[0].payload)
+    batches = _keyset_chunks(
+        engine, query, t.c.first_order_id, 1, lambda _conn, rows: transformed_batch_from_json(rows[0].payload)
+    )
     chunk: list[TransformedOrder] = []
-    for text in batches:
-        for record in transformed_batch_from_json(text):
+    for records in batches:
+        for record in records:
             chunk.append(record)
             if len(chunk) == chunk_size:
                 yield chunk
                 chunk = []
+        del records  # those not yielded yet are in chunk
     if chunk:
         yield chunk
 

@@ -226,7 +226,7 @@ _NONE = type(None)
 def _left_as_is(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> Callable[[list[Any]], bool] | None:
     """A check that the bind processor of ``column_type`` (and the float rounding of a NUMERIC
     column) returns every value of a column as it is, or None: no such check. Told from the
-    values' types in C, not by calling the processor on each value (a fifth of a large load).
+    values' types in C, not by calling the processor on each value (some 5 % of a large load).
 
     UtcDateTime leaves a UTC datetime as it is; Money and NUMERIC convert only floats; Boolean
     only values that are not booleans."""

@@ -117,7 +117,10 @@ def _announce(name: str) -> None:
     directory = _directory()
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / f"{name}.reached").write_text(str(os.getpid()))
+        # written whole, then renamed: a test that sees the file reads the pid, never an empty file
+        partial = directory / f".{name}.reached.{os.getpid()}"
+        partial.write_text(str(os.getpid()))
+        partial.replace(directory / f"{name}.reached")
 
 
 def _wait_for_resume(name: str) -> None:

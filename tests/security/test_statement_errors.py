@@ -120,6 +120,20 @@ def test_a_value_the_column_refuses_is_not_quoted_back(pg_engine, rows):
     assert '"…"' in text and batch[-1]["sf_order_id"] in text
 
 
+@pytest.mark.postgres
+def test_a_refused_value_with_a_line_break_is_not_half_quoted_back(pg_engine):
+    """The message is cut to its first line; a value with a line break then has only its opening
+    quote there, and what comes before the break must not stay in the message."""
+    engine, schema = pg_engine
+    batch = [order_row(0)]
+    batch[0]["effective_date"] = f"{NAME}\n{CARD}"
+    with pytest.raises(sa.exc.DBAPIError) as raised:
+        write(engine, schema, batch)
+    text = failure_text(raised.value)
+    assert_tells_no_row_values(text)
+    assert NAME not in text and '"…' in text and batch[0]["sf_order_id"] in text
+
+
 def test_connection_errors_keep_their_wording(tmp_path):
     engine = warehouse_engine(sa.URL.create("sqlite", database=str(tmp_path / "missing" / "w.db")))
     with pytest.raises(sa.exc.OperationalError) as raised, engine.connect():

@@ -85,7 +85,11 @@ def _database_text(error: BaseException) -> str:
 def scrubbed_message(error: BaseException) -> str:
     """The driver's message for ``error``: its first line, quoted values replaced by ``"…"``."""
     names = _names_the_database_gives(error)
-    return _QUOTED.sub(lambda quoted: quoted.group(0) if quoted.group(1) in names else '"…"', _first_line(error))
+    line = _QUOTED.sub(lambda quoted: quoted.group(0) if quoted.group(1) in names else '"…"', _first_line(error))
+    if line.count('"') % 2:
+        # a quoted value with a line break in it: the first line holds its opening quote only
+        line = line[: line.rindex('"')] + '"…'
+    return line
 
 
 def order_ids(rows: Iterable[Mapping[str, Any]]) -> list[str]:

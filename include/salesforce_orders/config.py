@@ -358,6 +358,10 @@ class ImportConfig(_Section):
 
     extract_page_size: _int(200, 2000) = 2000
     chunk_size: _int(100, 50_000) = 2000
+    # The transform of a run of many orders is split into this many ranges of order ids, transformed
+    # side by side (one mapped task each), each of at least transform_partition_min_orders orders.
+    transform_partitions: _int(1, 64) = 2
+    transform_partition_min_orders: _int(1, 10_000_000) = 5000
     bulk_threshold: _int(0, 1_000_000_000) = 50_000
     bulk_writeback_threshold: _int(0, 1_000_000_000) = 2000
     api_budget_share: Share = 0.5
@@ -471,6 +475,8 @@ EXAMPLE: dict[str, Any] = {
     "warehouse_schema": None,
     "extract_page_size": 2000,
     "chunk_size": 2000,
+    "transform_partitions": 2,
+    "transform_partition_min_orders": 5000,
     "bulk_threshold": 50000,
     "bulk_writeback_threshold": 2000,
     "api_budget_share": 0.5,

@@ -36,6 +36,7 @@ from .model import (
     SkippedOrder,
     TransformedOrder,
 )
+from .partitions import EVERY_ORDER_ID, OrderIdRange
 from .progress import Progress
 from .readahead import read_ahead
 from .warehouse.definitions import (
@@ -886,10 +887,10 @@ def record_skipped(conn: sa.Connection, run_id: str, skipped: Sequence[SkippedOr
     upsert(conn, tables(schema).skipped_orders, rows, ["run_id", "sf_order_id"])
 
 
-def clear_skipped(conn: sa.Connection, run_id: str, *, schema: str | None = None) -> None:
-    """A retried transform decides again which orders it skips."""
+def clear_skipped(conn: sa.Connection, run_id: str, *, within: OrderIdRange = EVERY_ORDER_ID, schema: str | None = None) -> None:
+    """A retried transform decides again which orders it skips (``within``: of its range of order ids)."""
     s = tables(schema).skipped_orders
-    conn.execute(sa.delete(s).where(s.c.run_id == run_id))
+    conn.execute(sa.delete(s).where(s.c.run_id == run_id, *within.where(s.c.sf_order_id)))
 
 
 def record_quarantine(

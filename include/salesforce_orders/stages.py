@@ -428,36 +428,65 @@ def validate(*, run_id: str) -> dict[str, Any]:
     except InvalidShareExceeded as exc:
         raise AirflowFailException(str(exc)) from None  # the same data fails the same way on retry
     _refresh_statistics(engine, "stg_orders", schema=config.warehouse_schema)  # the statuses the transform reads by
-    return {"run_id": run_id, **summary.as_dict()}
+    return {"run_id": run_id, **summary.as_dict(), "transform_partitions": _transform_partitions(engine, run_id, config)}
+
+
+def _transform_partitions(engine, run_id: str, config) -> list[dict[str, str | None]]:
+    """The ranges of order ids the DAG's mapped ``transform`` instances take, one each (``partitions``)."""
+    from .partitions import plan_partitions
+
+    with engine.connect() as conn:
+        ranges = plan_partitions(
+            conn,
+            run_id,
+            partitions=config.transform_partitions,
+            min_orders=config.transform_partition_min_orders,
+            schema=config.warehouse_schema,
+        )
+    if len(ranges) > 1:
+        log.info("The transform runs in %d partitions: %s", len(ranges), "; ".join(map(str, ranges)))
+    return [r.as_dict() for r in ranges]
 
 
 @_records_failure
 @_reports_warehouse_errors
 @_collects_garbage_less_often
-def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
+def transform(*, run_id: str, instance_url: str, partition: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Transform valid staged orders into warehouse records (pure functions), staged again; the
-    card fields of the orders skipped are queued to be X-ed out."""
+    card fields of the orders skipped are queued to be X-ed out.
+
+    ``partition``: one range of order ids of the validate's ``transform_partitions`` (None: the
+    whole run). Instances of other ranges may run at the same time: this one clears and writes
+    only what its own range staged (its chunks, hence its batches, never reach past it), so a
+    retry leaves theirs alone."""
     from . import currencies
     from .card_masks import queue_card_masks
     from .load import clear_skipped, record_skipped
     from .model import SkippedOrder
+    from .partitions import OrderIdRange
     from .progress import Progress
     from .readahead import read_ahead
     from .staging import clear_transformed, iter_staged, stage_transformed
     from .transform import transform_order
     from .warehouse.definitions import tables
+    from .warehouse.engines import SQLITE_WRITE_LOCK
 
     config = _config()
     engine = _warehouse(config)
+    # SQLite: each write transaction waits for the write lock from its start (busy_timeout) rather
+    # than failing at once when another instance wrote between its first read and its first write.
+    writer = engine.execution_options(**{SQLITE_WRITE_LOCK: True})
     schema = config.warehouse_schema
+    within = OrderIdRange.from_dict(partition)
     transformed = skipped = 0
     skipped_reasons: dict[str, int] = {}
-    with engine.begin() as conn:
-        clear_transformed(conn, run_id, schema=schema)
-        clear_skipped(conn, run_id, schema=schema)
+    with writer.begin() as conn:
+        clear_transformed(conn, run_id, within=within, schema=schema)
+        clear_skipped(conn, run_id, within=within, schema=schema)
         rates = currencies.load(conn, tables(schema).currency_rates)
     progress = Progress("transform", "orders")
-    for chunk in read_ahead(iter_staged(engine, run_id, status="valid", chunk_size=config.chunk_size, schema=schema)):
+    staged = iter_staged(engine, run_id, status="valid", chunk_size=config.chunk_size, within=within, schema=schema)
+    for chunk in read_ahead(staged):
         records, skipped_orders = [], {}
         skips: list[SkippedOrder] = []
         for order, items in chunk:
@@ -468,7 +497,7 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
                 skips.append(result)
                 skipped_orders[result.sf_order_id] = result.sf_system_modstamp
                 skipped_reasons[result.reason] = skipped_reasons.get(result.reason, 0) + 1
-        with engine.begin() as conn:
+        with writer.begin() as conn:
             stage_transformed(conn, run_id, records, schema=schema)
             record_skipped(conn, run_id, skips, schema=schema, now=_now())
             queue_card_masks(
@@ -485,7 +514,7 @@ def transform(*, run_id: str, instance_url: str) -> dict[str, Any]:
         progress.add(len(chunk))
     progress.finish()
     _refresh_statistics(engine, "stg_transformed_batches", schema=schema)
-    log.info("Transformed %d orders, skipped %d %s", transformed, skipped, skipped_reasons or "")
+    log.info("Transformed %d orders, skipped %d %s (%s)", transformed, skipped, skipped_reasons or "", within)
     return {"run_id": run_id, "transformed": transformed, "skipped": skipped, "skipped_reasons": skipped_reasons}
 
 

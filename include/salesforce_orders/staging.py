@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from .amounts import exact
 from .model import StagedItem, StagedOrder, TransformedOrder, init_only_sets_fields, plain
+from .partitions import EVERY_ORDER_ID, OrderIdRange
 from .warehouse.definitions import INVALID, STAGED, VALID, tables
 from .warehouse.engines import json_dumps, json_loads
 from .warehouse.types import parse_utc, utc_now
@@ -195,12 +196,14 @@ def iter_staged(
     status: str | None = VALID,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     *,
+    within: OrderIdRange = EVERY_ORDER_ID,
     schema: str | None = None,
 ) -> Iterator[list[tuple[StagedOrder, list[StagedItem]]]]:
     """The run's staged orders with their items, in chunks of at most ``chunk_size`` orders,
-    ordered by order id. ``status``: ``"valid"``, ``"staged"``, ``"invalid"``, or None for all."""
+    ordered by order id. ``status``: ``"valid"``, ``"staged"``, ``"invalid"``, or None for all.
+    ``within``: only the orders of this range (a chunk never reaches past it)."""
     orders = tables(schema).stg_orders
-    query = sa.select(orders.c.sf_order_id, orders.c.record).where(orders.c.run_id == run_id)
+    query = sa.select(orders.c.sf_order_id, orders.c.record).where(orders.c.run_id == run_id, *within.where(orders.c.sf_order_id))
     if status is not None:
         query = query.where(orders.c.status == status)
     return _keyset_chunks(
@@ -483,10 +486,13 @@ def iter_transformed(
 # ---------------------------------------------------------------------------------------
 
 
-def clear_transformed(conn: sa.Connection, run_id: str, *, schema: str | None = None) -> None:
-    """Forget the run's transformed records (a retried transform starts clean)."""
+def clear_transformed(
+    conn: sa.Connection, run_id: str, *, within: OrderIdRange = EVERY_ORDER_ID, schema: str | None = None
+) -> None:
+    """Forget the run's transformed records (a retried transform starts clean). ``within``: only
+    the batches of this range (a batch starts and ends in one range: see ``stages.transform``)."""
     t = tables(schema).stg_transformed_batches
-    conn.execute(sa.delete(t).where(t.c.run_id == run_id))
+    conn.execute(sa.delete(t).where(t.c.run_id == run_id, *within.where(t.c.first_order_id)))
 
 
 def clear_run(conn: sa.Connection, run_id: str, *, schema: str | None = None) -> None:

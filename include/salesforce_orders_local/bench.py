@@ -2,9 +2,9 @@
 
 For each org size (default 10k and 100k Activated orders, ~3 products each) it generates the
 org in the sandbox, runs every stage of the DAG in its own process (as an Airflow worker runs
-each task) against a PostgreSQL warehouse, and records wall time, records/s, peak RSS, API
-calls, the task's CPU time and the sandbox's (what the stand-in for Salesforce took of the same
-cores) per stage, and API calls against the theoretical minimum (reads: one call per 2,000 REST
+each task; the mapped transform's partitions side by side, a process each) against a PostgreSQL
+warehouse, and records wall time, records/s, peak RSS, API calls, the task's CPU time and the
+sandbox's (what the stand-in for Salesforce took of the same cores) per stage, and API calls against the theoretical minimum (reads: one call per 2,000 REST
 records or per Bulk result page; writes: one call per 200 records). At the largest size it
 then does the same work the way the provider's documentation suggests — ``SalesforceHook
 .make_query`` → DataFrame → ``to_sql``, then one update call per record — and prints the ratios.
@@ -20,6 +20,7 @@ printed and written as JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -94,16 +95,52 @@ def run_stage_in_process(name: str, kwargs: dict[str, Any]) -> None:
     print("BENCH " + json.dumps(figures, default=str))
 
 
+def _children(arg_lists: list[list[str]], env: dict[str, str]) -> list[dict[str, Any]]:
+    """Child processes started together, each's figures once all have ended. Their output goes to
+    files, not pipes: a child never waits on a full pipe while another one is being read."""
+    with contextlib.ExitStack() as files:
+        started = []
+        for args in arg_lists:
+            out, err = (files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2))
+            command = [sys.executable, "-m", "salesforce_orders_local.bench", *args]
+            started.append((args, subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True), out, err))
+        figures = []
+        for args, proc, out, err in started:
+            proc.wait()
+            out.seek(0)
+            lines = [line for line in out.read().splitlines() if line.startswith("BENCH ")]
+            if not lines:
+                err.seek(0)
+                raise RuntimeError(f"{args[:2]} failed:\n{err.read()[-4000:]}")
+            figures.append(json.loads(lines[-1][6:]))
+        return figures
+
+
 def _child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "salesforce_orders_local.bench", *args], env=env, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("BENCH "):
-            return json.loads(line[6:])
-    raise RuntimeError(f"{args[:2]} failed:\n{proc.stderr[-4000:]}")
+    (figures,) = _children([args], env)
+    return figures
 
 
 def run_stage(name: str, kwargs: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     return _child(["--stage", name, "--kwargs", json.dumps(kwargs, default=str)], env)
+
+
+def run_mapped_stage(name: str, kwargs: dict[str, Any], partitions: list[dict[str, Any]], env: dict[str, str]) -> dict[str, Any]:
+    """A mapped stage as Airflow runs it: one process per partition, side by side. Its seconds are
+    the slowest instance's (they start together), its CPU seconds all of theirs; its result the
+    instances' results combined, as the DAG's report combines them."""
+    from salesforce_orders.partitions import combine_results
+
+    args = [["--stage", name, "--kwargs", json.dumps({**kwargs, "partition": p}, default=str)] for p in partitions]
+    instances = _children(args, env)
+    return {
+        "result": combine_results([i["result"] for i in instances]),
+        "seconds": max(i["seconds"] for i in instances),
+        "cpu_seconds": sum(i["cpu_seconds"] for i in instances),
+        "import_seconds": max(i["import_seconds"] for i in instances),
+        "peak_rss_mb": max(i["peak_rss_mb"] for i in instances),
+        "instances": len(instances),
+    }
 
 
 # ---- the pipeline at one size ---------------------------------------------------------------
@@ -176,7 +213,7 @@ def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str], 
             kwargs: dict[str, Any] = {"run_id": run_id}
             if name == "extract":
                 kwargs.update(dag_run_id=run_id, run_type="manual", data_interval_start=None, data_interval_end=None, params={})
-            elif name == "transform":
+            elif name == "transform":  # mapped over the validate's partitions
                 kwargs["instance_url"] = results["extract"]["instance_url"]
             elif name == "load":
                 kwargs["max_system_modstamp"] = results["extract"]["max_system_modstamp"]
@@ -187,7 +224,10 @@ def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str], 
                 kwargs["results"] = {k: v for k, v in results.items()}
             # The sandbox serves from a thread of this process: its CPU time is this process's.
             sandbox_cpu = time.process_time()
-            out = run_stage(name, kwargs, env)
+            if name == "transform":
+                out = run_mapped_stage(name, kwargs, results["validate"]["transform_partitions"], env)
+            else:
+                out = run_stage(name, kwargs, env)
             sandbox_cpu = time.process_time() - sandbox_cpu
             results[name] = out["result"]
             figures[name] = {
@@ -198,6 +238,7 @@ def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str], 
                 "peak_rss_mb": round(out["peak_rss_mb"], 1),
                 # the report's api_calls is the run's total, not its own
                 "api_calls": 0 if name == "report" else out["result"].get("api_calls", 0),
+                **({"instances": out["instances"]} if "instances" in out else {}),
             }
         stats = server.admin.stats()
         outbox = _outbox_counts(pg_url, schema)
@@ -386,8 +427,9 @@ def print_summary(report: dict[str, Any]) -> None:
               f"{'task CPU s':>12}{'sandbox CPU s':>15}")
         for name, f in run["stages"].items():
             rate = f.get("records_per_second") or ""
+            label = f"{name} x{f['instances']}" if f.get("instances", 1) > 1 else name  # a mapped stage's processes
             print(
-                f"  {name:<20}{f['seconds']:>9}{rate!s:>12}{f['peak_rss_mb']:>13}{f['api_calls']:>11}"
+                f"  {label:<20}{f['seconds']:>9}{rate!s:>12}{f['peak_rss_mb']:>13}{f['api_calls']:>11}"
                 f"{f.get('api_min', ''):>6}{f['import_seconds']:>11}{f['cpu_seconds']:>12}{f['sandbox_cpu_seconds']:>15}"
             )
         print(f"  end to end {run['end_to_end_seconds']} s (+ {run['process_start_seconds']} s of per-task imports); "

@@ -119,7 +119,9 @@ def where_time_goes(metadata_url: str) -> dict[str, float]:
         engine.dispose()
     by_run: dict[str, dict[str, tuple]] = {}
     for run_id, task_id, start, end in tasks:
-        by_run.setdefault(run_id, {})[task_id] = (start, end)
+        # a mapped stage (the transform) has an instance per partition: from the first start to the last end
+        first, last = by_run.setdefault(run_id, {}).get(task_id, (start, end))
+        by_run[run_id][task_id] = (min(first, start), max(last, end))
     steps: dict[str, list[float]] = {}
     for run_id, run_after, started in runs:  # the first run, the initial load, is left out
         stages = by_run.get(run_id, {})

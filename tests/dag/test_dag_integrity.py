@@ -63,6 +63,32 @@ def test_the_tasks_that_write_shared_state_run_one_at_a_time_across_runs(dag):
     assert {str(dag.get_task(t).weight_rule) for t in serialised} == {"upstream"}
 
 
+def test_the_transform_is_mapped_over_the_partitions_the_validate_returns(dag):
+    """One transform instance per range of order ids, side by side outside the pool; one load after all of them."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    from salesforce_orders_local.airflow_env import WAREHOUSE_POOL
+
+    transform = dag.get_task("transform")
+    assert isinstance(transform, MappedOperator)
+    mapped_over = transform._get_specified_expand_input().value
+    assert set(mapped_over) == {"partition"}
+    assert (mapped_over["partition"].operator.task_id, mapped_over["partition"].key) == ("validate", "return_value")
+    assert transform.pool != WAREHOUSE_POOL and transform.map_index_template
+    assert not isinstance(dag.get_task("load"), MappedOperator)  # one consistent load of every instance's batches
+    assert dag.get_task("load").upstream_task_ids == {"extract", "transform"}
+
+
+def test_a_mapped_stage_that_failed_fails_the_run():
+    """Airflow names a mapped task's instances ``transform_<map index>`` in the states the report reads."""
+    from salesforce_orders.airflow_dags.import_dag import _stage_states
+
+    states = {"transform_0": "success", "transform_1": "failed", "write_back": "success", "write": "failed"}
+    assert _stage_states(states, "transform") == {"success", "failed"}
+    assert _stage_states(states, "write_back") == {"success"}
+    assert _stage_states({"load": "upstream_failed"}, "load") == {"upstream_failed"}
+
+
 def top_level_imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     return {

@@ -10,6 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 ROUTING = {"rules": [{"field": "Type", "operator": "equals", "value": "New Service", "destination": "work_order"}], "default_destination": "request"}
 MAPPINGS = {"PoNumber": "po_number", "CurrencyIsoCode": "currency_code"}
@@ -144,6 +145,25 @@ def test_first_run_imports_transforms_and_writes_back(harness):
     assert again["dag_state"] == "success"
     assert (again["inserted"], again["updated"], again["written_back"]) == (0, 0, 0)
     assert again["extracted"] == again["unchanged"] == 1
+
+
+def test_a_run_transformed_in_partitions_is_loaded_once(harness):
+    """The transform mapped over three ranges of order ids: three instances, one load of every
+    order, the report's counts summed over the instances."""
+    from airflow import settings
+
+    harness.set_config(transform_partitions=3, transform_partition_min_orders=20, zero_total_policy="skip")
+    run = harness.run()
+    assert run["dag_state"] == "success" and run["status"] == "success"
+    with settings.engine.connect() as conn:
+        instances = conn.execute(
+            sa.text("SELECT map_index, state FROM task_instance WHERE run_id = :r AND task_id = 'transform' ORDER BY map_index"),
+            {"r": run["run_id"]},
+        ).all()
+    assert [(i.map_index, str(i.state)) for i in instances] == [(0, "success"), (1, "success"), (2, "success")]
+    skipped = harness.query("SELECT sf_order_id FROM skipped_orders WHERE run_id = :r", r=run["run_id"])
+    assert run["skipped"] == len(skipped)
+    assert run["inserted"] == run["valid"] - run["skipped"] == len(harness.query("SELECT sf_order_id FROM external_orders")) > 0
 
 
 def test_manual_runs_resync_and_deactivation(harness):

@@ -67,6 +67,8 @@ class Pipeline:
     params_by_run: dict[str, dict[str, Any]] = field(default_factory=dict)
     # run type and data interval by run (default: a manual run, no interval)
     kind_by_run: dict[str, tuple[str, Any, Any]] = field(default_factory=dict)
+    # the mapped transform's instances, one per partition, run last first (Airflow runs them in any order)
+    partitions_last_first: bool = False
 
     @property
     def dialect(self) -> str:
@@ -95,7 +97,7 @@ class Pipeline:
                 data_interval_start=interval_start, data_interval_end=interval_end, params=self.params_by_run.get(run_id, {}),
             ),
             "validate": lambda: stages.validate(run_id=run_id),
-            "transform": lambda: stages.transform(run_id=run_id, instance_url=results["extract"]["instance_url"]),
+            "transform": lambda: self.transform(outcome),
             "load": lambda: stages.load(
                 run_id=run_id,
                 max_system_modstamp=results["extract"]["max_system_modstamp"],
@@ -113,6 +115,21 @@ class Pipeline:
         }
         results[name] = calls[name]()
         return results[name]
+
+    def transform(self, outcome: RunOutcome, partitions: list[int] | None = None) -> dict[str, Any]:
+        """The mapped transform as the DAG runs it: one call per range of order ids of the validate's
+        plan (or just the ``partitions`` given by map index, as a retry of those instances), the
+        results combined as the report combines them."""
+        from salesforce_orders import stages
+        from salesforce_orders.partitions import combine_results
+
+        plan = outcome.results["validate"]["transform_partitions"]
+        indexes = list(range(len(plan))) if partitions is None else partitions
+        if self.partitions_last_first:
+            indexes.reverse()
+        instance_url = outcome.results["extract"]["instance_url"]
+        done = {i: stages.transform(run_id=outcome.run_id, instance_url=instance_url, partition=plan[i]) for i in indexes}
+        return combine_results([done[i] for i in sorted(done)])
 
     def run(
         self,

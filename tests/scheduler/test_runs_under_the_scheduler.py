@@ -16,7 +16,9 @@ FINISHED = {"success", "failed"}
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(1800)]
 
-STACK = {"orders": 150, "seed": 5, "schedule": "0 * * * *"}
+# The transform mapped over two ranges of order ids wherever a run has 40 valid orders or more
+# (the first run's): its instances run side by side under the scheduler.
+STACK = {"orders": 150, "seed": 5, "schedule": "0 * * * *", "config": {"transform_partitions": 2, "transform_partition_min_orders": 20}}
 SERIALISED = {"validate", "load", "mark_status_changes", "write_back", "mask_card_fields"}
 BACKFILL_HOURS = 3
 
@@ -69,6 +71,7 @@ def test_scheduled_backfill_resync_and_clear_leave_the_warehouse_equal_to_salesf
     assert {r["state"] for r in runs} == {"success"}, [(r["dag_run_id"], r["state"]) for r in runs]
     assert len(by_type["backfill"]) == BACKFILL_HOURS
     assert by_type["scheduled"] and by_type["manual"]
+    _assert_transformed_in_mapped_instances(airflow)
 
     # a cleared task: the first scheduled run's load, with what follows it
     scheduled = by_type["scheduled"][0]["dag_run_id"]
@@ -90,6 +93,20 @@ def test_scheduled_backfill_resync_and_clear_leave_the_warehouse_equal_to_salesf
 
     _assert_serialised(airflow)
     _assert_warehouse_equals_salesforce(stack, changed={first_change, *later_changes})
+
+
+def _assert_transformed_in_mapped_instances(airflow) -> None:
+    """The first run's transform ran as two mapped instances (outside the pool: free to run side
+    by side); every instance of every run succeeded."""
+    transforms = [t for t in airflow.task_instances() if t["task_id"] == "transform"]
+    by_run: dict[str, list[dict]] = {}
+    for t in transforms:
+        by_run.setdefault(t["dag_run_id"], []).append(t)
+    assert {t["state"] for t in transforms} == {"success"}
+    assert all(t["map_index"] >= 0 for t in transforms)
+    split = [sorted(instances, key=lambda t: t["map_index"]) for instances in by_run.values() if len(instances) > 1]
+    assert split, "no run transformed in more than one instance"
+    assert [t["map_index"] for t in split[0]] == [0, 1]
 
 
 def _tries(airflow, run_id: str, task_id: str) -> int:

@@ -24,6 +24,10 @@ from airflow.sdk import (
 from salesforce_orders.event_trigger import OrderEventsTrigger
 
 STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back", "mask_card_fields")
+# The stage mapped over ranges of order ids (the validate's transform_partitions): one instance each.
+MAPPED_STAGE = "transform"
+# The XCom key of the validate's summary (its return value is the transform's partitions).
+SUMMARY_KEY = "summary"
 
 # The tasks that write what runs share (quarantine, orders, watermark, outbox; Salesforce) run in a
 # one-slot pool: runs of every type (scheduled, manual, backfill, whose own max_active_runs the
@@ -56,8 +60,8 @@ DOC = """
 Imports **Activated** Salesforce Orders (with their Account and Order Products) into the
 warehouse, then writes the outcome back to Salesforce:
 
-`extract` → `validate` → `transform` → `load` → `mark_status_changes` → `write_back` →
-`mask_card_fields` → `report`
+`extract` → `validate` → `transform` (mapped, one instance per range of order ids) → `load` →
+`mark_status_changes` → `write_back` → `mask_card_fields` → `report`
 
 * **Reads**: Connection `salesforce_default` (any auth mode of the Salesforce provider; extras
   `login_url`/`ca_bundle` for the local sandbox), Connection `orders_warehouse` (SQLite or
@@ -93,9 +97,12 @@ TASK_DOCS = {
     "plans the window (watermark, params or backfill interval) and streams the Activated orders "
     "page by page from Salesforce into the run's staging tables. Fails on a bad config or param without retrying.",
     "validate": "Great Expectations checks over the staged orders. Invalid orders go to `quarantined_orders` "
-    "with the checks they failed; the task fails (nothing loaded) when the invalid share passes `max_invalid_share`.",
+    "with the checks they failed; the task fails (nothing loaded) when the invalid share passes `max_invalid_share`. "
+    "Splits the valid orders into the transform's ranges of order ids (`transform_partitions`).",
     "transform": "Pure transform of valid orders: external name, billing/service address, customers "
-    "(parent/child), service groups, routing, metadata, zero-total policy, notes.",
+    "(parent/child), service groups, routing, metadata, zero-total policy, notes. Mapped: one instance per range "
+    "of order ids (`transform_partitions`, each of at least `transform_partition_min_orders`; a small run is one), "
+    "side by side; a retried instance redoes only its own range.",
     "load": "One warehouse transaction: upserts customers, locations, orders, items and services; an unchanged "
     "order (same content hash) is a no-op; write-back rows go to the outbox; the watermark moves. Updates the "
     "`orders_warehouse.*` Assets (event extra: inserted/updated/unchanged) for analysts' DAGs.",
@@ -125,9 +132,14 @@ def _fail_if_a_stage_failed(facts: dict) -> None:
 
     ti, dag_run = facts["context"]["ti"], facts["dag_run"]
     states = ti.get_task_states(dag_id=dag_run.dag_id, task_ids=list(STAGES), run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
-    failed = [stage for stage in STAGES if states.get(stage) in ("failed", "upstream_failed")]
+    failed = [stage for stage in STAGES if _stage_states(states, stage) & {"failed", "upstream_failed"}]
     if failed:
         raise AirflowFailException(f"Import run failed at: {', '.join(failed)}. Its summary is logged above and in import_runs.")
+
+
+def _stage_states(states: dict[str, str], stage: str) -> set[str]:
+    """The states of a stage's task instances: Airflow names a mapped task's ``<task_id>_<map index>``."""
+    return {state for key, state in states.items() if key == stage or (key.startswith(f"{stage}_") and key[len(stage) + 1 :].isdigit())}
 
 
 def _budget_left(ti) -> int | None:
@@ -219,20 +231,28 @@ def salesforce_orders_import():
             params=params,
         )
 
+    # Returns the transform's partitions, which the mapped transform expands over (Airflow maps only
+    # over a task's return value); the validation's summary is its XCom "summary".
     @task(doc_md=TASK_DOCS["validate"], **SERIALISED)
-    def validate(extracted: dict) -> dict:
+    def validate(extracted: dict) -> list:
         from salesforce_orders import stages
 
-        return stages.validate(run_id=extracted["run_id"])
+        summary = stages.validate(run_id=extracted["run_id"])
+        get_current_context()["ti"].xcom_push(key=SUMMARY_KEY, value=summary)
+        return summary["transform_partitions"]
 
-    @task(doc_md=TASK_DOCS["transform"])
-    def transform(extracted: dict, validated: dict) -> dict:
+    # Mapped over the validate's ranges of order ids: the instances run side by side, outside the
+    # pool (each writes only its own range's staging). The instance's label names its range.
+    @task(doc_md=TASK_DOCS["transform"], map_index_template="{{ order_id_range }}")
+    def transform(extracted: dict, partition: dict) -> dict:
         from salesforce_orders import stages
+        from salesforce_orders.partitions import OrderIdRange
 
-        return stages.transform(run_id=extracted["run_id"], instance_url=extracted["instance_url"])
+        get_current_context()["order_id_range"] = str(OrderIdRange.from_dict(partition))
+        return stages.transform(run_id=extracted["run_id"], instance_url=extracted["instance_url"], partition=partition)
 
     @task(doc_md=TASK_DOCS["load"], outlets=list(WAREHOUSE_ASSETS), **SERIALISED)
-    def load(extracted: dict, transformed: dict) -> dict:
+    def load(extracted: dict, transformed: list[dict]) -> dict:
         from salesforce_orders import stages
 
         loaded = stages.load(
@@ -267,17 +287,20 @@ def salesforce_orders_import():
     @task(doc_md=TASK_DOCS["report"], trigger_rule="all_done", retries=1)
     def report() -> dict:
         from salesforce_orders import stages
+        from salesforce_orders.partitions import combine_results
 
         facts = _run_facts()
         ti = facts["context"]["ti"]
         results = {stage: ti.xcom_pull(task_ids=stage, default=None) for stage in STAGES}
+        results["validate"] = ti.xcom_pull(task_ids="validate", key=SUMMARY_KEY, default=None)
+        results["transform"] = combine_results(ti.xcom_pull(task_ids=[MAPPED_STAGE], default=None))  # every instance's
         summary = stages.report(run_id=facts["run_id"], results=results, run_started=facts["dag_run"].start_date)
         _fail_if_a_stage_failed(facts)
         return summary
 
     extracted = extract()
     validated = validate(extracted)
-    transformed = transform(extracted, validated)
+    transformed = transform.partial(extracted=extracted).expand(partition=validated)
     loaded = load(extracted, transformed)
     marked = mark_status_changes(extracted, loaded)
     written = write_back(extracted, marked)

@@ -150,20 +150,51 @@ def test_first_run_imports_transforms_and_writes_back(harness):
 def test_a_run_transformed_in_partitions_is_loaded_once(harness):
     """The transform mapped over three ranges of order ids: three instances, one load of every
     order, the report's counts summed over the instances."""
-    from airflow import settings
-
     harness.set_config(transform_partitions=3, transform_partition_min_orders=20, zero_total_policy="skip")
     run = harness.run()
     assert run["dag_state"] == "success" and run["status"] == "success"
-    with settings.engine.connect() as conn:
-        instances = conn.execute(
-            sa.text("SELECT map_index, state FROM task_instance WHERE run_id = :r AND task_id = 'transform' ORDER BY map_index"),
-            {"r": run["run_id"]},
-        ).all()
-    assert [(i.map_index, str(i.state)) for i in instances] == [(0, "success"), (1, "success"), (2, "success")]
+    assert transform_states(run["run_id"]) == [(0, "success"), (1, "success"), (2, "success")]
     skipped = harness.query("SELECT sf_order_id FROM skipped_orders WHERE run_id = :r", r=run["run_id"])
     assert run["skipped"] == len(skipped)
     assert run["inserted"] == run["valid"] - run["skipped"] == len(harness.query("SELECT sf_order_id FROM external_orders")) > 0
+
+
+def test_a_failed_transform_instance_fails_the_stage_and_names_it(harness, monkeypatch):
+    """One instance fails (the other succeeds): nothing is loaded, and the run is recorded as failed
+    at the transform with the instance's reason, not as having a transform result."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from salesforce_orders import transform
+
+    ids = sorted(activated_orders(harness))
+    refused_from = ids[len(ids) * 9 // 10]  # the last tenth: valid orders of the second range only
+    transform_order = transform.transform_order
+
+    def refuse_the_last_orders(order, *args, **kwargs):
+        if order["Id"] >= refused_from:
+            raise AirflowFailException("order refused")  # no retries
+        return transform_order(order, *args, **kwargs)
+
+    monkeypatch.setattr(transform, "transform_order", refuse_the_last_orders)
+    harness.set_config(transform_partitions=2, transform_partition_min_orders=20)
+    run = harness.run()
+    assert run["dag_state"] == "failed" and run["status"] == "failed"
+    assert (run["failed_stage"], run["failure_reason"]) == ("transform", "order refused")
+    assert "transform" in run["message"] and run["inserted"] == 0
+    assert transform_states(run["run_id"]) == [(0, "success"), (1, "failed")]
+    assert harness.query("SELECT sf_order_id FROM external_orders") == []
+
+
+def transform_states(run_id: str) -> list[tuple[int, str]]:
+    """(map index, state) of each of a run's transform instances."""
+    from airflow import settings
+
+    with settings.engine.connect() as conn:
+        instances = conn.execute(
+            sa.text("SELECT map_index, state FROM task_instance WHERE run_id = :r AND task_id = 'transform' ORDER BY map_index"),
+            {"r": run_id},
+        ).all()
+    return [(i.map_index, str(i.state)) for i in instances]
 
 
 def test_manual_runs_resync_and_deactivation(harness):

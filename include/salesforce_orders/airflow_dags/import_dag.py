@@ -142,6 +142,13 @@ def _stage_states(states: dict[str, str], stage: str) -> set[str]:
     return {state for key, state in states.items() if key == stage or (key.startswith(f"{stage}_") and key[len(stage) + 1 :].isdigit())}
 
 
+def _instance_results(ti) -> list:
+    """The mapped transform's results, one per range the validate planned: None for an instance
+    that left none (it failed), so the stage has a result only when every instance has one."""
+    planned = ti.xcom_pull(task_ids="validate", default=None) or []
+    return ti.xcom_pull(task_ids=MAPPED_STAGE, map_indexes=list(range(len(planned))), default=None)
+
+
 def _budget_left(ti) -> int | None:
     """What the run's last stage to talk to Salesforce left of its API budget (None: no limit known)."""
     for stage in ("write_back", "mark_status_changes", "extract"):
@@ -293,7 +300,7 @@ def salesforce_orders_import():
         ti = facts["context"]["ti"]
         results = {stage: ti.xcom_pull(task_ids=stage, default=None) for stage in STAGES}
         results["validate"] = ti.xcom_pull(task_ids="validate", key=SUMMARY_KEY, default=None)
-        results["transform"] = combine_results(ti.xcom_pull(task_ids=[MAPPED_STAGE], default=None))  # every instance's
+        results[MAPPED_STAGE] = combine_results(_instance_results(ti))
         summary = stages.report(run_id=facts["run_id"], results=results, run_started=facts["dag_run"].start_date)
         _fail_if_a_stage_failed(facts)
         return summary

@@ -90,7 +90,8 @@ def run_stage_in_process(name: str, kwargs: dict[str, Any]) -> None:
     cpu = time.process_time() - cpu_started  # every thread of the task
     if profiler is not None:
         profiler.disable()
-        profiler.dump_stats(str(Path(profile_dir) / f"{kwargs['run_id'].split('__')[1]}-{name}.prof"))
+        instance = f"-{kwargs['partition']['start'] or 'first'}" if kwargs.get("partition") else ""  # a mapped stage's
+        profiler.dump_stats(str(Path(profile_dir) / f"{kwargs['run_id'].split('__')[1]}-{name}{instance}.prof"))
     figures = {"result": result, "seconds": time.perf_counter() - started, "cpu_seconds": cpu, "import_seconds": imported, "peak_rss_mb": _peak_rss_mb()}
     print("BENCH " + json.dumps(figures, default=str))
 
@@ -186,9 +187,17 @@ def start_org(orders: int, state: Path, *, reseed: bool = False) -> Any:
     return server.start()
 
 
-def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str], faults: dict[str, int] | None = None) -> dict[str, Any]:
+def bench_size(
+    orders: int,
+    pg_url: str,
+    state: Path,
+    base_env: dict[str, str],
+    faults: dict[str, int] | None = None,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The import's stages at ``orders``, then the next run's extract (what our write-back's echo
-    costs it). ``faults``: the sandbox's latency switches (the realistic-latency mode)."""
+    costs it). ``faults``: the sandbox's latency switches (the realistic-latency mode); ``config``:
+    keys of the import's Variable to set (``--config``)."""
     from sqlalchemy.engine import make_url
 
     generated = time.perf_counter()
@@ -200,7 +209,7 @@ def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str], 
         **base_env,
         **connection_env("salesforce_default", server.airflow_connection()),
         **connection_env("orders_warehouse", postgres_warehouse_connection(url.host, url.port or 5432, url.database, url.username, url.password)),
-        **variable_env("salesforce_orders_config", {"warehouse_schema": schema, "api_budget_share": 1.0}),
+        **variable_env("salesforce_orders_config", {**(config or {}), "warehouse_schema": schema, "api_budget_share": 1.0}),
     }
     run_id = f"bench__{orders}__{uuid.uuid4().hex[:6]}"
     figures: dict[str, Any] = {}
@@ -245,7 +254,8 @@ def bench_size(orders: int, pg_url: str, state: Path, base_env: dict[str, str], 
         # The next run, as a scheduled one would start it (no overlap: only what changed since the
         # import's last stamp): whatever it extracts is the echo of our own write-back.
         next_run = f"bench__{orders}next__{uuid.uuid4().hex[:6]}"
-        next_env = {**env, **variable_env("salesforce_orders_config", {"warehouse_schema": schema, "api_budget_share": 1.0, "overlap_minutes": 0})}
+        next_config = {**(config or {}), "warehouse_schema": schema, "api_budget_share": 1.0, "overlap_minutes": 0}
+        next_env = {**env, **variable_env("salesforce_orders_config", next_config)}
         echo = run_stage(
             "extract",
             {"run_id": next_run, "dag_run_id": next_run, "run_type": "manual", "data_interval_start": None, "data_interval_end": None, "params": {}},
@@ -469,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bulk-job-delay-s", type=float, default=10.0, help="realistic mode: added to every Bulk job's processing")
     parser.add_argument("--realistic-size", type=int, default=None, help="realistic mode's org size (default: the largest size)")
     parser.add_argument("--realistic-sample-writes", type=int, default=100, help="per-record update calls timed for the realistic baseline")
+    parser.add_argument(
+        "--config", type=json.loads, default={}, metavar="JSON",
+        help='keys of the import\'s Variable for the pipeline runs, e.g. \'{"transform_partitions": 1}\'',
+    )
     parser.add_argument("--profile", metavar="DIR", help="write a cProfile file per stage and size into DIR (slows the stages)")
     parser.add_argument("--output", default=str(PROJECT_ROOT / "bench-results" / "bench.json"))
     parser.add_argument("--stage", help=argparse.SUPPRESS)
@@ -493,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for size in args.sizes:
         print(f"Benchmarking {size:,} orders ...", flush=True)
-        report["runs"].append(bench_size(size, args.pg_url, state, base_env))
+        report["runs"].append(bench_size(size, args.pg_url, state, base_env, config=args.config))
     if not args.no_baseline:
         largest = max(report["runs"], key=lambda r: r["orders"])
         print(f"Baseline at {largest['orders']:,} orders ...", flush=True)
@@ -502,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         size = args.realistic_size or max(args.sizes)
         faults = {"latency_ms": args.latency_ms, "bulk_job_delay_ms": int(args.bulk_job_delay_s * 1000)}
         print(f"Realistic latency at {size:,} orders ({faults}) ...", flush=True)
-        ours = bench_size(size, args.pg_url, state, base_env, faults)
+        ours = bench_size(size, args.pg_url, state, base_env, faults, config=args.config)
         base = bench_baseline(size, args.pg_url, state, base_env, args.realistic_sample_writes, ours, faults)
         report["realistic"] = {"faults": faults, "pipeline": ours, "baseline": base}
     report["parse"] = bench_parse(base_env)

@@ -34,7 +34,12 @@ def staged_run(target, orders: int, invalid: set[int] = frozenset()) -> list[str
     """``orders`` orders staged for RUN, those numbered in ``invalid`` marked invalid; their ids."""
     ids = [sf_id("801", n) for n in range(1, orders + 1)]
     with target.engine.begin() as conn:
-        stage_orders(conn, RUN, [{"Id": order_id, "SystemModstamp": "2026-01-01T00:00:00.000+0000"} for order_id in ids], schema=target.schema)
+        stage_orders(
+            conn,
+            RUN,
+            [{"Id": order_id, "SystemModstamp": "2026-01-01T00:00:00.000+0000"} for order_id in ids],
+            schema=target.schema,
+        )
         mark_validation(conn, RUN, {sf_id("801", n) for n in invalid}, schema=target.schema)
     return ids
 
@@ -46,9 +51,19 @@ def plan(target, **kwargs) -> list[OrderIdRange]:
 
 @pytest.mark.parametrize(
     ("orders", "partitions", "min_orders", "expected"),
-    [(0, 2, 10, 1), (19, 2, 10, 1), (20, 2, 10, 2), (1000, 2, 10, 2), (35, 4, 10, 3), (5, 1, 1, 1), (5, 8, 1, 5)],
+    [
+        (0, 2, 10, 1),
+        (19, 2, 10, 1),
+        (20, 2, 10, 2),
+        (1000, 2, 10, 2),
+        (35, 4, 10, 3),
+        (5, 1, 1, 1),
+        (5, 8, 1, 5),
+    ],
 )
-def test_a_partition_holds_at_least_the_minimum_and_a_run_has_one_at_least(orders, partitions, min_orders, expected):
+def test_a_partition_holds_at_least_the_minimum_and_a_run_has_one_at_least(
+    orders, partitions, min_orders, expected
+):
     assert partition_count(orders, partitions=partitions, min_orders=min_orders) == expected
 
 
@@ -80,12 +95,25 @@ def test_a_range_reads_and_clears_only_its_own_orders_and_batches(created_wareho
         assert sum(map(len, chunks)) == 20
         with target.engine.begin() as conn:
             for chunk in chunks:
-                stage_transformed(conn, RUN, [make_transformed(int(order["Id"][3:15])) for order, _ in chunk], schema=target.schema)
-    assert [r.order.sf_order_id for chunk in iter_transformed(target.engine, RUN, schema=target.schema) for r in chunk] == ids
+                stage_transformed(
+                    conn,
+                    RUN,
+                    [make_transformed(int(order["Id"][3:15])) for order, _ in chunk],
+                    schema=target.schema,
+                )
+    assert [
+        r.order.sf_order_id
+        for chunk in iter_transformed(target.engine, RUN, schema=target.schema)
+        for r in chunk
+    ] == ids
 
     with target.engine.begin() as conn:
         clear_transformed(conn, RUN, within=ranges[0], schema=target.schema)
-    left = [r.order.sf_order_id for chunk in iter_transformed(target.engine, RUN, schema=target.schema) for r in chunk]
+    left = [
+        r.order.sf_order_id
+        for chunk in iter_transformed(target.engine, RUN, schema=target.schema)
+        for r in chunk
+    ]
     assert left == ids[20:]
 
 
@@ -104,7 +132,11 @@ def test_the_instances_results_are_summed_and_a_missing_one_leaves_no_result():
         {"run_id": RUN, "transformed": 7, "skipped": 3, "skipped_reasons": {"zero_total": 2, "other": 1}},
     ]
     assert combine_results(parts) == {
-        "run_id": RUN, "transformed": 17, "skipped": 4, "skipped_reasons": {"zero_total": 3, "other": 1}, "partitions": 2,
+        "run_id": RUN,
+        "transformed": 17,
+        "skipped": 4,
+        "skipped_reasons": {"zero_total": 3, "other": 1},
+        "partitions": 2,
     }
     assert combine_results(parts[0]) == parts[0]  # Airflow hands on a single instance's result as it is
     assert combine_results([parts[0], None]) is None

@@ -8,11 +8,13 @@ order, never a row's values (:mod:`.errors`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -177,7 +179,12 @@ def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], 
             column_values = list(map(operator.itemgetter(name), rows))
             convert = _copy_converter(column.type, conn.dialect)
             values.append(convert(column_values) if convert else column_values)
+        binary_types = _binary_copy_types(columns, values, conn.dialect)
+        if binary_types is not None:
+            sql += " (FORMAT BINARY)"
         with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
+            if binary_types is not None:
+                copy.set_types(binary_types)
             for record in zip(*values, strict=True):
                 copy.write_row(record)
     except Exception as exc:
@@ -252,6 +259,59 @@ def _all_utc(values: list[Any]) -> bool:
     if not set(map(type, values)) <= {datetime, _NONE}:
         return False
     return all(value is None or value.tzinfo is UTC for value in set(values))
+
+
+_DATE_ONLY = frozenset({date, _NONE})
+_INTEGERS = frozenset({int, _NONE})
+# What psycopg's binary COPY dumper of each PostgreSQL type takes (it picks the dumper by the
+# column's type, not by the value's, as the text format does): a column's values, converted.
+_BINARY_COPY_VALUES: dict[str, frozenset[type]] = {
+    "varchar": frozenset({str, _NONE}),
+    "text": frozenset({str, _NONE}),
+    "numeric": frozenset({Decimal, int, _NONE}),
+    "timestamp with time zone": frozenset({datetime, _NONE}),
+    "date": _DATE_ONLY,
+    "boolean": frozenset({bool, _NONE}),
+    "smallint": _INTEGERS,
+    "integer": _INTEGERS,
+    "bigint": _INTEGERS,
+}
+
+
+def _binary_copy_types(
+    columns: Sequence[sa.Column], values: list[list[Any]], dialect: sa.Dialect
+) -> list[str] | None:
+    """The columns' PostgreSQL types for a binary COPY of ``values`` (converted, column by column),
+    or None: the rows go as text.
+
+    Binary, the values need no text formatting or escaping by the driver nor parsing by the
+    server (timestamps, dates, booleans; JSON as its text): half the driver's time for an order's
+    row. It is taken only when every value is of a kind its column's binary dumper writes as the
+    text format would be read (an aware datetime, a Decimal, a bool, ...); anything else (a float
+    amount, a text in a date column, an unknown type) goes as text, as it always did."""
+    from psycopg.types.json import Json, Jsonb
+
+    json_values = {"json": frozenset({Json, _NONE}), "jsonb": frozenset({Jsonb, _NONE})}
+    types = []
+    for column, column_values in zip(columns, values, strict=True):
+        name = _postgresql_type_name(column.type, dialect)
+        accepted = _BINARY_COPY_VALUES.get(name) or json_values.get(name)
+        if accepted is None or not set(map(type, column_values)) <= accepted:
+            return None
+        if name == "timestamp with time zone" and _any_naive(column_values):
+            return None  # the text format lets the server's time zone place a naive datetime
+        types.append(name)
+    return types
+
+
+def _any_naive(values: list[datetime | None]) -> bool:
+    return any(value is not None and value.tzinfo is None for value in set(values))
+
+
+@functools.lru_cache(maxsize=1024)  # compiled once per column type, not per COPY
+def _postgresql_type_name(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
+    """``VARCHAR(18)`` -> ``varchar``: the name psycopg knows the type by."""
+    return column_type.compile(dialect=dialect).split("(")[0].strip().lower()
 
 
 def select_in(

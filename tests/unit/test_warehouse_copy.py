@@ -348,3 +348,23 @@ def test_copy_converts_a_column_whole_only_when_its_bind_processor_would_change_
     flags = [True, False, None]
     assert convert(o.c.is_zero_total, flags) is flags
     assert convert(o.c.is_zero_total, [1, 0, None]) == [True, False, None]
+
+
+def test_copy_goes_binary_only_when_every_value_suits_its_columns_binary_dumper(postgres_engine):
+    dialect = postgres_engine.dialect
+    o = tables(None).external_orders
+    columns = [o.c.sf_order_id, o.c.effective_date, o.c.total_amount, o.c.is_zero_total, o.c.sf_system_modstamp]
+
+    def binary_types(*column_values: list[Any]) -> list[str] | None:
+        values = [list(v) for v in column_values]
+        return writes._binary_copy_types(columns, values, [set(map(type, v)) for v in values], dialect)
+
+    ids, dates, flags, stamps = ["801A", None], [date(2026, 1, 2), None], [True, None], [T0, None]
+    assert binary_types(ids, dates, [Decimal("1.10"), 2], flags, stamps) == [
+        "varchar", "date", "numeric", "boolean", "timestamp with time zone",
+    ]
+    # as text, as before: PostgreSQL parses what the binary dumper would not take
+    assert binary_types(ids, dates, ["0.333333333333333", None], flags, stamps) is None  # a float amount
+    assert binary_types(ids, ["not a date", None], [Decimal(1), None], flags, stamps) is None
+    assert binary_types(ids, [T0, None], [Decimal(1), None], flags, stamps) is None  # a datetime in a date column
+    assert binary_types([1, None], dates, [Decimal(1), None], flags, stamps) is None

@@ -33,7 +33,7 @@ COPY_MIN_ROWS = 200
 
 _Row = dict[str, Any]
 _Convert = Callable[[Any], Any]
-_ConvertColumn = Callable[[list[Any]], list[Any]]
+_ConvertColumn = Callable[[Sequence[Any], set[type] | None], Sequence[Any]]
 
 
 def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
@@ -172,20 +172,29 @@ def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], 
     if not conn.in_transaction():
         conn.begin()  # as conn.execute() would: the caller's commit() must cover the COPY
     try:
-        # Converted column by column (map runs the loop in C), then zipped back into records:
-        # a Python loop over every value of every row cost a quarter of a large load.
-        values = []
-        for name, column in zip(names, columns, strict=True):
-            column_values = list(map(operator.itemgetter(name), rows))
+        # Each row's values in column order (one C call a row), turned into columns to convert
+        # (map runs the loop in C), zipped back into records only when a column changed: a
+        # Python loop over every value of every row cost a quarter of a large load.
+        records: Sequence[tuple[Any, ...]] = list(map(_values_of(names), rows))
+        values, kinds = [], []
+        changed = False
+        for column, column_values in zip(columns, zip(*records, strict=True), strict=True):
+            column_kinds = set(map(type, column_values))
             convert = _copy_converter(column.type, conn.dialect)
-            values.append(convert(column_values) if convert else column_values)
-        binary_types = _binary_copy_types(columns, values, conn.dialect)
+            converted = convert(column_values, column_kinds) if convert else column_values
+            if converted is not column_values:
+                changed, column_kinds = True, set(map(type, converted))
+            values.append(converted)
+            kinds.append(column_kinds)
+        if changed:
+            records = list(zip(*values, strict=True))
+        binary_types = _binary_copy_types(columns, values, kinds, conn.dialect)
         if binary_types is not None:
             sql += " (FORMAT BINARY)"
         with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
             if binary_types is not None:
                 copy.set_types(binary_types)
-            for record in zip(*values, strict=True):
+            for record in records:
                 copy.write_row(record)
     except Exception as exc:
         # raised as conn.execute() would: a DBAPIError subclass, or a StatementError for a
@@ -195,6 +204,7 @@ def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], 
         raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True) from exc
 
 
+@functools.lru_cache(maxsize=1024)  # made once per column type, not per COPY
 def _copy_converter(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> _ConvertColumn | None:
     """How a column's values (a list) go into COPY, or None: as they are.
 
@@ -211,8 +221,9 @@ def _copy_converter(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> _C
         return None
     as_is = _left_as_is(column_type, dialect)
 
-    def convert(values: list[Any]) -> list[Any]:
-        if as_is is not None and as_is(values):
+    def convert(values: Sequence[Any], kinds: set[type] | None = None) -> Sequence[Any]:
+        """``kinds``: the values' types, when known."""
+        if as_is is not None and as_is(values, set(map(type, values)) if kinds is None else kinds):
             return values
         return list(map(bind, values))
 
@@ -230,10 +241,12 @@ def _float_as_numeric(value: Any) -> Any:
 _NONE = type(None)
 
 
-def _left_as_is(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> Callable[[list[Any]], bool] | None:
+def _left_as_is(
+    column_type: sa.types.TypeEngine, dialect: sa.Dialect
+) -> Callable[[Sequence[Any], set[type]], bool] | None:
     """A check that the bind processor of ``column_type`` (and the float rounding of a NUMERIC
     column) returns every value of a column as it is, or None: no such check. Told from the
-    values' types in C, not by calling the processor on each value (some 5 % of a large load).
+    values' types (found in C), not by calling the processor on each value (some 5 % of a large load).
 
     UtcDateTime leaves a UTC datetime as it is; Money and NUMERIC convert only floats; Boolean
     only values that are not booleans."""
@@ -246,19 +259,26 @@ def _left_as_is(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> Callab
     return None
 
 
-def _no_floats(values: list[Any]) -> bool:
-    return float not in set(map(type, values))
+def _no_floats(_values: Sequence[Any], kinds: set[type]) -> bool:
+    return float not in kinds
 
 
-def _only_booleans(values: list[Any]) -> bool:
-    return set(map(type, values)) <= {bool, _NONE}
+def _only_booleans(_values: Sequence[Any], kinds: set[type]) -> bool:
+    return kinds <= {bool, _NONE}
 
 
-def _all_utc(values: list[Any]) -> bool:
+def _all_utc(values: Sequence[Any], kinds: set[type]) -> bool:
     """None or datetimes in UTC (``datetime.UTC``), which the processor would only copy."""
-    if not set(map(type, values)) <= {datetime, _NONE}:
+    if not kinds <= {datetime, _NONE}:
         return False
     return all(value is None or value.tzinfo is UTC for value in set(values))
+
+
+def _values_of(names: list[str]) -> Callable[[_Row], tuple[Any, ...]]:
+    """A row's values of ``names``, as a tuple in that order."""
+    if len(names) == 1:  # (itemgetter of a single name gives the value, not a tuple)
+        return lambda row: (row[names[0]],)
+    return operator.itemgetter(*names)
 
 
 _DATE_ONLY = frozenset({date, _NONE})
@@ -279,10 +299,10 @@ _BINARY_COPY_VALUES: dict[str, frozenset[type]] = {
 
 
 def _binary_copy_types(
-    columns: Sequence[sa.Column], values: list[list[Any]], dialect: sa.Dialect
+    columns: Sequence[sa.Column], values: list[Sequence[Any]], kinds: list[set[type]], dialect: sa.Dialect
 ) -> list[str] | None:
-    """The columns' PostgreSQL types for a binary COPY of ``values`` (converted, column by column),
-    or None: the rows go as text.
+    """The columns' PostgreSQL types for a binary COPY of ``values`` (converted, column by column;
+    ``kinds``: their types), or None: the rows go as text.
 
     Binary, the values need no text formatting or escaping by the driver nor parsing by the
     server (timestamps, dates, booleans; JSON as its text): half the driver's time for an order's
@@ -293,18 +313,20 @@ def _binary_copy_types(
 
     json_values = {"json": frozenset({Json, _NONE}), "jsonb": frozenset({Jsonb, _NONE})}
     types = []
-    for column, column_values in zip(columns, values, strict=True):
+    for column, column_values, column_kinds in zip(columns, values, kinds, strict=True):
         name = _postgresql_type_name(column.type, dialect)
         accepted = _BINARY_COPY_VALUES.get(name) or json_values.get(name)
-        if accepted is None or not set(map(type, column_values)) <= accepted:
+        if accepted is None or not column_kinds <= accepted:
             return None
-        if name == "timestamp with time zone" and _any_naive(column_values):
-            return None  # the text format lets the server's time zone place a naive datetime
+        # (UtcDateTime's processor refuses a naive datetime: only other columns are looked at)
+        if name == "timestamp with time zone" and not isinstance(column.type, UtcDateTime):
+            if _any_naive(column_values):
+                return None  # the text format lets the server's time zone place a naive datetime
         types.append(name)
     return types
 
 
-def _any_naive(values: list[datetime | None]) -> bool:
+def _any_naive(values: Sequence[datetime | None]) -> bool:
     return any(value is not None and value.tzinfo is None for value in set(values))
 
 

@@ -26,7 +26,7 @@ from .amounts import exact
 from .model import StagedItem, StagedOrder, TransformedOrder, init_only_sets_fields, plain
 from .partitions import EVERY_ORDER_ID, OrderIdRange
 from .warehouse.definitions import INVALID, STAGED, VALID, tables
-from .warehouse.engines import json_dumps, json_loads
+from .warehouse.engines import BINARY_RESULTS, json_dumps, json_loads
 from .warehouse.types import parse_utc, utc_now
 from .warehouse.writes import in_batches, one_of, upsert
 
@@ -465,7 +465,11 @@ def iter_transformed(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
     t = tables(schema).stg_transformed_batches
-    query = sa.select(t.c.first_order_id, _utf8(engine, t.c.payload).label("payload")).where(t.c.run_id == run_id)
+    query = (
+        sa.select(t.c.first_order_id, _utf8(engine, t.c.payload).label("payload"))
+        .where(t.c.run_id == run_id)
+        .execution_options(**{BINARY_RESULTS: True})  # the payload's bytes as they are, not as hex
+    )
     batches = _keyset_chunks(
         engine, query, t.c.first_order_id, 1, lambda _conn, rows: transformed_batch_from_json(rows[0].payload)
     )

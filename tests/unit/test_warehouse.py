@@ -513,9 +513,21 @@ def test_transformed_records_round_trip_through_staging_in_chunks(created_wareho
     records = [make_transformed(n, account_name=f"Kunde Nr. {n} — Müller") for n in (4, 1, 3, 2, 5)]
     with target.engine.begin() as conn:
         stage_transformed(conn, "r", records, schema=target.schema)
-    chunks = list(iter_transformed(target.engine, "r", chunk_size=2, schema=target.schema))
+    formats = []
+
+    def result_format(_conn, cursor, statement, *_args):
+        if "stg_transformed_batches" in statement:
+            formats.append(getattr(cursor, "format", None))
+
+    sa.event.listen(target.engine, "after_cursor_execute", result_format)
+    try:
+        chunks = list(iter_transformed(target.engine, "r", chunk_size=2, schema=target.schema))
+    finally:
+        sa.event.remove(target.engine, "after_cursor_execute", result_format)
     assert [len(c) for c in chunks] == [2, 2, 1]
     assert [r for chunk in chunks for r in chunk] == sorted(records, key=lambda r: r.order.sf_order_id)
+    if target.engine.dialect.name == "postgresql":  # the payloads' bytes as they are, not as hex text
+        assert formats and set(formats) == {1}  # psycopg.pq.Format.BINARY
     with target.engine.begin() as conn:
         clear_transformed(conn, "r", schema=target.schema)
     assert list(iter_transformed(target.engine, "r", schema=target.schema)) == []

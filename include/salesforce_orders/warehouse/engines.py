@@ -32,6 +32,11 @@ def json_dumps(value: Any) -> str:
     return _JSON_ENCODER.encode(value).decode()
 
 
+def json_bytes(value: Any) -> bytes:
+    """The text :func:`json_dumps` writes, as UTF-8: what a binary COPY sends (warehouse.writes)."""
+    return _JSON_ENCODER.encode(value)
+
+
 def json_loads(text: str | bytes) -> Any:
     try:
         return _JSON_DECODER.decode(text)
@@ -133,6 +138,7 @@ __all__ = [
     "SQLITE_WRITE_LOCK",
     "create_sqlite_engine",
     "engine_from_connection",
+    "json_bytes",
     "json_dumps",
     "json_loads",
     "warehouse_engine",

@@ -368,3 +368,7 @@ def test_copy_goes_binary_only_when_every_value_suits_its_columns_binary_dumper(
     assert binary_types(ids, ["not a date", None], [Decimal(1), None], flags, stamps) is None
     assert binary_types(ids, [T0, None], [Decimal(1), None], flags, stamps) is None  # a datetime in a date column
     assert binary_types([1, None], dates, [Decimal(1), None], flags, stamps) is None
+    services = tables(None).order_services
+    counts = [services.c.item_count]
+    assert writes._binary_copy_types(counts, [[3, None]], [{int, type(None)}], dialect) == ["integer"]
+    assert writes._binary_copy_types(counts, [[2**31, None]], [{int, type(None)}], dialect) is None

@@ -336,8 +336,20 @@ def _binary_copy_types(
         if name == "timestamp with time zone" and not isinstance(column.type, UtcDateTime):
             if _any_naive(column_values):
                 return None  # the text format lets the server's time zone place a naive datetime
+        if name in _INTEGER_BITS and not _fits(column_values, _INTEGER_BITS[name]):
+            return None  # the server refuses it, naming the column, as for any value
         types.append(name)
     return types
+
+
+_INTEGER_BITS = {"smallint": 16, "integer": 32, "bigint": 64}
+
+
+def _fits(values: Sequence[int | None], bits: int) -> bool:
+    """Whether every integer fits a signed integer of ``bits`` (the binary dumper cannot write it)."""
+    present = [value for value in values if value is not None]
+    limit = 1 << (bits - 1)
+    return not present or (min(present) >= -limit and max(present) < limit)
 
 
 def _plain_json(column_type: sa.types.TypeEngine, kinds: set[type], dialect: sa.Dialect) -> bool:

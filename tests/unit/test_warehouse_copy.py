@@ -353,7 +353,13 @@ def test_copy_converts_a_column_whole_only_when_its_bind_processor_would_change_
 def test_copy_goes_binary_only_when_every_value_suits_its_columns_binary_dumper(postgres_engine):
     dialect = postgres_engine.dialect
     o = tables(None).external_orders
-    columns = [o.c.sf_order_id, o.c.effective_date, o.c.total_amount, o.c.is_zero_total, o.c.sf_system_modstamp]
+    columns = [
+        o.c.sf_order_id,
+        o.c.effective_date,
+        o.c.total_amount,
+        o.c.is_zero_total,
+        o.c.sf_system_modstamp,
+    ]
 
     def binary_types(*column_values: list[Any]) -> list[str] | None:
         values = [list(v) for v in column_values]
@@ -361,12 +367,17 @@ def test_copy_goes_binary_only_when_every_value_suits_its_columns_binary_dumper(
 
     ids, dates, flags, stamps = ["801A", None], [date(2026, 1, 2), None], [True, None], [T0, None]
     assert binary_types(ids, dates, [Decimal("1.10"), 2], flags, stamps) == [
-        "varchar", "date", "numeric", "boolean", "timestamp with time zone",
+        "varchar",
+        "date",
+        "numeric",
+        "boolean",
+        "timestamp with time zone",
     ]
     # as text, as before: PostgreSQL parses what the binary dumper would not take
     assert binary_types(ids, dates, ["0.333333333333333", None], flags, stamps) is None  # a float amount
     assert binary_types(ids, ["not a date", None], [Decimal(1), None], flags, stamps) is None
-    assert binary_types(ids, [T0, None], [Decimal(1), None], flags, stamps) is None  # a datetime in a date column
+    # a datetime in a date column
+    assert binary_types(ids, [T0, None], [Decimal(1), None], flags, stamps) is None
     assert binary_types([1, None], dates, [Decimal(1), None], flags, stamps) is None
     services = tables(None).order_services
     counts = [services.c.item_count]

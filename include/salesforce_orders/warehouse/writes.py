@@ -179,7 +179,8 @@ def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], 
         records: Sequence[tuple[Any, ...]] = list(map(_values_of(names), rows))
         values, kinds, plain_json = [], [], []
         changed = False
-        for index, (column, column_values) in enumerate(zip(columns, zip(*records, strict=True), strict=True)):
+        by_column = zip(columns, zip(*records, strict=True), strict=True)
+        for index, (column, column_values) in enumerate(by_column):
             column_kinds = set(map(type, column_values))
             if _plain_json(column.type, column_kinds, conn.dialect):
                 plain_json.append(index)  # converted below, once the format is known
@@ -366,7 +367,9 @@ _PLAIN_JSON = frozenset({dict, list, _NONE})
 _JSONB_VERSION = b"\x01"  # the first byte of a jsonb value in binary: its format's version
 
 
-def _json_field_bytes(column_type: sa.types.TypeEngine, values: Sequence[Any], dialect: sa.Dialect) -> list[Any]:
+def _json_field_bytes(
+    column_type: sa.types.TypeEngine, values: Sequence[Any], dialect: sa.Dialect
+) -> list[Any]:
     """A plain JSON column's values as the fields of a binary COPY: the codec's JSON text as UTF-8
     (after jsonb's version byte), written here in one step instead of through SQLAlchemy's bind
     processor, psycopg's JSON wrapper and its dumper (three Python calls a value, some 5 % of a

@@ -239,6 +239,8 @@ class SalesforceOrdersHook(SalesforceHook):
         self._calls_in_flight = 0  # calls allowed under the budget whose answer is not counted yet
         self._result_pages_unsupported = False  # the org answered 404 to resultPages (API version < 58.0)
         self._describes: dict[str, dict] = {}
+        self._ingest_seconds: float | None = None  # the longest processing time of the last ingest jobs waited for
+        self._query_jobs_started: dict[str, float] = {}  # by job id: when start_bulk_query created it
 
     # ---- connection -------------------------------------------------------------------
 
@@ -490,32 +492,67 @@ class SalesforceOrdersHook(SalesforceHook):
             return f"{self.instance_url}{url}"
         return f"{self.conn.base_url}{url}"
 
-    def _wait_for_bulk_job(self, kind: str, job_id: str, sleep: Callable[[float], Any], clock: Callable[[], float]) -> dict:
-        """Poll a Bulk job (``kind`` ``query`` or ``ingest``) until it is final; its last job info.
+    def _wait_for_bulk_job(
+        self, kind: str, job_id: str, sleep: Callable[[float], Any], clock: Callable[[], float], started_at: float | None = None
+    ) -> dict:
+        """Poll a Bulk job (``kind`` ``query`` or ``ingest``) until it is final; its last job info."""
+        return self._wait_for_bulk_jobs(kind, [job_id], sleep, clock, started_at)[job_id]
 
-        No job is done the moment it is created or closed, so the first status call comes after
-        ``bulk_poll_seconds``; each next wait is 1.5 times longer, up to ``bulk_poll_max_seconds``.
+    def _wait_for_bulk_jobs(
+        self,
+        kind: str,
+        job_ids: list[str],
+        sleep: Callable[[float], Any],
+        clock: Callable[[], float],
+        started_at: float | None = None,
+        expected_seconds: float | None = None,
+    ) -> dict[str, dict]:
+        """Poll Bulk jobs of one ``kind`` until each is final; their last job infos, by id.
+
+        No job is done the moment it is created or closed, so the first status calls come
+        ``bulk_poll_seconds`` after ``started_at`` (when the jobs were closed, or the query job
+        created; default now); each next wait is 1.5 times longer, up to ``bulk_poll_max_seconds``.
         A long job thus costs a few calls for its first minute and one per interval after it,
-        instead of one per half second.
+        instead of one per half second. The waits count from ``started_at``: time spent on other
+        work meanwhile is not waited again, and a poll it let pass is made once, not made up.
+        Jobs waited for together share the polls: each asks about the jobs not yet final.
+        ``expected_seconds``: how long the jobs should take (learned from earlier ones); the first
+        poll then comes at that point, the growing waits after it if they are not done.
         """
-        deadline = clock() + BULK_TIMEOUT_SECONDS
+        started_at = clock() if started_at is None else started_at
+        deadline = started_at + BULK_TIMEOUT_SECONDS
         intervals = self.bulk_settings.poll_intervals()
+        poll_at = started_at + (next(intervals) if expected_seconds is None else expected_seconds)
+        waiting, infos = list(job_ids), {}
         while True:
-            sleep(next(intervals))
-            info = self.call("GET", f"jobs/{kind}/{job_id}")
-            if info.get("state") in BULK_FINAL_STATES:
-                return info
-            if clock() > deadline:
-                raise SalesforceApiError(f"Bulk {kind} job {job_id} did not complete within {BULK_TIMEOUT_SECONDS} s", code="BULK_JOB_TIMEOUT")
+            now = clock()
+            if poll_at > now:
+                sleep(poll_at - now)
+            for job_id in list(waiting):
+                info = self.call("GET", f"jobs/{kind}/{job_id}")
+                if info.get("state") in BULK_FINAL_STATES:
+                    infos[job_id] = info
+                    waiting.remove(job_id)
+            if not waiting:
+                return infos
+            now = clock()
+            if now > deadline:
+                raise SalesforceApiError(f"Bulk {kind} job {waiting[0]} did not complete within {BULK_TIMEOUT_SECONDS} s", code="BULK_JOB_TIMEOUT")
+            poll_at += next(intervals)
+            while poll_at <= now:
+                poll_at += next(intervals)
 
-    def start_bulk_query(self, soql: str, *, include_deleted: bool = False) -> str:
+    def start_bulk_query(self, soql: str, *, include_deleted: bool = False, clock: Callable[[], float] = time.monotonic) -> str:
         """Create a Bulk API 2.0 query job; its id. Salesforce starts working on it at once, so a
-        job started before the previous one is read runs alongside it."""
+        job started before the previous one is read runs alongside it (and its waits count from
+        here: ``clock`` is the one its pages are read with)."""
+        started_at = clock()
         job = self.call(
             "POST",
             "jobs/query",
             json={"operation": "queryAll" if include_deleted else "query", "query": soql, "columnDelimiter": "COMMA", "lineEnding": "LF"},
         )
+        self._query_jobs_started[job["id"]] = started_at
         return job["id"]
 
     def iter_bulk_query_pages(
@@ -544,8 +581,8 @@ class SalesforceOrdersHook(SalesforceHook):
         ``job_id``: the job :meth:`start_bulk_query` started for ``soql``; else one is started here.
         """
         if job_id is None:
-            job_id = self.start_bulk_query(soql, include_deleted=include_deleted)
-        info = self._wait_for_bulk_job("query", job_id, sleep, clock)
+            job_id = self.start_bulk_query(soql, include_deleted=include_deleted, clock=clock)
+        info = self._wait_for_bulk_job("query", job_id, sleep, clock, self._query_jobs_started.pop(job_id, None))
         state = info.get("state")
         if state != "JobComplete":
             raise SalesforceApiError(f"Bulk query job {job_id} {state.lower()}: {info.get('errorMessage')}", code="BULK_JOB_" + state.upper())
@@ -708,12 +745,35 @@ class SalesforceOrdersHook(SalesforceHook):
         ``records`` carry ``id`` and the fields to set (no ``attributes``). An empty CSV cell leaves
         a field unchanged, so records may set different fields.
         """
+        return self.bulk_update_objects([(sobject, records)], sleep=sleep, clock=clock)[0]
+
+    def bulk_update_objects(
+        self,
+        updates: list[tuple[str, list[dict]]],
+        *,
+        sleep: Callable[[float], Any] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> list[list[dict]]:
+        """``bulk_update`` of several objects' records, one ingest job per object: every job is
+        uploaded and closed before any is waited for, so Salesforce processes them at the same time,
+        and they are polled together. The results of each, in the order of ``updates``."""
+        closed_at = clock()
+        job_ids = [self._close_update_job(sobject, records) for sobject, records in updates]
+        # The earlier jobs' processing time, a tenth more for safety, tells when these are done.
+        expected = None if self._ingest_seconds is None else self._ingest_seconds * 1.1
+        infos = self._wait_for_bulk_jobs("ingest", job_ids, sleep, clock, closed_at, expected)
+        times = [info.get("totalProcessingTime") for info in infos.values()]
+        if times and all(isinstance(ms, int | float) and ms >= 0 for ms in times):
+            self._ingest_seconds = max(times) / 1000
+        return [self._update_results(job_id, infos[job_id], records) for job_id, (_, records) in zip(job_ids, updates, strict=True)]
+
+    def _close_update_job(self, sobject: str, records: list[dict]) -> str:
+        """Create an update job for ``records``, upload them as CSV and close it; its id."""
         columns = sorted({k for r in records for k in r if k not in ("id", "attributes")})
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["Id", *columns])
-        for record in records:
-            writer.writerow([record["id"], *(("" if record.get(c) is None else record.get(c)) for c in columns)])
+        writer.writerows([record["id"], *(("" if record.get(c) is None else record.get(c)) for c in columns)] for record in records)
         job = self.call(
             "POST",
             "jobs/ingest",
@@ -727,16 +787,26 @@ class SalesforceOrdersHook(SalesforceHook):
             headers={"Content-Type": "text/csv; charset=UTF-8"},
         )
         self.call("PATCH", f"jobs/ingest/{job_id}", json={"state": "UploadComplete"})
-        info = self._wait_for_bulk_job("ingest", job_id, sleep, clock)
+        return job_id
+
+    def _update_results(self, job_id: str, info: dict, records: list[dict]) -> list[dict]:
+        """Each record's result from a finished ingest job. A job that processed every record needs
+        no result file when none failed, and only ``failedResults`` when some did (the others
+        succeeded); otherwise both files are read, and a record in neither was not processed."""
+        failed = info.get("numberRecordsFailed")
+        processed_all = info.get("state") == "JobComplete" and info.get("numberRecordsProcessed") == len(records) and isinstance(failed, int)
         outcome: dict[str, dict] = {}
-        for kind in ("successfulResults", "failedResults"):
-            for row in self._bulk_csv(f"ingest/{job_id}/{kind}/"):
+        if not processed_all:
+            for row in self._bulk_csv(f"ingest/{job_id}/successfulResults/"):
                 record_id = row.get("Id") or row.get("sf__Id")
-                if kind == "successfulResults":
-                    outcome[record_id] = {"id": record_id, "success": True, "errors": []}
-                else:
-                    code, _, message = (row.get("sf__Error") or "UNKNOWN_EXCEPTION:").partition(":")
-                    outcome[record_id] = {"id": record_id, "success": False, "errors": [{"statusCode": code, "message": message, "fields": []}]}
+                outcome[record_id] = {"id": record_id, "success": True, "errors": []}
+        if not processed_all or failed:
+            for row in self._bulk_csv(f"ingest/{job_id}/failedResults/"):
+                record_id = row.get("Id") or row.get("sf__Id")
+                code, _, message = (row.get("sf__Error") or "UNKNOWN_EXCEPTION:").partition(":")
+                outcome[record_id] = {"id": record_id, "success": False, "errors": [{"statusCode": code, "message": message, "fields": []}]}
+        if processed_all:
+            return [outcome.get(r["id"], {"id": r["id"], "success": True, "errors": []}) for r in records]
         # records in neither file were not processed (a failed or aborted job): a transient outcome
         unprocessed = {"statusCode": "BULK_UNPROCESSED", "message": f"not processed by bulk job {job_id} ({info.get('state')})", "fields": []}
         return [outcome.get(r["id"], {"id": r["id"], "success": False, "errors": [unprocessed]}) for r in records]

@@ -9,6 +9,7 @@ import json
 import math
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -430,6 +431,20 @@ def test_bulk_status_polls_back_off_to_a_cap(connect: Callable[..., SalesforceOr
     assert org.status_calls == len(org.sleeps) == {0.2: 1, 10: 6, 60: 12, 600: 66}[done_at]
 
 
+def test_a_bulk_job_read_later_is_not_waited_for_again(connect: Callable[..., SalesforceOrdersHook], monkeypatch: pytest.MonkeyPatch):
+    """The waits count from when the job was started: a job read after other work (the items' job
+    while the orders are staged) is asked about at once, and a poll passed is made once."""
+    hook = connect()
+    org = ScriptedJobs(hook, monkeypatch, done_at=3, final="Failed")  # (ends the read once waited for)
+    job_id = hook.start_bulk_query("SELECT Id FROM Order", clock=org.clock)
+    org.now = 2.0  # staging something else meanwhile: the polls at 0.5 and 1.25 s went by
+
+    with pytest.raises(SalesforceApiError):
+        list(hook.iter_bulk_query_pages("SELECT Id FROM Order", job_id=job_id, sleep=org.sleep, clock=org.clock))
+
+    assert org.sleeps == [0.375, 1.6875] and org.status_calls == 3  # at 2 s (once), 2.375 s, 4.0625 s
+
+
 def test_a_failed_query_job_is_an_error_after_backing_off(connect: Callable[..., SalesforceOrdersHook], monkeypatch: pytest.MonkeyPatch):
     hook = connect(bulk_poll_seconds=1, bulk_poll_max_seconds=4)
     org = ScriptedJobs(hook, monkeypatch, done_at=20, final="Failed")
@@ -451,6 +466,63 @@ def test_a_bulk_job_past_the_time_out_is_an_error(connect: Callable[..., Salesfo
     assert raised.value.code == "BULK_JOB_TIMEOUT"
     assert org.now > BULK_TIMEOUT_SECONDS
     assert org.status_calls < BULK_TIMEOUT_SECONDS / 10 + 10  # a fixed half second: 7,200
+
+
+def first_orders(sandbox: SandboxServer, count: int) -> list[str]:
+    with sandbox.store.lock:
+        return [row[0] for row in sandbox.store.conn.execute('SELECT Id FROM "Order" ORDER BY Id LIMIT ?', (count,))]
+
+
+def test_bulk_updates_of_several_objects_are_processed_together(sandbox: SandboxServer, hook: SalesforceOrdersHook):
+    """Every job is closed before the first status call, and they share it: no result file is read
+    when every record went through."""
+    orders = first_orders(sandbox, 3)
+    with sandbox.store.lock:
+        account = sandbox.store.conn.execute('SELECT Id FROM "Account" ORDER BY Id LIMIT 1').fetchone()[0]
+    marker = uuid.uuid4().hex[:8]
+    ingest_before, calls_before = sandbox_calls(sandbox)["bulk_ingest"], hook.usage.calls
+    sleeps: list[float] = []
+
+    results = hook.bulk_update_objects(
+        [("Order", [{"id": i, "Description": f"{marker} {n}"} for n, i in enumerate(orders)]), ("Account", [{"id": account, "Description": marker}])],
+        sleep=lambda s: (sleeps.append(s), time.sleep(s)),
+    )
+
+    assert [[r["id"] for r in job] for job in results] == [orders, [account]]
+    assert all(r["success"] and r["errors"] == [] for job in results for r in job)
+    assert len(sleeps) == 1 and 0.3 < sleeps[0] <= 0.5  # one wait for both jobs, from when the first was closed
+    # create, upload and close each, then one status call each: no successfulResults/failedResults
+    assert sandbox_calls(sandbox)["bulk_ingest"] - ingest_before == hook.usage.calls - calls_before == 8
+    assert sandbox.store.get("Order", orders[2], ["Description"])["Description"] == f"{marker} 2"
+    assert sandbox.store.get("Account", account, ["Description"])["Description"] == marker
+
+
+def test_a_bulk_update_with_failures_reads_only_the_failed_results(sandbox: SandboxServer, hook: SalesforceOrdersHook):
+    first, second, third = first_orders(sandbox, 3)
+    sandbox.admin.set_faults(lock_rows=[second])
+    calls_before = hook.usage.calls
+
+    results = hook.bulk_update("Order", [{"id": i, "Description": "x"} for i in (first, second, third)])
+
+    assert [r["success"] for r in results] == [True, False, True]
+    assert results[1]["errors"][0]["statusCode"] == "UNABLE_TO_LOCK_ROW"
+    assert hook.usage.calls - calls_before == 5  # create, upload, close, status, failedResults
+
+
+def test_the_next_bulk_wait_is_the_processing_time_of_the_last(sandbox: SandboxServer, hook: SalesforceOrdersHook):
+    """A later batch of jobs is first asked about when the earlier ones took to process (a tenth
+    more), not after the growing waits: on a real org that is seconds to minutes of waits saved."""
+    orders = first_orders(sandbox, 2)
+    sandbox.admin.set_faults(bulk_job_delay_ms=600)
+    sleeps: list[float] = []
+    hook.bulk_update("Order", [{"id": orders[0], "Description": "first"}], sleep=lambda s: (sleeps.append(s), time.sleep(s)))
+    first_job = list(sleeps)
+    sleeps.clear()
+
+    hook.bulk_update("Order", [{"id": orders[1], "Description": "second"}], sleep=lambda s: (sleeps.append(s), time.sleep(s)))
+
+    assert len(first_job) == 2  # not done after 0.5 s, done after 1.25 s
+    assert len(sleeps) == 1 and 0.5 < sleeps[0] < 0.75  # 0.655 s of processing, a tenth more
 
 
 def test_bulk_settings_come_from_the_connection_extras(sandbox: SandboxServer, connect: Callable[..., SalesforceOrdersHook]):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -329,9 +329,12 @@ class OutboxDrainer:
         if not bulk:
             results.update(zip(updates, self.hook.update_records([payloads[i] for i in updates]), strict=False))
             return [results.get(i) for i in range(len(payloads))], self.hook.usage.calls - calls_before
-        for sf_object in dict.fromkeys(payloads[i]["attributes"]["type"] for i in updates):
-            positions = [i for i in updates if payloads[i]["attributes"]["type"] == sf_object]
-            answers = self.hook.bulk_update(sf_object, [{k: v for k, v in payloads[i].items() if k != "attributes"} for i in positions])
+        # One ingest job per object, all processed at the same time and waited for together.
+        by_object: dict[str, list[int]] = {}
+        for i in updates:
+            by_object.setdefault(payloads[i]["attributes"]["type"], []).append(i)
+        jobs = [(sf_object, [{k: v for k, v in payloads[i].items() if k != "attributes"} for i in positions]) for sf_object, positions in by_object.items()]
+        for positions, answers in zip(by_object.values(), self.hook.bulk_update_objects(jobs), strict=True):
             results.update(zip(positions, answers, strict=True))
         return [results.get(i) for i in range(len(payloads))], self.hook.usage.calls - calls_before
 
@@ -434,19 +437,26 @@ class OutboxDrainer:
         now = datetime.now(UTC)
         self._started = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as exact as a SOQL bound
 
-    def _remember_own_writes(self) -> None:
-        """Read back what the integration user last modified since this drain started and keep the
-        span, so the next extract leaves our own writes out (own_writes.py)."""
-        from .load import get_watermark
-        from .own_writes import remember, span_of
+    def _start_reading_own_writes(self) -> tuple[set[str], Iterator[list[dict]]] | None:
+        """What the integration user last modified since this drain started, to be read back by
+        ``_remember_own_writes``: the orders written, and the pages of the query. A Bulk query job
+        is started at once, so Salesforce runs it while the warehouse settles the lifecycles."""
         from .soql import build_own_writes_query
 
         written = self._written_orders - self._changed_by_others
         if not written:
-            return
+            return None
         query = build_own_writes_query(self.order_object, self._user_id, self._started)
-        bulk = self.bulk_threshold is not None and len(written) > self.bulk_threshold
-        pages = self.hook.iter_bulk_query_pages(query) if bulk else self.hook.iter_query_pages(query)
+        if self.bulk_threshold is not None and len(written) > self.bulk_threshold:
+            return written, self.hook.iter_bulk_query_pages(query, job_id=self.hook.start_bulk_query(query))
+        return written, self.hook.iter_query_pages(query)
+
+    def _remember_own_writes(self, written: set[str], pages: Iterator[list[dict]]) -> None:
+        """Read back what the integration user last modified since this drain started and keep the
+        span, so the next extract leaves our own writes out (own_writes.py)."""
+        from .load import get_watermark
+        from .own_writes import remember, span_of
+
         read_back = [(r["Id"], r["SystemModstamp"]) for page in pages for r in page]
         span = span_of(self._user_id, self._started, read_back, written, run_id=self.run_id)
         if span is None:
@@ -585,10 +595,11 @@ class OutboxDrainer:
                 if in_flight is not None:
                     self._settle_after_failure(in_flight)
                 raise
-        if self._user_id is not None:
-            self._remember_own_writes()
+        own_writes = self._start_reading_own_writes() if self._user_id is not None else None
         self._count_final_states(touched)
         self.update_lifecycles(touched)
+        if own_writes is not None:
+            self._remember_own_writes(*own_writes)
         return self.summary
 
     def _settle_after_failure(self, batch: _Round) -> None:

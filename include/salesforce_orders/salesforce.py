@@ -757,8 +757,10 @@ class SalesforceOrdersHook(SalesforceHook):
         """``bulk_update`` of several objects' records, one ingest job per object: every job is
         uploaded and closed before any is waited for, so Salesforce processes them at the same time,
         and they are polled together. The results of each, in the order of ``updates``."""
-        closed_at = clock()
-        job_ids = [self._close_update_job(sobject, records) for sobject, records in updates]
+        if not updates:
+            return []
+        closed = [self._close_update_job(sobject, records, clock) for sobject, records in updates]
+        job_ids, closed_at = [job_id for job_id, _ in closed], max(at for _, at in closed)  # waits from the last close
         # The earlier jobs' processing time, a tenth more for safety, tells when these are done.
         expected = None if self._ingest_seconds is None else self._ingest_seconds * 1.1
         infos = self._wait_for_bulk_jobs("ingest", job_ids, sleep, clock, closed_at, expected)
@@ -767,8 +769,8 @@ class SalesforceOrdersHook(SalesforceHook):
             self._ingest_seconds = max(times) / 1000
         return [self._update_results(job_id, infos[job_id], records) for job_id, (_, records) in zip(job_ids, updates, strict=True)]
 
-    def _close_update_job(self, sobject: str, records: list[dict]) -> str:
-        """Create an update job for ``records``, upload them as CSV and close it; its id."""
+    def _close_update_job(self, sobject: str, records: list[dict], clock: Callable[[], float]) -> tuple[str, float]:
+        """Create an update job for ``records``, upload them as CSV and close it; its id and when it was closed."""
         columns = sorted({k for r in records for k in r if k not in ("id", "attributes")})
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -786,8 +788,9 @@ class SalesforceOrdersHook(SalesforceHook):
             data=buffer.getvalue().encode("utf-8"),
             headers={"Content-Type": "text/csv; charset=UTF-8"},
         )
+        closed_at = clock()
         self.call("PATCH", f"jobs/ingest/{job_id}", json={"state": "UploadComplete"})
-        return job_id
+        return job_id, closed_at
 
     def _update_results(self, job_id: str, info: dict, records: list[dict]) -> list[dict]:
         """Each record's result from a finished ingest job. A job that processed every record needs

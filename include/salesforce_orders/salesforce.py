@@ -15,8 +15,10 @@ Added here, driven by optional connection extras:
   sObject Collections updates (200 records a call, ``allOrNone=false``);
 - Bulk API 2.0 query results downloaded a few pages at once (``resultPages``) and yielded in
   order, and Bulk job status polled at growing intervals: ``bulk_poll_seconds`` (default 0.5)
-  first, then 1.5 times longer each poll up to ``bulk_poll_max_seconds`` (default 10);
-  ``bulk_result_workers`` (1-4, default 3) pages downloaded at once.
+  first, then 1.5 times longer each poll up to ``bulk_poll_max_seconds`` (default 10), counted
+  from the job's start; ``bulk_result_workers`` (1-4, default 3) pages downloaded at once;
+- Bulk API 2.0 updates of several objects in jobs processed and polled together, their result
+  files read only when a record failed or was not processed.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ because every write is an idempotent field update.
 
 Batches go to Salesforce one at a time from a thread of their own; while one is there, the
 outcomes of the one before are recorded and the next one is marked. When a call fails, the
-batch already sent after it is still recorded before the error is raised.
+batch already sent after it is still recorded before the error is raised. A Bulk batch sends
+one ingest job per object (Order, Account), all closed before any is waited for.
 
 Shipment rows (``shipment_key`` set; see ``shipments.py``) go through the same steps; a row with an
 ``external_id_field`` is upserted by that field (the record it created is kept in

@@ -19,9 +19,9 @@ import functools
 import hashlib
 import io
 import json
+import random
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,6 +123,18 @@ def _epoch_second(text: str) -> int:
     return int((datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC) - _EPOCH).total_seconds())
 
 
+_UUID_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)  # the version (4) and variant (RFC 4122) bits
+_UUID_FIXED_BITS = (0xF000 << 64) | (0xC000 << 48)
+_UUID_RANDOM = random.Random()  # seeded from the system; apart from the random module's shared state
+
+
+def random_uuid() -> str:
+    """A random (version 4) UUID's text, as ``str(uuid.uuid4())`` but without a system call each:
+    a Bulk job's events take three apiece. (Event ids need to be unique, not unguessable.)"""
+    digits = f"{_UUID_RANDOM.getrandbits(128) & ~_UUID_FIXED_BITS | _UUID_VERSION_4:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
 def _avro_value(avro_type: str, value: object) -> object:
     """A stored value (sandbox storage form) as its Avro type: dates as days, datetimes as ms."""
     if value is None:
@@ -208,7 +220,7 @@ class EventBus:
         with self.changed:
             topic = self.topics[topic_name]
             self._replay += 1
-            topic.events.append((self._replay, self.clock(), payload, event_id or str(uuid.uuid4())))
+            topic.events.append((self._replay, self.clock(), payload, event_id or random_uuid()))
             topic.last_replay = self._replay
             self._prune(topic)
             self.changed.notify_all()
@@ -217,14 +229,14 @@ class EventBus:
     def on_store_changes(self, changes: list[RecordChange]) -> None:
         """The store's listener: one change event per Order change, and a status event when Status moved."""
         for number, change in enumerate(changes):
-            transaction_key = str(uuid.uuid4())
+            transaction_key = random_uuid()
             self.publish(CHANGE_EVENT_TOPIC, self._change_event(change, number, transaction_key))
             if change.change_type != DELETE and change.status_before != change.status_after:
                 status = self.topics[STATUS_EVENT_TOPIC]
                 self.publish(STATUS_EVENT_TOPIC, status.encode({
                     "CreatedDate": _ms(change.commit_stamp),
                     "CreatedById": change.commit_user,
-                    "EventUuid": str(uuid.uuid4()),
+                    "EventUuid": random_uuid(),
                     "OrderId": change.record_id,
                     "OrderNumber": change.order_number,
                     "OldStatus": change.status_before,

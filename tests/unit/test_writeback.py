@@ -150,6 +150,7 @@ class FakeSalesforce:
         self.answer: Callable[[dict], dict | None] = lambda record: None
         self.fail_call: BaseException | None = None
         self.calls: list[list[dict]] = []
+        self.bulk_rounds: list[list[tuple[str, list[str]]]] = []  # per Bulk round: (object, record ids) per job
         # What queries find, by object: the org's Order statuses; the re-read before sending finds
         # the records changed since they were planned
         self.changed: dict[str, list[dict]] = {
@@ -184,6 +185,17 @@ class FakeSalesforce:
             results.append({"id": record["id"], "success": error is None, "errors": [error] if error else []})
         return results
 
+    def bulk_update_objects(self, updates: list[tuple[str, list[dict]]]) -> list[list[dict]]:
+        """One ingest job per object, as the hook runs them (create, upload, close, a status poll)."""
+        if self.fail_call is not None:
+            raise self.fail_call
+        self.bulk_rounds.append([(sobject, [record["id"] for record in records]) for sobject, records in updates])
+        self.usage.calls += 4 * len(updates)
+        return [
+            [{"id": r["id"], "success": (error := self.answer(r)) is None, "errors": [error] if error else []} for r in records]
+            for _, records in updates
+        ]
+
     def sent(self) -> list[dict]:
         return [record for call in self.calls for record in call]
 
@@ -207,7 +219,7 @@ def loaded(engine: sa.Engine, make_transformed: Callable[..., Any]) -> Callable[
 
 
 def drain(engine: sa.Engine, hook: FakeSalesforce, *, now: datetime = T0, run_id: str = "run-wb", max_attempts: int = 5,
-          sleeps: list[float] | None = None, imported_status: str = "Imported") -> WriteBackSummary:
+          sleeps: list[float] | None = None, imported_status: str = "Imported", bulk_threshold: int | None = None) -> WriteBackSummary:
     drainer = OutboxDrainer(
         engine,
         hook,  # type: ignore[arg-type]
@@ -217,6 +229,7 @@ def drain(engine: sa.Engine, hook: FakeSalesforce, *, now: datetime = T0, run_id
         imported_status=imported_status,
         card_fields=DEFAULT_CARD_FIELDS,
         max_attempts=max_attempts,
+        bulk_threshold=bulk_threshold,
         now=now,
         sleep=(sleeps if sleeps is not None else []).append,
     )
@@ -264,6 +277,26 @@ def test_success_marks_rows_done_and_orders_complete(engine, loaded):
         ("DONE", 1, "run-wb", None)
     ] * 4
     assert lifecycle(engine, first) == lifecycle(engine, second) == ("COMPLETE", None)
+
+
+def test_a_bulk_round_sends_its_objects_together_and_keeps_failures_visible(engine, loaded):
+    """Above the Bulk threshold a round's Order and Account jobs go out together; a record that
+    failed is FAILED with Salesforce's error, the rest DONE, as through collections."""
+    first, second = loaded(1, 2)
+    hook = FakeSalesforce()
+    hook.answer = fail(second.order.sf_order_id, RULE)
+
+    summary = drain(engine, hook, bulk_threshold=0)
+
+    assert hook.bulk_rounds == [[
+        ("Order", [first.order.sf_order_id, second.order.sf_order_id]),
+        ("Account", [first.customer.sf_account_id, second.customer.sf_account_id]),
+    ]]
+    assert hook.calls == []  # no collections call
+    assert (summary.written, summary.failed, summary.calls) == (3, 1, 8)
+    assert [r["state"] for r in outbox(engine)] == ["DONE", "DONE", "FAILED", "DONE"]
+    assert lifecycle(engine, first) == ("COMPLETE", None)
+    assert lifecycle(engine, second) == ("FAILED", "Order: FIELD_CUSTOM_VALIDATION_EXCEPTION: Status cannot change this week")
 
 
 def test_nothing_due_sends_nothing(engine, loaded):

@@ -576,6 +576,9 @@ class OutboxDrainer:
             self._track_own_writes()
         # One thread talks to Salesforce, one batch at a time, while this one records the outcomes
         # of the previous batch and marks the next: Salesforce's work and the warehouse's overlap.
+        # Orders whose lifecycle is set already: those of a settled batch, set while the next batch
+        # is at Salesforce, unless a batch sent later has rows of theirs (then set after that one).
+        settled: set[str] = set()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-back") as salesforce:
             in_flight: _Round | None = None
             try:
@@ -586,10 +589,16 @@ class OutboxDrainer:
                     if rows:
                         last_id = rows[-1].id
                         touched.update(r.sf_order_id for r in rows)
+                        settled.difference_update(r.sf_order_id for r in rows)
                         sent = self._dispatch(rows, org, bulk, salesforce)
                     previous, in_flight = in_flight, sent
                     if previous is not None:
                         self._settle_with_retries(previous, org, salesforce)
+                        if in_flight is not None:
+                            done = {r.sf_order_id for r in previous.rows} - {r.sf_order_id for r in in_flight.rows}
+                            with self.engine.begin() as conn:
+                                self._set_lifecycles(conn, done)
+                            settled |= done
                     if not rows:
                         break
             except Exception:
@@ -598,7 +607,7 @@ class OutboxDrainer:
                 raise
         own_writes = self._start_reading_own_writes() if self._user_id is not None else None
         self._count_final_states(touched)
-        self.update_lifecycles(touched)
+        self.update_lifecycles(touched - settled)
         if own_writes is not None:
             self._remember_own_writes(*own_writes)
         return self.summary
@@ -643,33 +652,38 @@ class OutboxDrainer:
         """Set each touched order's lifecycle from its outbox rows; READY orders with none -> COMPLETE."""
         outbox, orders = self.t.writeback_outbox, self.t.external_orders
         with self.engine.begin() as conn:
-            for chunk in in_batches(sorted(order_ids)):
-                rows = conn.execute(
-                    sa.select(
-                        outbox.c.sf_order_id, outbox.c.sf_object, outbox.c.sf_record_id, outbox.c.state,
-                        outbox.c.last_error_code, outbox.c.last_error_message, outbox.c.fields,
-                    )
-                    .where(one_of(conn, outbox.c.sf_order_id, chunk), outbox.c.shipment_key.is_(None))
-                    .order_by(outbox.c.id)
-                )
-                by_order: dict[str, list[Any]] = {}
-                for row in rows:
-                    by_order.setdefault(row.sf_order_id, []).append(row)
-                updates, statuses = [], []
-                for order_id, order_rows in by_order.items():
-                    state, error = lifecycle_for(order_rows)
-                    updates.append({"sf_order_id": order_id, "lifecycle_state": state, "lifecycle_error": error})
-                    if (status := status_written(order_rows)) is not None:
-                        statuses.append({"sf_order_id": order_id, "sf_status": status})
-                update_rows(conn, orders, updates, ["sf_order_id"])
-                # The Status we wrote is the order's Status in Salesforce now: sf_status says so,
-                # as Salesforce shows it (the echo of the write is no content change, never re-loaded).
-                update_rows(conn, orders, statuses, ["sf_order_id"])
+            self._set_lifecycles(conn, order_ids)
             # Orders loaded with nothing to write back are complete as soon as they are loaded.
             has_rows = sa.select(outbox.c.id).where(outbox.c.sf_order_id == orders.c.sf_order_id).exists()
             conn.execute(
                 sa.update(orders).where(orders.c.lifecycle_state == READY, ~has_rows).values(lifecycle_state=COMPLETE, lifecycle_error=None)
             )
+
+    def _set_lifecycles(self, conn: sa.Connection, order_ids: set[str]) -> None:
+        """Each order's lifecycle (and the Status written) from its outbox rows."""
+        outbox, orders = self.t.writeback_outbox, self.t.external_orders
+        for chunk in in_batches(sorted(order_ids)):
+            rows = conn.execute(
+                sa.select(
+                    outbox.c.sf_order_id, outbox.c.sf_object, outbox.c.sf_record_id, outbox.c.state,
+                    outbox.c.last_error_code, outbox.c.last_error_message, outbox.c.fields,
+                )
+                .where(one_of(conn, outbox.c.sf_order_id, chunk), outbox.c.shipment_key.is_(None))
+                .order_by(outbox.c.id)
+            )
+            by_order: dict[str, list[Any]] = {}
+            for row in rows:
+                by_order.setdefault(row.sf_order_id, []).append(row)
+            updates, statuses = [], []
+            for order_id, order_rows in by_order.items():
+                state, error = lifecycle_for(order_rows)
+                updates.append({"sf_order_id": order_id, "lifecycle_state": state, "lifecycle_error": error})
+                if (status := status_written(order_rows)) is not None:
+                    statuses.append({"sf_order_id": order_id, "sf_status": status})
+            update_rows(conn, orders, updates, ["sf_order_id"])
+            # The Status we wrote is the order's Status in Salesforce now: sf_status says so,
+            # as Salesforce shows it (the echo of the write is no content change, never re-loaded).
+            update_rows(conn, orders, statuses, ["sf_order_id"])
 
 
 def status_written(rows: list[Any]) -> str | None:

@@ -519,12 +519,15 @@ class SalesforceOrdersHook(SalesforceHook):
         work meanwhile is not waited again, and a poll it let pass is made once, not made up.
         Jobs waited for together share the polls: each asks about the jobs not yet final.
         ``expected_seconds``: how long the jobs should take (learned from earlier ones); the first
-        poll then comes at that point, the growing waits after it if they are not done.
+        poll comes then, in place of the earlier ones, and if they are not done the growing waits
+        go on where they are by then: at most one status call more than without it.
         """
         started_at = clock() if started_at is None else started_at
         deadline = started_at + BULK_TIMEOUT_SECONDS
         intervals = self.bulk_settings.poll_intervals()
-        poll_at = started_at + (next(intervals) if expected_seconds is None else expected_seconds)
+        scheduled = started_at + next(intervals)  # the growing waits' next poll
+        # The expected end replaces the polls before it; the growing waits go on after it.
+        poll_at = scheduled if expected_seconds is None else started_at + expected_seconds
         waiting, infos = list(job_ids), {}
         while True:
             now = clock()
@@ -540,9 +543,9 @@ class SalesforceOrdersHook(SalesforceHook):
             now = clock()
             if now > deadline:
                 raise SalesforceApiError(f"Bulk {kind} job {waiting[0]} did not complete within {BULK_TIMEOUT_SECONDS} s", code="BULK_JOB_TIMEOUT")
-            poll_at += next(intervals)
-            while poll_at <= now:
-                poll_at += next(intervals)
+            while scheduled <= now:
+                scheduled += next(intervals)
+            poll_at = scheduled
 
     def start_bulk_query(self, soql: str, *, include_deleted: bool = False, clock: Callable[[], float] = time.monotonic) -> str:
         """Create a Bulk API 2.0 query job; its id. Salesforce starts working on it at once, so a

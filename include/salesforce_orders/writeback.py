@@ -29,7 +29,9 @@ that the next run does not read them back; the check before each batch also find
 someone else changed since the import read them (those are read again).
 
 Each order's lifecycle follows its rows: ``PROCESSING`` while any is in flight or waiting,
-``COMPLETE`` when all are done, ``FAILED`` (with the error) when one failed or is dead.
+``COMPLETE`` when all are done, ``FAILED`` (with the error) when one failed or is dead. The
+lifecycles of a settled batch's orders are set while the next batch is at Salesforce; the last
+batch's, and those of orders with rows in a batch still to settle, at the end.
 """
 
 from __future__ import annotations

@@ -445,6 +445,23 @@ def test_a_bulk_job_read_later_is_not_waited_for_again(connect: Callable[..., Sa
     assert org.sleeps == [0.375, 1.6875] and org.status_calls == 3  # at 2 s (once), 2.375 s, 4.0625 s
 
 
+@pytest.mark.parametrize(("done_at", "status_calls"), [(20, 1), (60, 5)])
+def test_an_expected_end_replaces_the_polls_before_it(
+    connect: Callable[..., SalesforceOrdersHook], monkeypatch: pytest.MonkeyPatch, done_at: float, status_calls: int
+):
+    """Earlier jobs took 30 s to process: the next is first asked about at 33 s. Done by then, one
+    status call (12 without); not yet, the growing waits go on from where they are at 33 s
+    (34.6, 44.6, 54.6, 64.6 s): one call more than they would have made after 33 s, never a restart."""
+    hook = connect()
+    org = ScriptedJobs(hook, monkeypatch, done_at)
+    hook._ingest_seconds = 30.0  # as learned from the jobs before
+
+    hook.bulk_update("Order", [{"id": "801000000000001AAA", "Description": "x"}], sleep=org.sleep, clock=org.clock)
+
+    assert org.status_calls == status_calls
+    assert org.sleeps[0] == pytest.approx(33) and org.now == pytest.approx({20: 33, 60: 64.62890625}[done_at])
+
+
 def test_a_failed_query_job_is_an_error_after_backing_off(connect: Callable[..., SalesforceOrdersHook], monkeypatch: pytest.MonkeyPatch):
     hook = connect(bulk_poll_seconds=1, bulk_poll_max_seconds=4)
     org = ScriptedJobs(hook, monkeypatch, done_at=20, final="Failed")

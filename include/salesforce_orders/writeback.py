@@ -336,7 +336,10 @@ class OutboxDrainer:
         by_object: dict[str, list[int]] = {}
         for i in updates:
             by_object.setdefault(payloads[i]["attributes"]["type"], []).append(i)
-        jobs = [(sf_object, [{k: v for k, v in payloads[i].items() if k != "attributes"} for i in positions]) for sf_object, positions in by_object.items()]
+        jobs = [
+            (sf_object, [{k: v for k, v in payloads[i].items() if k != "attributes"} for i in positions])
+            for sf_object, positions in by_object.items()
+        ]
         for positions, answers in zip(by_object.values(), self.hook.bulk_update_objects(jobs), strict=True):
             results.update(zip(positions, answers, strict=True))
         return [results.get(i) for i in range(len(payloads))], self.hook.usage.calls - calls_before

@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,9 @@ REACH_TIMEOUT_SECONDS = 600
 CRASH_ORDERS = 300
 BATCH = 100  # the killed load writes three batches
 MODSTAMP = "2026-01-02T03:04:05.000+0000"
-APPLICATION_NAME = "orders-import-crash-test"
+# Unique to this test process: ending the killed child's sessions by name must never reach the
+# sessions of another suite run against the same server.
+APPLICATION_NAME = f"orders-import-crash-test-{uuid.uuid4().hex[:12]}"
 
 
 def child_env(p, points: str, point_dir: Path) -> dict[str, str]:

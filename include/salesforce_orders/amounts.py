@@ -71,5 +71,8 @@ def as_hashed(value: Decimal) -> str:
     """The text the content hash has for an amount: the float's repr it had before amounts were
     exact (``1234.5``, ``2.0``), so the hashes of stored orders stay the same; the exact digits
     where a float could not show them."""
-    as_float = float(value)
-    return repr(as_float) if Decimal(repr(as_float)) == value else str(value)
+    text = str(value)
+    as_float = repr(float(text))  # float(value) converts through the same text
+    if as_float == text:  # the usual case: the digits are the float's already
+        return text
+    return as_float if Decimal(as_float) == value else text

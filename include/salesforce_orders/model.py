@@ -346,29 +346,37 @@ class FieldReader:
         self.fields = tuple(fields)
         names = [name for name, _ in self.fields]
         self._as_written = itemgetter(*names) if len(names) > 1 else None
-        self._by_shape: dict[tuple[Any, ...], Callable[[Any], tuple[Any, ...]]] = {}
+        # Whether to read the next record as written first. A failed try costs an exception, and
+        # a run's records mostly share their keys: after a record that lacks a name as written,
+        # the next ones go by their shape, until one that has every name.
+        self._try_as_written = self._as_written is not None
+        # shape -> its reader, and whether a record of that shape has every name as written
+        self._by_shape: dict[tuple[Any, ...], tuple[Callable[[Any], tuple[Any, ...]], bool]] = {}
 
     def __call__(self, record: dict[str, Any]) -> tuple[Any, ...]:
-        if self._as_written is not None:
+        if self._try_as_written:
             try:
-                return self._as_written(record)
+                return self._as_written(record)  # type: ignore[misc]
             except KeyError:
                 pass
         shape = tuple(record)
-        read = self._by_shape.get(shape)
-        if read is None:
-            read = self._reader(shape)
+        known = self._by_shape.get(shape)
+        if known is None:
+            present = set(shape)
+            has_every_name = self._as_written is not None and all(name in present for name, _ in self.fields)
+            known = (self._reader(shape), has_every_name)
             if len(self._by_shape) < self._SHAPES:
-                self._by_shape[shape] = read
+                self._by_shape[shape] = known
+        read, self._try_as_written = known
         return read(record)
 
     def many(self, records: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
         """``[reader(record) for record in records]``, in one step when every record has every name."""
         if not isinstance(records, list | tuple):
             records = list(records)
-        if self._as_written is not None:
+        if self._try_as_written:
             try:
-                return list(map(self._as_written, records))
+                return list(map(self._as_written, records))  # type: ignore[arg-type]
             except KeyError:
                 pass
         return [self(record) for record in records]

@@ -192,7 +192,7 @@ def transform_order(
         customer,
         parent_customer,
         location,
-        _write_backs(order_id, status, values[_ACCOUNT_CUSTOMER_ID], customer, config),
+        _write_backs(plan, order_id, status, values[_ACCOUNT_CUSTOMER_ID], customer),
         content_hash(record, item_records, services, customer, parent_customer, location),
         tuple(warnings),
     )
@@ -263,6 +263,9 @@ class _Plan:
                 *matched(*_ITEM_MATCHED, *config.item_field_mappings),
             ]
         )
+        self.imported_status = _fold(config.imported_status)
+        # by whether the order's Status is the imported status already
+        self.order_updates = {marked: _order_updates(config, marked_imported=marked) for marked in (False, True)}
         self._customers: dict[tuple[Any, ...], tuple[CustomerRecord, CustomerRecord | None]] = {}
         self._locations: dict[tuple[int, int], tuple[CustomerRecord, Address, LocationRecord | None]] = {}
 
@@ -663,28 +666,24 @@ def write_backs_for(
 ) -> tuple[WriteBack, ...]:
     """The enabled updates for Salesforce: one for the Order (status, card mask), one for the Account."""
     return _write_backs(
-        _text(order.get("Id")) or "", order.get("Status"), _get(order, f"Account.{config.customer_id_field}"), customer, config
+        _plan(config),
+        _text(order.get("Id")) or "",
+        order.get("Status"),
+        _get(order, f"Account.{config.customer_id_field}"),
+        customer,
     )
 
 
 def _write_backs(
-    order_id: str, status: Any, account_customer_id: Any, customer: CustomerRecord, config: ImportConfig
+    plan: _Plan, order_id: str, status: Any, account_customer_id: Any, customer: CustomerRecord
 ) -> tuple[WriteBack, ...]:
-    enabled = config.write_back
-    fields: dict[str, Any] = {}
-    actions = []
-    if enabled.mark_imported and _fold(status) != _fold(config.imported_status):
-        fields["Status"] = config.imported_status
-        actions.append("mark_imported")
-    if enabled.x_out_card_fields and config.card_fields:
-        fields.update(dict.fromkeys(config.card_fields, CARD_MASK))
-        actions.append("x_out_card")
+    config = plan.config
+    fields, action = plan.order_updates[_fold(status) == plan.imported_status]
     write_backs = []
     if fields and order_id:
-        write_backs.append(_make_write_back(config.order_object, order_id, fields, order_id, "+".join(actions)))
-    id_field = config.customer_id_field
+        write_backs.append(_make_write_back(config.order_object, order_id, dict(fields), order_id, action))
     if (
-        enabled.set_customer_id
+        config.write_back.set_customer_id
         and customer.sf_account_id
         and account_customer_id != customer.customer_id
     ):
@@ -692,12 +691,27 @@ def _write_backs(
             _make_write_back(
                 "Account",
                 customer.sf_account_id,
-                {id_field: customer.customer_id},
+                {config.customer_id_field: customer.customer_id},
                 order_id,
                 "set_customer_id",
             )
         )
     return tuple(write_backs)
+
+
+def _order_updates(config: ImportConfig, *, marked_imported: bool) -> tuple[dict[str, Any], str]:
+    """What the Order's write-back sets, and its action: for an order whose Status is already the
+    imported status or not (the only thing that differs between orders)."""
+    enabled = config.write_back
+    fields: dict[str, Any] = {}
+    actions = []
+    if enabled.mark_imported and not marked_imported:
+        fields["Status"] = config.imported_status
+        actions.append("mark_imported")
+    if enabled.x_out_card_fields and config.card_fields:
+        fields.update(dict.fromkeys(config.card_fields, CARD_MASK))
+        actions.append("x_out_card")
+    return fields, "+".join(actions)
 
 
 def content_hash(

@@ -63,6 +63,11 @@ _ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country")
 _ORDER_NOT_HASHED = frozenset({"status", "sf_system_modstamp", "salesforce_url", "card_data_masked"})
 _CUSTOMER_ECHO_FIELDS = frozenset({"customer_id_source"})
 _SINGLE_CURRENCY = CurrencyRates()
+# How many of a run's Accounts the transform remembers what it made of (customers, their addresses
+# and locations, and the hash's text of them): an Account's orders are spread over the run (ordered
+# by order id), so the orders of some 16k Accounts (a run of 100k orders has 25k in the benchmark's
+# org) find theirs made. Some 2 KB an Account: 32 MB at most.
+_ACCOUNTS_REMEMBERED = 16384
 
 
 def transform_order(
@@ -233,7 +238,7 @@ class _Plan:
     """How transform_order reads staged records under one config, and the customers it has made
     (a run's orders repeat their Accounts: one customer record serves all of an Account's orders)."""
 
-    _CUSTOMERS = 4096  # remembered at most (as many as the lru caches here); then forgotten and made again
+    _CUSTOMERS = _ACCOUNTS_REMEMBERED  # remembered at most (as the caches here); then forgotten and made again
 
     def __init__(self, config: ImportConfig):
         self.config = config
@@ -406,7 +411,7 @@ def service_address_of(values: Sequence[Any]) -> tuple[Address, str]:
 
 # Addresses repeat: an order's billing address is usually its Account's, and a customer's orders
 # share theirs. Records are immutable, so orders can share one Address.
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=_ACCOUNTS_REMEMBERED)
 def _address(
     street: str | None, city: str | None, state: str | None, postal_code: str | None, country: str | None
 ) -> Address:
@@ -438,7 +443,7 @@ def service_address(order: StagedOrder, billing: Address | None = None) -> tuple
 # --- customers and locations ---------------------------------------------------------
 
 
-@lru_cache(maxsize=4096)  # a run's orders repeat their Accounts
+@lru_cache(maxsize=_ACCOUNTS_REMEMBERED)  # a run's orders repeat their Accounts
 def case_safe_id(record_id: str) -> str:
     """The 18-character form of a Salesforce id (its suffix encodes the case of the first 15).
 
@@ -566,7 +571,7 @@ def _normalised_address(address: Address) -> str:
     return "|".join(" ".join((part or "").casefold().split()) for part in parts)
 
 
-@lru_cache(maxsize=4096)  # a customer's orders repeat their locations
+@lru_cache(maxsize=_ACCOUNTS_REMEMBERED)  # a customer's orders repeat their locations
 def location_id(customer_id: str, address: Address) -> str:
     """A stable id for one customer's address, insensitive to case and spacing."""
     digest = hashlib.sha1(f"{customer_id}|{_normalised_address(address)}".encode(), usedforsecurity=False)
@@ -786,7 +791,7 @@ _CUSTOMER_JSON = _json_layout(CustomerRecord, _CUSTOMER_ECHO_FIELDS)
 _LOCATION_JSON = _json_layout(LocationRecord)
 
 
-@lru_cache(maxsize=4096)  # addresses repeat (see _address)
+@lru_cache(maxsize=_ACCOUNTS_REMEMBERED)  # addresses repeat (see _address)
 def _json_address(address: Address) -> str:
     return _json_record(address, _ADDRESS_JSON)
 
@@ -891,7 +896,7 @@ class _WrittenOnce:
     """The written form of immutable records that repeat across orders (addresses, customers),
     remembered by identity: a remembered record is kept alive, so no other record has its id."""
 
-    _SIZE = 4096
+    _SIZE = _ACCOUNTS_REMEMBERED
 
     def __init__(self, write: Callable[[Any], msgspec.Raw]):
         self._write = write

@@ -176,7 +176,7 @@ def transform_order(
         _route(plan.rules, values[_RULE_VALUES:rules_end], config.routing.default_destination),
         description if config.import_notes else None,
         po_number,
-        dict(zip(plan.order_metadata_keys, values[rules_end:], strict=True)),
+        _metadata(plan.order_metadata_keys, values[rules_end:]),
         zero_total,
         created_at,
         modstamp,
@@ -318,7 +318,7 @@ class _Plan:
                 exact(values[_ITEM_TOTAL]),
                 service_number,
                 key,
-                dict(zip(metadata_keys, values[_ITEM_MAPPED:], strict=True)),
+                _metadata(metadata_keys, values[_ITEM_MAPPED:]),
                 exact(values[_ITEM_LIST_PRICE]),
                 service_date,
                 end_date,
@@ -617,6 +617,8 @@ def route(order: StagedOrder, config: ImportConfig) -> str:
 
 
 def _route(rules: Sequence[RoutingRule], values: Sequence[Any], default: str) -> str:
+    if not rules:  # (no rules, the default config: spares the zip)
+        return default
     for rule, value in zip(rules, values, strict=True):
         if rule_matches(rule, value):
             return rule.destination
@@ -639,6 +641,11 @@ def rule_matches(rule: RoutingRule, actual: Any) -> bool:
     if rule.operator == "contains":
         return needle in text
     return text.startswith(needle)  # starts_with
+
+
+def _metadata(keys: tuple[str, ...], values: Sequence[Any]) -> dict[str, Any]:
+    """The mapped fields' values (as read) by their metadata keys; none mapped, the usual case, at once."""
+    return dict(zip(keys, values, strict=True)) if keys else {}
 
 
 def map_fields(record: Mapping[str, Any], mappings: Mapping[str, str]) -> dict[str, Any]:
@@ -919,7 +926,9 @@ def _hash_content(cls: type, without: frozenset[str] = frozenset()) -> Callable[
     hints = typing.get_type_hints(cls)
     names = sorted(field.name for field in fields(cls) if field.name not in without)
     assert not any(typing.get_origin(hints[name]) is tuple for name in names), "a tuple would need checking"
-    struct = msgspec.defstruct(f"{cls.__name__}Hashed", [(name, object) for name in names])
+    # (gc=False: a struct lives only while the hash's text is written, and holds no record, so it
+    # is never in a cycle; untracked, it does not bring the collector's next pass nearer)
+    struct = msgspec.defstruct(f"{cls.__name__}Hashed", [(name, object) for name in names], gc=False)
     values = itemgetter(*names)
     amount_positions = tuple(
         position for position, name in enumerate(names) if Decimal in typing.get_args(hints[name]) or hints[name] is Decimal

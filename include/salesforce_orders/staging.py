@@ -28,7 +28,7 @@ from .partitions import EVERY_ORDER_ID, OrderIdRange
 from .warehouse.definitions import INVALID, STAGED, VALID, tables
 from .warehouse.engines import BINARY_RESULTS, json_bytes, json_dumps, json_loads
 from .warehouse.types import parse_utc, utc_now
-from .warehouse.writes import dialect_insert, in_batches, one_of, upsert
+from .warehouse.writes import in_batches, one_of, upsert, upsert_one
 
 T = TypeVar("T")
 
@@ -269,13 +269,19 @@ def _to_payload(record: TransformedOrder) -> dict[str, Any]:
     return plain(record)
 
 
-def _payloads(conn: sa.Connection, records: list[TransformedOrder]) -> list[Any]:
+def _payloads(conn: sa.Connection, records: list[TransformedOrder], column: sa.Column) -> Any:
     """The records as the payload column takes them. The warehouse's JSON codec (msgspec) writes a
     record as it writes its plain() form, byte for byte: it is given the records themselves, which
-    spares building the dicts (as much work as the rest of staging). Another codec gets the dicts."""
-    if getattr(conn.dialect, "_json_serializer", None) is json_dumps:
+    spares building the dicts (as much work as the rest of staging). Another codec gets the dicts.
+
+    On PostgreSQL the codec's text goes to the database as the UTF-8 bytes it is written as (an
+    SQL expression turning them into the column's JSON): through the column's type, the text would
+    be decoded into a str and encoded back by the driver, which costs more than writing it."""
+    if getattr(conn.dialect, "_json_serializer", None) is not json_dumps:
+        return [_to_payload(r) for r in records]
+    if conn.dialect.name != "postgresql":
         return records
-    return [_to_payload(r) for r in records]
+    return sa.cast(sa.func.convert_from(sa.literal(json_bytes(records), sa.LargeBinary), "UTF8"), column.type)
 
 
 def _as_is(value: Any) -> Any:
@@ -441,23 +447,13 @@ def stage_transformed(
         "run_id": run_id,
         "first_order_id": ordered[0].order.sf_order_id,
         "order_count": len(ordered),
-        "payload": _payloads(conn, ordered),
+        "payload": _payloads(conn, ordered, t.c.payload),
         "staged_at": now or utc_now(),
     }
-    if conn.dialect.name == "postgresql" and row["payload"] is ordered:
-        # The codec's text handed over as the UTF-8 bytes it is written as: as a str, it would be
-        # decoded from them and encoded back by the driver (a third of staging a batch).
-        payload = sa.literal(json_bytes(ordered), sa.LargeBinary)
-        row["payload"] = sa.cast(sa.func.convert_from(payload, "UTF8"), t.c.payload.type)
-        insert = dialect_insert(conn, t).values(row)
-        keys = ["run_id", "first_order_id"]
-        conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=keys, set_={c: insert.excluded[c] for c in row if c not in keys}
-            )
-        )
-        return
-    upsert(conn, t, [row], ["run_id", "first_order_id"])
+    if isinstance(row["payload"], sa.ColumnElement):
+        upsert_one(conn, t, row, ["run_id", "first_order_id"])
+    else:
+        upsert(conn, t, [row], ["run_id", "first_order_id"])
 
 
 def _utf8(engine: sa.Engine, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bytes]:

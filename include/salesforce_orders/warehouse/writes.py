@@ -100,6 +100,13 @@ def upsert(
         conn.execute(stmt, batch)
 
 
+def upsert_one(conn: sa.Connection, table: sa.Table, row: dict[str, Any], key_columns: list[str]) -> None:
+    """upsert of one row whose values may be SQL expressions, worked out by the database (every
+    non-key column it carries is updated)."""
+    insert = dialect_insert(conn, table).values(row)
+    conn.execute(_on_conflict(insert, key_columns, [c for c in row if c not in key_columns], None))
+
+
 def update_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key_columns: list[str]) -> None:
     """UPDATE each row of ``table`` matching a row's ``key_columns`` with the other columns it carries.
 
@@ -477,4 +484,5 @@ __all__ = [
     "select_in",
     "update_rows",
     "upsert",
+    "upsert_one",
 ]

@@ -238,7 +238,8 @@ class _Plan:
     """How transform_order reads staged records under one config, and the customers it has made
     (a run's orders repeat their Accounts: one customer record serves all of an Account's orders)."""
 
-    _CUSTOMERS = _ACCOUNTS_REMEMBERED  # remembered at most (as the caches here); then forgotten and made again
+    # remembered at most (as the caches here); then forgotten and made again
+    _CUSTOMERS = _ACCOUNTS_REMEMBERED
 
     def __init__(self, config: ImportConfig):
         self.config = config
@@ -270,7 +271,9 @@ class _Plan:
         )
         self.imported_status = _fold(config.imported_status)
         # by whether the order's Status is the imported status already
-        self.order_updates = {marked: _order_updates(config, marked_imported=marked) for marked in (False, True)}
+        self.order_updates = {
+            marked: _order_updates(config, marked_imported=marked) for marked in (False, True)
+        }
         self._customers: dict[tuple[Any, ...], tuple[CustomerRecord, CustomerRecord | None]] = {}
         self._locations: dict[tuple[int, int], tuple[CustomerRecord, Address, LocationRecord | None]] = {}
 

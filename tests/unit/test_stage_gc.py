@@ -28,11 +28,12 @@ def test_a_stage_runs_with_a_raised_threshold_and_restores_it_even_when_it_fails
     assert gc.get_threshold() == before
 
 
-@pytest.mark.parametrize("name", ["extract", "validate", "transform", "write_back"])
+@pytest.mark.parametrize("name", ["extract", "validate", "write_back"])
 def test_every_data_stage_collects_less_often(name):
     assert getattr(stages, name).gc_threshold == stages._STAGE_GC_THRESHOLD
 
 
-def test_the_load_collects_only_when_objects_pile_up_beyond_a_batch():
-    assert stages.load.gc_threshold == stages._LOAD_GC_THRESHOLD
-    assert stages._LOAD_GC_THRESHOLD[0] > stages._STAGE_GC_THRESHOLD[0]
+@pytest.mark.parametrize("name", ["transform", "load"])
+def test_the_batch_stages_collect_only_when_objects_pile_up_beyond_a_batch(name):
+    assert getattr(stages, name).gc_threshold == stages._BATCH_GC_THRESHOLD
+    assert stages._BATCH_GC_THRESHOLD[0] > stages._STAGE_GC_THRESHOLD[0]

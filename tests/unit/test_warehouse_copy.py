@@ -1,9 +1,11 @@
 """PostgreSQL's COPY path for large writes (``upsert``, ``update_rows``, ``insert_rows``) against
 the executemany path: the same rows, the same conflict handling, the same transaction; and the
-keyed lookups (``select_in``) that stay index probes whatever the planner's statistics say."""
+keyed lookups (``select_in``) and bulk updates (``update_rows``) that stay index probes whatever
+the planner's statistics say."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -18,7 +20,16 @@ from salesforce_orders.model import SkippedOrder
 from salesforce_orders.schema_versions import create_all
 from salesforce_orders.shipments import add_shipment
 from salesforce_orders.staging import stage_items, stage_orders, stage_transformed
-from salesforce_orders.warehouse import VIEWS_KEY, insert_rows, select_in, tables, upsert, writes
+from salesforce_orders.warehouse import (
+    VIEWS_KEY,
+    analyze,
+    insert_rows,
+    select_in,
+    tables,
+    update_rows,
+    upsert,
+    writes,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -323,6 +334,87 @@ def test_outbox_lookup_probes_the_record_index_mid_load(postgres_engine, fresh_s
     assert len(found) == 1000
     assert plans and all("ix_writeback_outbox_sf_object_sf_record_id" in plan for plan in plans), plans
     assert not any("Seq Scan on writeback_outbox" in plan or "state_next_attempt_at" in plan for plan in plans), plans
+
+
+def order_row(n: int) -> dict:
+    order_id = f"801{n:015d}"
+    return {"sf_order_id": order_id, "order_number": f"{n:08d}", "external_name": f"SF-{n}",
+            "salesforce_url": f"https://example.my.salesforce.com/{order_id}", "customer_id": f"C-{n}",
+            "sf_account_id": f"001{n:015d}", "service_address_source": "billing", "destination": "domestic",
+            "metadata": {}, "is_zero_total": False, "content_hash": "h", "lifecycle_state": "READY",
+            "sf_state": "active", "sf_state_changed_at": T0, "first_imported_at": T0, "last_imported_at": T0,
+            "last_run_id": "r"}
+
+
+# The tables and keys update_rows is called with, each key a primary key: a row of the table,
+# and the update its callers make (the write-back's outcomes, the orders' lifecycle).
+UPDATED_TABLES = {
+    "writeback_outbox": ("id", lambda n: outbox_row(n, "DONE"), {"state": "PENDING", "attempts": 1, "updated_run_id": "u"}),
+    "external_orders": ("sf_order_id", order_row, {"lifecycle_state": "COMPLETE", "lifecycle_error": None}),
+}
+
+
+@pytest.mark.parametrize("target", list(UPDATED_TABLES))
+def test_bulk_updates_probe_the_key_index_of_a_large_table(postgres_engine, fresh_schemas, monkeypatch, target):
+    # Joined on the key alone, the UPDATE read the whole table (old rows included) as soon as
+    # the planner knew how many rows came in; the incoming rows are analyzed to tell it.
+    use_path(monkeypatch, "copy")
+    schema = fresh_schemas("updates")
+    table = getattr(tables(schema), target)
+    key, make_row, change = UPDATED_TABLES[target]
+    with postgres_engine.begin() as conn:
+        insert_rows(conn, table, [make_row(n) for n in range(50_000)])
+        analyze(conn, table)
+        keys = conn.execute(sa.select(table.c[key]).order_by(table.c[key])).scalars().all()[::25]
+    assert len(keys) == 2000
+    plans: list[str] = []
+
+    def explain(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE"):
+            incoming = re.search(r"FROM (pg_temp[.]\w+)", statement).group(1)
+            cursor.execute(f"ANALYZE {incoming}")
+            cursor.execute("EXPLAIN " + statement, parameters)
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
+
+    sa.event.listen(postgres_engine, "before_cursor_execute", explain)
+    try:
+        with postgres_engine.begin() as conn:
+            update_rows(conn, table, [{key: value, **change} for value in keys], [key])
+    finally:
+        sa.event.remove(postgres_engine, "before_cursor_execute", explain)
+    assert len(plans) == 1, plans
+    assert f"Index Scan using pk_{target} on {target}" in plans[0], plans[0]
+    assert not re.search(rf"Seq Scan on {target}\b", plans[0]), plans[0]
+    changed_column, changed_value = next(iter(change.items()))
+    with postgres_engine.connect() as conn:
+        changed = conn.execute(sa.select(table.c[key]).where(table.c[changed_column] == changed_value)).scalars().all()
+    assert sorted(changed) == keys
+
+
+def staged_row(run_id: str, n: int, status: str) -> dict:
+    return {"run_id": run_id, "sf_order_id": f"801{n:015d}", "system_modstamp": T0, "record": {"n": n},
+            "status": status, "failed_checks": None, "staged_at": T0}
+
+
+def test_bulk_updates_change_the_rows_of_their_keys_alone_on_both_paths(postgres_engine, pg_path):
+    # a composite key: the same order in another run, and other orders of the same run, stay as they are
+    staged = tables(pg_path).stg_orders
+    with postgres_engine.begin() as conn:
+        insert_rows(conn, staged, [staged_row(run, n, "staged") for run in ("r1", "r2") for n in range(400)])
+        update_rows(conn, staged, [
+            {"run_id": "r2", "sf_order_id": f"801{n:015d}", "status": "invalid", "failed_checks": [f"check {n}"]}
+            for n in range(0, 400, 2)
+        ], ["run_id", "sf_order_id"])
+        stored = conn.execute(sa.select(staged.c.run_id, staged.c.sf_order_id, staged.c.status, staged.c.failed_checks,
+                                        staged.c.record)).all()
+    assert len(stored) == 800
+    for run_id, order_id, status, failed_checks, record in stored:
+        n = int(order_id[3:])
+        assert record == {"n": n}
+        if run_id == "r2" and n % 2 == 0:
+            assert (status, failed_checks) == ("invalid", [f"check {n}"])
+        else:
+            assert (status, failed_checks) == ("staged", None)
 
 
 def test_copy_converts_a_column_whole_only_when_its_bind_processor_would_change_a_value(postgres_engine):

@@ -1,6 +1,7 @@
 """Bulk writes and key lookups on the warehouse, dialect-aware: upserts (INSERT ... ON CONFLICT),
 updates and inserts of many rows, COPY on PostgreSQL for large sets, index probes by key
-(:func:`select_in`), and fresh statistics after a bulk fill (:func:`analyze`).
+(:func:`select_in`, and for the rows :func:`update_rows` changes), and fresh statistics after a
+bulk fill (:func:`analyze`).
 
 Both dialects store the same values whichever way the rows go; a failed write names the failing
 order, never a row's values (:mod:`.errors`).
@@ -111,7 +112,8 @@ def update_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
     """UPDATE each row of ``table`` matching a row's ``key_columns`` with the other columns it carries.
 
     Batched executemany, or on PostgreSQL for ``COPY_MIN_ROWS`` rows and more, COPY into a
-    temporary table and one UPDATE ... FROM. Every row carries the columns of the first.
+    temporary table and one UPDATE ... FROM that finds the rows by the index of the first key
+    column (:func:`_by_key_index`). Every row carries the columns of the first.
     """
     if not rows:
         return
@@ -120,7 +122,7 @@ def update_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
         with _copied(conn, table, rows) as incoming:
             conn.execute(
                 sa.update(table)
-                .where(*(table.c[k] == incoming.c[k] for k in key_columns))
+                .where(*(table.c[k] == incoming.c[k] for k in key_columns), _by_key_index(table, incoming, key_columns))
                 .values({c: incoming.c[c] for c in update_columns})
             )
         return
@@ -133,6 +135,25 @@ def update_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
     params = [{**{f"key_{k}": row[k] for k in key_columns}, **{c: row[c] for c in update_columns}} for row in rows]
     for batch in in_batches(params, UPSERT_BATCH_SIZE):
         conn.execute(stmt, batch)
+
+
+def _by_key_index(table: sa.Table, incoming: sa.Table, key_columns: list[str]) -> sa.ColumnElement[bool]:
+    """``table``'s first key column is one of the incoming rows' values, as ``= ANY`` of an array
+    the statement builds from ``incoming`` once: the target's rows are then index lookups.
+
+    Joined on the keys alone, PostgreSQL weighs an index probe per incoming row against one hash
+    join over the whole target, from its guess of how many rows come in (the temporary table's
+    pages, or its statistics once analyzed): from about one percent of the target on, it reads
+    every row of the target, old ones included, and the write-back's outcomes read the whole
+    outbox per batch. An array computed at run time counts as ten values for the planner, so it
+    always probes the index, once per value. (A LATERAL probe as in :func:`select_in` would only
+    find the rows: the UPDATE's target cannot sit inside it, and the planner joins the target to
+    it as it likes.) A composite key restricts its first column, which should lead an index;
+    the join on every key column matches the rows.
+    """
+    first = key_columns[0]
+    values = sa.select(incoming.c[first]).correlate(None).scalar_subquery()
+    return table.c[first] == sa.any_(sa.func.array(values))
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

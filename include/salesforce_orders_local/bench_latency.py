@@ -25,27 +25,27 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from .airflow_env import (
-    DAG_ID,
-    PROJECT_ROOT,
-    configure,
-    connection_env,
-    ensure_pool,
-    postgres_warehouse_connection,
-    variable_env,
-)
+from . import local_airflow
+from .airflow_env import DAG_ID, PROJECT_ROOT
 from .bench import DEFAULT_PG
+from .local_airflow import (
+    Component,
+    airflow_command,
+    local_airflow_env,
+    migrate_metadata_database,
+    throwaway_database,
+)
 
 POLL_SECONDS = 0.25  # how often the warehouse is looked at: the figures' resolution
+STOP_TIMEOUT_SECONDS = 60
 # Airflow settings for short reaction times (events mode): what a run waits for between its steps.
 LATENCY_SETTINGS = {
     # The scheduler sleeps this long when a loop found nothing to do (default 1 s): a finished task's
@@ -82,19 +82,6 @@ def _warehouse_rows(engine: Any, schema: str, sql: str, **params: Any) -> list[t
             return conn.execute(sa.text(sql), params).fetchall()
     except sa.exc.ProgrammingError:  # the tables are not created yet
         return []
-
-
-def _wait(condition: Any, what: str, timeout: float, process: subprocess.Popen, log: Path) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if process.poll() is not None:
-            raise RuntimeError(f"airflow standalone exited while waiting for {what}; see {log}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"never saw {what} within {timeout:.0f} s; see {log}")
-        time.sleep(POLL_SECONDS)
 
 
 STAGE_ORDER = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back")
@@ -136,15 +123,11 @@ def where_time_goes(metadata_url: str) -> dict[str, float]:
     return {step: round(statistics.mean(values), 2) for step, values in steps.items()}
 
 
-def _stop(airflow: subprocess.Popen) -> None:
-    """Stop standalone and every component it started (its process group)."""
-    try:
-        os.killpg(airflow.pid, signal.SIGTERM)
-        airflow.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(airflow.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+def _drop_schema(engine: Any, schema: str) -> None:
+    import sqlalchemy as sa
+
+    with engine.begin() as conn:
+        conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
 
 
 def bench_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -157,52 +140,53 @@ def bench_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     url = sa.make_url(args.pg_url)
-    engine = sa.create_engine(url)
     schema = f"bench_latency_{mode}_{uuid.uuid4().hex[:8]}"
-    with engine.begin() as conn:
-        conn.execute(sa.schema.CreateSchema(schema))
-    # Airflow's metadata on PostgreSQL too: scheduler, triggerer, dag-processor and api-server all
-    # write it at once, which SQLite's one writer turns into waits (and stalls).
-    metadata_db = f"airflow_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{metadata_db}"'))
-    metadata_url = url.set(database=metadata_db).render_as_string(hide_password=False)
-    org = airflow = None
-    try:
+    events_on = mode == "events"
+    with ExitStack() as cleanup:  # undone last first: Airflow, the org, the metadata DB, the schema
+        engine = sa.create_engine(url)
+        cleanup.callback(engine.dispose)
+        with engine.begin() as conn:
+            conn.execute(sa.schema.CreateSchema(schema))
+        cleanup.callback(_drop_schema, engine, schema)
+        # Airflow's metadata on PostgreSQL too: scheduler, triggerer, dag-processor and api-server all
+        # write it at once, which SQLite's one writer turns into waits (and stalls).
+        metadata_url = cleanup.enter_context(throwaway_database(url, "airflow_bench"))
         org = SandboxServer(port=0, orders=args.orders, seed=args.seed, state_dir=work / "sandbox").start()
-        events_on = mode == "events"
+        cleanup.callback(org.stop)
+        home = work / "airflow"
+        home.mkdir()
         env = {
-            **connection_env("salesforce_default", org.airflow_connection()),
-            **connection_env("orders_warehouse", postgres_warehouse_connection(
-                url.host, url.port or 5432, url.database, url.username, url.password)),
-            **variable_env("salesforce_orders_config", {
-                "enabled": True, "warehouse_schema": schema,
-                "events": {"enabled": events_on, "window_seconds": args.window_seconds}}),
+            **local_airflow_env(
+                home,
+                metadata_db_url=metadata_url,
+                # Task processes report to the api-server's execution API: on the port it listens on.
+                api_url=f"http://localhost:{args.port}",
+                salesforce_connection=org.airflow_connection(),
+                warehouse_url=url,
+                import_config={
+                    "enabled": True, "warehouse_schema": schema,
+                    "events": {"enabled": events_on, "window_seconds": args.window_seconds}},
+            ),
             "SALESFORCE_ORDERS_SCHEDULE": args.schedule,
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": metadata_url,  # psycopg 3 serves both
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__API__PORT": str(args.port),
-            # Task processes report to the api-server's execution API: on the port it listens on.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{args.port}/execution/",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             **(LATENCY_SETTINGS if events_on or args.tune_schedule else {}),
         }
-        home = work / "airflow"
-        configure(home, env)
-        ensure_pool()
+        migrate_metadata_database(env)
         if events_on:
             # The trigger resumes from here: an activation made before it has subscribed is not missed.
             ReplayStore(engine, schema, CHANGE_EVENT_TOPIC).save(replay_bytes(org.events.latest_replay()))
-        log = work / "standalone.log"
-        with log.open("wb") as out:
-            # A session of its own: standalone's components (scheduler, triggerer, …) are stopped with it.
-            airflow = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env={**os.environ},
-                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # standalone's components (scheduler, triggerer, …) are in its process group: stopped with it
+        standalone = Component("standalone", airflow_command("standalone"), env, work / "standalone.log")
+        standalone.launch()
+        cleanup.callback(local_airflow.stop, [standalone], STOP_TIMEOUT_SECONDS)
+
+        def wait(condition: Any, what: str, timeout: float) -> Any:
+            return local_airflow.wait_until(condition, what, timeout, [standalone], poll_seconds=POLL_SECONDS)
+
         print(f"[{mode}] waiting for the first scheduled run (the initial load) …", flush=True)
-        _wait(lambda: _warehouse_rows(engine, schema, "SELECT 1 FROM import_runs WHERE status = 'success'"),
-              "the initial load", args.startup_timeout, airflow, log)
+        wait(lambda: _warehouse_rows(engine, schema, "SELECT 1 FROM import_runs WHERE status = 'success'"),
+             "the initial load", args.startup_timeout)
         candidates = org.store.activatable_order_ids(args.activations)
         rng = random.Random(args.seed)
         activated_at: dict[str, float] = {}
@@ -228,20 +212,9 @@ def bench_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any
                 org.store.update("Order", order_id, {"Status": "Activated"})
             activated_at[order_id] = time.time()
             print(f"[{mode}] activated {order_id}", flush=True)
-        _wait(lambda: (note_completions(), len(completed_at) == len(activated_at))[1],
-              "every activated order COMPLETE", args.completion_timeout, airflow, log)
+        wait(lambda: (note_completions(), len(completed_at) == len(activated_at))[1],
+             "every activated order COMPLETE", args.completion_timeout)
         breakdown = where_time_goes(metadata_url)
-    finally:
-        if airflow is not None:
-            _stop(airflow)
-        if org is not None:
-            org.stop()
-        with engine.begin() as conn:
-            conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{metadata_db}" WITH (FORCE)'))
-        engine.dispose()
-        admin.dispose()
     latencies = [completed_at[o] - activated_at[o] for o in activated_at]
     return {"mode": mode, **summarise(latencies), "latencies_s": [round(v, 1) for v in latencies],
             "mean_seconds_per_step": breakdown}

@@ -16,24 +16,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .airflow_env import (
-    connection_env,
-    ensure_pool,
-    postgres_warehouse_connection,
-    project_airflow_env,
-    variable_env,
+from . import local_airflow
+from .local_airflow import (
+    Component,
+    ComponentFailed,
+    airflow_command,
+    api_server_command,
+    create_databases,
+    database_url,
+    local_airflow_env,
+    metadata_database_env,
+    migrate_metadata_database,
 )
 from .worker_hostname import WORKER_NAME_ENV, node_name
 
@@ -44,7 +47,6 @@ SECRET_FILES = ("jwt_secret", "fernet_key")
 READY_TIMEOUT_SECONDS = 240
 STOP_TIMEOUT_SECONDS = 30
 VISIBILITY_TIMEOUT_SECONDS = 3 * 3600
-_DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 # ---------------------------------------------------------------------------------------
@@ -70,14 +72,9 @@ def shared_airflow_environment(layout: CeleryLayout) -> dict[str, str]:
     signs the tokens the scheduler gives each task and the api-server checks, the Fernet key
     encrypts connections and variables stored in the metadata database.
     """
-    scheme, rest = layout.metadata_db_url.split("://", 1)
-    if scheme != "postgresql+psycopg":
-        raise ValueError(f"the metadata database must be PostgreSQL through psycopg 3, not {scheme!r}")
     return {
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": layout.metadata_db_url,
-        # Airflow would derive asyncpg for its async engine; psycopg 3 does async itself.
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": f"postgresql+psycopg_async://{rest}",
+        **metadata_database_env(layout.metadata_db_url),
         "AIRFLOW__CELERY__BROKER_URL": layout.broker_url,
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{layout.metadata_db_url}",
         # a task still running after this long is handed to another worker: longer than the
@@ -108,79 +105,8 @@ def ensure_shared_secrets(directory: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------
-# The services' databases
-# ---------------------------------------------------------------------------------------
-
-
-def database_url(server_url: str, database: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
-
-
-def _for_each_database(server_url: str, names: tuple[str, ...], act: Callable[[Any, str, str], None]) -> None:
-    """``act(connection, quoted name, name)`` for each database name, on the server's maintenance
-    database, outside any transaction (CREATE and DROP DATABASE need that)."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(database_url(server_url, "postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            for name in names:
-                if not _DATABASE_NAME.match(name):
-                    raise ValueError(f"database name {name!r}: lower-case letters, digits and _ only")
-                act(conn, conn.dialect.identifier_preparer.quote(name), name)
-    finally:
-        engine.dispose()
-
-
-def create_databases(server_url: str, names: tuple[str, ...]) -> None:
-    """Create the PostgreSQL databases that do not exist yet (others are left as they are)."""
-    import sqlalchemy as sa
-
-    def create(conn: Any, quoted: str, name: str) -> None:
-        if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar():
-            conn.execute(sa.text(f"CREATE DATABASE {quoted}"))
-
-    _for_each_database(server_url, names, create)
-
-
-def drop_databases(server_url: str, names: tuple[str, ...]) -> None:
-    """Drop these databases, ending their sessions (for a throw-away deployment only)."""
-    import sqlalchemy as sa
-
-    _for_each_database(
-        server_url, names, lambda conn, quoted, _name: conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
-    )
-
-
-# ---------------------------------------------------------------------------------------
 # The deployment
 # ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Component:
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen | None = None
-    killed: bool = False  # on purpose (kill_worker): not a failure
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
-
-
-class ComponentFailed(RuntimeError):
-    """A process of the deployment exited or never became ready; the message has its log's end."""
 
 
 @dataclass
@@ -239,30 +165,18 @@ class CeleryDeployment:
     def environment(self) -> dict[str, str]:
         """The environment of every Airflow process: this machine's, without any Airflow settings
         the caller had, plus the deployment's."""
-        from sqlalchemy.engine import make_url
-
-        inherited = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("AIRFLOW", "SALESFORCE_ORDERS_", "_AIRFLOW"))
-        }
-        server = make_url(self.postgres_url)
-        warehouse = postgres_warehouse_connection(
-            server.host or "127.0.0.1", server.port or 5432, self.warehouse_database, server.username or "postgres", server.password
-        )
         return {
-            **inherited,
-            **project_airflow_env(self.home),
+            **local_airflow_env(
+                self.home,
+                metadata_db_url=self.layout.metadata_db_url,
+                api_url=self.api_url,
+                salesforce_connection=self.salesforce_connection,
+                warehouse_url=self.warehouse_url,
+                import_config=self.import_config,
+            ),
             **shared_airflow_environment(self.layout),
-            "AIRFLOW__API__BASE_URL": self.api_url,
             # the workers report their own names (worker_hostname.py); the others the host's
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "salesforce_orders_local.worker_hostname.worker_hostname",
-            **connection_env("salesforce_default", self.salesforce_connection),
-            **connection_env("orders_warehouse", warehouse),
-            **variable_env("salesforce_orders_config", dict(self.import_config)),
-            # the components' commands are the virtual environment's
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
 
@@ -273,47 +187,30 @@ class CeleryDeployment:
         self.home.mkdir(parents=True, exist_ok=True)
         create_databases(self.postgres_url, (self.metadata_database, self.warehouse_database))
         ensure_shared_secrets(self.home / "secrets")
-        env = self.environment()
-        result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True)
-        if result.returncode:
-            raise ComponentFailed(f"airflow db migrate exited {result.returncode}:\n{result.stderr[-4000:]}")
-        ensure_pool(env)
+        migrate_metadata_database(self.environment())
 
     def _components(self) -> list[Component]:
         env = self.environment()
         logs = self.home / "processes"
-        airflow = [sys.executable, "-m", "airflow"]
-        api = [*airflow, "api-server", "--host", self.api_host, "--port", str(self.api_port), "--workers", "1"]
         components = [
-            Component("api-server", api, env, logs / "api-server.log"),
-            Component("scheduler", [*airflow, "scheduler"], env, logs / "scheduler.log"),
-            Component("dag-processor", [*airflow, "dag-processor"], env, logs / "dag-processor.log"),
-            Component("triggerer", [*airflow, "triggerer"], env, logs / "triggerer.log"),
+            Component("api-server", api_server_command(self.api_host, self.api_port), env, logs / "api-server.log"),
+            *(Component(name, airflow_command(name), env, logs / f"{name}.log") for name in ("scheduler", "dag-processor", "triggerer")),
         ]
         for worker in WORKERS:
             # The workers share this host's log folder with the api-server, which reads task logs
             # from it: no log server of their own (two would want the same port).
             command = [
-                *airflow, "celery", "worker", "--celery-hostname", self.worker_node(worker),
+                *airflow_command("celery", "worker"), "--celery-hostname", self.worker_node(worker),
                 "--concurrency", str(self.worker_concurrency), "--skip-serve-logs",
             ]
             components.append(Component(worker, command, {**env, WORKER_NAME_ENV: worker}, logs / f"{worker}.log"))
         return components
 
-    @staticmethod
-    def _launch(component: Component) -> None:
-        component.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with component.log_path.open("ab") as log:
-            # a session of its own: Ctrl-C reaches only this process, which stops the others in order
-            component.process = subprocess.Popen(
-                component.command, env=component.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
     def start(self) -> CeleryDeployment:
         """Prepare, start every component and wait until they all work."""
         self.prepare()
         for component in self._components():
-            self._launch(component)
+            component.launch()
             self.components[component.name] = component
         try:
             self.wait_until_ready()
@@ -323,23 +220,26 @@ class CeleryDeployment:
         return self
 
     def check_running(self) -> None:
-        for component in self.components.values():
-            if not component.running and not component.killed:
-                code = component.process.returncode if component.process else None
-                raise ComponentFailed(f"{component.name} exited ({code}):\n{component.log_tail()}")
+        local_airflow.check_running(self.components.values())
+
+    def wait_until(self, condition: Any, what: str, timeout: float) -> Any:
+        """``local_airflow.wait_until`` on this deployment's components."""
+        return local_airflow.wait_until(condition, what, timeout, self.components.values(), poll_seconds=0.5)
 
     def wait_until_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Until the api-server reports the scheduler, DAG processor and triggerer healthy and
         both workers answer a Celery ping."""
-        deadline = time.monotonic() + timeout
         waiting_for = "the api-server"
-        while time.monotonic() < deadline:
-            self.check_running()
+
+        def ready() -> bool:
+            nonlocal waiting_for
             waiting_for = self._not_ready()
-            if waiting_for is None:
-                return
-            time.sleep(0.5)
-        raise ComponentFailed(f"not ready within {timeout:.0f} s, waiting for {waiting_for}")
+            return waiting_for is None
+
+        try:
+            self.wait_until(ready, "every component ready", timeout)
+        except ComponentFailed as exc:
+            raise ComponentFailed(f"{exc}\n(the last one not ready: {waiting_for})") from None
 
     def _not_ready(self) -> str | None:
         import requests
@@ -375,37 +275,20 @@ class CeleryDeployment:
     def kill_worker(self, worker: str) -> None:
         """SIGKILL a worker with everything it started (its pool and the task processes), as if
         its machine went down."""
-        component = self.components[worker]
-        component.killed = True
-        os.killpg(component.process.pid, signal.SIGKILL)
-        component.process.wait()
+        local_airflow.kill(self.components[worker])
 
     def restart_worker(self, worker: str) -> None:
         """Start a stopped worker again and wait until it answers."""
         component = self.components[worker]
         if component.running:
             raise RuntimeError(f"{worker} is running")
-        self._launch(component)
+        component.launch()
         component.killed = False
         self.wait_until_ready()
 
     def stop(self) -> None:
         """Stop every component started here: SIGTERM, then SIGKILL for what is left of it."""
-        for component in reversed(list(self.components.values())):
-            if component.running:
-                component.process.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        for component in self.components.values():
-            process = component.process
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:  # whatever the component started that outlived it (its session is its own)
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait()
+        local_airflow.stop(self.components.values(), STOP_TIMEOUT_SECONDS)
 
     def admin_password(self) -> str:
         """The password Airflow's simple auth manager generated for ``admin`` on first start."""

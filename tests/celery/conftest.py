@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,8 +35,10 @@ import requests
 import sqlalchemy as sa
 
 from salesforce_orders import faultpoints
+from salesforce_orders_local import local_airflow
 from salesforce_orders_local.airflow_env import DAG_ID
-from salesforce_orders_local.celery_deployment import CeleryDeployment, drop_databases
+from salesforce_orders_local.celery_deployment import CeleryDeployment
+from salesforce_orders_local.local_airflow import ComponentFailed, drop_databases, free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
 ORG_ORDERS = 160
@@ -66,12 +66,6 @@ def task_policy(task):
 @pytest.fixture(scope="module")
 def org_size() -> tuple[int, int]:
     return ORG_ORDERS, ORG_SEED
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _unreachable(what: str, problem: str) -> None:
@@ -181,14 +175,10 @@ class CeleryStack:
     def wait_for(self, what: str, found: Callable[[], Any]) -> Any:
         """Poll ``found()`` until it returns something truthy; fail naming ``what`` (with the
         components' logs) if a component dies or the safety net runs out."""
-        deadline = time.monotonic() + WAIT_SECONDS
-        while time.monotonic() < deadline:
-            self.deployment.check_running()
-            result = found()
-            if result:
-                return result
-            time.sleep(0.5)
-        pytest.fail(f"never saw {what} within {WAIT_SECONDS} s\n{self.logs()}")
+        try:
+            return self.deployment.wait_until(found, what, WAIT_SECONDS)
+        except ComponentFailed as exc:
+            pytest.fail(str(exc))
 
     def wait_for_run(self, run_id: str) -> dict:
         """Until the run has finished; returns it (whatever its state)."""
@@ -200,7 +190,7 @@ class CeleryStack:
         return self.wait_for(f"run {run_id} finish", finished)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {c.name} ---\n{c.log_tail(2500)}" for c in self.deployment.components.values())
+        return local_airflow.logs(self.deployment.components.values(), chars=2500)
 
     # -- Celery's remote control: which worker takes new tasks ------------------------------
 
@@ -268,12 +258,12 @@ def stack(
         salesforce_connection=sandbox.airflow_connection(),
         database_prefix=f"sfo_celery_{tag}",
         redis_db=redis_db,
-        api_port=_free_port(),
+        api_port=free_port(),
         extra_env={
             "SALESFORCE_ORDERS_SCHEDULE": SCHEDULE,
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_SECONDS),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             faultpoints.ENV: ";".join(f"{point}=pause" for point in PAUSE_POINTS),
             faultpoints.DIR_ENV: str(point_dir),
         },

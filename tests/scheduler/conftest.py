@@ -11,12 +11,8 @@ time to pass.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,13 +23,16 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from salesforce_orders_local.airflow_env import (
-    DAGS_FOLDER,
-    PLUGINS_FOLDER,
-    connection_env,
-    ensure_pool,
-    postgres_warehouse_connection,
-    variable_env,
+from salesforce_orders_local import local_airflow
+from salesforce_orders_local.local_airflow import (
+    Component,
+    ComponentFailed,
+    airflow_command,
+    api_server_command,
+    free_port,
+    local_airflow_env,
+    migrate_metadata_database,
+    throwaway_database,
 )
 
 DAG_ID = "salesforce_orders_import"
@@ -44,12 +43,6 @@ RUN_TIMEOUT_SECONDS = 900
 FINISHED = {"success", "failed"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Deployment:
     """Airflow's components as separate processes, and the REST API to drive them."""
@@ -57,51 +50,29 @@ class Deployment:
     home: Path
     env: dict[str, str]
     base_url: str
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    components: dict[str, Component] = field(default_factory=dict)
 
-    def start(self, *components: str) -> None:
-        for name in components:
-            log = (self.home / f"{name}.log").open("wb")
-            command = {
-                "api-server": ["api-server", "--host", "127.0.0.1", "--port", self.base_url.rsplit(":", 1)[1], "--workers", "1"],
-            }.get(name, [name])
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", *command], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        self.wait_until(self._api_answers, "the api-server answers", START_TIMEOUT_SECONDS)
-
-    def _api_answers(self) -> bool:
-        try:
-            return requests.get(f"{self.base_url}/api/v2/monitor/health", timeout=30).status_code == 200
-        except requests.RequestException:  # not listening yet, or too busy starting to answer
-            return False
+    def start(self, *names: str) -> None:
+        port = int(self.base_url.rsplit(":", 1)[1])
+        for name in names:
+            command = api_server_command("127.0.0.1", port) if name == "api-server" else airflow_command(name)
+            self.components[name] = Component(name, command, self.env, self.home / f"{name}.log")
+            self.components[name].launch()
+        self.wait_until(lambda: local_airflow.api_answers(self.base_url), "the api-server answers", START_TIMEOUT_SECONDS)
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        local_airflow.stop(self.components.values(), timeout=60)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {name}.log\n{(self.home / f'{name}.log').read_text()[-3000:]}" for name in self.processes)
+        return local_airflow.logs(self.components.values(), chars=3000)
 
     def wait_until(self, condition: Callable[[], Any], what: str, timeout: float = RUN_TIMEOUT_SECONDS) -> Any:
         """Poll ``condition`` until it gives something truthy; fail naming ``what`` if a component
         died or the safety net runs out."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            dead = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
-            if dead:
-                pytest.fail(f"Airflow components exited ({dead}) while waiting for {what}\n{self.logs()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"never saw {what}\n{self.logs()}")
-            time.sleep(1)
+        try:
+            return local_airflow.wait_until(condition, what, timeout, self.components.values())
+        except ComponentFailed as exc:
+            pytest.fail(str(exc))
 
     # -- the REST API ------------------------------------------------------------------------
 
@@ -124,9 +95,7 @@ class Deployment:
         return self.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})["task_instances"]
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True, timeout=600
-        )
+        done = subprocess.run(airflow_command(*args), env=self.env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"airflow {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
@@ -155,19 +124,6 @@ class Stack:
 
 
 
-def _metadata_database(admin_url: sa.URL) -> Iterator[str]:
-    name = f"airflow_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(scope="module")
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from salesforce_sandbox.server import SandboxServer
@@ -181,60 +137,48 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         conn.execute(sa.schema.CreateSchema(schema))
 
     org = SandboxServer(port=0, orders=params.get("orders", 150), seed=params.get("seed", 5), state_dir=work / "sandbox").start()
-    database_names = _metadata_database(url.set(database="postgres"))
-    database = next(database_names)
-    metadata_url = url.set(database=database).render_as_string(hide_password=False)
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = f"http://127.0.0.1:{free_port()}"
     home = work / "airflow"
     home.mkdir()
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        # on a busy machine the execution API answers slowly: workers wait for it rather than fail
-        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "120",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": metadata_url,
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
-        "AIRFLOW__API__BASE_URL": base_url,
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "3600",
-        "SALESFORCE_ORDERS_SCHEDULE": params.get("schedule", "0 * * * *"),
-        **connection_env("salesforce_default", org.airflow_connection()),
-        **connection_env(
-            "orders_warehouse", postgres_warehouse_connection(url.host, url.port or 5432, url.database, url.username, url.password)
-        ),
-        **variable_env("salesforce_orders_config", {"warehouse_schema": schema, **params.get("config", {})}),
-        **params.get("env", {}),
-    }
-    env.pop("PYTEST_CURRENT_TEST", None)
-    airflow = Deployment(home, env, base_url)
-    try:
-        airflow.cli("db", "migrate")
-        ensure_pool(env)
-        airflow.start("api-server", "dag-processor", "scheduler", *params.get("components", ()))
-        airflow.wait_until(
-            lambda: requests.get(f"{base_url}/api/v2/dags/{DAG_ID}", timeout=30).status_code == 200, "the import DAG parsed"
-        )
-        yield Stack(airflow, org, sa.create_engine(url), schema)
-    finally:
-        airflow.stop()
-        org.stop()
-        next(database_names, None)
-        with warehouse_engine.begin() as conn:
-            conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+    with throwaway_database(url, "airflow_test") as metadata_url:
+        env = {
+            **local_airflow_env(
+                home,
+                metadata_db_url=metadata_url,
+                api_url=base_url,
+                salesforce_connection=org.airflow_connection(),
+                warehouse_url=url,
+                import_config={"warehouse_schema": schema, **params.get("config", {})},
+            ),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            # on a busy machine the execution API answers slowly: workers wait for it rather than fail
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "120",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "3600",
+            "SALESFORCE_ORDERS_SCHEDULE": params.get("schedule", "0 * * * *"),
+            **params.get("env", {}),
+        }
+        env.pop("PYTEST_CURRENT_TEST", None)
+        airflow = Deployment(home, env, base_url)
+        try:
+            migrate_metadata_database(env)
+            airflow.start("api-server", "dag-processor", "scheduler", *params.get("components", ()))
+            airflow.wait_until(
+                lambda: requests.get(f"{base_url}/api/v2/dags/{DAG_ID}", timeout=30).status_code == 200, "the import DAG parsed"
+            )
+            yield Stack(airflow, org, sa.create_engine(url), schema)
+        finally:
+            airflow.stop()
+            org.stop()
+            with warehouse_engine.begin() as conn:
+                conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
 
 
 def json_conf(conf: dict[str, Any]) -> str:

@@ -139,7 +139,10 @@ def local_airflow_env(
     inherited = {
         key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "SALESFORCE_ORDERS_", "_AIRFLOW"))
     }
-    warehouse = make_url(warehouse_url)
+    server = make_url(warehouse_url)
+    warehouse = postgres_warehouse_connection(
+        server.host or "127.0.0.1", server.port or 5432, server.database, server.username or "postgres", server.password
+    )
     return {
         **inherited,
         **project_airflow_env(home),
@@ -147,13 +150,7 @@ def local_airflow_env(
         "AIRFLOW__API__BASE_URL": api_url,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url.rstrip('/')}/execution/",
         **connection_env("salesforce_default", salesforce_connection),
-        **connection_env(
-            "orders_warehouse",
-            postgres_warehouse_connection(
-                warehouse.host or "127.0.0.1", warehouse.port or 5432, warehouse.database, warehouse.username or "postgres",
-                warehouse.password,
-            ),
-        ),
+        **connection_env("orders_warehouse", warehouse),
         **variable_env("salesforce_orders_config", dict(import_config)),
         # the components' commands are the virtual environment's
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -220,7 +217,7 @@ def check_running(components: Iterable[Component]) -> None:
     for component in components:
         if not component.running and not component.killed:
             code = component.process.returncode if component.process else None
-            raise ComponentFailed(f"{component.name} exited ({code}):\n{component.log_tail()}")
+            raise ComponentFailed(f"{component.name} exited ({code}); the end of {component.log_path}:\n{component.log_tail()}")
 
 
 def wait_until(

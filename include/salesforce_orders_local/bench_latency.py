@@ -12,6 +12,11 @@ finish, then activates orders one by one at random intervals, as users would, an
 warehouse until each order's lifecycle is COMPLETE (written back to Salesforce). It prints p50 / p95
 / max per mode and writes them as JSON.
 
+The org is generated without the generator's dirty orders (:data:`ORG_OPTIONS`), so every order it
+activates is one the import accepts; one the import quarantines or skips all the same is named and
+no longer waited for (:func:`refused_orders`). SIGTERM and SIGINT stop Airflow and drop the
+metadata database and the warehouse schema as a normal end does.
+
     python -m salesforce_orders_local.bench_latency --activations 12 --modes events schedule
 
 The Airflow settings the events mode runs with are :data:`LATENCY_SETTINGS` (printed with the
@@ -39,6 +44,7 @@ from .bench import DEFAULT_PG
 from .local_airflow import (
     Component,
     airflow_command,
+    cleanup_on_signals,
     local_airflow_env,
     migrate_metadata_database,
     throwaway_database,
@@ -55,6 +61,40 @@ LATENCY_SETTINGS = {
     # report of one run may overlap the next run's extract).
     "AIRFLOW__CORE__PARALLELISM": "4",
 }
+
+# The bench's org: no dirty orders (a missing city, a free-text country, a far EffectiveDate, …),
+# which the generator makes for the import to quarantine. An activated order that is quarantined
+# never reaches COMPLETE.
+ORG_OPTIONS = {"dirty_share": 0.0}
+
+
+def orders_to_activate(store: Any, count: int) -> list[str]:
+    """``count`` Draft orders with products of an org generated with :data:`ORG_OPTIONS`: each one,
+    once activated, valid for the import."""
+    chosen = store.activatable_order_ids(count)
+    if len(chosen) < count:
+        raise SystemExit(f"the org has only {len(chosen)} Draft orders with products to activate, not {count}: "
+                         "ask for fewer --activations or more --orders")
+    return chosen
+
+
+def refused_orders(engine: Any, schema: str | None, order_ids: list[str]) -> dict[str, str]:
+    """Of ``order_ids``, those the import quarantined or skipped (and has not released since), each
+    with why: they will not reach COMPLETE, however long one waits."""
+    import sqlalchemy as sa
+
+    from salesforce_orders.warehouse import tables
+
+    t = tables(schema)
+    quarantined = sa.select(t.quarantined_orders.c.sf_order_id, t.quarantined_orders.c.failed_checks).where(
+        t.quarantined_orders.c.sf_order_id.in_(order_ids), t.quarantined_orders.c.released_at.is_(None))
+    skipped = sa.select(t.skipped_orders.c.sf_order_id, t.skipped_orders.c.reason).where(
+        t.skipped_orders.c.sf_order_id.in_(order_ids), t.skipped_orders.c.released_at.is_(None))
+    with engine.connect() as conn:
+        refused = {order_id: f"quarantined (failed checks: {', '.join(checks)})"
+                   for order_id, checks in conn.execute(quarantined)}
+        refused.update((order_id, f"skipped ({reason})") for order_id, reason in conn.execute(skipped))
+    return refused
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -151,8 +191,10 @@ def bench_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any
         # Airflow's metadata on PostgreSQL too: scheduler, triggerer, dag-processor and api-server all
         # write it at once, which SQLite's one writer turns into waits (and stalls).
         metadata_url = cleanup.enter_context(throwaway_database(url, "airflow_bench"))
-        org = SandboxServer(port=0, orders=args.orders, seed=args.seed, state_dir=work / "sandbox").start()
+        org = SandboxServer(port=0, orders=args.orders, seed=args.seed, state_dir=work / "sandbox",
+                            generator_options=ORG_OPTIONS).start()
         cleanup.callback(org.stop)
+        candidates = orders_to_activate(org.store, args.activations)
         home = work / "airflow"
         home.mkdir()
         env = {
@@ -187,13 +229,13 @@ def bench_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any
         print(f"[{mode}] waiting for the first scheduled run (the initial load) …", flush=True)
         wait(lambda: _warehouse_rows(engine, schema, "SELECT 1 FROM import_runs WHERE status = 'success'"),
              "the initial load", args.startup_timeout)
-        candidates = org.store.activatable_order_ids(args.activations)
         rng = random.Random(args.seed)
         activated_at: dict[str, float] = {}
         completed_at: dict[str, float] = {}
+        refused: dict[str, str] = {}  # activated orders the import refused: not waited for
 
         def note_completions() -> None:
-            waiting = [o for o in activated_at if o not in completed_at]
+            waiting = [o for o in activated_at if o not in completed_at and o not in refused]
             if not waiting:
                 return
             rows = _warehouse_rows(engine, schema, "SELECT sf_order_id FROM external_orders "
@@ -201,6 +243,10 @@ def bench_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any
             now = time.time()
             for (order_id,) in rows:
                 completed_at.setdefault(order_id, now)
+            for order_id, why in refused_orders(engine, schema, [o for o in waiting if o not in completed_at]).items():
+                refused[order_id] = why
+                print(f"[{mode}] order {order_id} was {why} by the import: it will not reach COMPLETE, "
+                      "no longer waited for", flush=True)
 
         for order_id in candidates:
             gap = (args.min_gap, args.max_gap) if events_on else (args.schedule_min_gap, args.schedule_max_gap)
@@ -212,12 +258,12 @@ def bench_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any
                 org.store.update("Order", order_id, {"Status": "Activated"})
             activated_at[order_id] = time.time()
             print(f"[{mode}] activated {order_id}", flush=True)
-        wait(lambda: (note_completions(), len(completed_at) == len(activated_at))[1],
-             "every activated order COMPLETE", args.completion_timeout)
+        wait(lambda: (note_completions(), len(completed_at) + len(refused) == len(activated_at))[1],
+             "every activated order COMPLETE (or refused by the import)", args.completion_timeout)
         breakdown = where_time_goes(metadata_url)
-    latencies = [completed_at[o] - activated_at[o] for o in activated_at]
+    latencies = [completed_at[o] - activated_at[o] for o in activated_at if o in completed_at]
     return {"mode": mode, **summarise(latencies), "latencies_s": [round(v, 1) for v in latencies],
-            "mean_seconds_per_step": breakdown}
+            "refused": refused, "mean_seconds_per_step": breakdown}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(PROJECT_ROOT / "bench-results" / "bench-latency.json"))
     args = parser.parse_args(argv)
 
-    results = [bench_mode(mode, args, PROJECT_ROOT / ".local" / "bench-latency" / mode) for mode in args.modes]
+    with cleanup_on_signals():
+        results = [bench_mode(mode, args, PROJECT_ROOT / ".local" / "bench-latency" / mode) for mode in args.modes]
     report = {"dag_id": DAG_ID, "schedule": args.schedule, "settings": LATENCY_SETTINGS,
               "window_seconds": args.window_seconds, "results": results}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from .airflow_env import (
@@ -279,3 +280,25 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
         os.killpg(process.pid, signum)
     except ProcessLookupError:
         pass
+
+
+@contextmanager
+def cleanup_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Within: SIGTERM (``timeout``, ``kill``) or SIGINT (Ctrl-C) ends the program as an exception
+    would, so the ``with`` blocks and ``finally`` clauses inside stop the components (their own
+    process groups) and drop what was created; Python's default for SIGTERM is to exit at once,
+    leaving all of that behind. A repeated signal is ignored until that cleanup is done, so it
+    cannot cut the cleanup short (SIGKILL still ends everything)."""
+
+    def leave(signum: int, _frame: FrameType | None) -> None:
+        for each in signals:
+            signal.signal(each, signal.SIG_IGN)
+        print(f"\n{signal.Signals(signum).name}: stopping and cleaning up …", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    previous = {each: signal.signal(each, leave) for each in signals}
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)

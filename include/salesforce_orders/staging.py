@@ -125,18 +125,17 @@ def stage_items(
 ) -> int:
     """Stage order products for the run; returns how many distinct items were written."""
     staged_at = now or utc_now()
+    item_ids, order_ids = [item.get("Id") for item in items], [item.get("OrderId") for item in items]
+    if not (all(item_ids) and all(order_ids)):  # checked for all at once; the item at fault named here
+        for item in items:
+            _required(item, "Id", "order item")
+            _required(item, "OrderId", "order item")
     rows = [
-        {
-            "run_id": run_id,
-            "sf_order_item_id": _required(item, "Id", "order item"),
-            "sf_order_id": _required(item, "OrderId", "order item"),
-            "record": item,
-            "staged_at": staged_at,
-        }
-        for item in items
+        {"run_id": run_id, "sf_order_item_id": item_id, "sf_order_id": order_id, "record": item, "staged_at": staged_at}
+        for item_id, order_id, item in zip(item_ids, order_ids, items, strict=True)
     ]
     upsert(conn, tables(schema).stg_order_items, rows, ["run_id", "sf_order_item_id"])
-    return len({row["sf_order_item_id"] for row in rows})
+    return len(set(item_ids))
 
 
 def _keyset_chunks(

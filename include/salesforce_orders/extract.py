@@ -28,16 +28,23 @@ log = logging.getLogger(__name__)
 def flatten(record: dict, prefix: str = "") -> dict[str, Any]:
     """A REST record as one flat dict: parents as dotted paths, ``attributes`` and child lists dropped."""
     flat: dict[str, Any] = {}
+    _flatten_into(flat, record, prefix)
+    return flat
+
+
+def _flatten_into(flat: dict[str, Any], record: dict, prefix: str) -> None:
+    # Parents are written into the one dict (no dict per parent merged back), and the record's
+    # own fields, most of them, keep their key as it is: this runs for every record of a REST run.
     for key, value in record.items():
         if key == "attributes":
             continue
         if isinstance(value, dict):
-            if "records" in value:  # a child subquery: handled by split_order
-                continue
-            flat.update(flatten(value, f"{prefix}{key}."))
+            if "records" not in value:  # else a child subquery: handled by split_order
+                _flatten_into(flat, value, f"{prefix}{key}.")
+        elif prefix:
+            flat[prefix + key] = value
         else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+            flat[key] = value
 
 
 def split_order(record: dict, items_relationship: str) -> tuple[StagedOrder, list[StagedItem]]:

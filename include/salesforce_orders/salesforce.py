@@ -31,7 +31,7 @@ import re
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +40,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
 import requests
 import urllib3
 from airflow.providers.salesforce.hooks.salesforce import SalesforceHook
@@ -304,6 +305,7 @@ class SalesforceOrdersHook(SalesforceHook):
         # Numbers with a fraction as exact decimals (amounts keep every cent); simple-salesforce
         # takes parse_float, which the provider's hook does not pass on.
         sf._parse_float = Decimal
+        sf.parse_result_to_json = _parse_response  # its answers (query pages) decoded by msgspec
         if sf.session_id:
             mask_secret(sf.session_id)
         # simple-salesforce logs in again by itself when a session expires mid-run: mask that one too.
@@ -847,6 +849,16 @@ class SalesforceOrdersHook(SalesforceHook):
 
 
 _FROM = re.compile(r"\bFROM\s+([A-Za-z][A-Za-z0-9_]*)", re.IGNORECASE)
+# A REST answer's JSON as simple-salesforce reads it (every number with a fraction or exponent a
+# Decimal, the rest ints), in plain dicts: several times faster on a page of 2,000 orders.
+_RESPONSE_DECODER = msgspec.json.Decoder(float_hook=Decimal)
+
+
+def _parse_response(response: requests.Response) -> Any:
+    try:
+        return _RESPONSE_DECODER.decode(response.content)
+    except msgspec.DecodeError:  # what msgspec does not read (NaN, another encoding): as simple-salesforce would
+        return response.json(object_pairs_hook=OrderedDict, parse_float=Decimal)
 
 
 def _boolean(text: str) -> bool:

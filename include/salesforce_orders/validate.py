@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from itertools import accumulate, chain, repeat
 from typing import Any
 
 from . import amounts
@@ -145,7 +146,7 @@ def derive(order: StagedOrder, items: list[StagedItem], today: date, *, double_o
         source,
         address.country_code,
         None if _blank(billing_country) else resolve_country_code(billing_country),
-        (parsed := _parse_datetime(activated)) is not None and not _in_the_future(parsed, today),
+        _activated_ok(activated, today),
         _effective_problem(effective, today),
         _amount_problems(total, item_values, double_only=double_only),
     )
@@ -251,6 +252,12 @@ def _in_the_future(moment: datetime, today: date) -> bool:
     return moment.date() > today + timedelta(days=1)
 
 
+def _activated_ok(activated: Any, today: date) -> bool:
+    """ActivatedDate is a valid dateTime that has happened."""
+    parsed = _parse_datetime(activated)
+    return parsed is not None and not _in_the_future(parsed, today)
+
+
 class OrderValidator:
     """Builds the Great Expectations suite once and validates chunk after chunk."""
 
@@ -329,41 +336,68 @@ class OrderValidator:
         return found
 
     def frame(self, chunk: list[tuple[StagedOrder, list[StagedItem]]]) -> Any:
-        """One row per order: the raw fields the suite checks and the derived check columns."""
+        """One row per order: the raw fields the suite checks and the derived check columns.
+
+        Built column by column over the whole chunk, not order by order: each column is read from
+        the records in one step, and the costly checks are made in C where the values allow (a
+        column of text within its limits) or once per distinct value (amounts, addresses), with
+        per-row Python left for the rare rows that need it. Each column holds what :func:`derive`
+        gives the messages for the same order."""
         import pandas as pd
 
-        rows = []
-        for order, items in chunk:
-            d = derive(order, items, self.today, double_only=self.double_only_amounts)
-            total = exact(order.get("TotalAmount"))
-            countries_ok = (d.service["country"] is None or d.service_country_code is not None) and (
-                _blank(order.get("BillingCountry")) or d.billing_country_code is not None
-            )
-            rows.append(
-                (
-                    *_FRAME_VALUES(order),
-                    d.activated_ok,
-                    d.effective_problem is None,
-                    total,
-                    abs(total - d.items_total) if total is not None and d.items_total is not None else math.inf,
-                    d.item_count,
-                    # no products: reported by has_products only
-                    d.min_quantity if d.min_quantity is not None else 1.0,
-                    d.min_unit_price if d.min_unit_price is not None else 0.0,
-                    *[None if _blank(v) else v for v in d.service.values()],
-                    countries_ok,
-                    len(self.overlong(order, items)),
-                    len(d.amount_problems),
-                )
-            )
-        if not rows:
+        if not chunk:
             return pd.DataFrame()
-        frame = pd.DataFrame(rows, columns=_FRAME_COLUMNS, dtype=object)
-        for column in ("_total", "_total_mismatch", "_min_quantity", "_min_unit_price"):
-            frame[column] = frame[column].astype(float)
-        for column in ("_item_count", "_overlong_fields", "_amount_problems"):
-            frame[column] = frame[column].astype(int)
-        return frame
+        orders = [order for order, _ in chunk]
+        item_lists = [items for _, items in chunk]
+        item_counts = list(map(len, item_lists))
+        items = list(chain.from_iterable(item_lists))
+        effective, billing_country, activated, total_raw = _columns(_ORDER_VALUES.many(orders), 4)
+        totals = list(map(exact, total_raw))
+        item_values = _ITEM_VALUES.many(items)  # (TotalPrice, Quantity, UnitPrice, TotalPrice, Id)
+        price_raw, quantity_raw, unit_price_raw, _, _ = _columns(item_values, 5)
+        products = _ProductColumns(totals, item_counts, *map(_exact_column, (price_raw, quantity_raw, unit_price_raw)))
+        service = _columns(map(_service_checks, _SERVICE_ADDRESS.many(orders), billing_country), 5)
+        today = self.today
+        if _amounts_fit(self.double_only_amounts, total_raw, quantity_raw, unit_price_raw, price_raw):
+            amount_problems = [0] * len(chunk)  # (the usual case)
+        else:
+            amount_problems = [
+                len(_amount_problems(total, item_values[start:end], double_only=self.double_only_amounts))
+                for total, start, end in zip(total_raw, products.starts, products.ends, strict=True)
+            ]
+        columns: dict[str, Any] = {
+            **dict(zip(FRAME_FIELDS, _columns(_FRAME_VALUES.many(orders), len(FRAME_FIELDS)), strict=True)),
+            "_activated_ok": [_activated_ok(value, today) for value in activated],
+            "_effective_ok": [_effective_problem(value, today) is None for value in effective],
+            "_total": _floats(totals),
+            "_total_mismatch": products.mismatches(),
+            "_item_count": item_counts,
+            # no products: reported by has_products only
+            "_min_quantity": products.minima(products.quantities, 1.0),
+            "_min_unit_price": products.minima(products.unit_prices, 0.0),
+            **dict(zip((f"_service_{part}" for part in ("street", "city", "postal_code", "country")), service[:4], strict=True)),
+            "_countries_ok": service[4],
+            "_overlong_fields": self._overlong_counts(orders, items, item_counts),
+            "_amount_problems": amount_problems,
+        }
+        return pd.DataFrame(
+            {name: pd.Series(values, dtype=_FRAME_DTYPES.get(name, object)) for name, values in columns.items()},
+            columns=_FRAME_COLUMNS,
+        )
+
+    def _overlong_counts(self, orders: list[StagedOrder], items: list[StagedItem], item_counts: list[int]) -> list[int]:
+        """len(overlong(order, items)) of each order: its text values and its products' longer
+        than their column, counted column by column."""
+        counts = [0] * len(orders)
+        for position in _overlong_rows(self._order_columns, self._order_texts.many(orders)):
+            counts[position] += 1
+        if self._item_columns and items:
+            overlong_items = list(_overlong_rows(self._item_columns, self._item_texts.many(items)))
+            if overlong_items:
+                owners = list(chain.from_iterable(repeat(order, count) for order, count in enumerate(item_counts)))
+                for position in overlong_items:
+                    counts[owners[position]] += 1
+        return counts
 
     def failing_rows(self, frame: Any) -> dict[int, list[str]]:
         """Run the suite over a frame: the failed checks of each failing row, by row position."""
@@ -416,6 +450,124 @@ _FRAME_COLUMNS = (
     "_overlong_fields",
     "_amount_problems",
 )
+# The frame's columns that are not objects (every other column is).
+_FRAME_DTYPES = dict.fromkeys(("_total", "_total_mismatch", "_min_quantity", "_min_unit_price"), "float64") | dict.fromkeys(
+    ("_item_count", "_overlong_fields", "_amount_problems"), "int64"
+)
+
+
+def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
+    """Rows of ``width`` values as ``width`` columns (empty ones when there are no rows)."""
+    return list(zip(*rows, strict=True)) or [()] * width
+
+
+def _floats(values: Iterable[Decimal | None]) -> list[float]:
+    """Amounts as the frame's float columns hold them: NaN for None."""
+    return [math.nan if value is None else float(value) for value in values]
+
+
+class _ProductColumns:
+    """The per-order sums and minima of the products' amounts, from the chunk's products in one
+    list (``item_counts`` of them per order, in order)."""
+
+    def __init__(
+        self,
+        totals: list[Decimal | None],
+        item_counts: list[int],
+        prices: Sequence[Decimal | None],
+        quantities: Sequence[Decimal | None],
+        unit_prices: Sequence[Decimal | None],
+    ):
+        self.totals, self.prices, self.quantities, self.unit_prices = totals, prices, quantities, unit_prices
+        self.ends = list(accumulate(item_counts))
+        self.starts = [0, *self.ends[:-1]]
+
+    def mismatches(self) -> list[float]:
+        """|TotalAmount - the sum of the products' TotalPrice|; infinite when either is missing."""
+        found = []
+        for total, start, end in zip(self.totals, self.starts, self.ends, strict=True):
+            prices = self.prices[start:end]
+            if total is None or None in prices:
+                found.append(math.inf)
+            else:
+                found.append(float(abs(total - amounts.total(prices))))
+        return found
+
+    def minima(self, values: Sequence[Decimal | None], no_products: float) -> list[float]:
+        """The least of each order's values (-inf when one is missing); ``no_products`` for an
+        order without products. (float() keeps order, so the float of the least is the least float.)"""
+        return [
+            no_products if start == end else -math.inf if None in (some := values[start:end]) else float(min(some))
+            for start, end in zip(self.starts, self.ends, strict=True)
+        ]
+
+
+# An order's service address columns depend on its address fields and BillingCountry alone, and
+# these repeat (a customer's orders share them): each set's columns, worked out once.
+_SERVICE_CHECKS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
+def _service_checks(address_values: tuple[Any, ...], billing_country: Any) -> tuple[Any, ...]:
+    """The frame's service address parts (street, city, postal code, country; None where blank)
+    and whether the service and billing countries resolve, from the values SERVICE_ADDRESS_FIELDS
+    reads and BillingCountry."""
+    key = (*address_values, billing_country)
+    # Only text and None are remembered: other values can be equal keys that read differently
+    # (True == 1, 1 == 1.0), and some cannot be keys at all.
+    remembered = set(map(type, key)) <= _TEXT_OR_NONE
+    if remembered and key in _SERVICE_CHECKS:
+        return _SERVICE_CHECKS[key]
+    from .transform import resolve_country_code, service_address_of
+
+    address, _ = service_address_of(address_values)
+    countries_ok = (address.country is None or address.country_code is not None) and (
+        _blank(billing_country) or resolve_country_code(billing_country) is not None
+    )
+    parts = (address.street, address.city, address.postal_code, address.country)  # as DerivedOrder.service
+    checks = (*[None if _blank(value) else value for value in parts], countries_ok)
+    if remembered:
+        if len(_SERVICE_CHECKS) >= 100_000:
+            _SERVICE_CHECKS.clear()
+        _SERVICE_CHECKS[key] = checks
+    return checks
+
+
+def _exact_column(values: tuple[Any, ...]) -> Sequence[Decimal | None]:
+    """exact() of each value: a column of finite Decimals (the usual one) as it is."""
+    if set(map(type, values)) <= {Decimal} and all(map(Decimal.is_finite, values)):
+        return values
+    return list(map(exact, values))
+
+
+# Amounts whose problem is their value's (exact() of an int is its value): a column of these is
+# checked value by value, once per distinct value. (True == 1 and 0.5 == Decimal("0.5") read
+# otherwise, so booleans, floats and text are not.)
+_AMOUNTS_BY_VALUE = frozenset({Decimal, int, type(None)})
+
+
+def _amounts_fit(double_only: bool, *columns: tuple[Any, ...]) -> bool:
+    """Whether the warehouse keeps every amount of these columns exactly, when that can be told
+    from their distinct values (nearly always): each value not already seen to fit is checked
+    once, however many times it occurs. False: some amount has a problem, or some value has to be
+    checked where it occurs."""
+    if not set(map(type, chain(*columns))) <= _AMOUNTS_BY_VALUE:
+        return False
+    unseen = set(chain(*columns)) - _FINE_AMOUNTS[double_only]
+    # every one checked (no all()): each that fits is remembered as it is checked
+    return not [value for value in unseen if _amount_problem(value, double_only) is not None]
+
+
+_TEXT_OR_NONE = frozenset({str, type(None)})
+
+
+def _overlong_rows(limits: Iterable[tuple[str, int]], rows: list[tuple[Any, ...]]) -> Iterator[int]:
+    """The position of the row for each value longer than its limit (as _too_long measures them),
+    ``rows`` holding a value per limit. A column of text and None within its limit (nearly every
+    column) is passed over in C."""
+    for (_, limit), values in zip(limits, _columns(rows, 0), strict=False):
+        if set(map(type, values)) <= _TEXT_OR_NONE and max(map(len, filter(None, values)), default=0) <= limit:
+            continue
+        yield from (position for position, value in enumerate(values) if _overlong_length(value, limit) is not None)
 
 
 def _too_long(limits: Iterable[tuple[str, int]], values: Iterable[Any]) -> list[tuple[str, int, int]]:
@@ -424,10 +576,16 @@ def _too_long(limits: Iterable[tuple[str, int]], values: Iterable[Any]) -> list[
     return [
         (column, length, limit)
         for (column, limit), value in zip(limits, values, strict=True)
-        if value is not None
-        and not (type(value) is str and len(value) <= limit)
-        and (length := len(_as_text(value).strip())) > limit
+        if (length := _overlong_length(value, limit)) is not None
     ]
+
+
+def _overlong_length(value: Any, limit: int) -> int | None:
+    """The length of ``value`` once trimmed, when longer than ``limit``; else None."""
+    if value is None or (type(value) is str and len(value) <= limit):
+        return None
+    length = len(_as_text(value).strip())
+    return length if length > limit else None
 
 
 def _as_text(value: Any) -> str | None:

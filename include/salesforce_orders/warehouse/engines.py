@@ -45,6 +45,17 @@ def json_loads(text: str | bytes) -> Any:
         return json.loads(text, parse_float=Decimal)
 
 
+def json_loads_many(texts: list[bytes]) -> list[Any]:
+    """:func:`json_loads` of each text, the texts decoded in one call (as one JSON array): a page of
+    staged records costs the parsing alone, not a call and a conversion per record."""
+    if not texts:
+        return []
+    try:
+        return _JSON_DECODER.decode(b"[" + b",".join(texts) + b"]")
+    except msgspec.DecodeError:
+        return [json_loads(text) for text in texts]
+
+
 # How every warehouse engine reads and writes its JSON columns.
 ENGINE_JSON = {"json_serializer": json_dumps, "json_deserializer": json_loads}
 SQLITE_WRITE_LOCK = "sqlite_write_lock"  # execution option: this connection's transactions begin IMMEDIATE

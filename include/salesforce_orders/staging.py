@@ -154,7 +154,7 @@ def _keyset_chunks(
         if last is not None:
             page = page.where(key > last)
         with engine.connect() as conn:
-            rows = list(conn.execute(page))
+            rows = conn.execute(page).all()
             if not rows:
                 return
             chunk = load(conn, rows)

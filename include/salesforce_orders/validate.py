@@ -485,9 +485,10 @@ class _ProductColumns:
     def mismatches(self) -> list[float]:
         """|TotalAmount - the sum of the products' TotalPrice|; infinite when either is missing."""
         found = []
+        gaps = _has_none(self.prices)
         for total, start, end in zip(self.totals, self.starts, self.ends, strict=True):
             prices = self.prices[start:end]
-            if total is None or None in prices:
+            if total is None or (gaps and _has_none(prices)):
                 found.append(math.inf)
             else:
                 found.append(float(abs(total - amounts.total(prices))))
@@ -496,10 +497,18 @@ class _ProductColumns:
     def minima(self, values: Sequence[Decimal | None], no_products: float) -> list[float]:
         """The least of each order's values (-inf when one is missing); ``no_products`` for an
         order without products. (float() keeps order, so the float of the least is the least float.)"""
-        return [
-            no_products if start == end else -math.inf if None in (some := values[start:end]) else float(min(some))
-            for start, end in zip(self.starts, self.ends, strict=True)
-        ]
+        gaps = _has_none(values)
+        least = []
+        for start, end in zip(self.starts, self.ends, strict=True):
+            some = values[start:end]
+            least.append(no_products if start == end else -math.inf if gaps and _has_none(some) else float(min(some)))
+        return least
+
+
+def _has_none(values: Iterable[Any]) -> bool:
+    """``None in values`` by type: ``in`` compares None with each Decimal by ==, which costs an
+    isinstance check against numbers.Rational (an ABC) per value."""
+    return type(None) in set(map(type, values))
 
 
 # An order's service address columns depend on its address fields and BillingCountry alone, and
@@ -515,8 +524,9 @@ def _service_checks(address_values: tuple[Any, ...], billing_country: Any) -> tu
     # Only text and None are remembered: other values can be equal keys that read differently
     # (True == 1, 1 == 1.0), and some cannot be keys at all.
     remembered = set(map(type, key)) <= _TEXT_OR_NONE
-    if remembered and key in _SERVICE_CHECKS:
-        return _SERVICE_CHECKS[key]
+    checks = _SERVICE_CHECKS.get(key) if remembered else None
+    if checks is not None:
+        return checks
     from .transform import resolve_country_code, service_address_of
 
     address, _ = service_address_of(address_values)

@@ -570,11 +570,11 @@ def _amounts_fit(double_only: bool, *columns: tuple[Any, ...]) -> bool:
 _TEXT_OR_NONE = frozenset({str, type(None)})
 
 
-def _overlong_rows(limits: Iterable[tuple[str, int]], rows: list[tuple[Any, ...]]) -> Iterator[int]:
+def _overlong_rows(limits: Sequence[tuple[str, int]], rows: list[tuple[Any, ...]]) -> Iterator[int]:
     """The position of the row for each value longer than its limit (as _too_long measures them),
     ``rows`` holding a value per limit. A column of text and None within its limit (nearly every
     column) is passed over in C."""
-    for (_, limit), values in zip(limits, _columns(rows, 0), strict=False):
+    for (_, limit), values in zip(limits, _columns(rows, len(limits)), strict=True):
         if set(map(type, values)) <= _TEXT_OR_NONE and max(map(len, filter(None, values)), default=0) <= limit:
             continue
         yield from (position for position, value in enumerate(values) if _overlong_length(value, limit) is not None)

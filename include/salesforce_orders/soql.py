@@ -392,10 +392,18 @@ def build_dated_conversion_rates_query() -> str:
     return _select(["IsoCode", "ConversionRate", "StartDate", "NextStartDate"], "DatedConversionRate", [], order_by="IsoCode, StartDate")
 
 
-def build_accounts_with_field_query(field: str, since: datetime) -> str:
-    """Accounts changed since ``since`` whose ``field`` (the customer-id field) has a value."""
+def build_accounts_with_field_query(field: str, since: datetime, *, not_written_by: tuple[str, datetime] | None = None) -> str:
+    """Accounts changed since ``since`` whose ``field`` (the customer-id field) has a value.
+
+    ``not_written_by`` (the integration user's id, when a write-back started): leave out the
+    Accounts that user last changed since then, the write-back's own writes: a later batch's check
+    would otherwise read back every customer id the earlier batches wrote."""
     name = field_name(field)
-    return _select(["Id", name], "Account", [f"SystemModstamp >= {literal(since)}", f"{name} != null"], order_by="Id")
+    conditions = [f"SystemModstamp >= {literal(since)}", f"{name} != null"]
+    if not_written_by is not None:
+        user_id, writes_from = not_written_by
+        conditions.append(f"(LastModifiedById != {literal(user_id)} OR SystemModstamp < {stamp_literal(writes_from)})")
+    return _select(["Id", name], "Account", conditions, order_by="Id")
 
 
 # Salesforce's answers to a query that names something the org does not have (a field, an

@@ -399,7 +399,8 @@ class OutboxDrainer:
         accounts = [r for r in rows if r.sf_object == "Account"]
         for name in sorted({key for r in accounts for key in _fields(r)}):
             current: dict[str, Any] = {}
-            for page in self.hook.iter_query_pages(build_accounts_with_field_query(name, since)):
+            ours = (self._user_id, self._started) if self._user_id is not None else None
+            for page in self.hook.iter_query_pages(build_accounts_with_field_query(name, since, not_written_by=ours)):
                 current.update((record["Id"], record.get(name)) for record in page)
             for row in accounts:
                 planned = _fields(row).get(name)

@@ -205,3 +205,30 @@ def test_the_window_names_at_most_max_reread_orders_keeping_the_newest_spans(sql
         remember(sqlite_engine, sync_state, span, watermark=None, now=START)
 
     assert current(sqlite_engine, sync_state) == (spans[-1],)
+
+
+def test_a_later_write_back_round_does_not_read_back_the_customer_ids_the_earlier_rounds_wrote(pipeline, monkeypatch):
+    """Before each round the write-back asks Salesforce which Accounts someone filled a customer id
+    on since the last check; the customer ids the earlier rounds of the same drain wrote are ours,
+    and reading them back cost a page of calls per 2,000 Accounts, round after round."""
+    from salesforce_orders.salesforce import SalesforceOrdersHook
+
+    checked: list[int] = []
+    read_pages = SalesforceOrdersHook.iter_query_pages
+
+    def counting(self, query, *args, **kwargs):
+        for page in read_pages(self, query, *args, **kwargs):
+            if "FROM Account WHERE SystemModstamp >=" in query:
+                checked.append(len(page))
+            yield page
+
+    monkeypatch.setattr(SalesforceOrdersHook, "iter_query_pages", counting)
+    monkeypatch.setattr(writeback, "BULK_JOB_RECORDS", 40)  # several Bulk rounds from a small org
+    pipeline.set_config(bulk_writeback_threshold=0)
+
+    outcome = pipeline.run()
+
+    assert outcome.succeeded, outcome.error
+    accounts_written = pipeline.scalar("SELECT COUNT(*) FROM writeback_outbox WHERE sf_object = 'Account' AND state = 'DONE'")
+    assert accounts_written > 40  # the customer ids went out over more than one round
+    assert len(checked) > 1 and sum(checked) == 0

@@ -26,7 +26,14 @@ from .amounts import exact
 from .model import StagedItem, StagedOrder, TransformedOrder, init_only_sets_fields, plain
 from .partitions import EVERY_ORDER_ID, OrderIdRange
 from .warehouse.definitions import INVALID, STAGED, VALID, tables
-from .warehouse.engines import BINARY_RESULTS, json_bytes, json_dumps, json_loads, json_loads_many
+from .warehouse.engines import (
+    BINARY_RESULTS,
+    json_bytes,
+    json_dumps,
+    json_loads,
+    json_loads_many,
+    uses_warehouse_json,
+)
 from .warehouse.types import parse_utc, utc_now
 from .warehouse.writes import in_batches, one_of, upsert, upsert_one
 
@@ -171,7 +178,7 @@ def _as_text(conn: sa.Engine | sa.Connection) -> bool:
     engine's JSON codec is the warehouse's own (:func:`json_loads`), which decodes a page's texts
     in one call (:func:`json_loads_many`) for half what psycopg's row-by-row conversion costs.
     Another codec gets the records through the column's type."""
-    return getattr(conn.dialect, "_json_deserializer", None) is json_loads
+    return uses_warehouse_json(conn.dialect)
 
 
 def _select_records(conn: sa.Engine | sa.Connection, *columns: sa.ColumnElement[Any], record: sa.Column) -> sa.Select:
@@ -304,7 +311,7 @@ def _payloads(conn: sa.Connection, records: list[TransformedOrder], column: sa.C
     On PostgreSQL the codec's text goes to the database as the UTF-8 bytes it is written as (an
     SQL expression turning them into the column's JSON): through the column's type, the text would
     be decoded into a str and encoded back by the driver, which costs more than writing it."""
-    if getattr(conn.dialect, "_json_serializer", None) is not json_dumps:
+    if not uses_warehouse_json(conn.dialect):
         return [_to_payload(r) for r in records]
     if conn.dialect.name != "postgresql":
         return records

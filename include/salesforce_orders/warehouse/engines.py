@@ -58,6 +58,12 @@ def json_loads_many(texts: list[bytes]) -> list[Any]:
 
 # How every warehouse engine reads and writes its JSON columns.
 ENGINE_JSON = {"json_serializer": json_dumps, "json_deserializer": json_loads}
+
+
+def uses_warehouse_json(dialect: sa.Dialect) -> bool:
+    """Whether an engine's JSON columns go through this codec (:data:`ENGINE_JSON`): then staging
+    and COPY may hand it records or take its bytes directly, past SQLAlchemy's column types."""
+    return getattr(dialect, "_json_serializer", None) is json_dumps and getattr(dialect, "_json_deserializer", None) is json_loads
 SQLITE_WRITE_LOCK = "sqlite_write_lock"  # execution option: this connection's transactions begin IMMEDIATE
 # Execution option: PostgreSQL sends the statement's results in binary (psycopg reads them into the
 # same Python values). A large bytea then comes as its bytes, not as hex text twice its size that
@@ -152,5 +158,6 @@ __all__ = [
     "json_bytes",
     "json_dumps",
     "json_loads",
+    "uses_warehouse_json",
     "warehouse_engine",
 ]

@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.ddl import CreateTableAs, DropTable, ExecutableDDLElement
 
-from .engines import json_bytes, json_dumps
+from .engines import json_bytes, uses_warehouse_json
 from .errors import naming_the_failing_order, scrub
 from .types import Money, UtcDateTime
 
@@ -388,7 +388,7 @@ def _plain_json(column_type: sa.types.TypeEngine, kinds: set[type], dialect: sa.
     return (
         _postgresql_type_name(column_type, dialect) in ("json", "jsonb")
         and kinds <= _PLAIN_JSON
-        and getattr(dialect, "_json_serializer", None) is json_dumps
+        and uses_warehouse_json(dialect)
     )
 
 

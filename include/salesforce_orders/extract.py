@@ -123,8 +123,13 @@ def stage_pages(
     summary: ExtractSummary | None = None,
     hook: SalesforceOrdersHook | None = None,
     split: Callable[[dict], tuple[StagedOrder, list[StagedItem]]] | None = None,
+    fresh: bool = False,
 ) -> ExtractSummary:
-    """Write each page of order records (with or without their items) to staging, a transaction a page."""
+    """Write each page of order records (with or without their items) to staging, a transaction a page.
+
+    ``fresh``: the run had nothing staged when the pages began (the extract clears the run's
+    staging first), so an order met for the first time here, and its items, are inserted rather
+    than merged."""
     from .staging import drop_staged_items, stage_items, stage_orders
 
     summary = summary or ExtractSummary()
@@ -157,8 +162,10 @@ def stage_pages(
         with engine.begin() as conn:
             if superseded:
                 drop_staged_items(conn, run_id, superseded, schema=schema)
-            stage_orders(conn, run_id, orders, schema=schema)
-            stage_items(conn, run_id, items, schema=schema)
+            restaged = set(superseded)
+            stage_orders(conn, run_id, [o for o in orders if o["Id"] not in restaged], schema=schema, new=fresh)
+            stage_orders(conn, run_id, [o for o in orders if o["Id"] in restaged], schema=schema)
+            stage_items(conn, run_id, items, schema=schema, new=fresh)  # a re-staged order's were dropped above
         summary.orders += len(orders) - len(superseded)
         summary.items += len(items)
         summary.pages += 1
@@ -176,15 +183,17 @@ def stage_item_pages(
     *,
     schema: str | None = None,
     hook: SalesforceOrdersHook | None = None,
+    fresh: bool = False,
 ) -> ExtractSummary:
-    """Write pages of order items (Bulk: queried apart from their orders) to staging."""
+    """Write pages of order items (Bulk: queried apart from their orders) to staging; ``fresh`` as
+    in :func:`stage_pages` (a Bulk job's result holds each item once)."""
     from .staging import stage_items
 
     progress = Progress("extract", "order items", api_calls=_calls_of(hook))
     for page in read_ahead(pages):
         mask_card_data(page, "OrderId", summary)
         with engine.begin() as conn:
-            stage_items(conn, run_id, page, schema=schema)
+            stage_items(conn, run_id, page, schema=schema, new=fresh)
         summary.items += len(page)
         summary.pages += 1
         progress.add(len(page))
@@ -201,10 +210,12 @@ def extract_rest(
     items_relationship: str,
     page_size: int | None = None,
     schema: str | None = None,
+    fresh: bool = False,
 ) -> ExtractSummary:
+    """The orders ``soql`` reads, with their items, staged page by page (``fresh``: see :func:`stage_pages`)."""
     calls_before, pages_before = hook.usage.calls, hook.usage.result_pages
     pages = hook.iter_query_pages(soql, page_size=page_size)
-    summary = stage_pages(engine, run_id, pages, items_relationship, schema=schema, hook=hook)
+    summary = stage_pages(engine, run_id, pages, items_relationship, schema=schema, hook=hook, fresh=fresh)
     summary.api_calls = hook.usage.calls - calls_before
     summary.pages = hook.usage.result_pages - pages_before
     return summary
@@ -218,8 +229,10 @@ def extract_bulk(
     items_soql: str,
     *,
     schema: str | None = None,
+    fresh: bool = False,
 ) -> ExtractSummary:
-    """Bulk API 2.0: one query job for the orders, one for their items (Bulk has no subqueries).
+    """Bulk API 2.0: one query job for the orders, one for their items (Bulk has no subqueries);
+    ``fresh``: see :func:`stage_pages`.
 
     Both jobs are started before the orders are read: Salesforce works on the items' job while
     the orders' results are staged, and the two read the org at nearly the same moment."""
@@ -227,9 +240,10 @@ def extract_bulk(
     orders_job, items_job = hook.start_bulk_query(orders_soql), hook.start_bulk_query(items_soql)
     summary = stage_pages(
         engine, run_id, hook.iter_bulk_query_pages(orders_soql, job_id=orders_job), items_relationship="", schema=schema,
-        hook=hook, split=_already_flat,
+        hook=hook, split=_already_flat, fresh=fresh,
     )
-    stage_item_pages(engine, run_id, hook.iter_bulk_query_pages(items_soql, job_id=items_job), summary, schema=schema, hook=hook)
+    items = hook.iter_bulk_query_pages(items_soql, job_id=items_job)
+    stage_item_pages(engine, run_id, items, summary, schema=schema, hook=hook, fresh=fresh)
     summary.api_calls = hook.usage.calls - calls_before
     summary.pages = hook.usage.result_pages - pages_before  # API result pages, not the chunks staged
     return summary

@@ -302,6 +302,7 @@ def extract(
             build_orders_bulk_query(config, plan.window),
             build_items_query(config, plan.window),
             schema=config.warehouse_schema,
+            fresh=True,  # the run's staging was cleared above
         )
     else:
         summary = extract_rest(
@@ -312,6 +313,7 @@ def extract(
             items_relationship=config.order_items_relationship,
             page_size=config.extract_page_size,
             schema=config.warehouse_schema,
+            fresh=True,
         )
     changed_account_ids: set[str] = set()
     if plan.moves_watermark and plan.covered_from is not None:

@@ -10,6 +10,7 @@ whatever the run's volume, and no connection stays open while a chunk is being p
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -35,8 +36,9 @@ from .warehouse.engines import (
     uses_warehouse_json,
 )
 from .warehouse.types import parse_utc, utc_now
-from .warehouse.writes import in_batches, one_of, upsert, upsert_one
+from .warehouse.writes import in_batches, insert_rows, one_of, upsert, upsert_one
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_CHUNK_SIZE = 2000
@@ -60,12 +62,19 @@ def _required(record: Mapping[str, Any], key: str, what: str) -> str:
 
 
 def stage_orders(
-    conn: sa.Connection, run_id: str, orders: list[StagedOrder], *, schema: str | None = None, now: datetime | None = None
+    conn: sa.Connection,
+    run_id: str,
+    orders: list[StagedOrder],
+    *,
+    schema: str | None = None,
+    now: datetime | None = None,
+    new: bool = False,
 ) -> int:
     """Stage orders for the run; returns how many distinct orders were written.
 
     An order staged twice (it changed while the run was paging) keeps the version with the
-    later ``SystemModstamp``; a re-staged order goes back to status ``staged``.
+    later ``SystemModstamp``; a re-staged order goes back to status ``staged``. ``new``: the
+    caller knows none of them is staged for the run yet (see :func:`_insert_new`).
     """
     t = tables(schema).stg_orders
     latest: dict[str, tuple[datetime | None, StagedOrder]] = {}
@@ -88,16 +97,40 @@ def stage_orders(
         }
         for order_id, (stamp, order) in latest.items()
     ]
-    upsert(
-        conn,
-        t,
-        rows,
-        ["run_id", "sf_order_id"],
-        update_where=lambda incoming: sa.or_(
-            t.c.system_modstamp.is_(None), incoming.system_modstamp >= t.c.system_modstamp
-        ),
-    )
+
+    def merge(rows: list[dict[str, Any]]) -> None:
+        upsert(
+            conn,
+            t,
+            rows,
+            ["run_id", "sf_order_id"],
+            update_where=lambda incoming: sa.or_(
+                t.c.system_modstamp.is_(None), incoming.system_modstamp >= t.c.system_modstamp
+            ),
+        )
+
+    if new:
+        _insert_new(conn, t, rows, merge)
+    else:
+        merge(rows)
     return len(rows)
+
+
+def _insert_new(
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], merge: Callable[[list[dict[str, Any]]], None]
+) -> None:
+    """Write rows whose keys the run has not staged yet: straight into ``table`` (on PostgreSQL one
+    COPY, without the temporary table and conflict check of a merge, which cost about as much
+    again on the extract's pages). Should one be staged after all, the savepoint rolls back and
+    ``merge`` writes them, so a wrong guess costs time, never a row."""
+    if not rows:
+        return
+    try:
+        with conn.begin_nested():
+            insert_rows(conn, table, rows)
+    except sa.exc.IntegrityError:
+        log.info("%d rows for %s were partly staged already: merged instead", len(rows), table.name)
+        merge(rows)
 
 
 def drop_staged_items(conn: sa.Connection, run_id: str, order_ids: list[str], *, schema: str | None = None) -> None:
@@ -128,9 +161,16 @@ def drop_superseded(conn: sa.Connection, run_id: str, *, schema: str | None = No
 
 
 def stage_items(
-    conn: sa.Connection, run_id: str, items: list[StagedItem], *, schema: str | None = None, now: datetime | None = None
+    conn: sa.Connection,
+    run_id: str,
+    items: list[StagedItem],
+    *,
+    schema: str | None = None,
+    now: datetime | None = None,
+    new: bool = False,
 ) -> int:
-    """Stage order products for the run; returns how many distinct items were written."""
+    """Stage order products for the run; returns how many distinct items were written. ``new``:
+    the caller knows none of them is staged for the run yet (see :func:`_insert_new`)."""
     staged_at = now or utc_now()
     item_ids, order_ids = [item.get("Id") for item in items], [item.get("OrderId") for item in items]
     if not (all(item_ids) and all(order_ids)):  # checked for all at once; the item at fault named here
@@ -141,7 +181,15 @@ def stage_items(
         {"run_id": run_id, "sf_order_item_id": item_id, "sf_order_id": order_id, "record": item, "staged_at": staged_at}
         for item_id, order_id, item in zip(item_ids, order_ids, items, strict=True)
     ]
-    upsert(conn, tables(schema).stg_order_items, rows, ["run_id", "sf_order_item_id"])
+    t = tables(schema).stg_order_items
+
+    def merge(rows: list[dict[str, Any]]) -> None:
+        upsert(conn, t, rows, ["run_id", "sf_order_item_id"])
+
+    if new:
+        _insert_new(conn, t, rows, merge)
+    else:
+        merge(rows)
     return len(set(item_ids))
 
 

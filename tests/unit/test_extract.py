@@ -231,3 +231,68 @@ def test_the_bulk_extract_starts_the_items_job_before_it_reads_the_orders(engine
     assert hook.events == ["start orders", "start items", "read orders", "read items"]
     assert (summary.orders, summary.items) == (1, 1)
     assert [i["Id"] for i in staged(engine)[ORDER_A][1]] == ["802A1"]
+
+
+# ---------------------------------------------------------------------------------------
+# A fresh run's staging: inserted, not merged
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_target(created_warehouse, monkeypatch):
+    """A created warehouse on SQLite and PostgreSQL; on PostgreSQL every write takes the COPY path."""
+    from salesforce_orders.warehouse import writes
+
+    monkeypatch.setattr(writes, "COPY_MIN_ROWS", 1)
+    return created_warehouse
+
+
+def test_a_fresh_run_inserts_its_pages_without_merging(fresh_target, capture_sql):
+    pages = [
+        [rest_order(ORDER_A, "2026-01-02T03:04:05.000+0000", [rest_item("802A1", 1.0), rest_item("802A2", 2.0)])],
+        [rest_order(ORDER_B, "2026-01-02T05:00:00.000+0000", [rest_item("802B1", 1.0)])],
+    ]
+    with capture_sql(fresh_target.engine) as statements:
+        summary = stage_pages(fresh_target.engine, "run-1", pages, "OrderItems", schema=fresh_target.schema, fresh=True)
+
+    assert (summary.orders, summary.items) == (2, 3)
+    rows = {order["Id"]: items for chunk in iter_staged(fresh_target.engine, "run-1", status=None, schema=fresh_target.schema)
+            for order, items in chunk}
+    assert {order_id: [i["Id"] for i in items] for order_id, items in rows.items()} == {
+        ORDER_A: ["802A1", "802A2"], ORDER_B: ["802B1"]
+    }
+    merges = [s for s in statements if "ON CONFLICT" in s.upper() or "TEMPORARY" in s.upper()]
+    assert merges == []
+
+
+def test_a_fresh_run_still_keeps_the_latest_version_of_an_order_met_twice(fresh_target):
+    before = rest_order(ORDER_A, "2026-01-02T03:04:05.000+0000", [rest_item("802A1", 1.0), rest_item("802A2", 1.0)])
+    after = rest_order(ORDER_A, "2026-01-02T03:09:00.000+0000", [rest_item("802A1", 5.0)], TotalAmount=50.0)
+
+    stage_pages(fresh_target.engine, "run-1", [[before], [after]], "OrderItems", schema=fresh_target.schema, fresh=True)
+
+    [[(order, items)]] = list(iter_staged(fresh_target.engine, "run-1", status=None, schema=fresh_target.schema))
+    assert (order["SystemModstamp"], order["TotalAmount"]) == ("2026-01-02T03:09:00.000+0000", 50.0)
+    assert [(i["Id"], i["Quantity"]) for i in items] == [("802A1", 5.0)]
+
+
+def test_rows_guessed_new_that_are_staged_already_are_merged_instead(fresh_target):
+    """A wrong ``new`` (an order staged already) costs a rolled-back savepoint, never a row or the run."""
+    from salesforce_orders.staging import stage_items, stage_orders
+
+    engine, schema = fresh_target.engine, fresh_target.schema
+    older = {"Id": ORDER_A, "SystemModstamp": "2026-01-02T03:04:05.000+0000", "TotalAmount": 30}
+    newer = {"Id": ORDER_A, "SystemModstamp": "2026-01-02T03:09:00.000+0000", "TotalAmount": 50}
+    other = {"Id": ORDER_B, "SystemModstamp": "2026-01-02T03:09:00.000+0000", "TotalAmount": 7}
+    item = {"Id": "802A1", "OrderId": ORDER_A, "Quantity": 1}
+    with engine.begin() as conn:
+        stage_orders(conn, "run-1", [older], schema=schema, new=True)
+        stage_items(conn, "run-1", [item], schema=schema, new=True)
+    with engine.begin() as conn:
+        assert stage_orders(conn, "run-1", [newer, other], schema=schema, new=True) == 2
+        stage_items(conn, "run-1", [item | {"Quantity": 4}], schema=schema, new=True)
+
+    staged_now = {order["Id"]: (order, items) for chunk in iter_staged(engine, "run-1", status=None, schema=schema)
+                  for order, items in chunk}
+    assert staged_now[ORDER_A][0]["TotalAmount"] == 50 and staged_now[ORDER_B][0]["TotalAmount"] == 7
+    assert [(i["Id"], i["Quantity"]) for i in staged_now[ORDER_A][1]] == [("802A1", 4)]

@@ -13,6 +13,9 @@ Added here, driven by optional connection extras:
   budget that stops the run before it uses more than its share of the remaining allowance;
 - streaming of query pages (``nextRecordsUrl``) with child subqueries followed to the end, and
   sObject Collections updates (200 records a call, ``allOrNone=false``);
+- independent reads made together (``read_together``): describes and the first pages of queries
+  sent as subrequests of one Composite call (25 a call, 5 of them queries), which counts as one
+  API call; each subrequest's error raised as its own call's would be;
 - Bulk API 2.0 query results downloaded a few pages at once (``resultPages``) and yielded in
   order, and Bulk job status polled at growing intervals: ``bulk_poll_seconds`` (default 0.5)
   first, then 1.5 times longer each poll up to ``bulk_poll_max_seconds`` (default 10), counted
@@ -32,13 +35,13 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import msgspec
 import requests
@@ -53,6 +56,8 @@ from urllib3.util.retry import Retry
 log = logging.getLogger(__name__)
 
 COLLECTION_LIMIT = 200  # records per sObject Collections call
+COMPOSITE_SUBREQUESTS = 25  # subrequests per Composite call (one API call for all of them) ...
+COMPOSITE_QUERIES = 5  # ... of which at most this many queries
 BULK_PAGE_RECORDS = 100_000  # records per Bulk API 2.0 result page (maxRecords): fewer calls; pages are streamed
 BULK_CHUNK_RECORDS = 5_000  # records per chunk yielded from a streamed Bulk result page: bounds memory
 BULK_POLL_SECONDS = 0.5  # the first wait for a Bulk job; each next one is BULK_POLL_GROWTH times longer ...
@@ -109,6 +114,18 @@ class ApiUsage:
         if self.org_used is None or self.org_max is None:
             return None
         return max(self.org_max - self.org_used, 0)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A SOQL query to be read with others (``read_together``); ``include_deleted``: queryAll."""
+
+    soql: str
+    include_deleted: bool = False
+
+    def path(self) -> str:
+        """Its first page's URL relative to the API's base, as simple-salesforce asks for it."""
+        return ("queryAll/" if self.include_deleted else "query/") + "?" + urlencode({"q": self.soql})
 
 
 @dataclass(frozen=True)
@@ -201,12 +218,16 @@ def _error_from_client(exc: ClientError) -> SalesforceApiError:
     """Translate simple-salesforce's exception into ours, keeping Salesforce's code and message."""
     if isinstance(exc, SalesforceAuthenticationFailed):  # the lazy login, or a re-login, inside a call
         return LoginRefused(f"Salesforce refused the login: {exc}", code=str(exc.code or "") or None, status=401)
-    content = getattr(exc, "content", None)
-    code, message = None, str(exc)
+    return _error_from_answer(getattr(exc, "status", None), getattr(exc, "content", None), str(exc))
+
+
+def _error_from_answer(status: int | None, content: Any, message: str) -> SalesforceApiError:
+    """Our exception for an error answer (a call's, or a Composite subrequest's): Salesforce's
+    errorCode and message when the body carries them, else ``message``."""
+    code = None
     if isinstance(content, list) and content and isinstance(content[0], dict):
         code = content[0].get("errorCode")
         message = content[0].get("message", message)
-    status = getattr(exc, "status", None)
     cls = ApiLimitExceeded if code == "REQUEST_LIMIT_EXCEEDED" else SalesforceApiError
     return cls(f"Salesforce answered {status} {code or ''}: {message}".replace("  ", " "), code=code, status=status, detail=message)
 
@@ -392,6 +413,77 @@ class SalesforceOrdersHook(SalesforceHook):
             self._describes[sobject] = self.call("GET", f"sobjects/{sobject}/describe")
         return self._describes[sobject]
 
+    def read_together(self, queries: Sequence[Query] = (), *, describes: Iterable[str] = ()) -> list[Iterator[list[dict]]]:
+        """Describes of ``describes`` (those not cached yet) and the first pages of ``queries``,
+        read in one Composite call (more when there are over 25, or over 5 queries): one API call
+        instead of one each. Only for independent reads: each subrequest runs on its own.
+
+        The describes are cached (``describe`` then answers them); a describe's error is raised
+        here, as ``describe`` raises it. Returned: each query's pages as ``iter_query_pages``
+        yields them (later pages and child records read as there); a query's error is raised when
+        its pages are read. One read alone is made as a plain call (the query's when its pages are
+        read)."""
+        wanted = [sobject for sobject in dict.fromkeys(describes) if sobject not in self._describes]
+        if len(wanted) + len(queries) <= 1:
+            for sobject in wanted:
+                self.describe(sobject)
+            return [self.iter_query_pages(query.soql, include_deleted=query.include_deleted) for query in queries]
+        answers = self._get_together([f"sobjects/{sobject}/describe" for sobject in wanted], [query.path() for query in queries])
+        for sobject, answer in zip(wanted, answers, strict=False):
+            if isinstance(answer, SalesforceApiError):
+                raise answer
+            self._describes[sobject] = answer
+        return self._answered_queries(queries, answers[len(wanted) :])
+
+    def count_and_read(self, soql: str, queries: Sequence[Query]) -> tuple[int, list[Iterator[list[dict]]]]:
+        """``count`` of ``soql`` with ``queries`` read in the same call, as ``read_together`` reads them."""
+        if not queries:
+            return self.count(soql), []
+        counted, *answers = self._get_together([], [Query(soql).path(), *(query.path() for query in queries)])
+        if isinstance(counted, SalesforceApiError):
+            raise counted
+        return int(counted["totalSize"]), self._answered_queries(queries, answers)
+
+    def _answered_queries(self, queries: Sequence[Query], answers: list[Any]) -> list[Iterator[list[dict]]]:
+        return [
+            self.iter_query_pages(query.soql, include_deleted=query.include_deleted, answered=answer)
+            for query, answer in zip(queries, answers, strict=True)
+        ]
+
+    def _get_together(self, paths: list[str], query_paths: list[str]) -> list[Any]:
+        """GET ``paths`` then ``query_paths`` (relative to the API's base) as Composite subrequests,
+        25 a call of which at most 5 queries; each answer's body, or the error its call would have
+        raised, in order. An error of a Composite call itself is raised as any call's."""
+        reads = [(path, False) for path in paths] + [(path, True) for path in query_paths]
+        calls: list[list[str]] = []
+        queries = 0
+        for path, is_query in reads:
+            if not calls or len(calls[-1]) == COMPOSITE_SUBREQUESTS or (is_query and queries == COMPOSITE_QUERIES):
+                calls.append([])
+                queries = 0
+            calls[-1].append(path)
+            queries += is_query
+        return [answer for chunk in calls for answer in self._composite_gets(chunk)]
+
+    def _composite_gets(self, paths: list[str]) -> list[Any]:
+        """One Composite call of GET subrequests (without allOrNone: each stands alone)."""
+        base = urlsplit(self.conn.base_url).path  # /services/data/vNN.N/
+        subrequests = [{"method": "GET", "url": base + path, "referenceId": f"read{n}"} for n, path in enumerate(paths)]
+        answer = self.call("POST", "composite", json={"allOrNone": False, "compositeRequest": subrequests})
+        by_reference = {sub.get("referenceId"): sub for sub in (answer or {}).get("compositeResponse", [])}
+        results: list[Any] = []
+        for request in subrequests:
+            sub = by_reference.get(request["referenceId"])
+            if sub is None:
+                results.append(SalesforceApiError(f"Salesforce sent no answer to the Composite subrequest GET {request['url']}"))
+                continue
+            status, body = sub.get("httpStatusCode"), sub.get("body")
+            if isinstance(status, int) and status < 300:
+                results.append(body)
+            else:
+                results.append(_error_from_answer(status, body, f"{request['url']}: {body}"))
+        return results
+
     def count(self, soql: str) -> int:
         return int(self._query(soql, include_deleted=False)["totalSize"])
 
@@ -412,10 +504,15 @@ class SalesforceOrdersHook(SalesforceHook):
             raise _error_from_client(exc) from None
 
     def iter_query_pages(
-        self, soql: str, *, include_deleted: bool = False, page_size: int | None = None
+        self, soql: str, *, include_deleted: bool = False, page_size: int | None = None, answered: Any = None
     ) -> Iterator[list[dict]]:
-        """Yield the query's records page by page; child subqueries are completed per record."""
-        result = self._query(soql, include_deleted, page_size)
+        """Yield the query's records page by page; child subqueries are completed per record.
+
+        ``answered``: the query's first page when ``read_together`` read it already (the later
+        pages are read here), or the error its subrequest got (raised here)."""
+        if isinstance(answered, SalesforceApiError):
+            raise answered
+        result = self._query(soql, include_deleted, page_size) if answered is None else answered
         while True:
             self.usage.result_pages += 1
             records = result.get("records", [])
@@ -826,26 +923,33 @@ class SalesforceOrdersHook(SalesforceHook):
         return list(csv.DictReader(io.StringIO(response.content.decode("utf-8"))))
 
     def column_types(self, soql: str, columns: list[str]) -> dict[str, str]:
-        """Field types of a query's (dotted) columns, from the describes of the objects on the paths."""
+        """Field types of a query's (dotted) columns, from the describes of the objects on the paths.
+
+        The paths are followed a level at a time: the objects a level reaches (those not described
+        yet) are described together, one call for the level (``read_together``)."""
         root = _FROM.search(soql)
         if not root:
             return {}
         types: dict[str, str] = {}
-        for column in columns:
-            obj, parts = root.group(1), column.split(".")
-            for relationship in parts[:-1]:
-                fields = self.describe(obj)["fields"]
-                target = next((f for f in fields if (f.get("relationshipName") or "").lower() == relationship.lower()), None)
-                if target is None or not target.get("referenceTo"):
-                    obj = None
-                    break
-                obj = target["referenceTo"][0]
-            if obj is None:
-                continue
-            field = next((f for f in self.describe(obj)["fields"] if f["name"].lower() == parts[-1].lower()), None)
-            if field:
-                types[column] = field["type"]
-        return types
+        reached = {column: root.group(1) for column in columns}  # each column's object at this level
+        level = 0
+        while reached:
+            self.read_together(describes=reached.values())
+            following: dict[str, str] = {}
+            for column, obj in reached.items():
+                parts = column.split(".")
+                fields = self.describe(obj)["fields"]  # cached above
+                if level == len(parts) - 1:
+                    field = next((f for f in fields if f["name"].lower() == parts[-1].lower()), None)
+                    if field:
+                        types[column] = field["type"]
+                    continue
+                relationship = parts[level].lower()
+                target = next((f for f in fields if (f.get("relationshipName") or "").lower() == relationship), None)
+                if target is not None and target.get("referenceTo"):
+                    following[column] = target["referenceTo"][0]
+            reached, level = following, level + 1
+        return {column: types[column] for column in columns if column in types}
 
 
 _FROM = re.compile(r"\bFROM\s+([A-Za-z][A-Za-z0-9_]*)", re.IGNORECASE)

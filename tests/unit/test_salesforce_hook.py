@@ -26,6 +26,7 @@ from salesforce_orders.salesforce import (
     ApiBudgetExceeded,
     ApiLimitExceeded,
     BulkSettings,
+    Query,
     SalesforceApiError,
     SalesforceOrdersHook,
 )
@@ -599,6 +600,176 @@ def test_child_subqueries_are_completed_past_200_children(hook: SalesforceOrders
     assert len(children["records"]) == MANY_ITEMS and len({c["Id"] for c in children["records"]}) == MANY_ITEMS
     assert children["done"] is True and "nextRecordsUrl" not in children
     assert hook.usage.calls - calls_before == 2  # the query, and one page of the remaining children
+
+
+# ---------------------------------------------------------------------------------------
+# Reads made together (Composite)
+# ---------------------------------------------------------------------------------------
+
+ORDER_COLUMNS = ["Id", "TotalAmount", "Account.Name", "Owner.Name", "Account.Parent.Name", "Account.Parent.Owner.IsActive", "Nowhere.Name"]
+
+
+def one_by_one_types(hook: SalesforceOrdersHook, root: str, columns: list[str]) -> dict[str, str]:
+    """The column types as the describes of each object on the paths give them, read one by one."""
+    types = {}
+    for column in columns:
+        obj, *path = [root, *column.split(".")]
+        for relationship in path[:-1]:
+            target = next((f for f in hook.describe(obj)["fields"] if f.get("relationshipName") == relationship), None)
+            obj = target["referenceTo"][0] if target else None
+            if obj is None:
+                break
+        field = obj and next((f for f in hook.describe(obj)["fields"] if f["name"] == path[-1]), None)
+        if field:
+            types[column] = field["type"]
+    return types
+
+
+def test_column_types_describe_a_level_of_objects_in_one_call(sandbox: SandboxServer, connect):
+    hook = connect()
+    hook.conn  # noqa: B018 - the login is not a call under test
+    before, calls_before = sandbox_calls(sandbox), hook.usage.calls
+
+    types = hook.column_types(f"SELECT {', '.join(ORDER_COLUMNS)} FROM Order", ORDER_COLUMNS)
+
+    after = sandbox_calls(sandbox)
+    # Order alone (a plain describe); Account and User together; the level above: described already
+    assert (after["describe"] - before["describe"], after["composite"] - before["composite"]) == (1, 1)
+    assert hook.usage.calls - calls_before == 2 == after["total"] - before["total"]
+    assert set(hook._describes) == {"Order", "Account", "User"}
+    assert types == one_by_one_types(connect(), "Order", ORDER_COLUMNS)
+    assert list(types) == [c for c in ORDER_COLUMNS if c in types] and "Nowhere.Name" not in types
+    assert types["TotalAmount"] == "currency" and types["Account.Parent.Owner.IsActive"] == "boolean"
+
+    hook.column_types(f"SELECT {', '.join(ORDER_COLUMNS)} FROM Order", ORDER_COLUMNS)
+    assert hook.usage.calls - calls_before == 2  # cached per hook
+
+
+def test_a_failed_describe_among_others_is_the_error_its_own_call_raises(hook: SalesforceOrdersHook, connect):
+    with pytest.raises(SalesforceApiError) as alone:
+        connect().describe("NoSuchObject__c")
+    calls_before = hook.usage.calls
+
+    with pytest.raises(SalesforceApiError) as together:
+        hook.read_together(describes=["Account", "NoSuchObject__c", "Product2"])
+
+    assert hook.usage.calls - calls_before == 1
+    assert type(together.value) is type(alone.value)
+    assert (together.value.code, together.value.status, together.value.detail, str(together.value)) == (
+        alone.value.code, alone.value.status, alone.value.detail, str(alone.value)
+    )
+    assert alone.value.status == 404
+    assert "NoSuchObject__c" not in hook._describes and "Account" in hook._describes  # the others were answered
+
+
+def test_queries_read_together_are_one_call_and_page_on_as_alone(
+    sandbox: SandboxServer, hook: SalesforceOrdersHook, order_with_many_items: str
+):
+    items = f"SELECT Id, (SELECT Id FROM OrderItems) FROM Order WHERE Id = {literal(order_with_many_items)}"
+    accounts = "SELECT Id, Name FROM Account ORDER BY Id"
+    deleted = "SELECT Id, IsDeleted FROM Order ORDER BY Id LIMIT 5"
+    alone = [list(hook.iter_query_pages(items)), list(hook.iter_query_pages(accounts)), list(hook.iter_query_pages(deleted, include_deleted=True))]
+    before, calls_before, pages_before = sandbox_calls(sandbox), hook.usage.calls, hook.usage.result_pages
+
+    pages = hook.read_together([Query(items), Query(accounts), Query(deleted, include_deleted=True)], describes=["Pricebook2"])
+
+    assert hook.usage.calls - calls_before == 1 == sandbox_calls(sandbox)["composite"] - before["composite"]
+    assert "Pricebook2" in hook._describes
+    together = [list(p) for p in pages]
+    assert together == alone
+    assert len(together[0][0][0]["OrderItems"]["records"]) == MANY_ITEMS
+    # the order's children past the first page: one call more, as when the query is read alone
+    assert hook.usage.calls - calls_before == 2 and hook.usage.result_pages - pages_before == 3
+
+
+def test_more_than_five_queries_take_a_call_per_five(sandbox: SandboxServer, hook: SalesforceOrdersHook):
+    queries = [Query(f"SELECT Id FROM Order ORDER BY Id LIMIT {n}") for n in range(1, 8)]
+    calls_before = hook.usage.calls
+
+    pages = hook.read_together(queries, describes=["Order", "Account"])
+
+    assert hook.usage.calls - calls_before == 2  # 2 describes + 5 queries, then 2 queries
+    assert [len(next(p)) for p in pages] == list(range(1, 8))
+
+
+def test_one_read_alone_is_a_plain_call(sandbox: SandboxServer, connect):
+    hook = connect()
+    hook.describe("Order")
+    before = sandbox_calls(sandbox)
+
+    [pages] = hook.read_together([Query("SELECT Id FROM Order LIMIT 3")], describes=["Order"])
+    hook.read_together(describes=["Account", "Order"])
+
+    assert sandbox_calls(sandbox)["total"] - before["total"] == 1  # the describe; the query not read yet
+    assert len(next(pages)) == 3
+    after = sandbox_calls(sandbox)
+    assert (after["describe"] - before["describe"], after["query"] - before["query"], after["composite"] - before["composite"]) == (1, 1, 0)
+
+
+def test_a_failed_query_among_others_is_raised_when_its_pages_are_read(hook: SalesforceOrdersHook):
+    with pytest.raises(SalesforceApiError) as alone:
+        list(hook.iter_query_pages("SELECT NoSuchField__c FROM Order"))
+
+    good, bad = hook.read_together([Query("SELECT Id FROM Order LIMIT 2"), Query("SELECT NoSuchField__c FROM Order")])
+
+    assert len(next(good)) == 2
+    with pytest.raises(SalesforceApiError) as together:
+        next(bad)
+    assert (together.value.code, together.value.status, str(together.value)) == (alone.value.code, alone.value.status, str(alone.value))
+    assert together.value.code == "INVALID_FIELD"
+
+
+def test_count_and_read_is_one_call(sandbox: SandboxServer, hook: SalesforceOrdersHook):
+    calls_before = hook.usage.calls
+
+    total, [pages] = hook.count_and_read("SELECT COUNT() FROM Order", [Query("SELECT Id FROM Account LIMIT 4")])
+
+    assert total == sandbox.store.count("Order") and len(next(pages)) == 4
+    assert hook.usage.calls - calls_before == 1
+    with pytest.raises(SalesforceApiError) as raised:
+        hook.count_and_read("SELECT COUNT() FROM NoSuchObject__c", [Query("SELECT Id FROM Account LIMIT 4")])
+    assert raised.value.code == "INVALID_TYPE"
+
+
+def test_a_composite_call_is_one_call_of_the_budget(sandbox: SandboxServer, hook: SalesforceOrdersHook):
+    queries = [Query("SELECT Id FROM Order LIMIT 1"), Query("SELECT Id FROM Account LIMIT 1")]
+    hook.limit_calls(1)
+    total_before = sandbox_calls(sandbox)["total"]
+
+    hook.read_together(queries, describes=["OrderItem", "Product2"])
+    with pytest.raises(ApiBudgetExceeded):
+        hook.read_together(queries)
+
+    assert sandbox_calls(sandbox)["total"] - total_before == 1
+    assert hook.usage.budget_left == 0
+
+
+def test_a_composite_call_that_fails_raises_as_any_call(sandbox: SandboxServer, connect):
+    hook = connect(max_retries=1, backoff_factor=0.01)
+    hook.conn  # noqa: B018 - the login is not the call under test
+    queries = [Query("SELECT Id FROM Order LIMIT 1"), Query("SELECT Id FROM Account LIMIT 1")]
+    sandbox.admin.set_faults(error_503_burst=5)
+    with pytest.raises(SalesforceApiError) as raised:
+        hook.read_together(queries)
+    assert (raised.value.status, raised.value.code) == (503, "SERVER_UNAVAILABLE")
+
+    sandbox.admin.clear_faults()
+    sandbox.admin.set_faults(rate_limit_after=0)
+    with pytest.raises(ApiLimitExceeded):
+        hook.read_together(describes=["Order", "Account"])
+    assert not hook._describes
+
+
+def test_a_composite_call_after_the_session_expired_logs_in_again(sandbox: SandboxServer, connect):
+    hook = connect()
+    hook.conn  # noqa: B018 - the login is not the call under test
+    auth_before = sandbox_calls(sandbox)["auth"]
+    sandbox.admin.set_faults(session_expires_after=0)
+
+    first, second = hook.read_together([Query("SELECT Id FROM Order LIMIT 2"), Query("SELECT Id FROM Account LIMIT 3")])
+
+    assert sandbox_calls(sandbox)["auth"] == auth_before + 1
+    assert (len(next(first)), len(next(second))) == (2, 3)
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -76,16 +77,25 @@ def _day(value: str | None) -> date | None:
         return None
 
 
-def read_from_salesforce(hook: Any) -> list[dict[str, Any]]:
-    """The org's rates as ``currency_rates`` rows (two small queries); [] for a single-currency org."""
-    from .salesforce import SalesforceApiError
+def queries() -> list[Any]:
+    """The two small queries of the org's rates (current, dated), for ``read_from_salesforce``."""
+    from .salesforce import Query
     from .soql import build_currency_types_query, build_dated_conversion_rates_query
 
+    return [Query(build_currency_types_query()), Query(build_dated_conversion_rates_query())]
+
+
+def read_from_salesforce(hook: Any, pages: list[Iterator[list[dict]]] | None = None) -> list[dict[str, Any]]:
+    """The org's rates as ``currency_rates`` rows; [] for a single-currency org. ``pages``: the
+    pages of ``queries()`` when read with other reads (``read_together``), else read here."""
+    from .salesforce import SalesforceApiError
+
     rows: list[dict[str, Any]] = []
+    current, dated = pages or [hook.iter_query_pages(query.soql) for query in queries()]
     try:
-        for page in hook.iter_query_pages(build_currency_types_query()):
+        for page in current:
             rows += [_row(CURRENT, r["IsoCode"], r["ConversionRate"], FIRST_DAY, LAST_DAY, bool(r["IsCorporate"])) for r in page]
-        for page in hook.iter_query_pages(build_dated_conversion_rates_query()):
+        for page in dated:
             rows += [
                 _row(DATED, r["IsoCode"], r["ConversionRate"], _day(r["StartDate"]) or FIRST_DAY, _day(r["NextStartDate"]) or LAST_DAY, False)
                 for r in page

@@ -3,8 +3,9 @@
 An order tells of its Account and that Account's parent only. A parent with no orders of its own
 would otherwise be stored without its own parent, and the roll-ups would stop there. So the extract
 reads the ancestor chain of the run's parent accounts (and of the Accounts edited in the window):
-an Account and five of its ancestors a query, again from the fifth while it has a parent, and
-stores each ancestor as a customer. The load then writes the orders' own accounts as always.
+an Account and five of its ancestors a query (200 Accounts a query, the queries of a level read
+together: five a call), again from the fifth while it has a parent, and stores each ancestor as a
+customer. The load then writes the orders' own accounts as always.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 
 from .config import ImportConfig
 from .redaction import mask_records
-from .salesforce import SalesforceOrdersHook
+from .salesforce import Query, SalesforceOrdersHook
 from .soql import ANCESTOR_LEVELS, account_fields, build_ancestors_query
 from .warehouse.definitions import tables
 from .warehouse.writes import in_batches, select_in, upsert
@@ -35,8 +36,10 @@ def read_ancestors(hook: SalesforceOrdersHook, config: ImportConfig, account_ids
     accounts: dict[str, dict[str, Any]] = {}
     pending = sorted({i for i in account_ids if i})
     while pending:
-        for chunk in in_batches(pending, ACCOUNTS_PER_QUERY):
-            for page in hook.iter_query_pages(build_ancestors_query(config, chunk)):
+        # the queries of a level are independent: read together, five a call (read_together)
+        queries = [Query(build_ancestors_query(config, chunk)) for chunk in in_batches(pending, ACCOUNTS_PER_QUERY)]
+        for pages in hook.read_together(queries):
+            for page in pages:
                 for record in page:
                     for account in _chain(record, fields):
                         accounts[account["Id"]] = account

@@ -257,6 +257,7 @@ def extract(
     """Plan the run's window and stream its orders into staging."""
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+    from . import currencies
     from .config import ConfigError
     from .extract import extract_bulk, extract_rest
     from .load import get_watermark
@@ -289,9 +290,10 @@ def extract(
     with engine.begin() as conn:
         clear_run(conn, run_id, schema=config.warehouse_schema)
     hook = _hook(config)
-    expected = hook.count(build_count_query(config, plan.window))
+    # The currency rates are read in the count's call (Composite): one call for the three queries.
+    expected, rate_pages = hook.count_and_read(build_count_query(config, plan.window), currencies.queries())
     hook.set_budget_share(config.api_budget_share)  # from the count's Sforce-Limit-Info: no extra call
-    _read_currency_rates(engine, hook, config)  # within the budget, like every call after the count
+    _read_currency_rates(engine, hook, config, rate_pages)
     path = "bulk" if expected > config.bulk_threshold else "rest"
     log.info("%d orders to extract: using the %s API (bulk_threshold %d)", expected, path.upper(), config.bulk_threshold)
     if path == "bulk":
@@ -347,12 +349,13 @@ def _without_own_writes(engine, plan, schema: str | None):
     return dataclasses.replace(plan, window=dataclasses.replace(plan.window, own_writes=spans)) if spans else plan
 
 
-def _read_currency_rates(engine, hook, config) -> None:
-    """The org's currency rates, read once a run, for the transform's corporate amounts."""
+def _read_currency_rates(engine, hook, config, pages) -> None:
+    """The org's currency rates, read once a run (``pages``: of ``currencies.queries()``), for the
+    transform's corporate amounts."""
     from . import currencies
     from .warehouse.definitions import tables
 
-    rows = currencies.read_from_salesforce(hook)
+    rows = currencies.read_from_salesforce(hook, pages)
     with engine.begin() as conn:
         currencies.store(conn, tables(config.warehouse_schema).currency_rates, rows, _now())
     log.info("Currency rates: %d read from the org", len(rows))

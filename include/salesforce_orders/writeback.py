@@ -50,7 +50,7 @@ import sqlalchemy as sa
 from . import faultpoints
 from .model import COMPLETE, FAILED, PROCESSING, READY
 from .redaction import mask_card_numbers
-from .salesforce import COLLECTION_LIMIT, SalesforceOrdersHook
+from .salesforce import COLLECTION_LIMIT, Query, SalesforceOrdersHook
 from .warehouse.writes import in_batches, one_of, select_in, update_rows
 
 log = logging.getLogger(__name__)
@@ -362,7 +362,8 @@ class OutboxDrainer:
         """Re-read, just before sending, what may have changed in Salesforce since the rows were
         planned: orders set back to Draft or deleted (Status is then left alone), and Accounts whose
         customer-id field someone filled in with another value (never overwritten). One query per
-        object that the batch writes, returning only such records."""
+        object that the batch writes, returning only such records; the queries are independent and
+        read together (one Composite call)."""
         from .own_writes import parse_stamp
         from .soql import ACTIVATED, build_accounts_with_field_query, build_status_changes_query
 
@@ -371,13 +372,20 @@ class OutboxDrainer:
         orders = [r for r in rows if r.sf_object == self.order_object and "Status" in _fields(r)]
         # No echo (own_writes.py): the same call finds the orders someone else changed meanwhile.
         track = self._user_id is not None and any(r.sf_object == self.order_object for r in rows)
+        accounts = [r for r in rows if r.sf_object == "Account"]
+        names = sorted({key for r in accounts for key in _fields(r)})
+        ours = (self._user_id, self._started) if self._user_id is not None else None
+        queries = [Query(build_accounts_with_field_query(name, since, not_written_by=ours)) for name in names]
+        if orders or track:
+            status_changes = build_status_changes_query(
+                self.order_object, since, or_changed_by_others=(self._user_id, self._started) if track else None
+            )
+            queries.insert(0, Query(status_changes, include_deleted=True))
+        answers = iter(self.hook.read_together(queries))
         if orders or track:
             states: dict[str, str] = {}
             others: dict[str, datetime] = {}
-            query = build_status_changes_query(
-                self.order_object, since, or_changed_by_others=(self._user_id, self._started) if track else None
-            )
-            for page in self.hook.iter_query_pages(query, include_deleted=True):
+            for page in next(answers):
                 for record in page:
                     deleted = str(record.get("IsDeleted")).lower() == "true"
                     if deleted or record.get("StatusCode") != ACTIVATED:
@@ -396,11 +404,9 @@ class OutboxDrainer:
                         f"Status not set: the order was {STATUS_LEFT_ALONE[code]} in Salesforce after the import read it",
                         send_the_rest=code == "ORDER_DEACTIVATED",
                     )
-        accounts = [r for r in rows if r.sf_object == "Account"]
-        for name in sorted({key for r in accounts for key in _fields(r)}):
+        for name, pages in zip(names, answers, strict=True):
             current: dict[str, Any] = {}
-            ours = (self._user_id, self._started) if self._user_id is not None else None
-            for page in self.hook.iter_query_pages(build_accounts_with_field_query(name, since, not_written_by=ours)):
+            for page in pages:
                 current.update((record["Id"], record.get(name)) for record in page)
             for row in accounts:
                 planned = _fields(row).get(name)
@@ -547,13 +553,11 @@ class OutboxDrainer:
             delay *= 2
             transient = self._settle(self._dispatch(self._reload(transient), org, False, salesforce))  # few rows: collections
 
-    def _check_imported_status_category(self) -> None:
+    def _check_imported_status_category(self, pages: Iterator[list[dict]]) -> None:
         """Refuse an imported status outside the Activated category: writing a Draft-category value
-        would deactivate every imported order in Salesforce."""
-        from .soql import build_order_statuses_query
-
+        would deactivate every imported order in Salesforce. ``pages``: the org's Order statuses."""
         categories: dict[str, str] = {}
-        for page in self.hook.iter_query_pages(build_order_statuses_query()):
+        for page in pages:
             categories.update((record["ApiName"], record["StatusCode"]) for record in page)
         category = categories.get(self.imported_status)
         if category is not None and category != ACTIVATED_CATEGORY:
@@ -565,9 +569,14 @@ class OutboxDrainer:
             )
 
     def drain(self) -> WriteBackSummary:
+        from .soql import build_order_statuses_query
+
+        # (rows that cannot set Status need no check of the statuses); read with the describe: one call
+        check_statuses = self.actions is None or any("mark_imported" in action for action in self.actions)
+        statuses = self.hook.read_together([Query(build_order_statuses_query())] if check_statuses else [], describes=[self.order_object])
         describe = self.hook.describe(self.order_object)
-        if self.actions is None or any("mark_imported" in action for action in self.actions):
-            self._check_imported_status_category()  # (rows that cannot set Status need no such check)
+        if check_statuses:
+            self._check_imported_status_category(statuses[0])
         org = OrgCapabilities.from_describe(describe, self.imported_status, self.card_fields)
         if not org.imported_status_available:
             self.summary.status_skipped = True

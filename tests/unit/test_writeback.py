@@ -138,7 +138,7 @@ def test_lifecycle_for(rows: list[Any], expected: tuple[str, str | None]):
 
 
 class FakeSalesforce:
-    """What the drainer uses of the hook: ``describe``, ``update_records`` and ``usage.calls``.
+    """What the drainer uses of the hook: ``describe``, ``read_together``, ``update_records`` and ``usage.calls``.
 
     ``answer(record)`` gives the per-record result (an error dict, or None for success);
     ``fail_call`` makes the whole call raise instead.
@@ -173,6 +173,11 @@ class FakeSalesforce:
     def describe(self, sobject: str) -> dict:
         assert sobject == "Order"
         return self._describe
+
+    def read_together(self, queries: Any = (), *, describes: Any = ()) -> list[Any]:
+        for sobject in describes:
+            self.describe(sobject)
+        return [self.iter_query_pages(query.soql, query.include_deleted) for query in queries]
 
     def update_records(self, records: list[dict]) -> list[dict]:
         if self.fail_call is not None:

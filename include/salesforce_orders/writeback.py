@@ -72,6 +72,7 @@ IN_RUN_RETRY_DELAY = 1.0  # seconds; doubled on each round
 CARD_MASK_CHAR = "X"
 ACTIVATED_CATEGORY = "Activated"
 CARD_MASK_MAX = 16
+SAME_OUTCOME_MIN_ROWS = 100  # rows with the same outcome stored by their ids alone; fewer, with their values
 
 
 @dataclass
@@ -310,9 +311,18 @@ class OutboxDrainer:
         return (row.attempts or 0) + 1
 
     def _store_outcomes(self, conn: sa.Connection, outcomes: list[dict[str, Any]]) -> None:
-        """All outcomes of a batch in one set-based update (no round trip per record)."""
+        """All outcomes of a batch set-based (no round trip per record): the rows sharing their new
+        values (nearly all: DONE at the same attempt) by their ids, the others' values through
+        ``update_rows``; shared values need no copy of each row's values to the warehouse."""
+        by_values: dict[tuple, list[int]] = {}
+        for outcome in outcomes:
+            by_values.setdefault(tuple((k, v) for k, v in outcome.items() if k != "id"), []).append(outcome["id"])
+        several = {values: ids for values, ids in by_values.items() if len(ids) >= SAME_OUTCOME_MIN_ROWS}
+        for values, ids in several.items():
+            self._set_rows(conn, ids, **dict(values))
         stamp = {"updated_at": datetime.now(UTC), "updated_run_id": self.run_id}
-        update_rows(conn, self.t.writeback_outbox, [{**outcome, **stamp} for outcome in outcomes], ["id"])
+        rest = [{**dict(values), "id": i, **stamp} for values, ids in by_values.items() if values not in several for i in ids]
+        update_rows(conn, self.t.writeback_outbox, rest, ["id"])
 
     # ---- sending ----------------------------------------------------------------------
 
@@ -675,8 +685,12 @@ class OutboxDrainer:
             )
 
     def _set_lifecycles(self, conn: sa.Connection, order_ids: set[str]) -> None:
-        """Each order's lifecycle (and the Status written) from its outbox rows."""
+        """Each order's lifecycle (and the Status written) from its outbox rows.
+
+        One UPDATE per order at most: lifecycle and Status together, and none for an order that
+        already shows them (a new version of an order row adds an entry to each of its indexes)."""
         outbox, orders = self.t.writeback_outbox, self.t.external_orders
+        with_status, without_status = [], []
         for chunk in in_batches(sorted(order_ids)):
             rows = conn.execute(
                 sa.select(
@@ -689,16 +703,17 @@ class OutboxDrainer:
             by_order: dict[str, list[Any]] = {}
             for row in rows:
                 by_order.setdefault(row.sf_order_id, []).append(row)
-            updates, statuses = [], []
             for order_id, order_rows in by_order.items():
                 state, error = lifecycle_for(order_rows)
-                updates.append({"sf_order_id": order_id, "lifecycle_state": state, "lifecycle_error": error})
+                update = {"sf_order_id": order_id, "lifecycle_state": state, "lifecycle_error": error}
+                # The Status we wrote is the order's Status in Salesforce now: sf_status says so,
+                # as Salesforce shows it (the echo of the write is no content change, never re-loaded).
                 if (status := status_written(order_rows)) is not None:
-                    statuses.append({"sf_order_id": order_id, "sf_status": status})
-            update_rows(conn, orders, updates, ["sf_order_id"])
-            # The Status we wrote is the order's Status in Salesforce now: sf_status says so,
-            # as Salesforce shows it (the echo of the write is no content change, never re-loaded).
-            update_rows(conn, orders, statuses, ["sf_order_id"])
+                    with_status.append({**update, "sf_status": status})
+                else:
+                    without_status.append(update)
+        update_rows(conn, orders, with_status, ["sf_order_id"], only_changed=True)
+        update_rows(conn, orders, without_status, ["sf_order_id"], only_changed=True)
 
 
 def status_written(rows: list[Any]) -> str | None:

@@ -417,6 +417,32 @@ def test_bulk_updates_change_the_rows_of_their_keys_alone_on_both_paths(postgres
             assert (status, failed_checks) == ("staged", None)
 
 
+def test_bulk_updates_of_changed_rows_only_leave_rows_holding_the_values_untouched_on_both_paths(postgres_engine, pg_path):
+    # only_changed: a row already holding every value gets no new version (its xmin stays the
+    # insert's), a NULL counts as a value (IS DISTINCT FROM), and updated_at moves only where a value did
+    orders = tables(pg_path).external_orders
+    with postgres_engine.begin() as conn:
+        insert_rows(conn, orders, [{**order_row(n), "lifecycle_error": "e" if n % 4 == 0 else None} for n in range(400)])
+    with postgres_engine.begin() as conn:
+        update_rows(conn, orders, [
+            {"sf_order_id": f"801{n:015d}", "lifecycle_state": "COMPLETE" if n % 2 else "READY", "lifecycle_error": None}
+            for n in range(400)
+        ], ["sf_order_id"], only_changed=True)
+        this_transaction = conn.execute(sa.text("SELECT pg_current_xact_id()::xid::text")).scalar_one()
+    with postgres_engine.connect() as conn:
+        stored = conn.execute(sa.select(
+            orders.c.sf_order_id, orders.c.lifecycle_state, orders.c.lifecycle_error, orders.c.updated_at,
+            sa.literal_column("xmin::text"),
+        ).select_from(orders)).all()
+    assert len(stored) == 400
+    for order_id, state, error, updated_at, xmin in stored:
+        n = int(order_id[3:])
+        assert (state, error) == ("COMPLETE" if n % 2 else "READY", None)
+        rewritten = n % 2 == 1 or n % 4 == 0  # a state or an error to change
+        assert (xmin == this_transaction) is rewritten, n
+        assert (updated_at is not None) is rewritten, n
+
+
 def test_copy_converts_a_column_whole_only_when_its_bind_processor_would_change_a_value(postgres_engine):
     dialect = postgres_engine.dialect
     o = tables(None).external_orders

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from salesforce_orders import writeback
 from salesforce_orders.config import DEFAULT_CARD_FIELDS
 from salesforce_orders.load import load_run
 from salesforce_orders.model import WriteBack
@@ -282,6 +283,58 @@ def test_success_marks_rows_done_and_orders_complete(engine, loaded):
         ("DONE", 1, "run-wb", None)
     ] * 4
     assert lifecycle(engine, first) == lifecycle(engine, second) == ("COMPLETE", None)
+
+
+def order_rows_updated(engine: sa.Engine, action: Callable[[], Any]) -> int:
+    """How many external_orders rows the UPDATE statements of ``action`` changed."""
+    counted: list[int] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE") and "external_orders" in statement.split(" SET ")[0]:
+            counted.append(cursor.rowcount)
+
+    sa.event.listen(engine, "after_cursor_execute", count)
+    try:
+        action()
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", count)
+    return sum(counted)
+
+
+def test_an_order_is_written_once_when_its_rows_go_and_once_when_they_settle_and_not_again(engine, loaded):
+    """PROCESSING when its rows are sent; then lifecycle and the Status written in one UPDATE; an
+    order already showing its lifecycle is left alone (a new row version costs an entry in every
+    index on PostgreSQL, and updated_at keeps saying when the order last changed)."""
+    first, second = loaded(1, 2)
+
+    assert order_rows_updated(engine, lambda: drain(engine, FakeSalesforce())) == 2 * 2
+    settled = {o.order.sf_order_id: order_row(engine, o) for o in (first, second)}
+    assert {(r["lifecycle_state"], r["sf_status"]) for r in settled.values()} == {("COMPLETE", "Imported")}
+
+    drainer = OutboxDrainer(engine, FakeSalesforce(), tables=tables(), run_id="run-again", order_object="Order",  # type: ignore[arg-type]
+                            imported_status="Imported", card_fields=DEFAULT_CARD_FIELDS, max_attempts=5, now=T0)
+    assert order_rows_updated(engine, lambda: drainer.update_lifecycles(set(settled))) == 0
+    assert {o.order.sf_order_id: order_row(engine, o) for o in (first, second)} == settled
+
+
+@pytest.mark.parametrize("same_outcome_min_rows", [2, 10**9], ids=["shared outcomes by id", "each with its values"])
+def test_outcomes_shared_by_several_rows_are_stored_as_those_stored_one_by_one(engine, loaded, monkeypatch, same_outcome_min_rows):
+    """Rows sharing an outcome (DONE at the same attempt; the same error) are updated by their ids;
+    the rows they are stored with keep their own values: both ways leave the same outbox."""
+    monkeypatch.setattr(writeback, "SAME_OUTCOME_MIN_ROWS", same_outcome_min_rows)
+    records = loaded(1, 2, 3)
+    hook = FakeSalesforce()
+    hook.answer = fail(records[2].order.sf_order_id, RULE)
+
+    drain(engine, hook)
+
+    assert [(r["state"], r["attempts"], r["last_error_code"], r["last_error_message"], r["next_attempt_at"], r["updated_run_id"])
+            for r in outbox(engine)] == [
+        *[("DONE", 1, None, None, None, "run-wb")] * 4,
+        ("FAILED", 1, RULE["statusCode"], RULE["message"], T0 + retry_delay(1), "run-wb"),
+        ("DONE", 1, None, None, None, "run-wb"),
+    ]
+    assert [lifecycle(engine, r)[0] for r in records] == ["COMPLETE", "COMPLETE", "FAILED"]
 
 
 def test_a_bulk_round_sends_its_objects_together_and_keeps_failures_visible(engine, loaded):

@@ -109,33 +109,45 @@ def upsert_one(conn: sa.Connection, table: sa.Table, row: dict[str, Any], key_co
     conn.execute(_on_conflict(insert, key_columns, [c for c in row if c not in key_columns], None))
 
 
-def update_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key_columns: list[str]) -> None:
+def update_rows(
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], key_columns: list[str], *, only_changed: bool = False
+) -> None:
     """UPDATE each row of ``table`` matching a row's ``key_columns`` with the other columns it carries.
 
     Batched executemany, or on PostgreSQL for ``COPY_MIN_ROWS`` rows and more, COPY into a
     temporary table and one UPDATE ... FROM that finds the rows by the index of the first key
     column (:func:`_by_key_index`). Every row carries the columns of the first.
+
+    ``only_changed``: a row that already holds every value is left alone (``IS DISTINCT FROM``):
+    no new row version with its index entries and WAL, and columns the UPDATE would move by
+    themselves (``updated_at``) keep saying when the row last changed.
     """
     if not rows:
         return
     update_columns = [c for c in rows[0] if c not in key_columns]
     if _uses_copy(conn, rows):
         with _copied(conn, table, rows) as incoming:
-            conn.execute(
-                sa.update(table)
-                .where(*(table.c[k] == incoming.c[k] for k in key_columns), _by_key_index(table, incoming, key_columns))
-                .values({c: incoming.c[c] for c in update_columns})
+            stmt = sa.update(table).where(
+                *(table.c[k] == incoming.c[k] for k in key_columns), _by_key_index(table, incoming, key_columns)
             )
+            if only_changed:
+                stmt = stmt.where(_differs(table, {c: incoming.c[c] for c in update_columns}))
+            conn.execute(stmt.values({c: incoming.c[c] for c in update_columns}))
         return
     # bindparam names may not be column names in an UPDATE: the keys are bound as "key_<column>"
-    stmt = (
-        sa.update(table)
-        .where(*(table.c[k] == sa.bindparam(f"key_{k}") for k in key_columns))
-        .values({c: sa.bindparam(c) for c in update_columns})
-    )
+    new_values = {c: sa.bindparam(c) for c in update_columns}
+    stmt = sa.update(table).where(*(table.c[k] == sa.bindparam(f"key_{k}") for k in key_columns))
+    if only_changed:
+        stmt = stmt.where(_differs(table, new_values))
+    stmt = stmt.values(new_values)
     params = [{**{f"key_{k}": row[k] for k in key_columns}, **{c: row[c] for c in update_columns}} for row in rows]
     for batch in in_batches(params, UPSERT_BATCH_SIZE):
         conn.execute(stmt, batch)
+
+
+def _differs(table: sa.Table, new_values: dict[str, sa.ColumnElement[Any]]) -> sa.ColumnElement[bool]:
+    """Some column of the row would get another value (NULL-safe)."""
+    return sa.or_(*(table.c[c].is_distinct_from(value) for c, value in new_values.items()))
 
 
 def _by_key_index(table: sa.Table, incoming: sa.Table, key_columns: list[str]) -> sa.ColumnElement[bool]:

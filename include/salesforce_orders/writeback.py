@@ -31,7 +31,10 @@ someone else changed since the import read them (those are read again).
 Each order's lifecycle follows its rows: ``PROCESSING`` while any is in flight or waiting,
 ``COMPLETE`` when all are done, ``FAILED`` (with the error) when one failed or is dead. The
 lifecycles of a settled batch's orders are set while the next batch is at Salesforce; the last
-batch's, and those of orders with rows in a batch still to settle, at the end.
+batch's, and those of orders with rows in a batch still to settle, at the end. An order's row is
+written at most twice a drain: ``PROCESSING`` when its rows go, then its lifecycle and the Status
+written in one UPDATE, skipped when it already shows them (every write of a row is a new version
+with an entry in each of its indexes, and ``updated_at`` says when it last changed).
 """
 
 from __future__ import annotations

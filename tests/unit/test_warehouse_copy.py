@@ -252,15 +252,34 @@ def test_writes_in_one_transaction_commit_or_roll_back_together(postgres_engine,
     with pytest.raises(RuntimeError), postgres_engine.begin() as conn:
         write(conn)
         raise RuntimeError("the task died")
-    with postgres_engine.begin() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(t.customers)).scalar_one() == 0
-        write(conn)
-        assert temporary_upsert_tables(conn) == 0
+    with postgres_engine.connect() as conn:
+        with conn.begin():
+            assert conn.execute(sa.select(sa.func.count()).select_from(t.customers)).scalar_one() == 0
+            write(conn)
+        assert temporary_upsert_tables(conn) == 0  # dropped with the commit (reused within it)
     with postgres_engine.connect() as conn:
         names = conn.execute(sa.select(t.customers.c.customer_id, t.customers.c.name).order_by(t.customers.c.customer_id)).all()
         stamps = set(conn.execute(sa.select(t.sync_state.c.updated_at).where(t.sync_state.c.key.like("k%"))).scalars())
     assert [tuple(r) for r in names] == [("C-1", "a"), ("C-2", "b"), ("C-3", "b"), ("C-4", "b")]
     assert stamps == {T0}
+
+
+def test_a_temporary_table_is_reused_within_the_transaction_emptied_after_each_write(postgres_engine, fresh_schemas, monkeypatch):
+    # Rows left from an earlier write would be merged again (here: the same key twice in one
+    # statement, which PostgreSQL refuses); a savepoint rolled back takes its rows with it.
+    use_path(monkeypatch, "copy")
+    c = tables(fresh_schemas("reuse")).customers
+    with postgres_engine.connect() as conn:
+        with conn.begin():
+            upsert(conn, c, [customer(1, "C-1", "a")], ["sf_account_id"])
+            upsert(conn, c, [customer(1, "C-1", "b")], ["sf_account_id"])
+            with pytest.raises(sa.exc.DBAPIError), conn.begin_nested():
+                upsert(conn, c, [customer(1, "C-1", "x"), customer(2, "C-2", "x" * 1000)], ["sf_account_id"])
+            upsert(conn, c, [customer(2, "C-2", "c")], ["sf_account_id"])
+            assert temporary_upsert_tables(conn) == 1
+        assert temporary_upsert_tables(conn) == 0
+        names = conn.execute(sa.select(c.c.customer_id, c.c.name).order_by(c.c.customer_id)).all()
+    assert [tuple(r) for r in names] == [("C-1", "b"), ("C-2", "c")]
 
 
 def test_a_load_that_fails_midway_leaves_nothing_on_the_copy_path(postgres_engine, fresh_schemas, make_transformed, monkeypatch):

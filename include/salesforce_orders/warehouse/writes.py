@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.ddl import CreateTableAs, DropTable, ExecutableDDLElement
+from sqlalchemy.sql.ddl import CreateTableAs, ExecutableDDLElement
 
 from .engines import json_bytes, uses_warehouse_json
 from .errors import naming_the_failing_order, scrub
@@ -186,22 +186,39 @@ def _copied(conn: sa.Connection, table: sa.Table, rows: Sequence[_Row]) -> Itera
     """``rows`` in a temporary table with the types of ``table``'s columns the rows carry, for the block.
 
     It lives in the connection's transaction, so it commits or rolls back with everything else,
-    and is dropped after the block (the next write to the same table makes its own).
+    and is dropped at its end (``ON COMMIT DROP``). Within the transaction the next write to the
+    same table and columns reuses it, emptied after each block: a load writes customers,
+    locations, products and outbox rows through such tables for every batch, and creating and
+    dropping one (catalog rows for every column) cost the server more than the rows it held.
+    A savepoint rolled back takes its rows (and the table, if made there) with it.
     """
     columns = [table.c[name] for name in rows[0]]
-    create = CreateTableAs(
-        sa.select(*columns).where(sa.false()), _temporary_name(table), schema="pg_temp", temporary=True
+    create = _CreateIncoming(
+        sa.select(*columns).where(sa.false()), _temporary_name(table, rows[0]), schema="pg_temp", temporary=True,
+        if_not_exists=True,
     )
     conn.execute(create)
     _copy_rows(conn, create.table, columns, rows)
     with naming_the_failing_order(rows):  # the statement using them binds none of the rows
         yield create.table
-    conn.execute(DropTable(create.table))
+    conn.execute(sa.delete(create.table))
 
 
-def _temporary_name(table: sa.Table) -> str:
-    """A temporary table name per target table (schema included), within PostgreSQL's 63 characters."""
-    digest = hashlib.sha256(table.fullname.encode()).hexdigest()[:8]
+class _CreateIncoming(CreateTableAs):
+    """CREATE TEMPORARY TABLE IF NOT EXISTS ... ON COMMIT DROP AS SELECT (SQLAlchemy's CREATE
+    TABLE AS has no ON COMMIT clause)."""
+
+
+@compiles(_CreateIncoming)
+def _compile_create_incoming(element: _CreateIncoming, compiler: Any, **kw: Any) -> str:
+    name = compiler.preparer.format_table(element.table)
+    return compiler.visit_create_table_as(element, **kw).replace(f"{name} AS ", f"{name} ON COMMIT DROP AS ", 1)
+
+
+def _temporary_name(table: sa.Table, columns: Iterable[str] = ()) -> str:
+    """A temporary table name per target table (schema included) and set of columns, within
+    PostgreSQL's 63 characters."""
+    digest = hashlib.sha256("\0".join((table.fullname, *columns)).encode()).hexdigest()[:8]
     return f"upsert_{digest}_{table.name}"[:63]
 
 

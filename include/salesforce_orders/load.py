@@ -87,6 +87,9 @@ class _RunTally:
     write_backs: set[tuple[str, str]] = field(default_factory=set)  # (sObject, record id)
     recount: set[str] = field(default_factory=set)  # customer ids whose locations may have changed
     history: bool = False  # the run keeps every version (config history_mode, see history.py)
+    # The records with outbox rows when the load began, read whole when there are few (a first
+    # import): with those this run queues (write_backs), the only ones to look up (_write_outbox).
+    outbox_records: set[tuple[str, str]] | None = None
 
     def result(self) -> LoadCounts:
         self.counts.customers = len(self.customers)
@@ -383,16 +386,21 @@ def _write_products(conn: sa.Connection, t: Tables, rows: list[dict[str, Any]]) 
 
 def _write_outbox(
     conn: sa.Connection, t: Tables, written: list[TransformedOrder], run_id: str, now: datetime,
-    modstamps: dict[str, datetime | None],
+    modstamps: dict[str, datetime | None], tally: _RunTally,
 ) -> set[tuple[str, str]]:
     """Queue the write-backs as PENDING; a PENDING row for the same record is replaced, not duplicated.
     Returns the (sObject, record id) of the records queued. ``modstamps``: the orders' parsed
-    ``SystemModstamp`` by order id."""
+    ``SystemModstamp`` by order id.
+
+    Where the outbox's records at the load's start are known (``tally.outbox_records``), only
+    those and the ones this run queued in earlier batches (``tally.write_backs``) can have rows:
+    the rest are inserted without being looked up (most of a first import's)."""
     w = t.writeback_outbox
     latest = {(wb.sf_object, wb.sf_record_id): (wb, r.order.sf_order_id) for r in written for wb in r.write_backs}
     if not latest:
         return set()
-    pending, done = _outbox_rows(conn, t, latest)
+    known, queued = tally.outbox_records, tally.write_backs
+    pending, done = _outbox_rows(conn, t, latest if known is None else [k for k in latest if k in known or k in queued])
     # The same write already made after this version was read (an overlapping run planned it from
     # the version before our write-back): sending it again would write the record twice.
     for key in done.keys() & latest.keys():
@@ -457,6 +465,18 @@ def _outbox_rows(
             elif row.state == OUTBOX_DONE:
                 done.setdefault((sf_object, row.sf_record_id), []).append((row.fields, row.updated_at))
     return pending, done
+
+
+# Up to this many outbox rows, the load reads their records once instead of looking up each batch's.
+OUTBOX_READ_WHOLE = 10_000
+
+
+def _outbox_records(conn: sa.Connection, t: Tables) -> set[tuple[str, str]] | None:
+    """The (sObject, record id) of every outbox row, read in the load's transaction, or None: more
+    than ``OUTBOX_READ_WHOLE`` rows (then each batch looks up its own records)."""
+    w = t.writeback_outbox
+    rows = conn.execute(sa.select(w.c.sf_object, w.c.sf_record_id).limit(OUTBOX_READ_WHOLE + 1)).all()
+    return None if len(rows) > OUTBOX_READ_WHOLE else {(row.sf_object, row.sf_record_id) for row in rows}
 
 
 def _release_quarantine(conn: sa.Connection, t: Tables, order_ids: list[str], now: datetime) -> None:
@@ -580,7 +600,7 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
         _write_products(conn, t, batch.products)
         if tally.history:
             history.add(conn, t, batch.orders, batch.items, run_id, now)
-        write_backs = _write_outbox(conn, t, written, run_id, now, batch.modstamps)
+        write_backs = _write_outbox(conn, t, written, run_id, now, batch.modstamps, tally)
     tally.counts.inserted += batch.inserted
     tally.counts.updated += batch.updated
     tally.counts.unchanged += batch.unchanged
@@ -737,6 +757,7 @@ def load_run(
     with engine.begin() as conn:
         if keep_history:
             history.seed(conn, t)
+        tally.outbox_records = _outbox_records(conn, t)
         for batch, records in prepared:
             refused = _write_batch_or_refuse(engine, conn, t, run_id, batch, records, now, tally)
             stamps = {r.order.sf_order_id: r.order.sf_system_modstamp for r in refused}

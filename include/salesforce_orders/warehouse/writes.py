@@ -265,6 +265,8 @@ def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], 
             sql += " (FORMAT BINARY)"
         with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
             if binary_types is not None:
+                if "bytea" in binary_types:
+                    _pass_bytes_through(cursor)
                 copy.set_types(binary_types)
             for record in records:
                 copy.write_row(record)
@@ -274,6 +276,15 @@ def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], 
         # engine's own errors are (warehouse.errors)
         scrub(exc, rows)
         raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True) from exc
+
+
+def _pass_bytes_through(cursor: Any) -> None:
+    """Dump this cursor's ``bytea`` fields with psycopg's own bytes dumper (C with psycopg's binary
+    build). By the type's name psycopg picks the last one registered for it, DB-API's ``Binary``
+    wrapper's, a Python call per value: the JSON fields of a large load, some 2 % of its CPU."""
+    from psycopg.adapt import PyFormat
+
+    cursor.adapters.register_dumper(bytes, cursor.adapters.get_dumper(bytes, PyFormat.BINARY))
 
 
 @functools.lru_cache(maxsize=1024)  # made once per column type, not per COPY

@@ -138,8 +138,11 @@ def test_changed_order_is_updated_and_its_items_replaced(created_warehouse, make
     assert [(i["last_run_id"], i["updated_at"]) for i in items] == [("run-1", T1), ("run-2", T1), ("run-2", T1)]
 
 
-def test_pending_outbox_row_is_replaced_and_finished_rows_kept(created_warehouse, make_transformed):
+@pytest.mark.parametrize("outbox_records", ["read whole", "looked up per batch"])
+def test_pending_outbox_row_is_replaced_and_finished_rows_kept(created_warehouse, make_transformed, monkeypatch, outbox_records):
     target = created_warehouse
+    if outbox_records == "looked up per batch":  # an outbox too large to read whole
+        monkeypatch.setattr(load, "OUTBOX_READ_WHOLE", 0)
     w = tables(target.schema).writeback_outbox
     order_rows = w.c.sf_object == "Order"
     # two orders of one account in one run: one Account row, not two
@@ -164,6 +167,34 @@ def test_pending_outbox_row_is_replaced_and_finished_rows_kept(created_warehouse
     rows = outbox(target, order_rows, w.c.sf_order_id == make_transformed(1).order.sf_order_id)
     assert [(r["state"], r["created_run_id"]) for r in rows] == [("DONE", "run-1"), ("PENDING", "run-3")]
     assert len(outbox(target, w.c.sf_object == "Account")) == 1
+
+
+def test_a_first_import_looks_up_only_the_outbox_records_it_already_queued(created_warehouse, make_transformed, monkeypatch, capture_sql):
+    # The outbox holds one row when the load starts (a card mask queued before it): that record
+    # and the ones this run queued in earlier batches are looked up, the others inserted outright.
+    target = created_warehouse
+    w = tables(target.schema).writeback_outbox
+    monkeypatch.setattr(load, "ORDERS_PER_BATCH", 1)
+    masked = make_transformed(3, account=2).order.sf_order_id
+    with target.engine.begin() as conn:
+        conn.execute(sa.insert(w).values(
+            sf_object="Order", sf_record_id=masked, sf_order_id=masked, action="card_mask", fields={}, state="PENDING",
+            created_run_id="run-0", updated_run_id="run-0", created_at=T0, updated_at=T0,
+        ))
+    orders = [make_transformed(1, account=1), make_transformed(2, account=2), make_transformed(3, account=2), make_transformed(4, account=1)]
+    with capture_sql(target.engine) as statements:
+        run(target, "run-1", orders)
+    lookups = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "writeback_outbox" in s and "sf_record_id" in s]
+    # the outbox's records read once at the start; batches 1 and 2 (accounts 1 and 2, new): nothing
+    # to look up; batch 3: its order (the masked one) and account 2; batch 4: account 1 (a
+    # statement per sObject)
+    assert len(lookups) == 1 + 2 + 1
+    rows = outbox(target)
+    assert sorted((r["sf_object"], r["sf_record_id"][-6:], r["sf_order_id"][-6:]) for r in rows) == [
+        ("Account", "001AAA", "004AAA"), ("Account", "002AAA", "003AAA"),
+        ("Order", "001AAA", "001AAA"), ("Order", "002AAA", "002AAA"), ("Order", "003AAA", "003AAA"), ("Order", "004AAA", "004AAA"),
+    ]
+    assert next(r for r in rows if r["sf_record_id"] == masked and r["sf_object"] == "Order")["updated_run_id"] == "run-1"
 
 
 def test_retry_pending_row_is_reset_when_replaced(created_warehouse, make_transformed):

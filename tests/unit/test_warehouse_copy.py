@@ -298,6 +298,18 @@ def test_a_load_that_fails_midway_leaves_nothing_on_the_copy_path(postgres_engin
     assert dump(postgres_engine, schema) == before
 
 
+def test_analyze_of_some_columns_counts_the_table_and_leaves_the_rest_to_autovacuum(postgres_engine, fresh_schemas):
+    schema = fresh_schemas("analyze")
+    c = tables(schema).customers
+    with postgres_engine.begin() as conn:
+        insert_rows(conn, c, [customer(n, f"C-{n}", "a") for n in range(1, 501)])
+        analyze(conn, c, columns={"customers": ["customer_id", "name"]})
+    with postgres_engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT reltuples FROM pg_class WHERE oid = '{schema}.customers'::regclass")).scalar_one() == 500
+        analyzed = conn.execute(sa.text(f"SELECT attname FROM pg_stats WHERE schemaname = '{schema}' AND tablename = 'customers'")).scalars()
+        assert set(analyzed) == {"customer_id", "name"}
+
+
 def test_temporary_table_names_differ_per_table_and_schema():
     names = {writes._temporary_name(tables(schema).customers) for schema in (None, "a", "b")}
     names.add(writes._temporary_name(tables("a").stg_orders))

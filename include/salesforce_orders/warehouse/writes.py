@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -508,26 +508,31 @@ def _bound_array(column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.Bin
 
 
 class _Analyze(ExecutableDDLElement):
-    def __init__(self, table: sa.Table):
-        self.table = table
+    def __init__(self, table: sa.Table, columns: Sequence[str] = ()):
+        self.table, self.columns = table, columns
 
 
 @compiles(_Analyze)
 def _compile_analyze(element: _Analyze, compiler: Any, **_kw: Any) -> str:
-    return f"ANALYZE {compiler.preparer.format_table(element.table)}"
+    columns = f" ({', '.join(compiler.preparer.quote(name) for name in element.columns)})" if element.columns else ""
+    return f"ANALYZE {compiler.preparer.format_table(element.table)}{columns}"
 
 
-def analyze(conn: sa.Connection, *tables: sa.Table) -> None:
+def analyze(conn: sa.Connection, *tables: sa.Table, columns: Mapping[str, Sequence[str]] | None = None) -> None:
     """Refresh PostgreSQL's statistics of tables a stage has just filled in bulk.
 
     Autovacuum analyzes them only later: until then the planner takes a table that was empty
     for tiny, and pages through it by reading and sorting all remaining rows for each page
     (measured: 30 s instead of 13 s to read a 100k-order run). SQLite plans by its indexes.
+
+    ``columns``: by table name, the only columns to sample (the table's size is counted all the
+    same). The others keep their statistics, and autovacuum still analyzes the whole table: a
+    column list leaves its count of rows changed since the last full ANALYZE as it was.
     """
     if conn.dialect.name != "postgresql":
         return
     for table in tables:
-        conn.execute(_Analyze(table))
+        conn.execute(_Analyze(table, (columns or {}).get(table.name, ())))
 
 
 def in_batches(values: Sequence[Any], size: int = UPSERT_BATCH_SIZE) -> list[Sequence[Any]]:

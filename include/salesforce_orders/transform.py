@@ -321,7 +321,7 @@ class _Plan:
                 exact(values[_ITEM_TOTAL]),
                 service_number,
                 key,
-                _metadata(metadata_keys, values[_ITEM_MAPPED:]),
+                _metadata(metadata_keys, values[_ITEM_MAPPED:]) if metadata_keys else {},
                 exact(values[_ITEM_LIST_PRICE]),
                 service_date,
                 end_date,
@@ -338,15 +338,17 @@ class _Plan:
             else:
                 group.append(record)
         services = tuple(
-            _make_service(
-                key,
-                order_id,
-                group[0].service_number,
-                len(group),
-                amounts.total([item.total_price for item in group]),
-                location_id,
-            )
-            for key, group in sorted(members.items())
+            [
+                _make_service(
+                    key,
+                    order_id,
+                    group[0].service_number,
+                    len(group),
+                    amounts.total([item.total_price for item in group]),
+                    location_id,
+                )
+                for key, group in sorted(members.items())
+            ]
         )
         return tuple(records), services
 
@@ -921,6 +923,9 @@ class _WrittenOnce:
         return known[1]
 
 
+_written_address = _WrittenOnce(lambda address: msgspec.Raw(_json_address(address).encode()))
+
+
 def _hash_content(cls: type, without: frozenset[str] = frozenset()) -> Callable[[Any], Any]:
     """A record of ``cls`` as the hash encoder takes it: a msgspec Struct of its fields less
     ``without``, in sorted order (written as an object with those keys), amounts and addresses
@@ -932,35 +937,34 @@ def _hash_content(cls: type, without: frozenset[str] = frozenset()) -> Callable[
     # (gc=False: a struct lives only while the hash's text is written, and holds no record, so it
     # is never in a cycle; untracked, it does not bring the collector's next pass nearer)
     struct = msgspec.defstruct(f"{cls.__name__}Hashed", [(name, object) for name in names], gc=False)
-    values = itemgetter(*names)
-    amount_positions = tuple(
-        position for position, name in enumerate(names) if Decimal in typing.get_args(hints[name]) or hints[name] is Decimal
-    )
-    metadata_positions = tuple(
-        position for position, name in enumerate(names) if typing.get_origin(hints[name]) is dict or hints[name] is dict
-    )
-    address_positions = tuple(position for position, name in enumerate(names) if hints[name] is Address)
-    known = _WRITTEN_AMOUNTS
+    # The struct is built by one expression per class, each field read from the record's __dict__
+    # and converted inline: a loop over the amount fields, with a call per amount, cost some twice
+    # what building the struct does. Compiled from the names of the class's fields (identifiers).
+    arguments = []
+    for name in names:
+        read = f"d[{name!r}]"
+        hint = hints[name]
+        if Decimal in typing.get_args(hint) or hint is Decimal:  # a remembered amount, else _written_amount
+            arguments.append(f"(known.get(v) if type(v := {read}) is Decimal else None) or written_amount(v)")
+        elif typing.get_origin(hint) is dict or hint is dict:  # no metadata, the usual case, as it is
+            arguments.append(f"m if type(m := {read}) is dict and not m else written_metadata(m)")
+        elif hint is Address:
+            arguments.append(f"written_address({read})")
+        else:
+            arguments.append(read)
+    source = f"def content(record):\n    d = record.__dict__\n    return struct({', '.join(arguments)})\n"
+    namespace = {
+        "struct": struct,
+        "Decimal": Decimal,
+        "known": _WRITTEN_AMOUNTS,
+        "written_amount": _written_amount,
+        "written_metadata": _written_metadata,
+        "written_address": _written_address,
+    }
+    exec(compile(source, f"<{cls.__name__} hashed>", "exec"), namespace)  # noqa: S102
+    return namespace["content"]
 
-    def content(record: Any) -> Any:
-        data = list(values(record.__dict__))
-        for position in amount_positions:
-            value = data[position]
-            if value is not None:
-                amount = known.get(value) if type(value) is Decimal else None
-                data[position] = amount if amount is not None else _written_amount(value)
-        for position in metadata_positions:
-            metadata = data[position]
-            if metadata or type(metadata) is not dict:  # (no metadata, the usual case, is written as it is)
-                data[position] = _written_metadata(metadata)
-        for position in address_positions:
-            data[position] = _written_address(data[position])
-        return struct(*data)
 
-    return content
-
-
-_written_address = _WrittenOnce(lambda address: msgspec.Raw(_json_address(address).encode()))
 _ORDER_HASHED = _hash_content(OrderRecord, _ORDER_NOT_HASHED)
 _ITEM_HASHED = _hash_content(ItemRecord)
 _SERVICE_HASHED = _hash_content(ServiceRecord)

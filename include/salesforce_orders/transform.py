@@ -751,7 +751,9 @@ def content_hash(
             {  # keys in sorted order
                 "customer": _written_customer(customer),
                 "items": [_ITEM_HASHED(item) for item in items],
-                "location": _written_location(location) if location else None,
+                # (as a struct: a location seldom repeats across orders, its service address being the
+                # order's shipping address, and a struct costs less than writing it once and looking it up)
+                "location": _LOCATION_HASHED(location) if location else None,
                 "order": _ORDER_HASHED(order),
                 "parent_customer": _written_customer(parent_customer) if parent_customer else None,
                 "services": [_SERVICE_HASHED(service) for service in services],
@@ -870,15 +872,19 @@ def _not_plain(value: Any) -> Any:
 
 _HASH_ENCODER = msgspec.json.Encoder(enc_hook=_not_plain)
 # Amounts repeat (prices, quantities): their written form, by value. Only where the form is the
-# float's repr, which equal values share; not for zero, whose float keeps the sign ("-0.0").
+# float's repr, which equal values share; not for zero, whose float keeps the sign ("-0.0"): zeros
+# (some two an order: list prices, totals) are written by their sign, the float's repr of either.
 _WRITTEN_AMOUNTS: dict[Decimal, msgspec.Raw] = {}
 _WRITTEN_AMOUNTS_MAX = 100_000  # (a few MB: amounts that do not repeat would be written each time)
+_WRITTEN_ZEROS = {False: msgspec.Raw(b"0.0"), True: msgspec.Raw(b"-0.0")}  # by is_signed()
 
 
 def _written_amount(value: Any) -> Any:
     """An amount field's value, for the hash encoder."""
     if type(value) is Decimal:
         written = _WRITTEN_AMOUNTS.get(value)
+        if written is None and not value:  # (NaN is true: only zeros)
+            return _WRITTEN_ZEROS[value.is_signed()]
         if written is None:
             text = amounts.as_hashed(value)
             written = msgspec.Raw(text.encode())
@@ -923,7 +929,8 @@ class _WrittenOnce:
         return known[1]
 
 
-_written_address = _WrittenOnce(lambda address: msgspec.Raw(_json_address(address).encode()))
+# An Address's text: its struct's (_ADDRESS_HASHED, below, made as the other classes' are), once.
+_written_address = _WrittenOnce(lambda address: msgspec.Raw(_HASH_ENCODER.encode(_ADDRESS_HASHED(address))))
 
 
 def _hash_content(cls: type, without: frozenset[str] = frozenset()) -> Callable[[Any], Any]:
@@ -965,13 +972,13 @@ def _hash_content(cls: type, without: frozenset[str] = frozenset()) -> Callable[
     return namespace["content"]
 
 
+_ADDRESS_HASHED = _hash_content(Address)
 _ORDER_HASHED = _hash_content(OrderRecord, _ORDER_NOT_HASHED)
 _ITEM_HASHED = _hash_content(ItemRecord)
 _SERVICE_HASHED = _hash_content(ServiceRecord)
 _LOCATION_HASHED = _hash_content(LocationRecord)
 _CUSTOMER_HASHED = _hash_content(CustomerRecord, _CUSTOMER_ECHO_FIELDS)
 _written_customer = _WrittenOnce(lambda customer: msgspec.Raw(_HASH_ENCODER.encode(_CUSTOMER_HASHED(customer))))
-_written_location = _WrittenOnce(lambda location: msgspec.Raw(_HASH_ENCODER.encode(_LOCATION_HASHED(location))))
 
 
 # --- values ---------------------------------------------------------------------------

@@ -952,7 +952,7 @@ def _hash_content(cls: type, without: frozenset[str] = frozenset()) -> Callable[
         read = f"d[{name!r}]"
         hint = hints[name]
         if Decimal in typing.get_args(hint) or hint is Decimal:  # a remembered amount, else _written_amount
-            arguments.append(f"(known.get(v) if type(v := {read}) is Decimal else None) or written_amount(v)")
+            arguments.append(f"None if (v := {read}) is None else (known.get(v) if type(v) is Decimal else None) or written_amount(v)")
         elif typing.get_origin(hint) is dict or hint is dict:  # no metadata, the usual case, as it is
             arguments.append(f"m if type(m := {read}) is dict and not m else written_metadata(m)")
         elif hint is Address:

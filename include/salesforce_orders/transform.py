@@ -871,25 +871,23 @@ def _not_plain(value: Any) -> Any:
 
 
 _HASH_ENCODER = msgspec.json.Encoder(enc_hook=_not_plain)
-# Amounts repeat (prices, quantities): their written form, by value. Only where the form is the
-# float's repr, which equal values share; not for zero, whose float keeps the sign ("-0.0"): zeros
-# (some two an order: list prices, totals) are written by their sign, the float's repr of either.
-_WRITTEN_AMOUNTS: dict[Decimal, msgspec.Raw] = {}
+# Amounts repeat (prices, quantities): their written form, by the Decimal's text, which decides it
+# (as_hashed reads nothing else). Not by value: a Decimal parsed from staging computes its hash the
+# first time it is asked (some 0.4 µs, several times what its text costs), and equal values can be
+# written differently (0 and -0; 2 and 2.0 happen to agree, zeros do not).
+_WRITTEN_AMOUNTS: dict[str, msgspec.Raw] = {}
 _WRITTEN_AMOUNTS_MAX = 100_000  # (a few MB: amounts that do not repeat would be written each time)
-_WRITTEN_ZEROS = {False: msgspec.Raw(b"0.0"), True: msgspec.Raw(b"-0.0")}  # by is_signed()
 
 
 def _written_amount(value: Any) -> Any:
     """An amount field's value, for the hash encoder."""
     if type(value) is Decimal:
-        written = _WRITTEN_AMOUNTS.get(value)
-        if written is None and not value:  # (NaN is true: only zeros)
-            return _WRITTEN_ZEROS[value.is_signed()]
+        text = str(value)
+        written = _WRITTEN_AMOUNTS.get(text)
         if written is None:
-            text = amounts.as_hashed(value)
-            written = msgspec.Raw(text.encode())
-            if value and value.is_finite() and text == repr(float(value)) and len(_WRITTEN_AMOUNTS) < _WRITTEN_AMOUNTS_MAX:
-                _WRITTEN_AMOUNTS[value] = written
+            written = msgspec.Raw(amounts.as_hashed(value).encode())
+            if len(_WRITTEN_AMOUNTS) < _WRITTEN_AMOUNTS_MAX:
+                _WRITTEN_AMOUNTS[text] = written
         return written
     if value is None or type(value) is int:
         return value
@@ -952,7 +950,7 @@ def _hash_content(cls: type, without: frozenset[str] = frozenset()) -> Callable[
         read = f"d[{name!r}]"
         hint = hints[name]
         if Decimal in typing.get_args(hint) or hint is Decimal:  # a remembered amount, else _written_amount
-            arguments.append(f"None if (v := {read}) is None else (known.get(v) if type(v) is Decimal else None) or written_amount(v)")
+            arguments.append(f"None if (v := {read}) is None else (known.get(str(v)) if type(v) is Decimal else None) or written_amount(v)")
         elif typing.get_origin(hint) is dict or hint is dict:  # no metadata, the usual case, as it is
             arguments.append(f"m if type(m := {read}) is dict and not m else written_metadata(m)")
         elif hint is Address:

@@ -862,7 +862,7 @@ def test_content_hash_matches_its_definition(order: dict, items: list, config: I
 
 @pytest.mark.parametrize("zero", ["0", "0.0", "0.00", "0E+2", "-0", "-0.0", "-0E-5"])
 def test_zeros_are_written_as_their_floats(zero: str) -> None:
-    # zeros are written by their sign, not by the amounts remembered by value (0 equals -0)
+    # amounts are remembered by their text: 0 equals -0, but their floats are written apart
     from salesforce_orders import amounts
     from salesforce_orders.transform import _written_amount
 

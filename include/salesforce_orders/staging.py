@@ -74,7 +74,7 @@ def stage_orders(
 
     An order staged twice (it changed while the run was paging) keeps the version with the
     later ``SystemModstamp``; a re-staged order goes back to status ``staged``. ``new``: the
-    caller knows none of them is staged for the run yet (see :func:`_insert_new`).
+    caller knows none of them is staged for the run yet (see :func:`_write_staged`).
     """
     t = tables(schema).stg_orders
     latest: dict[str, tuple[datetime | None, StagedOrder]] = {}
@@ -109,20 +109,22 @@ def stage_orders(
             ),
         )
 
-    if new:
-        _insert_new(conn, t, rows, merge)
-    else:
-        merge(rows)
+    _write_staged(conn, t, rows, merge, new=new)
     return len(rows)
 
 
-def _insert_new(
-    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], merge: Callable[[list[dict[str, Any]]], None]
+def _write_staged(
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], merge: Callable[[list[dict[str, Any]]], None],
+    *, new: bool,
 ) -> None:
-    """Write rows whose keys the run has not staged yet: straight into ``table`` (on PostgreSQL one
-    COPY, without the temporary table and conflict check of a merge, which cost about as much
-    again on the extract's pages). Should one be staged after all, the savepoint rolls back and
-    ``merge`` writes them, so a wrong guess costs time, never a row."""
+    """Write staged rows with ``merge``, or, ``new``: rows whose keys the run has not staged yet,
+    straight into ``table`` (on PostgreSQL one COPY, without the temporary table and conflict
+    check of a merge, which cost about as much again on the extract's pages). Should one be
+    staged after all, the savepoint rolls back and ``merge`` writes them, so a wrong guess costs
+    time, never a row."""
+    if not new:
+        merge(rows)
+        return
     if not rows:
         return
     try:
@@ -170,7 +172,7 @@ def stage_items(
     new: bool = False,
 ) -> int:
     """Stage order products for the run; returns how many distinct items were written. ``new``:
-    the caller knows none of them is staged for the run yet (see :func:`_insert_new`)."""
+    the caller knows none of them is staged for the run yet (see :func:`_write_staged`)."""
     staged_at = now or utc_now()
     item_ids, order_ids = [item.get("Id") for item in items], [item.get("OrderId") for item in items]
     if not (all(item_ids) and all(order_ids)):  # checked for all at once; the item at fault named here
@@ -186,10 +188,7 @@ def stage_items(
     def merge(rows: list[dict[str, Any]]) -> None:
         upsert(conn, t, rows, ["run_id", "sf_order_item_id"])
 
-    if new:
-        _insert_new(conn, t, rows, merge)
-    else:
-        merge(rows)
+    _write_staged(conn, t, rows, merge, new=new)
     return len(set(item_ids))
 
 

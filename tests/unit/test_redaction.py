@@ -28,6 +28,11 @@ CARDS = {
 }
 
 
+# How people type a printed number's gaps: spaces (a number copied from a web page or a PDF keeps
+# its no-break or narrow no-break spaces), dashes, dots.
+SEPARATORS = (" ", "-", ".", "\u00a0", "\u202f", "\u2009", "\u2007")
+
+
 def digits_of(text: str) -> str:
     return re.sub(r"\D", "", text)
 
@@ -50,7 +55,7 @@ def test_luhn_check():
 @pytest.mark.parametrize(("plain", "printed"), CARDS.items(), ids=list(CARDS))
 def test_card_numbers_are_masked_plain_and_as_printed_keeping_the_last_four(plain, printed):
     expected = f"[card ending {plain[-4:]}]"
-    for text in (plain, printed, printed.replace(" ", "-")):
+    for text in (plain, *(printed.replace(" ", separator) for separator in SEPARATORS)):
         assert mask_card_numbers(f"Paid with {text}, thanks") == f"Paid with {expected}, thanks"
         assert mask_card_numbers(text) == expected
 
@@ -65,6 +70,9 @@ def test_card_numbers_are_masked_plain_and_as_printed_keeping_the_last_four(plai
         ("PO-4111111111111111", "PO-[card ending 1111]"),
         ("(4111-1111-1111-1111)", "([card ending 1111])"),
         ("line one\n4111111111111111\nline three", "line one\n[card ending 1111]\nline three"),
+        ("Karte 4111.1111.1111.1111.", "Karte [card ending 1111]."),
+        ("pasted: 4111\u00a01111\u00a01111\u00a01111\u00a0– thanks", "pasted: [card ending 1111]\u00a0– thanks"),
+        ("mixed 4111 1111-1111.1111", "mixed [card ending 1111]"),
     ],
 )
 def test_card_numbers_inside_other_text(text, expected):
@@ -81,6 +89,9 @@ NOT_CARDS = [
     "+1 (555) 123-4567 ext 8901234",  # phone: the digits are never one run of 13
     "0049 30 12345678 99",  # grouped as no card is: kept even if it passed Luhn
     with_check_digit("0049 30 12345678 9"),
+    with_check_digit("0049.30.12345678.9"),  # the same with dots
+    with_check_digit("0049\u00a030\u00a012345678\u00a09"),  # and no-break spaces
+    "192.168.100.200",
     "801000000000123AAA",  # Salesforce Ids: digits glued to letters
     "00100000000001YAAQ",
     "1Z999AA10123456784",  # UPS tracking number
@@ -128,12 +139,12 @@ def _random_text(rng: random.Random) -> tuple[str, list[str]]:
         kind = rng.random()
         if kind < 0.25:
             plain, printed = rng.choice(list(CARDS.items()))
-            parts.append(rng.choice([plain, printed, printed.replace(" ", "-")]))
+            parts.append(printed.replace(" ", rng.choice(SEPARATORS)) if rng.random() < 0.8 else plain)
             cards.append(plain)
         elif kind < 0.6:
-            parts.append("".join(rng.choice("0123456789 -") for _ in range(rng.randint(1, 30))))
+            parts.append("".join(rng.choice("0123456789 -.\u00a0\u202f") for _ in range(rng.randint(1, 30))))
         else:
-            parts.append("".join(rng.choice("abcXYZ.,:;/()\"\\\n\t€é#+") for _ in range(rng.randint(1, 6))))
+            parts.append("".join(rng.choice("abcXYZ.,:;/()\"\\\n\t€é#+–“”") for _ in range(rng.randint(1, 6))))
     return rng.choice([" ", "", ", ", "\n"]).join(parts), cards
 
 
@@ -154,10 +165,11 @@ def test_card_numbers_standing_alone_never_survive():
     rng = random.Random(7)
     for _ in range(5000):
         plain, printed = rng.choice(list(CARDS.items()))
-        text = f"{rng.choice(['', 'Card: ', 'pay ', '#', '('])}{rng.choice([plain, printed])}{rng.choice(['', '.', ' exp 12/27', ')', '!'])}"
+        written = rng.choice([plain, printed.replace(" ", rng.choice(SEPARATORS))])
+        text = f"{rng.choice(['', 'Card: ', 'pay ', '#', '('])}{written}{rng.choice(['', '.', ' exp 12/27', ')', '!'])}"
         record = {"Description": text}
         assert mask_records([record]) == {0: ["Description"]}
-        assert plain not in record["Description"].replace(" ", "").replace("-", "")
+        assert plain not in digits_of(record["Description"])
         assert f"[card ending {plain[-4:]}]" in record["Description"]
 
 

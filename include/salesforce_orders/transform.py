@@ -649,8 +649,14 @@ def rule_matches(rule: RoutingRule, actual: Any) -> bool:
 
 
 def _metadata(keys: tuple[str, ...], values: Sequence[Any]) -> dict[str, Any]:
-    """The mapped fields' values (as read) by their metadata keys; none mapped, the usual case, at once."""
-    return dict(zip(keys, values, strict=True)) if keys else {}
+    """The mapped fields' values (as read, less any NUL character: see _text) by their metadata
+    keys; none mapped, the usual case, at once."""
+    if not keys:
+        return {}
+    return {
+        key: value.replace("\x00", "") if type(value) is str and "\x00" in value else value
+        for key, value in zip(keys, values, strict=True)
+    }
 
 
 def map_fields(record: Mapping[str, Any], mappings: Mapping[str, str]) -> dict[str, Any]:

@@ -8,6 +8,8 @@ the value), and that every other order is loaded. docs/reliability.md ("Bad inpu
 
 from __future__ import annotations
 
+import json
+
 
 def account_of(p, order_id: str) -> str:
     return p.org_rows('SELECT AccountId FROM "Order" WHERE Id = ?', order_id)[0]["AccountId"]
@@ -17,17 +19,26 @@ def first_item_of(p, order_id: str) -> str:
     return p.org_rows("SELECT Id FROM OrderItem WHERE OrderId = ? ORDER BY Id", order_id)[0]["Id"]
 
 
+def as_dict(value) -> dict:
+    """A JSON column's value as PostgreSQL (a dict) or SQLite (its text) gives it."""
+    return value if isinstance(value, dict) else json.loads(value)
+
+
 def quarantine_messages(p, order_id: str) -> str:
     rows = p.query("SELECT failed_checks, details FROM quarantined_orders WHERE sf_order_id = :i AND released_at IS NULL", i=order_id)
     return " | ".join(f"{r['failed_checks']} {r['details']}" for r in rows)
 
 
 def test_nul_characters_in_any_text_are_dropped_and_the_orders_load(pipeline):
+    """Also in fields the config maps into the order's and its products' metadata (JSON columns:
+    PostgreSQL's JSONB cannot hold one either)."""
     p = pipeline
+    p.set_config(order_field_mappings={"Type": "order_type"}, item_field_mappings={"Description": "line_description"})
     baseline = pipeline.run()
     assert baseline.succeeded, baseline.error
     a, b = sorted(p.loaded_ids())[:2]
-    p.org_update("Order", a, Description="paid\x00 in full", BillingStreet="1\x00 Main St", PoNumber="PO\x00-7")
+    p.org_update("Order", a, Description="paid\x00 in full", BillingStreet="1\x00 Main St", PoNumber="PO\x00-7", Type="New\x00 Business")
+    p.org_update("OrderItem", first_item_of(p, a), Description="two\x00 seats")
     p.org_update("Account", account_of(p, b), Name="Nul\x00 Trading")
 
     run = p.run()
@@ -36,6 +47,9 @@ def test_nul_characters_in_any_text_are_dropped_and_the_orders_load(pipeline):
     orders = {r["sf_order_id"]: r for r in p.query("SELECT * FROM external_orders WHERE sf_order_id IN (:a, :b)", a=a, b=b)}
     assert (orders[a]["notes"], orders[a]["po_number"]) == ("paid in full", "PO-7")
     assert orders[a]["billing_street"] == "1 Main St"
+    assert as_dict(orders[a]["metadata"])["order_type"] == "New Business"
+    (item,) = p.query("SELECT metadata FROM external_order_items WHERE sf_order_item_id = :i", i=first_item_of(p, a))
+    assert as_dict(item["metadata"])["line_description"] == "two seats"
     assert orders[b]["account_name"] == "Nul Trading" and orders[b]["external_name"].endswith(" Nul Trading")
     assert not p.quarantined_ids() & {a, b}
 

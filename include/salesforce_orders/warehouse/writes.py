@@ -259,6 +259,13 @@ def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], 
             else:
                 values[index] = _copy_converter(column_type, conn.dialect)(values[index], kinds[index])
             changed = True
+        if binary_types is not None and "numeric" in binary_types:
+            dump = _numeric_dumper(conn.connection.driver_connection)
+            for index, name in enumerate(binary_types):
+                if name == "numeric" and kinds[index] <= _DECIMALS:
+                    values[index] = _numeric_field_bytes(values[index], dump)
+                    binary_types[index] = "bytea"  # the field's bytes as they are, as for JSON
+                    changed = True
         if changed:
             records = list(zip(*values, strict=True))
         if binary_types is not None:
@@ -448,6 +455,30 @@ def _json_field_bytes(
     prefix = _JSONB_VERSION if _postgresql_type_name(column_type, dialect) == "jsonb" else b""
     none = None if column_type.dialect_impl(dialect).none_as_null else prefix + json_bytes(None)
     return [none if value is None else prefix + json_bytes(value) for value in values]
+
+
+_DECIMALS = frozenset({Decimal, _NONE})
+
+
+def _numeric_dumper(driver_connection: Any) -> Callable[[Any], Any]:
+    """The dump of psycopg's binary dumper of ``numeric``, the one a binary COPY of the column uses."""
+    from psycopg.pq import Format
+
+    adapters = driver_connection.adapters
+    return adapters.get_dumper_by_oid(adapters.types["numeric"].oid, Format.BINARY)(Decimal, driver_connection).dump
+
+
+def _numeric_field_bytes(values: Sequence[Decimal | None], dump: Callable[[Any], Any]) -> list[bytes | None]:
+    """A NUMERIC column's Decimals as the fields of a binary COPY, each distinct value dumped once.
+
+    psycopg's dumper takes some 1 µs a Decimal (an order's amounts and its items' prices and
+    quantities: 7 % of a large load), and amounts repeat. A Decimal's text tells its sign, digits
+    and exponent, all the binary form holds (``1.0`` and ``1.00`` are equal, not the same field),
+    so values of one text share their bytes; None is 'None', the text of no Decimal."""
+    texts = list(map(str, values))
+    distinct = dict(zip(texts, values, strict=True))
+    by_text = {text: None if value is None else bytes(dump(value)) for text, value in distinct.items()}
+    return list(map(by_text.__getitem__, texts))
 
 
 def _any_naive(values: Sequence[datetime | None]) -> bool:

@@ -472,13 +472,26 @@ def _numeric_field_bytes(values: Sequence[Decimal | None], dump: Callable[[Any],
     """A NUMERIC column's Decimals as the fields of a binary COPY, each distinct value dumped once.
 
     psycopg's dumper takes some 1 µs a Decimal (an order's amounts and its items' prices and
-    quantities: 7 % of a large load), and amounts repeat. A Decimal's text tells its sign, digits
-    and exponent, all the binary form holds (``1.0`` and ``1.00`` are equal, not the same field),
-    so values of one text share their bytes; None is 'None', the text of no Decimal."""
+    quantities: 7 % of a large load), and amounts repeat, within a COPY and across a load's. A
+    Decimal's text tells its sign, digits and exponent, all the binary form holds (``1.0`` and
+    ``1.00`` are equal, not the same field), so values of one text share their bytes."""
     texts = list(map(str, values))
-    distinct = dict(zip(texts, values, strict=True))
-    by_text = {text: None if value is None else bytes(dump(value)) for text, value in distinct.items()}
-    return list(map(by_text.__getitem__, texts))
+    known = _NUMERIC_FIELDS
+    if len(known) > _NUMERIC_FIELDS_KEPT:
+        known.clear()
+    fields = {}
+    for text, value in dict(zip(texts, values, strict=True)).items():
+        field = known.get(text, _UNKNOWN)
+        if field is _UNKNOWN:
+            field = known[text] = None if value is None else bytes(dump(value))  # None: 'None', no Decimal's text
+        fields[text] = field
+    return list(map(fields.__getitem__, texts))
+
+
+# Each NUMERIC field's bytes by its Decimal's text, for the process's COPYs.
+_UNKNOWN = object()
+_NUMERIC_FIELDS: dict[str, bytes | None] = {}
+_NUMERIC_FIELDS_KEPT = 200_000
 
 
 def _any_naive(values: Sequence[datetime | None]) -> bool:

@@ -107,6 +107,7 @@ def _timestamp(value: str | None) -> datetime | None:
     return parse_utc(value) if value else None
 
 
+@lru_cache(maxsize=1 << 12)  # an order's dates and its items' repeat: made once, not per row
 def _date(value: str | None) -> date | None:
     return date.fromisoformat(value[:10]) if value else None
 

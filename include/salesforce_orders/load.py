@@ -124,19 +124,7 @@ def _address_columns(prefix: str, address: Address) -> dict[str, Any]:
 
 
 def _customer_hash(customer: CustomerRecord) -> str:
-    try:
-        return _remembered_customer_hash(customer)
-    except TypeError:  # a value that cannot be a key (not a record's own types)
-        return _hash_customer(customer)
-
-
-def _hash_customer(customer: CustomerRecord) -> str:
     return hashlib.sha256(json.dumps(vars(customer), sort_keys=True, default=vars).encode()).hexdigest()
-
-
-# An account's record comes with each of its orders (and as the parent of others'): most hashes of
-# a large load were worked out again for an equal record (the JSON text and its digest, some 4 %).
-_remembered_customer_hash = lru_cache(maxsize=1 << 16)(_hash_customer)
 
 
 def customer_row(customer: CustomerRecord, now: datetime) -> dict[str, Any]:

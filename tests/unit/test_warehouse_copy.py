@@ -532,3 +532,14 @@ def test_copy_goes_binary_only_when_every_value_suits_its_columns_binary_dumper(
     counts = [services.c.item_count]
     assert writes._binary_copy_types(counts, [[3, None]], [{int, type(None)}], dialect) == ["integer"]
     assert writes._binary_copy_types(counts, [[2**31, None]], [{int, type(None)}], dialect) is None
+
+
+def test_numeric_fields_are_the_dumpers_bytes_of_each_value_as_written():
+    """Equal Decimals written differently (1.0, 1.00) keep their own fields; None stays NULL."""
+    import psycopg
+    from psycopg.pq import Format
+
+    dump = psycopg.adapters.get_dumper_by_oid(psycopg.adapters.types["numeric"].oid, Format.BINARY)(Decimal).dump
+    values = [Decimal("1.0"), Decimal("1.00"), None, Decimal("1.0"), Decimal("-0"), Decimal("1E+1")]
+    assert writes._numeric_field_bytes(values, dump) == [None if v is None else bytes(dump(v)) for v in values]
+    assert writes._numeric_field_bytes(values, dump)[0] != writes._numeric_field_bytes(values, dump)[1]

@@ -21,6 +21,7 @@ from .progress import Progress
 from .readahead import read_ahead
 from .redaction import mask_records
 from .salesforce import SalesforceOrdersHook
+from .warehouse.engines import json_bytes
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,16 @@ class ExtractSummary:
             )
 
 
-def mask_card_data(records: list[dict], order_id_key: str, summary: ExtractSummary) -> None:
-    """Mask the card numbers in a page's records before they are staged; flag the records that had any."""
-    for position, fields in mask_records(records).items():
+def mask_card_data(records: list[dict], order_id_key: str, summary: ExtractSummary, encoded: list[bytes] | None = None) -> None:
+    """Mask the card numbers in a page's records before they are staged; flag the records that had
+    any. ``encoded``: the records' JSON for the staging (``staging.encoded_records``), searched
+    for card numbers and written anew for the records masked."""
+    for position, fields in mask_records(records, encoded).items():
         record = records[position]
         record[CARD_DATA_MASKED] = fields
         summary.card_data_masked.add(record.get(order_id_key))
+        if encoded is not None:
+            encoded[position] = json_bytes(record)
 
 
 def _calls_of(hook: SalesforceOrdersHook | None) -> Callable[[], int] | None:
@@ -130,7 +135,7 @@ def stage_pages(
     ``fresh``: the run had nothing staged when the pages began (the extract clears the run's
     staging first), so an order met for the first time here, and its items, are inserted rather
     than merged."""
-    from .staging import drop_staged_items, stage_items, stage_orders
+    from .staging import drop_staged_items, encoded_records, stage_items, stage_orders
 
     summary = summary or ExtractSummary()
     split = split or _rest_split(items_relationship)
@@ -157,15 +162,20 @@ def stage_pages(
                 summary.max_system_modstamp = stamp
         orders = [order for order, _ in latest.values()]
         items = [item for _, order_items in latest.values() for item in order_items]
-        mask_card_data(orders, "Id", summary)
-        mask_card_data(items, "OrderId", summary)
+        order_texts, item_texts = encoded_records(engine, orders), encoded_records(engine, items)
+        mask_card_data(orders, "Id", summary, order_texts)
+        mask_card_data(items, "OrderId", summary, item_texts)
         with engine.begin() as conn:
             if superseded:
                 drop_staged_items(conn, run_id, superseded, schema=schema)
             restaged = set(superseded)
-            stage_orders(conn, run_id, [o for o in orders if o["Id"] not in restaged], schema=schema, new=fresh)
-            stage_orders(conn, run_id, [o for o in orders if o["Id"] in restaged], schema=schema)
-            stage_items(conn, run_id, items, schema=schema, new=fresh)  # a re-staged order's were dropped above
+            for again in (False, True):
+                chosen = [position for position, order in enumerate(orders) if (order["Id"] in restaged) is again]
+                stage_orders(
+                    conn, run_id, [orders[p] for p in chosen], schema=schema, new=fresh and not again,
+                    encoded=None if order_texts is None else [order_texts[p] for p in chosen],
+                )
+            stage_items(conn, run_id, items, schema=schema, new=fresh, encoded=item_texts)  # a re-staged order's were dropped above
         summary.orders += len(orders) - len(superseded)
         summary.items += len(items)
         summary.pages += 1
@@ -187,13 +197,14 @@ def stage_item_pages(
 ) -> ExtractSummary:
     """Write pages of order items (Bulk: queried apart from their orders) to staging; ``fresh`` as
     in :func:`stage_pages` (a Bulk job's result holds each item once)."""
-    from .staging import stage_items
+    from .staging import encoded_records, stage_items
 
     progress = Progress("extract", "order items", api_calls=_calls_of(hook))
     for page in read_ahead(pages):
-        mask_card_data(page, "OrderId", summary)
+        texts = encoded_records(engine, page)
+        mask_card_data(page, "OrderId", summary, texts)
         with engine.begin() as conn:
-            stage_items(conn, run_id, page, schema=schema, new=fresh)
+            stage_items(conn, run_id, page, schema=schema, new=fresh, encoded=texts)
         summary.items += len(page)
         summary.pages += 1
         progress.add(len(page))

@@ -162,17 +162,23 @@ def _json(value: Any) -> bytes:
 _RECORDS_AT_ONCE = 64
 
 
-def mask_records(records: Sequence[MutableMapping[str, Any]]) -> dict[int, list[str]]:
+def mask_records(
+    records: Sequence[MutableMapping[str, Any]], encoded: Sequence[bytes] | None = None
+) -> dict[int, list[str]]:
     """Mask the card numbers in the records' text values, in place.
 
-    Returns ``{position of the record: the fields masked}`` for the records that held any."""
+    ``encoded``: each record's JSON, when the caller has it (the staging writes it): searched
+    instead of encoding the records again. Returns ``{position of the record: the fields masked}``
+    for the records that held any."""
     found = {}
     for start in range(0, len(records), _RECORDS_AT_ONCE):
         run = records[start : start + _RECORDS_AT_ONCE]
-        if not may_hold_card_numbers(_json(run)):
+        texts = None if encoded is None else encoded[start : start + _RECORDS_AT_ONCE]
+        if not may_hold_card_numbers(_json(run) if texts is None else b",".join(texts)):
             continue
         for position, record in enumerate(run, start):
-            if may_hold_card_numbers(_json(record)) and (fields := mask_record(record)):
+            text = _json(record) if encoded is None else encoded[position]
+            if may_hold_card_numbers(text) and (fields := mask_record(record)):
                 found[position] = fields
     return found
 

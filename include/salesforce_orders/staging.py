@@ -61,6 +61,24 @@ def _required(record: Mapping[str, Any], key: str, what: str) -> str:
     return value
 
 
+def encoded_records(conn: sa.Engine | sa.Connection, records: list[dict[str, Any]]) -> list[bytes] | None:
+    """Each record's JSON as the staging column gets it (:func:`stage_orders`,
+    :func:`stage_items` take it as it is), or None: the engine's JSON codec is not the warehouse's,
+    or a value is not one it writes. Encoded once for the card scan before staging and for the
+    staging itself (twice, it was a tenth of the extract's CPU)."""
+    if not uses_warehouse_json(conn.dialect):
+        return None
+    try:
+        return list(map(json_bytes, records))
+    except (TypeError, msgspec.EncodeError):
+        return None
+
+
+def _as_written(records: list[Any], encoded: list[bytes] | None) -> list[Any]:
+    """The records as their staging column takes them: their JSON (:func:`encoded_records`) when given."""
+    return records if encoded is None else list(map(msgspec.Raw, encoded))
+
+
 def stage_orders(
     conn: sa.Connection,
     run_id: str,
@@ -69,33 +87,36 @@ def stage_orders(
     schema: str | None = None,
     now: datetime | None = None,
     new: bool = False,
+    encoded: list[bytes] | None = None,
 ) -> int:
     """Stage orders for the run; returns how many distinct orders were written.
 
     An order staged twice (it changed while the run was paging) keeps the version with the
     later ``SystemModstamp``; a re-staged order goes back to status ``staged``. ``new``: the
     caller knows none of them is staged for the run yet (see :func:`_write_staged`).
+    ``encoded``: the orders' :func:`encoded_records`, written instead of encoding them again.
     """
     t = tables(schema).stg_orders
-    latest: dict[str, tuple[datetime | None, StagedOrder]] = {}
-    for order in orders:
+    written = _as_written(orders, encoded)
+    latest: dict[str, tuple[datetime | None, Any]] = {}
+    for order, record in zip(orders, written, strict=True):
         order_id = _required(order, "Id", "order")
         stamp = _modstamp(order)
         previous = latest.get(order_id)
         if previous is None or previous[0] is None or (stamp is not None and stamp >= previous[0]):
-            latest[order_id] = (stamp, order)
+            latest[order_id] = (stamp, record)
     staged_at = now or utc_now()
     rows = [
         {
             "run_id": run_id,
             "sf_order_id": order_id,
             "system_modstamp": stamp,
-            "record": order,
+            "record": record,
             "status": STAGED,
             "failed_checks": None,
             "staged_at": staged_at,
         }
-        for order_id, (stamp, order) in latest.items()
+        for order_id, (stamp, record) in latest.items()
     ]
 
     def merge(rows: list[dict[str, Any]]) -> None:
@@ -170,9 +191,11 @@ def stage_items(
     schema: str | None = None,
     now: datetime | None = None,
     new: bool = False,
+    encoded: list[bytes] | None = None,
 ) -> int:
     """Stage order products for the run; returns how many distinct items were written. ``new``:
-    the caller knows none of them is staged for the run yet (see :func:`_write_staged`)."""
+    the caller knows none of them is staged for the run yet (see :func:`_write_staged`);
+    ``encoded``: as for :func:`stage_orders`."""
     staged_at = now or utc_now()
     item_ids, order_ids = [item.get("Id") for item in items], [item.get("OrderId") for item in items]
     if not (all(item_ids) and all(order_ids)):  # checked for all at once; the item at fault named here
@@ -180,8 +203,8 @@ def stage_items(
             _required(item, "Id", "order item")
             _required(item, "OrderId", "order item")
     rows = [
-        {"run_id": run_id, "sf_order_item_id": item_id, "sf_order_id": order_id, "record": item, "staged_at": staged_at}
-        for item_id, order_id, item in zip(item_ids, order_ids, items, strict=True)
+        {"run_id": run_id, "sf_order_item_id": item_id, "sf_order_id": order_id, "record": record, "staged_at": staged_at}
+        for item_id, order_id, record in zip(item_ids, order_ids, _as_written(items, encoded), strict=True)
     ]
     t = tables(schema).stg_order_items
 
@@ -621,6 +644,7 @@ def purge_staging(
 __all__ = [
     "clear_run",
     "clear_transformed",
+    "encoded_records",
     "iter_staged",
     "iter_transformed",
     "mark_validation",

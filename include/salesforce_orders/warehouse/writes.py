@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
@@ -439,7 +440,8 @@ def _plain_json(column_type: sa.types.TypeEngine, kinds: set[type], dialect: sa.
     )
 
 
-_PLAIN_JSON = frozenset({dict, list, _NONE})
+# (msgspec.Raw: a document already encoded by the codec, which writes it as it is)
+_PLAIN_JSON = frozenset({dict, list, msgspec.Raw, _NONE})
 _JSONB_VERSION = b"\x01"  # the first byte of a jsonb value in binary: its format's version
 
 

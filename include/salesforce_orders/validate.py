@@ -156,6 +156,7 @@ def derive(order: StagedOrder, items: list[StagedItem], today: date, *, double_o
 
 _make_derived = record_maker(DerivedOrder)
 _SERVICE_ADDRESS = FieldReader(SERVICE_ADDRESS_FIELDS)
+_SERVICE_KEYS = FieldReader([*SERVICE_ADDRESS_FIELDS, ("BillingCountry", False)])  # what _service_checks reads
 _ORDER_VALUES = FieldReader(as_written("EffectiveDate", "BillingCountry", "ActivatedDate", "TotalAmount"))
 _ITEM_VALUES = FieldReader(as_written("TotalPrice", "Quantity", "UnitPrice", "TotalPrice", "Id"))
 # Days repeat across a run's orders: the EffectiveDate problem of each text, by the day of the check.
@@ -356,7 +357,7 @@ class OrderValidator:
         item_values = _ITEM_VALUES.many(items)  # (TotalPrice, Quantity, UnitPrice, TotalPrice, Id)
         price_raw, quantity_raw, unit_price_raw, _, _ = _columns(item_values, 5)
         products = _ProductColumns(totals, item_counts, *map(_exact_column, (price_raw, quantity_raw, unit_price_raw)))
-        service = _columns(map(_service_checks, _SERVICE_ADDRESS.many(orders), billing_country), 5)
+        service = _columns(_service_columns(_SERVICE_KEYS.many(orders)), 5)
         today = self.today
         if _amounts_fit(self.double_only_amounts, total_raw, quantity_raw, unit_price_raw, price_raw):
             amount_problems = [0] * len(chunk)  # (the usual case)
@@ -528,11 +529,22 @@ def _has_none(values: Iterable[Any]) -> bool:
 _SERVICE_CHECKS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
 
-def _service_checks(address_values: tuple[Any, ...], billing_country: Any) -> tuple[Any, ...]:
+def _service_columns(keys: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """:func:`_service_checks` of each key, those already worked out found in one step when every
+    value is text or None (the usual case)."""
+    if not set(map(type, chain.from_iterable(keys))) <= _TEXT_OR_NONE:
+        return list(map(_service_checks, keys))
+    found = list(map(_SERVICE_CHECKS.get, keys))
+    if None in found:
+        found = [_service_checks(key) if checks is None else checks for key, checks in zip(keys, found, strict=True)]
+    return found
+
+
+def _service_checks(key: tuple[Any, ...]) -> tuple[Any, ...]:
     """The frame's service address parts (street, city, postal code, country; None where blank)
-    and whether the service and billing countries resolve, from the values SERVICE_ADDRESS_FIELDS
-    reads and BillingCountry."""
-    key = (*address_values, billing_country)
+    and whether the service and billing countries resolve, from ``key``: the values
+    SERVICE_ADDRESS_FIELDS reads, then BillingCountry."""
+    *address_values, billing_country = key
     # Only text and None are remembered: other values can be equal keys that read differently
     # (True == 1, 1 == 1.0), and some cannot be keys at all.
     remembered = set(map(type, key)) <= _TEXT_OR_NONE

@@ -67,7 +67,10 @@ def validate_run(
         frames, late_duplicates, pending = [], [], 0
 
     progress = Progress("validate", "orders")
-    for chunk in read_ahead(iter_staged(engine, run_id, status=None, chunk_size=min(config.chunk_size, limit), schema=schema)):
+    staged = iter_staged(
+        engine, run_id, status=None, chunk_size=min(config.chunk_size, limit), schema=schema, fields=validator.staged_fields()
+    )
+    for chunk in read_ahead(staged):
         frames.append(validator.frame(chunk))
         late_duplicates += duplicate_order_numbers(chunk, seen_numbers)
         late_duplicates += _numbers_held_by_other_orders(engine, chunk, schema)

@@ -323,6 +323,12 @@ class OrderValidator:
         expect(gxe.ExpectColumnValuesToBeBetween, "amounts_storable", column="_amount_problems", max_value=0)
         return context.validation_definitions.add(ValidationDefinition(name="staged_orders", data=batch, suite=suite))
 
+    def staged_fields(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The fields of staged orders and of their items that :meth:`frame` reads (and
+        :func:`duplicate_order_numbers`): (order fields, item fields), as written."""
+        orders = (_FRAME_VALUES, _ORDER_VALUES, _SERVICE_KEYS, self._order_texts)
+        return _names(*orders), _names(_ITEM_VALUES, self._item_texts)
+
     def overlong(self, order: StagedOrder, items: Iterable[StagedItem] = ()) -> list[tuple[str, int, int]]:
         """The text fields of the order and its products longer than their warehouse column:
         (field, length, limit)."""
@@ -462,6 +468,10 @@ _FRAME_COLUMNS = (
 _FRAME_DTYPES = dict.fromkeys(("_total", "_total_mismatch", "_min_quantity", "_min_unit_price"), "float64") | dict.fromkeys(
     ("_item_count", "_overlong_fields", "_amount_problems"), "int64"
 )
+
+
+def _names(*readers: FieldReader) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(name for reader in readers for name, _ in reader.fields))
 
 
 def _none_null(frame: Any, *columns: str) -> Any:

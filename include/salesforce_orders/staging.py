@@ -261,10 +261,15 @@ def _select_records(conn: sa.Engine | sa.Connection, *columns: sa.ColumnElement[
     return sa.select(*columns, _utf8(conn.engine, record).label("record")).execution_options(**{BINARY_RESULTS: True})
 
 
+# A row's values by position: by name, each costs a lookup in Python (some 0.4 µs, a tenth of
+# decoding a staged item's record).
+_FIRST, _LAST = itemgetter(0), itemgetter(-1)
+
+
 def _records(conn: sa.Connection, rows: list[sa.Row], fields: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """The staged records of rows selected by :func:`_select_records`, in order. ``fields``: the
     only fields the caller reads; the records may then hold only those (:func:`_narrow_records`)."""
-    values = [row.record for row in rows]
+    values = list(map(_LAST, rows))  # (the record is selected last)
     if not _as_text(conn):
         return values
     return json_loads_many(values) if fields is None else _narrow_records(values, fields)
@@ -319,7 +324,8 @@ def _with_items(
     range of the (run_id, sf_order_id) index rather than looked up id by id (items of orders in
     the range but not in the page, e.g. other statuses, are passed over)."""
     items = tables(schema).stg_order_items
-    by_order: dict[str, list[StagedItem]] = {row.sf_order_id: [] for row in rows}
+    order_ids = list(map(_FIRST, rows))
+    by_order: dict[str, list[StagedItem]] = {order_id: [] for order_id in order_ids}
     query = _select_records(conn, items.c.sf_order_id, record=items.c.record).order_by(
         items.c.sf_order_id, items.c.sf_order_item_id
     )
@@ -330,12 +336,12 @@ def _with_items(
     for lookup in lookups:
         found = conn.execute(query.where(items.c.run_id == run_id, lookup)).all()
         item_records = _records(conn, found, None if fields is None else fields[1])
-        for order_id, record in zip((item.sf_order_id for item in found), item_records, strict=True):
+        for order_id, record in zip(map(_FIRST, found), item_records, strict=True):
             order_items = by_order.get(order_id)
             if order_items is not None:
                 order_items.append(record)
     orders = _records(conn, rows, None if fields is None else fields[0])
-    return list(zip(orders, (by_order[row.sf_order_id] for row in rows), strict=True))
+    return list(zip(orders, map(by_order.__getitem__, order_ids), strict=True))
 
 
 def iter_staged(

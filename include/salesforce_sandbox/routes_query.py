@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from .cursors import ChildCursor, RootCursor, split_next_records_locator
 from .errors import SalesforceError
+from .wire import RecordsJSONResponse
 
 if TYPE_CHECKING:
     from .gateway import ApiCall
@@ -38,8 +39,8 @@ def query_more(sandbox: SandboxRuntime, call: ApiCall) -> Response:
         raise SalesforceError("INVALID_QUERY_LOCATOR", "invalid query locator")
     version = call.path_params["version"]
     if isinstance(cursor, RootCursor):
-        return JSONResponse(_root_page(sandbox, cursor, locator, offset, version))
-    return JSONResponse(_child_page(cursor, locator, offset, version))
+        return RecordsJSONResponse(_root_page(sandbox, cursor, locator, offset, version))
+    return RecordsJSONResponse(_child_page(cursor, locator, offset, version))
 
 
 def _run_query(sandbox: SandboxRuntime, call: ApiCall, include_deleted: bool) -> Response:
@@ -52,7 +53,7 @@ def _run_query(sandbox: SandboxRuntime, call: ApiCall, include_deleted: bool) ->
             return JSONResponse(_aggregate_result(prepared))
         ids = prepared.ids()
     cursor = RootCursor(prepared, ids, batch_size(call.headers.get("sforce-query-options")))
-    return JSONResponse(_root_page(sandbox, cursor, None, 0, call.path_params["version"]))
+    return RecordsJSONResponse(_root_page(sandbox, cursor, None, 0, call.path_params["version"]))
 
 
 def _aggregate_result(prepared: PreparedQuery) -> dict:

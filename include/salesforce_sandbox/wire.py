@@ -10,8 +10,11 @@ from __future__ import annotations
 import gzip
 import xml.etree.ElementTree as ET  # noqa: S405 - parse_xml() refuses the constructs that make it unsafe
 from email.utils import formatdate
+from typing import Any
 
+import msgspec
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Names whose casing is not simply each dash-separated word capitalised.
@@ -52,6 +55,20 @@ class SalesforceHeaderCase:
             await send(message)
 
         await self.app(scope, receive, send_cased)
+
+
+_JSON = msgspec.json.Encoder()
+
+
+class RecordsJSONResponse(JSONResponse):
+    """A JSONResponse rendered by msgspec, several times faster on pages of 2,000 records.
+
+    The bytes are starlette's (compact, UTF-8 unescaped) but for floats of 1e16 and beyond or
+    below 1e-4, written ``1e16`` where json.dumps writes ``1e+16``: the same number. Records
+    hold finite numbers only (the store refuses NaN and infinities), which json.dumps would refuse."""
+
+    def render(self, content: Any) -> bytes:
+        return _JSON.encode(content)
 
 
 def accepts_gzip(request: Request) -> bool:

@@ -151,22 +151,23 @@ def _avro_value(avro_type: str, value: object) -> object:
 
 
 class PendingPayload:
-    """An event's Avro record, encoded when a subscription first reads it (then kept encoded).
+    """An event whose Avro record is built and encoded when a subscription first reads it (then
+    kept encoded).
 
-    A Bulk job publishes up to two events per Order it changes, and encoding was a third of the
-    job's CPU; most of them are never read before they expire."""
+    A Bulk job publishes up to two events per Order it changes, and building and encoding them
+    was half of the job's CPU; most of them are never read before they expire."""
 
-    __slots__ = ("_topic", "_record", "_data")
+    __slots__ = ("_topic", "_build", "_data")
 
-    def __init__(self, topic: Topic, record: dict):
+    def __init__(self, topic: Topic, build: Callable[[], dict]):
         self._topic: Topic | None = topic
-        self._record: dict | None = record
+        self._build: Callable[[], dict] | None = build
         self._data = b""
 
     def data(self) -> bytes:
-        if self._record is not None:
-            self._data = self._topic.encode(self._record)
-            self._topic = self._record = None
+        if self._build is not None:
+            self._data = self._topic.encode(self._build())
+            self._topic = self._build = None
         return self._data
 
 
@@ -199,6 +200,18 @@ class Topic:
         out = io.BytesIO()
         fastavro.schemaless_writer(out, self.parsed_schema, record)
         return out.getvalue()
+
+
+def _status_event(change: RecordChange) -> dict:
+    return {
+        "CreatedDate": _ms(change.commit_stamp),
+        "CreatedById": change.commit_user,
+        "EventUuid": random_uuid(),
+        "OrderId": change.record_id,
+        "OrderNumber": change.order_number,
+        "OldStatus": change.status_before,
+        "NewStatus": change.status_after,
+    }
 
 
 class ReplayIdInvalid(ValueError):
@@ -238,35 +251,36 @@ class EventBus:
 
     # -- publishing --------------------------------------------------------------------------
 
-    def publish(self, topic_name: str, payload: Payload, event_id: str | None = None) -> bytes:
-        """Append an event (encoded, or to be encoded when read); returns its replay id."""
+    def publish(self, topic_name: str, payload: bytes, event_id: str | None = None) -> bytes:
+        """Append an encoded event; returns its replay id."""
         with self.changed:
             topic = self.topics[topic_name]
-            self._replay += 1
-            topic.events.append((self._replay, self.clock(), payload, event_id or random_uuid()))
-            topic.last_replay = self._replay
+            self._append(topic, payload, event_id)
             self._prune(topic)
             self.changed.notify_all()
             return replay_bytes(self._replay)
 
-    def on_store_changes(self, changes: list[RecordChange]) -> None:
-        """The store's listener: one change event per Order change, and a status event when Status moved."""
-        for number, change in enumerate(changes):
-            transaction_key = random_uuid()
-            self.publish(CHANGE_EVENT_TOPIC, self._change_event(change, number, transaction_key))
-            if change.change_type != DELETE and change.status_before != change.status_after:
-                status = self.topics[STATUS_EVENT_TOPIC]
-                self.publish(STATUS_EVENT_TOPIC, PendingPayload(status, {
-                    "CreatedDate": _ms(change.commit_stamp),
-                    "CreatedById": change.commit_user,
-                    "EventUuid": random_uuid(),
-                    "OrderId": change.record_id,
-                    "OrderNumber": change.order_number,
-                    "OldStatus": change.status_before,
-                    "NewStatus": change.status_after,
-                }))
+    def _append(self, topic: Topic, payload: Payload, event_id: str | None = None) -> None:
+        self._replay += 1
+        topic.events.append((self._replay, self.clock(), payload, event_id or random_uuid()))
+        topic.last_replay = self._replay
 
-    def _change_event(self, change: RecordChange, sequence: int, transaction_key: str) -> PendingPayload:
+    def on_store_changes(self, changes: list[RecordChange]) -> None:
+        """The store's listener: one change event per Order change, and a status event when Status moved.
+        A transaction's events are appended under one hold of the lock and wake subscriptions once."""
+        changes_topic, status_topic = self.topics[CHANGE_EVENT_TOPIC], self.topics[STATUS_EVENT_TOPIC]
+        with self.changed:
+            for number, change in enumerate(changes):
+                committed_at = self.clock()
+                self._append(changes_topic, PendingPayload(
+                    changes_topic, functools.partial(self._change_event, change, number, committed_at)))
+                if change.change_type != DELETE and change.status_before != change.status_after:
+                    self._append(status_topic, PendingPayload(status_topic, functools.partial(_status_event, change)))
+            self._prune(changes_topic)
+            self._prune(status_topic)
+            self.changed.notify_all()
+
+    def _change_event(self, change: RecordChange, sequence: int, committed_at: float) -> dict:
         topic = self.topics[CHANGE_EVENT_TOPIC]
         record: dict = {}
         changed_positions, nulled_positions = [], []
@@ -286,10 +300,10 @@ class EventBus:
             "recordIds": [change.record_id],
             "changeType": change.change_type,
             "changeOrigin": change.origin,
-            "transactionKey": transaction_key,
+            "transactionKey": random_uuid(),
             "sequenceNumber": sequence + 1,
             "commitTimestamp": _ms(change.commit_stamp),
-            "commitNumber": int(self.clock() * 1000) * 1000 + sequence,
+            "commitNumber": int(committed_at * 1000) * 1000 + sequence,
             "commitUser": change.commit_user,
             "nulledFields": [field_bitmap(nulled_positions)] if nulled_positions else [],
             "diffFields": [],
@@ -297,7 +311,7 @@ class EventBus:
         }
         if change.change_type == CREATE:
             record["ChangeEventHeader"]["changedFields"] = []
-        return PendingPayload(topic, record)
+        return record
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -151,24 +151,25 @@ def _avro_value(avro_type: str, value: object) -> object:
 
 
 class PendingPayload:
-    """An event whose Avro record is built and encoded when a subscription first reads it (then
-    kept encoded).
+    """An event whose Avro record is built and encoded, and whose event id is drawn, when a
+    subscription first reads it (then kept).
 
     A Bulk job publishes up to two events per Order it changes, and building and encoding them
     was half of the job's CPU; most of them are never read before they expire."""
 
-    __slots__ = ("_topic", "_build", "_data")
+    __slots__ = ("_topic", "_build", "_read")
 
     def __init__(self, topic: Topic, build: Callable[[], dict]):
         self._topic: Topic | None = topic
         self._build: Callable[[], dict] | None = build
-        self._data = b""
+        self._read: tuple[bytes, str] | None = None
 
-    def data(self) -> bytes:
-        if self._build is not None:
-            self._data = self._topic.encode(self._build())
+    def read(self) -> tuple[bytes, str]:
+        """The payload and the event id."""
+        if self._read is None:
+            self._read = (self._topic.encode(self._build()), random_uuid())
             self._topic = self._build = None
-        return self._data
+        return self._read
 
 
 Payload = bytes | PendingPayload
@@ -180,7 +181,7 @@ class Topic:
     schema: dict
     parsed_schema: dict = field(init=False)
     schema_id: str = field(init=False)
-    events: deque[tuple[int, float, Payload, str]] = field(default_factory=deque)  # replay, time, payload, event id
+    events: deque[tuple[int, float, Payload, str | None]] = field(default_factory=deque)  # replay, time, payload, event id
     pruned_through: int = 0  # the highest replay id no longer kept (events after it are all here)
     last_replay: int = 0
     slots: dict[str, tuple[int, str]] = field(init=False)
@@ -262,7 +263,9 @@ class EventBus:
 
     def _append(self, topic: Topic, payload: Payload, event_id: str | None = None) -> None:
         self._replay += 1
-        topic.events.append((self._replay, self.clock(), payload, event_id or random_uuid()))
+        if isinstance(payload, bytes):
+            event_id = event_id or random_uuid()
+        topic.events.append((self._replay, self.clock(), payload, event_id))  # a pending payload has its own id
         topic.last_replay = self._replay
 
     def on_store_changes(self, changes: list[RecordChange]) -> None:
@@ -346,7 +349,9 @@ class EventBus:
         found = []
         for number, at, payload, event_id in topic.events:
             if number > replay:
-                found.append((number, at, payload if isinstance(payload, bytes) else payload.data(), event_id))
+                if not isinstance(payload, bytes):
+                    payload, event_id = payload.read()
+                found.append((number, at, payload, event_id))
                 if len(found) >= limit:
                     break
         return found

@@ -46,6 +46,7 @@ _AUTO_NUMBER_WIDTHS = {"OrderItemNumber": 10}
 _DEFAULT_AUTO_NUMBER_WIDTH = 8
 _BOOLEAN_DEFAULTS = {"IsActive": True}  # the schema has no default values for checkboxes
 _MODSTAMP_SEQUENCE = "modstamp_ms"
+_AUDIT_FIELDS = frozenset({"SystemModstamp", "LastModifiedDate", "LastModifiedById"})  # not a change event's changed fields
 _IN_CHUNK = 500  # ids per `IN (...)` list, well under SQLite's bound-parameter limit
 
 _TEXT_TYPES = frozenset(
@@ -160,8 +161,10 @@ def _coerce_text(field: Field, value: Any) -> str:
         )
     if field.restricted_picklist:
         allowed = field.active_picklist_values
-        chosen = text.split(";") if field.type == "multipicklist" else [text]
-        bad = next((v for v in chosen if v not in allowed), None)
+        if field.type == "multipicklist":
+            bad = next((v for v in text.split(";") if v not in allowed), None)
+        else:
+            bad = None if text in allowed else text
         if bad is not None:
             raise SalesforceError(
                 "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
@@ -503,14 +506,11 @@ class Store:
     ) -> dict:
         """The record, or the error Salesforce answers for a malformed, unknown or deleted id.
         ``known``: rows read ahead by :meth:`_fetch_many`, looked up instead of the table."""
-        try:
-            normalised = to_18(record_id)
-        except ValueError:
-            if reading:
-                raise _external_id_not_found(str(record_id)) from None
-            raise SalesforceError(
-                "MALFORMED_ID", f"{obj.name} ID: id value of incorrect type: {record_id}", fields=["Id"]
-            ) from None
+        if known is not None and isinstance(record_id, str) and record_id in known:
+            # A key of ``known`` is a stored Id, already in its 18-character form.
+            normalised = record_id
+        else:
+            normalised = self._normalised_id(obj, record_id, reading=reading)
         if not normalised.startswith(obj.key_prefix):
             row = None
         elif known is not None:
@@ -522,6 +522,17 @@ class Store:
         if row["IsDeleted"]:
             raise SalesforceError("ENTITY_IS_DELETED", "entity is deleted", status=404)
         return row
+
+    @staticmethod
+    def _normalised_id(obj: SObject, record_id: str, *, reading: bool) -> str:
+        try:
+            return to_18(record_id)
+        except ValueError:
+            if reading:
+                raise _external_id_not_found(str(record_id)) from None
+            raise SalesforceError(
+                "MALFORMED_ID", f"{obj.name} ID: id value of incorrect type: {record_id}", fields=["Id"]
+            ) from None
 
     def _rest_record(self, obj: SObject, row: dict, fields: list[str] | None) -> dict:
         if fields:
@@ -868,7 +879,6 @@ class Store:
 
     def _note_order_change(self, change_type: str, before: dict | None, after: dict, values: dict) -> None:
         """Remember an Order change for the listeners, told once its transaction commits."""
-        audit = {"SystemModstamp", "LastModifiedDate", "LastModifiedById"}
         self._pending_changes.append(
             RecordChange(
                 change_type=change_type,
@@ -881,7 +891,7 @@ class Store:
                 status_before=before["Status"] if before else None,
                 status_after=after["Status"],
                 order_number=after.get("OrderNumber"),
-                changed_fields=tuple(name for name in values if name not in audit),
+                changed_fields=tuple(name for name in values if name not in _AUDIT_FIELDS),
             )
         )
 

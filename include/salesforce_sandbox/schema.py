@@ -96,6 +96,15 @@ class Field:
         return not self.nillable and self.createable and not self.defaulted_on_create
 
     @cached_property
+    def picklist_categories(self) -> dict[str, str | None]:
+        """Each picklist value's category (the first entry of a value listed twice): Order Status
+        is looked up on every write of an Order."""
+        categories: dict[str, str | None] = {}
+        for value in self.picklist:
+            categories.setdefault(value.value, value.category)
+        return categories
+
+    @cached_property
     def active_picklist_values(self) -> frozenset[str]:
         """The values a restricted picklist accepts (checked on every write of the field)."""
         return frozenset(p.value for p in self.picklist if p.active)

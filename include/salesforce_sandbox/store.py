@@ -17,6 +17,7 @@ import math
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -29,7 +30,7 @@ from .changes import CHANGE_ORIGIN, CREATE, DELETE, UPDATE, RecordChange
 from .ddl import create_tables, quote_ident
 from .errors import SalesforceError, not_found
 from .ids import make_id, to_18
-from .schema import Field, PicklistValue, Schema, SObject, build_schema
+from .schema import Field, Schema, SObject, build_schema
 
 SOBJECTS_PATH = "/services/data/v59.0/sobjects"
 INTEGRATION_USERNAME = "integration@sandbox.example.com"
@@ -428,8 +429,10 @@ class Store:
 
     def _next_stamp(self) -> str:
         """The clock's time, moved a millisecond past the last stamp when the clock has not advanced."""
+        # The default clock's milliseconds without a datetime (a Bulk job takes thousands a second).
+        now = time.time_ns() // 1_000_000 if self.clock is _utc_now else _to_ms(self.clock())
         with self.lock:
-            return _stamp_text(self._claim(_MODSTAMP_SEQUENCE, at_least=_to_ms(self.clock())))
+            return _stamp_text(self._claim(_MODSTAMP_SEQUENCE, at_least=now))
 
     def stamps_from_next_second(self) -> datetime:
         """Move the org's modification stamps on to the next whole second and return that second.
@@ -800,9 +803,7 @@ class Store:
 
     @staticmethod
     def _status_category(order: SObject, status: str) -> str:
-        picklist: tuple[PicklistValue, ...] = order.field("Status").picklist
-        value = next((p for p in picklist if p.value == status), None)
-        return (value.category if value else None) or DRAFT_CATEGORY
+        return order.field("Status").picklist_categories.get(status) or DRAFT_CATEGORY
 
     def _has_items(self, order_id: str) -> bool:
         return bool(

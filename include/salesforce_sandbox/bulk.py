@@ -293,17 +293,25 @@ def check_ingest_header(sobject: SObject, header: list[str], operation: str, ext
         raise invalid_job(f"InvalidBatch : Field name not found : {external_id}")
 
 
-def row_values(sobject: SObject, header: list[str], row: list[str]) -> dict[str, Any]:
+def header_fields(sobject: SObject, header: list[str]) -> list[str | None]:
+    """Each column's field API name (None for a column the object does not have): looked up
+    once per upload rather than once per value."""
+    return [fld.name if (fld := sobject.field(name)) is not None else None for name in header]
+
+
+def row_values(
+    sobject: SObject, header: list[str], row: list[str], fields: list[str | None] | None = None
+) -> dict[str, Any]:
     """A CSV row as store values keyed by field name: an empty value leaves the field alone,
-    ``#N/A`` sets it to null. The store converts text to numbers, booleans and dates."""
+    ``#N/A`` sets it to null. The store converts text to numbers, booleans and dates.
+    ``fields``: :func:`header_fields` of the header, when the caller has it."""
     values: dict[str, Any] = {}
-    for name, text in zip(header, row, strict=False):
+    for column, name, text in zip(header, fields or header_fields(sobject, header), row, strict=False):
         if text == "":
             continue
-        fld = sobject.field(name)
-        if fld is None:  # check_ingest_header() rejects such uploads before any row is read
-            raise invalid_job(f"InvalidBatch : Field name not found : {name}")
-        values[fld.name] = None if text == NULL_MARKER else text
+        if name is None:  # check_ingest_header() rejects such uploads before any row is read
+            raise invalid_job(f"InvalidBatch : Field name not found : {column}")
+        values[name] = None if text == NULL_MARKER else text
     return values
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .bulk import RowResult, error_text, row_values
+from .bulk import RowResult, error_text, header_fields, row_values
 from .errors import SalesforceError
 from .schema import SObject
 
@@ -45,13 +45,16 @@ def _write_rows(
     sandbox: SandboxRuntime, spec: RowSpec, sobject: SObject, rows: list[list[str]]
 ) -> list[RowResult]:
     """One store call per row (the store rolls a failed one back to its own savepoint)."""
-    return [_write_row(sandbox, spec, sobject, row) for row in rows]
+    fields = header_fields(sobject, spec.header)
+    return [_write_row(sandbox, spec, sobject, fields, row) for row in rows]
 
 
-def _write_row(sandbox: SandboxRuntime, spec: RowSpec, sobject: SObject, row: list[str]) -> RowResult:
+def _write_row(
+    sandbox: SandboxRuntime, spec: RowSpec, sobject: SObject, fields: list[str | None], row: list[str]
+) -> RowResult:
     result = RowResult(row=row)
     try:
-        record_id, values = _parsed_row(sobject, spec.header, row)
+        record_id, values = _parsed_row(sobject, spec.header, fields, row)
         result.record_id = record_id or ""
         writer = _ROW_WRITERS[spec.operation]
         result.record_id, result.created = writer(sandbox, spec, sobject, record_id, values)
@@ -67,10 +70,11 @@ def _update_rows(
     one ``Store.update_each`` call, which reads the target records in chunks rather than one by one.
     The outcome of every row is the one :func:`_write_row` would give."""
     results = [RowResult(row=row) for row in rows]
+    fields = header_fields(sobject, spec.header)
     to_write: list[tuple[RowResult, dict]] = []
     for result in results:
         try:
-            record_id, values = _parsed_row(sobject, spec.header, result.row)
+            record_id, values = _parsed_row(sobject, spec.header, fields, result.row)
             result.record_id = record_id or ""
             _check_target(sandbox, record_id)
             to_write.append((result, values))
@@ -133,10 +137,9 @@ def _check_target(sandbox: SandboxRuntime, record_id: str | None) -> str:
     return record_id
 
 
-def _parsed_row(sobject: SObject, header: list[str], row: list[str]) -> tuple[str | None, dict]:
-    """A CSV row's Id (None without one) and its other values."""
-    values = row_values(sobject, header, row)
-    for key in list(values):
-        if key.lower() == "id":
-            return values.pop(key), values
-    return None, values
+def _parsed_row(
+    sobject: SObject, header: list[str], fields: list[str | None], row: list[str]
+) -> tuple[str | None, dict]:
+    """A CSV row's Id (None without one) and its other values (keyed by API name: Id's is "Id")."""
+    values = row_values(sobject, header, row, fields)
+    return values.pop("Id", None), values

@@ -7,9 +7,9 @@ of every extracted record goes through :func:`mask_record` before it is staged, 
 error messages through :func:`mask_card_numbers` before they are stored or logged.
 
 What counts as a card number: 13 to 19 digits that pass the Luhn check, written plain or in the
-groupings cards are printed in (4-4-4-4, 4-4-4-4-3, Amex 4-6-5, Diners 4-6-4), separated by single
-spaces (the no-break and thin spaces a number pasted from a web page or a PDF carries too), dashes
-or dots, standing alone: not glued to letters or digits, as in a Salesforce Id
+groupings cards are printed in (4-4-4-4, 4-4-4-4-3, Amex 4-6-5, Diners 4-6-4), separated by spaces
+(the no-break and thin spaces a number pasted from a web page or a PDF carries too), dashes or dots,
+up to three of them between two groups, standing alone: not glued to letters or digits, as in a Salesforce Id
 (``801000000000123AAA``). It is replaced by ``[card ending 1111]``: at most the last four digits
 stay. Other long numbers (phone numbers, Ids, tracking numbers) fail the Luhn check or do not
 have a card's grouping, and are kept as they are.
@@ -35,10 +35,10 @@ MIN_DIGITS, MAX_DIGITS = 13, 19
 # narrow no-break spaces that text pasted from a web page or a PDF holds), a dash or a dot.
 _SPACES = "\u00a0\u2007\u2009\u202f"
 _SEPARATORS = f" {_SPACES}.-"
-# A run of at least 13 digits, a single separator allowed between them, standing alone.
-# Most texts have none, so this one search is all the scan costs them.
-_RUN = re.compile(rf"(?<![0-9A-Za-z])\d(?:[{_SEPARATORS}]?\d){{12,}}(?![0-9A-Za-z])")
-_SEPARATOR = re.compile(f"[{_SEPARATORS}]")
+# A run of at least 13 digits, up to three separators between two of them ("4111 - 1111",
+# "4111  1111"), standing alone. Most texts have none, so this one search is all the scan costs them.
+_RUN = re.compile(rf"(?<![0-9A-Za-z])\d(?:[{_SEPARATORS}]{{0,3}}\d){{12,}}(?![0-9A-Za-z])")
+_SEPARATOR = re.compile(f"[{_SEPARATORS}]+")
 # The other spaces take two or three bytes in UTF-8: where their last byte is found, the fast path
 # below makes each of them a plain space and takes the bytes' classes again.
 _WIDE_SPACES = tuple(space.encode() for space in _SPACES)
@@ -74,7 +74,15 @@ def may_hold_card_numbers(data: bytes) -> bool:
         for space in _WIDE_SPACES:
             data = data.replace(space, b" ")
         classes = data.translate(_CLASSES)
-    return any(signature in classes for signature in _SIGNATURES)
+    if any(signature in classes for signature in _SIGNATURES):
+        return True
+    if b"0ss" not in classes:  # no digit followed by two separators: nothing the signatures missed
+        return False
+    # Two or three separators between digits, one in the signatures: twice halving runs of them
+    # leaves one of any run up to four (a run of four or more between digits, the scanner does not
+    # take as one number).
+    shorter = classes.replace(b"ss", b"s").replace(b"ss", b"s")
+    return shorter != classes and any(signature in shorter for signature in _SIGNATURES)
 
 
 def card_mask(digits: str) -> str:

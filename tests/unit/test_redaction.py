@@ -29,8 +29,8 @@ CARDS = {
 
 
 # How people type a printed number's gaps: spaces (a number copied from a web page or a PDF keeps
-# its no-break or narrow no-break spaces), dashes, dots.
-SEPARATORS = (" ", "-", ".", "\u00a0", "\u202f", "\u2009", "\u2007")
+# its no-break or narrow no-break spaces), dashes, dots, and up to three of them.
+SEPARATORS = (" ", "-", ".", "\u00a0", "\u202f", "\u2009", "\u2007", "  ", " - ", "--")
 
 
 def digits_of(text: str) -> str:
@@ -73,6 +73,7 @@ def test_card_numbers_are_masked_plain_and_as_printed_keeping_the_last_four(plai
         ("Karte 4111.1111.1111.1111.", "Karte [card ending 1111]."),
         ("pasted: 4111\u00a01111\u00a01111\u00a01111\u00a0– thanks", "pasted: [card ending 1111]\u00a0– thanks"),
         ("mixed 4111 1111-1111.1111", "mixed [card ending 1111]"),
+        ("spaced 4111 - 1111 - 1111 - 1111 - 737", "spaced [card ending 1111] - 737"),
     ],
 )
 def test_card_numbers_inside_other_text(text, expected):
@@ -92,6 +93,8 @@ NOT_CARDS = [
     with_check_digit("0049.30.12345678.9"),  # the same with dots
     with_check_digit("0049\u00a030\u00a012345678\u00a09"),  # and no-break spaces
     "192.168.100.200",
+    with_check_digit("0049 - 30 - 12345678 - 9"),  # grouped as no card is, with wider gaps
+    "4111    1111    1111    1111",  # four spaces between groups: columns of a table, not one number
     "801000000000123AAA",  # Salesforce Ids: digits glued to letters
     "00100000000001YAAQ",
     "1Z999AA10123456784",  # UPS tracking number

@@ -35,6 +35,7 @@ from .model import (
     ItemRecord,
     SkippedOrder,
     TransformedOrder,
+    storable,
 )
 from .partitions import EVERY_ORDER_ID, OrderIdRange
 from .progress import Progress
@@ -926,8 +927,9 @@ def record_quarantine(
         {
             "run_id": run_id,
             "sf_order_id": row["sf_order_id"],
-            "order_number": row.get("order_number"),
-            "account_name": row.get("account_name"),
+            # as Salesforce holds them (an order may be quarantined for them), but storable
+            "order_number": storable(row.get("order_number")),
+            "account_name": storable(row.get("account_name")),
             "failed_checks": list(row["failed_checks"]),
             "details": dict(row["details"]),
             **card_data_flag(row.get("card_data_masked", ())),

@@ -193,6 +193,12 @@ class SkippedOrder:
     currency: str | None = None
 
 
+def storable(value: Any) -> Any:
+    """``value`` less any NUL character when it is text: Salesforce can hold one, no PostgreSQL text
+    or JSONB value can (the order would be refused, or a stage's write failing every run)."""
+    return value.replace("\x00", "") if type(value) is str and "\x00" in value else value
+
+
 def plain(value: Any) -> Any:
     """A record as plain JSON-able data (dicts, lists, scalars).
 

@@ -44,6 +44,7 @@ from salesforce_orders.model import (
     matched,
     plain,
     record_maker,
+    storable,
 )
 
 SHIPPING = "shipping"
@@ -649,14 +650,9 @@ def rule_matches(rule: RoutingRule, actual: Any) -> bool:
 
 
 def _metadata(keys: tuple[str, ...], values: Sequence[Any]) -> dict[str, Any]:
-    """The mapped fields' values (as read, less any NUL character: see _text) by their metadata
-    keys; none mapped, the usual case, at once."""
-    if not keys:
-        return {}
-    return {
-        key: value.replace("\x00", "") if type(value) is str and "\x00" in value else value
-        for key, value in zip(keys, values, strict=True)
-    }
+    """The mapped fields' values (as read, but :func:`storable`) by their metadata keys; none
+    mapped, the usual case, at once."""
+    return dict(zip(keys, map(storable, values), strict=True)) if keys else {}
 
 
 def map_fields(record: Mapping[str, Any], mappings: Mapping[str, str]) -> dict[str, Any]:
@@ -999,9 +995,7 @@ def _get(record: Mapping[str, Any], key: str) -> Any:
 def _text(value: Any) -> str | None:
     """Trimmed text; None for None, "" and whitespace."""
     if isinstance(value, str):  # checked first: nearly every value is text
-        if "\x00" in value:  # Salesforce can hold a NUL; no PostgreSQL text column can
-            value = value.replace("\x00", "")
-        return value.strip() or None
+        return storable(value).strip() or None
     if value is None:
         return None
     return str(value) or None

@@ -54,6 +54,24 @@ def test_nul_characters_in_any_text_are_dropped_and_the_orders_load(pipeline):
     assert not p.quarantined_ids() & {a, b}
 
 
+def test_an_invalid_order_whose_account_name_holds_a_nul_is_quarantined_and_the_run_goes_on(pipeline):
+    """The quarantine keeps the order number and Account name as Salesforce has them (it may be
+    their fault), less the NUL that no PostgreSQL text column can hold."""
+    p = pipeline
+    bad = sorted(p.expected_order_ids())[0]
+    p.org_update("Account", account_of(p, bad), Name="Nul\x00 Trading")
+    p.org_update("Order", bad, BillingCountry="Nowhere\x00land", ShippingCountry="Nowhere\x00land")
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert bad in p.quarantined_ids()
+    (row,) = p.query("SELECT account_name FROM quarantined_orders WHERE sf_order_id = :i", i=bad)
+    assert row["account_name"] == "Nul Trading"
+    assert "country_resolvable" in quarantine_messages(p, bad)
+    assert p.loaded_ids() == p.expected_order_ids() - p.quarantined_ids()
+
+
 def test_a_configured_field_longer_than_its_column_quarantines_that_order_before_the_load(pipeline):
     """``service_number_field`` may point at a field longer than the warehouse's column (40
     characters): an order with a longer value is quarantined by the validation, on SQLite too

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,40 @@ def _peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def warehouse_cpu_meter(pg_url: str) -> Callable[[], float] | None:
+    """A reader of the CPU seconds the PostgreSQL server has used so far, or None when it does not
+    run on this machine (its processes cannot be read here).
+
+    The server's live processes and, through its postmaster's children times, the backends that
+    have ended: each task's connections end with it. The whole server's work is counted, so the
+    figures are the import's only with nothing else using the server."""
+    import psutil
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            backend = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        postmaster = psutil.Process(backend).parent()
+        if postmaster is None or "postgres" not in postmaster.name():
+            return None
+    except (psutil.Error, sa.exc.SQLAlchemyError):
+        return None  # elsewhere (another host, a container), or not ours to read
+    finally:
+        engine.dispose()
+
+    def used() -> float:
+        own = postmaster.cpu_times()
+        total = own.user + own.system + own.children_user + own.children_system
+        for child in postmaster.children():
+            with contextlib.suppress(psutil.Error):  # it ended between the listing and the reading
+                times = child.cpu_times()
+                total += times.user + times.system
+        return total
+
+    return used
 
 
 # ---- one stage in its own process ---------------------------------------------------------
@@ -214,6 +249,7 @@ def bench_size(
     run_id = f"bench__{orders}__{uuid.uuid4().hex[:6]}"
     figures: dict[str, Any] = {}
     results: dict[str, Any] = {}
+    warehouse_cpu = warehouse_cpu_meter(pg_url)
     try:
         server.admin.reset_stats()
         if faults:
@@ -233,16 +269,20 @@ def bench_size(
                 kwargs["results"] = {k: v for k, v in results.items()}
             # The sandbox serves from a thread of this process: its CPU time is this process's.
             sandbox_cpu = time.process_time()
+            server_cpu = warehouse_cpu() if warehouse_cpu else None
             if name == "transform":
                 out = run_mapped_stage(name, kwargs, results["validate"]["transform_partitions"], env)
             else:
                 out = run_stage(name, kwargs, env)
             sandbox_cpu = time.process_time() - sandbox_cpu
+            if server_cpu is not None:
+                server_cpu = warehouse_cpu() - server_cpu
             results[name] = out["result"]
             figures[name] = {
                 "seconds": round(out["seconds"], 2),
                 "cpu_seconds": round(out["cpu_seconds"], 2),
                 "sandbox_cpu_seconds": round(sandbox_cpu, 2),
+                "warehouse_cpu_seconds": None if server_cpu is None else round(server_cpu, 2),
                 "import_seconds": round(out["import_seconds"], 2),
                 "peak_rss_mb": round(out["peak_rss_mb"], 1),
                 # the report's api_calls is the run's total, not its own
@@ -282,6 +322,11 @@ def bench_size(
     figures["extract"]["api_min"] = read_min
     figures["write_back"]["api_min"] = write_min
     total_calls = sum(f["api_calls"] for f in figures.values())
+    cpu = {
+        "tasks": round(sum(f["cpu_seconds"] for f in figures.values()), 1),
+        "sandbox": round(sum(f["sandbox_cpu_seconds"] for f in figures.values()), 1),
+        "warehouse": None if warehouse_cpu is None else round(sum(f["warehouse_cpu_seconds"] for f in figures.values()), 1),
+    }
     return {
         "orders": orders,
         "items": extract["items"],
@@ -290,6 +335,11 @@ def bench_size(
         "stages": figures,
         "end_to_end_seconds": round(sum(f["seconds"] for f in figures.values()), 1),
         "process_start_seconds": round(sum(f["import_seconds"] for f in figures.values()), 1),
+        # What the run's work took of the machine's cores: the tasks, the stand-in for Salesforce and
+        # the warehouse. No schedule of this work on these cores ends sooner than their sum over the cores.
+        "cpu_seconds": cpu,
+        "cpu_per_order_ms": round(cpu["tasks"] * 1000 / orders, 3),
+        "work_floor_seconds": None if cpu["warehouse"] is None else round(sum(cpu.values()) / (os.cpu_count() or 1), 1),
         "peak_rss_mb_max": max(f["peak_rss_mb"] for f in figures.values()),
         "api_calls": total_calls,
         "api_calls_min": read_min + write_min,
@@ -434,17 +484,24 @@ def print_summary(report: dict[str, Any]) -> None:
     for run in report["runs"]:
         print(f"\n{run['orders']:,} orders, {run['items']:,} items ({run['extract_path'].upper()} extraction), PostgreSQL warehouse")
         print(f"  {'stage':<20}{'seconds':>9}{'records/s':>12}{'peak RSS MB':>13}{'API calls':>11}{'min':>6}{'imports s':>11}"
-              f"{'task CPU s':>12}{'sandbox CPU s':>15}")
+              f"{'task CPU s':>12}{'sandbox CPU s':>15}{'warehouse CPU s':>17}")
         for name, f in run["stages"].items():
             rate = f.get("records_per_second") or ""
             label = f"{name} x{f['instances']}" if f.get("instances", 1) > 1 else name  # a mapped stage's processes
             print(
                 f"  {label:<20}{f['seconds']:>9}{rate!s:>12}{f['peak_rss_mb']:>13}{f['api_calls']:>11}"
                 f"{f.get('api_min', ''):>6}{f['import_seconds']:>11}{f['cpu_seconds']:>12}{f['sandbox_cpu_seconds']:>15}"
+                f"{f.get('warehouse_cpu_seconds')!s:>17}"
             )
         print(f"  end to end {run['end_to_end_seconds']} s (+ {run['process_start_seconds']} s of per-task imports); "
               f"peak RSS of any stage {run['peak_rss_mb_max']} MB; "
               f"API calls {run['api_calls']} vs minimum {run['api_calls_min']} (x{run['api_ratio']}); quarantined {run['quarantined']}")
+        cpu = run["cpu_seconds"]
+        print(f"  CPU: tasks {cpu['tasks']} s ({run['cpu_per_order_ms']} ms an order), sandbox {cpu['sandbox']} s, "
+              f"warehouse {cpu['warehouse']} s", end="")
+        if run["work_floor_seconds"] is not None:
+            print(f": on {report['machine']['cpus']} cores, no run of this work ends in less than {run['work_floor_seconds']} s", end="")
+        print()
     base = report.get("baseline")
     if base:
         print(f"\nProvider-documented way at {base['orders']:,} orders (make_query -> DataFrame -> to_sql, one update per record):")

@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache, lru_cache
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +34,7 @@ from .model import (
     Address,
     CustomerRecord,
     ItemRecord,
+    ServiceRecord,
     SkippedOrder,
     TransformedOrder,
     storable,
@@ -50,7 +52,7 @@ from .warehouse.definitions import (
 )
 from .warehouse.errors import refuses_every_row
 from .warehouse.types import parse_utc, utc_now
-from .warehouse.writes import in_batches, insert_rows, one_of, select_in, update_rows, upsert
+from .warehouse.writes import Columns, in_batches, insert_rows, one_of, select_in, update_rows, upsert
 
 log = logging.getLogger(__name__)
 
@@ -143,63 +145,95 @@ def customer_row(customer: CustomerRecord, now: datetime) -> dict[str, Any]:
     }
 
 
+def _masked_fields(fields: Iterable[str]) -> list[str] | None:
+    return list(fields) or None
+
+
 def card_data_flag(fields: Iterable[str]) -> dict[str, Any]:
     """The card-data flag columns of a row, from the fields whose card numbers were masked."""
-    fields = list(fields)
-    return {"card_data_masked": bool(fields), "card_data_masked_fields": fields or None}
+    masked = _masked_fields(fields)
+    return {"card_data_masked": masked is not None, "card_data_masked_fields": masked}
 
 
-def _order_row(
-    t: TransformedOrder, run_id: str, now: datetime, state_changed_at: datetime, modstamp: datetime | None
-) -> dict[str, Any]:
-    """``modstamp``: the order's ``sf_system_modstamp``, parsed (once per order, see _prepare_batch)."""
-    o = t.order
-    return {
-        "sf_order_id": o.sf_order_id,
-        "order_number": o.order_number,
-        "external_name": o.external_name,
-        "salesforce_url": o.salesforce_url,
-        "customer_id": o.customer_id,
-        "sf_account_id": o.sf_account_id,
-        "account_name": o.account_name,
-        "sf_status": o.status,
-        "sf_status_code": o.status_code,
-        "order_type": o.order_type,
-        "effective_date": _date(o.effective_date),
-        "activated_at": _timestamp(o.activated_at),
-        "total_amount": o.total_amount,
-        "currency": o.currency,
-        "corporate_currency": o.corporate_currency,
-        "conversion_rate": o.conversion_rate,
-        "corporate_amount": o.corporate_amount,
-        **_address_columns("billing_", o.billing),
-        **_address_columns("service_", o.service),
-        "service_address_source": o.service_address_source,
-        "location_id": o.location_id,
-        "destination": o.destination,
-        "notes": o.notes,
-        "po_number": o.po_number,
-        "metadata": o.metadata,
-        "is_zero_total": o.is_zero_total,
-        "sf_created_at": _timestamp(o.sf_created_at),
-        "sf_system_modstamp": modstamp,
-        **card_data_flag(o.card_data_masked),
-        "content_hash": t.content_hash,
-        "lifecycle_state": READY,
-        "lifecycle_error": None,
-        "sf_state": SF_ACTIVE,
-        "sf_state_changed_at": state_changed_at,
-        "first_imported_at": now,
-        "last_imported_at": now,
-        "last_run_id": run_id,
-        "newer_version_quarantined_at": None,
-        "updated_at": now,
-        "end_date": _date(o.end_date),
-        "contract_id": o.contract_id,
-        "opportunity_id": o.opportunity_id,
-        "owner_id": o.owner_id,
-        "owner_name": o.owner_name,
-    }
+_Spec = tuple[tuple[str, str, Callable[[Any], Any] | None], ...]
+
+
+def _address_spec(prefix: str, attribute: str) -> _Spec:
+    return tuple((column, f"{attribute}.{name}", None) for name, column in _address_names(prefix).items())
+
+
+# An order's row: each column read from an attribute of its TransformedOrder, converted (None:
+# as it is). The columns that are not the record's own are added by _order_columns.
+_ORDER_SPEC: _Spec = (
+    ("sf_order_id", "order.sf_order_id", None),
+    ("order_number", "order.order_number", None),
+    ("external_name", "order.external_name", None),
+    ("salesforce_url", "order.salesforce_url", None),
+    ("customer_id", "order.customer_id", None),
+    ("sf_account_id", "order.sf_account_id", None),
+    ("account_name", "order.account_name", None),
+    ("sf_status", "order.status", None),
+    ("sf_status_code", "order.status_code", None),
+    ("order_type", "order.order_type", None),
+    ("effective_date", "order.effective_date", _date),
+    ("activated_at", "order.activated_at", _timestamp),
+    ("total_amount", "order.total_amount", None),
+    ("currency", "order.currency", None),
+    ("corporate_currency", "order.corporate_currency", None),
+    ("conversion_rate", "order.conversion_rate", None),
+    ("corporate_amount", "order.corporate_amount", None),
+    *_address_spec("billing_", "order.billing"),
+    *_address_spec("service_", "order.service"),
+    ("service_address_source", "order.service_address_source", None),
+    ("location_id", "order.location_id", None),
+    ("destination", "order.destination", None),
+    ("notes", "order.notes", None),
+    ("po_number", "order.po_number", None),
+    ("metadata", "order.metadata", None),
+    ("is_zero_total", "order.is_zero_total", None),
+    ("sf_created_at", "order.sf_created_at", _timestamp),
+    ("card_data_masked", "order.card_data_masked", bool),
+    ("card_data_masked_fields", "order.card_data_masked", _masked_fields),
+    ("content_hash", "content_hash", None),
+    ("end_date", "order.end_date", _date),
+    ("contract_id", "order.contract_id", None),
+    ("opportunity_id", "order.opportunity_id", None),
+    ("owner_id", "order.owner_id", None),
+    ("owner_name", "order.owner_name", None),
+)
+
+
+def _record_columns(records: Sequence[Any], spec: _Spec, **more: Any) -> Columns:
+    """``records`` as the columns of their rows: one C loop per column (map over an attrgetter),
+    no dict per row. ``more``: further columns, a list of values each (one per record) or, for
+    any other value, that value in every row."""
+    values = []
+    for _name, attribute, convert in spec:
+        column = list(map(attrgetter(attribute), records))
+        values.append(column if convert is None else list(map(convert, column)))
+    values += [value if isinstance(value, list) else [value] * len(records) for value in more.values()]
+    return Columns([name for name, _, _ in spec] + list(more), values)
+
+
+def _order_columns(
+    written: Sequence[TransformedOrder], run_id: str, now: datetime, state_changed_at: list[datetime], modstamps: list[datetime | None]
+) -> Columns:
+    """The orders' rows; ``state_changed_at``, ``modstamps`` (parsed once per order, see
+    _prepare_batch): one per order."""
+    return _record_columns(
+        written,
+        _ORDER_SPEC,
+        sf_system_modstamp=modstamps,
+        lifecycle_state=READY,
+        lifecycle_error=None,
+        sf_state=SF_ACTIVE,
+        sf_state_changed_at=state_changed_at,
+        first_imported_at=now,
+        last_imported_at=now,
+        last_run_id=run_id,
+        newer_version_quarantined_at=None,
+        updated_at=now,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -301,9 +335,7 @@ def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str], n
 _CHILD_BOOKKEEPING = frozenset({"last_run_id", "updated_at"})
 
 
-def _replace_children(
-    conn: sa.Connection, table: sa.Table, key: str, stored_ids: set[str], rows: list[dict[str, Any]], now: datetime
-) -> None:
+def _replace_children(conn: sa.Connection, table: sa.Table, key: str, stored_ids: set[str], rows: Columns, now: datetime) -> None:
     """Write the orders' items (or services); those the new versions no longer have are marked
     deleted (``is_deleted``, ``deleted_at``), never removed, so "what changed since" sees them go.
 
@@ -311,8 +343,9 @@ def _replace_children(
     The children of new orders are new too (an item belongs to one order for good, a service key
     starts with its order's id): they are inserted, without the merge an upsert costs. A stored
     child is rewritten only when a value differs, so its ``updated_at`` moves with real changes."""
-    of_stored = [row for row in rows if row["sf_order_id"] in stored_ids]
-    insert_rows(conn, table, [row for row in rows if row["sf_order_id"] not in stored_ids])
+    new = [order_id not in stored_ids for order_id in rows.column("sf_order_id")] if rows else []
+    insert_rows(conn, table, rows.where(new))
+    of_stored = list(rows.where([not n for n in new])) if not all(new) else []
     keep = {row[key] for row in of_stored}
     existing = select_in(conn, table, [table.c[key], table.c.is_deleted], table.c.sf_order_id, sorted(stored_ids))
     stale = sorted(row[0] for row in existing if row[0] not in keep and not row[1])
@@ -327,22 +360,19 @@ def _replace_children(
 
 # Of an item record, what belongs to the product dimension (``products``), not to the item's row.
 _PRODUCT_FIELDS = ("product_family", "product_is_active", "pricebook_list_price")
+_ITEM_SPEC: _Spec = tuple(
+    (f.name, f.name, _date if f.name in ("service_date", "end_date") else None)
+    for f in fields(ItemRecord)
+    if f.name not in _PRODUCT_FIELDS
+)
+_SERVICE_SPEC: _Spec = tuple((f.name, f.name, None) for f in fields(ServiceRecord))
 
 
-def _item_row(item: ItemRecord, run_id: str, present: dict[str, Any]) -> dict[str, Any]:
-    # vars(), not asdict(): these records are flat, and asdict's deep copies dominate a large load
-    row = {**vars(item), "last_run_id": run_id, **present}
-    for name in _PRODUCT_FIELDS:
-        del row[name]
-    row["service_date"], row["end_date"] = _date(item.service_date), _date(item.end_date)
-    return row
-
-
-def _child_rows(written: list[TransformedOrder], run_id: str, now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _child_rows(written: list[TransformedOrder], run_id: str, now: datetime) -> tuple[Columns, Columns]:
     """The orders' item rows and service rows (present: a service that comes back is no longer deleted)."""
     present = {"is_deleted": False, "deleted_at": None, "updated_at": now}
-    items = [_item_row(item, run_id, present) for r in written for item in r.items]
-    services = [{**vars(service), **present} for r in written for service in r.services]
+    items = _record_columns([item for r in written for item in r.items], _ITEM_SPEC, last_run_id=run_id, **present)
+    services = _record_columns([service for r in written for service in r.services], _SERVICE_SPEC, **present)
     return items, services
 
 
@@ -507,9 +537,9 @@ class _PreparedBatch:
     customers: list[dict[str, Any]] = field(default_factory=list)
     locations: list[dict[str, Any]] = field(default_factory=list)
     products: list[dict[str, Any]] = field(default_factory=list)
-    orders: list[dict[str, Any]] = field(default_factory=list)
-    items: list[dict[str, Any]] = field(default_factory=list)
-    services: list[dict[str, Any]] = field(default_factory=list)
+    orders: Columns = field(default_factory=lambda: Columns((), ()))
+    items: Columns = field(default_factory=lambda: Columns((), ()))
+    services: Columns = field(default_factory=lambda: Columns((), ()))
 
 
 def _prepare_batch(
@@ -562,15 +592,16 @@ def _prepare_batch(
     if not prepared.written:
         return prepared
 
-    def state_changed_at(r: TransformedOrder) -> datetime:
-        s = stored.get(r.order.sf_order_id)
+    def state_changed_at(order_id: str) -> datetime:
+        s = stored.get(order_id)
         return s.sf_state_changed_at if s is not None and s.sf_state == SF_ACTIVE else now
 
     prepared.parents, prepared.customers = _customer_rows(prepared.written, now)
     prepared.locations = _location_rows(prepared.written, now)
-    prepared.orders = [
-        _order_row(r, run_id, now, state_changed_at(r), modstamps[r.order.sf_order_id]) for r in prepared.written
-    ]
+    written_ids = [r.order.sf_order_id for r in prepared.written]
+    prepared.orders = _order_columns(
+        prepared.written, run_id, now, list(map(state_changed_at, written_ids)), list(map(modstamps.__getitem__, written_ids))
+    )
     prepared.items, prepared.services = _child_rows(prepared.written, run_id, now)
     prepared.products = _product_rows(prepared.written, now)
     return prepared
@@ -593,8 +624,9 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
         # Orders not stored when the batch was prepared are inserted outright: the import writes
         # orders one run at a time (the warehouse pool). The changed ones are merged.
         stored = batch.stored_ids
-        insert_rows(conn, t.external_orders, [row for row in batch.orders if row["sf_order_id"] not in stored])
-        changed_rows = [row for row in batch.orders if row["sf_order_id"] in stored]
+        new = [order_id not in stored for order_id in batch.orders.column("sf_order_id")]
+        insert_rows(conn, t.external_orders, batch.orders.where(new))
+        changed_rows = list(batch.orders.where([not n for n in new])) if not all(new) else []
         if changed_rows:
             upsert(conn, t.external_orders, changed_rows, ["sf_order_id"], _all_but(changed_rows[0], "sf_order_id", "first_imported_at"))
         _replace_children(conn, t.external_order_items, "sf_order_item_id", stored, batch.items, now)

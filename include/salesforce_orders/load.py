@@ -37,6 +37,7 @@ from .model import (
     ServiceRecord,
     SkippedOrder,
     TransformedOrder,
+    WriteBack,
     storable,
 )
 from .partitions import EVERY_ORDER_ID, OrderIdRange
@@ -204,13 +205,14 @@ _ORDER_SPEC: _Spec = (
 
 
 def _record_columns(records: Sequence[Any], spec: _Spec, **more: Any) -> Columns:
-    """``records`` as the columns of their rows: one C loop per column (map over an attrgetter),
-    no dict per row. ``more``: further columns, a list of values each (one per record) or, for
-    any other value, that value in every row."""
-    values = []
-    for _name, attribute, convert in spec:
-        column = list(map(attrgetter(attribute), records))
-        values.append(column if convert is None else list(map(convert, column)))
+    """``records`` as the columns of their rows, with no dict per row: each record's attributes
+    in one C call (an attrgetter of them all), turned into columns by zip. (A map over the
+    records per column costs twice that: each pass reads every record again.) ``more``: further
+    columns, a list of values each (one per record) or, for any other value, that value in
+    every row. A spec names two attributes or more (attrgetter of one gives no tuple)."""
+    getter = attrgetter(*(attribute for _, attribute, _ in spec))
+    columns = list(zip(*map(getter, records), strict=True)) if records else [() for _ in spec]
+    values = [column if convert is None else list(map(convert, column)) for column, (_, _, convert) in zip(columns, spec, strict=True)]
     values += [value if isinstance(value, list) else [value] * len(records) for value in more.values()]
     return Columns([name for name, _, _ in spec] + list(more), values)
 
@@ -416,6 +418,10 @@ def _write_products(conn: sa.Connection, t: Tables, rows: list[dict[str, Any]]) 
     )
 
 
+# An outbox row of a write-back: the record's own fields, then the request's (_write_outbox).
+_WRITE_BACK_SPEC: _Spec = tuple((f.name, f.name, None) for f in fields(WriteBack))
+
+
 def _write_outbox(
     conn: sa.Connection, t: Tables, written: list[TransformedOrder], run_id: str, now: datetime,
     modstamps: dict[str, datetime | None], tally: _RunTally,
@@ -454,22 +460,9 @@ def _write_outbox(
         for row_id in pending.get(key, ())
     ]
     update_rows(conn, w, replacements, ["id"])
-    inserts = [
-        {
-            "sf_object": wb.sf_object,
-            "sf_record_id": wb.sf_record_id,
-            "sf_order_id": wb.sf_order_id,
-            "action": wb.action,
-            "fields": wb.fields,
-            "state": OUTBOX_PENDING,
-            "created_run_id": run_id,
-            "created_at": now,
-            **request,
-        }
-        for key, (wb, _) in latest.items()
-        if key not in pending
-    ]
-    insert_rows(conn, w, inserts)
+    # in the order queued: the rows' ids follow it
+    queued_now = [wb for key, (wb, _) in latest.items() if key not in pending]
+    insert_rows(conn, w, _record_columns(queued_now, _WRITE_BACK_SPEC, state=OUTBOX_PENDING, created_run_id=run_id, created_at=now, **request))
     return set(latest)
 
 

@@ -408,3 +408,19 @@ def test_an_order_number_an_imported_order_already_has_is_quarantined_in_a_later
     # the imported order itself, staged again, is no duplicate of itself
     stage(engine, "run-3", [staged_order(1, OrderNumber=taken)])
     assert validate_run(engine, "run-3", parse_config({}), today=TODAY).invalid == 0
+
+
+@pytest.mark.parametrize("double_only", [False, True])
+def test_a_chunk_s_amounts_fit_when_every_distinct_value_does(double_only: bool):
+    from decimal import Decimal
+
+    from salesforce_orders.validate import _amounts_fit
+
+    fine = (Decimal("1.50"), Decimal("1.5"), None, 3, Decimal("NaN"), Decimal("-0"))
+    assert _amounts_fit(double_only, fine, (Decimal("9999999999999999.99"),)) is not double_only
+    assert _amounts_fit(double_only, fine) is True
+    assert _amounts_fit(double_only, fine) is True  # (remembered)
+    assert _amounts_fit(double_only, fine, (Decimal("100.005"),)) is False  # three decimals
+    assert _amounts_fit(double_only, (10**16,), fine) is False  # too large, as an int
+    assert _amounts_fit(double_only, (Decimal("1E+16"),)) is False  # too large, written with an exponent
+    assert _amounts_fit(double_only, (1.5,)) is False  # a float: checked where it occurs

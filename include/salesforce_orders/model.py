@@ -317,18 +317,19 @@ def record_maker(cls: type) -> Callable[..., Any]:
     where __init__ only stores the fields."""
     if not init_only_sets_fields(cls):
         return cls
-    names = tuple(f.name for f in dataclasses.fields(cls))
-    count, new = len(names), object.__new__
-
-    def make(*values: Any) -> Any:
-        if len(values) != count:  # (cheaper than a strict zip)
-            raise TypeError(f"{cls.__name__} takes {count} values, not {len(values)}")
-        record = new(cls)
-        # from pairs, not from a dict: the __dict__ then stays as compact as __init__ leaves it.
-        # (Counted above: zip's strict keyword alone would cost a third of making the record.)
-        record.__dict__.update(zip(names, values))  # noqa: B905
-        return record
-
+    names = [f.name for f in dataclasses.fields(cls)]
+    # One function per class, compiled from its field names (identifiers), storing each value under
+    # its name as a literal: 0.5 us for an ItemRecord, where filling the __dict__ from pairs
+    # (update(zip(names, values))) took 1.2 us, a tenth of the transform. Stored one by one into
+    # the fresh __dict__, as __init__ stores them, the dict stays as compact; a wrong number of
+    # values is a TypeError, as the constructor's.
+    parameters = ", ".join(f"v{index}" for index in range(len(names)))
+    stores = "".join(f"    state[{name!r}] = v{index}\n" for index, name in enumerate(names))
+    source = f"def make({parameters}, /):\n    record = new(cls)\n    state = record.__dict__\n{stores}    return record\n"
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    exec(compile(source, f"<make {cls.__name__}>", "exec"), namespace)  # noqa: S102
+    make = namespace["make"]
+    make.__qualname__ = f"record_maker.<{cls.__name__}>"
     return make
 
 

@@ -570,7 +570,7 @@ def select_in(
             query = sa.select(probe).select_from(wanted).join(probe, sa.true())
         else:
             query = sa.select(*columns).where(one_of(conn, column, batch), *where)
-        found.extend(conn.execute(query))
+        found.extend(conn.execute(query).all())  # one fetchall, not a fetchone per row
     return found
 
 

@@ -243,9 +243,18 @@ class OutboxDrainer:
         )
         return due if self.actions is None else sa.and_(due, outbox.c.action.in_(self.actions))
 
+    def _sent_columns(self) -> list[sa.Column]:
+        """What sending a row and recording its outcome read of it: not its state, errors and
+        times (each timestamp read is a conversion to UTC in Python)."""
+        outbox = self.t.writeback_outbox
+        return [outbox.c[name] for name in (
+            "id", "sf_object", "sf_record_id", "sf_order_id", "shipment_key", "external_id_field", "fields", "attempts",
+            "created_run_id", "created_at",
+        )]
+
     def _due_rows(self, after_id: int, limit: int) -> list[Any]:
         outbox = self.t.writeback_outbox
-        query = sa.select(outbox).where(outbox.c.id > after_id, self._due()).order_by(outbox.c.id).limit(limit)
+        query = sa.select(*self._sent_columns()).where(outbox.c.id > after_id, self._due()).order_by(outbox.c.id).limit(limit)
         with self.engine.connect() as conn:
             return conn.execute(query).all()  # one fetchall, not a fetchone per row
 
@@ -664,7 +673,8 @@ class OutboxDrainer:
     def _reload(self, rows: list[Any]) -> list[Any]:
         outbox = self.t.writeback_outbox
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(outbox).where(one_of(conn, outbox.c.id, [r.id for r in rows])).order_by(outbox.c.id)).all()
+            query = sa.select(*self._sent_columns()).where(one_of(conn, outbox.c.id, [r.id for r in rows])).order_by(outbox.c.id)
+            return conn.execute(query).all()
 
     def _count_final_states(self, order_ids: set[str]) -> None:
         outbox = self.t.writeback_outbox

@@ -367,6 +367,27 @@ def test_outbox_lookup_probes_the_record_index_mid_load(postgres_engine, fresh_s
     assert not any("Seq Scan on writeback_outbox" in plan or "state_next_attempt_at" in plan for plan in plans), plans
 
 
+@pytest.mark.parametrize(
+    "keys",
+    [["801A", "801B"], ["", "801A"], [""], ["a,b", "c"], ["it's", 'a "quoted" \\ {key}', " spaced "], [1, 2, 3]],
+    ids=["ids", "an empty text", "only an empty text", "a comma", "quotes and braces", "integers"],
+)
+def test_keys_bound_as_one_text_or_as_a_list_find_exactly_their_rows(postgres_engine, fresh_schemas, keys):
+    # integers, and texts without a comma, travel as one comma-joined text the server splits
+    schema = fresh_schemas("keys")
+    w = tables(schema).writeback_outbox
+    column = w.c.id if isinstance(keys[0], int) else w.c.sf_record_id
+    stored = list(range(1, 6)) if column is w.c.id else [*keys, "801A,801B", "other"]
+    with postgres_engine.begin() as conn:
+        insert_rows(conn, w, [{**outbox_row(n, "DONE"), "sf_record_id": None if column is w.c.id else value}
+                              for n, value in enumerate(stored, start=1)])
+    with postgres_engine.connect() as conn:
+        by_one_of = conn.execute(sa.select(column).where(writes.one_of(conn, column, keys))).scalars().all()
+        by_select_in = [row[0] for row in select_in(conn, w, [column], column, keys)]
+    assert sorted(by_one_of) == sorted(by_select_in) == sorted(keys)
+    assert (writes._joined_keys(keys) is None) == (keys in (["a,b", "c"], [""]))
+
+
 def order_row(n: int) -> dict:
     order_id = f"801{n:015d}"
     return {"sf_order_id": order_id, "order_number": f"{n:08d}", "external_name": f"SF-{n}",

@@ -53,7 +53,16 @@ from .warehouse.definitions import (
 )
 from .warehouse.errors import refuses_every_row
 from .warehouse.types import parse_utc, utc_now
-from .warehouse.writes import Columns, in_batches, insert_rows, one_of, select_in, update_rows, upsert
+from .warehouse.writes import (
+    Columns,
+    convert_for_copy,
+    in_batches,
+    insert_rows,
+    one_of,
+    select_in,
+    update_rows,
+    upsert,
+)
 
 log = logging.getLogger(__name__)
 
@@ -567,14 +576,20 @@ def _prepare_batch(
 
     The stored orders are read on a connection of their own: the load's transaction has not
     written these orders (each order of a run is in one batch), so it would see the same. (The
-    load's own ``conn`` when it prepares again, order by order, inside its transaction.)"""
+    load's own ``conn`` when it prepares again, order by order, inside its transaction.)
+
+    Prepared on a connection of its own (the read-ahead thread), a batch of new orders only (a
+    first import's) also has its COPY input converted: see :func:`convert_for_copy`."""
+    if conn is None:
+        with engine.connect() as reader:
+            prepared = _prepare_batch(engine, t, run_id, batch, now, conn=reader)
+            if prepared.written and not prepared.stored_ids:  # all inserted whole (_write_batch)
+                for table, rows in ((t.external_orders, prepared.orders), (t.external_order_items, prepared.items), (t.order_services, prepared.services)):
+                    convert_for_copy(reader, table, rows)
+            return prepared
     records = list({r.order.sf_order_id: r for r in batch}.values())
     modstamps = {r.order.sf_order_id: _timestamp(r.order.sf_system_modstamp) for r in records}
-    if conn is not None:
-        stored = _stored_orders(conn, t, [r.order.sf_order_id for r in records])
-    else:
-        with engine.connect() as reader:
-            stored = _stored_orders(reader, t, [r.order.sf_order_id for r in records])
+    stored = _stored_orders(conn, t, [r.order.sf_order_id for r in records])
     # A version never replaces a later one: a load that commits after a newer run (a cleared or
     # late task) keeps what the newer run stored. Equal stamps go on to the content hash.
     current = [r for r in records if not _older_than_stored(modstamps[r.order.sf_order_id], stored.get(r.order.sf_order_id))]

@@ -564,3 +564,29 @@ def test_numeric_fields_are_the_dumpers_bytes_of_each_value_as_written():
     values = [Decimal("1.0"), Decimal("1.00"), None, Decimal("1.0"), Decimal("-0"), Decimal("1E+1")]
     assert writes._numeric_field_bytes(values, dump) == [None if v is None else bytes(dump(v)) for v in values]
     assert writes._numeric_field_bytes(values, dump)[0] != writes._numeric_field_bytes(values, dump)[1]
+
+
+def test_rows_converted_ahead_are_written_as_converted_then_and_a_refused_value_is_raised_by_the_write(
+    postgres_engine, fresh_schemas
+):
+    """The load converts a batch's COPY input in its read-ahead thread (``convert_for_copy``): the
+    write sends what was converted, only into the table it was converted for; a value that could
+    not be converted is raised by the write, as if nothing had been done ahead."""
+    schema = fresh_schemas("ahead")
+    s = tables(schema).sync_state
+    good = writes.Columns(["key", "value", "updated_at"], [[f"k{n}" for n in range(300)], ["v"] * 300, [T0] * 300])
+    with postgres_engine.begin() as conn:
+        writes.convert_for_copy(conn, s, good)
+    assert good.copy_input is not None and good.copy_input.target is s
+    good.copy_input.values[1][0] = "converted ahead"  # what the write sends is what was converted
+    with postgres_engine.begin() as conn:
+        insert_rows(conn, s, good)
+        stored = dict(conn.execute(sa.select(s.c.key, s.c.value).where(s.c.key.startswith("k"))).all())
+    assert len(stored) == 300 and stored["k0"] == "converted ahead" and stored["k1"] == "v"
+
+    naive = writes.Columns(["key", "value", "updated_at"], [[f"n{n}" for n in range(300)], ["v"] * 300, [datetime(2026, 1, 2)] * 300])
+    with postgres_engine.begin() as conn:
+        writes.convert_for_copy(conn, s, naive)
+    assert naive.copy_input is None
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"), postgres_engine.begin() as conn:
+        insert_rows(conn, s, naive)

@@ -15,6 +15,7 @@ import itertools
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -74,10 +75,11 @@ class Columns(Sequence[_Row]):
     at 100k orders a load writes some 700k rows. Read as a sequence, it gives each row as a
     dict, built when asked for (SQLite, a small write, the messages and checks of a refusal)."""
 
-    __slots__ = ("names", "values")
+    __slots__ = ("names", "values", "copy_input")
 
     def __init__(self, names: Sequence[str], values: Sequence[Sequence[Any]]):
         self.names, self.values = list(names), list(values)
+        self.copy_input: _CopyInput | None = None  # worked out ahead: see convert_for_copy
 
     def __len__(self) -> int:
         return len(self.values[0]) if self.values else 0
@@ -267,47 +269,83 @@ def _temporary_name(table: sa.Table, columns: Iterable[str] = ()) -> str:
     return f"upsert_{digest}_{table.name}"[:63]
 
 
+@dataclass(frozen=True)
+class _CopyInput:
+    """What a COPY of some rows into ``target`` sends: its values, converted column by column, and
+    the columns' binary types (None: the rows go as text)."""
+
+    target: sa.Table
+    names: list[str]
+    values: list[Sequence[Any]]
+    binary_types: list[str] | None
+
+
+def _copy_input(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], rows: _Rows) -> _CopyInput:
+    """Convert ``rows`` for a COPY into ``target``: each value as SQLAlchemy binds it for its column,
+    column by column (map runs the loop in C): a Python loop over every value of every row cost a
+    quarter of a large load."""
+    names = [column.name for column in columns]
+    values, kinds, plain_json = [], [], []
+    by_column = zip(columns, _column_values(names, rows), strict=True)
+    for index, (column, column_values) in enumerate(by_column):
+        column_kinds = set(map(type, column_values))
+        if _plain_json(column.type, column_kinds, conn.dialect):
+            plain_json.append(index)  # converted below, once the format is known
+            converted = column_values
+        else:
+            convert = _copy_converter(column.type, conn.dialect)
+            converted = convert(column_values, column_kinds) if convert else column_values
+        if converted is not column_values:
+            column_kinds = set(map(type, converted))
+        values.append(converted)
+        kinds.append(column_kinds)
+    binary_types = _binary_copy_types(columns, values, kinds, conn.dialect)
+    for index in plain_json:
+        column_type = columns[index].type
+        if binary_types is not None:
+            values[index] = _json_field_bytes(column_type, values[index], conn.dialect)
+            binary_types[index] = "bytea"  # the field's bytes as they are (see _json_field_bytes)
+        else:
+            values[index] = _copy_converter(column_type, conn.dialect)(values[index], kinds[index])
+    if binary_types is not None and "numeric" in binary_types:
+        dump = _numeric_dumper(conn.connection.driver_connection)
+        for index, name in enumerate(binary_types):
+            if name == "numeric" and kinds[index] <= _DECIMALS:
+                values[index] = _numeric_field_bytes(values[index], dump)
+                binary_types[index] = "bytea"  # the field's bytes as they are, as for JSON
+    return _CopyInput(target, names, values, binary_types)
+
+
+def convert_for_copy(conn: sa.Connection, table: sa.Table, rows: Columns) -> None:
+    """Work out, ahead of the write, what :func:`insert_rows` of ``rows`` into ``table`` will send
+    by COPY, and keep it with the rows. The load converts a batch's rows in its read-ahead thread,
+    while the thread writing the previous batch waits for the warehouse, instead of converting
+    them between its statements (a third of the writing thread's Python at 100k orders).
+    ``conn``: any connection of the warehouse's engine. A value that cannot be converted is left
+    for the write itself, which raises it as it always did."""
+    if not _uses_copy(conn, rows):
+        return
+    try:
+        rows.copy_input = _copy_input(conn, table, [table.c[name] for name in rows.names], rows)
+    except Exception:  # noqa: BLE001 - raised, with its scrubbed message, by the write
+        rows.copy_input = None
+
+
 def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], rows: _Rows) -> None:
     """Stream ``rows`` into ``target`` with COPY on the connection's own psycopg connection (same
     transaction), each value converted as SQLAlchemy binds it for its column in ``columns``.
-    (:class:`Columns` are taken as they are, without being turned into rows and back.)"""
+    (:class:`Columns` are taken as they are, without being turned into rows and back; converted
+    already when :func:`convert_for_copy` did it for the same table and columns.)"""
     preparer = conn.dialect.identifier_preparer
     names = [column.name for column in columns]
     sql = f"COPY {preparer.format_table(target)} ({', '.join(preparer.quote(n) for n in names)}) FROM STDIN"
     if not conn.in_transaction():
         conn.begin()  # as conn.execute() would: the caller's commit() must cover the COPY
     try:
-        # Converted column by column (map runs the loop in C), then zipped into records: a
-        # Python loop over every value of every row cost a quarter of a large load.
-        values, kinds, plain_json = [], [], []
-        by_column = zip(columns, _column_values(names, rows), strict=True)
-        for index, (column, column_values) in enumerate(by_column):
-            column_kinds = set(map(type, column_values))
-            if _plain_json(column.type, column_kinds, conn.dialect):
-                plain_json.append(index)  # converted below, once the format is known
-                converted = column_values
-            else:
-                convert = _copy_converter(column.type, conn.dialect)
-                converted = convert(column_values, column_kinds) if convert else column_values
-            if converted is not column_values:
-                column_kinds = set(map(type, converted))
-            values.append(converted)
-            kinds.append(column_kinds)
-        binary_types = _binary_copy_types(columns, values, kinds, conn.dialect)
-        for index in plain_json:
-            column_type = columns[index].type
-            if binary_types is not None:
-                values[index] = _json_field_bytes(column_type, values[index], conn.dialect)
-                binary_types[index] = "bytea"  # the field's bytes as they are (see _json_field_bytes)
-            else:
-                values[index] = _copy_converter(column_type, conn.dialect)(values[index], kinds[index])
-        if binary_types is not None and "numeric" in binary_types:
-            dump = _numeric_dumper(conn.connection.driver_connection)
-            for index, name in enumerate(binary_types):
-                if name == "numeric" and kinds[index] <= _DECIMALS:
-                    values[index] = _numeric_field_bytes(values[index], dump)
-                    binary_types[index] = "bytea"  # the field's bytes as they are, as for JSON
-        records = zip(*values, strict=True)
+        ready = rows.copy_input if isinstance(rows, Columns) else None
+        if ready is None or ready.target is not target or ready.names != names:
+            ready = _copy_input(conn, target, columns, rows)
+        binary_types = ready.binary_types
         if binary_types is not None:
             sql += " (FORMAT BINARY)"
         with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
@@ -315,7 +353,7 @@ def _copy_rows(conn: sa.Connection, target: sa.Table, columns: list[sa.Column], 
                 if "bytea" in binary_types:
                     _pass_bytes_through(cursor)
                 copy.set_types(binary_types)
-            for record in records:
+            for record in zip(*ready.values, strict=True):
                 copy.write_row(record)
     except Exception as exc:
         # raised as conn.execute() would: a DBAPIError subclass, or a StatementError for a

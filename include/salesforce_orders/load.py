@@ -344,6 +344,16 @@ def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str], n
         )
 
 
+def _new_and_stored(rows: Columns, stored_ids: set[str]) -> tuple[Columns, list[dict[str, Any]]]:
+    """Of rows carrying ``sf_order_id``: those of orders not stored before the batch (inserted
+    whole, as the columns they are: a first import's, all of them), and those of stored orders
+    (merged), as dicts."""
+    if not rows:
+        return rows, []
+    new = [order_id not in stored_ids for order_id in rows.column("sf_order_id")]
+    return rows.where(new), (list(rows.where([not n for n in new])) if not all(new) else [])
+
+
 # What says a child row is written by a run rather than changed: not compared.
 _CHILD_BOOKKEEPING = frozenset({"last_run_id", "updated_at"})
 
@@ -356,9 +366,8 @@ def _replace_children(conn: sa.Connection, table: sa.Table, key: str, stored_ids
     The children of new orders are new too (an item belongs to one order for good, a service key
     starts with its order's id): they are inserted, without the merge an upsert costs. A stored
     child is rewritten only when a value differs, so its ``updated_at`` moves with real changes."""
-    new = [order_id not in stored_ids for order_id in rows.column("sf_order_id")] if rows else []
-    insert_rows(conn, table, rows.where(new))
-    of_stored = list(rows.where([not n for n in new])) if not all(new) else []
+    new, of_stored = _new_and_stored(rows, stored_ids)
+    insert_rows(conn, table, new)
     keep = {row[key] for row in of_stored}
     existing = select_in(conn, table, [table.c[key], table.c.is_deleted], table.c.sf_order_id, sorted(stored_ids))
     stale = sorted(row[0] for row in existing if row[0] not in keep and not row[1])
@@ -657,9 +666,8 @@ def _write_batch(conn: sa.Connection, t: Tables, run_id: str, batch: _PreparedBa
         # Orders not stored when the batch was prepared are inserted outright: the import writes
         # orders one run at a time (the warehouse pool). The changed ones are merged.
         stored = batch.stored_ids
-        new = [order_id not in stored for order_id in batch.orders.column("sf_order_id")]
-        insert_rows(conn, t.external_orders, batch.orders.where(new))
-        changed_rows = list(batch.orders.where([not n for n in new])) if not all(new) else []
+        new, changed_rows = _new_and_stored(batch.orders, stored)
+        insert_rows(conn, t.external_orders, new)
         if changed_rows:
             upsert(conn, t.external_orders, changed_rows, ["sf_order_id"], _all_but(changed_rows[0], "sf_order_id", "first_imported_at"))
         _replace_children(conn, t.external_order_items, "sf_order_item_id", stored, batch.items, now)

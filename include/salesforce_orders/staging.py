@@ -428,19 +428,12 @@ def _to_payload(record: TransformedOrder) -> dict[str, Any]:
     return plain(record)
 
 
-def _payloads(conn: sa.Connection, records: list[TransformedOrder], column: sa.Column) -> Any:
-    """The records as the payload column takes them. The warehouse's JSON codec (msgspec) writes a
-    record as it writes its plain() form, byte for byte: it is given the records themselves, which
-    spares building the dicts (as much work as the rest of staging). Another codec gets the dicts.
-
-    On PostgreSQL the codec's text goes to the database as the UTF-8 bytes it is written as (an
-    SQL expression turning them into the column's JSON): through the column's type, the text would
-    be decoded into a str and encoded back by the driver, which costs more than writing it."""
-    if not uses_warehouse_json(conn.dialect):
-        return [_to_payload(r) for r in records]
-    if conn.dialect.name != "postgresql":
-        return records
-    return sa.cast(sa.func.convert_from(sa.literal(json_bytes(records), sa.LargeBinary), "UTF8"), column.type)
+def _payload(records: list[TransformedOrder]) -> bytes:
+    """The records as a batch's payload holds them: their JSON's UTF-8 bytes, as the warehouse's
+    JSON codec (msgspec) writes them. It writes a record as it writes its plain() form, byte for
+    byte, and is given the records themselves, which spares building the dicts (as much work as
+    the rest of staging)."""
+    return json_bytes(records)
 
 
 def _as_is(value: Any) -> Any:
@@ -606,20 +599,16 @@ def stage_transformed(
         "run_id": run_id,
         "first_order_id": ordered[0].order.sf_order_id,
         "order_count": len(ordered),
-        "payload": _payloads(conn, ordered, t.c.payload),
+        "payload": _payload(ordered),
         "staged_at": now or utc_now(),
     }
-    if isinstance(row["payload"], sa.ColumnElement):
-        upsert_one(conn, t, row, ["run_id", "first_order_id"])
-    else:
-        upsert(conn, t, [row], ["run_id", "first_order_id"])
+    upsert_one(conn, t, row, ["run_id", "first_order_id"])
 
 
 def _utf8(engine: sa.Engine, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bytes]:
-    """A JSON column's text as its UTF-8 bytes, for msgspec to decode (transformed_batch_from_json,
-    json_loads_many). Not as a str: a text with one non-ASCII character is held at two or four
-    bytes a character, plus the UTF-8 copy msgspec decodes from (some 30 MB more at the peak of a
-    load, per batch read)."""
+    """A JSON column's text as its UTF-8 bytes, for msgspec to decode (json_loads_many). Not as a
+    str: a text with one non-ASCII character is held at two or four bytes a character, plus the
+    UTF-8 copy msgspec decodes from."""
     if engine.dialect.name == "postgresql":
         encoded = sa.func.convert_to(sa.cast(column, sa.Text), "UTF8")
     else:
@@ -642,7 +631,7 @@ def iter_transformed(
     # growing with the square of the run's size).
     keys = sa.select(t.c.first_order_id).where(t.c.run_id == run_id)
     payload = (
-        sa.select(_utf8(engine, t.c.payload))
+        sa.select(t.c.payload)
         .where(t.c.run_id == run_id, t.c.first_order_id == sa.bindparam("first_order_id"))
         .execution_options(**{BINARY_RESULTS: True})  # the payload's bytes as they are, not as hex
     )

@@ -31,7 +31,7 @@ def staged_work(pipeline: Any, run_id: str) -> tuple[dict[str, Any], set[str]]:
 def batch_order_ids(pipeline: Any, run_id: str) -> list[list[str]]:
     """The order ids of each of the run's transformed batches."""
     rows = pipeline.query("SELECT payload FROM stg_transformed_batches WHERE run_id = :r", r=run_id)
-    payloads = [json.loads(r["payload"]) if isinstance(r["payload"], str) else r["payload"] for r in rows]
+    payloads = [json.loads(bytes(r["payload"])) for r in rows]  # the batch's JSON as UTF-8 bytes
     return [[record["order"]["sf_order_id"] for record in payload] for payload in payloads]
 
 

@@ -207,6 +207,28 @@ def test_a_versioned_warehouse_at_an_older_version_is_migrated_to_the_newest(war
     assert structure(warehouse.engine, warehouse.schema) == fresh()
 
 
+def test_a_batch_staged_before_migration_0011_is_read_as_staged_after_it(warehouse, restore_release, make_transformed):
+    """A run that staged its transformed batches as JSON (release 296dda5) and is retried after the
+    upgrade: its load reads the same orders from the bytes the batches became."""
+    from salesforce_orders.staging import iter_transformed, transformed_to_json
+
+    restore_release(warehouse.engine, warehouse.schema, "release-296dda5")
+    records = [make_transformed(n, account_name=f"Kunde Nr. {n} — Müller 東京") for n in (1, 2, 3)]
+    as_json = sa.table(
+        "stg_transformed_batches", sa.column("run_id"), sa.column("first_order_id"), sa.column("order_count"),
+        sa.column("payload", sa.JSON), sa.column("staged_at"), schema=warehouse.schema,
+    )
+    with warehouse.engine.begin() as conn:  # as the released code staged it: a json column
+        conn.execute(as_json.insert().values(
+            run_id="r", first_order_id=records[0].order.sf_order_id, order_count=3, staged_at=NOW,
+            payload=[json.loads(transformed_to_json(r)) for r in records],
+        ))
+
+    upgrade(warehouse.engine, warehouse.schema)
+
+    assert [r for chunk in iter_transformed(warehouse.engine, "r", schema=warehouse.schema) for r in chunk] == records
+
+
 def test_an_empty_warehouse_is_created_at_the_newest_version(warehouse, fresh):
     done = upgrade(warehouse.engine, warehouse.schema)
 

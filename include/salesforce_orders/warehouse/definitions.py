@@ -534,7 +534,9 @@ def _staging_tables(md: sa.MetaData) -> None:
         _run_id("run_id", primary_key=True),
         _sf_id("first_order_id", primary_key=True),
         sa.Column("order_count", sa.Integer, nullable=False),
-        sa.Column("payload", sa.JSON, nullable=False),
+        # The batch's JSON as UTF-8 bytes, which the load decodes itself: a json column made the
+        # server parse every batch on its way in and convert it back to text on its way out.
+        sa.Column("payload", sa.LargeBinary, nullable=False),
         _ts("staged_at", nullable=False, index=True),
     )
 

@@ -30,7 +30,8 @@ someone else changed since the import read them (those are read again).
 
 Each order's lifecycle follows its rows: ``PROCESSING`` while any is in flight or waiting,
 ``COMPLETE`` when all are done, ``FAILED`` (with the error) when one failed or is dead. The
-lifecycles of a settled batch's orders are set while the next batch is at Salesforce; the last
+lifecycles of a settled batch's orders are set while the next batch is at Salesforce (on PostgreSQL
+from a thread and connection of their own, while the next batch is marked); the last
 batch's, and those of orders with rows in a batch still to settle, at the end. An order's row is
 written at most twice a drain: ``PROCESSING`` when its rows go, then its lifecycle and the Status
 written in one UPDATE, skipped when it already shows them (every write of a row is a new version
@@ -514,7 +515,7 @@ class OutboxDrainer:
         """Mark a batch as being sent (committed first) and hand it to the Salesforce thread."""
         payloads: list[tuple[Any, dict]] = []
         nothing_to_write: list[Any] = []
-        changed = self._changed_since_planned(rows)
+        changed = self._marked_and_rechecked(rows)
         for row in rows:
             fields = _fields(row)
             if row.id in changed:
@@ -534,9 +535,30 @@ class OutboxDrainer:
                 payloads.append((row, {"attributes": {"type": row.sf_object}, "id": row.sf_record_id, **prepared}))
             else:
                 nothing_to_write.append(row)
-        self._mark_sending(rows)
         delivery = salesforce.submit(self._deliver, [p for _, p in payloads], bulk) if payloads else None
         return _Round(rows, payloads, nothing_to_write, delivery, changed)
+
+    def _marked_and_rechecked(self, rows: list[Any]) -> dict[int, _Changed]:
+        """Mark a batch as being sent, and re-read what changed in Salesforce since its rows were
+        planned (:meth:`_changed_since_planned`); both before it is sent.
+
+        On PostgreSQL both at once, the re-reading from a thread of its own: one waits for
+        Salesforce, the other for the warehouse, and one after the other they made the drain's
+        thread slower than the Bulk jobs it feeds. If the re-reading fails, the marked rows are
+        pending again (sent next run), as when a call fails. SQLite marks after re-reading."""
+        if self.engine.dialect.name != "postgresql":
+            changed = self._changed_since_planned(rows)
+            self._mark_sending(rows)
+            return changed
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="recheck") as salesforce:
+            rechecked = salesforce.submit(self._changed_since_planned, rows)
+            self._mark_sending(rows)  # raised, the re-reading still ends before the error goes up
+            try:
+                return rechecked.result()
+            except Exception:
+                with self.engine.begin() as conn:
+                    self._set_rows(conn, [r.id for r in rows], state=PENDING)
+                raise
 
     def _settle(self, batch: _Round) -> list[Any]:
         """Record a sent batch's outcomes; returns the rows that failed transiently (for an in-run retry)."""
@@ -623,7 +645,10 @@ class OutboxDrainer:
         # Orders whose lifecycle is set already: those of a settled batch, set while the next batch
         # is at Salesforce, unless a batch sent later has rows of theirs (then set after that one).
         settled: set[str] = set()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-back") as salesforce:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-back") as salesforce,
+            _LifecycleSetter(self) as lifecycles,
+        ):
             in_flight: _Round | None = None
             try:
                 last_id = 0
@@ -640,20 +665,21 @@ class OutboxDrainer:
                         self._settle_with_retries(previous, org, salesforce)
                         if in_flight is not None:
                             done = {r.sf_order_id for r in previous.rows} - {r.sf_order_id for r in in_flight.rows}
-                            with self.engine.begin() as conn:
-                                self._set_lifecycles(conn, done)
+                            lifecycles.set(done)
                             settled |= done
                     if not rows:
                         break
+                # While the last settled batch's lifecycles are set: what needs none of them.
+                own_writes = self._start_reading_own_writes() if self._user_id is not None else None
+                self._count_final_states(touched)
+                if own_writes is not None:
+                    self._remember_own_writes(*own_writes)
+                lifecycles.wait()
             except Exception:
                 if in_flight is not None:
                     self._settle_after_failure(in_flight)
                 raise
-        own_writes = self._start_reading_own_writes() if self._user_id is not None else None
-        self._count_final_states(touched)
         self.update_lifecycles(touched - settled)
-        if own_writes is not None:
-            self._remember_own_writes(*own_writes)
         return self.summary
 
     def _settle_after_failure(self, batch: _Round) -> None:
@@ -734,6 +760,48 @@ class OutboxDrainer:
                     without_status.append(update)
         update_rows(conn, orders, with_status, ["sf_order_id"], only_changed=True)
         update_rows(conn, orders, without_status, ["sf_order_id"], only_changed=True)
+
+
+class _LifecycleSetter:
+    """Sets the lifecycles of a settled batch's orders in a transaction of their own.
+
+    On PostgreSQL from a thread of its own, on its own connection, while this drain's thread goes
+    on to the next batch: the drain's thread was the write-back's slowest part, and the warehouse's
+    work for it (marking the next batch, recording the last one's outcomes, then these lifecycles,
+    one statement after another) kept the Salesforce thread waiting for its next batch. A batch's
+    orders are set once the set before has ended, so an error is raised by the next ``set`` or by
+    ``wait``. The two never lock each other's rows: this one updates orders whose rows are all
+    settled; marking a batch updates only orders ``READY`` or ``FAILED``, which no settled order is
+    until this commits. SQLite, one writer at a time, sets them in the drain's thread."""
+
+    def __init__(self, drainer: OutboxDrainer):
+        self._drainer = drainer
+        concurrent = drainer.engine.dialect.name == "postgresql"
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lifecycles") if concurrent else None
+        self._last: Future | None = None
+
+    def __enter__(self) -> _LifecycleSetter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)  # a failed drain still lets the lifecycles under way end
+
+    def set(self, order_ids: set[str]) -> None:
+        self.wait()
+        if self._thread is None:
+            self._set(order_ids)
+        else:
+            self._last = self._thread.submit(self._set, order_ids)
+
+    def wait(self) -> None:
+        last, self._last = self._last, None
+        if last is not None:
+            last.result()
+
+    def _set(self, order_ids: set[str]) -> None:
+        with self._drainer.engine.begin() as conn:
+            self._drainer._set_lifecycles(conn, order_ids)
 
 
 def status_written(rows: list[Any]) -> str | None:

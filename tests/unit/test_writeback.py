@@ -4,6 +4,7 @@ a SQLite warehouse through a fake Salesforce that answers per record as sObject 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -206,10 +207,17 @@ class FakeSalesforce:
         return [record for call in self.calls for record in call]
 
 
-@pytest.fixture
-def engine(sqlite_engine: sa.Engine) -> sa.Engine:
-    create_all(sqlite_engine)
-    return sqlite_engine
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest) -> sa.Engine:
+    """A warehouse with its tables, on SQLite and on PostgreSQL (where the drain marks a batch while
+    it re-reads Salesforce, and sets lifecycles from a thread of their own)."""
+    if request.param == "sqlite":
+        target = request.getfixturevalue("sqlite_engine")
+        create_all(target)
+        return target
+    target = request.getfixturevalue("postgres_warehouse")  # its schema is the engine's search path
+    create_all(target.engine, target.schema)
+    return target.engine
 
 
 @pytest.fixture
@@ -498,6 +506,52 @@ def test_a_call_that_raises_leaves_rows_pending(engine, loaded):
     hook.fail_call = None
     assert drain(engine, hook, run_id="run-wb-2").written == 2
     assert lifecycle(engine, order) == ("COMPLETE", None)
+
+
+class RereadRefused(FakeSalesforce):
+    """Salesforce refuses the re-read before sending (the query of the orders changed since planning)."""
+
+    def iter_query_pages(self, soql: str, include_deleted: bool = False):
+        if " FROM Order " in soql:
+            raise SalesforceApiError("Salesforce answered 503 SERVER_UNAVAILABLE", code="SERVER_UNAVAILABLE", status=503)
+        yield from super().iter_query_pages(soql, include_deleted)
+
+
+def test_a_batch_whose_reread_fails_is_left_pending_and_sent_next_run(engine, loaded):
+    [order] = loaded(1)
+
+    with pytest.raises(SalesforceApiError, match="SERVER_UNAVAILABLE"):
+        drain(engine, RereadRefused())
+
+    assert [(r["state"], r["attempts"]) for r in outbox(engine)] == [("PENDING", 0), ("PENDING", 0)]
+    hook = FakeSalesforce()
+    assert drain(engine, hook, run_id="run-wb-2").written == 2
+    assert lifecycle(engine, order) == ("COMPLETE", None)
+
+
+def test_a_batch_is_marked_while_salesforce_is_reread_on_postgres_and_after_it_on_sqlite(engine, loaded, monkeypatch):
+    loaded(1, 2)
+    marked = threading.Event()
+    mark_sending = writeback.OutboxDrainer._mark_sending
+
+    def mark_then_say_so(self, rows):
+        mark_sending(self, rows)
+        marked.set()
+
+    monkeypatch.setattr(writeback.OutboxDrainer, "_mark_sending", mark_then_say_so)
+    seen_during_reread: list[set[str]] = []
+
+    class Reread(FakeSalesforce):
+        def iter_query_pages(self, soql: str, include_deleted: bool = False):
+            if " FROM Order " in soql:
+                if engine.dialect.name == "postgresql":  # the re-read waits for the batch to be marked
+                    assert marked.wait(timeout=60), "the batch was not marked while Salesforce was re-read"
+                seen_during_reread.append({r["state"] for r in outbox(engine)})
+            yield from super().iter_query_pages(soql, include_deleted)
+
+    assert drain(engine, Reread()).written == 4
+    expected = "PROCESSING" if engine.dialect.name == "postgresql" else "PENDING"
+    assert seen_during_reread == [{expected}]
 
 
 class Crash(BaseException):

@@ -552,13 +552,23 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
 
     ``window``: the extract's plan (``RunPlan.as_dict``). A re-sync of chosen orders leaves the
     watermark alone; other runs move it only over what they provably read (see runs.py)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from .load import load_run
     from .runs import parse_watermark
-    from .staging import iter_transformed
+    from .staging import has_staged, iter_transformed
 
     config = _config()
     engine = _warehouse(config)
     schema = config.warehouse_schema
+    if max_system_modstamp and not has_staged(engine, run_id, schema=schema):
+        # The extract read orders, and nothing of them is left: loading nothing would move the
+        # watermark past orders never loaded. (A load cleared days later, after a report purged them.)
+        raise AirflowFailException(
+            f"Run {run_id}: its staged orders are gone (staging is kept retention_days, {config.retention_days} days, "
+            "then purged). Nothing was loaded and the watermark was not moved: clear the whole run from extract, "
+            "or trigger a new run; either reads these orders again."
+        )
     moves_watermark = window.get("moves_watermark", not (window.get("order_numbers") or window.get("order_ids")))
     # A window with an end (scheduled, backfill) read everything changed before it, whether or not
     # anything changed: the mark moves with time, so quiet hours do not widen the next windows.

@@ -653,6 +653,16 @@ def iter_transformed(
         yield chunk
 
 
+def has_staged(engine: sa.Engine, run_id: str, *, schema: str | None = None) -> bool:
+    """Whether anything of the run is still staged: an extracted order or a transformed batch."""
+    t = tables(schema)
+    with engine.connect() as conn:
+        return any(
+            conn.execute(sa.select(table.c.run_id).where(table.c.run_id == run_id).limit(1)).first() is not None
+            for table in (t.stg_orders, t.stg_transformed_batches)
+        )
+
+
 # ---------------------------------------------------------------------------------------
 # Clean-up
 # ---------------------------------------------------------------------------------------
@@ -689,6 +699,7 @@ __all__ = [
     "clear_run",
     "clear_transformed",
     "encoded_records",
+    "has_staged",
     "iter_staged",
     "iter_transformed",
     "mark_validation",

@@ -332,15 +332,25 @@ def _location_rows(written: list[TransformedOrder], now: datetime) -> list[dict[
 
 
 def _recount_locations(conn: sa.Connection, t: Tables, customer_ids: set[str], now: datetime) -> None:
-    """Set the customers' location counts; only customers whose count changed are written."""
+    """Set the customers' location counts; only customers whose count changed are written.
+
+    Each customer's locations are counted once, grouped in a subquery the UPDATE joins: written
+    into the UPDATE's conditions and values, the count was taken four times a customer."""
     c, loc = t.customers, t.customer_locations
-    count = sa.select(sa.func.count()).where(loc.c.customer_id == c.c.customer_id).scalar_subquery()
-    changed = sa.or_(c.c.location_count != count, c.c.is_multi_location != (count > 1))
+    counted = c.alias("counted")
     for batch in in_batches(sorted(customer_ids)):
+        counts = (
+            sa.select(counted.c.customer_id, sa.func.count(loc.c.location_id).label("n"))  # 0: no location
+            .select_from(counted.outerjoin(loc, loc.c.customer_id == counted.c.customer_id))
+            .where(one_of(conn, counted.c.customer_id, batch))
+            .group_by(counted.c.customer_id)
+            .subquery()
+        )
         conn.execute(
             sa.update(c)
-            .where(one_of(conn, c.c.customer_id, batch), changed)
-            .values(location_count=count, is_multi_location=count > 1, updated_at=now)
+            .where(c.c.customer_id == counts.c.customer_id)
+            .where(sa.or_(c.c.location_count != counts.c.n, c.c.is_multi_location != (counts.c.n > 1)))
+            .values(location_count=counts.c.n, is_multi_location=counts.c.n > 1, updated_at=now)
         )
 
 

@@ -669,17 +669,19 @@ class OutboxDrainer:
                             settled |= done
                     if not rows:
                         break
-                # While the last settled batch's lifecycles are set: what needs none of them.
+                # While the last settled batch's lifecycles are set: Salesforce runs the read-back's
+                # job, and the outcomes are counted. (The job is asked for its results only after the
+                # rest of the lifecycles: by then it is done, with no call spent on waiting for it.)
                 own_writes = self._start_reading_own_writes() if self._user_id is not None else None
                 self._count_final_states(touched)
-                if own_writes is not None:
-                    self._remember_own_writes(*own_writes)
                 lifecycles.wait()
             except Exception:
                 if in_flight is not None:
                     self._settle_after_failure(in_flight)
                 raise
         self.update_lifecycles(touched - settled)
+        if own_writes is not None:
+            self._remember_own_writes(*own_writes)
         return self.summary
 
     def _settle_after_failure(self, batch: _Round) -> None:

@@ -8,7 +8,8 @@ error messages through :func:`mask_card_numbers` before they are stored or logge
 
 What counts as a card number: 13 to 19 digits that pass the Luhn check, written plain or in the
 groupings cards are printed in (4-4-4-4, 4-4-4-4-3, Amex 4-6-5, Diners 4-6-4), separated by spaces
-(the no-break and thin spaces a number pasted from a web page or a PDF carries too), dashes or dots,
+(the no-break and thin spaces a number pasted from a web page or a PDF carries too), tabs (a number
+pasted from a spreadsheet's cells), dashes or dots,
 up to three of them between two groups, standing alone: not glued to letters or digits, as in a Salesforce Id
 (``801000000000123AAA``). It is replaced by ``[card ending 1111]``: at most the last four digits
 stay. Other long numbers (phone numbers, Ids, tracking numbers) fail the Luhn check or do not
@@ -32,9 +33,10 @@ import msgspec
 MIN_DIGITS, MAX_DIGITS = 13, 19
 
 # What may stand between a card number's groups: a space (also the no-break, figure, thin and
-# narrow no-break spaces that text pasted from a web page or a PDF holds), a dash or a dot.
+# narrow no-break spaces that text pasted from a web page or a PDF holds), a tab (a number pasted
+# from a spreadsheet, one group a cell), a dash or a dot.
 _SPACES = "\u00a0\u2007\u2009\u202f"
-_SEPARATORS = f" {_SPACES}.-"
+_SEPARATORS = f" \t{_SPACES}.-"
 # A run of at least 13 digits, up to three separators between two of them ("4111 - 1111",
 # "4111  1111"), standing alone. Most texts have none, so this one search is all the scan costs them.
 _RUN = re.compile(rf"(?<![0-9A-Za-z])\d(?:[{_SEPARATORS}]{{0,3}}\d){{12,}}(?![0-9A-Za-z])")
@@ -43,6 +45,7 @@ _SEPARATOR = re.compile(f"[{_SEPARATORS}]+")
 # below makes each of them a plain space and takes the bytes' classes again.
 _WIDE_SPACES = tuple(space.encode() for space in _SPACES)
 _WIDE_SPACE_ENDS = frozenset(space[-1] for space in _WIDE_SPACES)
+_JSON_TAB = b"\\t"  # a tab as JSON writes it: a backslash (punctuation) and a letter
 # How card numbers are printed when grouped: most cards, 19-digit cards, Amex, Diners.
 _GROUPINGS = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4])
 
@@ -54,7 +57,7 @@ def _character_class(byte: int) -> int:
     char = chr(byte)
     if char.isascii() and char.isdigit():
         return ord("0")
-    if char in " -.":
+    if char in " \t-.":
         return ord("s")
     if char.isascii() and char.isalpha():
         return ord("a")
@@ -70,8 +73,8 @@ _SIGNATURES = (b"0000000000000.", b"0000000000000s", b"0000s0000s0000s0000", b"0
 def may_hold_card_numbers(data: bytes) -> bool:
     """Whether UTF-8 text (a JSON document, say) may hold a card number; False means it holds none."""
     classes = data.translate(_CLASSES)
-    if b"w" in classes:
-        for space in _WIDE_SPACES:
+    if b"w" in classes or _JSON_TAB in data:
+        for space in (*_WIDE_SPACES, _JSON_TAB):
             data = data.replace(space, b" ")
         classes = data.translate(_CLASSES)
     if any(signature in classes for signature in _SIGNATURES):

@@ -29,8 +29,9 @@ CARDS = {
 
 
 # How people type a printed number's gaps: spaces (a number copied from a web page or a PDF keeps
-# its no-break or narrow no-break spaces), dashes, dots, and up to three of them.
-SEPARATORS = (" ", "-", ".", "\u00a0", "\u202f", "\u2009", "\u2007", "  ", " - ", "--")
+# its no-break or narrow no-break spaces), tabs (pasted from a spreadsheet's cells), dashes, dots,
+# and up to three of them.
+SEPARATORS = (" ", "-", ".", "\u00a0", "\u202f", "\u2009", "\u2007", "\t", "  ", " - ", "--", "\t\t", " \t")
 
 
 def digits_of(text: str) -> str:

@@ -790,12 +790,16 @@ def _advance_watermark(
     now: datetime,
     key: str = WATERMARK_KEY,
     covered_from: datetime | None = None,
+    staging_gone: bool = False,
 ) -> None:
     """sync_state's ``key`` := max(stored, ``watermark``), compared as instants, kept as ISO UTC.
 
     ``covered_from``: the run read every order changed from then on (None: since the lookback's
     start). The mark moves only when that reaches back to the stored mark: a run that read a later
-    stretch alone (a backfill of a later interval) would otherwise jump over what it never read."""
+    stretch alone (a backfill of a later interval) would otherwise jump over what it never read.
+
+    ``staging_gone``: the run read orders and none of them is staged any more (see
+    :class:`StagingGone`), raised rather than moving the mark over them."""
     s = t.sync_state
     candidate = parse_utc(watermark)
     stored = conn.execute(sa.select(s.c.value).where(s.c.key == key).with_for_update()).scalar()
@@ -807,7 +811,17 @@ def _advance_watermark(
             key, stored, _iso(covered_from),
         )
         return
+    if staging_gone:
+        raise StagingGone(f"{key} would move from {stored} to {_iso(candidate)} over orders that were never loaded")
     upsert(conn, s, [{"key": key, "value": _iso(candidate), "updated_at": now}], ["key"])
+
+
+class StagingGone(RuntimeError):
+    """A run's load found none of the orders its extract read still staged (purged after
+    ``retention_days``, before a failed load was cleared) where loading nothing would have moved the
+    watermark over them. Were they all dropped as superseded (later versions loaded by a later run),
+    that run moved the mark past them already, or the run is refused where it could have gone on:
+    a run from ``extract`` then does it."""
 
 
 def _iso(moment: datetime) -> str:
@@ -826,12 +840,14 @@ def load_run(
     card_fields: Sequence[str] = (),
     order_object: str = "Order",
     keep_history: bool = False,
+    staging_gone: bool = False,
 ) -> LoadCounts:
     """Load every chunk of the run in ONE transaction and move the watermark to ``watermark``
     (the highest ``SystemModstamp`` extracted) if it is later than the stored one and the run
     read everything changed since the stored one (``covered_from``, see _advance_watermark).
     The orders the warehouse refuses are quarantined, and their ``card_fields`` queued to be
-    X-ed out (``card_masks``). ``keep_history``: every new version is kept as well (history.py)."""
+    X-ed out (``card_masks``). ``keep_history``: every new version is kept as well (history.py).
+    ``staging_gone``: see :class:`StagingGone`."""
     now = now or utc_now()
     t = tables(schema)
     tally = _RunTally(history=keep_history)
@@ -853,7 +869,7 @@ def load_run(
         # once for the run, not per batch: a customer's orders are spread over many batches
         _recount_locations(conn, t, tally.recount, now)
         if watermark:
-            _advance_watermark(conn, t, watermark, now, covered_from=covered_from)
+            _advance_watermark(conn, t, watermark, now, covered_from=covered_from, staging_gone=staging_gone)
         faultpoints.reach("load.before_commit")
     faultpoints.reach("load.committed")
     progress.finish(f"{tally.counts.inserted} inserted, {tally.counts.updated} updated, committed")

@@ -554,36 +554,37 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
     watermark alone; other runs move it only over what they provably read (see runs.py)."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from .load import load_run
+    from .load import StagingGone, load_run
     from .runs import parse_watermark
     from .staging import has_staged, iter_transformed
 
     config = _config()
     engine = _warehouse(config)
     schema = config.warehouse_schema
-    if max_system_modstamp and not has_staged(engine, run_id, schema=schema):
-        # The extract read orders, and nothing of them is left: loading nothing would move the
-        # watermark past orders never loaded. (A load cleared days later, after a report purged them.)
-        raise AirflowFailException(
-            f"Run {run_id}: its staged orders are gone (staging is kept retention_days, {config.retention_days} days, "
-            "then purged). Nothing was loaded and the watermark was not moved: clear the whole run from extract, "
-            "or trigger a new run; either reads these orders again."
-        )
     moves_watermark = window.get("moves_watermark", not (window.get("order_numbers") or window.get("order_ids")))
     # A window with an end (scheduled, backfill) read everything changed before it, whether or not
     # anything changed: the mark moves with time, so quiet hours do not widen the next windows.
     read_to = [stamp for stamp in (max_system_modstamp, window.get("changed_to")) if stamp]
-    counts = load_run(
-        engine,
-        run_id,
-        iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema),
-        schema=schema,
-        watermark=max(read_to, key=parse_watermark) if moves_watermark and read_to else None,
-        covered_from=parse_watermark(window.get("changed_from") or window.get("since")),
-        card_fields=config.card_fields_to_x_out_when_not_imported,
-        order_object=config.order_object,
-        keep_history=config.history_mode,
-    )
+    try:
+        counts = load_run(
+            engine,
+            run_id,
+            iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema),
+            schema=schema,
+            watermark=max(read_to, key=parse_watermark) if moves_watermark and read_to else None,
+            covered_from=parse_watermark(window.get("changed_from") or window.get("since")),
+            card_fields=config.card_fields_to_x_out_when_not_imported,
+            order_object=config.order_object,
+            keep_history=config.history_mode,
+            staging_gone=bool(max_system_modstamp) and not has_staged(engine, run_id, schema=schema),
+        )
+    except StagingGone:
+        # (A load cleared days after its run failed, once a later run's report purged the staging.)
+        raise AirflowFailException(
+            f"Run {run_id}: its staged orders are gone (staging is kept retention_days, {config.retention_days} days, "
+            "then purged). Nothing was loaded and the watermark was not moved: clear the whole run from extract, "
+            "or trigger a new run; either reads these orders again."
+        ) from None
     _refresh_statistics(engine, *_LOADED_TABLES, schema=schema, columns=_LOADED_COLUMNS)
     result = {"run_id": run_id, **counts.as_dict()}
     log.info("Loaded: %s", result)

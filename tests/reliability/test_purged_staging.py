@@ -36,3 +36,22 @@ def test_a_load_whose_staging_was_purged_fails_and_leaves_the_watermark_for_the_
     left_out = p.quarantined_ids() | {r["sf_order_id"] for r in p.query("SELECT sf_order_id FROM skipped_orders")}
     assert p.loaded_ids() | left_out == p.expected_order_ids() and p.loaded_ids()
     assert again.results["load"]["inserted"] == len(p.loaded_ids())  # the orders of the run whose load failed too
+
+
+def test_a_load_whose_staging_was_purged_after_a_later_run_moved_the_watermark_loads_nothing_and_succeeds(pipeline):
+    """The later run read the same orders (from the watermark this run never moved): nothing is lost,
+    and the cleared load has nothing to do."""
+    from salesforce_orders.staging import purge_staging
+    from salesforce_orders.warehouse.types import utc_now
+
+    p = pipeline
+    run = p.run(until="transform")
+    assert purge_staging(p.engine, timedelta(days=3), schema=p.schema, now=utc_now() + timedelta(days=4)) > 0
+    later = p.run()
+    assert later.succeeded, later.error
+    watermark = p.watermark()
+
+    loaded = p.stage("load", run)
+
+    assert (loaded["inserted"], loaded["updated"]) == (0, 0)
+    assert p.watermark() == watermark

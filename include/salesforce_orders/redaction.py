@@ -70,10 +70,22 @@ _CLASSES = bytes(_character_class(byte) for byte in range(256))
 _SIGNATURES = (b"0000000000000.", b"0000000000000s", b"0000s0000s0000s0000", b"0000s000000s0000")
 
 
+def _holds_json_tab(data: bytes) -> bool:
+    """Whether JSON text holds an escaped tab. Found from backslash to backslash (one byte, searched
+    as fast as a byte can be): a search for the two bytes made the scan of records without a card
+    number a fifth slower. An escaped backslash followed by a ``t`` is no tab, and is stepped over."""
+    at = data.find(b"\\")
+    while at >= 0:
+        if data[at + 1 : at + 2] == b"t":
+            return True
+        at = data.find(b"\\", at + 2)
+    return False
+
+
 def may_hold_card_numbers(data: bytes) -> bool:
     """Whether UTF-8 text (a JSON document, say) may hold a card number; False means it holds none."""
     classes = data.translate(_CLASSES)
-    if b"w" in classes or _JSON_TAB in data:
+    if b"w" in classes or _holds_json_tab(data):
         for space in (*_WIDE_SPACES, _JSON_TAB):
             data = data.replace(space, b" ")
         classes = data.translate(_CLASSES)

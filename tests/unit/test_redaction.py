@@ -203,3 +203,11 @@ def test_records_are_found_wherever_they_are_in_a_long_page():
     assert mask_records(page) == {position: ["Description"] for position in (0, 63, 64, 150, 199)}
     assert page[150]["Description"] == "card [card ending 1111] on order 150"
     assert page[151]["Description"] == "order 151"
+
+
+def test_tabs_are_found_in_json_after_an_escaped_backslash_and_a_backslash_before_t_is_no_tab():
+    pasted = "path C:\\\t4111\t1111\t1111\t1111"  # a backslash, then the number's cells
+    assert may_hold_card_numbers(msgspec.json.encode({"Description": pasted}))
+    assert mask_card_numbers(pasted) == "path C:\\\t[card ending 1111]"
+    # "\\t" in a path is a backslash and a letter: glued to the number, it is no separator
+    assert mask_card_numbers("C:\\t4111111111111111") == "C:\\t4111111111111111"

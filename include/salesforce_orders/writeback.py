@@ -229,6 +229,7 @@ class OutboxDrainer:
         self._started: datetime | None = None
         self._written_orders: set[str] = set()  # orders this drain wrote, as nobody else changed them
         self._changed_by_others: set[str] = set()  # orders someone else changed after the import read them
+        self._lifecycles: _LifecycleSetter | None = None  # while a drain runs
 
     # ---- selection --------------------------------------------------------------------
 
@@ -276,9 +277,13 @@ class OutboxDrainer:
 
     def _mark_sending(self, rows: list[Any]) -> None:
         orders = self.t.external_orders
+        # Orders whose lifecycles are being set from the other thread are left alone: the two
+        # transactions then never wait for each other's rows (nor deadlock). Having rows in this
+        # batch, they are set again once it has settled.
+        under_way = self._lifecycles.under_way if self._lifecycles is not None else frozenset()
         with self.engine.begin() as conn:
             self._set_rows(conn, [r.id for r in rows], state=SENDING)
-            for batch in in_batches(sorted({r.sf_order_id for r in rows if not _is_shipment(r)})):
+            for batch in in_batches(sorted({r.sf_order_id for r in rows if not _is_shipment(r)} - under_way)):
                 conn.execute(
                     sa.update(orders)
                     .where(one_of(conn, orders.c.sf_order_id, batch))
@@ -649,6 +654,7 @@ class OutboxDrainer:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-back") as salesforce,
             _LifecycleSetter(self) as lifecycles,
         ):
+            self._lifecycles = lifecycles
             in_flight: _Round | None = None
             try:
                 last_id = 0
@@ -772,15 +778,18 @@ class _LifecycleSetter:
     work for it (marking the next batch, recording the last one's outcomes, then these lifecycles,
     one statement after another) kept the Salesforce thread waiting for its next batch. A batch's
     orders are set once the set before has ended, so an error is raised by the next ``set`` or by
-    ``wait``. The two never lock each other's rows: this one updates orders whose rows are all
-    settled; marking a batch updates only orders ``READY`` or ``FAILED``, which no settled order is
-    until this commits. SQLite, one writer at a time, sets them in the drain's thread."""
+    ``wait``. SQLite, one writer at a time, sets them in the drain's thread.
+
+    The two transactions never update the same order: marking a batch leaves alone the orders
+    being set here (``under_way``), so neither waits for the other's locks, and they cannot
+    deadlock. (An order with rows in that batch too is set again once the batch has settled.)"""
 
     def __init__(self, drainer: OutboxDrainer):
         self._drainer = drainer
         concurrent = drainer.engine.dialect.name == "postgresql"
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lifecycles") if concurrent else None
         self._last: Future | None = None
+        self.under_way: frozenset[str] = frozenset()  # the orders of the set in progress
 
     def __enter__(self) -> _LifecycleSetter:
         return self
@@ -788,18 +797,21 @@ class _LifecycleSetter:
     def __exit__(self, *exc_info: object) -> None:
         if self._thread is not None:
             self._thread.shutdown(wait=True)  # a failed drain still lets the lifecycles under way end
+        self._drainer._lifecycles = None
 
     def set(self, order_ids: set[str]) -> None:
         self.wait()
         if self._thread is None:
             self._set(order_ids)
         else:
+            self.under_way = frozenset(order_ids)
             self._last = self._thread.submit(self._set, order_ids)
 
     def wait(self) -> None:
         last, self._last = self._last, None
         if last is not None:
             last.result()
+        self.under_way = frozenset()
 
     def _set(self, order_ids: set[str]) -> None:
         with self._drainer.engine.begin() as conn:

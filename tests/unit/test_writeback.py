@@ -730,3 +730,52 @@ def test_an_org_that_does_not_say_who_we_are_leaves_the_echo_to_be_read_back(eng
     s = tables().sync_state
     with engine.connect() as conn:
         assert conn.execute(sa.select(s.c.value).where(s.c.key == OWN_WRITES_KEY)).scalar() is None
+
+
+@pytest.mark.postgres
+def test_a_batch_marked_while_lifecycles_are_set_leaves_their_orders_to_them(postgres_warehouse, make_transformed, monkeypatch):
+    """An order with rows in the first and the third batch: the third is marked while the first's
+    lifecycles are being set from their thread. Marking leaves that order alone, so the two
+    transactions never wait on the same row, and the order ends COMPLETE."""
+    target = postgres_warehouse
+    create_all(target.engine, target.schema)
+    engine = target.engine
+    records = [make_transformed(n, account=n) for n in range(1, 251)]  # outbox ids 1..500: batches of 200
+    load_run(engine, "run-load", [records], now=T0, watermark=None)
+    twice = records[0].order.sf_order_id  # rows 1 and 2 (first batch), and the one added here (third)
+    outbox_table = tables().writeback_outbox
+    with engine.begin() as conn:
+        conn.execute(outbox_table.insert().values(
+            sf_object="Order", sf_record_id=twice, sf_order_id=twice, action="mark_imported", fields={"Status": "Imported"},
+            state="PENDING", attempts=0, created_run_id="run-later", updated_run_id="run-later", created_at=T0, updated_at=T0,
+        ))
+    third_marked = threading.Event()
+    marked_with: list[str] = []  # the order ids bound to each marking's UPDATE of the orders
+    set_lifecycles = writeback._LifecycleSetter._set
+    mark_sending = writeback.OutboxDrainer._mark_sending
+
+    def set_once_the_third_is_marked(self, order_ids):
+        if twice in order_ids:
+            assert third_marked.wait(timeout=60), "the third batch was not marked while these lifecycles waited"
+        set_lifecycles(self, order_ids)
+
+    def mark(self, rows):
+        mark_sending(self, rows)
+        if any(r.id > 500 for r in rows):
+            third_marked.set()
+
+    def bound(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE") and "external_orders" in statement.split(" SET ")[0] and "lifecycle_state IN" in statement:
+            marked_with.append(str(parameters))
+
+    monkeypatch.setattr(writeback._LifecycleSetter, "_set", set_once_the_third_is_marked)
+    monkeypatch.setattr(writeback.OutboxDrainer, "_mark_sending", mark)
+    sa.event.listen(engine, "before_cursor_execute", bound)
+    try:
+        summary = drain(engine, FakeSalesforce())
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", bound)
+
+    assert summary.written == 501 and len(marked_with) == 3
+    assert twice in marked_with[0] and twice not in marked_with[2]
+    assert lifecycle(engine, records[0]) == ("COMPLETE", None)

@@ -654,7 +654,6 @@ class OutboxDrainer:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-back") as salesforce,
             _LifecycleSetter(self) as lifecycles,
         ):
-            self._lifecycles = lifecycles
             in_flight: _Round | None = None
             try:
                 last_id = 0
@@ -792,6 +791,7 @@ class _LifecycleSetter:
         self.under_way: frozenset[str] = frozenset()  # the orders of the set in progress
 
     def __enter__(self) -> _LifecycleSetter:
+        self._drainer._lifecycles = self  # (what its marking of a batch leaves alone: under_way)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

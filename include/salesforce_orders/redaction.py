@@ -8,12 +8,15 @@ error messages through :func:`mask_card_numbers` before they are stored or logge
 
 What counts as a card number: 13 to 19 digits that pass the Luhn check, written plain or in the
 groupings cards are printed in (4-4-4-4, 4-4-4-4-3, Amex 4-6-5, Diners 4-6-4), separated by spaces
-(the no-break and thin spaces a number pasted from a web page or a PDF carries too), tabs (a number
-pasted from a spreadsheet's cells), dashes or dots,
+(the no-break and thin spaces a number pasted from a web page or a PDF carries too, and the
+ideographic space of a Japanese or Chinese keyboard), tabs (a number pasted from a spreadsheet's
+cells), dashes or dots,
 up to three of them between two groups, standing alone: not glued to letters or digits, as in a Salesforce Id
 (``801000000000123AAA``). It is replaced by ``[card ending 1111]``: at most the last four digits
-stay. Other long numbers (phone numbers, Ids, tracking numbers) fail the Luhn check or do not
-have a card's grouping, and are kept as they are.
+stay. The digits are ASCII ones or those other keyboards type: full-width (``４１１１``, a Japanese
+or Chinese input method) and Arabic-Indic (``٤١١١``, both sets). Other long numbers (phone
+numbers, Ids, tracking numbers) fail the Luhn check or do not have a card's grouping, and are
+kept as they are.
 
 The scan runs over every value of every record of a run, so it is made cheap for the usual case,
 records without a single card number: a run of records is encoded as JSON at once, its bytes
@@ -33,27 +36,47 @@ import msgspec
 MIN_DIGITS, MAX_DIGITS = 13, 19
 
 # What may stand between a card number's groups: a space (also the no-break, figure, thin and
-# narrow no-break spaces that text pasted from a web page or a PDF holds), a tab (a number pasted
-# from a spreadsheet, one group a cell), a dash or a dot.
-_SPACES = "\u00a0\u2007\u2009\u202f"
+# narrow no-break spaces that text pasted from a web page or a PDF holds, and the ideographic space
+# of a Japanese or Chinese keyboard), a tab (a number pasted from a spreadsheet, one group a cell),
+# a dash or a dot.
+_SPACES = "\u00a0\u2007\u2009\u202f\u3000"
 _SEPARATORS = f" \t{_SPACES}.-"
+# The digits a card number may be typed in: ASCII, full-width (a Japanese or Chinese input method)
+# and both sets of Arabic-Indic digits. (Not every Unicode digit, as \d would take: the fast path
+# below must find each kind the scanner masks.)
+_WIDE_DIGIT_SETS = tuple(
+    "".join(chr(zero + value) for value in range(10))
+    for zero in (0xFF10, 0x0660, 0x06F0)  # full-width, Arabic-Indic, Extended Arabic-Indic (Persian, Urdu)
+)
+_DIGITS = "0-9" + "".join(f"{digits[0]}-{digits[-1]}" for digits in _WIDE_DIGIT_SETS)
+_AS_ASCII_DIGITS = str.maketrans({wide: str(value) for digits in _WIDE_DIGIT_SETS for value, wide in enumerate(digits)})
 # A run of at least 13 digits, up to three separators between two of them ("4111 - 1111",
 # "4111  1111"), standing alone. Most texts have none, so this one search is all the scan costs them.
-_RUN = re.compile(rf"(?<![0-9A-Za-z])\d(?:[{_SEPARATORS}]{{0,3}}\d){{12,}}(?![0-9A-Za-z])")
+_RUN = re.compile(rf"(?<![{_DIGITS}A-Za-z])[{_DIGITS}](?:[{_SEPARATORS}]{{0,3}}[{_DIGITS}]){{12,}}(?![{_DIGITS}A-Za-z])")
 _SEPARATOR = re.compile(f"[{_SEPARATORS}]+")
-# The other spaces take two or three bytes in UTF-8: where their last byte is found, the fast path
-# below makes each of them a plain space and takes the bytes' classes again.
+# The other spaces and digits take two or three bytes in UTF-8. The fast path below spots them by
+# a byte rare in Latin text (a space's last byte; the first byte of the digits and of the
+# ideographic space), then makes each of them a plain space or an ASCII digit and takes the bytes'
+# classes again. (Not by a byte they share with common punctuation: the middle byte of U+3000 is
+# that of every curly quote and dash, which would send most texts the slow way.)
 _WIDE_SPACES = tuple(space.encode() for space in _SPACES)
-_WIDE_SPACE_ENDS = frozenset(space[-1] for space in _WIDE_SPACES)
+_WIDE_DIGITS = tuple(  # (the digits' first byte, [(each digit's bytes, its ASCII digit)])
+    (digits[0].encode()[:-1], [(wide.encode(), str(value).encode()) for value, wide in enumerate(digits)])
+    for digits in _WIDE_DIGIT_SETS
+)
+_WIDE_BYTES = frozenset(
+    [space.encode()[-1] for space in _SPACES if space != "\u3000"]
+    + ["\u3000".encode()[0]]
+    + [lead[0] for lead, _ in _WIDE_DIGITS]
+)
 _JSON_TAB = b"\\t"  # a tab as JSON writes it: a backslash (punctuation) and a letter
 # How card numbers are printed when grouped: most cards, 19-digit cards, Amex, Diners.
 _GROUPINGS = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4])
 
 
-
-def _character_class(byte: int) -> int:
-    if byte in _WIDE_SPACE_ENDS:
-        return ord("w")  # the last byte of a wide space, or of another character (à, É) ending alike
+def _character_class(byte: int, wide_bytes: frozenset[int]) -> int:
+    if byte in wide_bytes:
+        return ord("w")  # a byte of a wide space or digit, or of another character (à, É) sharing it
     char = chr(byte)
     if char.isascii() and char.isdigit():
         return ord("0")
@@ -64,7 +87,9 @@ def _character_class(byte: int) -> int:
     return ord(".")  # punctuation, line breaks, quotes, non-ASCII: what may stand next to a number
 
 
-_CLASSES = bytes(_character_class(byte) for byte in range(256))
+_CLASSES = bytes(_character_class(byte, _WIDE_BYTES) for byte in range(256))
+# Once the wide spaces and digits are plain ones: what is left of those bytes is other characters.
+_PLAIN_CLASSES = bytes(_character_class(byte, frozenset()) for byte in range(256))
 # In those classes, what every card number the scan masks contains: 13 digits or more ending at
 # a separator or punctuation (not at a letter, as in a Salesforce Id), or a printed grouping.
 _SIGNATURES = (b"0000000000000.", b"0000000000000s", b"0000s0000s0000s0000", b"0000s000000s0000")
@@ -88,7 +113,11 @@ def may_hold_card_numbers(data: bytes) -> bool:
     if b"w" in classes or _holds_json_tab(data):
         for space in (*_WIDE_SPACES, _JSON_TAB):
             data = data.replace(space, b" ")
-        classes = data.translate(_CLASSES)
+        for lead, digits in _WIDE_DIGITS:
+            if lead in data:
+                for wide, digit in digits:
+                    data = data.replace(wide, digit)
+        classes = data.translate(_PLAIN_CLASSES)
     if any(signature in classes for signature in _SIGNATURES):
         return True
     if b"0ss" not in classes:  # no digit followed by two separators: nothing the signatures missed
@@ -101,8 +130,8 @@ def may_hold_card_numbers(data: bytes) -> bool:
 
 
 def card_mask(digits: str) -> str:
-    """What a card number is replaced with: its last four digits only."""
-    return f"[card ending {digits[-4:]}]"
+    """What a card number is replaced with: its last four digits only (as ASCII digits)."""
+    return f"[card ending {digits[-4:].translate(_AS_ASCII_DIGITS)}]"
 
 
 def luhn_valid(digits: str) -> bool:

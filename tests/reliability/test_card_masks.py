@@ -101,6 +101,9 @@ def test_the_config_can_leave_them_alone(sqlite_pipeline):
     assert org_orders(p, sorted(quarantined)) == {order_id: before[order_id] for order_id in quarantined}
 
 
+_AS_ASCII_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
+
+
 def assert_masked_everywhere(p, order_id: str, flagged_fields: list[str]) -> None:
     """The typed card numbers are in no table or view (staging included); the order is flagged."""
     (row,) = p.query("SELECT notes, card_data_masked, card_data_masked_fields FROM external_orders WHERE sf_order_id = :id", id=order_id)
@@ -113,18 +116,22 @@ def assert_masked_everywhere(p, order_id: str, flagged_fields: list[str]) -> Non
     names = inspector.get_table_names(schema=p.schema) + inspector.get_view_names(schema=p.schema)
     assert "stg_orders" in names and "stg_order_items" in names
     for name in names:
-        # (a tab is written \t in JSON: taken out with the other separators)
+        # (a tab is written \t in JSON: taken out with the other separators; full-width digits read as ASCII)
         text = re.sub(r"[\s.-]|\\t", "", json.dumps(p.query(f"SELECT * FROM {name}"), default=str, ensure_ascii=False))
-        assert "4012888888881881" not in text and "5105105105105100" not in text, name
+        text = text.translate(_AS_ASCII_DIGITS)
+        assert "4012888888881881" not in text and "5105105105105100" not in text and "378282246310005" not in text, name
 
 
 def assert_typed_card_numbers_masked(p, path: str, **config) -> None:
     """A card number typed into an order's notes and into one of its products' description (mapped):
     after a run extracting by ``path``, neither is in any table or view, the order is flagged with both.
-    (One pasted with its no-break spaces, one from a spreadsheet's cells, with tabs.)"""
+    (One pasted with its no-break spaces, one from a spreadsheet's cells, with tabs; and one typed
+    into the PO number by a Japanese input method: full-width digits, ideographic spaces.)"""
     p.set_config(item_field_mappings={"Description": "line_description"}, **config)
     order_id = sorted(p.expected_order_ids())[0]
-    p.org_update("Order", order_id, Description="card: 4012\u00a08888\u00a08888\u00a01881, exp 12/27")
+    p.org_update(
+        "Order", order_id, Description="card: 4012\u00a08888\u00a08888\u00a01881, exp 12/27", PoNumber="カード ３７８２\u3000８２２４６３\u3000１０００５"
+    )
     (item,) = p.org_rows('SELECT Id FROM "OrderItem" WHERE OrderId = ? ORDER BY Id LIMIT 1', order_id)
     p.org_update("OrderItem", item["Id"], Description="paid by 5105\t1051\t0510\t5100")
 
@@ -132,7 +139,8 @@ def assert_typed_card_numbers_masked(p, path: str, **config) -> None:
 
     assert run.succeeded, run.error
     assert run.results["extract"]["path"] == path and run.results["extract"]["card_data_masked"] == 1
-    assert_masked_everywhere(p, order_id, ["Description", f"OrderItem {item['Id']}.Description"])
+    assert_masked_everywhere(p, order_id, ["Description", "PoNumber", f"OrderItem {item['Id']}.Description"])
+    assert p.scalar("SELECT po_number FROM external_orders WHERE sf_order_id = :id", id=order_id) == "カード [card ending 0005]"
 
 
 def test_typed_card_numbers_are_masked_before_staging_and_flagged(pipeline):

@@ -30,8 +30,16 @@ CARDS = {
 
 # How people type a printed number's gaps: spaces (a number copied from a web page or a PDF keeps
 # its no-break or narrow no-break spaces), tabs (pasted from a spreadsheet's cells), dashes, dots,
-# and up to three of them.
-SEPARATORS = (" ", "-", ".", "\u00a0", "\u202f", "\u2009", "\u2007", "\t", "  ", " - ", "--", "\t\t", " \t")
+# and up to three of them; a Japanese or Chinese keyboard's ideographic space.
+SEPARATORS = (" ", "-", ".", "\u00a0", "\u202f", "\u2009", "\u2007", "\t", "  ", " - ", "--", "\t\t", " \t", "\u3000")
+
+# The digits other keyboards type: full-width (a Japanese or Chinese input method), Arabic-Indic
+# and Extended Arabic-Indic (Persian, Urdu).
+WIDE_DIGITS = {
+    "full-width": str.maketrans("0123456789", "０１２３４５６７８９"),
+    "arabic-indic": str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"),
+    "extended-arabic-indic": str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"),
+}
 
 
 def digits_of(text: str) -> str:
@@ -79,6 +87,23 @@ def test_card_numbers_are_masked_plain_and_as_printed_keeping_the_last_four(plai
 )
 def test_card_numbers_inside_other_text(text, expected):
     assert mask_card_numbers(text) == expected
+
+
+@pytest.mark.parametrize("digits", WIDE_DIGITS, ids=list(WIDE_DIGITS))
+@pytest.mark.parametrize(("plain", "printed"), CARDS.items(), ids=list(CARDS))
+def test_card_numbers_typed_in_full_width_or_arabic_indic_digits_are_masked_and_found_in_records(plain, printed, digits):
+    """A Japanese or Chinese input method types full-width digits (and ideographic spaces), an
+    Arabic or Persian keyboard its own: the same card number, masked alike, its last four shown
+    as ASCII digits. The records' fast path finds them too."""
+    expected = f"[card ending {plain[-4:]}]"
+    for text in (plain, printed, printed.replace(" ", "\u3000"), printed.replace(" ", "-")):
+        typed = text.translate(WIDE_DIGITS[digits])
+        assert mask_card_numbers(f"支払い {typed} です") == f"支払い {expected} です"
+        record = {"Id": "801000000000001AAA", "Description": f"card: {typed}"}
+        assert mask_records([record]) == {0: ["Description"]}
+        assert record["Description"] == f"card: {expected}"
+    one_off = without_check_digit(plain[:-1]).translate(WIDE_DIGITS[digits])
+    assert mask_card_numbers(one_off) == one_off  # the Luhn check as for ASCII digits
 
 
 # Long numbers that are not card numbers, each with a Luhn-valid twin where a grouping or a
@@ -143,12 +168,13 @@ def _random_text(rng: random.Random) -> tuple[str, list[str]]:
         kind = rng.random()
         if kind < 0.25:
             plain, printed = rng.choice(list(CARDS.items()))
-            parts.append(printed.replace(" ", rng.choice(SEPARATORS)) if rng.random() < 0.8 else plain)
+            written = printed.replace(" ", rng.choice(SEPARATORS)) if rng.random() < 0.8 else plain
+            parts.append(written.translate(rng.choice(list(WIDE_DIGITS.values()))) if rng.random() < 0.2 else written)
             cards.append(plain)
         elif kind < 0.6:
-            parts.append("".join(rng.choice("0123456789 -.\u00a0\u202f") for _ in range(rng.randint(1, 30))))
+            parts.append("".join(rng.choice("0123456789 -.\u00a0\u202f\u3000４٤۴") for _ in range(rng.randint(1, 30))))
         else:
-            parts.append("".join(rng.choice("abcXYZ.,:;/()\"\\\n\t€é#+–“”") for _ in range(rng.randint(1, 6))))
+            parts.append("".join(rng.choice("abcXYZ.,:;/()\"\\\n\t€é#+–“”Àア（で") for _ in range(rng.randint(1, 6))))
     return rng.choice([" ", "", ", ", "\n"]).join(parts), cards
 
 

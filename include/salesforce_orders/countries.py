@@ -61,10 +61,24 @@ _ALIASES = {
     "uae": "AE",
     "south korea": "KR",
     "north korea": "KP",
+    "macau": "MO",
+    "macau sar": "MO",
+    "macao sar": "MO",
+    "hong kong sar": "HK",
+    "prc": "CN",
+    "mainland china": "CN",
+    "republic of ireland": "IE",
+    "east timor": "TL",
+    "czech": "CZ",
+    "slovak republic": "SK",
+    "kyrgyz republic": "KG",
+    # Not in ISO 3166-1: the code the EU, SWIFT and most carriers use for it.
+    "kosovo": "XK",
 }
 
 _PUNCTUATION = re.compile(r"[.,'’()\-]")
 _SPACES = re.compile(r"\s+")
+_SAINT = re.compile(r"\bst(?:e)? ")
 
 
 def normalise_country(text: str) -> str:
@@ -78,11 +92,25 @@ def normalise_country(text: str) -> str:
 @cache
 def _index() -> dict[str, str]:
     index: dict[str, str] = {}
+    # The ISO names written as a list sorts them ("Korea, Republic of", "Virgin Islands, U.S."):
+    # people write them the other way round ("Republic of Korea", "US Virgin Islands") or by the
+    # first part alone ("Iran", "Moldova", "Holy See") where only one country is called so ("Korea"
+    # is two).
+    first_parts: dict[str, set[str]] = {}
     for country in pycountry.countries:
         for attribute in ("alpha_2", "alpha_3", "name", "official_name", "common_name"):
             value = getattr(country, attribute, None)
             if value:
                 index.setdefault(normalise_country(value), country.alpha_2)
+                if ", " in value:
+                    first, rest = value.split(", ", 1)
+                    index.setdefault(normalise_country(f"{rest} {first}"), country.alpha_2)
+                    first_parts.setdefault(normalise_country(first), set()).add(country.alpha_2)
+                if " (" in value:  # "Holy See (Vatican City State)", "Saint Martin (French part)"
+                    first_parts.setdefault(normalise_country(value.split(" (", 1)[0]), set()).add(country.alpha_2)
+    for first, codes in first_parts.items():
+        if len(codes) == 1:
+            index.setdefault(first, codes.pop())
     index.update(_ALIASES)
     return index
 
@@ -102,6 +130,8 @@ def _code_of(country: str) -> str | None:
         return None
     if key not in _index() and all(len(token) == 1 for token in key.split()):
         key = key.replace(" ", "")  # initials written apart: "U. S. A."
+    if key not in _index():
+        key = _SAINT.sub("saint ", key)  # "St. Lucia", "St Kitts and Nevis"
     return _index().get(key)
 
 

@@ -33,6 +33,15 @@ _NOT_IN_ORG = "INVALID_TYPE"
 
 
 @dataclass(frozen=True)
+class OrgCurrency:
+    """Whether the org has multi-currency (its records carry ``CurrencyIsoCode``) and, when not,
+    its one currency (None if it does not say)."""
+
+    multi_currency: bool
+    single_currency: str | None = None
+
+
+@dataclass(frozen=True)
 class Conversion:
     corporate_currency: str
     rate: Decimal
@@ -78,11 +87,12 @@ def _day(value: str | None) -> date | None:
 
 
 def queries() -> list[Any]:
-    """The two small queries of the org's rates (current, dated), for ``read_from_salesforce``."""
+    """The small queries of the org's rates (current, dated) and of its currency (Organization),
+    for ``read_from_salesforce`` and ``org_currency``."""
     from .salesforce import Query
-    from .soql import build_currency_types_query, build_dated_conversion_rates_query
+    from .soql import build_currency_types_query, build_dated_conversion_rates_query, build_organization_currency_query
 
-    return [Query(build_currency_types_query()), Query(build_dated_conversion_rates_query())]
+    return [Query(build_currency_types_query()), Query(build_dated_conversion_rates_query()), Query(build_organization_currency_query())]
 
 
 def read_from_salesforce(hook: Any, pages: list[Iterator[list[dict]]] | None = None) -> list[dict[str, Any]]:
@@ -91,7 +101,7 @@ def read_from_salesforce(hook: Any, pages: list[Iterator[list[dict]]] | None = N
     from .salesforce import SalesforceApiError
 
     rows: list[dict[str, Any]] = []
-    current, dated = pages or [hook.iter_query_pages(query.soql) for query in queries()]
+    current, dated = (pages or [hook.iter_query_pages(query.soql) for query in queries()])[:2]
     try:
         for page in current:
             rows += [_row(CURRENT, r["IsoCode"], r["ConversionRate"], FIRST_DAY, LAST_DAY, bool(r["IsCorporate"])) for r in page]
@@ -106,6 +116,25 @@ def read_from_salesforce(hook: Any, pages: list[Iterator[list[dict]]] | None = N
         log.info("The org has no multi-currency objects (%s): amounts are in the corporate currency already", exc.code)
         return []
     return rows
+
+
+def org_currency(hook: Any, pages: list[Iterator[list[dict]]] | None = None) -> str | None:
+    """The currency of a single-currency org (``Organization.DefaultCurrencyIsoCode``), whose
+    records have no ``CurrencyIsoCode``: every amount is in it. ``pages``: of ``queries()``, as
+    for :func:`read_from_salesforce`. None when the org does not say (the orders' currency is then
+    left empty, with a warning)."""
+    from .salesforce import SalesforceApiError
+
+    organization = (pages or [hook.iter_query_pages(query.soql) for query in queries()])[2]
+    try:
+        records = [record for page in organization for record in page]
+    except SalesforceApiError as exc:
+        log.warning("The org's currency could not be read (%s): the orders' currency is left empty", exc.code)
+        return None
+    currency = records[0].get("DefaultCurrencyIsoCode") if records else None
+    if not currency:
+        log.warning("The org has no DefaultCurrencyIsoCode: the orders' currency is left empty")
+    return currency or None
 
 
 def _row(source: str, code: str, rate: Any, start: date, end: date, corporate: bool) -> dict[str, Any]:

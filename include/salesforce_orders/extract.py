@@ -21,6 +21,7 @@ from .progress import Progress
 from .readahead import read_ahead
 from .redaction import mask_records
 from .salesforce import SalesforceOrdersHook
+from .soql import CURRENCY_FIELD
 from .warehouse.engines import json_bytes
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,21 @@ def stage_item_pages(
     return summary
 
 
+def with_currency(pages: Iterable[list[dict]], currency: str | None) -> Iterable[list[dict]]:
+    """The order records of ``pages``, each given ``currency`` as its ``CurrencyIsoCode``: in an org
+    without multi-currency the records have none, and every amount is in the org's currency.
+    (None: the records' own, as read.)"""
+    if currency is None:
+        return pages
+    return (_with_currency(page, currency) for page in pages)
+
+
+def _with_currency(page: list[dict], currency: str) -> list[dict]:
+    for record in page:
+        record[CURRENCY_FIELD] = currency
+    return page
+
+
 def extract_rest(
     engine: sa.Engine,
     hook: SalesforceOrdersHook,
@@ -222,10 +238,12 @@ def extract_rest(
     page_size: int | None = None,
     schema: str | None = None,
     fresh: bool = False,
+    order_currency: str | None = None,
 ) -> ExtractSummary:
-    """The orders ``soql`` reads, with their items, staged page by page (``fresh``: see :func:`stage_pages`)."""
+    """The orders ``soql`` reads, with their items, staged page by page (``fresh``: see :func:`stage_pages`;
+    ``order_currency``: see :func:`with_currency`)."""
     calls_before, pages_before = hook.usage.calls, hook.usage.result_pages
-    pages = hook.iter_query_pages(soql, page_size=page_size)
+    pages = with_currency(hook.iter_query_pages(soql, page_size=page_size), order_currency)
     summary = stage_pages(engine, run_id, pages, items_relationship, schema=schema, hook=hook, fresh=fresh)
     summary.api_calls = hook.usage.calls - calls_before
     summary.pages = hook.usage.result_pages - pages_before
@@ -241,16 +259,18 @@ def extract_bulk(
     *,
     schema: str | None = None,
     fresh: bool = False,
+    order_currency: str | None = None,
 ) -> ExtractSummary:
     """Bulk API 2.0: one query job for the orders, one for their items (Bulk has no subqueries);
-    ``fresh``: see :func:`stage_pages`.
+    ``fresh``: see :func:`stage_pages`; ``order_currency``: see :func:`with_currency`.
 
     Both jobs are started before the orders are read: Salesforce works on the items' job while
     the orders' results are staged, and the two read the org at nearly the same moment."""
     calls_before, pages_before = hook.usage.calls, hook.usage.result_pages
     orders_job, items_job = hook.start_bulk_query(orders_soql), hook.start_bulk_query(items_soql)
     summary = stage_pages(
-        engine, run_id, hook.iter_bulk_query_pages(orders_soql, job_id=orders_job), items_relationship="", schema=schema,
+        engine, run_id, with_currency(hook.iter_bulk_query_pages(orders_soql, job_id=orders_job), order_currency),
+        items_relationship="", schema=schema,
         hook=hook, split=_already_flat, fresh=fresh,
     )
     items = hook.iter_bulk_query_pages(items_soql, job_id=items_job)

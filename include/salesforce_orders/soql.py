@@ -39,6 +39,7 @@ _ESCAPES = str.maketrans(
     }
 )
 
+CURRENCY_FIELD = "CurrencyIsoCode"  # only in an org with multi-currency
 _ORDER_BASE_FIELDS = (
     "Id",
     "OrderNumber",
@@ -48,7 +49,7 @@ _ORDER_BASE_FIELDS = (
     "EffectiveDate",
     "ActivatedDate",
     "TotalAmount",
-    "CurrencyIsoCode",
+    CURRENCY_FIELD,
     *(f"Billing{part}" for part in ("Street", "City", "State", "PostalCode", "Country")),
     *(f"Shipping{part}" for part in ("Street", "City", "State", "PostalCode", "Country")),
     "Description",
@@ -219,11 +220,12 @@ def _without_card_fields(names: Iterable[str], config: ImportConfig) -> list[str
     return [name for name in names if name.rsplit(".", 1)[-1].lower() not in card]
 
 
-def order_fields(config: ImportConfig) -> list[str]:
-    """The order select list: flat dotted names, deduplicated, never a card field."""
+def order_fields(config: ImportConfig, *, multi_currency: bool = True) -> list[str]:
+    """The order select list: flat dotted names, deduplicated, never a card field.
+    ``multi_currency=False``: the org has no ``CurrencyIsoCode`` to select (see extract)."""
     customer_id = field_name(config.customer_id_field)
     names = [
-        *_ORDER_BASE_FIELDS,
+        *(name for name in _ORDER_BASE_FIELDS if multi_currency or name != CURRENCY_FIELD),
         f"Account.{customer_id}",
         f"Account.Parent.{customer_id}",
         *_ACCOUNT_BILLING_FIELDS,
@@ -300,24 +302,24 @@ def _select(fields: Sequence[str], sobject: str, conditions: Sequence[str], orde
     return query
 
 
-def build_orders_query(config: ImportConfig, window: ExtractWindow) -> str:
+def build_orders_query(config: ImportConfig, window: ExtractWindow, *, multi_currency: bool = True) -> str:
     """REST query: the window's orders, oldest change first, each with its items as a subquery."""
     items = _select(item_fields(config), object_name(config.order_items_relationship), ())
     return _select(
-        [*order_fields(config), f"({items})"],
+        [*order_fields(config, multi_currency=multi_currency), f"({items})"],
         config.order_object,
         _order_conditions(config, window),
         order_by="SystemModstamp, Id",
     )
 
 
-def build_orders_bulk_query(config: ImportConfig, window: ExtractWindow) -> str:
+def build_orders_bulk_query(config: ImportConfig, window: ExtractWindow, *, multi_currency: bool = True) -> str:
     """Bulk API 2.0 query: the window's orders alone (Bulk 2.0 has no child subqueries).
 
     No ORDER BY: Bulk results are staged whole before anything reads them, and ordering
     would only slow the job down.
     """
-    return _select(order_fields(config), config.order_object, _order_conditions(config, window))
+    return _select(order_fields(config, multi_currency=multi_currency), config.order_object, _order_conditions(config, window))
 
 
 def build_items_query(config: ImportConfig, window: ExtractWindow) -> str:
@@ -385,6 +387,11 @@ def build_order_statuses_query() -> str:
 def build_currency_types_query() -> str:
     """The org's active currencies with their rate to the corporate currency."""
     return _select(["IsoCode", "ConversionRate", "IsCorporate"], "CurrencyType", ["IsActive = true"], order_by="IsoCode")
+
+
+def build_organization_currency_query() -> str:
+    """The org's own currency: that of every amount in an org without multi-currency."""
+    return _select(["DefaultCurrencyIsoCode"], "Organization", [])
 
 
 def build_dated_conversion_rates_query() -> str:

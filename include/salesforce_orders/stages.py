@@ -294,7 +294,7 @@ def extract(
     # The currency rates are read in the count's call (Composite): one call for the three queries.
     expected, rate_pages = hook.count_and_read(build_count_query(config, plan.window), currencies.queries())
     hook.set_budget_share(config.api_budget_share)  # from the count's Sforce-Limit-Info: no extra call
-    _read_currency_rates(engine, hook, config, rate_pages)
+    currency = _read_currency_rates(engine, hook, config, rate_pages)
     path = "bulk" if expected > config.bulk_threshold else "rest"
     log.info("%d orders to extract: using the %s API (bulk_threshold %d)", expected, path.upper(), config.bulk_threshold)
     if path == "bulk":
@@ -302,25 +302,27 @@ def extract(
             engine,
             hook,
             run_id,
-            build_orders_bulk_query(config, plan.window),
+            build_orders_bulk_query(config, plan.window, multi_currency=currency.multi_currency),
             build_items_query(config, plan.window),
             schema=config.warehouse_schema,
             fresh=True,  # the run's staging was cleared above
+            order_currency=currency.single_currency,
         )
     else:
         summary = extract_rest(
             engine,
             hook,
             run_id,
-            build_orders_query(config, plan.window),
+            build_orders_query(config, plan.window, multi_currency=currency.multi_currency),
             items_relationship=config.order_items_relationship,
             page_size=config.extract_page_size,
             schema=config.warehouse_schema,
             fresh=True,
+            order_currency=currency.single_currency,
         )
     changed_account_ids: set[str] = set()
     if plan.moves_watermark and plan.covered_from is not None:
-        changed_account_ids = _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id, summary)
+        changed_account_ids = _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id, summary, currency)
     _store_ancestors(engine, hook, config, summary.parent_account_ids | changed_account_ids, summary)
     log.info("Extracted %d orders with %d items in %d pages (%d API calls)", summary.orders, summary.items, summary.pages, hook.usage.calls)
     summary.log_masked()
@@ -350,23 +352,29 @@ def _without_own_writes(engine, plan, schema: str | None):
     return dataclasses.replace(plan, window=dataclasses.replace(plan.window, own_writes=spans)) if spans else plan
 
 
-def _read_currency_rates(engine, hook, config, pages) -> None:
+def _read_currency_rates(engine, hook, config, pages):
     """The org's currency rates, read once a run (``pages``: of ``currencies.queries()``), for the
-    transform's corporate amounts."""
+    transform's corporate amounts; returns whether the org has multi-currency, and if not its
+    one currency (:class:`currencies.OrgCurrency`)."""
     from . import currencies
     from .warehouse.definitions import tables
 
     rows = currencies.read_from_salesforce(hook, pages)
     with engine.begin() as conn:
         currencies.store(conn, tables(config.warehouse_schema).currency_rates, rows, _now())
-    log.info("Currency rates: %d read from the org", len(rows))
+    if rows:
+        log.info("Currency rates: %d read from the org", len(rows))
+        return currencies.OrgCurrency(multi_currency=True)
+    single = currencies.org_currency(hook, pages)
+    log.info("The org has no multi-currency: every order's amounts are in its currency, %s", single)
+    return currencies.OrgCurrency(multi_currency=False, single_currency=single)
 
 
 # Orders of changed Accounts are read by AccountId, this many Accounts a query (a SOQL IN list).
 _ACCOUNTS_PER_QUERY = 200
 
 
-def _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id: str, summary) -> set[str]:
+def _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id: str, summary, currency) -> set[str]:
     """An Account edited in Salesforce (renamed, re-parented, a new address or customer id) does not
     touch its orders' SystemModstamp: the Accounts changed in the window are read by their own
     stamp, and the orders of those whose customer differs from the warehouse are staged too, so the
@@ -388,8 +396,9 @@ def _extract_orders_of_changed_accounts(engine, hook, config, plan, run_id: str,
     for chunk in in_batches(sorted(accounts), _ACCOUNTS_PER_QUERY):
         window = ExtractWindow(None, None, plan.window.activated_since, account_ids=chunk)
         more = extract_rest(
-            engine, hook, run_id, build_orders_query(config, window),
+            engine, hook, run_id, build_orders_query(config, window, multi_currency=currency.multi_currency),
             items_relationship=config.order_items_relationship, page_size=config.extract_page_size, schema=schema,
+            order_currency=currency.single_currency,
         )
         summary.pages += more.pages
         summary.api_calls += more.api_calls

@@ -50,6 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
         orders=args.orders,
         seed=args.seed,
         with_imported_status=not args.no_imported_status,
+        multi_currency=not args.single_currency,
         daily_api_limit=args.daily_api_limit,
         state_dir=args.state_dir,
         host=args.host,
@@ -79,9 +80,9 @@ def _seed(args: argparse.Namespace) -> int:
     from .schema import build_schema
     from .store import Store
 
-    store = Store(args.db, schema=build_schema(with_imported_status=not args.no_imported_status))
+    store = Store(args.db, schema=build_schema(with_imported_status=not args.no_imported_status, multi_currency=not args.single_currency))
     summary = SandboxRuntime(store).reseed(
-        args.orders, args.seed, not args.no_imported_status, **_generator_options(args)
+        args.orders, args.seed, not args.no_imported_status, not args.single_currency, **_generator_options(args)
     )
     store.conn.close()
     print(json.dumps(summary, indent=2, default=str))
@@ -108,7 +109,7 @@ def _faults(args: argparse.Namespace) -> int:
 
 def _reset(args: argparse.Namespace) -> int:
     options = _generator_options(args)
-    answer = _admin(args).reset(args.orders, args.seed, not args.no_imported_status, **options)
+    answer = _admin(args).reset(args.orders, args.seed, not args.no_imported_status, multi_currency=not args.single_currency, **options)
     print(json.dumps(answer, indent=2))
     return 0
 
@@ -193,6 +194,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed of the generated data")
         sub.add_argument("--no-imported-status", action="store_true",
                          help="an org whose Order Status picklist has no 'Imported' value")
+        sub.add_argument("--single-currency", action="store_true",
+                         help="an org without multi-currency: no CurrencyIsoCode, no CurrencyType")
         sub.add_argument("--dirty-share", type=float, default=None,
                          help="share of orders with data problems the importer must catch")
 

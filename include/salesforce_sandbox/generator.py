@@ -44,6 +44,7 @@ GENERATED_OBJECTS = (
     "OrderItem",
     "CurrencyType",
     "DatedConversionRate",
+    "Organization",
 )
 
 DAY = 86_400
@@ -368,7 +369,9 @@ class _OrgGenerator:
         self._accounts()
         self._contacts()
         self._orders(pricebook_id)
-        self._currencies()
+        self._organization()
+        if self._multi_currency:
+            self._currencies()
         self.store.recompute_order_totals()
         self.store.analyze()
         return self.stats
@@ -458,6 +461,20 @@ class _OrgGenerator:
         self._insert("Product2", products)
         self._insert("PricebookEntry", entries)
         return pricebook_id
+
+    @property
+    def _multi_currency(self) -> bool:
+        return self.store.schema.get("CurrencyType") is not None
+
+    def _organization(self) -> None:
+        """The org's one Organization record: its currency is every amount's in a single-currency org."""
+        admin = self.store.integration_user_id
+        created = self.now - (RATE_PERIODS + 1) * RATE_PERIOD
+        (org_id,) = self.store.new_ids("Organization", 1)
+        self._insert(
+            "Organization",
+            [{"Id": org_id, "Name": "Sandbox Org", "DefaultCurrencyIsoCode": CURRENCY_CODES[0], "IsSandbox": 1, **_audit(created, created, created, admin, admin)}],
+        )
 
     def _currencies(self) -> None:
         """The org's currencies and, as with advanced currency management on, their rates by period.
@@ -696,7 +713,7 @@ class _OrgGenerator:
             "PoNumber": f"PO-{rng.randint(10_000, 99_999)}" if has_po else None,
             "PoDate": _day(created - rng.randint(0, 10) * DAY) if has_po else None,
             "Type": rng.choice(ORDER_TYPES) if rng.random() < 0.9 else None,
-            "CurrencyIsoCode": account.currency,
+            **({"CurrencyIsoCode": account.currency} if self._multi_currency else {}),
             CARD_NUMBER_FIELD: card_number + luhn_check_digit(card_number) if card else None,
             CARD_CVV_FIELD: f"{rng.randint(0, 999):03d}" if card else None,
             CARD_EXP_MONTH_FIELD: f"{rng.randint(1, 12):02d}" if card else None,

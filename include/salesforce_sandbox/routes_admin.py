@@ -25,6 +25,7 @@ class ReseedRequest(BaseModel):
     orders: int = Field(500, ge=0)
     seed: int = 7
     with_imported_status: bool = True
+    multi_currency: bool = True
     dirty_share: float | None = Field(None, ge=0.0, le=1.0)
 
 
@@ -79,7 +80,7 @@ async def faults(request: Request) -> Response:
 
 
 async def reset(request: Request) -> Response:
-    """Re-seed the org: ``{"orders": 500, "seed": 7, "with_imported_status": true}``."""
+    """Re-seed the org: ``{"orders": 500, "seed": 7, "with_imported_status": true, "multi_currency": true}``."""
     if refused := _refuse_remote(request):
         return refused
     try:
@@ -91,7 +92,7 @@ async def reset(request: Request) -> Response:
     extra = {"dirty_share": options.dirty_share} if options.dirty_share is not None else {}
     sandbox = _sandbox(request)
     summary = await run_in_threadpool(
-        sandbox.reseed, options.orders, options.seed, options.with_imported_status, **extra
+        sandbox.reseed, options.orders, options.seed, options.with_imported_status, options.multi_currency, **extra
     )
     return JSONResponse({"summary": summary, "counts": await run_in_threadpool(sandbox.record_counts)})
 

@@ -78,10 +78,13 @@ class SandboxRuntime:
         self.faults.clear()
         self.usage.daily_limit = self._configured_daily_limit
 
-    def reseed(self, orders: int, seed: int, with_imported_status: bool = True, **generator_options: Any) -> dict:
-        """Replace the org's data (and Order Status picklist) with a freshly generated set."""
+    def reseed(
+        self, orders: int, seed: int, with_imported_status: bool = True, multi_currency: bool = True, **generator_options: Any
+    ) -> dict:
+        """Replace the org's data (and Order Status picklist, and whether it has multi-currency)
+        with a freshly generated set."""
         with self.store.lock:
-            self.store.set_schema(build_schema(with_imported_status=with_imported_status))
+            self.store.set_schema(build_schema(with_imported_status=with_imported_status, multi_currency=multi_currency))
             self.store.reset()
             summary = generate(self.store, orders=orders, seed=seed, **generator_options)
         self.cursors.clear()

@@ -317,9 +317,13 @@ ORDER_STATUSES = (
 )
 
 
-def build_schema(with_imported_status: bool = True) -> Schema:
+def build_schema(with_imported_status: bool = True, multi_currency: bool = True) -> Schema:
     """The org's objects. ``with_imported_status=False`` serves an org whose Order Status
-    picklist has no ``Imported`` value (the importer must then leave Status alone)."""
+    picklist has no ``Imported`` value (the importer must then leave Status alone).
+    ``multi_currency=False`` serves an org without multi-currency, as most orgs are: no
+    ``CurrencyIsoCode`` on its records and no ``CurrencyType`` or ``DatedConversionRate`` object
+    (a query naming them is refused, INVALID_FIELD / INVALID_TYPE); every amount is in the org's
+    one currency, ``Organization.DefaultCurrencyIsoCode``."""
     statuses = ORDER_STATUSES if with_imported_status else ORDER_STATUSES[:2]
 
     user = SObject(
@@ -609,15 +613,38 @@ def build_schema(with_imported_status: bool = True) -> Schema:
         ),
     )
 
+    # The org itself: one record, read-only (its default currency is the currency of a
+    # single-currency org).
+    organization = SObject(
+        "Organization",
+        "00D",
+        (
+            _id(),
+            Field("Name", "string", length=80, nillable=False),
+            Field(
+                "DefaultCurrencyIsoCode", "picklist", length=3,
+                picklist=tuple(PicklistValue(v, default=v == CURRENCY_CODES[0]) for v in CURRENCY_CODES),
+                restricted_picklist=True, label="Locale Currency",
+            ),
+            Field("IsSandbox", "boolean", nillable=False, defaulted_on_create=True),
+            *_audit_fields(),
+        ),
+        createable=False,
+        updateable=False,
+        deletable=False,
+    )
+
     objects = [
         user, account, contact, product, pricebook, pricebook_entry, order, order_item, contract, opportunity, order_status,
-        currency_type, dated_conversion_rate, shipment,
+        currency_type, dated_conversion_rate, shipment, organization,
     ]
+    if not multi_currency:
+        objects = [without_field(o, "CurrencyIsoCode") for o in objects if o not in (currency_type, dated_conversion_rate)]
     return Schema({o.name: o for o in objects})
 
 
 def without_field(obj: SObject, field_name: str) -> SObject:
-    """A copy of ``obj`` without one field (for tests of orgs that lack a custom field)."""
+    """A copy of ``obj`` without one field (an org that lacks a custom field, or multi-currency)."""
     return replace(obj, fields=tuple(f for f in obj.fields if f.name != field_name))
 
 

@@ -55,6 +55,7 @@ class SandboxServer:
         event_retention_seconds: float = DEFAULT_RETENTION_SECONDS,
         pubsub_keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
         clock: Callable[[], datetime] | None = None,
+        multi_currency: bool = True,
     ):
         self.host = host
         self.state_dir = Path(state_dir) if state_dir is not None else Path.cwd() / DEFAULT_STATE_DIR
@@ -63,6 +64,7 @@ class SandboxServer:
         self._orders = orders
         self._seed = seed
         self._with_imported_status = with_imported_status
+        self._multi_currency = multi_currency  # False: an org without multi-currency (build_schema)
         self._daily_api_limit = daily_api_limit
         self._reseed = reseed
         # Where clients reach the server when that is not localhost (e.g. a container's service name).
@@ -136,7 +138,8 @@ class SandboxServer:
         return self
 
     def _seeded_runtime(self, jwt_public_key_path: Path) -> SandboxRuntime:
-        store = Store(self._db_path, schema=build_schema(with_imported_status=self._with_imported_status), clock=self._clock)
+        schema = build_schema(with_imported_status=self._with_imported_status, multi_currency=self._multi_currency)
+        store = Store(self._db_path, schema=schema, clock=self._clock)
         runtime = SandboxRuntime(
             store,
             credentials=self._credentials,
@@ -147,7 +150,7 @@ class SandboxServer:
         )
         if self._reseed or store.count("Order", include_deleted=True) == 0:
             self.seed_summary = runtime.reseed(
-                self._orders, self._seed, self._with_imported_status, **self._generator_options
+                self._orders, self._seed, self._with_imported_status, self._multi_currency, **self._generator_options
             )
         return runtime
 

@@ -17,6 +17,7 @@ from salesforce_sandbox.generator import (
     generate,
     generate_with,
 )
+from salesforce_sandbox.schema import build_schema
 from salesforce_sandbox.store import Store, coerce_value
 
 NOW = datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
@@ -135,8 +136,24 @@ def test_no_orders_gives_just_the_catalogue_and_the_currencies() -> None:
     assert stats == {
         "User": 3, "Pricebook2": 1, "Product2": 30, "PricebookEntry": 30,
         "Account": 0, "Contact": 0, "Order": 0, "OrderItem": 0,
-        "CurrencyType": 4, "DatedConversionRate": 3 * 16,
+        "CurrencyType": 4, "DatedConversionRate": 3 * 16, "Organization": 1,
     }  # fmt: skip
+
+
+def test_an_org_without_multi_currency_has_no_currency_fields_nor_rates_and_one_currency() -> None:
+    """The same org, less multi-currency: orders without CurrencyIsoCode, no rate objects, and the
+    org's currency on its Organization record. The rest of the data is the multi-currency org's."""
+    single = Store(schema=build_schema(multi_currency=False), clock=lambda: NOW)
+    stats = generate(single, orders=40, now=NOW)
+    assert stats["CurrencyType"] == stats["DatedConversionRate"] == 0 and stats["Order"] > 0
+    assert single.schema.get("CurrencyType") is None and single.schema.get("Order").field("CurrencyIsoCode") is None
+    assert single.conn.execute('SELECT DefaultCurrencyIsoCode FROM "Organization"').fetchall() == [("USD",)]
+    multi = fresh_store()
+    generate(multi, orders=40, now=NOW)
+    columns = "Id, OrderNumber, AccountId, TotalAmount, Status, SystemModstamp"
+    assert single.conn.execute(f'SELECT {columns} FROM "Order" ORDER BY Id').fetchall() == multi.conn.execute(
+        f'SELECT {columns} FROM "Order" ORDER BY Id'
+    ).fetchall()
 
 
 def test_currencies_have_one_corporate_and_dated_rates_that_tile_time() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import faultpoints
-from .model import CARD_DATA_MASKED, StagedItem, StagedOrder
+from .model import CARD_DATA_MASKED, SF_ACTIVE, StagedItem, StagedOrder
 from .progress import Progress
 from .readahead import read_ahead
 from .redaction import mask_records
@@ -283,22 +283,26 @@ def extract_bulk(
 def changed_accounts(
     engine: sa.Engine, hook: SalesforceOrdersHook, soql: str, config: Any, *, schema: str | None = None
 ) -> dict[str, list[str]]:
-    """Of the Accounts ``soql`` reads (changed in the window), those whose customer in the warehouse
-    differs from them now, with what differs. Accounts the warehouse has no customer for are not
-    the import's business (no order of theirs was imported)."""
+    """Of the Accounts ``soql`` reads (changed in the window), those whose customer in the warehouse,
+    or whose active imported orders, differ from them now, with what differs. Accounts the
+    warehouse has no customer for are not the import's business (no order of theirs was imported)."""
     from .transform import customer_changes
     from .warehouse.definitions import tables
     from .warehouse.writes import select_in
 
-    customers = tables(schema).customers
+    customers, orders = tables(schema).customers, tables(schema).external_orders
     changed: dict[str, list[str]] = {}
     for page in hook.iter_query_pages(soql):
         mask_records(page)  # as its orders were: a name holding a card number matches its stored, masked self
         with engine.connect() as conn:
             rows = select_in(conn, customers, list(customers.c), customers.c.sf_account_id, [r["Id"] for r in page])
-        stored = {row.sf_account_id: row._mapping for row in rows}
+            stored = {row.sf_account_id: row._mapping for row in rows}
+            of_account: dict[str, list[Any]] = {}
+            columns = [orders.c.sf_account_id, orders.c.account_name, orders.c.customer_id]
+            for row in select_in(conn, orders, columns, orders.c.sf_account_id, sorted(stored), orders.c.sf_state == SF_ACTIVE):
+                of_account.setdefault(row.sf_account_id, []).append(row._mapping)
         for account in page:
-            if account["Id"] in stored and (what := customer_changes(account, stored[account["Id"]], config)):
+            if account["Id"] in stored and (what := customer_changes(account, stored[account["Id"]], config, of_account.get(account["Id"], ()))):
                 changed[account["Id"]] = what
     return changed
 

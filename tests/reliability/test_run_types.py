@@ -256,6 +256,33 @@ def test_a_renamed_account_renames_its_customer_and_every_one_of_its_orders(impo
     assert quiet.succeeded and quiet.results["extract"]["accounts_changed"] == 0
 
 
+def test_an_account_change_read_by_a_run_whose_load_failed_reaches_its_orders_in_the_next_run(imported):
+    """The extract stores the Account hierarchy (ancestors and changed Accounts) as customers before
+    the load: a run that read a rename and a new customer id and then never loaded (its load failed,
+    nothing committed) leaves the customer current and its orders not. The next run still finds the
+    Account changed (its orders say otherwise) and brings its orders in."""
+    p = imported
+    account = p.scalar(
+        "SELECT sf_account_id FROM external_orders GROUP BY sf_account_id HAVING COUNT(*) > 1 ORDER BY sf_account_id LIMIT 1"
+    )
+    p.org_update("Account", account, Name="Renamed Before A Failure Ltd", Customer_ID__c="ERP-0815")
+    stopped = p.run(until="transform")
+    assert stopped.succeeded and stopped.results["extract"]["accounts_changed"] == 1
+    assert p.scalar("SELECT name FROM customers WHERE sf_account_id = :a", a=account) == "Renamed Before A Failure Ltd"
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert run.results["extract"]["accounts_changed"] == 1
+    orders = [o for o in loaded(p).values() if o["sf_account_id"] == account]
+    assert len(orders) > 1
+    for order in orders:
+        assert (order["account_name"], order["customer_id"]) == ("Renamed Before A Failure Ltd", "ERP-0815")
+        assert order["external_name"].endswith(f"{order['order_number']} Renamed Before A Failure Ltd")
+    quiet = p.run()
+    assert quiet.succeeded and quiet.results["extract"]["accounts_changed"] == 0
+
+
 def test_stages_load_takes_the_plan_of_its_extract():
     with pytest.raises(TypeError, match="window"):
         stages.load(run_id="r", max_system_modstamp=None)  # type: ignore[call-arg]

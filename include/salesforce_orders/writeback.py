@@ -727,14 +727,29 @@ class OutboxDrainer:
                         self.summary.dead += count
 
     def update_lifecycles(self, order_ids: set[str]) -> None:
-        """Set each touched order's lifecycle from its outbox rows; READY orders with none -> COMPLETE."""
+        """Set each touched order's lifecycle from its outbox rows; and that of every READY order
+        with no row waiting: from its earlier rows, or COMPLETE when it has none."""
         outbox, orders = self.t.writeback_outbox, self.t.external_orders
+
+        def rows_of_order(*conditions: Any) -> Any:
+            return (
+                sa.select(outbox.c.id)
+                .where(outbox.c.sf_order_id == orders.c.sf_order_id, outbox.c.shipment_key.is_(None), *conditions)
+                .exists()
+            )
+
         with self.engine.begin() as conn:
-            self._set_lifecycles(conn, order_ids)
+            # Loaded again with nothing new to write back (the write was made already, after the
+            # version read; or nothing differs): as its earlier rows say, not READY for ever.
+            settled_before = conn.execute(
+                sa.select(orders.c.sf_order_id).where(
+                    orders.c.lifecycle_state == READY, rows_of_order(), ~rows_of_order(outbox.c.state.in_(_WAITING_STATES))
+                )
+            ).scalars()
+            self._set_lifecycles(conn, order_ids | set(settled_before))
             # Orders loaded with nothing to write back are complete as soon as they are loaded.
-            has_rows = sa.select(outbox.c.id).where(outbox.c.sf_order_id == orders.c.sf_order_id).exists()
             conn.execute(
-                sa.update(orders).where(orders.c.lifecycle_state == READY, ~has_rows).values(lifecycle_state=COMPLETE, lifecycle_error=None)
+                sa.update(orders).where(orders.c.lifecycle_state == READY, ~rows_of_order()).values(lifecycle_state=COMPLETE, lifecycle_error=None)
             )
 
     def _set_lifecycles(self, conn: sa.Connection, order_ids: set[str]) -> None:

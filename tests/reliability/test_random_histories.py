@@ -3,7 +3,9 @@ and activated again, deleted, Accounts renamed or given a customer id, products 
 runs of every kind (scheduled-like, a re-sync of chosen orders, a full re-sync, a run that stops
 before its load). After every run that completes, the warehouse agrees with Salesforce: every
 Activated order not quarantined is there, active, with its notes, Account name and customer id
-as Salesforce has them now, and no order is active there that is not Activated in Salesforce.
+as Salesforce has them now, and no order is active there that is not Activated in Salesforce;
+and every write-back went through: those orders are Imported, their card fields X-ed out, and
+COMPLETE in the warehouse, with no outbox row left but DONE ones.
 
 A history is drawn from a fixed seed, so a failure is replayed exactly; the step and the last
 actions are in the assertion's message. (Other seeds, on both warehouses and with twice the steps,
@@ -55,7 +57,30 @@ def disagreements(p) -> list[str]:
         for order_id, row in stored.items()
         if row["sf_state"] == "active" and order_id not in p.expected_order_ids()
     ]
-    return problems
+    return problems + written_back_problems(p, expected)
+
+
+def written_back_problems(p, expected: set[str]) -> list[str]:
+    """Every write-back went through: the imported orders are Imported with their card fields
+    X-ed out in Salesforce and COMPLETE in the warehouse; no outbox row is left but DONE ones."""
+    org = {
+        r["Id"]: r
+        for r in p.org_rows('SELECT Id, Status, Credit_Card_Number__c AS Card, Credit_Card_CVV__c AS Cvv FROM "Order"')
+    }
+    lifecycles = {r["sf_order_id"]: r["lifecycle_state"] for r in p.query("SELECT sf_order_id, lifecycle_state FROM external_orders")}
+    problems = []
+    for order_id in sorted(expected):
+        if order_id not in lifecycles:
+            continue  # reported above
+        now = org[order_id]
+        if now["Status"] != "Imported":
+            problems.append(f"{order_id} has Status {now['Status']!r} in Salesforce")
+        if any(value and set(value) != {"X"} for value in (now["Card"], now["Cvv"])):
+            problems.append(f"{order_id} has card fields not X-ed out in Salesforce")
+        if lifecycles[order_id] != "COMPLETE":
+            problems.append(f"{order_id} is {lifecycles[order_id]} in the warehouse")
+    left = p.query("SELECT state, COUNT(*) AS n FROM writeback_outbox WHERE state <> 'DONE' GROUP BY state")
+    return problems + [f"{row['n']} outbox rows {row['state']}" for row in left]
 
 
 def change_the_org(p, rng: random.Random, step: int) -> str:

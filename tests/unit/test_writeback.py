@@ -462,6 +462,27 @@ def test_a_failed_record_written_by_a_later_run_completes_the_order(engine, load
     assert lifecycle(engine, order) == ("COMPLETE", None)
 
 
+def test_an_order_loaded_again_with_nothing_new_to_write_back_takes_the_lifecycle_its_rows_say(engine, loaded, make_transformed):
+    """The load sets a changed order READY. With nothing new to queue (its write was made already,
+    after the version read: the load drops it), no row of the write-back's touches it: its
+    lifecycle is still set from its earlier rows, COMPLETE or FAILED, and not left READY."""
+    done, dead = loaded(1, 2)
+    hook = FakeSalesforce()
+    hook.answer = fail(dead.order.sf_order_id, RULE)
+    drain(engine, hook, max_attempts=1)
+    assert lifecycle(engine, done) == ("COMPLETE", None) and lifecycle(engine, dead)[0] == "FAILED"
+
+    again = [make_transformed(n, account=n, notes="changed in Salesforce", write_backs=False) for n in (1, 2)]
+    load_run(engine, "run-load-2", [again], now=T0 + timedelta(minutes=5), watermark=None)
+    assert lifecycle(engine, done) == lifecycle(engine, dead) == ("READY", None)
+
+    summary = drain(engine, FakeSalesforce(), now=T0 + timedelta(minutes=6), run_id="run-wb-2", max_attempts=1)
+
+    assert summary.attempted == 0
+    assert lifecycle(engine, done) == ("COMPLETE", None)
+    assert lifecycle(engine, dead) == ("FAILED", f"Order: FIELD_CUSTOM_VALIDATION_EXCEPTION: {RULE['message']} (gave up)")
+
+
 def test_the_imported_status_is_dropped_when_the_org_lacks_it(engine, loaded):
     [order] = loaded(1)
     hook = FakeSalesforce(order_describe(statuses=("Draft", "Activated")))

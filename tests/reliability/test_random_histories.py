@@ -20,7 +20,7 @@ import pytest
 
 from salesforce_orders.redaction import mask_card_numbers
 
-STEPS = 10
+STEPS = 6
 
 
 def org_orders(p) -> dict[str, dict[str, Any]]:

@@ -283,28 +283,55 @@ def extract_bulk(
 def changed_accounts(
     engine: sa.Engine, hook: SalesforceOrdersHook, soql: str, config: Any, *, schema: str | None = None
 ) -> dict[str, list[str]]:
-    """Of the Accounts ``soql`` reads (changed in the window), those whose customer in the warehouse,
-    or whose active imported orders, differ from them now, with what differs. Accounts the
-    warehouse has no customer for are not the import's business (no order of theirs was imported)."""
+    """Of the Accounts ``soql`` reads (changed in the window), those whose customer in the warehouse
+    differs from them now, or whose active orders differ from their customer, with what differs.
+    Accounts the warehouse has no customer for are not the import's business (no order of theirs
+    was imported)."""
     from .transform import customer_changes
     from .warehouse.definitions import tables
     from .warehouse.writes import select_in
 
-    customers, orders = tables(schema).customers, tables(schema).external_orders
+    t = tables(schema)
+    with engine.connect() as conn:
+        behind = _accounts_with_orders_behind(conn, t)
     changed: dict[str, list[str]] = {}
     for page in hook.iter_query_pages(soql):
         mask_records(page)  # as its orders were: a name holding a card number matches its stored, masked self
         with engine.connect() as conn:
-            rows = select_in(conn, customers, list(customers.c), customers.c.sf_account_id, [r["Id"] for r in page])
-            stored = {row.sf_account_id: row._mapping for row in rows}
-            of_account: dict[str, list[Any]] = {}
-            columns = [orders.c.sf_account_id, orders.c.account_name, orders.c.customer_id]
-            for row in select_in(conn, orders, columns, orders.c.sf_account_id, sorted(stored), orders.c.sf_state == SF_ACTIVE):
-                of_account.setdefault(row.sf_account_id, []).append(row._mapping)
+            rows = select_in(conn, t.customers, list(t.customers.c), t.customers.c.sf_account_id, [r["Id"] for r in page])
+        stored = {row.sf_account_id: row._mapping for row in rows}
         for account in page:
-            if account["Id"] in stored and (what := customer_changes(account, stored[account["Id"]], config, of_account.get(account["Id"], ()))):
+            if account["Id"] not in stored:
+                continue
+            what = customer_changes(account, stored[account["Id"]], config) or (
+                [_ORDERS_BEHIND] if account["Id"] in behind else []
+            )
+            if what:
                 changed[account["Id"]] = what
     return changed
+
+
+_ORDERS_BEHIND = "its orders' Account name or customer id (a run that read the change did not load)"
+
+
+def _accounts_with_orders_behind(conn: sa.Connection, t: Any) -> set[str]:
+    """Accounts whose active orders carry another name or customer id than their customer row.
+
+    The extract stores the Account hierarchy (changed Accounts, ancestors) as customers before the
+    load: a run that read a change and never loaded leaves the customer current and its orders
+    not, and the customer alone would no longer tell the next run. One pass over the orders,
+    however many Accounts the window changed (our own write-back of customer ids changes many)."""
+    o, c = t.external_orders, t.customers
+    query = (
+        sa.select(o.c.sf_account_id)
+        .distinct()
+        .join_from(o, c, c.c.sf_account_id == o.c.sf_account_id)
+        .where(
+            o.c.sf_state == SF_ACTIVE,
+            sa.or_(o.c.account_name.is_distinct_from(c.c.name), o.c.customer_id.is_distinct_from(c.c.customer_id)),
+        )
+    )
+    return set(conn.execute(query).scalars())
 
 
 def count_staged(engine: sa.Engine, run_id: str, *, schema: str | None = None) -> tuple[int, int]:

@@ -546,25 +546,18 @@ def _customer(
 _NO_ADDRESS = Address()
 
 
-def customer_changes(
-    account: Mapping[str, Any], stored: Mapping[str, Any], config: ImportConfig, orders: Iterable[Mapping[str, Any]] = ()
-) -> list[str]:
+def customer_changes(account: Mapping[str, Any], stored: Mapping[str, Any], config: ImportConfig) -> list[str]:
     """What differs between an Account as Salesforce has it now and its stored customer row: the
     fields a customer is made of (name, parent, customer id, the Account's own billing address).
-    Our own write-back of the customer id is no change: the effective id stays the same.
-
-    ``orders``: its imported orders' ``account_name`` and ``customer_id``, compared too. The
-    customer row alone can be current while its orders are not: a run that read the change stores
-    the Account hierarchy in its extract, and fails before its load."""
+    Our own write-back of the customer id is no change: the effective id stays the same."""
     as_order = {"AccountId": account.get("Id"), **{f"Account.{k}": v for k, v in account.items() if k != "attributes"}}
     customer, _ = customer_for(as_order, config)
-    orders = list(orders)
     changes = []
-    if customer.name != stored.get("name") or any(row["account_name"] != customer.name for row in orders):
+    if customer.name != stored.get("name"):
         changes.append("Name")
     if customer.parent_sf_account_id != stored.get("parent_sf_account_id"):
         changes.append("ParentId")
-    if customer.customer_id != stored.get("customer_id") or any(row["customer_id"] != customer.customer_id for row in orders):
+    if customer.customer_id != stored.get("customer_id"):
         changes.append(config.customer_id_field)
     billing = address_from(as_order, "Account.Billing")
     if not billing.is_empty() and any(value != stored.get(f"billing_{part}") for part, value in vars(billing).items()):

@@ -90,9 +90,23 @@ def queries() -> list[Any]:
     """The small queries of the org's rates (current, dated) and of its currency (Organization),
     for ``read_from_salesforce`` and ``org_currency``."""
     from .salesforce import Query
-    from .soql import build_currency_types_query, build_dated_conversion_rates_query, build_organization_currency_query
+    from .soql import (
+        build_currency_types_query,
+        build_dated_conversion_rates_query,
+        build_organization_currency_query,
+    )
 
-    return [Query(build_currency_types_query()), Query(build_dated_conversion_rates_query()), Query(build_organization_currency_query())]
+    return [
+        Query(build_currency_types_query()),
+        Query(build_dated_conversion_rates_query()),
+        Query(build_organization_currency_query()),
+    ]
+
+
+def _answers(hook: Any, pages: list[Iterator[list[dict]]] | None) -> list[Iterator[list[dict]]]:
+    """The pages of ``queries()``: as read with other reads, else read here (lazily: a query is
+    asked for only when its pages are)."""
+    return pages or [hook.iter_query_pages(query.soql) for query in queries()]
 
 
 def read_from_salesforce(hook: Any, pages: list[Iterator[list[dict]]] | None = None) -> list[dict[str, Any]]:
@@ -101,7 +115,7 @@ def read_from_salesforce(hook: Any, pages: list[Iterator[list[dict]]] | None = N
     from .salesforce import SalesforceApiError
 
     rows: list[dict[str, Any]] = []
-    current, dated = (pages or [hook.iter_query_pages(query.soql) for query in queries()])[:2]
+    current, dated, _organization = _answers(hook, pages)
     try:
         for page in current:
             rows += [_row(CURRENT, r["IsoCode"], r["ConversionRate"], FIRST_DAY, LAST_DAY, bool(r["IsCorporate"])) for r in page]
@@ -125,7 +139,7 @@ def org_currency(hook: Any, pages: list[Iterator[list[dict]]] | None = None) -> 
     left empty, with a warning)."""
     from .salesforce import SalesforceApiError
 
-    organization = (pages or [hook.iter_query_pages(query.soql) for query in queries()])[2]
+    *_rates, organization = _answers(hook, pages)
     try:
         records = [record for page in organization for record in page]
     except SalesforceApiError as exc:

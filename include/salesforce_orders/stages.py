@@ -291,7 +291,7 @@ def extract(
     with engine.begin() as conn:
         clear_run(conn, run_id, schema=config.warehouse_schema)
     hook = _hook(config)
-    # The currency rates are read in the count's call (Composite): one call for the three queries.
+    # The currency rates and the org's currency are read in the count's call (Composite): one call for the four queries.
     expected, rate_pages = hook.count_and_read(build_count_query(config, plan.window), currencies.queries())
     hook.set_budget_share(config.api_budget_share)  # from the count's Sforce-Limit-Info: no extra call
     currency = _read_currency_rates(engine, hook, config, rate_pages)

@@ -16,7 +16,8 @@ up to three of them between two groups, standing alone: not glued to letters or 
 stay. The digits are ASCII ones or those other keyboards type: full-width (``４１１１``, a Japanese
 or Chinese input method) and Arabic-Indic (``٤١١١``, both sets). Other long numbers (phone
 numbers, Ids, tracking numbers) fail the Luhn check or do not have a card's grouping, and are
-kept as they are.
+kept as they are. A card's security code is masked too (``[security code]``): right after a card
+number (or its expiry date), or after its label (``CVV 737``).
 
 The scan runs over every value of every record of a run, so it is made cheap for the usual case,
 records without a single card number: a run of records is encoded as JSON at once, its bytes
@@ -129,6 +130,56 @@ def may_hold_card_numbers(data: bytes) -> bool:
     return shorter != classes and any(signature in shorter for signature in _SIGNATURES)
 
 
+# A card's security code (CVV2, CVC2, CID: three or four digits) typed next to its label, anywhere,
+# or right after a card number the scan masks (after its expiry date, too: "4111... 12/27 737").
+# Storing it is never allowed (PCI DSS), so it is masked as the number is. Not "CID" alone: that is
+# also how people write a customer's or a case's id.
+SECURITY_CODE_MASK = "[security code]"
+_CODE = rf"(?P<code>[{_DIGITS}]{{3,4}})(?![{_DIGITS}]|[/.,][{_DIGITS}])"
+_CODE_LABEL = r"cvv2?|cvc2?|cvn2?|security code|card code|(?:card )?verification[ -]?(?:code|value|number)"
+_LABELLED_CODE = re.compile(
+    rf"(?ai)(?<![a-z0-9])(?P<label>(?:{_CODE_LABEL})(?![a-z])(?:\W{{0,3}}(?:is|was|no|number|nr)\b)?\W{{0,4}}){_CODE}"
+)
+# What the fast path looks for in the lowered bytes: every label above holds one of these, the
+# bounded ones where no letter or digit stands before them. Few, and none starting with a common
+# letter: each search is a pass over the bytes. (Not "security": a product may be called
+# "Security Camera".)
+_BOUNDED_CODE_STEMS = (b"cv", b"verification")
+_CODE_STEMS = (b" code",)
+_MASKED_CARD = r"\[card ending [0-9]{1,4}\]"
+_EXPIRY = r"(?:(?:exp(?:iry|ires|iration)?|valid(?: thru| until)?)\W{0,3})?[0-9]{1,2} ?[/.-] ?(?:[0-9]{4}|[0-9]{2})"
+_CODE_AFTER_CARD = re.compile(rf"(?ai)(?P<label>{_MASKED_CARD}[ \t,;/.:-]{{1,3}}(?:{_EXPIRY}[ \t,;/.:-]{{1,3}})?){_CODE}")
+
+
+def _mask_code(match: re.Match[str]) -> str:
+    return match.group("label") + SECURITY_CODE_MASK
+
+
+def may_name_security_code(data: bytes) -> bool:
+    """Whether UTF-8 text may hold a labelled security code; False means it holds none."""
+    lowered = data.lower()
+    if any(stem in lowered for stem in _CODE_STEMS):
+        return True
+    for stem in _BOUNDED_CODE_STEMS:
+        at = lowered.find(stem)
+        while at >= 0:  # (a Salesforce Id holds "cv" now and then, glued to letters or digits)
+            if at == 0 or not lowered[at - 1 : at].isalnum() or _after_json_escape(lowered, at):
+                return True
+            at = lowered.find(stem, at + 1)
+    return False
+
+
+def _after_json_escape(data: bytes, at: int) -> bool:
+    """Whether the letter or digit before ``at`` ends a JSON escape (``\\n``, ``\\u0001``): a line
+    break or a control character, which stands apart from what follows as a space does."""
+    return data[at - 2 : at - 1] == b"\\" or data[at - 6 : at - 4] == b"\\u"
+
+
+def may_hold_card_data(data: bytes) -> bool:
+    """Whether UTF-8 text may hold a card number or a security code; False means it holds neither."""
+    return may_hold_card_numbers(data) or may_name_security_code(data)
+
+
 def card_mask(digits: str) -> str:
     """What a card number is replaced with: its last four digits only (as ASCII digits)."""
     return f"[card ending {digits[-4:].translate(_AS_ASCII_DIGITS)}]"
@@ -185,15 +236,23 @@ def _mask_match(match: re.Match[str]) -> str:
 
 
 def mask_card_numbers(text: str | None) -> str | None:
-    """``text`` with every card number in it masked (the same object when there is none)."""
-    if not text or not _RUN.search(text):
+    """``text`` with every card number and security code in it masked (the same object when
+    there is none)."""
+    if not text:
         return text
-    masked = _RUN.sub(_mask_match, text)
+    masked = text
+    if _RUN.search(text):
+        masked = _RUN.sub(_mask_match, text)
+        if masked != text:
+            masked = _CODE_AFTER_CARD.sub(_mask_code, masked)
+    if _LABELLED_CODE.search(masked):
+        masked = _LABELLED_CODE.sub(_mask_code, masked)
     return text if masked == text else masked
 
 
 def mask_record(record: MutableMapping[str, Any]) -> list[str]:
-    """Mask the card numbers in a record's text values, in place; returns the fields masked."""
+    """Mask the card numbers and security codes in a record's text values, in place; returns the
+    fields masked."""
     masked = []
     for name, value in record.items():
         if type(value) is str:
@@ -226,13 +285,16 @@ def mask_records(
     for start in range(0, len(records), _RECORDS_AT_ONCE):
         run = records[start : start + _RECORDS_AT_ONCE]
         texts = None if encoded is None else encoded[start : start + _RECORDS_AT_ONCE]
-        if not may_hold_card_numbers(_json(run) if texts is None else b",".join(texts)):
+        if not may_hold_card_data(_json(run) if texts is None else b",".join(texts)):
             continue
         for position, record in enumerate(run, start):
             text = _json(record) if encoded is None else encoded[position]
-            if may_hold_card_numbers(text) and (fields := mask_record(record)):
+            if may_hold_card_data(text) and (fields := mask_record(record)):
                 found[position] = fields
     return found
 
 
-__all__ = ["card_mask", "luhn_valid", "mask_card_numbers", "mask_record", "mask_records", "may_hold_card_numbers"]
+__all__ = [
+    "SECURITY_CODE_MASK", "card_mask", "luhn_valid", "mask_card_numbers", "mask_record", "mask_records", "may_hold_card_data",
+    "may_hold_card_numbers", "may_name_security_code",
+]

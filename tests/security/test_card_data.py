@@ -1,5 +1,5 @@
 """Card numbers and CVVs never reach the warehouse, staging, XCom, task logs, the External Orders
-pages or error texts.
+pages or error texts, nor do security codes typed with a card number or labelled as one.
 
 Recognisable card values are seeded into the org's card fields and typed into every other kind of
 field (the notes, the PO number, an Account name, fields read through the mappings, a country
@@ -49,13 +49,15 @@ def importable_orders(wired, count: int) -> list[str]:
 # (object, field, text with the number, the number, the field the order's flag names).
 MAPPINGS = {"order_field_mappings": {"ShippingName": "ship_to"}, "item_field_mappings": {"Description": "line_description"}}
 TYPED = [
-    ("Order", "Description", "Please charge 4012 8888 8888 1881 for the install", "4012888888881881", "Description"),
-    ("Order", "PoNumber", "PO 5105-1051-0510-5100", "5105105105105100", "PoNumber"),
+    ("Order", "Description", "Please charge 4012 8888 8888 1881 12/28 8362 for the install", "4012888888881881", "Description"),
+    ("Order", "PoNumber", "PO 5105-1051-0510-5100, security code: 5207", "5105105105105100", "PoNumber"),
     ("Account", "Name", "Acme 6011000990139424 Ltd", "6011000990139424", "Account.Name"),
     ("Order", "ShippingName", "Attn 3714 496353 98431", "371449635398431", "ShippingName"),  # mapped, Amex grouping
     ("OrderItem", "Description", "serial 4000056655665556", "4000056655665556", "OrderItem"),  # mapped item field
     ("Order", "BillingCountry", "4242424242424242", "4242424242424242", "BillingCountry"),  # echoed by a quarantine message
 ]
+# Security codes typed with the numbers above: after a card number and its expiry date, and labelled.
+TYPED_CODES = ["8362", "5207"]
 NOT_A_CARD = "PO 4111111111111112 / +49 30 1234 5678 9012"  # fails Luhn / grouped as no card is: kept as typed
 
 
@@ -124,7 +126,8 @@ def test_card_numbers_anywhere_reach_no_table_xcom_log_page_or_error_text(wired_
     org_text += str(wired_import.org_rows('SELECT * FROM "Account"')) + str(wired_import.org_rows('SELECT * FROM "OrderItem"'))
     assert sorted(leaks(org_text, typed_numbers, [])) == typed_numbers
 
-    cvvs = list(SEEDED_CARDS.values())
+    assert leaks(org_text, [], TYPED_CODES)
+    cvvs = list(SEEDED_CARDS.values()) + TYPED_CODES
     for name, text in tables.items():
         assert not leaks(text, every_number, cvvs), f"card data in warehouse table {name}"
     for key, text in xcoms.items():
@@ -183,8 +186,8 @@ def assert_masked_and_flagged(wired, flagged: dict[str, str], quarantined: str, 
         fields = json.loads(row["card_data_masked_fields"])
         assert row["card_data_masked"] and any(f == field or f.startswith(f"{field} ") for f in fields), (field, fields)
     by_field = {field: rows.get(order_id) for order_id, field in flagged.items()}
-    assert by_field["Description"]["notes"] == "Please charge [card ending 1881] for the install"
-    assert by_field["PoNumber"]["po_number"] == "PO [card ending 5100]"
+    assert by_field["Description"]["notes"] == "Please charge [card ending 1881] 12/28 [security code] for the install"
+    assert by_field["PoNumber"]["po_number"] == "PO [card ending 5100], security code: [security code]"
     assert "Acme [card ending 9424] Ltd" in customers and by_field["Account.Name"]["account_name"] == "Acme [card ending 9424] Ltd"
     assert json.loads(by_field["ShippingName"]["metadata"])["ship_to"] == "Attn [card ending 8431]"
     item_order = next(order_id for order_id, field in flagged.items() if field == "OrderItem")

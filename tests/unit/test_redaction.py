@@ -9,10 +9,12 @@ import msgspec
 import pytest
 
 from salesforce_orders.redaction import (
+    SECURITY_CODE_MASK,
     card_mask,
     luhn_valid,
     mask_card_numbers,
     mask_records,
+    may_hold_card_data,
     may_hold_card_numbers,
 )
 
@@ -72,7 +74,8 @@ def test_card_numbers_are_masked_plain_and_as_printed_keeping_the_last_four(plai
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("Card 4111 1111 1111 1111 737 exp 12/27", "Card [card ending 1111] 737 exp 12/27"),  # the CVV is no card number
+        # the CVV after the number is no card number, and it is masked as the security code it is
+        ("Card 4111 1111 1111 1111 737 exp 12/27", "Card [card ending 1111] [security code] exp 12/27"),
         ("ref 12 4111111111111111", "ref 12 [card ending 1111]"),
         ("two: 4111111111111111, 5555555555554444.", "two: [card ending 1111], [card ending 4444]."),
         ("4111111111111111 5555555555554444", "[card ending 1111] [card ending 4444]"),
@@ -82,7 +85,7 @@ def test_card_numbers_are_masked_plain_and_as_printed_keeping_the_last_four(plai
         ("Karte 4111.1111.1111.1111.", "Karte [card ending 1111]."),
         ("pasted: 4111\u00a01111\u00a01111\u00a01111\u00a0– thanks", "pasted: [card ending 1111]\u00a0– thanks"),
         ("mixed 4111 1111-1111.1111", "mixed [card ending 1111]"),
-        ("spaced 4111 - 1111 - 1111 - 1111 - 737", "spaced [card ending 1111] - 737"),
+        ("spaced 4111 - 1111 - 1111 - 1111 - 737", "spaced [card ending 1111] - [security code]"),
     ],
 )
 def test_card_numbers_inside_other_text(text, expected):
@@ -161,12 +164,59 @@ def test_records_are_masked_in_place_and_the_fields_named():
     assert mask_records([]) == {}
 
 
+# How people label a card's security code (CVV2, CVC2, CID), and what they write between the label and the code.
+CODE_LABELS = (
+    "CVV", "cvv2", "CVC", "cvc2", "CVN", "Security code", "security code", "card code", "Card Verification Value",
+    "verification code", "Verification number", "CVV no.", "CVV number", "cvv is",
+)
+CODE_GAPS = (" ", ": ", "=", "#", " - ", ":", " (", "\u00a0")
+
+
+@pytest.mark.parametrize("label", CODE_LABELS)
+def test_a_labelled_security_code_is_masked_wherever_it_is_typed(label):
+    """PCI DSS allows a card's security code to be stored nowhere, with or without its card number."""
+    for gap in CODE_GAPS:
+        for code in ("737", "0421", "٧٣٧", "７３７"):
+            assert mask_card_numbers(f"pay by phone, {label}{gap}{code}, thanks") == f"pay by phone, {label}{gap}{SECURITY_CODE_MASK}, thanks"
+            record = {"Id": "801000000000002AAA", "Description": f"{label}{gap}{code}"}
+            assert mask_records([record]) == {0: ["Description"]} and code not in record["Description"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4111111111111111 12/27 737", "[card ending 1111] 12/27 [security code]"),
+        ("4111111111111111, exp 12/2027, 1234", "[card ending 1111], exp 12/2027, [security code]"),
+        ("4111-1111-1111-1111 exp. 03/29 - 0737 thanks", "[card ending 1111] exp. 03/29 - [security code] thanks"),
+        ("4111111111111111 valid thru 03/29 737", "[card ending 1111] valid thru 03/29 [security code]"),
+    ],
+)
+def test_a_security_code_right_after_a_card_number_is_masked_with_or_without_its_expiry(text, expected):
+    assert mask_card_numbers(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Security Camera 123", "zip code 12345", "CVV 12345", "cvv 12/27", "CID 1234", "ACVV 123", "cvs 123",
+        "security code", "code 737", "4111111111111112 737", "[card ending 1111] 737 is not after a card number we masked",
+        "4111111111111111 737.50", "CVV 7.37",
+    ],
+)
+def test_what_is_no_security_code_is_kept(text):
+    """No label or a label glued to letters, five digits, a date, a price, a customer id ("CID"), a
+    number after one that is no card: kept as typed (after the card number, if one was masked)."""
+    assert mask_card_numbers(text) in (text, text.replace("4111111111111111", "[card ending 1111]"))
+
+
 def _random_text(rng: random.Random) -> tuple[str, list[str]]:
     """Text mixing words, punctuation, numbers and (sometimes) card numbers; and the cards in it."""
     parts, cards = [], []
     for _ in range(rng.randint(1, 8)):
         kind = rng.random()
-        if kind < 0.25:
+        if kind < 0.05:
+            parts.append(rng.choice(CODE_LABELS) + rng.choice(CODE_GAPS) + "".join(rng.choice("0123456789٤４") for _ in range(rng.randint(2, 5))))
+        elif kind < 0.25:
             plain, printed = rng.choice(list(CARDS.items()))
             written = printed.replace(" ", rng.choice(SEPARATORS)) if rng.random() < 0.8 else plain
             parts.append(written.translate(rng.choice(list(WIDE_DIGITS.values()))) if rng.random() < 0.2 else written)
@@ -179,16 +229,19 @@ def _random_text(rng: random.Random) -> tuple[str, list[str]]:
 
 
 def test_the_fast_path_never_misses_what_the_scanner_masks():
-    """Whatever the scanner would mask, the fast check over the JSON text says "may hold"."""
+    """Whatever the scanner would mask (card numbers, security codes), the fast check over the JSON
+    text says "may hold"."""
     rng = random.Random(20260101)
-    masked_somewhere = 0
+    masked_somewhere = codes_masked = 0
     for _ in range(20_000):
         text, _cards = _random_text(rng)
-        if mask_card_numbers(text) != text:
+        masked = mask_card_numbers(text)
+        if masked != text:
             masked_somewhere += 1
-            assert may_hold_card_numbers(msgspec.json.encode({"Description": text})), text
-            assert may_hold_card_numbers(msgspec.json.encode([{"Id": "801000000000001AAA", "Description": text}])), text
-    assert masked_somewhere > 2000  # the generator does produce card numbers
+            codes_masked += SECURITY_CODE_MASK in masked
+            assert may_hold_card_data(msgspec.json.encode({"Description": text})), text
+            assert may_hold_card_data(msgspec.json.encode([{"Id": "801000000000001AAA", "Description": text}])), text
+    assert masked_somewhere > 2000 and codes_masked > 500  # the generator does produce card numbers and codes
 
 
 def test_card_numbers_standing_alone_never_survive():

@@ -22,6 +22,7 @@ from functools import cache, lru_cache
 from operator import attrgetter
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 
 from . import faultpoints, history
@@ -133,13 +134,18 @@ def _address_names(prefix: str) -> dict[str, str]:
     return {f.name: f"{prefix}{f.name}" for f in fields(Address)}
 
 
+def _fields(record: Any) -> dict[str, Any]:
+    """A record's fields by name, the record a dataclass or its view (staging.record_view)."""
+    return msgspec.structs.asdict(record) if isinstance(record, msgspec.Struct) else vars(record)
+
+
 def _address_columns(prefix: str, address: Address) -> dict[str, Any]:
     names = _address_names(prefix)
-    return {names[name]: value for name, value in vars(address).items()}
+    return {names[name]: value for name, value in _fields(address).items()}
 
 
 def _customer_hash(customer: CustomerRecord) -> str:
-    return hashlib.sha256(json.dumps(vars(customer), sort_keys=True, default=vars).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(_fields(customer), sort_keys=True, default=_fields).encode()).hexdigest()
 
 
 def customer_row(customer: CustomerRecord, now: datetime) -> dict[str, Any]:

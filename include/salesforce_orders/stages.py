@@ -578,7 +578,7 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
         counts = load_run(
             engine,
             run_id,
-            iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema),
+            iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema, views=True),
             schema=schema,
             watermark=max(read_to, key=parse_watermark) if moves_watermark and read_to else None,
             covered_from=parse_watermark(window.get("changed_from") or window.get("since")),

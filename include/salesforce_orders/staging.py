@@ -572,6 +572,57 @@ def transformed_batch_from_json(text: str | bytes) -> list[TransformedOrder]:
     return [_from_payload(payload) for payload in json_loads(text)]
 
 
+@cache
+def record_view(cls: type) -> type[msgspec.Struct]:
+    """The load's view of a record class: a frozen msgspec struct with the class's fields in its
+    order, the same defaults, its methods, and records inside it as views too.
+
+    A staged batch decoded into views costs a third of what decoding it into the dataclasses does:
+    the structs are built in C with no ``__dict__`` per record, need no check that msgspec filled
+    every field (it fills a missing one with its default, as the constructor does), and are not
+    tracked by the cyclic garbage collector (records hold no cycles). Read by attribute, a view
+    gives what the record gives."""
+    hints = typing.get_type_hints(cls)
+    view_fields: list[Any] = []
+    for item in dataclasses.fields(cls):
+        annotation = _viewed(hints[item.name])
+        if item.default is not dataclasses.MISSING:
+            view_fields.append((item.name, annotation, item.default))
+        elif item.default_factory is not dataclasses.MISSING:
+            view_fields.append((item.name, annotation, msgspec.field(default_factory=item.default_factory)))
+        else:
+            view_fields.append((item.name, annotation))
+    methods = {name: value for name, value in vars(cls).items() if isinstance(value, types.FunctionType) and not name.startswith("__")}
+    return msgspec.defstruct(
+        f"{cls.__name__}View", view_fields, namespace=methods, module=__name__, frozen=True, gc=False
+    )
+
+
+def _viewed(annotation: Any) -> Any:
+    """``annotation`` with every record class in it replaced by its view."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_viewed(option) for option in typing.get_args(annotation))]  # noqa: UP007
+    if origin is tuple:
+        element, *rest = typing.get_args(annotation)
+        return tuple[(_viewed(element), *rest)]
+    return record_view(annotation) if dataclasses.is_dataclass(annotation) else annotation
+
+
+_BATCH_VIEW_DECODER = msgspec.json.Decoder(list[record_view(TransformedOrder)], float_hook=Decimal)
+
+
+def transformed_views_from_json(text: str | bytes) -> list[Any]:
+    """A staged batch's payload as the load reads it: views of its records (:func:`record_view`),
+    holding what :func:`transformed_batch_from_json` gives. A batch msgspec would read otherwise
+    than the generic decoder (a value not of its declared type, NaN from an older SQLite
+    warehouse, a required field missing) is read by that function instead, as it always was."""
+    try:
+        return _BATCH_VIEW_DECODER.decode(text)
+    except msgspec.DecodeError:  # (a ValidationError too)
+        return transformed_batch_from_json(text)
+
+
 def transformed_to_json(record: TransformedOrder) -> str:
     """A transformed order as the staging column holds it (amounts with every digit)."""
     return json_dumps(_to_payload(record))
@@ -617,10 +668,11 @@ def _utf8(engine: sa.Engine, column: sa.ColumnElement[Any]) -> sa.ColumnElement[
 
 
 def iter_transformed(
-    engine: sa.Engine, run_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE, *, schema: str | None = None
+    engine: sa.Engine, run_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE, *, schema: str | None = None, views: bool = False
 ) -> Iterator[list[TransformedOrder]]:
     """The run's transformed orders in chunks of at most ``chunk_size``, ordered by order id
-    (batches are read one at a time, so memory holds one batch and one chunk)."""
+    (batches are read one at a time, so memory holds one batch and one chunk). ``views``: as
+    views of the records (:func:`transformed_views_from_json`), as the load reads them."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
     t = tables(schema).stg_transformed_batches
@@ -638,7 +690,7 @@ def iter_transformed(
 
     def read_batch(conn: sa.Connection, rows: list[sa.Row]) -> list[TransformedOrder]:
         text = conn.execute(payload, {"first_order_id": rows[0].first_order_id}).scalar_one()
-        return transformed_batch_from_json(text)
+        return transformed_views_from_json(text) if views else transformed_batch_from_json(text)
 
     batches = _keyset_chunks(engine, keys, t.c.first_order_id, 1, read_batch)
     chunk: list[TransformedOrder] = []
@@ -709,6 +761,7 @@ __all__ = [
     "stage_transformed",
     "staged_orders",
     "transformed_batch_from_json",
+    "transformed_views_from_json",
     "transformed_from_json",
     "transformed_to_json",
 ]

@@ -132,14 +132,27 @@ def may_hold_card_numbers(data: bytes) -> bool:
 
 # A card's security code (CVV2, CVC2, CID: three or four digits) typed next to its label, anywhere,
 # or right after a card number the scan masks (after its expiry date, too: "4111... 12/27 737").
-# Storing it is never allowed (PCI DSS), so it is masked as the number is. Not "CID" alone: that is
-# also how people write a customer's or a case's id.
+# Storing it is never allowed (PCI DSS), so it is masked as the number is. The card's own labels
+# always count; "security code" and "verification code" only in a text that speaks of a card (an
+# installer's note may hold an alarm's security code or a login's verification code). Not "CID"
+# alone: that is also how people write a customer's or a case's id.
 SECURITY_CODE_MASK = "[security code]"
 _CODE = rf"(?P<code>[{_DIGITS}]{{3,4}})(?![{_DIGITS}]|[/.,][{_DIGITS}])"
-_CODE_LABEL = r"cvv2?|cvc2?|cvn2?|security code|card code|(?:card )?verification[ -]?(?:code|value|number)"
-_LABELLED_CODE = re.compile(
-    rf"(?ai)(?<![a-z0-9])(?P<label>(?:{_CODE_LABEL})(?![a-z])(?:\W{{0,3}}(?:is|was|no|number|nr)\b)?\W{{0,4}}){_CODE}"
+_CARD_CODE_LABEL = r"cvv2?|cvc2?|cvn2?|card code|card verification[ -]?(?:code|value|number)"
+_OTHER_CODE_LABEL = r"security code|verification[ -]?(?:code|value|number)"
+_CARD_CONTEXT = re.compile(
+    r"(?ai)(?<![a-z])(?:cards?|visa|master ?card|amex|american express|discover|credit|debit)(?![a-z])|\[card ending"
 )
+
+
+def _labelled_code(labels: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"(?ai)(?<![a-z0-9])(?P<label>(?:{labels})(?![a-z])(?:\W{{0,3}}(?:is|was|no|number|nr)\b)?\W{{0,4}}){_CODE}"
+    )
+
+
+_CARD_LABELLED_CODE = _labelled_code(_CARD_CODE_LABEL)
+_OTHER_LABELLED_CODE = _labelled_code(_OTHER_CODE_LABEL)
 # What the fast path looks for in the lowered bytes: every label above holds one of these, the
 # bounded ones where no letter or digit stands before them. Few, and none starting with a common
 # letter: each search is a pass over the bytes. (Not "security": a product may be called
@@ -245,8 +258,10 @@ def mask_card_numbers(text: str | None) -> str | None:
         masked = _RUN.sub(_mask_match, text)
         if masked != text:
             masked = _CODE_AFTER_CARD.sub(_mask_code, masked)
-    if _LABELLED_CODE.search(masked):
-        masked = _LABELLED_CODE.sub(_mask_code, masked)
+    if _CARD_LABELLED_CODE.search(masked):
+        masked = _CARD_LABELLED_CODE.sub(_mask_code, masked)
+    if _OTHER_LABELLED_CODE.search(masked) and _CARD_CONTEXT.search(masked):
+        masked = _OTHER_LABELLED_CODE.sub(_mask_code, masked)
     return text if masked == text else masked
 
 

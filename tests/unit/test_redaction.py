@@ -177,9 +177,31 @@ def test_a_labelled_security_code_is_masked_wherever_it_is_typed(label):
     """PCI DSS allows a card's security code to be stored nowhere, with or without its card number."""
     for gap in CODE_GAPS:
         for code in ("737", "0421", "٧٣٧", "７３７"):
-            assert mask_card_numbers(f"pay by phone, {label}{gap}{code}, thanks") == f"pay by phone, {label}{gap}{SECURITY_CODE_MASK}, thanks"
-            record = {"Id": "801000000000002AAA", "Description": f"{label}{gap}{code}"}
+            assert mask_card_numbers(f"card payment by phone, {label}{gap}{code}, thanks") == (
+                f"card payment by phone, {label}{gap}{SECURITY_CODE_MASK}, thanks"
+            )
+            record = {"Id": "801000000000002AAA", "Description": f"Visa {label}{gap}{code}"}
             assert mask_records([record]) == {0: ["Description"]} and code not in record["Description"]
+
+
+@pytest.mark.parametrize("label", ["CVV", "cvc2", "CVN", "card code", "Card Verification Value"])
+def test_a_cards_own_label_needs_no_card_named_beside_it(label):
+    assert mask_card_numbers(f"by phone, {label}: 737") == f"by phone, {label}: {SECURITY_CODE_MASK}"
+
+
+@pytest.mark.parametrize(
+    ("text", "in_a_card_payment"),
+    [
+        ("Alarm security code 4512, gate code 1234", "Alarm security code [security code], gate code 1234"),
+        ("Verification code: 1234 sent by SMS", "Verification code: [security code] sent by SMS"),
+        ("security code 0000 for the lobby door", "security code [security code] for the lobby door"),
+    ],
+)
+def test_a_security_or_verification_code_of_no_card_is_kept(text, in_a_card_payment):
+    """An installer's note holds an alarm's security code, a login's verification code: "security
+    code" and "verification code" count only in a text that speaks of a card."""
+    assert mask_card_numbers(text) == text
+    assert mask_card_numbers(f"Paid by credit card. {text}") == f"Paid by credit card. {in_a_card_payment}"
 
 
 @pytest.mark.parametrize(

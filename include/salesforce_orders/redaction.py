@@ -154,9 +154,9 @@ def _labelled_code(labels: str) -> re.Pattern[str]:
 _CARD_LABELLED_CODE = _labelled_code(_CARD_CODE_LABEL)
 _OTHER_LABELLED_CODE = _labelled_code(_OTHER_CODE_LABEL)
 # What the fast path looks for in the lowered bytes: every label above holds one of these, the
-# bounded ones where no letter or digit stands before them. Few, and none starting with a common
-# letter: each search is a pass over the bytes. (Not "security": a product may be called
-# "Security Camera".)
+# bounded ones where no letter or digit stands before them. Few, each search being a pass over the
+# bytes, and none a word that ordinary records hold: not "security" (a product may be called
+# "Security Camera"), nor "code" alone ("ProductCode" is in every item).
 _BOUNDED_CODE_STEMS = (b"cv", b"verification")
 _CODE_STEMS = (b" code",)
 _MASKED_CARD = r"\[card ending [0-9]{1,4}\]"

@@ -160,7 +160,7 @@ _OTHER_LABELLED_CODE = _labelled_code(_OTHER_CODE_LABEL)
 _BOUNDED_CODE_STEMS = (b"cv", b"verification")
 _CODE_STEMS = (b" code",)
 _MASKED_CARD = r"\[card ending [0-9]{1,4}\]"
-_EXPIRY = r"(?:(?:exp(?:iry|ires|iration)?|valid(?: thru| until)?)\W{0,3})?[0-9]{1,2} ?[/.-] ?(?:[0-9]{4}|[0-9]{2})"
+_EXPIRY = rf"(?:(?:exp(?:iry|ires|iration)?|valid(?: thru| until)?)\W{{0,3}})?[{_DIGITS}]{{1,2}} ?[/.-] ?(?:[{_DIGITS}]{{4}}|[{_DIGITS}]{{2}})"
 _CODE_AFTER_CARD = re.compile(rf"(?ai)(?P<label>{_MASKED_CARD}[ \t,;/.:-]{{1,3}}(?:{_EXPIRY}[ \t,;/.:-]{{1,3}})?){_CODE}")
 
 
@@ -258,9 +258,8 @@ def mask_card_numbers(text: str | None) -> str | None:
         masked = _RUN.sub(_mask_match, text)
         if masked != text:
             masked = _CODE_AFTER_CARD.sub(_mask_code, masked)
-    if _CARD_LABELLED_CODE.search(masked):
-        masked = _CARD_LABELLED_CODE.sub(_mask_code, masked)
-    if _OTHER_LABELLED_CODE.search(masked) and _CARD_CONTEXT.search(masked):
+    masked = _CARD_LABELLED_CODE.sub(_mask_code, masked)
+    if _CARD_CONTEXT.search(masked):
         masked = _OTHER_LABELLED_CODE.sub(_mask_code, masked)
     return text if masked == text else masked
 

@@ -211,6 +211,7 @@ def test_a_security_or_verification_code_of_no_card_is_kept(text, in_a_card_paym
         ("4111111111111111, exp 12/2027, 1234", "[card ending 1111], exp 12/2027, [security code]"),
         ("4111-1111-1111-1111 exp. 03/29 - 0737 thanks", "[card ending 1111] exp. 03/29 - [security code] thanks"),
         ("4111111111111111 valid thru 03/29 737", "[card ending 1111] valid thru 03/29 [security code]"),
+        ("4111111111111111 １２/２７ ７３７", "[card ending 1111] １２/２７ [security code]"),  # typed in full-width digits
     ],
 )
 def test_a_security_code_right_after_a_card_number_is_masked_with_or_without_its_expiry(text, expected):

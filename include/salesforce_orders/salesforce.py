@@ -260,10 +260,13 @@ class SalesforceOrdersHook(SalesforceHook):
         self.usage = ApiUsage()
         # Result pages are downloaded in threads: the counters and the budget check take this lock.
         self._usage_lock = threading.Lock()
+        self._this_thread = threading.local()  # the calls each thread made (calls_made_here)
         self._calls_in_flight = 0  # calls allowed under the budget whose answer is not counted yet
         self._result_pages_unsupported = False  # the org answered 404 to resultPages (API version < 58.0)
         self._describes: dict[str, dict] = {}
         self._ingest_seconds: float | None = None  # the longest processing time of the last ingest jobs waited for
+        self._ingest_timing = threading.Condition()  # guards the two: ingest jobs waited for from two threads
+        self._ingest_waits = 0  # ingest jobs being waited for now (rounds of them)
         self._query_jobs_started: dict[str, float] = {}  # by job id: when start_bulk_query created it
 
     # ---- connection -------------------------------------------------------------------
@@ -307,6 +310,7 @@ class SalesforceOrdersHook(SalesforceHook):
         with self._usage_lock:
             if "/services/data/" in (response.url or ""):
                 self.usage.calls += 1
+                self._this_thread.calls = self.calls_made_here() + 1
             if match:
                 self.usage.org_used, self.usage.org_max = int(match.group(1)), int(match.group(2))
 
@@ -383,6 +387,10 @@ class SalesforceOrdersHook(SalesforceHook):
     def _release_call(self) -> None:
         with self._usage_lock:
             self._calls_in_flight -= 1
+
+    def calls_made_here(self) -> int:
+        """The API calls this thread has made through the hook (``usage.calls`` counts every thread's)."""
+        return getattr(self._this_thread, "calls", 0)
 
     def limit_calls(self, calls: int | None) -> None:
         """Carry what is left of the run's budget into this hook: at most ``calls`` more (None: no limit)."""
@@ -858,12 +866,23 @@ class SalesforceOrdersHook(SalesforceHook):
             return []
         closed = [self._close_update_job(sobject, records, clock) for sobject, records in updates]
         job_ids, closed_at = [job_id for job_id, _ in closed], max(at for _, at in closed)  # waits from the last close
-        # The earlier jobs' processing time, a tenth more for safety, tells when these are done.
-        expected = None if self._ingest_seconds is None else self._ingest_seconds * 1.1
-        infos = self._wait_for_bulk_jobs("ingest", job_ids, sleep, clock, closed_at, expected)
-        times = [info.get("totalProcessingTime") for info in infos.values()]
-        if times and all(isinstance(ms, int | float) and ms >= 0 for ms in times):
-            self._ingest_seconds = max(times) / 1000
+        with self._ingest_timing:
+            # Jobs closed while earlier ones are still processing (the write-back's next round) are
+            # asked about once those are done, not on the growing waits meanwhile: the earlier jobs'
+            # processing time tells when these should be (the write-back settles rounds in order).
+            self._ingest_timing.wait_for(lambda: self._ingest_seconds is not None or not self._ingest_waits)
+            # The earlier jobs' processing time, a tenth more for safety, tells when these are done.
+            expected = None if self._ingest_seconds is None else self._ingest_seconds * 1.1
+            self._ingest_waits += 1
+        try:
+            infos = self._wait_for_bulk_jobs("ingest", job_ids, sleep, clock, closed_at, expected)
+            times = [info.get("totalProcessingTime") for info in infos.values()]
+            if times and all(isinstance(ms, int | float) and ms >= 0 for ms in times):
+                self._ingest_seconds = max(times) / 1000
+        finally:
+            with self._ingest_timing:
+                self._ingest_waits -= 1
+                self._ingest_timing.notify_all()
         return [self._update_results(job_id, infos[job_id], records) for job_id, (_, records) in zip(job_ids, updates, strict=True)]
 
     def _close_update_job(self, sobject: str, records: list[dict], clock: Callable[[], float]) -> tuple[str, float]:

@@ -15,9 +15,12 @@ Rows are marked ``PROCESSING`` (committed) before each call, so a crash between 
 the bookkeeping leaves them ``PROCESSING``: the next run sends them again, which is harmless
 because every write is an idempotent field update.
 
-Batches go to Salesforce one at a time from a thread of their own; while one is there, the
-outcomes of the one before are recorded and the next one is marked. When a call fails, the
-batch already sent after it is still recorded before the error is raised. A Bulk batch sends
+Batches go to Salesforce from threads of their own, at most two at a time: a batch is sent as soon
+as it is marked, while the one before it may still be at Salesforce (a Bulk job spends seconds to
+minutes in the org's queue; two take about as long as one), and the outcomes of the one before
+are recorded meanwhile. A batch that writes a record the batch in flight writes waits for it to
+settle, so a record's writes reach Salesforce in the order they were queued. When a call fails,
+the batch already sent after it is still recorded before the error is raised. A Bulk batch sends
 one ingest job per object (Order, Account), all closed before any is waited for.
 
 Shipment rows (``shipment_key`` set; see ``shipments.py``) go through the same steps; a row with an
@@ -72,6 +75,7 @@ TRANSIENT_ERRORS = frozenset(
     }
 )
 BULK_JOB_RECORDS = 25_000  # outbox rows per Bulk ingest round: ~6 calls an object a round, bounded memory
+BATCHES_AT_SALESFORCE = 2  # sent and not yet settled: the next batch goes while the last is processed
 IN_RUN_RETRIES = 2
 IN_RUN_RETRY_DELAY = 1.0  # seconds; doubled on each round
 CARD_MASK_CHAR = "X"
@@ -177,6 +181,11 @@ def _is_shipment(row: Any) -> bool:
 
 def _fields(row: Any) -> dict[str, Any]:
     return row.fields if isinstance(row.fields, dict) else json.loads(row.fields or "{}")
+
+
+def _records_of(rows: Iterable[Any]) -> set[tuple[str, str]]:
+    """The Salesforce records the rows write (a shipment to be upserted has no id yet: its key)."""
+    return {(row.sf_object, row.sf_record_id or f"shipment {row.shipment_key}") for row in rows}
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -355,7 +364,7 @@ class OutboxDrainer:
         """Per-record results, in order: sObject Collections, or one Bulk ingest job per object;
         and the API calls it took."""
         faultpoints.reach("write_back.before_send")
-        calls_before = self.hook.usage.calls
+        calls_before = self.hook.calls_made_here()  # (another batch may be at Salesforce from another thread)
         results: dict[int, dict] = {}
         # Upserts by external id, one call per object and field (always collections: few records).
         upserts = [i for i, p in enumerate(payloads) if "externalIdField" in p["attributes"]]
@@ -366,7 +375,7 @@ class OutboxDrainer:
         updates = [i for i in range(len(payloads)) if i not in results]
         if not bulk:
             results.update(zip(updates, self.hook.update_records([payloads[i] for i in updates]), strict=False))
-            return [results.get(i) for i in range(len(payloads))], self.hook.usage.calls - calls_before
+            return [results.get(i) for i in range(len(payloads))], self.hook.calls_made_here() - calls_before
         # One ingest job per object, all processed at the same time and waited for together.
         by_object: dict[str, list[int]] = {}
         for i in updates:
@@ -377,7 +386,7 @@ class OutboxDrainer:
         ]
         for positions, answers in zip(by_object.values(), self.hook.bulk_update_objects(jobs), strict=True):
             results.update(zip(positions, answers, strict=True))
-        return [results.get(i) for i in range(len(payloads))], self.hook.usage.calls - calls_before
+        return [results.get(i) for i in range(len(payloads))], self.hook.calls_made_here() - calls_before
 
     # ---- still as planned? --------------------------------------------------------------
 
@@ -645,13 +654,17 @@ class OutboxDrainer:
         touched = self._in_flight_orders()
         if self.own_writes_table is not None:
             self._track_own_writes()
-        # One thread talks to Salesforce, one batch at a time, while this one records the outcomes
-        # of the previous batch and marks the next: Salesforce's work and the warehouse's overlap.
+        # Threads talk to Salesforce while this one records the outcomes of the previous batch and
+        # marks the next: Salesforce's work and the warehouse's overlap. The next batch is sent as
+        # soon as it is marked, while the one before is still at Salesforce (BATCHES_AT_SALESFORCE):
+        # an org takes seconds to minutes over each Bulk job, and two in progress take about as long
+        # as one. (A batch writing a record the one in flight writes waits for it: a record's
+        # writes arrive in the order they were queued.)
         # Orders whose lifecycle is set already: those of a settled batch, set while the next batch
         # is at Salesforce, unless a batch sent later has rows of theirs (then set after that one).
         settled: set[str] = set()
         with (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-back") as salesforce,
+            ThreadPoolExecutor(max_workers=BATCHES_AT_SALESFORCE, thread_name_prefix="write-back") as salesforce,
             _LifecycleSetter(self) as lifecycles,
         ):
             in_flight: _Round | None = None
@@ -660,6 +673,9 @@ class OutboxDrainer:
                 while True:
                     rows = self._due_rows(last_id, BULK_JOB_RECORDS if bulk else COLLECTION_LIMIT)
                     sent = None
+                    if rows and in_flight is not None and _records_of(in_flight.rows) & _records_of(rows):
+                        self._settle_with_retries(in_flight, org, salesforce)
+                        in_flight = None
                     if rows:
                         last_id = rows[-1].id
                         touched.update(r.sf_order_id for r in rows)

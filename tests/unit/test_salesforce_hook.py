@@ -463,6 +463,35 @@ def test_an_expected_end_replaces_the_polls_before_it(
     assert org.sleeps[0] == pytest.approx(33) and org.now == pytest.approx({20: 33, 60: 64.62890625}[done_at])
 
 
+def test_jobs_closed_while_earlier_ones_are_processed_are_first_asked_about_when_those_end(
+    connect: Callable[..., SalesforceOrdersHook], monkeypatch: pytest.MonkeyPatch
+):
+    """The write-back sends its next round while the one before is still being processed, its time
+    not known yet: the new jobs are not polled on the growing waits meanwhile (a 20 s job: 12
+    status calls), but once the earlier round is done (30 s), at its time, a tenth more: one call."""
+    hook = connect()
+    org = ScriptedJobs(hook, monkeypatch, done_at=20)
+    waiting = threading.Event()
+
+    class Observed(threading.Condition):
+        def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+            waiting.set()  # (the lock held: the test's turn comes once this waits)
+            return super().wait_for(predicate, timeout)
+
+    hook._ingest_timing, hook._ingest_waits = Observed(), 1  # the earlier round, waited for in another thread
+    records = [{"id": "801000000000001AAA", "Description": "x"}]
+    sent = threading.Thread(target=hook.bulk_update, args=("Order", records), kwargs={"sleep": org.sleep, "clock": org.clock})
+    sent.start()
+    assert waiting.wait(timeout=60), "the new jobs were polled without waiting for the earlier round"
+    with hook._ingest_timing:  # the earlier round is done, after 30 s of processing
+        assert org.status_calls == 0
+        hook._ingest_seconds, hook._ingest_waits = 30.0, 0
+        hook._ingest_timing.notify_all()
+    sent.join(timeout=60)
+
+    assert org.status_calls == 1 and org.sleeps == [pytest.approx(33)]
+
+
 def test_a_failed_query_job_is_an_error_after_backing_off(connect: Callable[..., SalesforceOrdersHook], monkeypatch: pytest.MonkeyPatch):
     hook = connect(bulk_poll_seconds=1, bulk_poll_max_seconds=4)
     org = ScriptedJobs(hook, monkeypatch, done_at=20, final="Failed")

@@ -140,7 +140,8 @@ def test_lifecycle_for(rows: list[Any], expected: tuple[str, str | None]):
 
 
 class FakeSalesforce:
-    """What the drainer uses of the hook: ``describe``, ``read_together``, ``update_records`` and ``usage.calls``.
+    """What the drainer uses of the hook: ``describe``, ``read_together``, ``update_records``, ``usage.calls``
+    and ``calls_made_here``.
 
     ``answer(record)`` gives the per-record result (an error dict, or None for success);
     ``fail_call`` makes the whole call raise instead.
@@ -148,6 +149,7 @@ class FakeSalesforce:
 
     def __init__(self, describe: dict | None = None):
         self.usage = ApiUsage()
+        self._this_thread = threading.local()
         self._describe = describe or order_describe()
         self.answer: Callable[[dict], dict | None] = lambda record: None
         self.fail_call: BaseException | None = None
@@ -168,7 +170,7 @@ class FakeSalesforce:
 
     def iter_query_pages(self, soql: str, include_deleted: bool = False):
         self.queries.append(soql)
-        self.usage.calls += 1
+        self._count(1)
         sobject = soql.split(" FROM ", 1)[1].split()[0]
         yield list(self.changed[sobject])
 
@@ -185,7 +187,7 @@ class FakeSalesforce:
         if self.fail_call is not None:
             raise self.fail_call
         self.calls.append(records)
-        self.usage.calls += math.ceil(len(records) / COLLECTION_LIMIT)
+        self._count(math.ceil(len(records) / COLLECTION_LIMIT))
         results = []
         for record in records:
             error = self.answer(record)
@@ -197,7 +199,7 @@ class FakeSalesforce:
         if self.fail_call is not None:
             raise self.fail_call
         self.bulk_rounds.append([(sobject, [record["id"] for record in records]) for sobject, records in updates])
-        self.usage.calls += 4 * len(updates)
+        self._count(4 * len(updates))
         return [
             [{"id": r["id"], "success": (error := self.answer(r)) is None, "errors": [error] if error else []} for r in records]
             for _, records in updates
@@ -205,6 +207,13 @@ class FakeSalesforce:
 
     def sent(self) -> list[dict]:
         return [record for call in self.calls for record in call]
+
+    def _count(self, calls: int) -> None:
+        self.usage.calls += calls
+        self._this_thread.calls = self.calls_made_here() + calls
+
+    def calls_made_here(self) -> int:
+        return getattr(self._this_thread, "calls", 0)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -363,6 +372,80 @@ def test_a_bulk_round_sends_its_objects_together_and_keeps_failures_visible(engi
     assert [r["state"] for r in outbox(engine)] == ["DONE", "DONE", "FAILED", "DONE"]
     assert lifecycle(engine, first) == ("COMPLETE", None)
     assert lifecycle(engine, second) == ("FAILED", "Order: FIELD_CUSTOM_VALIDATION_EXCEPTION: Status cannot change this week")
+
+
+def test_the_next_bulk_round_is_sent_while_the_one_before_is_still_at_salesforce(engine, loaded, monkeypatch):
+    """An org keeps each Bulk job a while in its queue: the second round is sent (its jobs uploaded
+    and closed) before the first round's jobs have finished, and every row is settled as before.
+    The first round's jobs finish only once the second round has reached Salesforce: sent one
+    after the other, the drain would stop here (and the test fail at the wait)."""
+    monkeypatch.setattr(writeback, "BULK_JOB_RECORDS", 2)
+    orders = loaded(1, 2, 3)
+    second_round_sent = threading.Event()
+
+    class SlowJobs(FakeSalesforce):
+        def bulk_update_objects(self, updates):
+            if not self.bulk_rounds:
+                super_results = super().bulk_update_objects(updates)
+                assert second_round_sent.wait(timeout=60), "the second round waited for the first to finish"
+                return super_results
+            second_round_sent.set()
+            return super().bulk_update_objects(updates)
+
+    hook = SlowJobs()
+    summary = drain(engine, hook, bulk_threshold=0)
+
+    assert [[sobject for sobject, _ in jobs] for jobs in hook.bulk_rounds] == [["Order", "Account"]] * 3
+    assert (summary.attempted, summary.written, summary.calls) == (6, 6, 3 * 8)  # each round's own calls
+    assert [r["state"] for r in outbox(engine)] == ["DONE"] * 6
+    assert {lifecycle(engine, o) for o in orders} == {("COMPLETE", None)}
+
+
+def test_a_round_writing_a_record_the_round_in_flight_writes_waits_for_it_to_settle(engine, loaded, monkeypatch):
+    """Two rows for one Account (an older one still due, a newer one queued after it) in
+    consecutive rounds: the second round goes only once the first has settled, so Salesforce
+    gets the Account's writes in the order they were queued and keeps the newer value."""
+    monkeypatch.setattr(writeback, "BULK_JOB_RECORDS", 3)
+    first, _ = loaded(1, 2)
+    w = tables().writeback_outbox
+    older = next(r for r in outbox(engine) if r["sf_object"] == "Account" and r["sf_record_id"] == first.customer.sf_account_id)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(w).values({**{k: v for k, v in older.items() if k != "id"}, "fields": {"Customer_ID__c": "C-1 newer"}}))
+    # rounds: [Order 1, Account 1, Order 2], then [Account 2, Account 1 (newer)]
+    events: list[str] = []
+    first_round_answering = threading.Event()
+    settle = writeback.OutboxDrainer._settle
+    mark_sending = writeback.OutboxDrainer._mark_sending
+
+    def settling(self, batch):
+        events.append(f"settle {len(batch.rows)} rows")
+        first_round_answering.set()
+        return settle(self, batch)
+
+    def marking(self, rows):
+        events.append(f"mark {len(rows)} rows")
+        first_round_answering.set()
+        mark_sending(self, rows)
+
+    monkeypatch.setattr(writeback.OutboxDrainer, "_settle", settling)
+    monkeypatch.setattr(writeback.OutboxDrainer, "_mark_sending", marking)
+
+    account_values: list[str] = []
+
+    class FirstRoundWaits(FakeSalesforce):
+        def bulk_update_objects(self, updates):
+            if not self.bulk_rounds:  # answers once the drain settles it, or marks the next round
+                first_round_answering.clear()
+                assert first_round_answering.wait(timeout=60)
+                events.append("first round answered")
+            account_values.extend(r["Customer_ID__c"] for sobject, records in updates if sobject == "Account" for r in records)
+            return super().bulk_update_objects(updates)
+
+    drain(engine, FirstRoundWaits(), bulk_threshold=0)
+
+    assert events == ["mark 3 rows", "settle 3 rows", "first round answered", "mark 2 rows", "settle 2 rows"]
+    assert account_values == ["C-1", "C-2", "C-1 newer"]
+    assert [r["state"] for r in outbox(engine)] == ["DONE"] * 5
 
 
 def test_nothing_due_sends_nothing(engine, loaded):

@@ -674,8 +674,8 @@ class OutboxDrainer:
                     rows = self._due_rows(last_id, BULK_JOB_RECORDS if bulk else COLLECTION_LIMIT)
                     sent = None
                     if rows and in_flight is not None and _records_of(in_flight.rows) & _records_of(rows):
-                        self._settle_with_retries(in_flight, org, salesforce)
-                        in_flight = None
+                        waited_for, in_flight = in_flight, None  # (settled here, failed or not)
+                        self._settle_with_retries(waited_for, org, salesforce)
                     if rows:
                         last_id = rows[-1].id
                         touched.update(r.sf_order_id for r in rows)

@@ -440,26 +440,41 @@ def _as_is(value: Any) -> Any:
     return value
 
 
+OPTIONAL, TUPLE, RECORD, OTHER = "optional", "tuple", "record", "other"
+
+
+def _shape(annotation: Any) -> tuple[str, Any]:
+    """How the records' codecs read a field's declared type: ``(OPTIONAL, X)`` for ``X | None``,
+    ``(TUPLE, X)`` for ``tuple[X, ...]``, ``(RECORD, cls)`` for a record class, else
+    ``(OTHER, annotation)`` (a scalar, or a union of several types: taken as it is)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return (OPTIONAL, options[0]) if len(options) == 1 else (OTHER, annotation)
+    if origin is tuple and typing.get_args(annotation)[1:] == (Ellipsis,):
+        return TUPLE, typing.get_args(annotation)[0]
+    if dataclasses.is_dataclass(annotation):
+        return RECORD, annotation
+    return OTHER, annotation
+
+
 @cache
 def _decoder(annotation: Any) -> Callable[[Any], Any]:
     """A function rebuilding a value of the model's declared type from its JSON form.
 
     Built once per type: resolving annotations is far slower than decoding a record."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(options) != 1:
-            return _as_is
-        inner = _decoder(options[0])
+    shape, inner_type = _shape(annotation)
+    if shape == OPTIONAL:
+        inner = _decoder(inner_type)
         if inner is _as_is:
             return _as_is
         return lambda value: None if value is None else inner(value)
-    if origin is tuple:
-        element = _decoder(typing.get_args(annotation)[0])
+    if shape == TUPLE:
+        element = _decoder(inner_type)
         if element is _as_is:
             return tuple
         return lambda value: tuple([element(v) for v in value])
-    if dataclasses.is_dataclass(annotation):
+    if shape == RECORD:
         return _record_decoder(annotation)
     if annotation is Decimal:
         return _decimal
@@ -522,14 +537,13 @@ _BATCH_DECODER = msgspec.json.Decoder(list[TransformedOrder], float_hook=Decimal
 
 def _held_record(annotation: Any) -> tuple[type, bool] | None:
     """The record class a field of this type holds, and whether a tuple of them; None: no record."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _held_record(options[0]) if len(options) == 1 else None
-    if origin is tuple:
-        held = _held_record(typing.get_args(annotation)[0])
+    shape, inner_type = _shape(annotation)
+    if shape == OPTIONAL:
+        return _held_record(inner_type)
+    if shape == TUPLE:
+        held = _held_record(inner_type)
         return (held[0], True) if held else None
-    return (annotation, False) if dataclasses.is_dataclass(annotation) else None
+    return (annotation, False) if shape == RECORD else None
 
 
 @cache
@@ -599,14 +613,13 @@ def record_view(cls: type) -> type[msgspec.Struct]:
 
 
 def _viewed(annotation: Any) -> Any:
-    """``annotation`` with every record class in it replaced by its view."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return typing.Union[tuple(_viewed(option) for option in typing.get_args(annotation))]  # noqa: UP007
-    if origin is tuple:
-        element, *rest = typing.get_args(annotation)
-        return tuple[(_viewed(element), *rest)]
-    return record_view(annotation) if dataclasses.is_dataclass(annotation) else annotation
+    """``annotation`` with the record classes in it replaced by their views."""
+    shape, inner_type = _shape(annotation)
+    if shape == OPTIONAL:
+        return _viewed(inner_type) | None
+    if shape == TUPLE:
+        return tuple[_viewed(inner_type), ...]
+    return record_view(annotation) if shape == RECORD else annotation
 
 
 _BATCH_VIEW_DECODER = msgspec.json.Decoder(list[record_view(TransformedOrder)], float_hook=Decimal)

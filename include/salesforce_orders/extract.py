@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from . import faultpoints
 from .model import CARD_DATA_MASKED, SF_ACTIVE, StagedItem, StagedOrder
 from .progress import Progress
-from .readahead import read_ahead
+from .readahead import ReadAhead, after_the_first, read_ahead
 from .redaction import mask_records
 from .salesforce import SalesforceOrdersHook
 from .soql import CURRENCY_FIELD
@@ -265,16 +265,22 @@ def extract_bulk(
     ``fresh``: see :func:`stage_pages`; ``order_currency``: see :func:`with_currency`.
 
     Both jobs are started before the orders are read: Salesforce works on the items' job while
-    the orders' results are staged, and the two read the org at nearly the same moment."""
+    the orders' results are staged, and the two read the org at nearly the same moment. Once the
+    orders' first page is in (their job done), the items' job is asked about and its first result
+    pages downloaded, while the orders are staged."""
     calls_before, pages_before = hook.usage.calls, hook.usage.result_pages
     orders_job, items_job = hook.start_bulk_query(orders_soql), hook.start_bulk_query(items_soql)
-    summary = stage_pages(
-        engine, run_id, with_currency(hook.iter_bulk_query_pages(orders_soql, job_id=orders_job), order_currency),
-        items_relationship="", schema=schema,
-        hook=hook, split=_already_flat, fresh=fresh,
-    )
-    items = hook.iter_bulk_query_pages(items_soql, job_id=items_job)
-    stage_item_pages(engine, run_id, items, summary, schema=schema, hook=hook, fresh=fresh)
+    items = ReadAhead(hook.iter_bulk_query_pages(items_soql, job_id=items_job), name="bulk-items")
+    try:
+        orders = after_the_first(hook.iter_bulk_query_pages(orders_soql, job_id=orders_job), items.start)
+        summary = stage_pages(
+            engine, run_id, with_currency(orders, order_currency),
+            items_relationship="", schema=schema,
+            hook=hook, split=_already_flat, fresh=fresh,
+        )
+        stage_item_pages(engine, run_id, items, summary, schema=schema, hook=hook, fresh=fresh)
+    finally:
+        items.close()
     summary.api_calls = hook.usage.calls - calls_before
     summary.pages = hook.usage.result_pages - pages_before  # API result pages, not the chunks staged
     return summary

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -24,6 +24,66 @@ class _Failure:
         self.error = error
 
 
+class ReadAhead(Generic[T]):
+    """``chunks`` produced by a background thread up to ``depth`` chunks ahead, from :meth:`start`
+    on, or from the first chunk asked for: a producer started before its chunks are wanted does
+    its waiting (Salesforce preparing a Bulk job's result pages, say) while the stage does other
+    work. Iterated once; :meth:`close` (also at the end of the iteration) stops the producer at
+    its next chunk. The producer must use its own connections: nothing is shared but the chunks.
+    """
+
+    def __init__(self, chunks: Iterable[T], *, depth: int = 1, name: str = "read-ahead"):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
+        self._chunks = chunks
+        self._ready: queue.Queue = queue.Queue(maxsize=depth)
+        self._stopped = threading.Event()
+        self._producer = threading.Thread(target=self._produce, name=name, daemon=True)
+        self._start_lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self._producer.ident is None and not self._stopped.is_set():  # not started yet, nor closed
+                self._producer.start()
+
+    def close(self) -> None:
+        self._stopped.set()
+        with self._start_lock:
+            if self._producer.ident is not None:
+                self._producer.join()
+
+    def __iter__(self) -> Iterator[T]:
+        self.start()
+        try:
+            while True:
+                item = self._ready.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield item
+        finally:
+            self.close()
+
+    def _hand_over(self, item: object) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._ready.put(item, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            for chunk in self._chunks:
+                if not self._hand_over(chunk):
+                    return
+            self._hand_over(_END)
+        except BaseException as error:  # handed to the consumer, which raises it
+            self._hand_over(_Failure(error))
+
+
 def read_ahead(chunks: Iterable[T], *, depth: int = 1, name: str = "read-ahead") -> Iterator[T]:
     """Yield ``chunks`` in order, each produced by a background thread up to ``depth`` chunks ahead.
 
@@ -33,40 +93,17 @@ def read_ahead(chunks: Iterable[T], *, depth: int = 1, name: str = "read-ahead")
     """
     if depth < 1:
         raise ValueError(f"depth must be at least 1, not {depth}")
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stopped = threading.Event()
-
-    def hand_over(item: object) -> bool:
-        while not stopped.is_set():
-            try:
-                ready.put(item, timeout=_POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if not hand_over(chunk):
-                    return
-            hand_over(_END)
-        except BaseException as error:  # handed to the consumer, which raises it
-            hand_over(_Failure(error))
-
-    producer = threading.Thread(target=produce, name=name, daemon=True)
-    producer.start()
-    try:
-        while True:
-            item = ready.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stopped.set()
-        producer.join()
+    yield from ReadAhead(chunks, depth=depth, name=name)
 
 
-__all__ = ["read_ahead"]
+def after_the_first(chunks: Iterable[T], then: Callable[[], object]) -> Iterator[T]:
+    """``chunks``, calling ``then`` once the first of them has come (not at all if none does)."""
+    called = False
+    for chunk in chunks:
+        if not called:
+            called = True
+            then()
+        yield chunk
+
+
+__all__ = ["ReadAhead", "after_the_first", "read_ahead"]

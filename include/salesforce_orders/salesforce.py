@@ -388,6 +388,10 @@ class SalesforceOrdersHook(SalesforceHook):
         with self._usage_lock:
             self._calls_in_flight -= 1
 
+    def _count_result_page(self) -> None:
+        with self._usage_lock:  # (two jobs' pages may be read at once: the extract's orders and items)
+            self.usage.result_pages += 1
+
     def calls_made_here(self) -> int:
         """The API calls this thread has made through the hook (``usage.calls`` counts every thread's)."""
         return getattr(self._this_thread, "calls", 0)
@@ -522,7 +526,7 @@ class SalesforceOrdersHook(SalesforceHook):
             raise answered
         result = self._query(soql, include_deleted, page_size) if answered is None else answered
         while True:
-            self.usage.result_pages += 1
+            self._count_result_page()
             records = result.get("records", [])
             for record in records:
                 self._complete_children(record)
@@ -704,7 +708,7 @@ class SalesforceOrdersHook(SalesforceHook):
             return
         for page in self._download_in_order(urls):
             with page:
-                self.usage.result_pages += 1
+                self._count_result_page()
                 yield from self._csv_chunks(page.content(), soql, chunk_records)
 
     def _locator_pages(self, job_id: str, soql: str, max_records: int, chunk_records: int) -> Iterator[list[dict]]:
@@ -715,7 +719,7 @@ class SalesforceOrdersHook(SalesforceHook):
             if locator:
                 params["locator"] = locator
             response = self._call_url("GET", f"{self.conn.bulk2_url}query/{job_id}/results", params=params, stream=True)
-            self.usage.result_pages += 1
+            self._count_result_page()
             with response:
                 response.raw.decode_content = True  # gzip, if the server compressed the page
                 response.raw.auto_close = False  # else the wrapper below reads a closed file at the end of the page

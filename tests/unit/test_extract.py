@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -231,6 +232,37 @@ def test_the_bulk_extract_starts_the_items_job_before_it_reads_the_orders(engine
     assert hook.events == ["start orders", "start items", "read orders", "read items"]
     assert (summary.orders, summary.items) == (1, 1)
     assert [i["Id"] for i in staged(engine)[ORDER_A][1]] == ["802A1"]
+
+
+def test_the_bulk_extract_reads_the_items_job_while_the_orders_are_staged(engine):
+    """Once the orders' first page is in (their job done), the items' job is asked about and its
+    first page fetched in the background: on a real org its download, and in the sandbox its
+    rendering, overlap the staging of the orders. The orders' second page comes only once the
+    items are being read: read after the orders, the extract would stop here (and fail at the wait)."""
+    second_order = "801000000000002AAA"
+    orders = [
+        {**flatten(rest_order(order_id, "2026-01-02T03:04:05.000+0000", None)), "Account.Name": "Acme Corp"}
+        for order_id in (ORDER_A, second_order)
+    ]
+    items_read = threading.Event()
+
+    class ItemsReadEarly(_RecordingBulkHook):
+        def iter_bulk_query_pages(self, soql: str, *, job_id: str):
+            self.events.append(f"read {job_id}")
+            if job_id == "items":
+                items_read.set()
+                yield [{"Id": "802A1", "OrderId": ORDER_A, "Quantity": 1.0}]
+                return
+            yield [orders[0]]
+            assert items_read.wait(timeout=60), "the items' job was not read while the orders were staged"
+            self.events.append("orders' second page")
+            yield [orders[1]]
+
+    hook = ItemsReadEarly({})
+    summary = extract_bulk(engine, hook, "run-1", "orders", "items")
+
+    assert hook.events == ["start orders", "start items", "read orders", "read items", "orders' second page"]
+    assert (summary.orders, summary.items) == (2, 1)
 
 
 # ---------------------------------------------------------------------------------------

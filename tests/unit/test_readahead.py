@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from salesforce_orders.readahead import read_ahead
+from salesforce_orders.readahead import ReadAhead, after_the_first, read_ahead
 
 
 def counted(count: int, produced: list[int]):
@@ -84,3 +84,47 @@ def test_the_producer_stops_when_the_consumer_stops():
 def test_depth_must_be_positive():
     with pytest.raises(ValueError, match="depth"):
         next(read_ahead([1], depth=0))
+
+
+def test_a_reader_started_early_produces_before_its_chunks_are_asked_for_and_stops_when_closed():
+    """ReadAhead.start(): the producer begins at once (its waiting overlaps the stage's other
+    work) and gets a chunk ahead; closed without being read, it stops and its source is left."""
+    produced: list[int] = []
+    first_made = threading.Event()
+
+    def chunks():
+        for n in range(100):
+            produced.append(n)
+            first_made.set()
+            yield n
+
+    reader = ReadAhead(chunks(), depth=1)
+    reader.start()
+    assert first_made.wait(timeout=60)
+    reader.close()
+
+    assert 1 <= len(produced) <= 3  # the queue's one, the one handed over, and the one made meanwhile
+    assert not any(t.name == "read-ahead" for t in threading.enumerate())
+
+
+def test_a_reader_started_early_yields_every_chunk_in_order_once():
+    reader = ReadAhead(iter(range(20)), depth=2)
+    reader.start()
+    reader.start()  # a second start changes nothing
+
+    assert list(reader) == list(range(20))
+
+
+def test_after_the_first_calls_back_once_the_first_chunk_has_come():
+    calls: list[str] = []
+
+    def chunks():
+        calls.append("asked")
+        yield 1
+        calls.append("asked")
+        yield 2
+
+    seen = [(chunk, list(calls)) for chunk in after_the_first(chunks(), lambda: calls.append("then"))]
+
+    assert seen == [(1, ["asked", "then"]), (2, ["asked", "then", "asked"])]
+    assert list(after_the_first(iter(()), lambda: calls.append("never"))) == [] and "never" not in calls

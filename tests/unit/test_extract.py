@@ -239,10 +239,9 @@ def test_the_bulk_extract_reads_the_items_job_while_the_orders_are_staged(engine
     first page fetched in the background: on a real org its download, and in the sandbox its
     rendering, overlap the staging of the orders. The orders' second page comes only once the
     items are being read: read after the orders, the extract would stop here (and fail at the wait)."""
-    second_order = "801000000000002AAA"
     orders = [
         {**flatten(rest_order(order_id, "2026-01-02T03:04:05.000+0000", None)), "Account.Name": "Acme Corp"}
-        for order_id in (ORDER_A, second_order)
+        for order_id in (ORDER_A, ORDER_B)
     ]
     items_read = threading.Event()
 

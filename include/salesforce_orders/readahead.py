@@ -51,6 +51,9 @@ class ReadAhead(Generic[T]):
         with self._start_lock:
             if self._producer.ident is not None:
                 self._producer.join()
+        close_source = getattr(self._chunks, "close", None)
+        if close_source is not None:  # a generator left half-way: its clean-up (downloads, connections) runs now
+            close_source()
 
     def __iter__(self) -> Iterator[T]:
         self.start()
@@ -91,9 +94,7 @@ def read_ahead(chunks: Iterable[T], *, depth: int = 1, name: str = "read-ahead")
     traceback. When the consumer stops early (an error, or it breaks off), the producer stops at
     its next chunk. The producer must use its own connections: nothing is shared but the chunks.
     """
-    if depth < 1:
-        raise ValueError(f"depth must be at least 1, not {depth}")
-    yield from ReadAhead(chunks, depth=depth, name=name)
+    yield from ReadAhead(chunks, depth=depth, name=name)  # (a depth below 1 is refused at the first chunk asked for)
 
 
 def after_the_first(chunks: Iterable[T], then: Callable[[], object]) -> Iterator[T]:

@@ -47,6 +47,7 @@ from .readahead import read_ahead
 from .warehouse.definitions import (
     OUTBOX_DEAD,
     OUTBOX_DONE,
+    OUTBOX_FAILED,
     OUTBOX_PENDING,
     OUTBOX_UNSENT_STATES,
     Tables,
@@ -462,7 +463,10 @@ def _write_outbox(
     conn: sa.Connection, t: Tables, written: list[TransformedOrder], run_id: str, now: datetime,
     modstamps: dict[str, datetime | None], tally: _RunTally,
 ) -> set[tuple[str, str]]:
-    """Queue the write-backs as PENDING; a PENDING row for the same record is replaced, not duplicated.
+    """Queue the write-backs as PENDING; a row of the import for the same record still to be sent
+    (PENDING, or FAILED with attempts left) is replaced by the new write, not duplicated: two rows of
+    one record would reach Salesforce in no set order, the older value perhaps last. (A row left
+    PROCESSING by a write-back that died is sent again as it is; a shipment's rows are not the import's.)
     Returns the (sObject, record id) of the records queued. ``modstamps``: the orders' parsed
     ``SystemModstamp`` by order id.
 
@@ -491,7 +495,7 @@ def _write_outbox(
         "updated_at": now,
     }
     replacements = [
-        {"id": row_id, "sf_order_id": wb.sf_order_id, "action": wb.action, "fields": wb.fields, **request}
+        {"id": row_id, "sf_order_id": wb.sf_order_id, "action": wb.action, "fields": wb.fields, "state": OUTBOX_PENDING, **request}
         for key, (wb, _) in latest.items()
         for row_id in pending.get(key, ())
     ]
@@ -505,8 +509,9 @@ def _write_outbox(
 def _outbox_rows(
     conn: sa.Connection, t: Tables, keys: Iterable[tuple[str, str]]
 ) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], list[tuple[Any, datetime]]]]:
-    """For each (sObject, record id) in ``keys``: the ids of its PENDING outbox rows, and the fields
-    and time of its DONE ones.
+    """For each (sObject, record id) in ``keys``: the ids of the import's outbox rows a new write
+    replaces (PENDING, FAILED), and the fields and time of its DONE ones. A shipment's rows (of the
+    same Order, say) are left out: they are not the import's to replace.
 
     Found per sObject through the (sf_object, sf_record_id) index, the state checked here: with
     the state in the query PostgreSQL may read through the (state, ...) index, whose statistics
@@ -520,13 +525,15 @@ def _outbox_rows(
     done: dict[tuple[str, str], list[tuple[Any, datetime]]] = {}
     columns = [w.c.id, w.c.sf_record_id, w.c.state, w.c.fields, w.c.updated_at]
     for sf_object, ids in record_ids.items():
-        for row in select_in(conn, w, columns, w.c.sf_record_id, ids, w.c.sf_object == sf_object):
-            if row.state == OUTBOX_PENDING:
+        for row in select_in(conn, w, columns, w.c.sf_record_id, ids, w.c.sf_object == sf_object, w.c.shipment_key.is_(None)):
+            if row.state in _REPLACED_STATES:
                 pending.setdefault((sf_object, row.sf_record_id), []).append(row.id)
             elif row.state == OUTBOX_DONE:
                 done.setdefault((sf_object, row.sf_record_id), []).append((row.fields, row.updated_at))
     return pending, done
 
+
+_REPLACED_STATES = (OUTBOX_PENDING, OUTBOX_FAILED)  # a FAILED row has attempts left (at the limit it is DEAD)
 
 # Up to this many outbox rows (or unreleased refusals and skips), the load reads their records
 # once instead of looking up each batch's.

@@ -208,6 +208,38 @@ def test_retry_pending_row_is_reset_when_replaced(created_warehouse, make_transf
     assert {(r["attempts"], r["last_error_code"], r["next_attempt_at"]) for r in outbox(target)} == {(0, None, T1)}
 
 
+def test_a_failed_row_with_attempts_left_is_replaced_by_the_new_write_and_a_shipments_row_is_left_alone(created_warehouse, make_transformed):
+    """A record's write-back that failed (attempts left) and a new version's write: one row, the new
+    write, PENDING with fresh attempts; two due rows would reach Salesforce in no set order, the
+    older value perhaps last. A shipment's row for the same Order (its tracking fields) is not the
+    import's: it keeps its fields and action, and is sent as the shipments DAG queued it."""
+    target = created_warehouse
+    w = tables(target.schema).writeback_outbox
+    order = make_transformed(1)
+    order_id = order.order.sf_order_id
+    run(target, "run-1", [order])
+    with target.engine.begin() as conn:
+        conn.execute(
+            sa.update(w).where(w.c.sf_object == "Order").values(
+                state="FAILED", attempts=1, last_error_code="FIELD_CUSTOM_VALIDATION_EXCEPTION", next_attempt_at=T2,
+            )
+        )
+        conn.execute(sa.insert(w).values(
+            sf_object="Order", sf_record_id=order_id, sf_order_id=order_id, action="shipment_order_fields",
+            fields={"Tracking_Number__c": "1Z999"}, state="PENDING", attempts=0, shipment_key="S-1",
+            created_run_id="shipments-1", updated_run_id="shipments-1", created_at=T0, updated_at=T0,
+        ))
+
+    run(target, "run-2", [make_transformed(1, notes="v2", modstamp="2026-03-01T12:07:00.000+0000")], now=T1)
+
+    rows = outbox(target, w.c.sf_object == "Order")
+    assert [(r["state"], r["attempts"], r["last_error_code"], r["next_attempt_at"], r["shipment_key"], r["updated_run_id"]) for r in rows] == [
+        ("PENDING", 0, None, T1, None, "run-2"),
+        ("PENDING", 0, None, None, "S-1", "shipments-1"),
+    ]
+    assert rows[1]["fields"] == {"Tracking_Number__c": "1Z999"} and rows[1]["action"] == "shipment_order_fields"
+
+
 def test_parent_only_record_never_overwrites_a_full_customer(created_warehouse, make_transformed):
     target = created_warehouse
     c = tables(target.schema).customers

@@ -478,7 +478,7 @@ def _write_outbox(
     if not latest:
         return set()
     known, queued = tally.outbox_records, tally.write_backs
-    pending, done = _outbox_rows(conn, t, latest if known is None else [k for k in latest if k in known or k in queued])
+    replaceable, done = _outbox_rows(conn, t, latest if known is None else [k for k in latest if k in known or k in queued])
     # The same write already made after this version was read (an overlapping run planned it from
     # the version before our write-back): sending it again would write the record twice.
     for key in done.keys() & latest.keys():
@@ -497,11 +497,11 @@ def _write_outbox(
     replacements = [
         {"id": row_id, "sf_order_id": wb.sf_order_id, "action": wb.action, "fields": wb.fields, "state": OUTBOX_PENDING, **request}
         for key, (wb, _) in latest.items()
-        for row_id in pending.get(key, ())
+        for row_id in replaceable.get(key, ())
     ]
     update_rows(conn, w, replacements, ["id"])
     # in the order queued: the rows' ids follow it
-    queued_now = [wb for key, (wb, _) in latest.items() if key not in pending]
+    queued_now = [wb for key, (wb, _) in latest.items() if key not in replaceable]
     insert_rows(conn, w, _record_columns(queued_now, _WRITE_BACK_SPEC, state=OUTBOX_PENDING, created_run_id=run_id, created_at=now, **request))
     return set(latest)
 
@@ -521,16 +521,16 @@ def _outbox_rows(
     record_ids: dict[str, list[str]] = {}
     for sf_object, record_id in sorted(keys):
         record_ids.setdefault(sf_object, []).append(record_id)
-    pending: dict[tuple[str, str], list[int]] = {}
+    replaceable: dict[tuple[str, str], list[int]] = {}
     done: dict[tuple[str, str], list[tuple[Any, datetime]]] = {}
     columns = [w.c.id, w.c.sf_record_id, w.c.state, w.c.fields, w.c.updated_at]
     for sf_object, ids in record_ids.items():
         for row in select_in(conn, w, columns, w.c.sf_record_id, ids, w.c.sf_object == sf_object, w.c.shipment_key.is_(None)):
             if row.state in _REPLACED_STATES:
-                pending.setdefault((sf_object, row.sf_record_id), []).append(row.id)
+                replaceable.setdefault((sf_object, row.sf_record_id), []).append(row.id)
             elif row.state == OUTBOX_DONE:
                 done.setdefault((sf_object, row.sf_record_id), []).append((row.fields, row.updated_at))
-    return pending, done
+    return replaceable, done
 
 
 _REPLACED_STATES = (OUTBOX_PENDING, OUTBOX_FAILED)  # a FAILED row has attempts left (at the limit it is DEAD)

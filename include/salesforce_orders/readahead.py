@@ -93,8 +93,10 @@ def read_ahead(chunks: Iterable[T], *, depth: int = 1, name: str = "read-ahead")
     An exception raised while producing is raised here, at the chunk it replaced, with its own
     traceback. When the consumer stops early (an error, or it breaks off), the producer stops at
     its next chunk. The producer must use its own connections: nothing is shared but the chunks.
+    Chunks a :class:`ReadAhead` produces already are taken from it as they are (no second thread).
     """
-    yield from ReadAhead(chunks, depth=depth, name=name)  # (a depth below 1 is refused at the first chunk asked for)
+    reader = chunks if isinstance(chunks, ReadAhead) else ReadAhead(chunks, depth=depth, name=name)  # (depth < 1: refused here)
+    yield from reader
 
 
 def after_the_first(chunks: Iterable[T], then: Callable[[], object]) -> Iterator[T]:

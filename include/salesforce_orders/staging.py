@@ -440,22 +440,22 @@ def _as_is(value: Any) -> Any:
     return value
 
 
-OPTIONAL, TUPLE, RECORD, OTHER = "optional", "tuple", "record", "other"
+_OPTIONAL, _TUPLE, _RECORD, _OTHER = "optional", "tuple", "record", "other"
 
 
 def _shape(annotation: Any) -> tuple[str, Any]:
-    """How the records' codecs read a field's declared type: ``(OPTIONAL, X)`` for ``X | None``,
-    ``(TUPLE, X)`` for ``tuple[X, ...]``, ``(RECORD, cls)`` for a record class, else
-    ``(OTHER, annotation)`` (a scalar, or a union of several types: taken as it is)."""
+    """How the records' codecs read a field's declared type: ``(_OPTIONAL, X)`` for ``X | None``,
+    ``(_TUPLE, X)`` for ``tuple[X, ...]``, ``(_RECORD, cls)`` for a record class, else
+    ``(_OTHER, annotation)`` (a scalar, or a union of several types: taken as it is)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return (OPTIONAL, options[0]) if len(options) == 1 else (OTHER, annotation)
+        return (_OPTIONAL, options[0]) if len(options) == 1 else (_OTHER, annotation)
     if origin is tuple and typing.get_args(annotation)[1:] == (Ellipsis,):
-        return TUPLE, typing.get_args(annotation)[0]
+        return _TUPLE, typing.get_args(annotation)[0]
     if dataclasses.is_dataclass(annotation):
-        return RECORD, annotation
-    return OTHER, annotation
+        return _RECORD, annotation
+    return _OTHER, annotation
 
 
 @cache
@@ -464,17 +464,17 @@ def _decoder(annotation: Any) -> Callable[[Any], Any]:
 
     Built once per type: resolving annotations is far slower than decoding a record."""
     shape, inner_type = _shape(annotation)
-    if shape == OPTIONAL:
+    if shape == _OPTIONAL:
         inner = _decoder(inner_type)
         if inner is _as_is:
             return _as_is
         return lambda value: None if value is None else inner(value)
-    if shape == TUPLE:
+    if shape == _TUPLE:
         element = _decoder(inner_type)
         if element is _as_is:
             return tuple
         return lambda value: tuple([element(v) for v in value])
-    if shape == RECORD:
+    if shape == _RECORD:
         return _record_decoder(annotation)
     if annotation is Decimal:
         return _decimal
@@ -538,12 +538,12 @@ _BATCH_DECODER = msgspec.json.Decoder(list[TransformedOrder], float_hook=Decimal
 def _held_record(annotation: Any) -> tuple[type, bool] | None:
     """The record class a field of this type holds, and whether a tuple of them; None: no record."""
     shape, inner_type = _shape(annotation)
-    if shape == OPTIONAL:
+    if shape == _OPTIONAL:
         return _held_record(inner_type)
-    if shape == TUPLE:
+    if shape == _TUPLE:
         held = _held_record(inner_type)
         return (held[0], True) if held else None
-    return (annotation, False) if shape == RECORD else None
+    return (annotation, False) if shape == _RECORD else None
 
 
 @cache
@@ -615,11 +615,11 @@ def record_view(cls: type) -> type[msgspec.Struct]:
 def _viewed(annotation: Any) -> Any:
     """``annotation`` with the record classes in it replaced by their views."""
     shape, inner_type = _shape(annotation)
-    if shape == OPTIONAL:
+    if shape == _OPTIONAL:
         return _viewed(inner_type) | None
-    if shape == TUPLE:
+    if shape == _TUPLE:
         return tuple[_viewed(inner_type), ...]
-    return record_view(annotation) if shape == RECORD else annotation
+    return record_view(annotation) if shape == _RECORD else annotation
 
 
 _BATCH_VIEW_DECODER = msgspec.json.Decoder(list[record_view(TransformedOrder)], float_hook=Decimal)

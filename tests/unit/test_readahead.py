@@ -98,13 +98,13 @@ def test_a_reader_started_early_produces_before_its_chunks_are_asked_for_and_sto
             first_made.set()
             yield n
 
-    reader = ReadAhead(chunks(), depth=1)
+    reader = ReadAhead(chunks(), depth=1, name="started-early")
     reader.start()
     assert first_made.wait(timeout=60)
     reader.close()
 
     assert 1 <= len(produced) <= 3  # the queue's one, the one handed over, and the one made meanwhile
-    assert not any(t.name == "read-ahead" for t in threading.enumerate())
+    assert not any(t.name == "started-early" for t in threading.enumerate())
 
 
 def test_a_reader_started_early_yields_every_chunk_in_order_once():
@@ -128,3 +128,16 @@ def test_after_the_first_calls_back_once_the_first_chunk_has_come():
 
     assert seen == [(1, ["asked", "then"]), (2, ["asked", "then", "asked"])]
     assert list(after_the_first(iter(()), lambda: calls.append("never"))) == [] and "never" not in calls
+
+
+def test_chunks_read_ahead_already_are_not_read_ahead_again():
+    """read_ahead over a ReadAhead takes its chunks as they are: one producer thread, not two."""
+    producers: list[str] = []
+
+    def chunks():
+        for n in range(10):
+            producers.append(threading.current_thread().name)
+            yield n
+
+    assert list(read_ahead(ReadAhead(chunks(), name="the-one-producer"))) == list(range(10))
+    assert set(producers) == {"the-one-producer"}

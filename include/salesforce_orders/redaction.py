@@ -3,15 +3,16 @@
 The import never selects card fields, but people type card numbers where they do not belong: into
 the notes (Description), the PO number, an Account name, any field a mapping reads, and Salesforce
 quotes them back in its own messages (a validation rule rejecting a write-back). Every text value
-of every extracted record goes through :func:`mask_record` before it is staged, and Salesforce's
+of every extracted record (and every number: a Number field may hold a card number too) goes
+through :func:`mask_record` before it is staged, and Salesforce's
 error messages through :func:`mask_card_numbers` before they are stored or logged.
 
 What counts as a card number: 13 to 19 digits that pass the Luhn check, written plain or in the
 groupings cards are printed in (4-4-4-4, 4-4-4-4-3, Amex 4-6-5, Diners 4-6-4), separated by spaces
 (the no-break and thin spaces a number pasted from a web page or a PDF carries too, and the
 ideographic space of a Japanese or Chinese keyboard), tabs (a number pasted from a spreadsheet's
-cells), dashes or dots,
-up to three of them between two groups, standing alone: not glued to letters or digits, as in a Salesforce Id
+cells), line breaks (a number wrapped in a narrow text box, or typed a group a line), dashes or
+dots, up to three of them between two groups, standing alone: not glued to letters or digits, as in a Salesforce Id
 (``801000000000123AAA``). It is replaced by ``[card ending 1111]``: at most the last four digits
 stay. The digits are ASCII ones or those other keyboards type: full-width (``４１１１``, a Japanese
 or Chinese input method) and Arabic-Indic (``٤١١١``, both sets). Other long numbers (phone
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import MutableMapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -39,9 +41,9 @@ MIN_DIGITS, MAX_DIGITS = 13, 19
 # What may stand between a card number's groups: a space (also the no-break, figure, thin and
 # narrow no-break spaces that text pasted from a web page or a PDF holds, and the ideographic space
 # of a Japanese or Chinese keyboard), a tab (a number pasted from a spreadsheet, one group a cell),
-# a dash or a dot.
+# a line break (a number wrapped by a narrow text box, or typed a group a line), a dash or a dot.
 _SPACES = "\u00a0\u2007\u2009\u202f\u3000"
-_SEPARATORS = f" \t{_SPACES}.-"
+_SEPARATORS = f" \t\r\n{_SPACES}.-"
 # The digits a card number may be typed in: ASCII, full-width (a Japanese or Chinese input method)
 # and both sets of Arabic-Indic digits. (Not every Unicode digit, as \d would take: the fast path
 # below must find each kind the scanner masks.)
@@ -70,7 +72,18 @@ _WIDE_BYTES = frozenset(
     + ["\u3000".encode()[0]]
     + [lead[0] for lead, _ in _WIDE_DIGITS]
 )
-_JSON_TAB = b"\\t"  # a tab as JSON writes it: a backslash (punctuation) and a letter
+# A tab or a line break as JSON writes it: a backslash (punctuation) and a letter.
+# A card number typed into a Number field and sent in exponent form (``4.11111111111116E15``: the
+# digits of one ending in zeros) is a Decimal that JSON writes so: 13 digits or more, an exponent
+# of 12 or more. (A float that large holds no card's digits exactly, and is never masked.)
+# (A regular expression finds it faster than ``in`` does: CPython searches a literal prefix with memchr.)
+_EXPONENT_OF_A_CARD_NUMBER = re.compile(rb"E\+1")
+_JSON_ESCAPED_SEPARATORS = (b"\\t", b"\\n", b"\\r")
+_ESCAPED_SEPARATOR_LETTERS = (b"t", b"n", b"r")
+_ASCII_DIGIT = re.compile(rb"[0-9]")
+# How far from an escaped separator the digit of a group split there may be: two more separators
+# (an escape takes two bytes; a wide space, three, sends the text the other way anyway) and a byte.
+_NEAR = 8
 # How card numbers are printed when grouped: most cards, 19-digit cards, Amex, Diners.
 _GROUPINGS = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4])
 
@@ -96,13 +109,20 @@ _PLAIN_CLASSES = bytes(_character_class(byte, frozenset()) for byte in range(256
 _SIGNATURES = (b"0000000000000.", b"0000000000000s", b"0000s0000s0000s0000", b"0000s000000s0000")
 
 
-def _holds_json_tab(data: bytes) -> bool:
-    """Whether JSON text holds an escaped tab. Found from backslash to backslash (one byte, searched
-    as fast as a byte can be): a search for the two bytes made the scan of records without a card
-    number a fifth slower. An escaped backslash followed by a ``t`` is no tab, and is stepped over."""
+def _holds_json_escaped_separator(data: bytes) -> bool:
+    """Whether JSON text holds an escaped tab or line break with a digit a few bytes before and
+    after it: a number's groups may be split there. (Notes of several lines are common, and taking
+    their bytes' classes again doubled the scan's cost.) Found from backslash to backslash (one
+    byte, searched as fast as a byte can be): a search for the two bytes made the scan of records
+    without a card number a fifth slower. An escaped backslash followed by a ``t`` is no tab, and
+    is stepped over."""
     at = data.find(b"\\")
     while at >= 0:
-        if data[at + 1 : at + 2] == b"t":
+        if (
+            data[at + 1 : at + 2] in _ESCAPED_SEPARATOR_LETTERS
+            and _ASCII_DIGIT.search(data, max(at - _NEAR, 0), at)
+            and _ASCII_DIGIT.search(data, at + 2, at + 2 + _NEAR)
+        ):
             return True
         at = data.find(b"\\", at + 2)
     return False
@@ -110,9 +130,11 @@ def _holds_json_tab(data: bytes) -> bool:
 
 def may_hold_card_numbers(data: bytes) -> bool:
     """Whether UTF-8 text (a JSON document, say) may hold a card number; False means it holds none."""
+    if _EXPONENT_OF_A_CARD_NUMBER.search(data):
+        return True
     classes = data.translate(_CLASSES)
-    if b"w" in classes or _holds_json_tab(data):
-        for space in (*_WIDE_SPACES, _JSON_TAB):
+    if b"w" in classes or _holds_json_escaped_separator(data):
+        for space in (*_WIDE_SPACES, *_JSON_ESCAPED_SEPARATORS):
             data = data.replace(space, b" ")
         for lead, digits in _WIDE_DIGITS:
             if lead in data:
@@ -161,7 +183,7 @@ _BOUNDED_CODE_STEMS = (b"cv", b"verification")
 _CODE_STEMS = (b" code",)
 _MASKED_CARD = r"\[card ending [0-9]{1,4}\]"
 _EXPIRY = rf"(?:(?:exp(?:iry|ires|iration)?|valid(?: thru| until)?)\W{{0,3}})?[{_DIGITS}]{{1,2}} ?[/.-] ?(?:[{_DIGITS}]{{4}}|[{_DIGITS}]{{2}})"
-_CODE_AFTER_CARD = re.compile(rf"(?ai)(?P<label>{_MASKED_CARD}[ \t,;/.:-]{{1,3}}(?:{_EXPIRY}[ \t,;/.:-]{{1,3}})?){_CODE}")
+_CODE_AFTER_CARD = re.compile(rf"(?ai)(?P<label>{_MASKED_CARD}[ \t\r\n,;/.:-]{{1,3}}(?:{_EXPIRY}[ \t\r\n,;/.:-]{{1,3}})?){_CODE}")
 
 
 def _mask_code(match: re.Match[str]) -> str:
@@ -264,16 +286,45 @@ def mask_card_numbers(text: str | None) -> str | None:
     return text if masked == text else masked
 
 
+_NUMBER_TYPES = (Decimal, float, int)  # (not bool: its type is not int)
+# The largest whole number a JSON number (a double) holds exactly: above it, a card number typed
+# into a Number field has lost its digits already.
+_EXACT_IN_A_DOUBLE = 2**53
+
+
+def card_number_in(value: int | float | Decimal) -> str | None:
+    """The digits of a number that is a card number (typed into a Number or Currency field: the
+    API sends it as a number, not as text, read as a Decimal or a float), or None."""
+    kind = type(value)
+    if kind is Decimal:
+        if not (value.is_finite() and value == value.to_integral_value()):
+            return None
+        value = int(value)
+    elif kind is float:
+        if not (value.is_integer() and value < _EXACT_IN_A_DOUBLE):
+            return None
+        value = int(value)
+    if value <= 0:
+        return None
+    digits = str(value)
+    return digits if MIN_DIGITS <= len(digits) <= MAX_DIGITS and luhn_valid(digits) else None
+
+
 def mask_record(record: MutableMapping[str, Any]) -> list[str]:
-    """Mask the card numbers and security codes in a record's text values, in place; returns the
-    fields masked."""
+    """Mask the card numbers and security codes in a record's values, in place; returns the fields
+    masked. A card number typed into a number field becomes the mask's text, which the validation
+    then quarantines where a number is needed (naming the field, never the number)."""
     masked = []
     for name, value in record.items():
-        if type(value) is str:
+        kind = type(value)
+        if kind is str:
             clean = mask_card_numbers(value)
             if clean is not value:
                 record[name] = clean
                 masked.append(name)
+        elif kind in _NUMBER_TYPES and (digits := card_number_in(value)):
+            record[name] = card_mask(digits)
+            masked.append(name)
     return masked
 
 
@@ -309,6 +360,6 @@ def mask_records(
 
 
 __all__ = [
-    "SECURITY_CODE_MASK", "card_mask", "luhn_valid", "mask_card_numbers", "mask_record", "mask_records", "may_hold_card_data",
+    "SECURITY_CODE_MASK", "card_mask", "card_number_in", "luhn_valid", "mask_card_numbers", "mask_record", "mask_records", "may_hold_card_data",
     "may_hold_card_numbers", "may_name_security_code",
 ]

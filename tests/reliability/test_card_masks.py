@@ -8,6 +8,7 @@ import json
 import re
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from salesforce_orders.config import DEFAULT_CARD_FIELDS
@@ -151,3 +152,31 @@ def test_typed_card_numbers_are_masked_before_staging_and_flagged(pipeline):
 def test_bulk_extraction_masks_orders_and_their_products_too(sqlite_pipeline):
     """Bulk API 2.0 reads products in a job of their own: masked and flagged all the same."""
     assert_typed_card_numbers_masked(sqlite_pipeline, "bulk", bulk_threshold=0)
+
+
+@pytest.mark.parametrize("path", ["rest", "bulk"])
+def test_a_card_number_typed_into_a_number_field_is_masked_and_its_order_quarantined_naming_the_field(sqlite_pipeline, path):
+    """The API sends a Number or Currency field as a number, not as text: a card number typed into
+    one (an item's quantity, its unit price read through a mapping too) is masked all the same. The
+    order cannot be loaded without its amounts, so it is quarantined, the message naming the item and
+    the field, never the number; no table or view (staging included) holds the number."""
+    p = sqlite_pipeline
+    p.set_config(item_field_mappings={"UnitPrice": "unit_price_as_typed"}, bulk_threshold=0 if path == "bulk" else 100_000)
+    orders = sorted(p.expected_order_ids())[:2]
+    items = [p.org_rows('SELECT Id FROM "OrderItem" WHERE OrderId = ? ORDER BY Id LIMIT 1', order)[0]["Id"] for order in orders]
+    p.org_update("OrderItem", items[0], Quantity=4111111111111111)
+    p.org_update("OrderItem", items[1], UnitPrice=5555555555554444)
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert run.results["extract"]["path"] == path and run.results["extract"]["card_data_masked"] == 2
+    rows = {row["sf_order_id"]: row for row in p.query("SELECT * FROM quarantined_orders WHERE card_data_masked")}
+    assert set(rows) == set(orders)
+    assert f"OrderItem {items[0]} Quantity '[card ending 1111]'" in rows[orders[0]]["details"]
+    assert f"OrderItem {items[1]} UnitPrice '[card ending 4444]'" in rows[orders[1]]["details"]
+    assert f"OrderItem {items[1]}.UnitPrice" in rows[orders[1]]["card_data_masked_fields"]
+    inspector = sa.inspect(p.engine)
+    for name in inspector.get_table_names() + inspector.get_view_names():
+        text = json.dumps(p.query(f"SELECT * FROM {name}"), default=str)
+        assert "4111111111111111" not in text and "5555555555554444" not in text, name

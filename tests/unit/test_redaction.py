@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from decimal import Decimal
 
 import msgspec
 import pytest
@@ -17,6 +18,7 @@ from salesforce_orders.redaction import (
     may_hold_card_data,
     may_hold_card_numbers,
 )
+from salesforce_orders.staging import json_bytes
 
 # Test card numbers of the card schemes, as printed on them.
 CARDS = {
@@ -31,9 +33,13 @@ CARDS = {
 
 
 # How people type a printed number's gaps: spaces (a number copied from a web page or a PDF keeps
-# its no-break or narrow no-break spaces), tabs (pasted from a spreadsheet's cells), dashes, dots,
-# and up to three of them; a Japanese or Chinese keyboard's ideographic space.
-SEPARATORS = (" ", "-", ".", "\u00a0", "\u202f", "\u2009", "\u2007", "\t", "  ", " - ", "--", "\t\t", " \t", "\u3000")
+# its no-break or narrow no-break spaces), tabs (pasted from a spreadsheet's cells), line breaks (a
+# number wrapped in a narrow text box, or typed a group a line, on any system's line ends), dashes,
+# dots, and up to three of them; a Japanese or Chinese keyboard's ideographic space.
+SEPARATORS = (
+    " ", "-", ".", "\u00a0", "\u202f", "\u2009", "\u2007", "\t", "  ", " - ", "--", "\t\t", " \t", "\u3000",
+    "\n", "\r\n", "\r", " \n", "-\n",
+)
 
 # The digits other keyboards type: full-width (a Japanese or Chinese input method), Arabic-Indic
 # and Extended Arabic-Indic (Persian, Urdu).
@@ -153,15 +159,52 @@ def test_luhn_valid_twins_of_numbers_are_masked_where_shaped_like_cards():
 
 def test_records_are_masked_in_place_and_the_fields_named():
     records = [
-        {"Id": "801000000000001AAA", "Description": "no card here", "TotalAmount": 4111111111111111.0},
+        {"Id": "801000000000001AAA", "Description": "no card here", "TotalAmount": 4111111111111112.0, "Quantity": 2},
         {"Id": "801000000000002AAA", "Description": "card 4111 1111 1111 1111", "PoNumber": "PO 5555555555554444"},
         {"Id": "801000000000003AAA", "Account.Name": "Acme", "Account.Phone": "+1 555 123 4567"},
     ]
     untouched = dict(records[0])
     assert mask_records(records) == {1: ["Description", "PoNumber"]}
     assert records[1] == {"Id": "801000000000002AAA", "Description": "card [card ending 1111]", "PoNumber": "PO [card ending 4444]"}
-    assert records[0] == untouched  # numbers are not text: only text values are scanned
+    assert records[0] == untouched
     assert mask_records([]) == {}
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        4111111111111111, 4111111111111111.0, Decimal("4111111111111111"), Decimal("4111111111111111.00"),
+        Decimal("4.111111111111111E+15"), Decimal("4.11111111111116E+15"),  # the exponent form, one ending in a zero
+    ],
+    ids=repr,
+)
+def test_a_card_number_typed_into_a_number_field_is_masked(typed):
+    """A Number or Currency field comes as a number (the API's JSON, read as a Decimal or a float),
+    not as text: a card number typed into one is masked as text would be, the fast path finding it
+    in the records' JSON as the staging writes it too."""
+    record = {"Id": "802000000000001AAA", "Quantity": typed, "UnitPrice": Decimal("120.00"), "IsActive": True}
+    digits = str(int(typed))
+    assert luhn_valid(digits)
+    assert may_hold_card_data(json_bytes(record))
+    assert mask_records([dict(record)], [json_bytes(record)]) == {0: ["Quantity"]}
+    assert mask_records([record]) == {0: ["Quantity"]}
+    assert record == {"Id": "802000000000001AAA", "Quantity": card_mask(digits), "UnitPrice": Decimal("120.00"), "IsActive": True}
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        4111111111111112, Decimal("4111111111111112"), 1234567890123.0, Decimal("4111111111111111.50"),
+        4111111111111111.5, -4111111111111111, 41111111111111110000.0, Decimal("Infinity"), Decimal("NaN"), 240.0, 0,
+    ],
+    ids=repr,
+)
+def test_numbers_that_are_no_card_number_are_kept(kept):
+    """Failing the Luhn check, a fraction, negative, beyond what a double holds exactly, not finite,
+    an ordinary amount."""
+    record = {"TotalAmount": kept}
+    assert mask_records([record]) == {}
+    assert record["TotalAmount"] is kept
 
 
 # How people label a card's security code (CVV2, CVC2, CID), and what they write between the label and the code.
@@ -245,7 +288,7 @@ def _random_text(rng: random.Random) -> tuple[str, list[str]]:
             parts.append(written.translate(rng.choice(list(WIDE_DIGITS.values()))) if rng.random() < 0.2 else written)
             cards.append(plain)
         elif kind < 0.6:
-            parts.append("".join(rng.choice("0123456789 -.\u00a0\u202f\u3000４٤۴") for _ in range(rng.randint(1, 30))))
+            parts.append("".join(rng.choice("0123456789 -.\u00a0\u202f\u3000\n\r４٤۴") for _ in range(rng.randint(1, 30))))
         else:
             parts.append("".join(rng.choice("abcXYZ.,:;/()\"\\\n\t€é#+–“”Àア（で") for _ in range(rng.randint(1, 6))))
     return rng.choice([" ", "", ", ", "\n"]).join(parts), cards
@@ -305,6 +348,24 @@ def test_records_are_found_wherever_they_are_in_a_long_page():
     assert mask_records(page) == {position: ["Description"] for position in (0, 63, 64, 150, 199)}
     assert page[150]["Description"] == "card [card ending 1111] on order 150"
     assert page[151]["Description"] == "order 151"
+
+
+def test_a_card_number_wrapped_over_lines_is_masked_with_the_security_code_on_the_next_line():
+    """A narrow text box wraps a number typed with spaces; some type a group a line, the expiry
+    and the code below. The JSON the fast path searches writes the line breaks as escapes."""
+    for text, expected in [
+        ("Card 4111 1111 1111\n1111 please", "Card [card ending 1111] please"),
+        ("Card:\r\n4111\r\n1111\r\n1111\r\n1111\r\n12/27\r\n737", "Card:\r\n[card ending 1111]\r\n12/27\r\n[security code]"),
+        ("paid 4111111111111111\n737", "paid [card ending 1111]\n[security code]"),
+    ]:
+        assert mask_card_numbers(text) == expected
+        record = {"Id": "801000000000001AAA", "Description": text}
+        assert may_hold_card_data(msgspec.json.encode([record]))
+        assert mask_records([record]) == {0: ["Description"]}
+        assert record["Description"] == expected
+    # lines of numbers that are no card stay: a list of room numbers, a year under a phone number
+    for kept in ("Rooms:\n1012\n1013\n1014\n1016", "+49 30 1234 5678\n2026", "Invoice 4111111111111112\n12"):
+        assert mask_card_numbers(kept) == kept
 
 
 def test_tabs_are_found_in_json_after_an_escaped_backslash_and_a_backslash_before_t_is_no_tab():

@@ -49,6 +49,7 @@ from .warehouse.definitions import (
     OUTBOX_DONE,
     OUTBOX_FAILED,
     OUTBOX_PENDING,
+    OUTBOX_PROCESSING,
     OUTBOX_UNSENT_STATES,
     Tables,
     tables,
@@ -464,10 +465,10 @@ def _write_outbox(
     modstamps: dict[str, datetime | None], tally: _RunTally,
 ) -> set[tuple[str, str]]:
     """Queue the write-backs as PENDING; a row of the import for the same record still to be sent
-    (PENDING, or FAILED with attempts left) is replaced by the new write, not duplicated: two rows of
-    one record would reach Salesforce in no set order, the older value perhaps last. (A row left
-    PROCESSING by a write-back that died is sent again as it is; a shipment's rows are not the import's.)
-    Returns the (sObject, record id) of the records queued. ``modstamps``: the orders' parsed
+    (PENDING, FAILED with attempts left, or PROCESSING, left by a write-back that died: the pool
+    keeps every write-back out while a load runs) is replaced by the new write, not duplicated: two
+    rows of one record would reach Salesforce in no set order, the older value perhaps last, or
+    both in one call. (A shipment's rows are not the import's.) Returns the (sObject, record id) of the records queued. ``modstamps``: the orders' parsed
     ``SystemModstamp`` by order id.
 
     Where the outbox's records at the load's start are known (``tally.outbox_records``), only
@@ -510,7 +511,7 @@ def _outbox_rows(
     conn: sa.Connection, t: Tables, keys: Iterable[tuple[str, str]]
 ) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], list[tuple[Any, datetime]]]]:
     """For each (sObject, record id) in ``keys``: the ids of the import's outbox rows a new write
-    replaces (PENDING, FAILED), and the fields and time of its DONE ones. A shipment's rows (of the
+    replaces (PENDING, FAILED, PROCESSING), and the fields and time of its DONE ones. A shipment's rows (of the
     same Order, say) are left out: they are not the import's to replace.
 
     Found per sObject through the (sf_object, sf_record_id) index, the state checked here: with
@@ -533,7 +534,10 @@ def _outbox_rows(
     return replaceable, done
 
 
-_REPLACED_STATES = (OUTBOX_PENDING, OUTBOX_FAILED)  # a FAILED row has attempts left (at the limit it is DEAD)
+# A FAILED row has attempts left (at the limit it is DEAD). A PROCESSING one was claimed by a
+# write-back that died before its bookkeeping: whether or not its call reached Salesforce, the new
+# write (the record's whole state as the newer version has it) is what is to be sent.
+_REPLACED_STATES = (OUTBOX_PENDING, OUTBOX_FAILED, OUTBOX_PROCESSING)
 
 # Up to this many outbox rows (or unreleased refusals and skips), the load reads their records
 # once instead of looking up each batch's.

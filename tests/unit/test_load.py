@@ -208,11 +208,15 @@ def test_retry_pending_row_is_reset_when_replaced(created_warehouse, make_transf
     assert {(r["attempts"], r["last_error_code"], r["next_attempt_at"]) for r in outbox(target)} == {(0, None, T1)}
 
 
-def test_a_failed_row_with_attempts_left_is_replaced_by_the_new_write_and_a_shipments_row_is_left_alone(created_warehouse, make_transformed):
-    """A record's write-back that failed (attempts left) and a new version's write: one row, the new
-    write, PENDING with fresh attempts; two due rows would reach Salesforce in no set order, the
-    older value perhaps last. A shipment's row for the same Order (its tracking fields) is not the
-    import's: it keeps its fields and action, and is sent as the shipments DAG queued it."""
+@pytest.mark.parametrize(
+    ("left", "error_code"), [("FAILED", "FIELD_CUSTOM_VALIDATION_EXCEPTION"), ("PROCESSING", None)], ids=["failed", "processing"]
+)
+def test_a_row_still_to_be_sent_is_replaced_by_the_new_write_and_a_shipments_row_is_left_alone(created_warehouse, make_transformed, left, error_code):
+    """A record's write-back that failed (attempts left), or that a write-back which died left
+    PROCESSING, and a new version's write: one row, the new write, PENDING with fresh attempts; two
+    due rows would reach Salesforce in no set order, the older value perhaps last, or both in one
+    call. A shipment's row for the same Order (its tracking fields) is not the import's: it keeps
+    its fields and action, and is sent as the shipments DAG queued it."""
     target = created_warehouse
     w = tables(target.schema).writeback_outbox
     order = make_transformed(1)
@@ -221,7 +225,7 @@ def test_a_failed_row_with_attempts_left_is_replaced_by_the_new_write_and_a_ship
     with target.engine.begin() as conn:
         conn.execute(
             sa.update(w).where(w.c.sf_object == "Order").values(
-                state="FAILED", attempts=1, last_error_code="FIELD_CUSTOM_VALIDATION_EXCEPTION", next_attempt_at=T2,
+                state=left, attempts=1, last_error_code=error_code, next_attempt_at=T2,
             )
         )
         conn.execute(sa.insert(w).values(

@@ -30,6 +30,7 @@ DATED = "DatedConversionRate"  # ... and of the rates by period
 FIRST_DAY, LAST_DAY = date(1, 1, 1), date(9999, 12, 31)
 # Salesforce's answer when the org has no such object (multi-currency not enabled).
 _NOT_IN_ORG = "INVALID_TYPE"
+_NO_SUCH_FIELD = "INVALID_FIELD"
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,14 @@ def _day(value: str | None) -> date | None:
 
 
 def queries() -> list[Any]:
-    """The small queries of the org's rates (current, dated) and of its currency (Organization),
-    for ``read_from_salesforce`` and ``org_currency``."""
+    """The small queries of the org's rates (current, dated), of its currency (Organization) and of
+    whether its Orders carry a currency, for ``read_from_salesforce``, ``org_currency`` and
+    ``orders_carry_currency``."""
     from .salesforce import Query
     from .soql import (
         build_currency_types_query,
         build_dated_conversion_rates_query,
+        build_order_currency_field_query,
         build_organization_currency_query,
     )
 
@@ -100,6 +103,7 @@ def queries() -> list[Any]:
         Query(build_currency_types_query()),
         Query(build_dated_conversion_rates_query()),
         Query(build_organization_currency_query()),
+        Query(build_order_currency_field_query()),
     ]
 
 
@@ -115,21 +119,43 @@ def read_from_salesforce(hook: Any, pages: list[Iterator[list[dict]]] | None = N
     from .salesforce import SalesforceApiError
 
     rows: list[dict[str, Any]] = []
-    current, dated, _organization = _answers(hook, pages)
+    current, dated, _organization, _order_currency = _answers(hook, pages)
     try:
         for page in current:
             rows += [_row(CURRENT, r["IsoCode"], r["ConversionRate"], FIRST_DAY, LAST_DAY, bool(r["IsCorporate"])) for r in page]
+    except SalesforceApiError as exc:
+        if exc.code != _NOT_IN_ORG:
+            raise
+        log.info("The org has no CurrencyType (%s): no multi-currency, or the integration user cannot read it", exc.code)
+        return []
+    try:
         for page in dated:
             rows += [
                 _row(DATED, r["IsoCode"], r["ConversionRate"], _day(r["StartDate"]) or FIRST_DAY, _day(r["NextStartDate"]) or LAST_DAY, False)
                 for r in page
             ]
-    except SalesforceApiError as exc:
+    except SalesforceApiError as exc:  # multi-currency without advanced currency management: the current rates
         if exc.code != _NOT_IN_ORG:
             raise
-        log.info("The org has no multi-currency objects (%s): amounts are in the corporate currency already", exc.code)
-        return []
+        log.info("The org has no DatedConversionRate (%s): amounts are converted with the current rates", exc.code)
+        return [row for row in rows if row["source"] == CURRENT]
     return rows
+
+
+def orders_carry_currency(hook: Any, pages: list[Iterator[list[dict]]] | None = None) -> bool:
+    """Whether the org's Orders have ``CurrencyIsoCode`` (multi-currency is on): what decides
+    whether amounts need converting, whatever the rates' objects say. ``pages``: of ``queries()``."""
+    from .salesforce import SalesforceApiError
+
+    _current, _dated, _organization, order_currency = _answers(hook, pages)
+    try:
+        for _page in order_currency:
+            pass
+    except SalesforceApiError as exc:
+        if exc.code != _NO_SUCH_FIELD:
+            raise
+        return False
+    return True
 
 
 def org_currency(hook: Any, pages: list[Iterator[list[dict]]] | None = None) -> str | None:
@@ -139,7 +165,7 @@ def org_currency(hook: Any, pages: list[Iterator[list[dict]]] | None = None) -> 
     left empty, with a warning)."""
     from .salesforce import SalesforceApiError
 
-    *_rates, organization = _answers(hook, pages)
+    _current, _dated, organization, _order_currency = _answers(hook, pages)
     try:
         records = [record for page in organization for record in page]
     except SalesforceApiError as exc:

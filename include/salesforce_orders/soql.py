@@ -394,6 +394,12 @@ def build_organization_currency_query() -> str:
     return _select(["DefaultCurrencyIsoCode"], "Organization", [])
 
 
+def build_order_currency_field_query() -> str:
+    """Whether the org's Orders carry ``CurrencyIsoCode`` (multi-currency): refused with
+    INVALID_FIELD in an org without it. One row at most."""
+    return _select([CURRENCY_FIELD], "Order", []) + " LIMIT 1"
+
+
 def build_dated_conversion_rates_query() -> str:
     """The rates by period (advanced currency management): a handful of rows per currency and quarter."""
     return _select(["IsoCode", "ConversionRate", "StartDate", "NextStartDate"], "DatedConversionRate", [], order_by="IsoCode, StartDate")

@@ -355,16 +355,30 @@ def _without_own_writes(engine, plan, schema: str | None):
 def _read_currency_rates(engine, hook, config, pages):
     """The org's currency rates, read once a run (``pages``: of ``currencies.queries()``), for the
     transform's corporate amounts; returns whether the org has multi-currency, and if not its
-    one currency (:class:`currencies.OrgCurrency`)."""
+    one currency (:class:`currencies.OrgCurrency`). Whether it has is what its Orders say (a
+    ``CurrencyIsoCode``), not whether the rates could be read: a multi-currency org whose rates
+    the integration user cannot read fails the run (retrying cannot help) rather than adding up
+    amounts of different currencies."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from . import currencies
     from .warehouse.definitions import tables
 
     rows = currencies.read_from_salesforce(hook, pages)
-    with engine.begin() as conn:
-        currencies.store(conn, tables(config.warehouse_schema).currency_rates, rows, _now())
-    if rows:
+    if currencies.orders_carry_currency(hook, pages):
+        if not rows:
+            raise AirflowFailException(
+                "The org has multi-currency (its Orders carry CurrencyIsoCode) but its currency rates cannot be read "
+                "(CurrencyType: no active currency, or INVALID_TYPE): without them, amounts in different currencies "
+                "would be added up as one. Give the integration user read access to CurrencyType (and to "
+                "DatedConversionRate with advanced currency management), then run again."
+            )
+        with engine.begin() as conn:
+            currencies.store(conn, tables(config.warehouse_schema).currency_rates, rows, _now())
         log.info("Currency rates: %d read from the org", len(rows))
         return currencies.OrgCurrency(multi_currency=True)
+    with engine.begin() as conn:
+        currencies.store(conn, tables(config.warehouse_schema).currency_rates, [], _now())
     single = currencies.org_currency(hook, pages)
     log.info("The org has no multi-currency: every order's amounts are in its currency, %s", single)
     return currencies.OrgCurrency(multi_currency=False, single_currency=single)

@@ -33,6 +33,10 @@ class FaultSettings(BaseModel):
     fail_rows: dict[str, tuple[str, str]] = Field(
         default_factory=dict, description="id -> [errorCode, message]: permanent write failure"
     )
+    unreadable_objects: list[str] = Field(
+        default_factory=list,
+        description="objects the integration user's profile cannot read: a query naming them answers INVALID_TYPE, as Salesforce does",
+    )
     latency_ms: int = Field(0, ge=0, description="added to every API call")
     bulk_job_delay_ms: int = Field(0, ge=0, description="added to every Bulk job's processing time (Salesforce's queue)")
     seed: int = Field(1, description="seed of the random 503 share")
@@ -86,6 +90,9 @@ class Faults:
             return dict(self._injected)
 
     # -- per API call ----------------------------------------------------------------------
+
+    def unreadable(self, sobject: str) -> bool:
+        return sobject.lower() in {name.lower() for name in self._settings.unreadable_objects}
 
     def latency_seconds(self) -> float:
         return self._settings.latency_ms / 1000.0

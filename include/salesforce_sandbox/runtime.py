@@ -8,6 +8,7 @@ from typing import Any
 from .auth import Authenticator, Credentials
 from .bulk import JobRegistry
 from .cursors import CursorStore
+from .errors import SalesforceError
 from .events import DEFAULT_RETENTION_SECONDS, EventBus
 from .faults import Faults, FaultSettings
 from .generator import generate
@@ -63,7 +64,10 @@ class SandboxRuntime:
         if self._engine is None or self._engine_schema is not self.store.schema:
             self._engine = QueryEngine(self.store.conn, self.store.schema)
             self._engine_schema = self.store.schema
-        return self._engine.prepare(soql, include_deleted=include_deleted, now=as_utc(self.store.clock()))
+        prepared = self._engine.prepare(soql, include_deleted=include_deleted, now=as_utc(self.store.clock()))
+        if self.faults.unreadable(prepared.object_name):  # as for an object the org does not have
+            raise SalesforceError("INVALID_TYPE", f"sObject type '{prepared.object_name}' is not supported.")
+        return prepared
 
     # -- admin operations ------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import pytest
 from salesforce_orders import stages
 from salesforce_orders.shipments import add_shipment
 from salesforce_orders.warehouse import tables
-from salesforce_sandbox.schema import Schema
+from salesforce_sandbox.schema import build_schema
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "warehouse.md"
 CENT = Decimal("0.01")
@@ -119,9 +119,12 @@ def test_each_order_is_converted_with_the_orgs_rate_of_its_date_and_keeps_the_ra
 
 
 def test_a_single_currency_org_keeps_every_amount_as_it_is_at_rate_one(pipeline):
+    """The org's data as it is, served as an org without multi-currency serves it: no rates, no
+    ``CurrencyIsoCode`` on its records. (Without the rates alone, the org still multi-currency, the
+    run fails: ``test_single_currency_org.py``.)"""
     p = pipeline
     schema = p.org.store.schema
-    p.org.store.set_schema(Schema({n: o for n, o in schema.objects.items() if n not in ("CurrencyType", "DatedConversionRate")}))
+    p.org.store.set_schema(build_schema(multi_currency=False))
     try:
         run = p.run()
     finally:

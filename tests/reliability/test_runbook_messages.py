@@ -125,6 +125,11 @@ def base_field_the_org_lacks(p, monkeypatch, **_) -> str:
     return error_of(p)
 
 
+def currency_rates_unreadable(p, **_) -> str:
+    p.org.admin.set_faults(unreadable_objects=["CurrencyType"])
+    return error_of(p)
+
+
 def warehouse_unreachable(p, tmp_path, **_) -> str:
     p.set_connection("orders_warehouse", sqlite_warehouse_connection(tmp_path / "no-such-directory" / "warehouse.db"))
     return error_of(p)
@@ -266,6 +271,7 @@ PRODUCED_BY: dict[str, Callable[..., str]] = {
     "Salesforce refused the query (INVALID_FIELD: No such column 'Region__c' on entity 'Order'.). order_field_mappings.Region__c "
     "in the salesforce_orders_config Variable names 'Region__c', which this org does not accept there: ...": field_the_org_lacks,
     "Salesforce refused the query (...). '<field>' is a name the import always reads": base_field_the_org_lacks,
+    "The org has multi-currency (its Orders carry CurrencyIsoCode) but its currency rates cannot be read ...": currency_rates_unreadable,
     "The warehouse (Airflow connection 'orders_warehouse', ...) cannot be used": warehouse_unreachable,
     "The warehouse (...): the warehouse needs ... an upgrade to schema version <version>..., and this connection's role may not "
     "change the schema (permission denied for schema ...). Have the schema's owner run ...": role_may_not_upgrade,

@@ -53,3 +53,43 @@ def test_a_multi_currency_org_keeps_each_orders_own_currency(sqlite_pipeline):
     assert len(currencies) > 1 and "USD" in currencies
     assert sqlite_pipeline.scalar("SELECT COUNT(*) AS n FROM currency_rates") > 0
 
+
+
+def test_a_multi_currency_org_whose_rates_cannot_be_read_fails_the_run_rather_than_adding_up_currencies(sqlite_pipeline):
+    """Whether amounts need converting is what the Orders say (a ``CurrencyIsoCode``), not whether
+    the integration user can read ``CurrencyType``: without the rates, a run would store every order
+    as if in the org's one currency and an analyst's roll-up would add euros to dollars. The run
+    fails at the extract, naming what to grant, and loads nothing; once the user can read the rates,
+    the next run converts every order."""
+    p = sqlite_pipeline
+    p.org.admin.set_faults(unreadable_objects=["CurrencyType"])
+
+    failed = p.run()
+
+    assert failed.failed_stage == "extract"
+    assert "multi-currency" in str(failed.error) and "read access to CurrencyType" in str(failed.error)
+    assert p.loaded_ids() == set()
+
+    p.org.admin.set_faults(unreadable_objects=[])
+    run = p.run()
+
+    assert run.succeeded, run.error
+    rows = p.query("SELECT currency, corporate_currency, conversion_rate FROM external_orders")
+    assert len({r["currency"] for r in rows}) > 1 and {r["corporate_currency"] for r in rows} == {"USD"}
+    assert any(Decimal(str(r["conversion_rate"])) != 1 for r in rows)
+
+
+def test_a_multi_currency_org_without_dated_rates_converts_with_the_current_rates(sqlite_pipeline):
+    """Multi-currency without advanced currency management has no ``DatedConversionRate`` to read:
+    each order is converted with its currency's current rate (``CurrencyType``)."""
+    p = sqlite_pipeline
+    p.org.admin.set_faults(unreadable_objects=["DatedConversionRate"])
+    current = {r["IsoCode"]: Decimal(str(r["ConversionRate"])) for r in p.org_rows('SELECT IsoCode, ConversionRate FROM "CurrencyType"')}
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert {r["source"] for r in p.query("SELECT DISTINCT source FROM currency_rates")} == {"CurrencyType"}
+    rows = p.query("SELECT currency, conversion_rate FROM external_orders")
+    assert len({r["currency"] for r in rows}) > 1
+    assert all(Decimal(str(r["conversion_rate"])) == current[r["currency"]] for r in rows)

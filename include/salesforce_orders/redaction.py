@@ -41,9 +41,19 @@ MIN_DIGITS, MAX_DIGITS = 13, 19
 # What may stand between a card number's groups: a space (also the no-break, figure, thin and
 # narrow no-break spaces that text pasted from a web page or a PDF holds, and the ideographic space
 # of a Japanese or Chinese keyboard), a tab (a number pasted from a spreadsheet, one group a cell),
-# a line break (a number wrapped by a narrow text box, or typed a group a line), a dash or a dot.
+# a line break (a number wrapped by a narrow text box, or typed a group a line; ``\r\n`` counts as
+# one), a dash (the hyphens, dashes and minus signs a word processor or another keyboard types too)
+# or a dot.
 _SPACES = "\u00a0\u2007\u2009\u202f\u3000"
-_SEPARATORS = f" \t\r\n{_SPACES}.-"
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2212\ufe63\uff0d"
+_SEPARATORS = f" \t\r\n{_SPACES}{_DASHES}.-"
+# Characters nobody sees (C0 controls but the tab and line breaks, DEL, the soft hyphen, zero-width
+# spaces and joiners, the word joiner, a byte-order mark): the scan reads a text without them, as a
+# person reads it and as the warehouse may store it (``storable`` drops NULs, so "4111<NUL>1111..."
+# would be a card number once stored).
+_INVISIBLE = "".join(chr(code) for code in [*range(0x20), 0x7F] if chr(code) not in "\t\n\r") + "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+_WITHOUT_INVISIBLE = str.maketrans(dict.fromkeys(_INVISIBLE))
+_AN_INVISIBLE = re.compile(f"[{re.escape(_INVISIBLE)}]")
 # The digits a card number may be typed in: ASCII, full-width (a Japanese or Chinese input method)
 # and both sets of Arabic-Indic digits. (Not every Unicode digit, as \d would take: the fast path
 # below must find each kind the scanner masks.)
@@ -55,35 +65,49 @@ _DIGITS = "0-9" + "".join(f"{digits[0]}-{digits[-1]}" for digits in _WIDE_DIGIT_
 _AS_ASCII_DIGITS = str.maketrans({wide: str(value) for digits in _WIDE_DIGIT_SETS for value, wide in enumerate(digits)})
 # A run of at least 13 digits, up to three separators between two of them ("4111 - 1111",
 # "4111  1111"), standing alone. Most texts have none, so this one search is all the scan costs them.
-_RUN = re.compile(rf"(?<![{_DIGITS}A-Za-z])[{_DIGITS}](?:[{_SEPARATORS}]{{0,3}}[{_DIGITS}]){{12,}}(?![{_DIGITS}A-Za-z])")
+_GAP = f"(?:\r\n|[{_SEPARATORS}])"
+_RUN = re.compile(rf"(?<![{_DIGITS}A-Za-z])[{_DIGITS}](?:{_GAP}{{0,3}}[{_DIGITS}]){{12,}}(?![{_DIGITS}A-Za-z])")
 _SEPARATOR = re.compile(f"[{_SEPARATORS}]+")
-# The other spaces and digits take two or three bytes in UTF-8. The fast path below spots them by
-# a byte rare in Latin text (a space's last byte; the first byte of the digits and of the
-# ideographic space), then makes each of them a plain space or an ASCII digit and takes the bytes'
+# The other spaces, dashes, digits and invisible characters take two or three bytes in UTF-8 (a
+# control character, one: JSON escapes it). The fast path below spots them by a byte rare in Latin
+# text (their last byte; the first byte of the digits, of the ideographic space, whose last byte
+# Cyrillic letters end in, of the soft hyphen, whose last byte ends "í", and of the full-width and
+# small forms, whose first byte the full-width digits share), then makes each space
+# or dash a plain space, each digit an ASCII digit, drops the invisible ones, and takes the bytes'
 # classes again. (Not by a byte they share with common punctuation: the middle byte of U+3000 is
-# that of every curly quote and dash, which would send most texts the slow way.)
-_WIDE_SPACES = tuple(space.encode() for space in _SPACES)
+# that of every curly quote, which would send most texts the slow way.)
 _WIDE_DIGITS = tuple(  # (the digits' first byte, [(each digit's bytes, its ASCII digit)])
     (digits[0].encode()[:-1], [(wide.encode(), str(value).encode()) for value, wide in enumerate(digits)])
     for digits in _WIDE_DIGIT_SETS
 )
-_WIDE_BYTES = frozenset(
-    [space.encode()[-1] for space in _SPACES if space != "\u3000"]
-    + ["\u3000".encode()[0]]
-    + [lead[0] for lead, _ in _WIDE_DIGITS]
-)
-# A tab or a line break as JSON writes it: a backslash (punctuation) and a letter.
+_SPOTTED_BY_FIRST_BYTE = ("\u3000", "\u00ad", "\ufe63", "\uff0d", "\ufeff")
+
+
+def _spot(char: str) -> bytes:
+    return char.encode()[0 if char in _SPOTTED_BY_FIRST_BYTE else -1 :][:1]
+
+
+# (the byte that spots a character, its UTF-8, what the scan reads instead)
+_PLAIN_FORMS = [(_spot(char), char.encode(), b" ") for char in _SPACES + _DASHES] + [
+    (_spot(char), char.encode(), b"") for char in _INVISIBLE if char >= "\x7f"
+]
+_WIDE_BYTES = frozenset([spot[0] for spot, _, _ in _PLAIN_FORMS] + [lead[0] for lead, _ in _WIDE_DIGITS])
 # A card number typed into a Number field and sent in exponent form (``4.11111111111116E15``: the
 # digits of one ending in zeros) is a Decimal that JSON writes so: 13 digits or more, an exponent
 # of 12 or more. (A float that large holds no card's digits exactly, and is never masked.)
 # (A regular expression finds it faster than ``in`` does: CPython searches a literal prefix with memchr.)
 _EXPONENT_OF_A_CARD_NUMBER = re.compile(rb"E\+1")
-_JSON_ESCAPED_SEPARATORS = (b"\\t", b"\\n", b"\\r")
+# A tab or a line break as JSON writes it: a backslash (punctuation) and a letter; ``\r\n``, one
+# separator as the scanner counts it. A control character, ``\b``, ``\f`` or ``\u0001``: dropped.
+_ESCAPED_SEPARATOR = re.compile(rb"\\(?:r\\n|[tnr])")
 _ESCAPED_SEPARATOR_LETTERS = (b"t", b"n", b"r")
+_ESCAPED_CONTROL_LETTERS = (b"b", b"f")
+_ESCAPED_CONTROL = re.compile(rb"\\(?:u00[01][0-9a-fA-F]|[bf])")
+_CONTROL_CODES = frozenset(f"{code:02x}".encode() for code in range(0x20)) | frozenset(f"{code:02X}".encode() for code in range(0x20))
 _ASCII_DIGIT = re.compile(rb"[0-9]")
-# How far from an escaped separator the digit of a group split there may be: two more separators
-# (an escape takes two bytes; a wide space, three, sends the text the other way anyway) and a byte.
-_NEAR = 8
+# How far from an escape the digit of a group split there may be: two more separators (an escape
+# takes two bytes, or six; a wide space, three, sends the text the other way anyway) and a byte.
+_NEAR = 14
 # How card numbers are printed when grouped: most cards, 19-digit cards, Amex, Diners.
 _GROUPINGS = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4])
 
@@ -109,23 +133,43 @@ _PLAIN_CLASSES = bytes(_character_class(byte, frozenset()) for byte in range(256
 _SIGNATURES = (b"0000000000000.", b"0000000000000s", b"0000s0000s0000s0000", b"0000s000000s0000")
 
 
-def _holds_json_escaped_separator(data: bytes) -> bool:
-    """Whether JSON text holds an escaped tab or line break with a digit a few bytes before and
-    after it: a number's groups may be split there. (Notes of several lines are common, and taking
-    their bytes' classes again doubled the scan's cost.) Found from backslash to backslash (one
-    byte, searched as fast as a byte can be): a search for the two bytes made the scan of records
-    without a card number a fifth slower. An escaped backslash followed by a ``t`` is no tab, and
-    is stepped over."""
+def _holds_json_escape_between_digits(data: bytes) -> bool:
+    """Whether JSON text holds an escaped tab, line break or control character with a digit a few
+    bytes before and after it: a number's groups may be split or hidden there. (Notes of several
+    lines are common, and taking their bytes' classes again doubled the scan's cost.) Found from
+    backslash to backslash (one byte, searched as fast as a byte can be): a search for the two
+    bytes made the scan of records without a card number a fifth slower. An escaped backslash
+    followed by a ``t`` is no tab, and is stepped over."""
     at = data.find(b"\\")
     while at >= 0:
-        if (
-            data[at + 1 : at + 2] in _ESCAPED_SEPARATOR_LETTERS
-            and _ASCII_DIGIT.search(data, max(at - _NEAR, 0), at)
-            and _ASCII_DIGIT.search(data, at + 2, at + 2 + _NEAR)
-        ):
+        letter = data[at + 1 : at + 2]
+        if letter in _ESCAPED_SEPARATOR_LETTERS or letter in _ESCAPED_CONTROL_LETTERS:
+            end = at + 2
+        elif letter == b"u" and data[at + 2 : at + 4] == b"00" and data[at + 4 : at + 6] in _CONTROL_CODES:
+            end = at + 6
+        else:
+            end = 0
+        if end and _ASCII_DIGIT.search(data, max(at - _NEAR, 0), at) and _ASCII_DIGIT.search(data, end, end + _NEAR):
             return True
         at = data.find(b"\\", at + 2)
     return False
+
+
+def _plain(data: bytes) -> bytes:
+    """JSON text with its wide spaces and dashes and its escaped tabs and line breaks made plain
+    spaces, its wide digits ASCII ones, and what nobody sees dropped: as the scanner reads it.
+    A character is replaced only where the byte that spots it is there (searched as fast as a
+    byte can be): a pass over the text for each of them cost more than the rest of the scan."""
+    for spot, character, plain in _PLAIN_FORMS:
+        if spot in data:
+            data = data.replace(character, plain)
+    if b"\\" in data:  # (each a regular expression: its backslash found as fast as a byte can be)
+        data = _ESCAPED_SEPARATOR.sub(b" ", _ESCAPED_CONTROL.sub(b"", data))
+    for lead, digits in _WIDE_DIGITS:
+        if lead in data:
+            for wide, digit in digits:
+                data = data.replace(wide, digit)
+    return data
 
 
 def may_hold_card_numbers(data: bytes) -> bool:
@@ -133,14 +177,8 @@ def may_hold_card_numbers(data: bytes) -> bool:
     if _EXPONENT_OF_A_CARD_NUMBER.search(data):
         return True
     classes = data.translate(_CLASSES)
-    if b"w" in classes or _holds_json_escaped_separator(data):
-        for space in (*_WIDE_SPACES, *_JSON_ESCAPED_SEPARATORS):
-            data = data.replace(space, b" ")
-        for lead, digits in _WIDE_DIGITS:
-            if lead in data:
-                for wide, digit in digits:
-                    data = data.replace(wide, digit)
-        classes = data.translate(_PLAIN_CLASSES)
+    if b"w" in classes or _holds_json_escape_between_digits(data):
+        classes = _plain(data).translate(_PLAIN_CLASSES)
     if any(signature in classes for signature in _SIGNATURES):
         return True
     if b"0ss" not in classes:  # no digit followed by two separators: nothing the signatures missed
@@ -160,8 +198,8 @@ def may_hold_card_numbers(data: bytes) -> bool:
 # alone: that is also how people write a customer's or a case's id.
 SECURITY_CODE_MASK = "[security code]"
 _CODE = rf"(?P<code>[{_DIGITS}]{{3,4}})(?![{_DIGITS}]|[/.,][{_DIGITS}])"
-_CARD_CODE_LABEL = r"cvv2?|cvc2?|cvn2?|card code|card verification[ -]?(?:code|value|number)"
-_OTHER_CODE_LABEL = r"security code|verification[ -]?(?:code|value|number)"
+_CARD_CODE_LABEL = r"cvv2?|cvc2?|cvn2?|card\W{1,2}code|card\W{1,2}verification\W{0,2}(?:code|value|number)"
+_OTHER_CODE_LABEL = r"security\W{1,2}code|verification\W{0,2}(?:code|value|number)"
 _CARD_CONTEXT = re.compile(
     r"(?ai)(?<![a-z])(?:cards?|visa|master ?card|amex|american express|discover|credit|debit)(?![a-z])|\[card ending"
 )
@@ -169,21 +207,27 @@ _CARD_CONTEXT = re.compile(
 
 def _labelled_code(labels: str) -> re.Pattern[str]:
     return re.compile(
-        rf"(?ai)(?<![a-z0-9])(?P<label>(?:{labels})(?![a-z])(?:\W{{0,3}}(?:is|was|no|number|nr)\b)?\W{{0,4}}){_CODE}"
+        rf"(?ai)(?<![a-z0-9])(?P<label>(?:{labels})(?![a-z])(?:\W{{0,3}}(?:is|was|no|number|nr|code)\b)?\W{{0,4}}){_CODE}"
     )
 
 
 _CARD_LABELLED_CODE = _labelled_code(_CARD_CODE_LABEL)
 _OTHER_LABELLED_CODE = _labelled_code(_OTHER_CODE_LABEL)
-# What the fast path looks for in the lowered bytes: every label above holds one of these, the
-# bounded ones where no letter or digit stands before them. Few, each search being a pass over the
-# bytes, and none a word that ordinary records hold: not "security" (a product may be called
-# "Security Camera"), nor "code" alone ("ProductCode" is in every item).
+# What the fast path looks for in the lowered bytes: every label above holds one of these, where
+# no letter or digit stands before it (or the letter ends a JSON escape: a line break, a control
+# character). Few, each search being a pass over the bytes: not "security" (a product may be called
+# "Security Camera"). "code" is in every item ("ProductCode", a letter before it): its occurrences
+# are looked at by a regular expression (its literal start found fast, its look-behinds in C), not
+# one by one in Python.
 _BOUNDED_CODE_STEMS = (b"cv", b"verification")
-_CODE_STEMS = (b" code",)
+_BOUNDED_CODE = re.compile(rb"code(?:(?<![a-z0-9]code)|(?<=\\[a-z]code)|(?<=\\u[0-9a-f]{4}code))")
 _MASKED_CARD = r"\[card ending [0-9]{1,4}\]"
-_EXPIRY = rf"(?:(?:exp(?:iry|ires|iration)?|valid(?: thru| until)?)\W{{0,3}})?[{_DIGITS}]{{1,2}} ?[/.-] ?(?:[{_DIGITS}]{{4}}|[{_DIGITS}]{{2}})"
-_CODE_AFTER_CARD = re.compile(rf"(?ai)(?P<label>{_MASKED_CARD}[ \t\r\n,;/.:-]{{1,3}}(?:{_EXPIRY}[ \t\r\n,;/.:-]{{1,3}})?){_CODE}")
+_EXPIRY_LABEL = r"exp(?:iry|ires|iration)?(?:\W{1,2}date)?|(?:valid|good)(?:\W{1,2}(?:thru|through|until))?"
+_EXPIRY = rf"(?:(?:{_EXPIRY_LABEL})\W{{0,3}})?[{_DIGITS}]{{1,2}} ?[/.-] ?(?:[{_DIGITS}]{{4}}|[{_DIGITS}]{{2}})"
+_CODE_GAP = r"(?:\r\n|[ \t\r\n,;/.:(#-]){1,3}"
+_CODE_AFTER_CARD = re.compile(
+    rf"(?ai)(?P<label>{_MASKED_CARD}{_CODE_GAP}(?:{_EXPIRY}{_CODE_GAP})?(?:(?:code|cvv2?|cvc2?|cvn2?|cid)\W{{0,3}})?){_CODE}"
+)
 
 
 def _mask_code(match: re.Match[str]) -> str:
@@ -193,7 +237,7 @@ def _mask_code(match: re.Match[str]) -> str:
 def may_name_security_code(data: bytes) -> bool:
     """Whether UTF-8 text may hold a labelled security code; False means it holds none."""
     lowered = data.lower()
-    if any(stem in lowered for stem in _CODE_STEMS):
+    if _BOUNDED_CODE.search(lowered):
         return True
     for stem in _BOUNDED_CODE_STEMS:
         at = lowered.find(stem)
@@ -242,12 +286,26 @@ def _card_shaped(groups: list[str]) -> bool:
     return lengths in _GROUPINGS
 
 
+def _usps_tracking_number(groups: list[str]) -> bool:
+    """Whether digit groups are a USPS tracking number as printed (22 or 26 digits beginning with a
+    9, in fours but the last, with USPS's check digit): one number, no card hidden in its fours."""
+    digits = "".join(groups).translate(_AS_ASCII_DIGITS)
+    lengths = [len(group) for group in groups]
+    if len(digits) not in (22, 26) or digits[0] != "9" or any(length != 4 for length in lengths[:-1]) or lengths[-1] > 4:
+        return False
+    weighted = sum(int(digit) * (3 if position % 2 == 0 else 1) for position, digit in enumerate(reversed(digits[:-1])))
+    return (10 - weighted % 10) % 10 == int(digits[-1])
+
+
 def _mask_run(run: str) -> str:
     """A run of digit groups with every card number in it masked.
 
     From the left, the longest card-shaped, Luhn-valid stretch of whole groups (the whole run
-    first): "4111 1111 1111 1111 737" loses the number and keeps the 737."""
+    first): "4111 1111 1111 1111 737" loses the number and keeps the 737. A USPS tracking number,
+    printed in fours too, is kept whole."""
     groups = _SEPARATOR.split(run)
+    if _usps_tracking_number(groups):
+        return run
     separators = _SEPARATOR.findall(run)
     parts: list[str] = []
     start = 0
@@ -275,15 +333,17 @@ def mask_card_numbers(text: str | None) -> str | None:
     there is none)."""
     if not text:
         return text
-    masked = text
-    if _RUN.search(text):
-        masked = _RUN.sub(_mask_match, text)
-        if masked != text:
+    # (read as a person sees it: what nobody sees left out, so a NUL that storage drops later cannot hide a number)
+    scanned = text.translate(_WITHOUT_INVISIBLE) if _AN_INVISIBLE.search(text) else text
+    masked = scanned
+    if _RUN.search(scanned):
+        masked = _RUN.sub(_mask_match, scanned)
+        if masked != scanned:
             masked = _CODE_AFTER_CARD.sub(_mask_code, masked)
     masked = _CARD_LABELLED_CODE.sub(_mask_code, masked)
     if _CARD_CONTEXT.search(masked):
         masked = _OTHER_LABELLED_CODE.sub(_mask_code, masked)
-    return text if masked == text else masked
+    return text if masked == scanned else masked
 
 
 _NUMBER_TYPES = (Decimal, float, int)  # (not bool: its type is not int)
@@ -301,12 +361,10 @@ def card_number_in(value: int | float | Decimal) -> str | None:
             return None
         value = int(value)
     elif kind is float:
-        if not (value.is_integer() and value < _EXACT_IN_A_DOUBLE):
+        if not (value.is_integer() and abs(value) < _EXACT_IN_A_DOUBLE):
             return None
         value = int(value)
-    if value <= 0:
-        return None
-    digits = str(value)
+    digits = str(abs(value))  # (typed with a minus, the digits are the card's all the same)
     return digits if MIN_DIGITS <= len(digits) <= MAX_DIGITS and luhn_valid(digits) else None
 
 

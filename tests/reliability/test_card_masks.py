@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from salesforce_orders.config import DEFAULT_CARD_FIELDS
 from salesforce_orders.warehouse import tables, utc_now
+from tests.security.test_card_data import importable_orders
 
 CARD_FIELDS = ("Credit_Card_Number__c", "Credit_Card_CVV__c")
 
@@ -180,3 +181,57 @@ def test_a_card_number_typed_into_a_number_field_is_masked_and_its_order_quarant
     for name in inspector.get_table_names() + inspector.get_view_names():
         text = json.dumps(p.query(f"SELECT * FROM {name}"), default=str)
         assert "4111111111111111" not in text and "5555555555554444" not in text, name
+
+
+# Card numbers hidden as people and their tools write them: characters nobody sees between the
+# digits (a NUL, which storage drops, would join them), dashes a word processor types, a group a
+# line with blank lines between (Windows line ends), a space on both sides of each line break; a
+# security code in brackets. (field, typed, the number, what the stored value must read)
+HIDDEN = [
+    ("Description", "card 4111\x001111\x001111\x001111 (737)", "4111111111111111", "card [card ending 1111] ([security code])"),
+    ("PoNumber", "PO 5555\u20135555\u20135555\u20134444", "5555555555554444", "PO [card ending 4444]"),
+    ("ShippingName", "Attn 4000 \r\n 0566 \r\n 5566 \r\n 5556", "4000056655665556", "Attn [card ending 5556]"),
+    ("Description", "Card:\r\n6011\r\n\r\n0009\r\n\r\n9013\r\n\r\n9424", "6011000990139424", "Card:\r\n[card ending 9424]"),
+    ("PoNumber", "PO 3714\u200b496353\u200b98431", "371449635398431", "PO [card ending 8431]"),
+]
+USPS = "USPS 9400 7720 4056 0865 6907 07"  # a tracking number printed in fours: no card inside it
+
+
+def test_card_numbers_hidden_by_invisible_characters_other_dashes_or_line_breaks_are_masked_everywhere(pipeline, external_orders_pages):
+    """A whole run: none of the numbers is in any table or view (staging included) or on the
+    External Orders pages, each order is flagged, the stored values read as masked; a USPS
+    tracking number in a PO number is kept as typed and flags nothing."""
+    p = pipeline
+    p.set_config(order_field_mappings={"ShippingName": "ship_to"})
+    orders = importable_orders(p, len(HIDDEN) + 1)
+    for order_id, (field, typed, _number, _stored) in zip(orders, HIDDEN, strict=False):
+        p.org_update("Order", order_id, **{field: typed})
+    p.org_update("Order", orders[-1], PoNumber=USPS)
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    loaded = {r["sf_order_id"]: r for r in p.query("SELECT * FROM external_orders")}
+    assert set(orders) <= set(loaded)
+    for order_id, (field, _typed, _number, stored) in zip(orders, HIDDEN, strict=False):
+        row = loaded[order_id]
+        column = {"Description": "notes", "PoNumber": "po_number"}.get(field)
+        value = row[column] if column else (row["metadata"] if isinstance(row["metadata"], dict) else json.loads(row["metadata"]))["ship_to"]
+        assert value == stored, (field, value)
+        assert row["card_data_masked"] in (True, 1)
+    assert loaded[orders[-1]]["po_number"] == USPS and loaded[orders[-1]]["card_data_masked"] in (False, 0)
+    inspector = sa.inspect(p.engine)
+    # every value as stored, written out as it is (JSON would escape a NUL into digits of its own)
+    texts = {
+        name: "\n".join(str(value) for row in p.query(f"SELECT * FROM {name}") for value in row.values())
+        for name in inspector.get_table_names(schema=p.schema) + inspector.get_view_names(schema=p.schema)
+    }
+    assert "stg_orders" in texts and "external_orders" in texts
+    client = external_orders_pages(p.engine, p.schema)
+    for order_id in orders:
+        number = loaded[order_id]["order_number"]
+        texts[f"page of {number}"] = client.get("/order", params={"q": number}).text
+    for where, text in texts.items():
+        digits = re.sub(r"\D", "", text)
+        assert not [number for _field, _typed, number, _stored in HIDDEN if number in digits], where
+        assert "(737)" not in text, where

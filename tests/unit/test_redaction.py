@@ -38,8 +38,13 @@ CARDS = {
 # dots, and up to three of them; a Japanese or Chinese keyboard's ideographic space.
 SEPARATORS = (
     " ", "-", ".", "\u00a0", "\u202f", "\u2009", "\u2007", "\t", "  ", " - ", "--", "\t\t", " \t", "\u3000",
-    "\n", "\r\n", "\r", " \n", "-\n",
+    "\n", "\r\n", "\r", " \n", "-\n", "\r\n\r\n", " \r\n ", "\n\n",
+    # the hyphens, dashes and minus signs word processors and other keyboards type
+    "\u2010", "\u2011", "\u2012", "\u2013", " \u2013 ", "\u2014", "\u2212", "\ufe63", "\uff0d",
 )
+# What nobody sees, pasted from web pages or typed by accident: gone from the text as it is read
+# (and a NUL is dropped before anything is stored), so it hides no card number.
+INVISIBLE = ("\x00", "\x0b", "\x1f", "\x7f", "\u00ad", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff")
 
 # The digits other keyboards type: full-width (a Japanese or Chinese input method), Arabic-Indic
 # and Extended Arabic-Indic (Persian, Urdu).
@@ -175,6 +180,7 @@ def test_records_are_masked_in_place_and_the_fields_named():
     [
         4111111111111111, 4111111111111111.0, Decimal("4111111111111111"), Decimal("4111111111111111.00"),
         Decimal("4.111111111111111E+15"), Decimal("4.11111111111116E+15"),  # the exponent form, one ending in a zero
+        -4111111111111111, Decimal("-4111111111111111.00"),  # typed with a minus: the card's digits all the same
     ],
     ids=repr,
 )
@@ -183,7 +189,7 @@ def test_a_card_number_typed_into_a_number_field_is_masked(typed):
     not as text: a card number typed into one is masked as text would be, the fast path finding it
     in the records' JSON as the staging writes it too."""
     record = {"Id": "802000000000001AAA", "Quantity": typed, "UnitPrice": Decimal("120.00"), "IsActive": True}
-    digits = str(int(typed))
+    digits = str(abs(int(typed)))
     assert luhn_valid(digits)
     assert may_hold_card_data(json_bytes(record))
     assert mask_records([dict(record)], [json_bytes(record)]) == {0: ["Quantity"]}
@@ -195,13 +201,13 @@ def test_a_card_number_typed_into_a_number_field_is_masked(typed):
     "kept",
     [
         4111111111111112, Decimal("4111111111111112"), 1234567890123.0, Decimal("4111111111111111.50"),
-        4111111111111111.5, -4111111111111111, 41111111111111110000.0, Decimal("Infinity"), Decimal("NaN"), 240.0, 0,
+        4111111111111111.5, 41111111111111110000.0, Decimal("Infinity"), Decimal("NaN"), 240.0, 0,
     ],
     ids=repr,
 )
 def test_numbers_that_are_no_card_number_are_kept(kept):
-    """Failing the Luhn check, a fraction, negative, beyond what a double holds exactly, not finite,
-    an ordinary amount."""
+    """Failing the Luhn check, a fraction, beyond what a double holds exactly, not finite, an
+    ordinary amount."""
     record = {"TotalAmount": kept}
     assert mask_records([record]) == {}
     assert record["TotalAmount"] is kept
@@ -288,7 +294,8 @@ def _random_text(rng: random.Random) -> tuple[str, list[str]]:
             parts.append(written.translate(rng.choice(list(WIDE_DIGITS.values()))) if rng.random() < 0.2 else written)
             cards.append(plain)
         elif kind < 0.6:
-            parts.append("".join(rng.choice("0123456789 -.\u00a0\u202f\u3000\n\r４٤۴") for _ in range(rng.randint(1, 30))))
+            alphabet = "0123456789 -.\u00a0\u202f\u3000\n\r４٤۴\u2013\u2212\x00\u200b\u00ad\x0b"
+            parts.append("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30))))
         else:
             parts.append("".join(rng.choice("abcXYZ.,:;/()\"\\\n\t€é#+–“”Àア（で") for _ in range(rng.randint(1, 6))))
     return rng.choice([" ", "", ", ", "\n"]).join(parts), cards
@@ -366,6 +373,65 @@ def test_a_card_number_wrapped_over_lines_is_masked_with_the_security_code_on_th
     # lines of numbers that are no card stay: a list of room numbers, a year under a phone number
     for kept in ("Rooms:\n1012\n1013\n1014\n1016", "+49 30 1234 5678\n2026", "Invoice 4111111111111112\n12"):
         assert mask_card_numbers(kept) == kept
+
+
+@pytest.mark.parametrize("invisible", INVISIBLE, ids=[f"U+{ord(c):04X}" for c in INVISIBLE])
+def test_a_card_number_with_characters_nobody_sees_between_its_digits_is_masked(invisible):
+    """A NUL (which storage drops: the digits would then be a card number), a control character, a
+    soft hyphen, a zero-width space or joiner, a word joiner, a byte-order mark: between the digits,
+    in every gap of a printed number or right after a group, the text reads as a card number, and
+    the fast path finds it in the records' JSON."""
+    for typed in (
+        invisible.join("4111111111111111"), "4111 1111 1111 1111".replace(" ", invisible), f"4111{invisible} 1111 1111 1111",
+        f"Visa 4111{invisible}1111{invisible}1111{invisible}1111 CVV {invisible}737",
+    ):
+        masked = mask_card_numbers(f"card {typed} thanks")
+        assert "[card ending 1111]" in masked and "4111" not in masked and "737" not in masked, repr(typed)
+        record = {"Id": "801000000000001AAA", "PoNumber": typed}
+        assert may_hold_card_data(json_bytes([record])), repr(typed)
+        assert mask_records([record]) == {0: ["PoNumber"]}
+    kept = f"order{invisible} 12, room 4"
+    assert mask_card_numbers(kept) is kept  # nothing masked: the text kept as it was, invisible characters and all
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Visa 4111 1111 1111 1111 (737)", "Visa [card ending 1111] ([security code])"),
+        ("Visa 4111 1111 1111 1111 expiry date 12/27 737", "Visa [card ending 1111] expiry date 12/27 [security code]"),
+        ("Visa 4111 1111 1111 1111 good thru 12/27 737", "Visa [card ending 1111] good thru 12/27 [security code]"),
+        ("Visa 4111 1111 1111 1111 valid through 12/2027, 737", "Visa [card ending 1111] valid through 12/2027, [security code]"),
+        ("Visa 4111 1111 1111 1111\r\n\r\n737", "Visa [card ending 1111]\r\n\r\n[security code]"),
+        ("4111 1111 1111 1111 12/27 code 737", "[card ending 1111] 12/27 code [security code]"),
+        ("Please use CVV code 737 with the card on file", "Please use CVV code [security code] with the card on file"),
+        ("card\u00a0code: 737", "card\u00a0code: [security code]"),
+        ("Card verification\u00a0value 1234", "Card verification\u00a0value [security code]"),
+    ],
+)
+def test_a_security_code_in_brackets_after_other_expiry_labels_or_named_code_is_masked(text, expected):
+    assert mask_card_numbers(text) == expected
+    assert may_hold_card_data(json_bytes({"Description": text}))
+
+
+def usps_tracking_number(rng: random.Random, length: int) -> str:
+    """A random USPS tracking number (22 or 26 digits, its mod-10 check digit with weights 3 and 1)."""
+    body = "9" + "".join(rng.choice("0123456789") for _ in range(length - 2))
+    weighted = sum(int(digit) * (3 if position % 2 == 0 else 1) for position, digit in enumerate(reversed(body)))
+    return body + str((10 - weighted % 10) % 10)
+
+
+def test_usps_tracking_numbers_printed_in_fours_are_kept_whole():
+    """USPS prints its 22- and 26-digit numbers in fours, the last group shorter: a 4-4-4-4 stretch
+    inside passes the Luhn check one time in ten, and must not be taken for a card (nor the group
+    after it for a security code)."""
+    rng = random.Random(22)
+    for _ in range(2000):
+        digits = usps_tracking_number(rng, rng.choice([22, 26]))
+        printed = " ".join(digits[i : i + 4] for i in range(0, len(digits), 4))
+        assert mask_card_numbers(f"USPS {printed}") == f"USPS {printed}"
+    assert mask_card_numbers("USPS 9400 7720 4056 0865 6907 07") == "USPS 9400 7720 4056 0865 6907 07"
+    # a card in its own fours beside a number that is no USPS one is still masked
+    assert mask_card_numbers("4111 1111 1111 1111 2027 12") == "[card ending 1111] [security code] 12"
 
 
 def test_tabs_are_found_in_json_after_an_escaped_backslash_and_a_backslash_before_t_is_no_tab():

@@ -69,6 +69,9 @@ class ExtractSummary:
     accounts_changed: int = 0  # Accounts whose edits brought their orders into the run
     ancestors: int = 0  # ancestor Accounts read and stored as customers (see hierarchy)
     parent_account_ids: set[str] = field(default_factory=set)  # the staged orders' Account.ParentId
+    # Accounts of the hierarchy the warehouse cannot store, with why (hierarchy.held_back): the
+    # validate quarantines the orders under them
+    held_accounts: dict[str, str] = field(default_factory=dict)
     card_data_masked: set[str] = field(default_factory=set)  # ids of the orders with card numbers masked
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,6 +85,7 @@ class ExtractSummary:
             "max_system_modstamp": self.max_system_modstamp,
             "seconds": round(self.seconds, 2),
             "card_data_masked": len(self.card_data_masked),
+            "held_accounts": self.held_accounts,
         }
 
     def log_masked(self) -> None:

@@ -6,6 +6,10 @@ reads the ancestor chain of the run's parent accounts (and of the Accounts edite
 an Account and five of its ancestors a query (200 Accounts a query, the queries of a level read
 together: five a call), again from the fifth while it has a parent, and stores each ancestor as a
 customer. The load then writes the orders' own accounts as always.
+
+An ancestor the warehouse cannot store (a value longer than its column: the extract runs before
+the validation) is held back with every Account below it, never written: the validation
+quarantines the orders under it, naming the Account and the field, and the rest of the run loads.
 """
 
 from __future__ import annotations
@@ -72,10 +76,12 @@ def as_order_account(account: Mapping[str, Any], parent: Mapping[str, Any] | Non
     return record
 
 
-def store_ancestors(conn: sa.Connection, config: ImportConfig, accounts: Mapping[str, Mapping[str, Any]], now: datetime) -> int:
+def store_ancestors(
+    conn: sa.Connection, config: ImportConfig, accounts: Mapping[str, Mapping[str, Any]], now: datetime
+) -> tuple[int, dict[str, str]]:
     """Insert the accounts missing from ``customers``, update those whose name, parent, customer id
     or own billing address differ (an Account without a billing address keeps the stored one).
-    Returns the number of customers written."""
+    Returns the number of customers written, and the accounts held back (see :func:`held_back`)."""
     from .load import customer_row
     from .transform import customer_changes, customer_for
 
@@ -84,14 +90,19 @@ def store_ancestors(conn: sa.Connection, config: ImportConfig, accounts: Mapping
         row.sf_account_id: row._mapping
         for row in select_in(conn, customers, list(customers.c), customers.c.sf_account_id, sorted(accounts))
     }
-    new, changed = [], []
+    made = {}
     for account_id, account in sorted(accounts.items()):
         parent = accounts.get(account.get("ParentId") or "")
         customer, _ = customer_for(as_order_account(account, parent), config)
-        row = customer_row(customer, now)
+        made[account_id] = (customer, customer_row(customer, now))
+    held = held_back(accounts, {account_id: row for account_id, (_, row) in made.items()}, customers, config)
+    new, changed = [], []
+    for account_id, (customer, row) in made.items():
+        if account_id in held:
+            continue
         if account_id not in stored:
             new.append(row)
-        elif customer_changes(account, stored[account_id], config) or stored[account_id]["parent_customer_id"] != customer.parent_customer_id:
+        elif customer_changes(accounts[account_id], stored[account_id], config) or stored[account_id]["parent_customer_id"] != customer.parent_customer_id:
             del row["first_imported_at"]
             if customer.billing.is_empty():
                 row = {k: v for k, v in row.items() if not k.startswith("billing_")}
@@ -99,4 +110,59 @@ def store_ancestors(conn: sa.Connection, config: ImportConfig, accounts: Mapping
     upsert(conn, customers, new, ["sf_account_id"], update_columns=[])
     for row in changed:
         conn.execute(sa.update(customers).where(customers.c.sf_account_id == row["sf_account_id"]).values(row))
-    return len(new) + len(changed)
+    if held:
+        log.warning(
+            "Account hierarchy: %d accounts not stored, the warehouse cannot hold them (their orders are quarantined): %s",
+            len(held), "; ".join(sorted(set(held.values()))[:20]),
+        )
+    return len(new) + len(changed), held
+
+
+def held_back(
+    accounts: Mapping[str, Mapping[str, Any]], rows: Mapping[str, Mapping[str, Any]], customers: sa.Table, config: ImportConfig
+) -> dict[str, str]:
+    """The accounts not to store, by Id, each with why: one whose customer row (``rows``) has a text
+    longer than its column (PostgreSQL would refuse it, failing every run; SQLite would keep it),
+    and every account below one (its customer would point at a parent that is not there). The
+    reason names the nearest such Account and its field, never the value."""
+    problems = {
+        account_id: _overlong(row, customers, config, parent_known=accounts[account_id].get("ParentId") in accounts)
+        for account_id, row in rows.items()
+    }
+    held = {}
+    for account_id in accounts:
+        current, seen = account_id, set()
+        while current in accounts and current not in seen:  # up the chain (seen: never loop)
+            if problems.get(current):
+                held[account_id] = "; ".join(f"Account {current} {problem}" for problem in problems[current])
+                break
+            seen.add(current)
+            current = accounts[current].get("ParentId")
+    return held
+
+
+def _overlong(row: Mapping[str, Any], customers: sa.Table, config: ImportConfig, *, parent_known: bool) -> list[str]:
+    """The row's texts longer than their ``customers`` column, named by the Account field each is
+    read from. The parent's customer id is the parent's own when the parent was read: its problem."""
+    id_field = config.customer_id_field
+    fields = {"customer_id": id_field, "parent_customer_id": f"Parent.{id_field}", **_ACCOUNT_FIELDS}
+    return [
+        f"{fields.get(name, f'customers.{name}')} is {len(value)} characters, more than the {length} allowed"
+        for name, value in row.items()
+        if isinstance(value, str)
+        and (length := getattr(customers.c[name].type, "length", None)) is not None
+        and len(value) > length
+        and not (name == "parent_customer_id" and parent_known)
+    ]
+
+
+# The Account field each of the other text columns of a customer is read from (the rest are ids,
+# codes and hashes the import makes, always within their columns).
+_ACCOUNT_FIELDS = {
+    "name": "Name",
+    "billing_street": "BillingStreet",
+    "billing_city": "BillingCity",
+    "billing_state": "BillingState",
+    "billing_postal_code": "BillingPostalCode",
+    "billing_country": "BillingCountry",
+}

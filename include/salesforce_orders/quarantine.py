@@ -9,6 +9,7 @@ broken org should stop the import, not quarantine everything.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
@@ -22,6 +23,7 @@ from .validate import (
     OrderValidator,
     ValidationSummary,
     duplicate_order_numbers,
+    held_by_hierarchy,
     text_limits,
 )
 
@@ -34,9 +36,17 @@ VALIDATION_BATCH = 50_000
 
 
 def validate_run(
-    engine: sa.Engine, run_id: str, config: ImportConfig, *, today: date | None = None, batch_size: int | None = None
+    engine: sa.Engine,
+    run_id: str,
+    config: ImportConfig,
+    *,
+    today: date | None = None,
+    batch_size: int | None = None,
+    held_accounts: Mapping[str, str] | None = None,
 ) -> ValidationSummary:
-    """Validate every staged order of the run, quarantine the invalid ones, mark the rest valid."""
+    """Validate every staged order of the run, quarantine the invalid ones, mark the rest valid.
+    ``held_accounts``: the Accounts the extract could not store in ``customers``, with why
+    (hierarchy.held_back): the orders under them are quarantined (``hierarchy_storable``)."""
     import pandas as pd
 
     from .staging import drop_superseded, iter_staged, mark_validation
@@ -58,13 +68,15 @@ def validate_run(
     limit = batch_size or VALIDATION_BATCH
     frames: list[pd.DataFrame] = []
     late_duplicates: list[str] = []  # OrderNumbers already seen in an earlier batch
+    held: dict[str, str] = {}  # orders under an Account the extract could not store: why
     pending = 0
 
     def flush() -> None:
-        nonlocal frames, late_duplicates, pending
+        nonlocal frames, late_duplicates, held, pending
         if pending:
-            _quarantine_batch(engine, run_id, validator, pd.concat(frames, ignore_index=True), late_duplicates, summary, config)
-        frames, late_duplicates, pending = [], [], 0
+            frame = pd.concat(frames, ignore_index=True)
+            _quarantine_batch(engine, run_id, validator, frame, late_duplicates, held, summary, config)
+        frames, late_duplicates, held, pending = [], [], {}, 0
 
     progress = Progress("validate", "orders")
     staged = iter_staged(
@@ -74,6 +86,7 @@ def validate_run(
         frames.append(validator.frame(chunk))
         late_duplicates += duplicate_order_numbers(chunk, seen_numbers)
         late_duplicates += _numbers_held_by_other_orders(engine, chunk, schema)
+        held |= held_by_hierarchy(chunk, held_accounts or {})
         pending += len(chunk)
         if pending >= limit:
             flush()
@@ -114,6 +127,7 @@ def _quarantine_batch(
     validator: OrderValidator,
     frame: Any,
     late_duplicates: list[str],
+    held: Mapping[str, str],
     summary: ValidationSummary,
     config: ImportConfig,
 ) -> None:
@@ -131,19 +145,24 @@ def _quarantine_batch(
         failed.setdefault(order_id, [])
         if "order_number_unique" not in failed[order_id]:
             failed[order_id].append("order_number_unique")
+    for order_id in held:
+        failed.setdefault(order_id, []).append("hierarchy_storable")
     schema = config.warehouse_schema
     # Messages need the whole record: only the few invalid orders are read back.
     records = staged_orders(engine, run_id, failed, schema=schema)
     quarantine_rows = []
     for order_id, rules in failed.items():
         order, items = records[order_id]
+        details = validator.explain_failures(order, items, rules)
+        if order_id in held:  # why is the extract's finding, not the order's own fields
+            details["hierarchy_storable"] = held[order_id]
         quarantine_rows.append(
             {
                 "sf_order_id": order_id,
                 "order_number": order.get("OrderNumber"),
                 "account_name": order.get("Account.Name"),
                 "failed_checks": rules,
-                "details": validator.explain_failures(order, items, rules),
+                "details": details,
                 "card_data_masked": card_data_masked_fields(order, items, config.order_item_object),
             }
         )

@@ -434,7 +434,7 @@ def _store_ancestors(engine, hook, config, account_ids: set[str], summary) -> No
     calls_before = hook.usage.calls
     accounts = read_ancestors(hook, config, account_ids)
     with engine.begin() as conn:
-        written = store_ancestors(conn, config, accounts, _now())
+        written, summary.held_accounts = store_ancestors(conn, config, accounts, _now())
     summary.api_calls += hook.usage.calls - calls_before
     summary.ancestors = len(accounts)
     log.info("Account hierarchy: %d accounts read up to the top, %d customers written", len(accounts), written)
@@ -443,8 +443,10 @@ def _store_ancestors(engine, hook, config, account_ids: set[str], summary) -> No
 @_records_failure
 @_reports_warehouse_errors
 @_collects_garbage_less_often
-def validate(*, run_id: str) -> dict[str, Any]:
-    """Validate staged orders; quarantine the invalid; fail above the invalid-share threshold."""
+def validate(*, run_id: str, held_accounts: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Validate staged orders; quarantine the invalid; fail above the invalid-share threshold.
+    ``held_accounts``: the Accounts the extract could not store, with why (its ``held_accounts``):
+    the orders under them are quarantined too."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from .quarantine import validate_run
@@ -453,7 +455,7 @@ def validate(*, run_id: str) -> dict[str, Any]:
     config = _config()
     engine = _warehouse(config)
     try:
-        summary = validate_run(engine, run_id, config, today=date.today())
+        summary = validate_run(engine, run_id, config, today=date.today(), held_accounts=held_accounts)
     except InvalidShareExceeded as exc:
         raise AirflowFailException(str(exc)) from None  # the same data fails the same way on retry
     _refresh_statistics(engine, "stg_orders", schema=config.warehouse_schema)  # the statuses the transform reads by

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import operator
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -56,6 +56,7 @@ CHECKS: dict[str, str] = {
     "country_resolvable": "the service and billing countries resolve to ISO country codes",
     "field_lengths": "no text value is longer than its warehouse column",
     "amounts_storable": "every amount and quantity fits the warehouse's NUMERIC(18,2) exactly: at most 2 decimals, below 10^16 (on SQLite, at most the 15 significant digits a double keeps)",
+    "hierarchy_storable": "the warehouse can store the order's Account and every Account above it (each value within its column)",
 }
 
 MAX_FUTURE_EFFECTIVE_DAYS = 365
@@ -158,7 +159,10 @@ _make_derived = record_maker(DerivedOrder)
 _SERVICE_ADDRESS = FieldReader(SERVICE_ADDRESS_FIELDS)
 _SERVICE_KEYS = FieldReader([*SERVICE_ADDRESS_FIELDS, ("BillingCountry", False)])  # what _service_checks reads
 _ORDER_VALUES = FieldReader(as_written("EffectiveDate", "BillingCountry", "ActivatedDate", "TotalAmount"))
-_ITEM_VALUES = FieldReader(as_written("TotalPrice", "Quantity", "UnitPrice", "TotalPrice", "Id"))
+# TotalPrice, then every amount the warehouse stores of an item (as the transform reads them), then Id
+_ITEM_VALUES = FieldReader(
+    [*as_written("TotalPrice", "Quantity", "UnitPrice", "TotalPrice", "ListPrice"), *matched("PricebookEntry.UnitPrice"), *as_written("Id")]
+)
 # Days repeat across a run's orders: the EffectiveDate problem of each text, by the day of the check.
 _EFFECTIVE_PROBLEMS: dict[tuple[str, date], str | None] = {}
 
@@ -185,14 +189,16 @@ def _effective_problem(effective: Any, today: date) -> str | None:
     return problem
 
 
-_AMOUNT_NAMES = ("Quantity", "UnitPrice", "TotalPrice")
+# Each item amount that reaches a Money column: external_order_items (quantity, unit_price,
+# total_price, list_price) and products.list_price (PricebookEntry.UnitPrice). As _ITEM_VALUES reads them.
+_AMOUNT_NAMES = ("Quantity", "UnitPrice", "TotalPrice", "ListPrice", "PricebookEntry.UnitPrice")
 
 
 def _amount_problems(total: Any, item_values: list[tuple[Any, ...]], *, double_only: bool) -> tuple[str, ...]:
     """Amounts the warehouse cannot keep exactly, each with the field that holds it: TotalAmount,
-    then each item's Quantity, UnitPrice and TotalPrice (``item_values``: as _ITEM_VALUES reads them)."""
+    then each item's _AMOUNT_NAMES (``item_values``: as _ITEM_VALUES reads them)."""
     fine = _FINE_AMOUNTS[double_only]
-    if all(type(raw) is Decimal and raw in fine for raw in (total, *[raw for values in item_values for raw in values[1:4]])):
+    if all(type(raw) is Decimal and raw in fine for raw in (total, *[raw for values in item_values for raw in values[1:-1]])):
         return ()  # (the usual case: every amount already seen to fit)
     problems = []
     found = _amount_problem(total, double_only)
@@ -325,8 +331,8 @@ class OrderValidator:
 
     def staged_fields(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The fields of staged orders and of their items that :meth:`frame` reads (and
-        :func:`duplicate_order_numbers`): (order fields, item fields), as written."""
-        orders = (_FRAME_VALUES, _ORDER_VALUES, _SERVICE_KEYS, self._order_texts)
+        :func:`duplicate_order_numbers`, :func:`held_by_hierarchy`): (order fields, item fields), as written."""
+        orders = (_FRAME_VALUES, _ORDER_VALUES, _SERVICE_KEYS, self._order_texts, _HIERARCHY_VALUES)
         return _names(*orders), _names(_ITEM_VALUES, self._item_texts)
 
     def overlong(self, order: StagedOrder, items: Iterable[StagedItem] = ()) -> list[tuple[str, int, int]]:
@@ -360,12 +366,12 @@ class OrderValidator:
         items = list(chain.from_iterable(item_lists))
         effective, billing_country, activated, total_raw = _columns(_ORDER_VALUES.many(orders), 4)
         totals = list(map(exact, total_raw))
-        item_values = _ITEM_VALUES.many(items)  # (TotalPrice, Quantity, UnitPrice, TotalPrice, Id)
-        price_raw, quantity_raw, unit_price_raw, _, _ = _columns(item_values, 5)
+        item_values = _ITEM_VALUES.many(items)  # (TotalPrice, *_AMOUNT_NAMES, Id)
+        price_raw, quantity_raw, unit_price_raw, _, list_price_raw, pricebook_price_raw, _ = _columns(item_values, 7)
         products = _ProductColumns(totals, item_counts, *map(_exact_column, (price_raw, quantity_raw, unit_price_raw)))
         service = _columns(_service_columns(_SERVICE_KEYS.many(orders)), 5)
         today = self.today
-        if _amounts_fit(self.double_only_amounts, total_raw, quantity_raw, unit_price_raw, price_raw):
+        if _amounts_fit(self.double_only_amounts, total_raw, quantity_raw, unit_price_raw, price_raw, list_price_raw, pricebook_price_raw):
             amount_problems = [0] * len(chunk)  # (the usual case)
         else:
             amount_problems = [
@@ -740,6 +746,24 @@ class ValidationSummary:
 
 class InvalidShareExceeded(RuntimeError):
     """Too many invalid orders: likely a renamed field or a broken org, so nothing is loaded."""
+
+
+def held_by_hierarchy(chunk: Iterable[tuple[StagedOrder, list[StagedItem]]], held_accounts: Mapping[str, str]) -> dict[str, str]:
+    """The orders whose Account, or its parent, the extract held back from ``customers`` (the
+    warehouse cannot store it or an Account above it: hierarchy.held_back), with why, by order Id.
+    Loaded, such an order would point at a customer that is not there. (The parent is held when any
+    Account above it is, so the order's Account and its parent tell of the whole chain.)"""
+    if not held_accounts:
+        return {}
+    found = {}
+    for order_id, account_id, parent_id in _HIERARCHY_VALUES.many([order for order, _ in chunk]):
+        reason = held_accounts.get(account_id) or held_accounts.get(parent_id)
+        if reason and order_id:
+            found[order_id] = f"the order's Account {account_id} is in a hierarchy the warehouse cannot store: {reason}"
+    return found
+
+
+_HIERARCHY_VALUES = FieldReader([*as_written("Id", "AccountId"), *matched("Account.ParentId")])
 
 
 def duplicate_order_numbers(chunk: Iterable[tuple[StagedOrder, list[StagedItem]]], seen: set[str]) -> list[str]:

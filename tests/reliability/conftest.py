@@ -96,7 +96,7 @@ class Pipeline:
                 run_id=run_id, dag_run_id=run_id, run_type=run_type,
                 data_interval_start=interval_start, data_interval_end=interval_end, params=self.params_by_run.get(run_id, {}),
             ),
-            "validate": lambda: stages.validate(run_id=run_id),
+            "validate": lambda: stages.validate(run_id=run_id, held_accounts=(results["extract"] or {}).get("held_accounts")),
             "transform": lambda: self.transform(outcome),
             "load": lambda: stages.load(
                 run_id=run_id,

@@ -6,12 +6,14 @@ org keeps its amounts as doubles (like a float), so the staged record is given t
 the extract, as a real org's answer would carry it; from there on every stage runs as the DAG runs
 it. On PostgreSQL the amount loads to the cent; a SQLite warehouse (doubles too) quarantines the
 order with a message naming the field, instead of storing a rounded amount, and loads the rest.
+Every amount stored is held to this, an item's ListPrice and its PricebookEntry.UnitPrice too.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 
 from salesforce_orders.warehouse import tables
@@ -42,6 +44,22 @@ def give_the_staged_order_an_amount(p, run, order_id: str, amount: Decimal) -> s
         for other in others:
             conn.execute(sa.delete(t.stg_order_items).where(t.stg_order_items.c.run_id == run.run_id, t.stg_order_items.c.sf_order_item_id == other.sf_order_item_id))
     return kept.sf_order_item_id
+
+
+def give_the_staged_product(p, run, order_id: str, **fields) -> str:
+    """The order's first staged product carries ``fields`` (by API name): returns its id."""
+    t = tables(p.schema)
+    items = t.stg_order_items
+    with p.engine.begin() as conn:
+        item_id, record = conn.execute(
+            sa.select(items.c.sf_order_item_id, items.c.record)
+            .where(items.c.run_id == run.run_id, items.c.sf_order_id == order_id)
+            .order_by(items.c.sf_order_item_id).limit(1)
+        ).one()
+        conn.execute(
+            sa.update(items).where(items.c.run_id == run.run_id, items.c.sf_order_item_id == item_id).values(record={**record, **fields})
+        )
+    return item_id
 
 
 def finish(p, run) -> None:
@@ -78,3 +96,28 @@ def test_an_amount_past_what_a_float_holds_loads_to_the_cent_or_is_refused_by_na
         message = str(refused["details"])
         assert "TotalAmount 99999999999999.99 has more digits than a SQLite warehouse keeps exactly" in message
         assert f"UnitPrice of OrderItem {item_id} 99999999999999.99" in message
+
+
+@pytest.mark.parametrize("field", ["ListPrice", "PricebookEntry.UnitPrice"])
+def test_a_list_price_the_warehouse_cannot_keep_exactly_quarantines_its_order_by_name(pipeline, field: str):
+    """An item's ListPrice (external_order_items.list_price) and its price book entry's UnitPrice
+    (products.list_price) are stored in the same NUMERIC(18,2) columns as its other amounts: held
+    to the same promise, never stored rounded. (The sandbox will not let them be set: the staged
+    product is given the value after the extract, as a real org's answer would carry it.)"""
+    p = pipeline
+    run = p.run(until="extract")
+    assert run.succeeded, run.error
+    odd, ordinary = sorted(p.expected_order_ids())[:2]
+    # more decimals than the column keeps; on SQLite, more digits than its double keeps
+    value = Decimal("100.005") if p.dialect == "postgresql" else BIG
+    item_id = give_the_staged_product(p, run, odd, **{field: value})
+
+    finish(p, run)
+
+    assert odd in p.quarantined_ids() and odd not in p.loaded_ids()
+    assert ordinary in p.loaded_ids()  # the rest of the run loads
+    [refused] = p.query("SELECT failed_checks, details FROM quarantined_orders WHERE sf_order_id = :o AND released_at IS NULL", o=odd)
+    assert "amounts_storable" in str(refused["failed_checks"])
+    reason = "has more than 2 decimals" if p.dialect == "postgresql" else "has more digits than a SQLite warehouse keeps exactly"
+    assert f"{field} of OrderItem {item_id} {value} {reason}" in str(refused["details"])
+    assert not p.query("SELECT 1 FROM external_order_items WHERE sf_order_item_id = :i", i=item_id)

@@ -96,3 +96,32 @@ def test_a_configured_field_longer_than_its_column_quarantines_that_order_before
     assert fitting in p.loaded_ids()
     services = p.query("SELECT service_number FROM order_services WHERE sf_order_id = :o", o=fitting)
     assert {"service_number": "F" * 40} in services
+
+
+def test_a_parent_account_whose_customer_id_is_longer_than_its_column_quarantines_its_orders_and_every_run_goes_on(pipeline):
+    """``customer_id_field`` may point at a longer field (Website, 255 characters) on a parent Account
+    too. The extract stores the Account hierarchy before the validation: that parent is held back,
+    never written (PostgreSQL refused it, failing the extract of every run; SQLite kept it), the
+    orders under it are quarantined naming the Account and the field, and the rest is loaded."""
+    p = pipeline
+    p.set_config(customer_id_field="Website")
+    parent = p.org_rows(
+        'SELECT a.ParentId FROM "Order" o JOIN Account a ON a.Id = o.AccountId '
+        "WHERE a.ParentId IS NOT NULL AND o.StatusCode = 'Activated' ORDER BY o.Id LIMIT 1"
+    )[0]["ParentId"]
+    p.org_update("Account", parent, Website="https://" + "x" * 41 + ".example")  # 57 characters
+    under = p.expected_order_ids() & {
+        r["Id"] for r in p.org_rows('SELECT o.Id FROM "Order" o JOIN Account a ON a.Id = o.AccountId WHERE ? IN (a.Id, a.ParentId)', parent)
+    }
+
+    runs = [p.run() for _ in range(2)]
+
+    assert all(run.succeeded for run in runs), [run.error for run in runs]
+    assert under and under <= p.quarantined_ids()
+    for order_id in under:
+        problem = quarantine_messages(p, order_id)
+        assert "hierarchy_storable" in problem
+        assert f"Account {parent} Website is 57 characters, more than the 40 allowed" in problem
+        assert "xxxx" not in problem  # its size, never the value
+    assert p.loaded_ids() == p.expected_order_ids() - p.quarantined_ids()
+    assert p.scalar("SELECT COUNT(*) FROM customers WHERE sf_account_id = :a", a=parent) == 0

@@ -112,6 +112,7 @@ class Case:
     fragments: dict[str, tuple[str, ...]]  # check -> texts its message must contain
     overrides: dict[str, Any] = field(default_factory=dict)
     items: tuple[tuple[Any, Any], ...] | None = None  # (Quantity, UnitPrice) per item
+    first_item: dict[str, Any] = field(default_factory=dict)  # fields of the first item, by API name
 
 
 CASES = [
@@ -166,6 +167,12 @@ CASES = [
     Case("unit price with more decimals than the warehouse keeps", ("amounts_storable",),
          {"amounts_storable": ("UnitPrice of OrderItem", "100.005", "more than 2 decimals")}, items=((1.0, 100.005),),
          overrides={"TotalAmount": 100.005}),
+    # stored too (external_order_items.list_price, products.list_price): held to the same promise
+    Case("list price with more decimals than the warehouse keeps", ("amounts_storable",),
+         {"amounts_storable": ("ListPrice of OrderItem", "100.005", "more than 2 decimals")}, first_item={"ListPrice": 100.005}),
+    Case("price book price too large for the warehouse", ("amounts_storable",),
+         {"amounts_storable": ("PricebookEntry.UnitPrice of OrderItem", "1e+17", "too large")},
+         first_item={"PricebookEntry.UnitPrice": 1e17}),
     Case("total too large for the warehouse", ("amounts_storable", "total_matches_products"),
          {"amounts_storable": ("TotalAmount 1e+17", "too large")}, {"TotalAmount": 1e17}),
     Case("several problems at once", ("status_activated", "activated_date_valid", "country_resolvable"),
@@ -181,7 +188,10 @@ DUPLICATES = (2, 3)  # two orders sharing one OrderNumber
 def crafted(index: int, case: Case) -> tuple[dict, list[dict]]:
     n = FIRST_CASE + index
     items = None if case.items is None else [staged_item(n, k, q, p) for k, (q, p) in enumerate(case.items, start=1)]
-    return staged_order(n, items, **case.overrides)
+    order, items = staged_order(n, items, **case.overrides)
+    if case.first_item:
+        items[0].update(case.first_item)
+    return order, items
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +232,8 @@ def result_key(chunk: list[tuple[dict, list[dict]]], index: int) -> str:
 
 
 def test_every_check_has_a_crafted_order():
-    assert {check for case in CASES for check in case.checks} | {"order_number_unique"} == set(CHECKS)
+    # (found across orders, and by the extract: tested on their own below)
+    assert {check for case in CASES for check in case.checks} | {"order_number_unique", "hierarchy_storable"} == set(CHECKS)
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[case.name for case in CASES])
@@ -408,6 +419,29 @@ def test_an_order_number_an_imported_order_already_has_is_quarantined_in_a_later
     # the imported order itself, staged again, is no duplicate of itself
     stage(engine, "run-3", [staged_order(1, OrderNumber=taken)])
     assert validate_run(engine, "run-3", parse_config({}), today=TODAY).invalid == 0
+
+
+def test_orders_under_an_account_the_extract_could_not_store_are_quarantined_naming_it(engine: sa.Engine):
+    """The extract holds back an Account of the hierarchy the warehouse cannot store, with every
+    Account below it (hierarchy.held_back): the orders whose Account or its parent is held are
+    quarantined with the extract's reason, so none loads pointing at a customer that is not there."""
+    parent, other_parent = sf_id("001", 900), sf_id("001", 901)
+    reason = f"Account {parent} Website is 57 characters, more than the 40 allowed"
+    under_parent = staged_order(1, **{"Account.ParentId": parent})
+    held_itself = staged_order(2)  # its own Account is below a held one (read as a parent of another)
+    free = staged_order(3, **{"Account.ParentId": other_parent})
+    stage(engine, "run-1", [under_parent, held_itself, free])
+    held = {parent: reason, held_itself[0]["AccountId"]: reason}
+
+    summary = validate_run(engine, "run-1", parse_config({}), today=TODAY, held_accounts=held)
+
+    assert summary.failures_by_check == {"hierarchy_storable": 2}
+    details = {r["sf_order_id"]: r["details"] for r in rows(engine, tables().quarantined_orders)}
+    assert details == {
+        order["Id"]: {"hierarchy_storable": f"the order's Account {order['AccountId']} is in a hierarchy the warehouse cannot store: {reason}"}
+        for order, _ in (under_parent, held_itself)
+    }
+    assert staged_status(engine, "run-1")[free[0]["Id"]] == ("valid", None)
 
 
 @pytest.mark.parametrize("double_only", [False, True])

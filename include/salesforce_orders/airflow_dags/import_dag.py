@@ -244,7 +244,7 @@ def salesforce_orders_import():
     def validate(extracted: dict) -> list:
         from salesforce_orders import stages
 
-        summary = stages.validate(run_id=extracted["run_id"])
+        summary = stages.validate(run_id=extracted["run_id"], held_accounts=extracted.get("held_accounts"))
         get_current_context()["ti"].xcom_push(key=SUMMARY_KEY, value=summary)
         return summary["transform_partitions"]
 

@@ -108,6 +108,7 @@ class _RunTally:
     outbox_records: set[tuple[str, str]] | None = None
     # The orders refused or skipped by earlier runs and not released when the load began (_release_quarantine).
     unreleased: set[str] | None = None
+    read_until: datetime | None = None  # when the run's extract ended (_read_after)
 
     def result(self) -> LoadCounts:
         self.counts.customers = len(self.customers)
@@ -293,6 +294,32 @@ def _older_than_stored(staged: datetime | None, stored: sa.Row | None) -> bool:
     if stored is None or stored.sf_system_modstamp is None:
         return False
     return staged is not None and staged < stored.sf_system_modstamp
+
+
+def _read_after(
+    conn: sa.Connection, t: Tables, run_id: str, records: list[TransformedOrder], stored: dict[str, sa.Row], read_until: datetime | None
+) -> set[str]:
+    """The orders among ``records`` whose stored version differs and was read after this run's
+    reading ended (``read_until``): its run began reading Salesforce later. Such a version is newer
+    whatever the stamps say: an order's SystemModstamp does not move when its Account is renamed,
+    so a late or cleared load of the run before the rename would put the old name back, and no
+    later run would see a change to read again."""
+    if read_until is None:
+        return set()
+    differing = {
+        r.order.sf_order_id: s.last_run_id
+        for r in records
+        if (s := stored.get(r.order.sf_order_id)) is not None and s.last_run_id != run_id and s.content_hash != r.content_hash
+    }
+    if not differing:
+        return set()
+    runs = t.import_runs
+    later = set(
+        conn.execute(
+            sa.select(runs.c.run_id).where(runs.c.run_id.in_(sorted(set(differing.values()))), runs.c.started_at > read_until)
+        ).scalars()
+    )
+    return {order_id for order_id, last_run_id in differing.items() if last_run_id in later}
 
 
 def _all_but(row: dict[str, Any], *kept: str) -> list[str]:
@@ -606,7 +633,13 @@ class _PreparedBatch:
 
 
 def _prepare_batch(
-    engine: sa.Engine, t: Tables, run_id: str, batch: list[TransformedOrder], now: datetime, conn: sa.Connection | None = None
+    engine: sa.Engine,
+    t: Tables,
+    run_id: str,
+    batch: list[TransformedOrder],
+    now: datetime,
+    conn: sa.Connection | None = None,
+    read_until: datetime | None = None,
 ) -> _PreparedBatch:
     """Classify the batch's orders (new, changed, unchanged) and build the rows to write.
 
@@ -615,10 +648,12 @@ def _prepare_batch(
     load's own ``conn`` when it prepares again, order by order, inside its transaction.)
 
     Prepared on a connection of its own (the read-ahead thread), a batch of new orders only (a
-    first import's) also has its COPY input converted: see :func:`convert_for_copy`."""
+    first import's) also has its COPY input converted: see :func:`convert_for_copy`.
+
+    ``read_until``: when this run's extract ended (None: not known, a run of an older release)."""
     if conn is None:
         with engine.connect() as reader:
-            prepared = _prepare_batch(engine, t, run_id, batch, now, conn=reader)
+            prepared = _prepare_batch(engine, t, run_id, batch, now, conn=reader, read_until=read_until)
             if prepared.written and not prepared.stored_ids:  # all inserted whole (_write_batch)
                 for table, rows in ((t.external_orders, prepared.orders), (t.external_order_items, prepared.items), (t.order_services, prepared.services)):
                     convert_for_copy(reader, table, rows)
@@ -627,8 +662,11 @@ def _prepare_batch(
     modstamps = {r.order.sf_order_id: _timestamp(r.order.sf_system_modstamp) for r in records}
     stored = _stored_orders(conn, t, [r.order.sf_order_id for r in records])
     # A version never replaces a later one: a load that commits after a newer run (a cleared or
-    # late task) keeps what the newer run stored. Equal stamps go on to the content hash.
+    # late task) keeps what the newer run stored. Equal stamps go on to the content hash, unless the
+    # stored version was read after this one (its Account renamed in between, the order unchanged).
     current = [r for r in records if not _older_than_stored(modstamps[r.order.sf_order_id], stored.get(r.order.sf_order_id))]
+    read_later = _read_after(conn, t, run_id, current, stored, read_until)
+    current = [r for r in current if r.order.sf_order_id not in read_later]
     superseded = len(records) - len(current)
     records = current
     order_ids = [r.order.sf_order_id for r in records]
@@ -732,7 +770,7 @@ def _write_batch_or_refuse(
         log.warning("The warehouse refused a batch of %d orders (%s); writing them one by one", len(records), refused_reason(exc))
     refused, refused_records = [], []
     for record in records:
-        single = _prepare_batch(engine, t, run_id, [record], now, conn=conn)
+        single = _prepare_batch(engine, t, run_id, [record], now, conn=conn, read_until=tally.read_until)
         try:
             with conn.begin_nested():
                 _write_batch(conn, t, run_id, single, now, tally)
@@ -858,20 +896,23 @@ def load_run(
     order_object: str = "Order",
     keep_history: bool = False,
     staging_gone: bool = False,
+    read_until: datetime | None = None,
 ) -> LoadCounts:
     """Load every chunk of the run in ONE transaction and move the watermark to ``watermark``
     (the highest ``SystemModstamp`` extracted) if it is later than the stored one and the run
     read everything changed since the stored one (``covered_from``, see _advance_watermark).
     The orders the warehouse refuses are quarantined, and their ``card_fields`` queued to be
     X-ed out (``card_masks``). ``keep_history``: every new version is kept as well (history.py).
-    ``staging_gone``: see :class:`StagingGone`."""
+    ``staging_gone``: see :class:`StagingGone`. ``read_until``: when the run's extract ended (a
+    version read before a stored one never replaces it, see :func:`_read_after`)."""
     now = now or utc_now()
     t = tables(schema)
     tally = _RunTally(history=keep_history)
     progress = Progress("load", "orders")
     # Reading, decoding and preparing the next batch (Python) overlaps writing this one (mostly
     # waiting for the database).
-    prepared = read_ahead((_prepare_batch(engine, t, run_id, batch, now), batch) for batch in _batches(chunks))
+    tally.read_until = read_until
+    prepared = read_ahead((_prepare_batch(engine, t, run_id, batch, now, read_until=read_until), batch) for batch in _batches(chunks))
     with engine.begin() as conn:
         if keep_history:
             history.seed(conn, t)

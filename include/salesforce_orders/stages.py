@@ -330,7 +330,8 @@ def extract(
     return {
         "run_id": run_id,
         "instance_url": hook.instance_url,
-        "window": plan.as_dict(),
+        # (and when its reading ended: a later run's version of an order is never replaced by this one's, see load._read_after)
+        "window": {**plan.as_dict(), "read_until": _now().isoformat()},
         "path": path,
         **summary.as_dict(),
         "api_calls": hook.usage.calls,
@@ -602,6 +603,7 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
             order_object=config.order_object,
             keep_history=config.history_mode,
             staging_gone=bool(max_system_modstamp) and not has_staged(engine, run_id, schema=schema),
+            read_until=parse_watermark(window.get("read_until")),
         )
     except StagingGone:
         # (A load cleared days after its run failed, once a later run's report purged the staging.)

@@ -9,7 +9,7 @@ tested in ``tests/scheduler/``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
@@ -154,6 +154,37 @@ def test_a_late_load_never_makes_an_order_set_back_to_draft_active_again(importe
     p.stage("load", late)
 
     assert loaded(p)[a]["sf_state"] == "deactivated"
+
+
+def test_a_late_load_never_puts_back_an_account_name_a_newer_run_read(imported):
+    """An order's SystemModstamp does not move when its Account is renamed: a re-sync read the order
+    with its Account's old name, its load waited (a slow or cleared task), the Account was renamed and
+    a scheduled run read and loaded every order of it. The late load keeps the newer version (same
+    stamp, read later), the order and its customer keep the new name, and the runs after leave them so."""
+    p = imported
+    account = p.scalar(
+        "SELECT sf_account_id FROM external_orders GROUP BY sf_account_id HAVING COUNT(*) > 1 ORDER BY sf_account_id LIMIT 1"
+    )
+    first, second = sorted(i for i, o in loaded(p).items() if o["sf_account_id"] == account)[:2]
+    late = p.run({"order_numbers": order_numbers(p, first)}, until="transform")
+    assert late.succeeded, late.error
+    start = p.org_next_second()
+    p.org_update("Account", account, Name="Renamed Later Ltd")
+    end = p.org_next_second() + timedelta(seconds=1)
+    newer = p.run(run_type="scheduled", interval=(start - timedelta(minutes=5), end))
+    assert newer.succeeded, newer.error
+    assert loaded(p)[first]["account_name"] == "Renamed Later Ltd"
+
+    result = p.stage("load", late)
+
+    assert result["superseded"] == 1 and result["updated"] == 0
+    for _ in range(2):
+        start = p.org_next_second()
+        end = p.org_next_second() + timedelta(seconds=1)
+        assert p.run(run_type="scheduled", interval=(start - timedelta(minutes=5), end)).succeeded
+    assert p.run().succeeded
+    assert {loaded(p)[order]["account_name"] for order in (first, second)} == {"Renamed Later Ltd"}
+    assert p.scalar("SELECT name FROM customers WHERE sf_account_id = :a", a=account) == "Renamed Later Ltd"
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from .redaction import mask_card_numbers
+
 log = logging.getLogger(__name__)
 
 DAG_ID = "salesforce_orders_import"
@@ -211,7 +213,8 @@ def _reason(context: Mapping[str, Any]) -> str | None:
         failed_task = None
     exception = context.get("exception")
     parts = [f"task {failed_task}" if failed_task else None, str(exception) if exception else None, reason]
-    return "; ".join(str(p) for p in parts if p) or None
+    # (an alert leaves for e-mail and Slack: no card number in it, whatever an exception quoted)
+    return mask_card_numbers("; ".join(str(p) for p in parts if p)) or None
 
 
 NOTIFIED_KEY = "alerts.no_success_notified"  # sync_state: the last success an alert was sent for

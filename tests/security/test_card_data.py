@@ -216,3 +216,12 @@ def test_card_fields_are_never_selected():
     window = ExtractWindow(None, None, datetime(2024, 1, 1, tzinfo=UTC))
     for soql in (build_orders_query(config, window), build_orders_bulk_query(config, window), build_items_query(config, window)):
         assert not [name for name in CARD_FIELDS if name.lower() in soql.lower()], soql
+
+
+def test_a_failure_alert_never_carries_a_card_number_an_exception_quoted():
+    """The failure alert leaves for e-mail and Slack with the exception's text: scanned like every
+    text the import writes, whatever raised it."""
+    from salesforce_orders.alerts import _reason
+
+    reason = _reason({"exception": ValueError("Card 4111 1111 1111 1111 exp 12/27 737 was declined"), "reason": "see the log"})
+    assert reason == "Card [card ending 1111] exp 12/27 [security code] was declined; see the log"

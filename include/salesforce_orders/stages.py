@@ -330,8 +330,9 @@ def extract(
     return {
         "run_id": run_id,
         "instance_url": hook.instance_url,
-        # (and when its reading ended: a later run's version of an order is never replaced by this one's, see load._read_after)
-        "window": {**plan.as_dict(), "read_until": _now().isoformat()},
+        # (and when its reading ended, by the clock that stamps import_runs.started_at: a later run's
+        # version of an order is never replaced by this one's, see load._read_after)
+        "window": {**plan.as_dict(), "read_until": datetime.now(UTC).isoformat()},
         "path": path,
         **summary.as_dict(),
         "api_calls": hook.usage.calls,

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from salesforce_orders.model import COMPLETE, FAILED, LIFECYCLE_STATES
 from salesforce_orders.warehouse.definitions import OUTBOX_DEAD, OUTBOX_FAILED, Tables
+from salesforce_orders.warehouse.views import superseded_outbox_row
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -228,16 +229,10 @@ def list_runs(conn: sa.Connection, t: Tables, number: int = 1, size: int = DEFAU
 def open_writeback_failures(t: Tables) -> sa.Select:
     """Newest outbox row per Salesforce record, where that row failed or was given up after errors."""
     w = t.writeback_outbox
-    newer = w.alias("newer")
-    superseded = (
-        sa.select(newer.c.id)
-        .where(newer.c.sf_object == w.c.sf_object, newer.c.sf_record_id == w.c.sf_record_id, newer.c.id > w.c.id)
-        .exists()
-    )
     return sa.select(w).where(
         w.c.state.in_([OUTBOX_FAILED, OUTBOX_DEAD]),
         sa.or_(w.c.last_error_code.is_(None), w.c.last_error_code.not_in(ABANDONED_CODES)),
-        ~superseded,
+        ~superseded_outbox_row(w),
     )
 
 

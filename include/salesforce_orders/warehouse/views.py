@@ -91,15 +91,26 @@ def _view_revenue_by_day(t: Tables, dialect: str) -> sa.Select:
     )
 
 
+def superseded_outbox_row(w: sa.Table) -> sa.Exists:
+    """Whether an outbox row has a newer one for the same record from the same source: the import's
+    rows supersede the import's, a shipment's rows a shipment's. (A shipment's write to an Order says
+    nothing of the import's write that failed on it: that failure stays open, and the other way round.)"""
+    newer = w.alias("newer")
+    same_source = sa.or_(
+        sa.and_(newer.c.shipment_key.is_(None), w.c.shipment_key.is_(None)),
+        sa.and_(newer.c.shipment_key.is_not(None), w.c.shipment_key.is_not(None)),
+    )
+    return (
+        sa.select(newer.c.id)
+        .where(newer.c.sf_object == w.c.sf_object, newer.c.sf_record_id == w.c.sf_record_id, newer.c.id > w.c.id, same_source)
+        .exists()
+    )
+
+
 def _view_open_failures(t: Tables, dialect: str) -> sa.Select:
     """Failed or abandoned write-backs not superseded by a newer row for the same record."""
     w, o = t.writeback_outbox, t.external_orders
-    newer = w.alias("newer")
-    superseded = (
-        sa.select(newer.c.id)
-        .where(newer.c.sf_object == w.c.sf_object, newer.c.sf_record_id == w.c.sf_record_id, newer.c.id > w.c.id)
-        .exists()
-    )
+    superseded = superseded_outbox_row(w)
     return (
         sa.select(
             w.c.id.label("outbox_id"),
@@ -224,5 +235,6 @@ __all__ = [
     "ensure_views",
     "money_sum",
     "stored_views_fingerprint",
+    "superseded_outbox_row",
     "views_fingerprint",
 ]

@@ -719,10 +719,15 @@ def _drainer(config, engine, hook, run_id: str, actions: tuple[str, ...] | None 
 @_talks_to_salesforce
 def mask_card_fields(*, run_id: str, api_budget_left: int | None = None) -> dict[str, Any]:
     """X out the card fields the write-back has not: those of orders set aside (quarantined,
-    skipped, back to Draft), whether or not the run got as far as the write-back (``card_masks``)."""
+    skipped, back to Draft), whether or not the run got as far as the write-back (``card_masks``).
+    Skipped while the import is disabled: a paused import neither reads nor writes Salesforce."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
     from .card_masks import CARD_MASK_ACTION
 
     config = _config()
+    if not config.enabled:
+        raise AirflowSkipException("Import disabled: 'enabled' is false in the salesforce_orders_config Variable")
     engine = _warehouse(config)
     hook = _hook(config, api_budget_left)
     drainer = _drainer(config, engine, hook, run_id, actions=(CARD_MASK_ACTION,))

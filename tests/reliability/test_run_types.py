@@ -204,14 +204,25 @@ def test_one_invalid_order_in_a_small_window_is_quarantined_without_failing_the_
     assert p.query("SELECT failed_checks FROM quarantined_orders WHERE sf_order_id = :i AND released_at IS NULL", i=a)
 
 
-def test_a_disabled_import_is_recorded_as_disabled(imported):
-    p = imported
+def test_a_disabled_import_is_recorded_as_disabled_and_neither_reads_nor_writes_salesforce(pipeline):
+    """Even with card masks still to be sent (a run stopped after the validation quarantined some
+    orders): a paused import leaves Salesforce alone, the masks wait for it to be switched on."""
+    p = pipeline
+    p.run(until="validate")
+    waiting = p.scalar("SELECT COUNT(*) FROM writeback_outbox WHERE action = 'x_out_card' AND state = 'PENDING'")
+    assert waiting > 0
     p.set_config(enabled=False)
+    calls = p.org.admin.stats()["calls"]["total"]
 
     run = p.run()
 
     assert run.report["status"] == "disabled"
     assert "'enabled' is false" in run.report["message"]
+    assert p.org.admin.stats()["calls"]["total"] == calls
+    assert p.scalar("SELECT COUNT(*) FROM writeback_outbox WHERE action = 'x_out_card' AND state = 'PENDING'") == waiting
+    p.set_config(enabled=True)
+    assert p.run().succeeded
+    assert p.scalar("SELECT COUNT(*) FROM writeback_outbox WHERE action = 'x_out_card' AND state = 'PENDING'") == 0
 
 
 # ---------------------------------------------------------------------------------------

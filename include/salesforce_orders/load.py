@@ -538,7 +538,8 @@ def _outbox_rows(
     conn: sa.Connection, t: Tables, keys: Iterable[tuple[str, str]]
 ) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], list[tuple[Any, datetime]]]]:
     """For each (sObject, record id) in ``keys``: the ids of the import's outbox rows a new write
-    replaces (PENDING, FAILED, PROCESSING), and the fields and time of its DONE ones. A shipment's rows (of the
+    replaces (PENDING, FAILED, PROCESSING), and the fields and time of its DONE ones (those that
+    wrote all their fields: not one sent without its Status, which a later write may still set). A shipment's rows (of the
     same Order, say) are left out: they are not the import's to replace.
 
     Found per sObject through the (sf_object, sf_record_id) index, the state checked here: with
@@ -551,12 +552,12 @@ def _outbox_rows(
         record_ids.setdefault(sf_object, []).append(record_id)
     replaceable: dict[tuple[str, str], list[int]] = {}
     done: dict[tuple[str, str], list[tuple[Any, datetime]]] = {}
-    columns = [w.c.id, w.c.sf_record_id, w.c.state, w.c.fields, w.c.updated_at]
+    columns = [w.c.id, w.c.sf_record_id, w.c.state, w.c.fields, w.c.updated_at, w.c.last_error_code]
     for sf_object, ids in record_ids.items():
         for row in select_in(conn, w, columns, w.c.sf_record_id, ids, w.c.sf_object == sf_object, w.c.shipment_key.is_(None)):
             if row.state in _REPLACED_STATES:
                 replaceable.setdefault((sf_object, row.sf_record_id), []).append(row.id)
-            elif row.state == OUTBOX_DONE:
+            elif row.state == OUTBOX_DONE and row.last_error_code is None:  # (with a code, sent without its Status)
                 done.setdefault((sf_object, row.sf_record_id), []).append((row.fields, row.updated_at))
     return replaceable, done
 

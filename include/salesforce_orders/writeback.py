@@ -133,6 +133,8 @@ class _Changed:
 
 # What a write-back may not overwrite, and why (the row's outbox code).
 STATUS_LEFT_ALONE = {"ORDER_DEACTIVATED": "set back to Draft", "ORDER_DELETED": "deleted"}
+STATUS_NOT_IN_PICKLIST = "STATUS_NOT_IN_PICKLIST"  # a row sent without Status: the org has no imported status
+STATUS_SKIPPED_KEY = "writeback.status_not_in_picklist"  # sync_state: a write-back left Status alone (when)
 
 
 @dataclass(frozen=True)
@@ -530,6 +532,8 @@ class OutboxDrainer:
         payloads: list[tuple[Any, dict]] = []
         nothing_to_write: list[Any] = []
         changed = self._marked_and_rechecked(rows)
+        if not org.imported_status_available:
+            changed |= {row.id: self._status_missing for row in rows if "Status" in _fields(row) and row.id not in changed}
         for row in rows:
             fields = _fields(row)
             if row.id in changed:
@@ -618,6 +622,45 @@ class OutboxDrainer:
             delay *= 2
             transient = self._settle(self._dispatch(self._reload(transient), org, False, salesforce))  # few rows: collections
 
+    def _catch_up_on_status(self, org: OrgCapabilities) -> None:
+        """Remember that Status was left alone (the org's picklist lacks the imported status); once
+        the org has it, the rows written without it are due again, so the runbook's fix (add the
+        value) reaches the orders imported meanwhile. (The check before sending still leaves alone
+        an order set back to Draft since.)"""
+        from .warehouse.views import superseded_outbox_row
+        from .warehouse.writes import upsert
+
+        state, w = self.t.sync_state, self.t.writeback_outbox
+        with self.engine.begin() as conn:
+            if not org.imported_status_available:
+                upsert(conn, state, [{"key": STATUS_SKIPPED_KEY, "value": self.now.isoformat(), "updated_at": self.now}], ["key"])
+                return
+            if conn.execute(sa.select(state.c.key).where(state.c.key == STATUS_SKIPPED_KEY)).scalar() is None:
+                return
+            skipped = conn.execute(
+                sa.select(w.c.id).where(w.c.state == DONE, w.c.last_error_code == STATUS_NOT_IN_PICKLIST, ~superseded_outbox_row(w))
+            ).scalars().all()
+            for batch in in_batches(skipped):
+                conn.execute(
+                    sa.update(w).where(w.c.id.in_(batch)).values(
+                        state=PENDING, attempts=0, last_error_code=None, last_error_message=None, next_attempt_at=self.now,
+                        updated_run_id=self.run_id, updated_at=self.now,
+                    )
+                )
+            conn.execute(sa.delete(state).where(state.c.key == STATUS_SKIPPED_KEY))
+        if skipped:
+            log.info("The org's Status picklist has %r now: %d write-backs made without it are sent again", self.imported_status, len(skipped))
+
+    @property
+    def _status_missing(self) -> _Changed:
+        """Why a row's Status was not sent: the org's picklist has no imported status. Kept beside
+        its DONE, as a change in Salesforce is: the warehouse's sf_status stays what Salesforce shows."""
+        return _Changed(
+            STATUS_NOT_IN_PICKLIST,
+            f"The org's {self.order_object} Status picklist has no {self.imported_status!r} value: Status left unchanged",
+            send_the_rest=True,
+        )
+
     def _check_imported_status_category(self, pages: Iterator[list[dict]]) -> None:
         """Refuse an imported status outside the Activated category: writing a Draft-category value
         would deactivate every imported order in Salesforce. ``pages``: the org's Order statuses."""
@@ -648,6 +691,8 @@ class OutboxDrainer:
             log.warning(
                 "The org's %s Status picklist has no %r value: Status is left unchanged", self.order_object, self.imported_status
             )
+        if check_statuses:
+            self._catch_up_on_status(org)
         bulk = self.bulk_threshold is not None and self.due_count() > self.bulk_threshold
         if bulk:
             log.info("More than %d write-backs due: sending them with Bulk API 2.0 ingest jobs", self.bulk_threshold)

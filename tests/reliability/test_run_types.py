@@ -258,6 +258,43 @@ def test_the_write_back_leaves_what_someone_changed_in_salesforce_after_the_impo
     assert reasons[("Account", account)] == ("DEAD", "CUSTOMER_ID_CHANGED")
 
 
+def test_an_org_without_the_imported_status_keeps_activated_in_the_warehouse_until_the_value_is_added(pipeline):
+    """The org's Status picklist has no 'Imported': the write-back leaves Status alone, and the
+    warehouse says what Salesforce shows (Activated), each Order row DONE with why. Once the value
+    is added (the runbook's fix), the next run writes Status on every order imported meanwhile
+    (not on one set back to Draft since), and the next version of an order is written back with it."""
+    from salesforce_sandbox.schema import build_schema
+
+    p = pipeline
+    p.org.admin.reset(orders=60, seed=5, with_imported_status=False)
+
+    run = p.run()
+
+    assert run.succeeded and run.results["write_back"]["status_skipped"], run.error
+    in_salesforce = {r["Id"]: r["Status"] for r in p.org_rows('SELECT Id, Status FROM "Order"')}
+    rows = p.query("SELECT sf_order_id, sf_status, lifecycle_state FROM external_orders")
+    assert rows and all(r["sf_status"] == in_salesforce[r["sf_order_id"]] == "Activated" for r in rows)
+    assert {r["lifecycle_state"] for r in rows} == {"COMPLETE"}
+    codes = {r["last_error_code"] for r in p.query("SELECT last_error_code FROM writeback_outbox WHERE action LIKE 'mark_imported%'")}
+    assert codes == {"STATUS_NOT_IN_PICKLIST"}
+
+    p.org.store.set_schema(build_schema(with_imported_status=True))  # the admin adds the value
+    drafted, changed = sorted(r["sf_order_id"] for r in rows)[:2]
+    p.org_update("Order", drafted, Status="Draft")
+    p.org_update("Order", changed, Description="changed once the picklist has its value")
+
+    after = p.run()
+
+    assert after.succeeded, after.error
+    in_salesforce = {r["Id"]: r["Status"] for r in p.org_rows('SELECT Id, Status FROM "Order"')}
+    for row in p.query("SELECT sf_order_id, sf_status, sf_state, lifecycle_state FROM external_orders"):
+        expected = "Draft" if row["sf_order_id"] == drafted else "Imported"
+        assert in_salesforce[row["sf_order_id"]] == expected, row
+        if row["sf_order_id"] != drafted:
+            assert (row["sf_status"], row["lifecycle_state"]) == ("Imported", "COMPLETE"), row
+    assert p.run().results["write_back"]["attempted"] == 0  # caught up once
+
+
 def test_an_imported_status_of_the_draft_category_is_refused_naming_the_key(imported):
     p = imported
     a = sorted(loaded(p))[0]

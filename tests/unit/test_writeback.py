@@ -576,6 +576,8 @@ def test_the_imported_status_is_dropped_when_the_org_lacks_it(engine, loaded):
     # The Order row had only the status to write: nothing of it is sent, and it counts as done.
     assert hook.sent() == [{"attributes": {"type": "Account"}, "id": order.customer.sf_account_id, "Customer_ID__c": "C-1"}]
     assert [r["state"] for r in outbox(engine)] == ["DONE", "DONE"]
+    # the Order's row says why its Status was not sent, so the warehouse never takes it for written
+    assert [r["last_error_code"] for r in outbox(engine)] == ["STATUS_NOT_IN_PICKLIST", None]
     assert lifecycle(engine, order) == ("COMPLETE", None)
 
 

@@ -992,6 +992,14 @@ def mark_status_changes(
         for batch in in_batches(sorted(wanted)):
             held = conn.execute(sa.select(o.c.sf_order_id, o.c.sf_state).where(one_of(conn, o.c.sf_order_id, batch)))
             marked.update({row.sf_order_id: wanted[row.sf_order_id] for row in held if row.sf_state != wanted[row.sf_order_id]})
+            # A quarantined or skipped order that left Activated is no longer the import's to hold
+            # back: its rows are released (activated again, it is read and checked anew).
+            for left_out in (t.quarantined_orders, t.skipped_orders):
+                conn.execute(
+                    sa.update(left_out)
+                    .where(one_of(conn, left_out.c.sf_order_id, batch), left_out.c.released_at.is_(None))
+                    .values(released_at=now, updated_at=now)
+                )
         # The marked version's stamp is stored with it: an older Activated version staged by a late
         # or cleared run can then never make the order active again (see load._older_than_stored).
         stamped = [

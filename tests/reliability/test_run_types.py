@@ -258,6 +258,30 @@ def test_the_write_back_leaves_what_someone_changed_in_salesforce_after_the_impo
     assert reasons[("Account", account)] == ("DEAD", "CUSTOMER_ID_CHANGED")
 
 
+def test_a_quarantined_or_skipped_order_set_back_to_draft_is_released(pipeline, external_orders_pages):
+    """An order is in one place: Draft orders are nowhere. A quarantined one and a skipped one set
+    back to Draft leave the quarantine (its view, page and badge) and the skipped orders; activated
+    again and still invalid, the first is quarantined anew."""
+    p = pipeline
+    p.set_config(zero_total_policy="skip")
+    assert p.run().succeeded
+    quarantined = p.scalar("SELECT MIN(sf_order_id) FROM quarantined_orders WHERE sf_order_id NOT IN (SELECT sf_order_id FROM external_orders)")
+    skipped = p.scalar("SELECT MIN(sf_order_id) FROM skipped_orders")
+    assert quarantined and skipped
+    p.org_update("Order", quarantined, Status="Draft")
+    p.org_update("Order", skipped, Status="Draft")
+
+    assert p.run().succeeded
+
+    assert p.scalar("SELECT COUNT(*) FROM v_quarantined_orders WHERE sf_order_id = :q", q=quarantined) == 0
+    assert p.scalar("SELECT COUNT(*) FROM quarantined_orders WHERE sf_order_id = :q AND released_at IS NULL", q=quarantined) == 0
+    assert p.scalar("SELECT COUNT(*) FROM skipped_orders WHERE sf_order_id = :s AND released_at IS NULL", s=skipped) == 0
+    assert quarantined not in external_orders_pages(p.engine, p.schema).get("/quarantine").text
+    p.org_update("Order", quarantined, Status="Activated")
+    assert p.run().succeeded
+    assert p.scalar("SELECT COUNT(*) FROM quarantined_orders WHERE sf_order_id = :q AND released_at IS NULL", q=quarantined) == 1
+
+
 def test_an_org_without_the_imported_status_keeps_activated_in_the_warehouse_until_the_value_is_added(pipeline):
     """The org's Status picklist has no 'Imported': the write-back leaves Status alone, and the
     warehouse says what Salesforce shows (Activated), each Order row DONE with why. Once the value

@@ -63,6 +63,44 @@ def parent_of(p, account_id: str) -> str | None:
     return p.scalar("SELECT parent_sf_account_id FROM customers WHERE sf_account_id = :a", a=account_id)
 
 
+def test_a_customer_whose_tree_has_orders_has_no_row_without_a_currency_and_one_without_any_has_its_row_of_zeros(imported):
+    """v_orders_by_customer's row without a currency (zeros) is for a customer none of whose tree
+    has an active order: an order-less parent of an account with orders has only its currency rows,
+    and an order-less customer with no orders below has its one row of zeros."""
+    p = imported
+    account = account_with_orders(p)
+    holding = new_account(p, "Holding Without Orders plc")
+    p.org_update("Account", account, ParentId=holding)
+    lonely = new_account(p, "Lonely Parent Ltd")
+    child_without_orders = new_account(p, "Child Without Orders Ltd", parent=lonely)
+    other = p.scalar("SELECT MIN(sf_account_id) FROM external_orders WHERE sf_state = 'active' AND sf_account_id <> :a", a=account)
+    p.org_update("Account", other, ParentId=child_without_orders)
+
+    assert p.run().succeeded
+
+    rows = p.query(
+        "SELECT v.currency, v.orders_including_children AS n FROM v_orders_by_customer v "
+        "JOIN customers c ON c.customer_id = v.customer_id WHERE c.sf_account_id = :a", a=holding,
+    )
+    assert rows and all(r["currency"] is not None and r["n"] > 0 for r in rows), rows
+    assert group_totals(p, holding) == own_totals(p, account)
+    for ancestor in (lonely, child_without_orders):  # order-less themselves, with orders further down
+        rows = p.query(
+            "SELECT v.currency FROM v_orders_by_customer v JOIN customers c ON c.customer_id = v.customer_id "
+            "WHERE c.sf_account_id = :a", a=ancestor,
+        )
+        assert rows and all(r["currency"] is not None for r in rows), rows
+    p.org_update("Account", other, ParentId=None)  # the lonely tree has no order left
+
+    assert p.run().succeeded
+
+    rows = p.query(
+        "SELECT v.currency, v.orders_including_children AS n, v.own_orders FROM v_orders_by_customer v "
+        "JOIN customers c ON c.customer_id = v.customer_id WHERE c.sf_account_id = :a", a=lonely,
+    )
+    assert rows == [{"currency": None, "n": 0, "own_orders": 0}]
+
+
 def test_an_order_less_ancestor_chain_deeper_than_one_query_is_stored_up_to_the_top(imported):
     p = imported
     account = account_with_orders(p)

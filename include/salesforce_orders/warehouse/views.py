@@ -55,6 +55,15 @@ def _view_orders_by_customer(t: Tables, dialect: str) -> sa.Select:
     joined = c.join(tree, tree.c.ancestor_id == c.c.customer_id).outerjoin(
         o, sa.and_(o.c.customer_id == tree.c.descendant_id, o.c.sf_state == SF_ACTIVE)
     )
+    # The outer join leaves a group without a currency for every member of the tree without an
+    # active order: kept only for a customer none of whose tree has one (its one row of zeros).
+    member, active = tree.alias("member"), o.alias("active")
+    tree_has_orders = (
+        sa.select(active.c.sf_order_id)
+        .select_from(member.join(active, sa.and_(active.c.customer_id == member.c.descendant_id, active.c.sf_state == SF_ACTIVE)))
+        .where(member.c.ancestor_id == c.c.customer_id)
+        .exists()
+    )
     return (
         sa.select(
             c.c.customer_id,
@@ -71,6 +80,7 @@ def _view_orders_by_customer(t: Tables, dialect: str) -> sa.Select:
         )
         .select_from(joined)
         .group_by(c.c.customer_id, c.c.name, c.c.parent_customer_id, o.c.currency, o.c.corporate_currency)
+        .having(sa.or_(sa.func.count(o.c.sf_order_id) > 0, ~tree_has_orders))
     )
 
 

@@ -13,6 +13,7 @@ the ``salesforce_orders_config`` Variable (by default the ``orders_warehouse`` c
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -176,11 +177,24 @@ def _format_duration(seconds: float | None) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
+# An address a link may go to: http(s) and nothing else, no space anywhere (as the shipments check
+# wants a tracking URL). Case-insensitive, as browsers read the scheme.
+_WEB_ADDRESS = re.compile(r"https?://\S+", re.IGNORECASE)
+
+
+def _is_web_address(value: object) -> bool:
+    """Whether a URL from the data may become a link. Escaping keeps it inside the href, but a
+    ``javascript:`` or ``data:`` URL would still run in the view's origin when clicked; a leading
+    space is no safer (browsers drop it), so the whole value must be the http(s) address."""
+    return isinstance(value, str) and _WEB_ADDRESS.fullmatch(value) is not None
+
+
 def _templates() -> Environment:
     env = Environment(loader=PackageLoader("salesforce_orders_ui", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["ts"] = _format_ts
     env.filters["money"] = _format_money
     env.filters["duration"] = _format_duration
+    env.tests["web_address"] = _is_web_address
     return env
 
 
@@ -298,6 +312,7 @@ def create_app(
         page: str = "1",
     ) -> HTMLResponse:
         problems: list[str] = []
+        q = queries.search_text(q)  # echoed in the form and the pager's links as it is searched for
         params = {"state": state, "failed": failed, "masked": masked, "imported_from": imported_from, "imported_to": imported_to, "q": q}
         try:
             flt = queries.OrderFilter(
@@ -324,6 +339,7 @@ def create_app(
     @app.get("/quarantine", response_class=HTMLResponse)
     def quarantine_page(request: Request, user: Reader, q: str = "", page: str = "1") -> HTMLResponse:
         links = Links.for_request(request)
+        q = queries.search_text(q)
 
         def quarantined(conn: sa.Connection, t: Tables) -> dict:
             result = queries.list_quarantine(conn, t, q[: queries.MAX_SEARCH_LENGTH], _parse_int(page, 1))

@@ -35,6 +35,7 @@ class Page:
     total: int
     number: int
     size: int
+    asked: int | None = None  # the page number asked for when it was past the last one (the last is shown)
 
     @property
     def pages(self) -> int:
@@ -93,6 +94,12 @@ def page_bounds(number: int, size: int) -> tuple[int, int]:
     return max(1, number), min(max(1, size), MAX_PAGE_SIZE)
 
 
+def search_text(text: str) -> str:
+    """A search as the warehouse can hold it: trimmed, without NUL characters. PostgreSQL text cannot
+    contain one (the query would fail), and ``storable`` drops them from what the import stores."""
+    return text.replace("\x00", "").strip()
+
+
 def _like_pattern(text: str, *, prefix_only: bool = False) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"{escaped}%" if prefix_only else f"%{escaped}%"
@@ -112,8 +119,12 @@ def _paged(
     """``query`` sorted and cut to page ``number``; ``count_query`` (default ``query``) counts the whole result."""
     number, size = page_bounds(number, size)
     total = _count(conn, count_query if count_query is not None else query)
+    # Past the last page: the last one. Its OFFSET then fits the database's integer (a page number
+    # typed into the address could ask for more rows than PostgreSQL's bigint or SQLite can count).
+    last = max(1, math.ceil(total / size))
+    asked, number = (number, last) if number > last else (None, number)
     rows = conn.execute(query.order_by(*order_by).limit(size).offset((number - 1) * size)).mappings().all()
-    return Page([dict(r) for r in rows], total, number, size)
+    return Page([dict(r) for r in rows], total, number, size, asked)
 
 
 def order_conditions(t: Tables, flt: OrderFilter) -> list[sa.ColumnElement[bool]]:
@@ -128,9 +139,9 @@ def order_conditions(t: Tables, flt: OrderFilter) -> list[sa.ColumnElement[bool]
         conditions.append(o.c.card_data_masked.is_(True))
     if flt.imported_from:
         conditions.append(o.c.last_imported_at >= _day_start(flt.imported_from))
-    if flt.imported_to:
+    if flt.imported_to and flt.imported_to < date.max:  # up to the last day there is: no upper bound
         conditions.append(o.c.last_imported_at < _day_start(flt.imported_to + timedelta(days=1)))
-    search = flt.search.strip()
+    search = search_text(flt.search)
     if search:
         # The order number through its index (exact or leading part); the account name anywhere, any case.
         conditions.append(
@@ -212,7 +223,7 @@ def list_quarantine(conn: sa.Connection, t: Tables, search: str = "", number: in
     """Orders still refused by validation, latest refusal first, with the checks they failed."""
     query = _latest_open_quarantine(t)
     q = t.quarantined_orders
-    search = search.strip()
+    search = search_text(search)
     if search:
         query = query.where(
             sa.or_(q.c.order_number == search, q.c.account_name.ilike(_like_pattern(search), escape="\\"))
@@ -255,5 +266,6 @@ __all__ = [
     "open_writeback_failures",
     "overview",
     "page_bounds",
+    "search_text",
     "sync_status",
 ]

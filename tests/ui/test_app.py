@@ -88,3 +88,36 @@ def test_an_order_with_card_data_masked_shows_a_badge_naming_the_fields_and_can_
     assert 'data-order-number="00000002"' in only_masked and 'data-order-number="00000001"' not in only_masked
     quarantine = client.get("/quarantine").text
     assert "card data masked" in quarantine and "BillingCountry" in quarantine
+
+
+def test_only_http_addresses_from_the_data_become_links(allowed, external_orders_pages, warehouse):
+    """A tracking URL or Salesforce link that is not http(s) (``javascript:`` runs in the view's
+    origin when clicked) is shown as plain text; the shipments check calls such a tracking URL invalid."""
+    import sqlalchemy as sa
+
+    from salesforce_orders.shipments import add_shipment
+    from salesforce_orders.warehouse import tables
+
+    t = tables()
+    with warehouse.begin() as conn:
+        order, number = conn.execute(sa.select(t.external_orders.c.sf_order_id, t.external_orders.c.order_number)
+                                     .order_by(t.external_orders.c.order_number)).first()
+        item = conn.execute(sa.select(t.external_order_items.c.sf_order_item_id).where(t.external_order_items.c.sf_order_id == order)).scalar()
+        for key, url in (("SHIP-JS", "javascript:alert(document.domain)"), ("SHIP-WS", " javascript:alert(1)"),
+                         ("SHIP-OK", "HTTPS://track.example.com/1Z1")):
+            add_shipment(conn, t, {"shipment_key": key, "sf_order_id": order, "carrier": "UPS", "tracking_number": f"1Z-{key}",
+                                   "tracking_url": url, "shipped_date": "2026-03-01"}, [{"sf_order_item_id": item, "quantity": 1}])
+        conn.execute(t.external_orders.update().where(t.external_orders.c.sf_order_id == order)
+                     .values(salesforce_url="javascript:alert(2)"))
+    client = external_orders_pages(warehouse)
+
+    orders = client.get("/").text
+    assert "javascript:" not in orders
+    shipments = orders[orders.index('<table id="shipments">'):]
+    assert "<td>1Z-SHIP-JS</td>" in shipments and "<td>1Z-SHIP-WS</td>" in shipments  # the number, as text
+    assert '<a href="HTTPS://track.example.com/1Z1" target="_blank" rel="noopener">1Z-SHIP-OK</a>' in shipments
+    row = orders.split(f'data-order-number="{number}"', 1)[1].split("</tr>", 1)[0]
+    assert f"<td>SF-{number} &lt;script&gt;" in row and row.count("<a ") == 1  # its name, unlinked; its story's link
+    assert 'href="https://example.my.salesforce.com/' in orders  # the other order keeps its link
+    story = client.get("/order", params={"q": number}).text
+    assert "javascript:" not in story and f"SF-{number} &lt;script&gt;" in story

@@ -88,3 +88,54 @@ def test_a_card_x_out_that_failed_says_the_card_data_is_still_in_salesforce(allo
     text = story(external_orders_pages, loaded, number)
     assert 'id="card-data-left"' in text and "the card data is still in\nSalesforce (DEAD: FIELD_CUSTOM_VALIDATION_EXCEPTION)" in text
     assert "<b>DEAD</b>: given up" in text
+
+
+def skip(w, run_id: str, sf_order_id: str, number: str, at: datetime) -> None:
+    from salesforce_orders.load import record_skipped
+    from salesforce_orders.model import SkippedOrder
+    from salesforce_orders.transform import ZERO_TOTAL
+
+    with w.engine.begin() as conn:
+        record_skipped(conn, run_id, [SkippedOrder(sf_order_id, number, ZERO_TOTAL, account_name="Acme", total_amount=0, currency="USD")],
+                       schema=w.schema, now=at)
+
+
+def test_a_skipped_order_says_why_and_that_the_config_keeps_it_out(allowed, external_orders_pages, loaded):
+    skip(loaded, "run-2", "801000000000777AAA", "00000777", NOW)
+    for asked in ("00000777", "801000000000777AAA"):
+        text = story(external_orders_pages, loaded, asked)
+        assert where(text) == "skipped" and "in no table of the warehouse" not in text
+        assert "its total is 0.00 USD" in text and "<code>zero_total_policy</code>: <code>\"skip\"</code>" in text
+        assert '<code>{"order_numbers": ["00000777"]}</code>' in text  # its OrderNumber, known from the skip
+        assert 'id="order-skipped"' in text and "still skipped" in text and "skipped (run run-2): zero total" in text
+
+
+def test_a_never_seen_salesforce_id_is_re_synced_by_id(allowed, external_orders_pages, loaded):
+    by_id = story(external_orders_pages, loaded, "801000000000555AAA")
+    assert where(by_id) == "never seen" and '<code>{"order_ids": ["801000000000555AAA"]}</code>' in by_id
+    by_number = story(external_orders_pages, loaded, "00000555")
+    assert '<code>{"order_numbers": ["00000555"]}</code>' in by_number
+
+
+@pytest.mark.parametrize(("sf_state", "said"), [("deactivated", "set back to Draft there since 2026-03-02 08:00:00 UTC"),
+                                                ("deleted", "deleted there since 2026-03-02 08:00:00 UTC")])
+def test_an_order_no_longer_activated_in_salesforce_is_not_said_to_be_its_newest_version(allowed, external_orders_pages, loaded, sf_state, said):
+    t = tables(loaded.schema)
+    with loaded.engine.connect() as conn:
+        number = conn.execute(sa.select(t.external_orders.c.order_number).order_by(t.external_orders.c.order_number)).scalar()
+    execute(loaded, t.external_orders.update().where(t.external_orders.c.order_number == number).values(
+        sf_state=sf_state, sf_state_changed_at=datetime(2026, 3, 2, 8, 0, tzinfo=UTC)))
+    text = story(external_orders_pages, loaded, number)
+    assert where(text) == "loaded, no longer Activated" and "holds Salesforce's newest version" not in text
+    assert "no longer Activated in Salesforce" in text and said in text
+    assert "version imported 2026-03-01 12:00:00 UTC" in text
+
+
+def test_a_loaded_order_whose_newest_version_was_skipped_says_so(allowed, external_orders_pages, loaded):
+    t = tables(loaded.schema)
+    with loaded.engine.connect() as conn:
+        number, sf_id = conn.execute(sa.select(t.external_orders.c.order_number, t.external_orders.c.sf_order_id)).first()
+    skip(loaded, "run-2", sf_id, number, datetime(2026, 3, 2, 8, 0, tzinfo=UTC))  # its total became zero after the load
+    text = story(external_orders_pages, loaded, number)
+    assert where(text) == "loaded, newest version skipped" and "holds Salesforce's newest version" not in text
+    assert "run run-2: zero total" in text and "the warehouse holds the version imported 2026-03-01 12:00:00 UTC" in text

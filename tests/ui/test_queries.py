@@ -73,8 +73,9 @@ def test_orders_are_paged_with_the_total_of_the_whole_result(orders):
     assert numbers(second) == ["00000002", "00000001"]
     assert (second.total, second.pages, second.first_row, second.last_row) == (6, 2, 5, 6)
     assert second.has_previous and not second.has_next
-    beyond = page_of(orders, number=9, size=4)
-    assert beyond.rows == [] and beyond.total == 6
+    beyond = page_of(orders, number=9, size=4)  # past the last page: the last, saying which was asked for
+    assert numbers(beyond) == ["00000002", "00000001"] and (beyond.number, beyond.asked, beyond.total) == (2, 9, 6)
+    assert second.asked is None
 
 
 @pytest.mark.parametrize(

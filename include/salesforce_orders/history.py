@@ -22,9 +22,20 @@ from .warehouse.writes import in_batches, insert_rows, one_of
 def seed(conn: sa.Connection, t: Tables) -> None:
     """Orders without a current version (loaded before history mode was on, or by a run with it
     off) get one of what the warehouse holds, valid from their last load; products likewise.
-    Orders that left Activated are history already: they get none."""
+    Orders that left Activated are history already: they get none. A current version the order
+    has moved past (loaded again while history mode was off) ends at that last load first."""
     o, i = t.external_orders, t.external_order_items
     ov, iv = t.external_order_versions, t.external_order_item_versions
+    outdated = conn.execute(
+        sa.select(ov.c.sf_order_id, o.c.last_imported_at)
+        .select_from(ov.join(o, o.c.sf_order_id == ov.c.sf_order_id))
+        .where(ov.c.is_current, ov.c.content_hash != o.c.content_hash)
+    ).all()
+    ended_at: dict[datetime, list[str]] = {}
+    for order_id, last_loaded in outdated:
+        ended_at.setdefault(last_loaded, []).append(order_id)
+    for at, order_ids in ended_at.items():
+        close(conn, t, order_ids, at)
     unversioned = sa.and_(
         o.c.sf_state == "active",
         ~sa.select(ov.c.sf_order_id).where(ov.c.sf_order_id == o.c.sf_order_id, ov.c.is_current).exists(),

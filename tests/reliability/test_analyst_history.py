@@ -85,3 +85,29 @@ def test_every_version_of_an_order_and_its_products_is_kept_for_as_of_queries(pi
     # every other order: one version, still current
     others = set(active) - {changed, drafted}
     assert {o for o, v in now_held.items() if o in others and as_utc(v["valid_from"]) == as_utc(held_before[o]["valid_from"])} == others
+
+
+def test_history_switched_off_and_on_again_ends_the_version_the_order_moved_past_meanwhile(pipeline):
+    """Runs with history mode off load newer versions without versioning them: switched on again,
+    the current version is the order as the warehouse holds it now (valid from its last load), the
+    old one ends there, and its products follow."""
+    p = pipeline
+    p.set_config(history_mode=True)
+    assert p.run().succeeded
+    order = p.scalar("SELECT MIN(sf_order_id) FROM external_orders")
+    p.set_config(history_mode=False)
+    p.org_update("Order", order, PoNumber="PO-CHANGED-WHILE-OFF")
+    assert p.run().succeeded
+    p.set_config(history_mode=True)
+
+    assert p.run().succeeded
+
+    held = p.query("SELECT po_number, last_imported_at FROM external_orders WHERE sf_order_id = :o", o=order)[0]
+    versions = p.query(
+        "SELECT po_number, is_current, valid_from, valid_to FROM external_order_versions WHERE sf_order_id = :o ORDER BY valid_from", o=order
+    )
+    assert [(v["po_number"], bool(v["is_current"])) for v in versions][-1] == ("PO-CHANGED-WHILE-OFF", True)
+    assert len(versions) == 2 and as_utc(versions[0]["valid_to"]) == as_utc(versions[1]["valid_from"]) == as_utc(held["last_imported_at"])
+    assert as_of(p, datetime.now(UTC))[order]["po_number"] == "PO-CHANGED-WHILE-OFF"
+    current_items = p.scalar("SELECT COUNT(*) FROM external_order_item_versions WHERE sf_order_id = :o AND is_current", o=order)
+    assert current_items == p.scalar("SELECT COUNT(*) FROM external_order_items WHERE sf_order_id = :o AND NOT is_deleted", o=order)

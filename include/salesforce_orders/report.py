@@ -39,6 +39,15 @@ def start_run(engine: sa.Engine, *, run_id: str, dag_run_id: str, run_type: str,
         upsert(conn, t, [{**row, "started_at": first_start or row["started_at"]}], ["run_id"])
 
 
+def _written_by(engine: sa.Engine, schema: str | None, run_id: str) -> int:
+    """The outbox rows this run's write-backs sent through (DONE, last updated by the run)."""
+    from .warehouse.definitions import OUTBOX_DONE, tables
+
+    w = tables(schema).writeback_outbox
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).where(w.c.updated_run_id == run_id, w.c.state == OUTBOX_DONE)).scalar() or 0
+
+
 REASON_LENGTH = 300  # a failure's reason is one line of the runs table, not the task log
 
 
@@ -100,6 +109,11 @@ def finish_run(
         started = started.replace(tzinfo=UTC)
     missing = [s for s in STAGES if results.get(s) is None]
     disabled = disabled and results.get("extract") is None
+    written_back = sum(_get(results, stage, "written") for stage in _WRITING_BACK)
+    if any(results.get(stage) is None for stage in _WRITING_BACK):
+        # A write-back that stopped half-way (a limit, an outage: its error ended the task) had
+        # written records already: the outbox says which, the stage's own count went with it.
+        written_back = max(written_back, _written_by(engine, schema, run_id))
     row = {
         "run_id": run_id,
         "finished_at": finished,
@@ -112,7 +126,7 @@ def finish_run(
         "inserted": _get(results, "load", "inserted"),
         "updated": _get(results, "load", "updated"),
         "unchanged": _get(results, "load", "unchanged"),
-        "written_back": sum(_get(results, stage, "written") for stage in _WRITING_BACK),
+        "written_back": written_back,
         "writeback_failed": sum(_get(results, stage, "failed") + _get(results, stage, "dead") for stage in _WRITING_BACK),
         "deactivated": _get(results, "mark_status_changes", "deactivated"),
         "api_calls": sum(_get(results, s, "api_calls") for s in STAGES),

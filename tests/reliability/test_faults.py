@@ -198,12 +198,18 @@ def test_allowance_exhausted_during_write_back_keeps_what_was_committed(pipeline
     assert states["DONE"] == 200 and states["PENDING"] > 0 and set(states) == {"DONE", "PENDING"}
     assert pipeline.watermark() == watermark
     assert_every_order_once(pipeline, expected)
+    # the stopped run's report counts what it wrote before it stopped (its task's own count was lost)
+    from salesforce_orders import stages
 
     pipeline.org.admin.clear_faults()
+    report = stages.report(run_id=run.run_id, results=run.results)
+    assert report["status"] == "failed" and report["written_back"] == 200
+
     after = pipeline.run()
     assert after.succeeded, after.error
     assert after.results["load"]["inserted"] == 0
     assert after.results["write_back"]["written"] == states["PENDING"]
+    assert after.report["written_back"] == states["PENDING"]
     assert_every_order_once(pipeline, expected)
     assert_written_back(pipeline)
 

@@ -9,8 +9,13 @@ What goes to Salesforce (``ShipmentTargets``, from the ``shipments`` config sect
 
 - the Order's fields (tracking number, carrier, shipped date, ...) from the order's latest
   shipment: a shipment older than one already queued does not overwrite them;
-- each shipped Order Product's details field: every shipment of that product so far, one line each;
+- each shipped Order Product's details field: every shipment of that product, one line each in
+  shipped order, whichever was added last;
 - a record of a shipment object per shipment, upserted by an external id holding the shipment key.
+
+One record, one write to send: a shipment row for an Order or an Order Product still to be sent
+when a newer shipment row for the same record is queued is superseded (``supersede_older_rows``),
+never sent after it nor beside it in one call. The newer row carries what the record should show.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from .warehouse.definitions import (
     OUTBOX_DONE,
     OUTBOX_FAILED,
     OUTBOX_PENDING,
+    OUTBOX_UNSENT_STATES,
     SHIPMENT_INVALID,
     SHIPMENT_KEY_LENGTH,
     SHIPMENT_NEW,
@@ -38,7 +44,7 @@ from .warehouse.definitions import (
     SHIPMENT_VALID,
     Tables,
 )
-from .warehouse.writes import dialect_insert, in_batches, one_of
+from .warehouse.writes import dialect_insert, in_batches, one_of, update_rows
 
 SF_ID = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
 TEXT_LIMITS = {"carrier": 255, "service": 255, "tracking_number": 255, "tracking_url": 1000}
@@ -50,6 +56,11 @@ CHECK_BATCH = 2000  # shipments checked or queued per transaction
 ACTION_ORDER_FIELDS = "shipment:order_fields"
 ACTION_ITEM_DETAILS = "shipment:item_details"
 ACTION_RECORD = "shipment:record"
+# The actions whose rows update one existing record with what it should show now: a newer row of
+# the same record replaces an older one still to be sent (a shipment record's row is its own record).
+REPLACEABLE_ACTIONS = (ACTION_ORDER_FIELDS, ACTION_ITEM_DETAILS)
+# The outbox code of a row superseded that way: DONE, never sent, not a failure.
+SUPERSEDED = "SUPERSEDED"
 
 
 class ShipmentInputError(ValueError):
@@ -343,6 +354,9 @@ def queue(engine: sa.Engine, t: Tables, targets: ShipmentTargets, run_id: str, s
     """Turn the valid shipments into outbox rows, marking them QUEUED in the same transaction."""
     now = now or datetime.now(UTC)
     s, o, outbox = t.order_shipments, t.external_orders, t.writeback_outbox
+    with engine.begin() as conn:
+        # Rows queued before superseding existed (or by hand) may still wait beside a newer one.
+        supersede_older_rows(conn, t, run_id=run_id, now=now)
     while True:
         with engine.begin() as conn:
             ready = list(conn.execute(sa.select(s).where(s.c.state == SHIPMENT_VALID).order_by(s.c.shipment_key).limit(CHECK_BATCH)))
@@ -375,8 +389,10 @@ def queue(engine: sa.Engine, t: Tables, targets: ShipmentTargets, run_id: str, s
                     rows.append(_outbox_row(shipment, targets.order_object, shipment.sf_order_id, ACTION_ORDER_FIELDS, fields, **stamp))
                 if targets.order_item_field:
                     for item_line in lines[shipment.shipment_key]:
-                        shipped_until_now = [(other, q) for other, q in by_item[item_line.sf_order_item_id] if _ordering(other) <= _ordering(shipment)]
-                        details = item_details(shipped_until_now, targets.order_item_field_length)
+                        # The field is overwritten whole: it lists every shipment of the product, the
+                        # ones shipped after this one too (a back-dated shipment added later must not
+                        # drop the newer one's line).
+                        details = item_details(by_item[item_line.sf_order_item_id], targets.order_item_field_length)
                         rows.append(_outbox_row(shipment, targets.order_item_object, item_line.sf_order_item_id, ACTION_ITEM_DETAILS, {targets.order_item_field: details}, **stamp))
                 if targets.record:
                     record = targets.record
@@ -389,11 +405,52 @@ def queue(engine: sa.Engine, t: Tables, targets: ShipmentTargets, run_id: str, s
                     rows.append(_outbox_row(shipment, record.name, None, ACTION_RECORD, fields, **stamp, external_id_field=record.external_id_field))
             if rows:
                 conn.execute(sa.insert(outbox), rows)
+                # In the same transaction: no drain ever sees the older and the newer row due together.
+                supersede_older_rows(conn, t, run_id=run_id, now=now, record_ids={r["sf_record_id"] for r in rows if r["action"] in REPLACEABLE_ACTIONS})
             keys = [r.shipment_key for r in ready]
             for batch in in_batches(keys):
                 conn.execute(sa.update(s).where(one_of(conn, s.c.shipment_key, batch)).values(state=SHIPMENT_QUEUED, queued_at=now))
             summary.queued += len(ready)
             summary.outbox_rows += len(rows)
+
+
+def supersede_older_rows(conn: sa.Connection, t: Tables, *, run_id: str, now: datetime, record_ids: Iterable[str] | None = None) -> int:
+    """Settle every shipment row for an Order's fields or an Order Product's details still to be
+    sent (PENDING, FAILED with attempts left, or PROCESSING, left by a drain that died) that has a
+    newer shipment row for the same record: ``DONE`` with code ``SUPERSEDED``, never sent.
+
+    Sent after the newer one, the older would overwrite it (the Order's tracking back to an older
+    shipment); sent in the same call, either may land last. The newer row holds what the record
+    should show: the latest shipment's fields, every shipment's line. Superseded rows are neither
+    due nor failures (nor, with a newer row of the record, in ``v_open_failures``). The import's
+    rows for the same Order are left alone: they write other fields. (The pool keeps every drain
+    out while this runs, so no live drain holds a PROCESSING row.)
+
+    ``record_ids``: only these records (the ones just queued); None: every record with such a row
+    still to be sent. Returns how many rows were superseded."""
+    w = t.writeback_outbox
+    of_shipments = (w.c.shipment_key.is_not(None), w.c.action.in_(REPLACEABLE_ACTIONS))
+    if record_ids is None:
+        unsent = sa.select(w.c.sf_record_id).where(*of_shipments, w.c.state.in_(OUTBOX_UNSENT_STATES)).distinct()
+        record_ids = conn.execute(unsent).scalars().all()
+    rows: list[Any] = []
+    for batch in in_batches(sorted(set(record_ids))):
+        columns = (w.c.id, w.c.sf_object, w.c.sf_record_id, w.c.shipment_key, w.c.state)
+        rows += conn.execute(sa.select(*columns).where(*of_shipments, one_of(conn, w.c.sf_record_id, batch))).all()
+    newest: dict[tuple[str, str], Any] = {}
+    for row in rows:
+        record = (row.sf_object, row.sf_record_id)
+        if record not in newest or row.id > newest[record].id:
+            newest[record] = row
+    superseded = []
+    for row in rows:
+        newer = newest[(row.sf_object, row.sf_record_id)]
+        if row.state in OUTBOX_UNSENT_STATES and row.id != newer.id:
+            message = f"not sent: shipment {newer.shipment_key}'s newer write of this {row.sf_object} replaces it (outbox row {newer.id})"
+            superseded.append({"id": row.id, "state": OUTBOX_DONE, "last_error_code": SUPERSEDED, "last_error_message": message,
+                               "next_attempt_at": None, "updated_run_id": run_id, "updated_at": now})
+    update_rows(conn, w, superseded, ["id"])
+    return len(superseded)
 
 
 # ---- status ----------------------------------------------------------------------------

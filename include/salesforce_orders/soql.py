@@ -333,17 +333,24 @@ def build_count_query(config: ImportConfig, window: ExtractWindow) -> str:
     return _select(["COUNT()"], config.order_object, _order_conditions(config, window))
 
 
-def build_status_changes_query(order_object: str, since: datetime, *, or_changed_by_others: tuple[str, datetime] | None = None) -> str:
+def build_status_changes_query(
+    order_object: str, since: datetime, *, or_changed_by_others: tuple[str, datetime] | None = None, own_writes: Sequence[Any] = ()
+) -> str:
     """For queryAll: orders changed since ``since`` that are no longer Activated or are deleted.
 
     ``or_changed_by_others`` (the integration user's id, when a write-back started): also the
     orders changed by anyone else, or by that user before then, in the same call (the write-back's
-    check before sending, see own_writes.py); ``LastModifiedById`` tells them apart."""
+    check before sending, see own_writes.py); ``LastModifiedById`` tells them apart. Of that user's
+    changes before then, those inside ``own_writes`` (the spans of our earlier write-backs, as the
+    extract leaves them out) are ours, not looked for."""
     changed = f"StatusCode != {literal(ACTIVATED)} OR IsDeleted = {literal(True)}"
     fields = _STATUS_CHANGE_FIELDS
     if or_changed_by_others is not None:
         user_id, writes_from = or_changed_by_others
-        changed += f" OR LastModifiedById != {literal(user_id)} OR SystemModstamp < {stamp_literal(writes_from)}"
+        before = f"SystemModstamp < {stamp_literal(writes_from)}"
+        if own_writes:
+            before = f"({before} AND {_not_own_writes(own_writes, field_name)})"
+        changed += f" OR LastModifiedById != {literal(user_id)} OR {before}"
         fields = (*fields, "LastModifiedById")
     conditions = [f"SystemModstamp >= {literal(since)}", f"({changed})"]
     return _select(fields, order_object, conditions, order_by="SystemModstamp, Id")

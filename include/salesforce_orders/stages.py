@@ -776,6 +776,9 @@ def send_shipments(*, run_id: str) -> dict[str, Any]:
         card_fields=config.card_fields,
         max_attempts=config.writeback_max_attempts,
         only_shipments=True,
+        # No echo (R13): the Orders (and Order Products) a shipment writes are our own writes, left
+        # out of the next import's extract like the import's write-back's.
+        own_writes_table=t.sync_state,
     )
     try:
         sent = drainer.drain()

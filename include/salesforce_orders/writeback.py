@@ -181,6 +181,13 @@ def _is_shipment(row: Any) -> bool:
     return getattr(row, "shipment_key", None) is not None
 
 
+def _moves_order(row: Any, order_object: str) -> bool:
+    """Whether writing the row moves its order's ``SystemModstamp``: a write of the Order, or a
+    shipment's write of one of its Order Products (rolled up into the order, a write of it too).
+    (A shipment record, upserted by external id, is a record of its own.)"""
+    return row.sf_object == order_object or (_is_shipment(row) and not row.external_id_field)
+
+
 def _fields(row: Any) -> dict[str, Any]:
     return row.fields if isinstance(row.fields, dict) else json.loads(row.fields or "{}")
 
@@ -231,6 +238,10 @@ class OutboxDrainer:
         self.recheck_overlap = recheck_overlap
         self.only_shipments = only_shipments
         self._checked_at: datetime | None = None  # when the records were last re-read (see _changed_since_planned)
+        # What the checks found, for the batches after theirs too: each check looks back only to the
+        # one before it, so a change the first check saw must still count for a record sent later.
+        self._left_active: dict[str, str] = {}  # order id -> ORDER_DEACTIVATED / ORDER_DELETED
+        self._set_by_others: dict[str, dict[str, Any]] = {}  # Account field -> {account id: value}
         # Rows already counted as attempted in this run: the in-run retries of a transient error
         # belong to the same attempt, so a record locked across two runs is not given up early.
         self._attempted: set[int] = set()
@@ -239,6 +250,7 @@ class OutboxDrainer:
         self._user_id: str | None = None
         self._started: datetime | None = None
         self._written_orders: set[str] = set()  # orders this drain wrote, as nobody else changed them
+        self._own_spans: tuple[Any, ...] = ()  # our earlier write-backs' spans (own_writes.current)
         self._changed_by_others: set[str] = set()  # orders someone else changed after the import read them
         self._lifecycles: _LifecycleSetter | None = None  # while a drain runs
 
@@ -394,15 +406,25 @@ class OutboxDrainer:
 
     def _recheck_since(self, rows: list[Any]) -> datetime:
         """From when Salesforce is asked what changed: the first time, from the start of the earliest
-        run that planned these rows (it read the records after that); then from the last check."""
+        run that planned these rows (it read the records after that); then from the last check.
+
+        A shipment's row was planned from no read of its order: the order may have been changed any
+        time after the last import read it, so for such rows from the watermark (where the next
+        import's window starts) on."""
         if self._checked_at is not None:
             return self._checked_at - self.recheck_overlap
+        from .load import get_watermark
+        from .own_writes import parse_stamp
+
         runs = self.t.import_runs
         with self.engine.connect() as conn:
             started = conn.execute(
                 sa.select(sa.func.min(runs.c.started_at)).where(runs.c.run_id.in_({r.created_run_id for r in rows}))
             ).scalar()
-        return (started or min(r.created_at for r in rows)) - self.recheck_overlap
+        since = started or min(r.created_at for r in rows)
+        if any(_is_shipment(r) for r in rows) and (mark := get_watermark(self.engine, self.t.metadata.schema)):
+            since = min(since, parse_stamp(mark))
+        return since - self.recheck_overlap
 
     def _changed_since_planned(self, rows: list[Any]) -> dict[int, _Changed]:
         """Re-read, just before sending, what may have changed in Salesforce since the rows were
@@ -417,41 +439,49 @@ class OutboxDrainer:
         changed: dict[int, _Changed] = {}
         orders = [r for r in rows if r.sf_object == self.order_object and "Status" in _fields(r)]
         # No echo (own_writes.py): the same call finds the orders someone else changed meanwhile.
-        track = self._user_id is not None and any(r.sf_object == self.order_object for r in rows)
+        track = self._user_id is not None and any(_moves_order(r, self.order_object) for r in rows)
         accounts = [r for r in rows if r.sf_object == "Account"]
         names = sorted({key for r in accounts for key in _fields(r)})
         ours = (self._user_id, self._started) if self._user_id is not None else None
         queries = [Query(build_accounts_with_field_query(name, since, not_written_by=ours)) for name in names]
         if orders or track:
             status_changes = build_status_changes_query(
-                self.order_object, since, or_changed_by_others=(self._user_id, self._started) if track else None
+                self.order_object, since, or_changed_by_others=(self._user_id, self._started) if track else None,
+                own_writes=self._own_spans,
             )
             queries.insert(0, Query(status_changes, include_deleted=True))
         answers = iter(self.hook.read_together(queries))
         if orders or track:
             states: dict[str, str] = {}
+            activated: set[str] = set()  # (found when someone else changed them: Activated again, say)
             others: dict[str, datetime] = {}
             for page in next(answers):
                 for record in page:
                     deleted = str(record.get("IsDeleted")).lower() == "true"
                     if deleted or record.get("StatusCode") != ACTIVATED:
                         states[record["Id"]] = "ORDER_DELETED" if deleted else "ORDER_DEACTIVATED"
+                    else:
+                        activated.add(record["Id"])
                     if track:
                         stamp = parse_stamp(record["SystemModstamp"])
-                        if record.get("LastModifiedById") != self._user_id or stamp < self._started:
+                        ours = record.get("LastModifiedById") == self._user_id
+                        if not ours or (stamp < self._started and not self._in_own_span(record["Id"], stamp)):
                             others[record["Id"]] = stamp
             if others:
                 self._note_changes_by_others(others)
+            self._left_active.update(states)
+            for order_id in activated:
+                self._left_active.pop(order_id, None)
             for row in orders:
-                if row.sf_record_id in states:
-                    code = states[row.sf_record_id]
+                if row.sf_record_id in self._left_active:
+                    code = self._left_active[row.sf_record_id]
                     changed[row.id] = _Changed(
                         code,
                         f"Status not set: the order was {STATUS_LEFT_ALONE[code]} in Salesforce after the import read it",
                         send_the_rest=code == "ORDER_DEACTIVATED",
                     )
         for name, pages in zip(names, answers, strict=True):
-            current: dict[str, Any] = {}
+            current = self._set_by_others.setdefault(name, {})
             for page in pages:
                 current.update((record["Id"], record.get(name)) for record in page)
             for row in accounts:
@@ -486,6 +516,7 @@ class OutboxDrainer:
     def _track_own_writes(self) -> None:
         """Who "we" are in Salesforce (our writes carry that LastModifiedById) and when this drain
         started. An org that does not say leaves the echo to be read back, as it always was."""
+        from .own_writes import current
         from .salesforce import SalesforceApiError
 
         try:
@@ -495,6 +526,14 @@ class OutboxDrainer:
             return
         now = datetime.now(UTC)
         self._started = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as exact as a SOQL bound
+        # An order whose last change is an earlier write-back of ours (the import's, or a shipment's
+        # a few minutes before) was changed by nobody else: the next extract leaves it out as well.
+        self._own_spans = current(self.engine, self.own_writes_table)
+
+    def _in_own_span(self, order_id: str, stamp: datetime) -> bool:
+        """Whether the integration user's change of the order at ``stamp`` is one of our earlier
+        write-backs' (inside a span, not named to be read again), as the extract's window tells."""
+        return any(s.user_id == self._user_id and s.start <= stamp < s.end and order_id not in s.reread for s in self._own_spans)
 
     def _start_reading_own_writes(self) -> tuple[set[str], Iterator[list[dict]]] | None:
         """What the integration user last modified since this drain started, to be read back by
@@ -605,7 +644,8 @@ class OutboxDrainer:
             update_rows(conn, self.t.writeback_outbox, created, ["id"])  # the record an upsert made or found
         sent_ok = {o["id"] for o in outcomes if o["state"] == DONE}
         self._written_orders.update(
-            row.sf_record_id for row, _ in batch.payloads if row.id in sent_ok and row.sf_object == self.order_object
+            row.sf_record_id if row.sf_object == self.order_object else row.sf_order_id
+            for row, _ in batch.payloads if row.id in sent_ok and _moves_order(row, self.order_object)
         )
         by_id = {row.id: row for row in batch.rows}
         transient = [by_id[o["id"]] for o in outcomes if o["state"] == PENDING]

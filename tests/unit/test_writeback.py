@@ -786,6 +786,38 @@ def test_a_customer_id_someone_set_on_the_account_after_the_extract_is_never_ove
     assert any("FROM Account WHERE SystemModstamp >=" in q and "Customer_ID__c != null" in q for q in hook.queries)
 
 
+class SalesforceThatTellsEachChangeOnce(FakeSalesforce):
+    """As Salesforce answers the checks before each batch: each looks back only to the one before
+    (less an overlap), so a change the first check found is not found again by a later one."""
+
+    def iter_query_pages(self, soql: str, include_deleted: bool = False):
+        yield from super().iter_query_pages(soql, include_deleted)
+        sobject = soql.split(" FROM ", 1)[1].split()[0]
+        if sobject in ("Order", "Account"):
+            self.changed[sobject] = []
+
+
+def test_a_change_the_first_check_found_still_holds_for_a_record_sent_in_a_later_batch(engine, loaded):
+    """A long drain (many batches, or a write-back task retried later): an order set back to Draft
+    and a customer id someone set, both seen by the first check, hold for their records although
+    those go in a later batch, after checks that no longer see the change."""
+    orders = loaded(*range(1, COLLECTION_LIMIT))  # two rows an order: two collection batches at least
+    late = orders[-1]
+    hook = SalesforceThatTellsEachChangeOnce()
+    hook.changed["Order"] = [{"Id": late.order.sf_order_id, "StatusCode": "Draft", "IsDeleted": False}]
+    hook.changed["Account"] = [{"Id": late.customer.sf_account_id, "Customer_ID__c": "ERP-4711"}]
+
+    drain(engine, hook)
+
+    assert len(hook.calls) >= 2 and late.order.sf_order_id not in {r["id"] for r in hook.calls[0]}
+    sent = {record["id"]: record for record in hook.sent()}
+    assert "Status" not in sent.get(late.order.sf_order_id, {})  # (nothing else to write: not sent at all)
+    assert late.customer.sf_account_id not in sent
+    codes = {r["sf_record_id"]: r["last_error_code"] for r in outbox(engine)}
+    assert codes[late.order.sf_order_id] == "ORDER_DEACTIVATED" and codes[late.customer.sf_account_id] == "CUSTOMER_ID_CHANGED"
+    assert sent[orders[0].order.sf_order_id]["Status"] == "Imported"
+
+
 def test_an_imported_status_of_the_draft_category_is_refused_before_anything_is_sent(engine, loaded):
     loaded(1, 2)
     hook = FakeSalesforce()

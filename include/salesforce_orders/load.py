@@ -995,11 +995,7 @@ def mark_status_changes(
             # A quarantined or skipped order that left Activated is no longer the import's to hold
             # back: its rows are released (activated again, it is read and checked anew).
             for left_out in (t.quarantined_orders, t.skipped_orders):
-                conn.execute(
-                    sa.update(left_out)
-                    .where(one_of(conn, left_out.c.sf_order_id, batch), left_out.c.released_at.is_(None))
-                    .values(released_at=now, updated_at=now)
-                )
+                _released(conn, left_out, batch, now)
         # The marked version's stamp is stored with it: an older Activated version staged by a late
         # or cleared run can then never make the order active again (see load._older_than_stored).
         stamped = [
@@ -1074,7 +1070,20 @@ def record_skipped(conn: sa.Connection, run_id: str, skipped: Sequence[SkippedOr
         }
         for order in skipped
     ]
-    upsert(conn, tables(schema).skipped_orders, rows, ["run_id", "sf_order_id"])
+    t = tables(schema)
+    upsert(conn, t.skipped_orders, rows, ["run_id", "sf_order_id"])
+    _released(conn, t.quarantined_orders, [order.sf_order_id for order in skipped], skipped_at)
+
+
+def _released(conn: sa.Connection, left_out: sa.Table, order_ids: Sequence[str], now: datetime) -> None:
+    """An order's newest outcome says where it is: refused or skipped before, and now the other,
+    its earlier rows of ``left_out`` are released (it is in one place, never two)."""
+    for batch in in_batches(sorted(set(order_ids))):
+        conn.execute(
+            sa.update(left_out)
+            .where(one_of(conn, left_out.c.sf_order_id, batch), left_out.c.released_at.is_(None))
+            .values(released_at=now, updated_at=now)
+        )
 
 
 def clear_skipped(conn: sa.Connection, run_id: str, *, within: OrderIdRange = EVERY_ORDER_ID, schema: str | None = None) -> None:
@@ -1108,6 +1117,7 @@ def record_quarantine(
     ]
     t = tables(schema)
     upsert(conn, t.quarantined_orders, records, ["run_id", "sf_order_id"])
+    _released(conn, t.skipped_orders, [row["sf_order_id"] for row in rows], quarantined_at)
     # An imported order whose newer version is refused keeps its loaded version, marked as such:
     # never silently taken for Salesforce's current one.
     o = t.external_orders

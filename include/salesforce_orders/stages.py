@@ -340,6 +340,18 @@ def extract(
     }
 
 
+def _imported_already(engine, schema: str | None, order_ids: list[str]) -> set[str]:
+    """Of ``order_ids``, the orders the warehouse holds as active (loaded, still Activated)."""
+    from .warehouse.definitions import tables
+    from .warehouse.writes import select_in
+
+    if not order_ids:
+        return set()
+    o = tables(schema).external_orders
+    with engine.connect() as conn:
+        return {row.sf_order_id for row in select_in(conn, o, [o.c.sf_order_id], o.c.sf_order_id, order_ids, o.c.sf_state == "active")}
+
+
 def _without_own_writes(engine, plan, schema: str | None):
     """A window over changes (incremental, backfill) leaves out the orders whose only change since
     they were read is our own write-back (``own_writes``): no second extraction of an import."""
@@ -520,16 +532,24 @@ def transform(*, run_id: str, instance_url: str, partition: Mapping[str, Any] | 
     progress = Progress("transform", "orders")
     staged = iter_staged(engine, run_id, status="valid", chunk_size=config.chunk_size, within=within, schema=schema)
     for chunk in read_ahead(staged):
-        records, skipped_orders = [], {}
-        skips: list[SkippedOrder] = []
-        for order, items in chunk:
-            result = transform_order(order, items, config, instance_url=instance_url, rates=rates)
-            if not isinstance(result, SkippedOrder):
-                records.append(result)
-            else:
-                skips.append(result)
-                skipped_orders[result.sf_order_id] = result.sf_system_modstamp
-                skipped_reasons[result.reason] = skipped_reasons.get(result.reason, 0) + 1
+        results = [transform_order(order, items, config, instance_url=instance_url, rates=rates) for order, items in chunk]
+        loaded = _imported_already(engine, schema, [r.sf_order_id for r in results if isinstance(r, SkippedOrder)])
+        if loaded:
+            # An order imported before that now totals 0 is imported again, flagged is_zero_total:
+            # skipped, the warehouse would keep its old version as Salesforce's current one (the
+            # order in two places). The skip policy is for orders not imported yet.
+            importing = config.model_copy(update={"zero_total_policy": "import"})
+            results = [
+                transform_order(order, items, importing, instance_url=instance_url, rates=rates)
+                if isinstance(result, SkippedOrder) and result.sf_order_id in loaded
+                else result
+                for (order, items), result in zip(chunk, results, strict=True)
+            ]
+        records = [result for result in results if not isinstance(result, SkippedOrder)]
+        skips: list[SkippedOrder] = [result for result in results if isinstance(result, SkippedOrder)]
+        skipped_orders = {result.sf_order_id: result.sf_system_modstamp for result in skips}
+        for result in skips:
+            skipped_reasons[result.reason] = skipped_reasons.get(result.reason, 0) + 1
         with writer.begin() as conn:
             stage_transformed(conn, run_id, records, schema=schema)
             record_skipped(conn, run_id, skips, schema=schema, now=_now())

@@ -282,6 +282,55 @@ def test_a_quarantined_or_skipped_order_set_back_to_draft_is_released(pipeline, 
     assert p.scalar("SELECT COUNT(*) FROM quarantined_orders WHERE sf_order_id = :q AND released_at IS NULL", q=quarantined) == 1
 
 
+RECONCILIATION = "Reconciliation with Salesforce: the lookback's Activated orders by outcome and currency"
+
+
+def places(p, order_id: str) -> dict[str, int]:
+    return {
+        "loaded": p.scalar("SELECT COUNT(*) FROM external_orders WHERE sf_order_id = :o AND sf_state = 'active'", o=order_id),
+        "quarantined": p.scalar("SELECT COUNT(DISTINCT sf_order_id) FROM quarantined_orders WHERE sf_order_id = :o AND released_at IS NULL", o=order_id),
+        "skipped": p.scalar("SELECT COUNT(DISTINCT sf_order_id) FROM skipped_orders WHERE sf_order_id = :o AND released_at IS NULL", o=order_id),
+    }
+
+
+def to_zero_total(p, order_id: str) -> None:
+    """Every product of the order priced 0 (an Activated order's products are locked: Draft first)."""
+    items = [r["Id"] for r in p.org_rows("SELECT Id FROM OrderItem WHERE OrderId = ? AND IsDeleted = 0", order_id)]
+    p.org_update("Order", order_id, Status="Draft")
+    for item in items:
+        p.org_update("OrderItem", item, UnitPrice=0)
+    p.org_update("Order", order_id, Status="Activated")
+
+
+def test_an_order_is_in_one_place_whichever_of_loaded_quarantined_or_skipped_it_was_before(pipeline):
+    """Under zero_total_policy skip: a skipped order made invalid is only quarantined, and skipped
+    again once fixed; a loaded order that now totals 0 is loaded again with its zero total (the skip
+    is for orders not imported yet), as is one whose newer version was quarantined and is fixed to a
+    zero total. The documented reconciliation adds up to Salesforce's Activated orders."""
+    p = pipeline
+    p.set_config(zero_total_policy="skip")
+    assert p.run().succeeded
+    skipped = p.scalar("SELECT MIN(sf_order_id) FROM skipped_orders")
+    loaded, refused = sorted(p.loaded_ids())[:2]
+    country = {r["Id"]: r["ShippingCountry"] for r in p.org_rows('SELECT Id, ShippingCountry FROM "Order"')}
+
+    p.org_update("Order", skipped, ShippingCountry="Atlantis")
+    to_zero_total(p, loaded)
+    p.org_update("Order", refused, ShippingCountry="Atlantis")
+    assert p.run().succeeded
+    assert places(p, skipped) == {"loaded": 0, "quarantined": 1, "skipped": 0}
+    assert places(p, loaded) == {"loaded": 1, "quarantined": 0, "skipped": 0}
+    assert p.query("SELECT total_amount, is_zero_total FROM external_orders WHERE sf_order_id = :o", o=loaded)[0]["is_zero_total"] in (True, 1)
+    p.org_update("Order", refused, ShippingCountry=country[refused])  # fixed in Salesforce
+    p.org_update("Order", skipped, ShippingCountry=country[skipped])
+    to_zero_total(p, refused)
+    assert p.run().succeeded
+
+    assert places(p, skipped) == {"loaded": 0, "quarantined": 0, "skipped": 1}
+    assert places(p, refused) == {"loaded": 1, "quarantined": 0, "skipped": 0}
+    assert sum(r["orders"] for r in p.query(p.documented_query(RECONCILIATION))) == len(p.expected_order_ids())
+
+
 def test_an_org_without_the_imported_status_keeps_activated_in_the_warehouse_until_the_value_is_added(pipeline):
     """The org's Status picklist has no 'Imported': the write-back leaves Status alone, and the
     warehouse says what Salesforce shows (Activated), each Order row DONE with why. Once the value

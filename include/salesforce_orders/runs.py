@@ -72,6 +72,21 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+# The run params the DAG declares (and an event run's order ids): another key in a run's conf is
+# a misspelling, which would otherwise run an ordinary incremental import and move the watermark.
+RUN_PARAMS = ("since", "order_numbers", "full_resync", "order_ids")
+# The dates Salesforce holds (a date field takes 1700 to 4000).
+_FIRST_YEAR, _LAST_YEAR = 1700, 4000
+
+
+def check_param_names(params: Mapping[str, Any]) -> None:
+    unknown = sorted(set(params) - set(RUN_PARAMS))
+    if unknown:
+        raise ParamError(
+            f"param {unknown[0]!r} is not a param of this DAG ({', '.join(RUN_PARAMS)}): check its spelling in the run's conf"
+        )
+
+
 def parse_since(value: Any) -> datetime | None:
     """The ``since`` param: a date or an ISO datetime (naive means UTC)."""
     if value in (None, ""):
@@ -86,15 +101,36 @@ def parse_since(value: Any) -> datetime | None:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise ParamError(f"param 'since': {text!r} is not a date (YYYY-MM-DD) or an ISO datetime") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        parsed = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        parsed = None
+    if parsed is None or not _FIRST_YEAR <= parsed.year <= _LAST_YEAR:
+        raise ParamError(f"param 'since': {str(value)[:40]!r} is outside the dates Salesforce holds ({_FIRST_YEAR} to {_LAST_YEAR})")
+    return parsed
+
+
+def _listed(name: str, value: Any) -> tuple[str, ...]:
+    """A list param's texts: a list of texts, or one text separated by commas, spaces or newlines.
+    Given but empty, or holding a number (an OrderNumber keeps its leading zeros), it is refused:
+    either would re-sync nothing, or run an ordinary import instead."""
+    if value is None or value == [] or value == "":
+        return ()
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ParamError(f"param {name!r}: give a list of texts or one text, not {type(value).__name__}")
+    for item in items:
+        if not isinstance(item, str):
+            raise ParamError(f"param {name!r}: {item!r} is not text; write each as text, as Salesforce shows it (\"00000166\")")
+    texts = tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
+    if not texts:
+        raise ParamError(f"param {name!r}: {value!r} names none; leave it out for an ordinary run")
+    return texts
 
 
 def parse_order_numbers(value: Any) -> tuple[str, ...]:
     """The ``order_numbers`` param: a list, or a string separated by commas, spaces or newlines."""
-    if value in (None, "", []):
-        return ()
-    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
-    numbers = tuple(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))
+    numbers = _listed("order_numbers", value)
     for number in numbers:
         if len(number) > 30:
             raise ParamError(f"param 'order_numbers': {number[:40]!r} is longer than an OrderNumber (30)")
@@ -102,11 +138,12 @@ def parse_order_numbers(value: Any) -> tuple[str, ...]:
 
 
 def parse_order_ids(value: Any) -> tuple[str, ...]:
-    """Order ids from change events: each a 15- or 18-character Salesforce id."""
-    ids = tuple(dict.fromkeys(str(v).strip() for v in (value or ()) if str(v).strip()))
+    """The ``order_ids`` param (a re-sync by Id, or an event run's orders): each a 15- or
+    18-character Salesforce id; a list, or a string as ``order_numbers`` takes one."""
+    ids = _listed("order_ids", value)
     for order_id in ids:
         if not _SALESFORCE_ID.fullmatch(order_id):
-            raise ParamError(f"order id {order_id[:40]!r} is not a Salesforce id")
+            raise ParamError(f"param 'order_ids': {order_id[:40]!r} is not a Salesforce id")
     return ids
 
 
@@ -140,6 +177,7 @@ def plan_run(
     config: ImportConfig,
 ) -> RunPlan:
     activated_since = now - timedelta(days=config.lookback_days)
+    check_param_names(params)
     order_numbers = parse_order_numbers(params.get("order_numbers"))
     since = parse_since(params.get("since"))
     order_ids = parse_order_ids(params.get("order_ids"))

@@ -138,7 +138,7 @@ def datetime_literal(value: datetime) -> str:
     """``2026-01-02T03:04:05Z``: an aware datetime in UTC, whole seconds."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"a SOQL dateTime needs a time zone; got the naive datetime {value.isoformat()}")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"  # (strftime's %Y does not pad years before 1000)
 
 
 def stamp_literal(value: datetime) -> str:

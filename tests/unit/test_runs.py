@@ -75,7 +75,14 @@ def test_lookback_is_configurable():
     assert plan(lookback_days=30).window.activated_since == NOW - timedelta(days=30)
 
 
-@pytest.mark.parametrize("bad", ["yesterday", "2026-13-01", "01/02/2026"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "yesterday", "2026-13-01", "01/02/2026",
+        # outside the dates Salesforce holds, or past what a datetime takes once made UTC
+        "0001-01-01", "0999-12-31", "0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00", "4001-01-01",
+    ],
+)
 def test_bad_since_names_the_param(bad):
     with pytest.raises(ParamError, match="param 'since'"):
         parse_since(bad)
@@ -109,3 +116,34 @@ def test_order_numbers_are_deduplicated_and_checked():
     assert parse_order_numbers(["1", "1", " 2 "]) == ("1", "2")
     with pytest.raises(ParamError, match="order_numbers"):
         parse_order_numbers(["x" * 31])
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"order_numbers": [166]}, "order_numbers"),  # a number loses an OrderNumber's leading zeros
+        ({"order_numbers": [None]}, "order_numbers"),
+        ({"order_numbers": [" "]}, "order_numbers"),  # names none: not an ordinary run in disguise
+        ({"order_numbers": " , "}, "order_numbers"),
+        ({"order_numbers": 5}, "order_numbers"),
+        ({"order_ids": 5}, "order_ids"),
+        ({"order_ids": ["801 OR 1=1"]}, "order_ids"),
+        ({"order_number": ["00000166"]}, "order_number"),  # a misspelt key: refused, never an incremental run
+    ],
+    ids=repr,
+)
+def test_a_run_conf_that_would_re_sync_nothing_or_something_else_is_refused_naming_the_param(params, named):
+    with pytest.raises(ParamError, match=f"param '{named}'"):
+        plan(run_type="manual", params=params)
+
+
+def test_order_ids_may_be_given_as_one_text_as_order_numbers_can():
+    p = plan(run_type="manual", params={"order_ids": "801000000000001AAA, 801000000000002AAA"})
+    assert p.window.order_ids == ("801000000000001AAA", "801000000000002AAA") and not p.moves_watermark
+
+
+def test_a_since_before_the_year_1000_would_have_been_written_unpadded_into_soql():
+    from salesforce_orders.soql import datetime_literal
+
+    assert datetime_literal(datetime(1700, 1, 2, 3, 4, 5, 678, tzinfo=UTC)) == "1700-01-02T03:04:05Z"
+    assert datetime_literal(datetime(999, 1, 1, tzinfo=UTC)) == "0999-01-01T00:00:00Z"

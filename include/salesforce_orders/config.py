@@ -43,7 +43,8 @@ DEFAULT_CARD_FIELDS = (
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")  # fits PostgreSQL's 63-byte names
 _CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")  # what Airflow allows in a connection id
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # (and the line and paragraph separators)
+_HOST_AND_PORT = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
 # The assigned id is the prefix plus the 18-character Account id and must fit the 40-character id field.
 _MAX_ASSIGNED_PREFIX = 22
 
@@ -101,6 +102,12 @@ def _conn_id(value: str) -> str:
 def _plain_text(value: str) -> str:
     if _CONTROL_CHARS.search(value):
         raise ValueError("must not contain control characters")
+    return value
+
+
+def _host_and_port(value: str) -> str:
+    if not _HOST_AND_PORT.fullmatch(value) or not 0 < int(value.rsplit(":", 1)[1]) < 65536:
+        raise ValueError("must be host:port (api.pubsub.salesforce.com:7443)")
     return value
 
 
@@ -293,7 +300,7 @@ class EventsConfig(_Section):
     # The import's own write-back sends Sforce-Call-Options: client=<this>; its change events are ignored.
     echo_client: Annotated[str, Strict(), AfterValidator(_client_name)] = "salesforce-orders-import"
     # Where the Pub/Sub API is: None takes the Salesforce connection's extra pubsub_endpoint, else Salesforce's own.
-    pubsub_endpoint: Annotated[str, Strict(), Field(max_length=255)] | None = None
+    pubsub_endpoint: Annotated[str, Strict(), Field(max_length=255), AfterValidator(_host_and_port)] | None = None
 
 
 def _check_mapping(mapping: dict[str, str]) -> dict[str, str]:
@@ -540,6 +547,12 @@ def _load_json(text: str) -> Any:
         raise ConfigError(
             [("", f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")]
         ) from None
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a number of thousands of digits (Python's limit on int texts)
+        raise ConfigError([("", f"not valid JSON for this config: {str(exc).split(';')[0]}")]) from None
+    except RecursionError:
+        raise ConfigError([("", "not valid JSON for this config: nested too deeply")]) from None
     if repeated:
         raise ConfigError(list(_repeated_keys(data, repeated)))
     return data

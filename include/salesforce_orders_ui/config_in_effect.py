@@ -106,11 +106,20 @@ def _env_connection(env_value: str) -> dict[str, Any]:
     try:
         parsed = json.loads(env_value)
     except ValueError:  # the URI form
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(env_value)
-        return {"conn_type": parts.scheme, "host": parts.hostname, "port": parts.port}
+        return _uri_host(env_value)
     return parsed if isinstance(parsed, dict) else {}
+
+
+def _uri_host(uri: str) -> dict[str, Any]:
+    """A connection URI's type, host and port, read from after its last ``@``: a password written
+    without URL-encoding (a ``/``, ``#`` or ``:`` in it) must never be taken for the host or port,
+    nor be quoted in an error."""
+    scheme, _, rest = uri.partition("://")
+    host = rest.rpartition("@")[2].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    name, colon, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not colon:
+        name, port = host, ""
+    return {"conn_type": scheme or None, "host": name or None, "port": int(port) if port.isdigit() else None}
 
 
 def read_config_in_effect(environ: dict[str, str] | None = None) -> ConfigInEffect:

@@ -102,3 +102,23 @@ def test_the_local_stack_stores_its_config_where_admin_edits_it_and_keeps_the_ed
     assert store_in_metadata_db(*local_settings(sandbox)) == []
     assert VariableModel.get("salesforce_orders_config", deserialize_json=True) == {"enabled": True, "max_invalid_share": 0.4}
     assert {s.key: s.source for s in read_config_in_effect().settings}["max_invalid_share"] == "the Variable"
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("postgres://etl:9876/Xy+z@db.example.com:5432/orders", "postgres db.example.com:5432"),  # a "/" in the password
+        ("postgres://etl:Sup3r#Secret@db.example.com/orders", "postgres db.example.com"),  # a "#": no port to cast
+        ("postgres://etl:a:b@[::1]:5432/orders", "postgres [::1]:5432"),
+        ("sqlite:////var/lib/warehouse.db", "sqlite"),
+    ],
+)
+def test_a_connection_uri_with_an_unencoded_password_shows_its_host_never_a_piece_of_the_password(uri, shown):
+    """The /config page summarises an AIRFLOW_CONN_* URI by its type, host and port, read from
+    after the last "@": a password written without URL-encoding is never taken for a port nor
+    quoted in an error."""
+    from salesforce_orders_ui.config_in_effect import _connection_summary, _env_connection
+
+    summary = _connection_summary(_env_connection(uri))
+    assert summary == shown
+    assert "9876" not in summary and "Sup3r" not in summary

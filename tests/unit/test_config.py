@@ -150,6 +150,9 @@ def test_docs_show_the_example_and_every_key() -> None:
     ({"topic": "OrderChangeEvent"}, "events.topic", "not a Pub/Sub topic"),
     ({"window_seconds": 0}, "events.window_seconds", ""),
     ({"echo_client": "a client"}, "events.echo_client", "letters, digits"),
+    ({"pubsub_endpoint": "not a host\nX-Evil: 1"}, "events.pubsub_endpoint", "host:port"),
+    ({"pubsub_endpoint": "https://api.pubsub.salesforce.com"}, "events.pubsub_endpoint", "host:port"),
+    ({"pubsub_endpoint": "api.pubsub.salesforce.com:70000"}, "events.pubsub_endpoint", "host:port"),
 ])
 def test_events_section_is_checked(events: dict, path: str, message: str) -> None:
     problems = problems_of({"events": events})
@@ -328,6 +331,24 @@ def test_not_json() -> None:
 
 def test_nan_is_not_a_number() -> None:
     assert problems_of('{"max_invalid_share": NaN}') == {"": "not valid JSON: NaN is not a number"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"lookback_days": ' + "1" * 5000 + "}", "Exceeds the limit (4300 digits)"),
+        ("[" * 100_000, "nested too deeply"),
+    ],
+    ids=["a number of 5,000 digits", "100,000 levels of nesting"],
+)
+def test_json_python_cannot_read_is_a_config_error_not_a_traceback(raw: str, message: str) -> None:
+    problems = problems_of(raw)
+    assert list(problems) == [""] and message in problems[""]
+
+
+@pytest.mark.parametrize("prefix", ["SF\u0085-", "SF\u2028", "SF\u009f"])
+def test_an_order_prefix_with_a_unicode_control_or_line_separator_is_refused(prefix: str) -> None:
+    assert "control characters" in problems_of({"order_prefix": prefix})["order_prefix"]
 
 
 @pytest.mark.parametrize("raw", ["[1, 2]", '"text"', "7"])

@@ -337,7 +337,39 @@ def extract(
         **summary.as_dict(),
         "api_calls": hook.usage.calls,
         "api_budget_left": hook.usage.budget_left,  # the rest of the run's budget, for the later stages
+        "not_found": _asked_for_and_not_found(engine, run_id, plan.window, config.warehouse_schema, events=run_type == "asset_triggered"),
     }
+
+
+def _asked_for_and_not_found(engine, run_id: str, window, schema: str | None, *, events: bool) -> list[str]:
+    """Of the orders a re-sync asked for (by number or Id), those no Activated order of the lookback
+    matched: said in the log (a typo, an order number without its leading zeros, a Draft order),
+    never a silent run that re-synced nothing. (An event run's orders are those that changed: one
+    set back to Draft is no surprise there.)"""
+    import sqlalchemy as sa
+
+    from .warehouse.definitions import tables
+    from .warehouse.engines import json_loads
+
+    asked = window.order_numbers or (() if events else window.order_ids)
+    if not asked:
+        return []
+    s = tables(schema).stg_orders
+    with engine.connect() as conn:
+        staged = conn.execute(sa.select(s.c.sf_order_id, s.c.record).where(s.c.run_id == run_id)).all()
+    if window.order_numbers:
+        found = {(r if isinstance(r, dict) else json_loads(r)).get("OrderNumber") for _, r in staged}
+        missing = [number for number in asked if number not in found]
+    else:
+        found = {order_id[:15] for order_id, _ in staged}  # (a 15-character Id is the 18's first 15)
+        missing = [order_id for order_id in asked if order_id[:15] not in found]
+    if missing:
+        log.warning(
+            "Re-sync: %d of the %d orders asked for matched no Activated order in the lookback (check the numbers, "
+            "with their leading zeros, or the Ids): %s%s",
+            len(missing), len(asked), ", ".join(missing[:20]), " ..." if len(missing) > 20 else "",
+        )
+    return missing[:100]
 
 
 def _imported_already(engine, schema: str | None, order_ids: list[str]) -> set[str]:

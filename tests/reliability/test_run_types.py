@@ -187,6 +187,23 @@ def test_a_late_load_never_puts_back_an_account_name_a_newer_run_read(imported):
     assert p.scalar("SELECT name FROM customers WHERE sf_account_id = :a", a=account) == "Renamed Later Ltd"
 
 
+def test_a_resync_says_which_orders_it_was_asked_for_and_did_not_find(imported, caplog):
+    """A typo, an order number without its leading zeros, an Id of no Activated order: the run
+    re-syncs the others, and its log and XCom name the ones it found nowhere."""
+    p = imported
+    number = sorted(order_numbers(p, *sorted(loaded(p))[:1]))[0]
+    without_zeros = number.lstrip("0")
+
+    run = p.run({"order_numbers": [number, without_zeros, "NO-SUCH-ORDER"]})
+
+    assert run.succeeded, run.error
+    assert run.results["extract"]["extracted"] == 1
+    assert run.results["extract"]["not_found"] == [without_zeros, "NO-SUCH-ORDER"]
+    assert "Re-sync: 2 of the 3 orders asked for matched no Activated order" in caplog.text
+    by_id = p.run({"order_ids": ["801000000000zzzAAA", sorted(loaded(p))[0]]})
+    assert by_id.succeeded and by_id.results["extract"]["not_found"] == ["801000000000zzzAAA"]
+
+
 # ---------------------------------------------------------------------------------------
 # the breaker, a disabled import
 # ---------------------------------------------------------------------------------------

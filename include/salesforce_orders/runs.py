@@ -181,6 +181,10 @@ def plan_run(
     order_numbers = parse_order_numbers(params.get("order_numbers"))
     since = parse_since(params.get("since"))
     order_ids = parse_order_ids(params.get("order_ids"))
+    given = [name for name, value in (("order_ids", order_ids), ("order_numbers", order_numbers),
+                                      ("full_resync", params.get("full_resync")), ("since", since)) if value]
+    if len(given) > 1:  # one would win silently: which run was meant is a guess
+        raise ParamError(f"param {given[0]!r} and param {given[1]!r} cannot be given together: trigger one run for each")
     if order_ids:
         return RunPlan(ORDER_EVENTS, ExtractWindow(None, None, activated_since, order_ids=order_ids))
     if order_numbers:

@@ -129,6 +129,8 @@ def test_order_numbers_are_deduplicated_and_checked():
         ({"order_ids": 5}, "order_ids"),
         ({"order_ids": ["801 OR 1=1"]}, "order_ids"),
         ({"order_number": ["00000166"]}, "order_number"),  # a misspelt key: refused, never an incremental run
+        ({"order_numbers": ["00000166"], "since": "2026-01-01"}, "order_numbers"),  # two runs in one: which is meant?
+        ({"full_resync": True, "since": "2026-01-01"}, "full_resync"),
     ],
     ids=repr,
 )

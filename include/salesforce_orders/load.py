@@ -605,9 +605,7 @@ def _release_quarantine(conn: sa.Connection, t: Tables, order_ids: list[str], no
         if not order_ids:
             return
     for table in (t.quarantined_orders, t.skipped_orders):
-        conn.execute(
-            sa.update(table).where(one_of(conn, table.c.sf_order_id, order_ids), table.c.released_at.is_(None)).values(released_at=now, updated_at=now)
-        )
+        _released(conn, table, order_ids, now)
 
 
 @dataclass
@@ -1076,8 +1074,8 @@ def record_skipped(conn: sa.Connection, run_id: str, skipped: Sequence[SkippedOr
 
 
 def _released(conn: sa.Connection, left_out: sa.Table, order_ids: Sequence[str], now: datetime) -> None:
-    """An order's newest outcome says where it is: refused or skipped before, and now the other,
-    its earlier rows of ``left_out`` are released (it is in one place, never two)."""
+    """Release the orders' open rows of ``left_out`` (quarantined_orders or skipped_orders): an
+    order's newest outcome says where it is (loaded, refused, skipped, left Activated), never two."""
     for batch in in_batches(sorted(set(order_ids))):
         conn.execute(
             sa.update(left_out)

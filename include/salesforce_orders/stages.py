@@ -29,6 +29,9 @@ class SalesforceUnavailable(RuntimeError):
     """Salesforce did not answer (down, unreachable or too slow); Airflow retries the task."""
 
 
+IMPORT_DISABLED = "Import disabled: 'enabled' is false in the salesforce_orders_config Variable"
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -270,7 +273,7 @@ def extract(
     try:
         config = _config()
         if not config.enabled:
-            raise AirflowSkipException("Import disabled: 'enabled' is false in the salesforce_orders_config Variable")
+            raise AirflowSkipException(IMPORT_DISABLED)
         engine = _warehouse(config)
         plan = plan_run(
             run_type=run_type,
@@ -779,7 +782,7 @@ def mask_card_fields(*, run_id: str, api_budget_left: int | None = None) -> dict
 
     config = _config()
     if not config.enabled:
-        raise AirflowSkipException("Import disabled: 'enabled' is false in the salesforce_orders_config Variable")
+        raise AirflowSkipException(IMPORT_DISABLED)
     engine = _warehouse(config)
     hook = _hook(config, api_budget_left)
     drainer = _drainer(config, engine, hook, run_id, actions=(CARD_MASK_ACTION,))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -251,6 +253,25 @@ def test_a_dropped_view_comes_back_and_a_current_warehouse_costs_no_ddl(created_
 
     assert upgrade(target.engine, target.schema) == ["views created: v_revenue_by_day, v_open_failures"]
     assert set(state(target).views) == set(VIEWS)
+
+
+def test_a_task_at_the_head_never_imports_alembic_or_its_migrations(tmp_path):
+    """Every task checks the schema first; at the head that check reads the head from the scripts'
+    names: Alembic and the migrations are imported only when there is work to do."""
+    path = tmp_path / "warehouse.db"
+    check = (
+        "import sys\n"
+        "from salesforce_orders.schema_versions import upgrade\n"
+        "from salesforce_orders.warehouse import create_sqlite_engine\n"
+        f"done = upgrade(create_sqlite_engine({str(path)!r}))\n"
+        "print(bool(done), sorted(m for m in sys.modules if m == 'alembic' or 'migrations.versions' in m))\n"
+    )
+
+    def task() -> str:
+        return subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert task().startswith("True ['alembic'")  # the first one creates the warehouse, through Alembic
+    assert task() == "False []"
 
 
 def test_a_warehouse_newer_than_the_code_is_refused_untouched(created_warehouse):

@@ -61,6 +61,9 @@ ACTION_RECORD = "shipment:record"
 REPLACEABLE_ACTIONS = (ACTION_ORDER_FIELDS, ACTION_ITEM_DETAILS)
 # The outbox code of a row superseded that way: DONE, never sent, not a failure.
 SUPERSEDED = "SUPERSEDED"
+# How a superseded row's message names the row that superseded it (``superseding_rows`` reads it).
+_REPLACED_BY = "(outbox row {})"
+_REPLACED_BY_ID = re.compile(r"\(outbox row (\d+)\)")
 
 
 class ShipmentInputError(ValueError):
@@ -446,7 +449,7 @@ def supersede_older_rows(conn: sa.Connection, t: Tables, *, run_id: str, now: da
     for row in rows:
         newer = newest[(row.sf_object, row.sf_record_id)]
         if row.state in OUTBOX_UNSENT_STATES and row.id != newer.id:
-            message = f"not sent: shipment {newer.shipment_key}'s newer write of this {row.sf_object} replaces it (outbox row {newer.id})"
+            message = f"not sent: shipment {newer.shipment_key}'s newer write of this {row.sf_object} replaces it {_REPLACED_BY.format(newer.id)}"
             superseded.append({"id": row.id, "state": OUTBOX_DONE, "last_error_code": SUPERSEDED, "last_error_message": message,
                                "next_attempt_at": None, "updated_run_id": run_id, "updated_at": now})
     update_rows(conn, w, superseded, ["id"])
@@ -456,22 +459,73 @@ def supersede_older_rows(conn: sa.Connection, t: Tables, *, run_id: str, now: da
 # ---- status ----------------------------------------------------------------------------
 
 
+def _is_superseded(row: Any) -> bool:
+    return row.state == OUTBOX_DONE and row.last_error_code == SUPERSEDED
+
+
+def _superseder(row: Any, newer_rows: list[Any], by_id: Mapping[int, Any]) -> Any | None:
+    """The row that superseded ``row``: the one its message names; else (a message not
+    written here) the next shipment row of the same record."""
+    named = _REPLACED_BY_ID.search(row.last_error_message or "")
+    if named and (newer := by_id.get(int(named.group(1)))) is not None and newer.id > row.id:
+        return newer
+    return next((newer for newer in newer_rows if newer.id > row.id), None)
+
+
+def superseding_rows(conn: sa.Connection, t: Tables, outbox_rows: Iterable[Any]) -> dict[int, Any]:
+    """For each of ``outbox_rows`` that was superseded (``DONE``, ``SUPERSEDED``), by its id: the
+    row whose outcome stands for it. That is the row that superseded it, which carries what the
+    record should show (its shipment's line among the rest, or a later shipment's fields); when
+    that row was superseded in turn, the one that superseded it, and so on. Rows that were not
+    superseded, or whose superseding row is gone, are left out (their own state counts)."""
+    superseded = [r for r in outbox_rows if _is_superseded(r)]
+    if not superseded:
+        return {}
+    w = t.writeback_outbox
+    of_record: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for batch in in_batches(sorted({r.sf_record_id for r in superseded})):
+        query = (
+            sa.select(w)
+            .where(w.c.shipment_key.is_not(None), w.c.action.in_(REPLACEABLE_ACTIONS), one_of(conn, w.c.sf_record_id, batch))
+            .order_by(w.c.id)
+        )
+        for row in conn.execute(query):
+            of_record[(row.sf_object, row.sf_record_id)].append(row)
+    by_id = {row.id: row for rows in of_record.values() for row in rows}
+    standing_for: dict[int, Any] = {}
+    for row in superseded:
+        current, newer_rows = row, of_record[(row.sf_object, row.sf_record_id)]
+        while _is_superseded(current) and (newer := _superseder(current, newer_rows, by_id)) is not None:
+            current = newer  # (ids only grow: the chain ends)
+        if current is not row:
+            standing_for[row.id] = current
+    return standing_for
+
+
 SYNCED, SYNC_FAILED, SYNC_PENDING, NOT_SENT, INVALID_SHIPMENT = "synced", "failed", "pending", "not sent", "invalid"
 
 
-def sync_status(state: str, errors: Any, outbox_rows: list[Any]) -> tuple[str, str | None]:
-    """A shipment's sync status and the message that explains it (Salesforce's error, or why invalid)."""
+def sync_status(state: str, errors: Any, outbox_rows: list[Any], superseded_by: Mapping[int, Any] | None = None) -> tuple[str, str | None]:
+    """A shipment's sync status and the message that explains it (Salesforce's error, or why invalid).
+
+    ``superseded_by`` (``superseding_rows``): for each of its rows superseded by a newer shipment's
+    row, that row, whose outcome counts instead: the shipment is pending until that row is done,
+    and failed while it fails. Without it, a superseded row counts as done."""
     if state == SHIPMENT_INVALID:
         reasons = errors if isinstance(errors, list) else json.loads(errors or "[]")
         return INVALID_SHIPMENT, "; ".join(reasons)
     if state != SHIPMENT_QUEUED:
         return NOT_SENT, "valid; sending is off in the config" if state == SHIPMENT_VALID else "not checked yet"
-    failed = [r for r in outbox_rows if r.state in (OUTBOX_FAILED, OUTBOX_DEAD)]
+    standing = [(superseded_by or {}).get(r.id, r) for r in outbox_rows]
+    failed = [r for r in standing if r.state in (OUTBOX_FAILED, OUTBOX_DEAD)]
     if failed:
         r = failed[-1]
         gave_up = " (gave up)" if r.state == OUTBOX_DEAD else " (will retry)"
-        return SYNC_FAILED, f"{r.sf_object}: {r.last_error_code}: {r.last_error_message}{gave_up}"
-    if any(r.state != OUTBOX_DONE for r in outbox_rows):
+        message = f"{r.sf_object}: {r.last_error_code}: {r.last_error_message}{gave_up}"
+        if all(r.id != own.id for own in outbox_rows):
+            message += f"; in shipment {r.shipment_key}'s newer write, which replaced this one's"
+        return SYNC_FAILED, message
+    if any(r.state != OUTBOX_DONE for r in standing):
         return SYNC_PENDING, None
     return SYNCED, None
 

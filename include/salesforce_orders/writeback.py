@@ -666,7 +666,8 @@ class OutboxDrainer:
         """Remember that Status was left alone (the org's picklist lacks the imported status); once
         the org has it, the rows written without it are due again, so the runbook's fix (add the
         value) reaches the orders imported meanwhile. (The check before sending still leaves alone
-        an order set back to Draft since.)"""
+        an order set back to Draft since.) Called by the import's drain only: these are the import's
+        rows, which a shipments drain (``only_shipments``) never sends."""
         from .warehouse.views import superseded_outbox_row
         from .warehouse.writes import upsert
 
@@ -731,7 +732,8 @@ class OutboxDrainer:
             log.warning(
                 "The org's %s Status picklist has no %r value: Status is left unchanged", self.order_object, self.imported_status
             )
-        if check_statuses:
+        if check_statuses and not self.only_shipments:
+            # (the import's rows: only the import's drain sends them, so only it revives them)
             self._catch_up_on_status(org)
         bulk = self.bulk_threshold is not None and self.due_count() > self.bulk_threshold
         if bulk:

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from salesforce_orders.shipments import SYNCED, sync_status
+from salesforce_orders.shipments import SYNCED, superseding_rows, sync_status
 from salesforce_orders.warehouse.definitions import Tables
 from salesforce_orders.warehouse.writes import one_of
 
@@ -28,9 +28,11 @@ def shipments_of(conn: sa.Connection, t: Tables, order_ids: Sequence[str]) -> di
         query = sa.select(w).where(one_of(conn, w.c.shipment_key, [r.shipment_key for r in shipments])).order_by(w.c.id)
         for row in conn.execute(query):
             rows[row.shipment_key].append(row)
+    # A row superseded by a newer shipment's row: that row's outcome counts (pending until it is done).
+    superseded_by = superseding_rows(conn, t, [row for of_shipment in rows.values() for row in of_shipment])
     by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for shipment in shipments:
-        status, message = sync_status(shipment.state, shipment.errors, rows[shipment.shipment_key])
+        status, message = sync_status(shipment.state, shipment.errors, rows[shipment.shipment_key], superseded_by)
         by_order[shipment.sf_order_id].append(
             {**shipment._asdict(), "status": status, "dot": DOT.get(status, "pending"), "message": message}
         )

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from salesforce_orders import shipments, stages
+from salesforce_orders import shipments, stages, writeback
 from salesforce_orders.shipments import SUPERSEDED, SYNCED, add_shipment, sync_status
 from salesforce_orders.warehouse import tables
+from salesforce_orders_ui.shipment_queries import shipments_of
 
 TARGETS = {
     "enabled": True,
@@ -73,7 +74,9 @@ class _Row:
 def status(p, key: str) -> tuple[str, str | None]:
     shipment = p.query("SELECT state, errors FROM order_shipments WHERE shipment_key = :k", k=key)[0]
     rows = [_Row(r) for r in p.query("SELECT * FROM writeback_outbox WHERE shipment_key = :k ORDER BY id", k=key)]
-    return sync_status(shipment["state"], shipment["errors"], rows)
+    with p.engine.connect() as conn:
+        superseded_by = shipments.superseding_rows(conn, tables(p.schema), rows)
+    return sync_status(shipment["state"], shipment["errors"], rows, superseded_by)
 
 
 def imported(p) -> None:
@@ -146,6 +149,48 @@ def test_an_older_shipments_failed_order_write_is_superseded_by_a_newer_shipment
     stages.send_shipments(run_id="ship-4")
     assert tracking(p, order_id) == "1Z-NEW"
     assert p.scalar("SELECT last_error_code FROM writeback_outbox WHERE id = :i", i=refused["id"]) == SUPERSEDED
+
+
+def test_a_shipment_whose_write_was_superseded_is_synced_only_once_the_newer_write_is_done(pipeline, monkeypatch):
+    """An older shipment's unsent Order write is superseded by a newer shipment's: the newer row
+    carries what the Order should show, so the older shipment is pending while that row is, failed
+    while it fails, and synced once it is done; through a row superseded in turn, too."""
+    p = pipeline
+    imported(p)
+    order_id, item_id = an_item(p)
+    p.org.admin.set_faults(fail_rows={order_id: REJECTION})
+    add(p, "SHIP-1", order_id, item_id, 1, "2026-03-01", "1Z-1")
+    stages.send_shipments(run_id="ship-1")
+    assert status(p, "SHIP-1")[0] == shipments.SYNC_FAILED
+
+    def queued_not_sent(run_id: str) -> None:
+        with monkeypatch.context() as m:
+            m.setattr(writeback.OutboxDrainer, "drain", lambda self: self.summary)
+            stages.send_shipments(run_id=run_id)
+
+    add(p, "SHIP-2", order_id, item_id, 1, "2026-03-05", "1Z-2")
+    queued_not_sent("ship-2")
+    (older,) = outbox(p, "SHIP-1", shipments.ACTION_ORDER_FIELDS)
+    assert (older["state"], older["last_error_code"]) == ("DONE", SUPERSEDED)
+    assert status(p, "SHIP-1") == status(p, "SHIP-2") == (shipments.SYNC_PENDING, None)  # the Order shows neither tracking yet
+    with p.engine.connect() as conn:  # the External Orders page says the same
+        page = shipments_of(conn, tables(p.schema), [order_id])[order_id]
+    assert {s["shipment_key"]: (s["status"], s["dot"]) for s in page} == {"SHIP-1": ("pending", "pending"), "SHIP-2": ("pending", "pending")}
+
+    stages.send_shipments(run_id="ship-3")  # still refused
+    older_status, message = status(p, "SHIP-1")
+    assert older_status == shipments.SYNC_FAILED and REJECTION[1] in message and "SHIP-2" in message
+    assert status(p, "SHIP-2")[0] == shipments.SYNC_FAILED
+
+    add(p, "SHIP-3", order_id, item_id, 1, "2026-03-09", "1Z-3")  # supersedes SHIP-2's refused row
+    queued_not_sent("ship-4")
+    assert status(p, "SHIP-1") == status(p, "SHIP-2") == status(p, "SHIP-3") == (shipments.SYNC_PENDING, None)
+
+    p.org.admin.clear_faults()
+    stages.send_shipments(run_id="ship-5")
+
+    assert tracking(p, order_id) == "1Z-3"
+    assert status(p, "SHIP-1") == status(p, "SHIP-2") == status(p, "SHIP-3") == (SYNCED, None)
 
 
 def shipped_then_imported(p, targets: dict) -> int:

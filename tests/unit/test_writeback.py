@@ -242,7 +242,8 @@ def loaded(engine: sa.Engine, make_transformed: Callable[..., Any]) -> Callable[
 
 
 def drain(engine: sa.Engine, hook: FakeSalesforce, *, now: datetime = T0, run_id: str = "run-wb", max_attempts: int = 5,
-          sleeps: list[float] | None = None, imported_status: str = "Imported", bulk_threshold: int | None = None) -> WriteBackSummary:
+          sleeps: list[float] | None = None, imported_status: str = "Imported", bulk_threshold: int | None = None,
+          only_shipments: bool = False) -> WriteBackSummary:
     drainer = OutboxDrainer(
         engine,
         hook,  # type: ignore[arg-type]
@@ -255,6 +256,7 @@ def drain(engine: sa.Engine, hook: FakeSalesforce, *, now: datetime = T0, run_id
         bulk_threshold=bulk_threshold,
         now=now,
         sleep=(sleeps if sleeps is not None else []).append,
+        only_shipments=only_shipments,
     )
     return drainer.drain()
 
@@ -579,6 +581,31 @@ def test_the_imported_status_is_dropped_when_the_org_lacks_it(engine, loaded):
     # the Order's row says why its Status was not sent, so the warehouse never takes it for written
     assert [r["last_error_code"] for r in outbox(engine)] == ["STATUS_NOT_IN_PICKLIST", None]
     assert lifecycle(engine, order) == ("COMPLETE", None)
+
+
+def test_only_the_imports_drain_sends_again_the_status_left_alone_once_the_org_has_it(engine, loaded):
+    """Once the admin adds the imported status, the import's rows written without it are due again,
+    in the import's next drain. The shipments DAG's drain (shipment rows only) leaves them alone: it
+    would make them due without sending them, and the import's drain would no longer know they were."""
+    [order] = loaded(1)
+    drain(engine, FakeSalesforce(order_describe(statuses=("Draft", "Activated"))))
+    left_alone = [(r["state"], r["last_error_code"]) for r in outbox(engine)]
+    assert left_alone == [("DONE", "STATUS_NOT_IN_PICKLIST"), ("DONE", None)]
+
+    shipments_drain = FakeSalesforce()  # the org has the value now
+    drain(engine, shipments_drain, now=T0 + timedelta(minutes=5), run_id="ship-1", only_shipments=True)
+
+    assert shipments_drain.sent() == []
+    assert [(r["state"], r["last_error_code"]) for r in outbox(engine)] == left_alone
+
+    import_drain = FakeSalesforce()
+    summary = drain(engine, import_drain, now=T0 + timedelta(minutes=6), run_id="run-wb-2")
+
+    assert import_drain.sent() == [{"attributes": {"type": "Order"}, "id": order.order.sf_order_id, "Status": "Imported"}]
+    assert (summary.attempted, summary.written) == (1, 1)
+    assert [(r["state"], r["last_error_code"]) for r in outbox(engine)] == [("DONE", None), ("DONE", None)]
+    assert lifecycle(engine, order) == ("COMPLETE", None)
+    assert drain(engine, FakeSalesforce(), now=T0 + timedelta(minutes=7), run_id="run-wb-3").attempted == 0  # caught up once
 
 
 def test_card_masks_are_sized_to_the_org_fields(engine, loaded, make_transformed):

@@ -18,18 +18,17 @@ everything changed since: ``RunPlan.covered_from``. A re-sync of chosen orders n
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from .api_names import case_safe_id
 from .config import ImportConfig
 from .soql import ExtractWindow
 
 INCREMENTAL, BACKFILL, SINCE, ORDER_NUMBERS, FULL_RESYNC = "incremental", "backfill", "since", "order_numbers", "full_resync"
 ORDER_EVENTS = "order_events"
-_SALESFORCE_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
 
 
 class ParamError(ValueError):
@@ -139,11 +138,15 @@ def parse_order_numbers(value: Any) -> tuple[str, ...]:
 
 def parse_order_ids(value: Any) -> tuple[str, ...]:
     """The ``order_ids`` param (a re-sync by Id, or an event run's orders): each a 15- or
-    18-character Salesforce id; a list, or a string as ``order_numbers`` takes one."""
+    18-character Salesforce id; a list, or a string as ``order_numbers`` takes one. Kept as
+    given (Salesforce takes both forms, and ``not_found`` names them as typed); compared with
+    the Ids Salesforce returns in their 18-character form (``api_names.case_safe_id``)."""
     ids = _listed("order_ids", value)
     for order_id in ids:
-        if not _SALESFORCE_ID.fullmatch(order_id):
-            raise ParamError(f"param 'order_ids': {order_id[:40]!r} is not a Salesforce id")
+        try:
+            case_safe_id(order_id)
+        except ValueError as exc:
+            raise ParamError(f"param 'order_ids': {exc}") from None
     return ids
 
 

@@ -351,6 +351,7 @@ def _asked_for_and_not_found(engine, run_id: str, window, schema: str | None, *,
     set back to Draft is no surprise there.)"""
     import sqlalchemy as sa
 
+    from .api_names import case_safe_id
     from .warehouse.definitions import tables
     from .warehouse.engines import json_loads
 
@@ -364,8 +365,9 @@ def _asked_for_and_not_found(engine, run_id: str, window, schema: str | None, *,
         found = {(r if isinstance(r, dict) else json_loads(r)).get("OrderNumber") for _, r in staged}
         missing = [number for number in asked if number not in found]
     else:
-        found = {order_id[:15] for order_id, _ in staged}  # (a 15-character Id is the 18's first 15)
-        missing = [order_id for order_id in asked if order_id[:15] not in found]
+        # Salesforce returns 18-character Ids; one asked for may be the 15-character form, named as typed.
+        found = {order_id for order_id, _ in staged}
+        missing = [order_id for order_id in asked if case_safe_id(order_id) not in found]
     if missing:
         log.warning(
             "Re-sync: %d of the %d orders asked for matched no Activated order in the lookback (check the numbers, "

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from salesforce_orders import amounts
+from salesforce_orders.api_names import id_suffix
 from salesforce_orders.config import ImportConfig, RoutingRule
 from salesforce_orders.countries import resolve_country_code
 from salesforce_orders.currencies import CurrencyRates
@@ -459,12 +460,7 @@ def case_safe_id(record_id: str) -> str:
     base = record_id[:_ACCOUNT_ID_LENGTH]
     if len(base) < _ACCOUNT_ID_LENGTH:
         return record_id
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-    suffix = ""
-    for start in range(0, _ACCOUNT_ID_LENGTH, 5):
-        bits = sum(1 << i for i, ch in enumerate(base[start : start + 5]) if "A" <= ch <= "Z")
-        suffix += alphabet[bits]
-    return base + suffix
+    return base + id_suffix(base)
 
 
 def assigned_customer_id(account_id: str, config: ImportConfig) -> str:

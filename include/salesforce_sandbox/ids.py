@@ -76,6 +76,19 @@ def is_valid_id(value: object) -> bool:
     return True
 
 
+def queried_id(value: object) -> object:
+    """The stored Id a text compared with an Id or lookup field in SOQL finds, as a real org finds
+    it: a 15-character id the record whose 18-character Id begins with it (case-sensitively); an
+    18-character id the record with that Id, its 3-character suffix compared case-insensitively.
+    Other texts are returned as given (they find no record)."""
+    if isinstance(value, str) and _is_ascii_alnum(value):
+        if len(value) == SHORT_ID_LENGTH:
+            return value + checksum_suffix(value)
+        if len(value) == ID_LENGTH:
+            return value[:SHORT_ID_LENGTH] + value[SHORT_ID_LENGTH:].upper()
+    return value
+
+
 def encode_base62(number: int) -> str:
     if number < 0:
         raise ValueError("base-62 numbers are non-negative")
@@ -97,4 +110,4 @@ def make_id(key_prefix: str, sequence: int) -> str:
     return id15 + checksum_suffix(id15)
 
 
-__all__ = ["checksum_suffix", "encode_base62", "is_valid_id", "make_id", "to_18"]
+__all__ = ["checksum_suffix", "encode_base62", "is_valid_id", "make_id", "queried_id", "to_18"]

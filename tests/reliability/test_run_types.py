@@ -204,6 +204,24 @@ def test_a_resync_says_which_orders_it_was_asked_for_and_did_not_find(imported, 
     assert by_id.succeeded and by_id.results["extract"]["not_found"] == ["801000000000zzzAAA"]
 
 
+def test_a_resync_by_a_15_character_id_re_imports_that_order_and_names_the_unknown_as_typed(imported, caplog):
+    """The UI and reports show an Id's 15 characters; Salesforce returns its 18. A re-sync by the
+    15 finds the order (as a real org does), re-imports it and does not call it not found; an Id
+    of no order is named as it was typed."""
+    p = imported
+    order_id = sorted(loaded(p))[0]
+    p.org_update("Order", order_id, Description="Re-synced by its 15-character Id")
+    typed = order_id[:15]
+
+    run = p.run({"order_ids": [typed, "801000000000zzz"]})
+
+    assert run.succeeded, run.error
+    assert run.results["extract"]["extracted"] == 1
+    assert run.results["extract"]["not_found"] == ["801000000000zzz"]
+    assert "Re-sync: 1 of the 2 orders asked for matched no Activated order" in caplog.text
+    assert loaded(p)[order_id]["notes"] == "Re-synced by its 15-character Id"
+
+
 # ---------------------------------------------------------------------------------------
 # the breaker, a disabled import
 # ---------------------------------------------------------------------------------------

@@ -332,6 +332,28 @@ def test_in_and_not_in(engine):
     assert where(engine, "Id IN ('801A', '801E')") == ["801A", "801E"]
 
 
+def test_an_id_matches_in_its_15_and_18_character_forms_as_in_a_real_org(conn, engine):
+    """A 15-character Id finds the record whose 18-character Id starts with it, case-sensitively
+    (two Ids differing only in case are two records); an 18-character Id's suffix is compared
+    case-insensitively. The same for a lookup field, in =, !=, IN and NOT IN."""
+    upper, lower = "801000000000ABCAA2", "801000000000aBcAAI"  # 15 characters differing only in case
+    for order_id in (upper, lower):
+        insert(conn, "Order", Id=order_id, Name=order_id, AccountId="001A", Status="Activated")
+        insert(conn, "OrderItem", Id=f"802{order_id[3:]}", OrderId=order_id, Quantity=1, UnitPrice=1)
+    every = ["801A", "801B", "801C", "801E"]
+
+    assert where(engine, f"Id IN ('{upper[:15]}')") == [upper]
+    assert where(engine, f"Id = '{lower[:15]}'") == [lower]
+    assert where(engine, f"Id IN ('{upper[:15]}', '{lower}', '801A')") == [upper, lower, "801A"]
+    assert where(engine, f"Id = '{upper[:15]}aa2'") == [upper]  # the suffix in lower case
+    assert where(engine, f"Id = '{upper[:15].lower()}AA2'") == []  # the first 15 are case-sensitive
+    assert where(engine, f"Id = '{upper[:15]}AAA'") == []  # a suffix that does not fit them
+    assert where(engine, f"Id != '{upper[:15]}'") == [lower, *every]
+    assert where(engine, f"Id NOT IN ('{lower[:15]}', '801A')") == [upper, *every[1:]]
+    items = f"SELECT Id FROM OrderItem WHERE OrderId IN ('{lower[:15]}') AND Order.Id = '{lower[:15]}'"
+    assert ids(engine, items) == [f"802{lower[3:]}"]
+
+
 def test_and_or_not_with_parentheses(engine):
     assert where(engine, "Status = 'Activated' AND (Name = 'Alpha' OR Name = null)") == ["801A", "801C"]
     assert where(engine, "(Status = 'Draft' AND Name = 'bravo') OR TotalAmount = 0") == ["801B", "801E"]

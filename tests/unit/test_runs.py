@@ -128,6 +128,9 @@ def test_order_numbers_are_deduplicated_and_checked():
         ({"order_numbers": 5}, "order_numbers"),
         ({"order_ids": 5}, "order_ids"),
         ({"order_ids": ["801 OR 1=1"]}, "order_ids"),
+        ({"order_ids": ["80100000000000"]}, "order_ids"),  # 14 characters
+        ({"order_ids": ["8010000000000011"]}, "order_ids"),  # 16
+        ({"order_ids": ["801000000000001AAB"]}, "order_ids"),  # a suffix that does not fit the first 15
         ({"order_number": ["00000166"]}, "order_number"),  # a misspelt key: refused, never an incremental run
         ({"order_numbers": ["00000166"], "since": "2026-01-01"}, "order_numbers"),  # two runs in one: which is meant?
         ({"full_resync": True, "since": "2026-01-01"}, "full_resync"),
@@ -142,6 +145,13 @@ def test_a_run_conf_that_would_re_sync_nothing_or_something_else_is_refused_nami
 def test_order_ids_may_be_given_as_one_text_as_order_numbers_can():
     p = plan(run_type="manual", params={"order_ids": "801000000000001AAA, 801000000000002AAA"})
     assert p.window.order_ids == ("801000000000001AAA", "801000000000002AAA") and not p.moves_watermark
+
+
+def test_order_ids_may_be_15_or_18_characters_and_are_kept_as_typed():
+    """Salesforce takes both forms; the re-sync's not_found names an Id as it was typed."""
+    ids = ["801000000000aBc", "801000000000ABCaa2", "801000000000001AAA"]
+    p = plan(run_type="manual", params={"order_ids": ids})
+    assert p.window.order_ids == tuple(ids) and p.mode == ORDER_EVENTS
 
 
 def test_a_since_before_the_year_1000_would_have_been_written_unpadded_into_soql():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from ..ids import queried_id
 from ..schema import Field, Schema
 from .ast import (
     And,
@@ -47,6 +48,9 @@ _EXPECTED_LITERAL = {
     "datetime": ((LiteralKind.DATETIME, LiteralKind.DATE_RANGE), "dateTime"),
 }
 _TEXT_LITERAL = ((LiteralKind.STRING,), "string")
+# Fields holding record Ids: a 15-character id in =, !=, IN, NOT IN finds the record of its
+# 18-character form (``ids.queried_id``), turned into it once per query, not per row.
+_ID_TYPES = frozenset({"id", "reference"})
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,8 @@ class _ClauseCompiler:
         if literal.kind is LiteralKind.DATE_RANGE:
             return self._date_range(column, op, literal)
         value = self._sql_value(literal)
+        if column.field.type in _ID_TYPES and op in ("=", "!="):
+            value = queried_id(value)
         if op == "!=":
             return f"({column.sql} IS NULL OR {target} != ?)", [value]
         return f"{target} {op} ?", [value]
@@ -225,6 +231,8 @@ class _ClauseCompiler:
                     f"date literal {literal.value.name} is not valid in IN",
                 )
         values = [self._sql_value(v) for v in node.values if v.kind is not LiteralKind.NULL]
+        if column.field.type in _ID_TYPES:
+            values = [queried_id(value) for value in values]
         has_null = len(values) < len(node.values)
         placeholders = ", ".join("?" * len(values))
         if node.operator == "IN":

@@ -349,25 +349,19 @@ def _asked_for_and_not_found(engine, run_id: str, window, schema: str | None, *,
     matched: said in the log (a typo, an order number without its leading zeros, a Draft order),
     never a silent run that re-synced nothing. (An event run's orders are those that changed: one
     set back to Draft is no surprise there.)"""
-    import sqlalchemy as sa
-
     from .api_names import case_safe_id
-    from .warehouse.definitions import tables
-    from .warehouse.engines import json_loads
+    from .staging import staged_order_numbers
 
     asked = window.order_numbers or (() if events else window.order_ids)
     if not asked:
         return []
-    s = tables(schema).stg_orders
-    with engine.connect() as conn:
-        staged = conn.execute(sa.select(s.c.sf_order_id, s.c.record).where(s.c.run_id == run_id)).all()
+    staged = staged_order_numbers(engine, run_id, schema=schema)
     if window.order_numbers:
-        found = {(r if isinstance(r, dict) else json_loads(r)).get("OrderNumber") for _, r in staged}
+        found = set(staged.values())
         missing = [number for number in asked if number not in found]
     else:
         # Salesforce returns 18-character Ids; one asked for may be the 15-character form, named as typed.
-        found = {order_id for order_id, _ in staged}
-        missing = [order_id for order_id in asked if case_safe_id(order_id) not in found]
+        missing = [order_id for order_id in asked if case_safe_id(order_id) not in staged]
     if missing:
         log.warning(
             "Re-sync: %d of the %d orders asked for matched no Activated order in the lookback (check the numbers, "
@@ -647,15 +641,18 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
     schema = config.warehouse_schema
     moves_watermark = window.get("moves_watermark", not (window.get("order_numbers") or window.get("order_ids")))
     # A window with an end (scheduled, backfill) read everything changed before it, whether or not
-    # anything changed: the mark moves with time, so quiet hours do not widen the next windows.
-    read_to = [stamp for stamp in (max_system_modstamp, window.get("changed_to")) if stamp]
+    # anything changed: the mark moves with time, so quiet hours do not widen the next windows. It
+    # moves to that end and no further: a version staged with a later stamp is an order of the window
+    # edited while the extract paged (a page is read as it is then), and says nothing of the other
+    # orders changed after the end, which this window never read.
+    read_to = window.get("changed_to") or max_system_modstamp
     try:
         counts = load_run(
             engine,
             run_id,
             iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema, views=True),
             schema=schema,
-            watermark=max(read_to, key=parse_watermark) if moves_watermark and read_to else None,
+            watermark=read_to if moves_watermark and read_to else None,
             covered_from=parse_watermark(window.get("changed_from") or window.get("since")),
             card_fields=config.card_fields_to_x_out_when_not_imported,
             order_object=config.order_object,

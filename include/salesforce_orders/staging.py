@@ -386,6 +386,16 @@ def staged_orders(
     return found
 
 
+def staged_order_numbers(engine: sa.Engine, run_id: str, *, schema: str | None = None) -> dict[str, Any]:
+    """The run's staged orders' OrderNumbers, by order id (a re-sync says which of the orders it
+    was asked for it found nowhere)."""
+    orders = tables(schema).stg_orders
+    with engine.connect() as conn:
+        rows = conn.execute(_select_records(conn, orders.c.sf_order_id, record=orders.c.record).where(orders.c.run_id == run_id)).all()
+        records = _records(conn, rows, ("OrderNumber",))
+    return {row.sf_order_id: record.get("OrderNumber") for row, record in zip(rows, records, strict=True)}
+
+
 def mark_validation(
     conn: sa.Connection,
     run_id: str,

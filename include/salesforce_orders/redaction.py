@@ -18,7 +18,7 @@ stay. The digits are ASCII ones or those other keyboards type: full-width (``４
 or Chinese input method) and Arabic-Indic (``٤١١١``, both sets). Other long numbers (phone
 numbers, Ids, tracking numbers) fail the Luhn check or do not have a card's grouping, and are
 kept as they are. A card's security code is masked too (``[security code]``): right after a card
-number (or its expiry date), or after its label (``CVV 737``).
+number (or its expiry date), or after its label (``CVV 737``, typed a digit at a time too: ``CVV 7 3 7``).
 
 The scan runs over every value of every record of a run, so it is made cheap for the usual case,
 records without a single card number: a run of records is encoded as JSON at once, its bytes
@@ -110,6 +110,7 @@ _ASCII_DIGIT = re.compile(rb"[0-9]")
 _NEAR = 14
 # How card numbers are printed when grouped: most cards, 19-digit cards, Amex, Diners.
 _GROUPINGS = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4])
+_MOST_GROUPS = max(len(grouping) for grouping in _GROUPINGS)
 
 
 def _character_class(byte: int, wide_bytes: frozenset[int]) -> int:
@@ -195,9 +196,18 @@ def may_hold_card_numbers(data: bytes) -> bool:
 # Storing it is never allowed (PCI DSS), so it is masked as the number is. The card's own labels
 # always count; "security code" and "verification code" only in a text that speaks of a card (an
 # installer's note may hold an alarm's security code or a login's verification code). Not "CID"
-# alone: that is also how people write a customer's or a case's id.
+# alone: that is also how people write a customer's or a case's id. The code may be typed a digit
+# at a time ("CVV 7 3 7", "7-3-7", "7.3.7"): one space (or a wide one), one dash or one dot between
+# each two of its digits, the same each time, no further digit spaced so after it ("CVV 7 3 7 5 9 2"
+# is no code). Every repeat below is bounded: a match is a few dozen characters at most, so the
+# search costs each position of a text a bounded amount, and a long text a time linear in its length.
 SECURITY_CODE_MASK = "[security code]"
-_CODE = rf"(?P<code>[{_DIGITS}]{{3,4}})(?![{_DIGITS}]|[/.,][{_DIGITS}])"
+_CODE_SPACERS = f" {_SPACES}{_DASHES}.-"
+_CODE = (
+    rf"(?P<code>[{_DIGITS}]{{3,4}}(?![{_DIGITS}]|[/.,][{_DIGITS}])"
+    rf"|[{_DIGITS}](?P<spacer>[{_CODE_SPACERS}])[{_DIGITS}](?:(?P=spacer)[{_DIGITS}]){{1,2}}"
+    rf"(?![{_DIGITS}]|[/.,][{_DIGITS}]|(?P=spacer)[{_DIGITS}](?![{_DIGITS}])))"
+)
 _CARD_CODE_LABEL = r"cvv2?|cvc2?|cvn2?|card\W{1,2}code|card\W{1,2}verification\W{0,2}(?:code|value|number)"
 _OTHER_CODE_LABEL = r"security\W{1,2}code|verification\W{0,2}(?:code|value|number)"
 _CARD_CONTEXT = re.compile(
@@ -300,9 +310,9 @@ def _usps_tracking_number(groups: list[str]) -> bool:
 def _mask_run(run: str) -> str:
     """A run of digit groups with every card number in it masked.
 
-    From the left, the longest card-shaped, Luhn-valid stretch of whole groups (the whole run
-    first): "4111 1111 1111 1111 737" loses the number and keeps the 737. A USPS tracking number,
-    printed in fours too, is kept whole."""
+    From the left, the longest card-shaped, Luhn-valid stretch of whole groups (five at most, as
+    many as a printed card number has): "4111 1111 1111 1111 737" loses the number and keeps the
+    737. A USPS tracking number, printed in fours too, is kept whole."""
     groups = _SEPARATOR.split(run)
     if _usps_tracking_number(groups):
         return run
@@ -310,7 +320,9 @@ def _mask_run(run: str) -> str:
     parts: list[str] = []
     start = 0
     while start < len(groups):
-        for end in range(len(groups), start, -1):
+        # (no stretch of more groups than a grouping has is card-shaped: not tried, so a long run,
+        # "1 1 1 1 ..." pasted 100,000 times, costs a time linear in its length, not cubic)
+        for end in range(min(len(groups), start + _MOST_GROUPS), start, -1):
             window = groups[start:end]
             if _card_shaped(window) and luhn_valid(digits := "".join(window)):
                 parts.append(card_mask(digits))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterator
 from decimal import Decimal
 
 import msgspec
 import pytest
 
+from salesforce_orders import redaction
 from salesforce_orders.redaction import (
     SECURITY_CODE_MASK,
     card_mask,
@@ -244,6 +246,7 @@ def test_a_cards_own_label_needs_no_card_named_beside_it(label):
         ("Alarm security code 4512, gate code 1234", "Alarm security code [security code], gate code 1234"),
         ("Verification code: 1234 sent by SMS", "Verification code: [security code] sent by SMS"),
         ("security code 0000 for the lobby door", "security code [security code] for the lobby door"),
+        ("Alarm security code 4 5 1 2, gate code 1234", "Alarm security code [security code], gate code 1234"),
     ],
 )
 def test_a_security_or_verification_code_of_no_card_is_kept(text, in_a_card_payment):
@@ -273,11 +276,15 @@ def test_a_security_code_right_after_a_card_number_is_masked_with_or_without_its
         "Security Camera 123", "zip code 12345", "CVV 12345", "cvv 12/27", "CID 1234", "ACVV 123", "cvs 123",
         "security code", "code 737", "4111111111111112 737", "[card ending 1111] 737 is not after a card number we masked",
         "4111111111111111 737.50", "CVV 7.37",
+        # typed a digit at a time: no label, more than four digits (a phone number), a date, a mixed spacing
+        "CVV not provided", "code 7 3 7 5 9 2", "CVV 7 3 7 5 9 2", "card code 7-3-7-5-9-2", "CVV 5 5 5 1 2 3 4", "PO 1 2 3",
+        "phone 5 5 5 1 2 3 4", "cvv 1.2.2027", "cvv 1-2-27", "CVV 7 3-7", "CVV 7 3 77",
     ],
 )
 def test_what_is_no_security_code_is_kept(text):
-    """No label or a label glued to letters, five digits, a date, a price, a customer id ("CID"), a
-    number after one that is no card: kept as typed (after the card number, if one was masked)."""
+    """No label or a label glued to letters, five digits (typed a digit at a time too), a date, a
+    price, a customer id ("CID"), a number after one that is no card: kept as typed (after the card
+    number, if one was masked)."""
     assert mask_card_numbers(text) in (text, text.replace("4111111111111111", "[card ending 1111]"))
 
 
@@ -287,7 +294,9 @@ def _random_text(rng: random.Random) -> tuple[str, list[str]]:
     for _ in range(rng.randint(1, 8)):
         kind = rng.random()
         if kind < 0.05:
-            parts.append(rng.choice(CODE_LABELS) + rng.choice(CODE_GAPS) + "".join(rng.choice("0123456789٤４") for _ in range(rng.randint(2, 5))))
+            spacer = rng.choice(["", "", " ", "-", ".", "\u00a0"])  # a code typed a digit at a time, too
+            digits = spacer.join(rng.choice("0123456789٤４") for _ in range(rng.randint(2, 5)))
+            parts.append(rng.choice(CODE_LABELS) + rng.choice(CODE_GAPS) + digits)
         elif kind < 0.25:
             plain, printed = rng.choice(list(CARDS.items()))
             written = printed.replace(" ", rng.choice(SEPARATORS)) if rng.random() < 0.8 else plain
@@ -411,6 +420,66 @@ def test_a_card_number_with_characters_nobody_sees_between_its_digits_is_masked(
 def test_a_security_code_in_brackets_after_other_expiry_labels_or_named_code_is_masked(text, expected):
     assert mask_card_numbers(text) == expected
     assert may_hold_card_data(json_bytes({"Description": text}))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("CVV: 7 3 7", "CVV: [security code]"),
+        ("cvc 1 2 3 4", "cvc [security code]"),
+        ("Paid by card, security code: 7-3-7", "Paid by card, security code: [security code]"),
+        ("cvv2 0.4.2.1 thanks", "cvv2 [security code] thanks"),
+        ("Visa, verification number 7 3 7 5.", "Visa, verification number [security code]."),
+        ("card code 7\u20133\u20137", "card code [security code]"),  # an en dash between its digits
+        ("CVV\u00a07\u00a03\u00a07", "CVV\u00a0[security code]"),  # no-break spaces
+        ("CVV ７ ３ ７", "CVV [security code]"),  # typed in full-width digits
+        ("CVV 7 3 7 12/27", "CVV [security code] 12/27"),  # the expiry date after it
+        ("CVV 7 3 7\nthanks", "CVV [security code]\nthanks"),
+        ("4111 1111 1111 1111 7 3 7", "[card ending 1111] [security code]"),  # right after a card number
+        ("4111111111111111 12/27 7-3-7", "[card ending 1111] 12/27 [security code]"),
+    ],
+)
+def test_a_security_code_typed_with_spaces_dashes_or_dots_between_its_digits_is_masked(text, expected):
+    """One space, dash or dot between each two of its digits, the same each time: read as the code
+    it is, and found by the fast path in the records' JSON."""
+    assert mask_card_numbers(text) == expected
+    record = {"Id": "801000000000001AAA", "Description": text}
+    assert may_hold_card_data(json_bytes([record]))
+    assert mask_records([record]) == {0: ["Description"]}
+    assert record["Description"] == expected
+
+
+def _repeat_bounds(tree: re._parser.SubPattern) -> Iterator[int]:
+    """The upper bound of every repeat in a parsed regular expression, lookarounds included."""
+    for op, arguments in tree:
+        if op in (re._constants.MAX_REPEAT, re._constants.MIN_REPEAT, re._constants.POSSESSIVE_REPEAT):
+            yield arguments[1]
+        stack = [arguments]
+        while stack:
+            argument = stack.pop()
+            if isinstance(argument, re._parser.SubPattern):
+                yield from _repeat_bounds(argument)
+            elif isinstance(argument, tuple | list):
+                stack.extend(argument)
+
+
+def test_the_security_code_patterns_are_bounded_so_a_long_text_is_scanned_in_linear_time():
+    """Every repeat in the security-code patterns has an upper bound, so a match (and every attempt
+    at one) is a few dozen characters at most: each position of a text costs a bounded amount, and
+    no text makes the scan backtrack without end. Long runs of spaced digits after a label are
+    scanned as any text is (and kept: more than four digits are no code)."""
+    for pattern in (
+        redaction._CARD_LABELLED_CODE, redaction._OTHER_LABELLED_CODE, redaction._CODE_AFTER_CARD, redaction._CARD_CONTEXT,
+    ):
+        tree = re._parser.parse(pattern.pattern, pattern.flags)
+        assert re._constants.MAXREPEAT not in set(_repeat_bounds(tree)), pattern.pattern
+        assert tree.getwidth()[1] < 100, pattern.pattern
+    for adversarial in (
+        "cvv " + "1 " * 100_000, "cvv 1 " * 33_000, ("CVV: " + "7 " * 5) * 13_000, "card security code " + "1.1." * 50_000,
+        "cvv " + "1" * 200_000,
+    ):
+        assert len(adversarial) > 190_000
+        assert mask_card_numbers(adversarial) == adversarial
 
 
 def usps_tracking_number(rng: random.Random, length: int) -> str:

@@ -24,6 +24,7 @@ from .validate import (
     ValidationSummary,
     duplicate_order_numbers,
     held_by_hierarchy,
+    masked_keys_of,
     text_limits,
 )
 
@@ -69,14 +70,15 @@ def validate_run(
     frames: list[pd.DataFrame] = []
     late_duplicates: list[str] = []  # OrderNumbers already seen in an earlier batch
     held: dict[str, str] = {}  # orders under an Account the extract could not store: why
+    masked_keys: dict[str, str] = {}  # orders whose customer id or service number held a card number: why
     pending = 0
 
     def flush() -> None:
-        nonlocal frames, late_duplicates, held, pending
+        nonlocal frames, late_duplicates, held, masked_keys, pending
         if pending:
             frame = pd.concat(frames, ignore_index=True)
-            _quarantine_batch(engine, run_id, validator, frame, late_duplicates, held, summary, config)
-        frames, late_duplicates, held, pending = [], [], {}, 0
+            _quarantine_batch(engine, run_id, validator, frame, late_duplicates, held, summary, config, masked_keys)
+        frames, late_duplicates, held, masked_keys, pending = [], [], {}, {}, 0
 
     progress = Progress("validate", "orders")
     staged = iter_staged(
@@ -87,6 +89,7 @@ def validate_run(
         late_duplicates += duplicate_order_numbers(chunk, seen_numbers)
         late_duplicates += _numbers_held_by_other_orders(engine, chunk, schema)
         held |= held_by_hierarchy(chunk, held_accounts or {})
+        masked_keys |= masked_keys_of(chunk, config.customer_id_field, config.service_number_field)
         pending += len(chunk)
         if pending >= limit:
             flush()
@@ -130,6 +133,7 @@ def _quarantine_batch(
     held: Mapping[str, str],
     summary: ValidationSummary,
     config: ImportConfig,
+    masked_keys: Mapping[str, str] | None = None,
 ) -> None:
     """Run the suite over one batch's frame; quarantine and mark its invalid orders."""
     from .card_masks import queue_card_masks
@@ -147,6 +151,9 @@ def _quarantine_batch(
             failed[order_id].append("order_number_unique")
     for order_id in held:
         failed.setdefault(order_id, []).append("hierarchy_storable")
+    masked_keys = masked_keys or {}
+    for order_id in masked_keys:
+        failed.setdefault(order_id, []).append("keys_not_card_numbers")
     schema = config.warehouse_schema
     # Messages need the whole record: only the few invalid orders are read back.
     records = staged_orders(engine, run_id, failed, schema=schema)
@@ -156,6 +163,8 @@ def _quarantine_batch(
         details = validator.explain_failures(order, items, rules)
         if order_id in held:  # why is the extract's finding, not the order's own fields
             details["hierarchy_storable"] = held[order_id]
+        if order_id in masked_keys:
+            details["keys_not_card_numbers"] = masked_keys[order_id]
         quarantine_rows.append(
             {
                 "sf_order_id": order_id,

@@ -27,6 +27,7 @@ from typing import Any
 from . import amounts
 from .amounts import exact
 from .model import (
+    CARD_DATA_MASKED,
     SERVICE_ADDRESS_FIELDS,
     FieldReader,
     StagedItem,
@@ -57,6 +58,7 @@ CHECKS: dict[str, str] = {
     "field_lengths": "no text value is longer than its warehouse column",
     "amounts_storable": "every amount and quantity fits the warehouse's NUMERIC(18,2) exactly: at most 2 decimals, below 10^16 (on SQLite, at most the 15 significant digits a double keeps)",
     "hierarchy_storable": "the warehouse can store the order's Account and every Account above it (each value within its column)",
+    "keys_not_card_numbers": "no key the warehouse keeps held a card number: the customer id of the order's Account and of its parent (customer_id_field), its products' service numbers (service_number_field)",
 }
 
 MAX_FUTURE_EFFECTIVE_DAYS = 365
@@ -331,9 +333,10 @@ class OrderValidator:
 
     def staged_fields(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The fields of staged orders and of their items that :meth:`frame` reads (and
-        :func:`duplicate_order_numbers`, :func:`held_by_hierarchy`): (order fields, item fields), as written."""
-        orders = (_FRAME_VALUES, _ORDER_VALUES, _SERVICE_KEYS, self._order_texts, _HIERARCHY_VALUES)
-        return _names(*orders), _names(_ITEM_VALUES, self._item_texts)
+        :func:`duplicate_order_numbers`, :func:`held_by_hierarchy`, :func:`masked_keys_of`): (order fields, item
+        fields), as written."""
+        orders = (_FRAME_VALUES, _ORDER_VALUES, _SERVICE_KEYS, self._order_texts, _HIERARCHY_VALUES, _MASKED_VALUES)
+        return _names(*orders), _names(_ITEM_VALUES, self._item_texts, _MASKED_VALUES)
 
     def overlong(self, order: StagedOrder, items: Iterable[StagedItem] = ()) -> list[tuple[str, int, int]]:
         """The text fields of the order and its products longer than their warehouse column:
@@ -715,7 +718,13 @@ def explain(
             problems.append(f"BillingCountry {order.get('BillingCountry')!r}")
         return f"{' and '.join(dict.fromkeys(problems))} is not a recognisable country"
     if rule == "field_lengths" and overlong:
-        return "; ".join(f"{column} is {length} characters, more than the {limit} allowed" for column, length, limit in overlong)
+        masked = set(order.get(CARD_DATA_MASKED) or ())
+        return "; ".join(
+            f"{column} is {length} characters, more than the {limit} allowed"
+            # the mask ([card ending 1111], [security code]) is longer than what it replaced: Salesforce's value may fit
+            + (" once the card data in it was masked: remove the card data in Salesforce" if column in masked else "")
+            for column, length, limit in overlong
+        )
     if rule == "amounts_storable" and derived.amount_problems:
         return "; ".join(derived.amount_problems)
     return CHECKS.get(rule, rule)
@@ -764,6 +773,37 @@ def held_by_hierarchy(chunk: Iterable[tuple[StagedOrder, list[StagedItem]]], hel
 
 
 _HIERARCHY_VALUES = FieldReader([*as_written("Id", "AccountId"), *matched("Account.ParentId")])
+_MASKED_VALUES = FieldReader(as_written(CARD_DATA_MASKED))
+
+
+def masked_keys_of(
+    chunk: Iterable[tuple[StagedOrder, list[StagedItem]]], customer_id_field: str, service_number_field: str
+) -> dict[str, str]:
+    """The orders whose Account's (or its parent's) customer id, or a product's service number,
+    held a card number, with why, by order Id. The extract masked it (``[card ending 1111]``), and
+    each is a key in the warehouse: the customer id of ``customers``, the service number of the
+    order's services. Masked, different values ending in the same four digits would be one key
+    (the second Account's orders refused as a duplicate key or filed under the first; two services
+    of an order made one). Names the record and the field, never the value."""
+    wanted = {f"account.{customer_id_field}".lower(), f"account.parent.{customer_id_field}".lower()}
+    service = service_number_field.lower()
+    found = {}
+    for order, items in chunk:
+        problems = [
+            f"{name} held a card number (masked to its last four digits): it is the customer's key in the warehouse, "
+            "so the order cannot be filed under its customer"
+            for name in order.get(CARD_DATA_MASKED) or ()
+            if isinstance(name, str) and name.lower() in wanted
+        ] + [
+            f"OrderItem {item.get('Id')} {name} held a card number (masked to its last four digits): it is the key of "
+            "the product's service in the warehouse"
+            for item in items
+            for name in item.get(CARD_DATA_MASKED) or ()
+            if isinstance(name, str) and name.lower() == service
+        ]
+        if problems and order.get("Id"):
+            found[order["Id"]] = "; ".join(problems) + "; correct it in Salesforce, then re-sync the order"
+    return found
 
 
 def duplicate_order_numbers(chunk: Iterable[tuple[StagedOrder, list[StagedItem]]], seen: set[str]) -> list[str]:

@@ -125,3 +125,76 @@ def test_a_parent_account_whose_customer_id_is_longer_than_its_column_quarantine
         assert "xxxx" not in problem  # its size, never the value
     assert p.loaded_ids() == p.expected_order_ids() - p.quarantined_ids()
     assert p.scalar("SELECT COUNT(*) FROM customers WHERE sf_account_id = :a", a=parent) == 0
+
+
+def luhn_valid_ending(prefix: str, last_four: str, length: int = 16) -> str:
+    """A number of ``length`` digits passing the Luhn check, starting ``prefix``, ending ``last_four``."""
+    width = length - len(prefix) - 4
+    for n in range(10**width):
+        number = f"{prefix}{n:0{width}d}{last_four}"
+        digits = [int(d) for d in reversed(number)]
+        if (sum(digits[0::2]) + sum(sum(divmod(2 * d, 10)) for d in digits[1::2])) % 10 == 0:
+            return number
+    raise AssertionError(prefix)
+
+
+def test_customer_ids_holding_card_numbers_quarantine_their_orders_never_merging_customers(pipeline):
+    """Customer ids that are card numbers to the scanner (16 digits passing the Luhn check) are
+    masked to ``[card ending 1111]``, and the customer id is the key of ``customers``: two Accounts
+    whose ids end alike were one key (the second Account's orders refused as a duplicate key,
+    which the runbook says to fix by removing the row; a second parent silently not stored and the
+    Accounts under it filed under the first). Their orders, and the orders under such a parent,
+    are quarantined naming the field instead, every run succeeds, and no customer key is a mask."""
+    p = pipeline
+    accounts = list(dict.fromkeys(account_of(p, order_id) for order_id in sorted(p.expected_order_ids())))
+    own = accounts[:2]
+    parents = [
+        r["ParentId"]
+        for r in p.org_rows(
+            'SELECT DISTINCT a.ParentId FROM "Order" o JOIN Account a ON a.Id = o.AccountId WHERE a.ParentId IS NOT NULL '
+            "AND o.StatusCode = 'Activated' AND a.ParentId NOT IN (?, ?) ORDER BY a.ParentId LIMIT 2", *own,
+        )
+    ]
+    for account, number in zip(own + parents, ("4", "5", "6011", "37"), strict=True):
+        p.org_update("Account", account, Customer_ID__c=luhn_valid_ending(number, "1111", 15 if number == "37" else 16))
+    marks = ", ".join("?" for _ in own + parents)
+    under = p.expected_order_ids() & {
+        r["Id"]
+        for r in p.org_rows(
+            f'SELECT o.Id FROM "Order" o JOIN Account a ON a.Id = o.AccountId WHERE a.Id IN ({marks}) OR a.ParentId IN ({marks})',
+            *own, *parents, *own, *parents,
+        )
+    }
+
+    runs = [p.run() for _ in range(2)]
+
+    assert all(run.succeeded for run in runs), [run.error for run in runs]
+    assert under and under <= p.quarantined_ids()
+    for order_id in under:
+        problem = quarantine_messages(p, order_id)
+        assert "Customer_ID__c held a card number (masked to its last four digits)" in problem, problem
+        assert "warehouse_refused" not in problem
+    assert not p.query("SELECT sf_account_id FROM customers WHERE customer_id LIKE '%card ending%' OR parent_customer_id LIKE '%card ending%'")
+    assert not p.query("SELECT sf_order_id FROM external_orders WHERE customer_id LIKE '%card ending%'")
+    assert p.loaded_ids() == p.expected_order_ids() - p.quarantined_ids()
+
+
+def test_service_numbers_holding_card_numbers_quarantine_their_order_never_merging_services(pipeline):
+    """A product's service number keys its service (``order_services.service_key``): two service
+    numbers that are card numbers ending alike, masked, made the order's two services one. The
+    order is quarantined naming the product and the field; the rest of the run is loaded."""
+    p = pipeline
+    order = next(o for o in sorted(p.expected_order_ids()) if len(p.org_rows("SELECT Id FROM OrderItem WHERE OrderId = ?", o)) >= 2)
+    items = [r["Id"] for r in p.org_rows("SELECT Id FROM OrderItem WHERE OrderId = ? ORDER BY Id", order)][:2]
+    for item, number in zip(items, ("4", "5"), strict=True):
+        p.org_update("OrderItem", item, Service_Number__c=luhn_valid_ending(number, "1111"))
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert order in p.quarantined_ids()
+    problem = quarantine_messages(p, order)
+    for item in items:
+        assert f"OrderItem {item} Service_Number__c held a card number (masked to its last four digits)" in problem, problem
+    assert not p.query("SELECT service_key FROM order_services WHERE service_key LIKE '%card ending%'")
+    assert p.loaded_ids() == p.expected_order_ids() - p.quarantined_ids()

@@ -76,3 +76,29 @@ def test_a_stored_account_whose_new_values_cannot_be_stored_keeps_its_row(create
     assert written == 0
     assert set(held) == {parent["Id"], child["Id"]}
     assert stored(w) == before
+
+
+def test_an_account_whose_customer_id_held_a_card_number_is_held_back_with_every_account_below_it(created_warehouse):
+    """read_ancestors masks a card number typed as a customer id: two Accounts whose masked ids end
+    alike would be one key of ``customers`` (the second silently not stored, the Accounts below it
+    filed under the first). Such an Account is held back like one too long, naming the field."""
+    w = created_warehouse
+    config = parse_config({"warehouse_schema": w.schema})
+    first = account(config, 1, Customer_ID__c="[card ending 1111]")
+    second = account(config, 2, Customer_ID__c="[card ending 1111]")
+    below_second = account(config, 3, second)
+    fine = account(config, 4, Customer_ID__c="C-4")
+    accounts = {a["Id"]: a for a in (first, second, below_second, fine)}
+
+    with w.engine.begin() as conn:
+        written, held = store_ancestors(conn, config, accounts, NOW)
+
+    masked = "Customer_ID__c held a card number (masked to its last four digits)"
+    assert held == {
+        first["Id"]: f"Account {first['Id']} {masked}",
+        second["Id"]: f"Account {second['Id']} {masked}",
+        below_second["Id"]: f"Account {second['Id']} {masked}",
+    }
+    assert written == 1
+    assert set(stored(w)) == {fine["Id"]}
+

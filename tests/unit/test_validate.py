@@ -233,7 +233,8 @@ def result_key(chunk: list[tuple[dict, list[dict]]], index: int) -> str:
 
 def test_every_check_has_a_crafted_order():
     # (found across orders, and by the extract: tested on their own below)
-    assert {check for case in CASES for check in case.checks} | {"order_number_unique", "hierarchy_storable"} == set(CHECKS)
+    found_apart = {"order_number_unique", "hierarchy_storable", "keys_not_card_numbers"}
+    assert {check for case in CASES for check in case.checks} | found_apart == set(CHECKS)
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[case.name for case in CASES])
@@ -458,3 +459,57 @@ def test_a_chunk_s_amounts_fit_when_every_distinct_value_does(double_only: bool)
     assert _amounts_fit(double_only, (10**16,), fine) is False  # too large, as an int
     assert _amounts_fit(double_only, (Decimal("1E+16"),)) is False  # too large, written with an exponent
     assert _amounts_fit(double_only, (1.5,)) is False  # a float: checked where it occurs
+
+
+def test_an_order_whose_customer_id_or_service_number_held_a_card_number_is_quarantined_naming_the_field(engine: sa.Engine):
+    """The extract masks a card number typed as an Account's customer id (``[card ending 1111]``):
+    as the customers' key it would make Accounts whose ids end alike one customer (the second
+    one's orders refused as a duplicate key, a runbook step then deleting the first one's row); a
+    product's service number keys its service likewise (two services of the order made one). The
+    order of such an Account, of an Account under such a parent, or with such a service number is
+    quarantined naming the record and the field, never the value; a card number elsewhere is not a key."""
+    from salesforce_orders.model import CARD_DATA_MASKED
+
+    own = staged_order(1, **{"Account.Customer_ID__c": "[card ending 1111]", CARD_DATA_MASKED: ["Account.Customer_ID__c"]})
+    under = staged_order(
+        2, **{"Account.Parent.Customer_ID__c": "[card ending 1111]", CARD_DATA_MASKED: ["Account.Parent.Customer_ID__c"]}
+    )
+    elsewhere = staged_order(3, **{"Description": "paid by [card ending 1111]", CARD_DATA_MASKED: ["Description"]})
+    service = staged_item(4, 1, Service_Number__c="[card ending 1111]", **{CARD_DATA_MASKED: ["Service_Number__c"]})
+    described = staged_item(5, 1, Description="serial [card ending 1111]", **{CARD_DATA_MASKED: ["Description"]})
+    with_service, with_description = staged_order(4, [service]), staged_order(5, [described])
+    stage(engine, "run-1", [own, under, elsewhere, with_service, with_description])
+
+    summary = validate_run(engine, "run-1", parse_config({}), today=TODAY)
+
+    assert summary.failures_by_check == {"keys_not_card_numbers": 3}
+    details = {r["sf_order_id"]: r["details"] for r in rows(engine, tables().quarantined_orders)}
+    assert set(details) == {own[0]["Id"], under[0]["Id"], with_service[0]["Id"]}
+    assert details[with_service[0]["Id"]]["keys_not_card_numbers"].startswith(
+        f"OrderItem {service['Id']} Service_Number__c held a card number (masked to its last four digits)"
+    )
+    assert details[own[0]["Id"]]["keys_not_card_numbers"].startswith(
+        "Account.Customer_ID__c held a card number (masked to its last four digits)"
+    )
+    assert details[under[0]["Id"]]["keys_not_card_numbers"].startswith("Account.Parent.Customer_ID__c held a card number")
+    assert "1111" not in str(details)
+    assert staged_status(engine, "run-1")[elsewhere[0]["Id"]] == ("valid", None)
+    assert staged_status(engine, "run-1")[with_description[0]["Id"]] == ("valid", None)
+
+
+def test_a_text_longer_than_its_column_only_once_its_card_number_was_masked_says_so(engine: sa.Engine):
+    """``[card ending 1111]`` is longer than the 13 to 19 digits it replaces: a PO number of 80
+    characters in Salesforce (its limit there too) is 82 once masked. The message says why, so
+    nobody looks for an over-long value in Salesforce, and what to do."""
+    from salesforce_orders.model import CARD_DATA_MASKED
+
+    masked = staged_order(1, PoNumber="x" * 63 + " [card ending 1111]", **{CARD_DATA_MASKED: ["PoNumber"]})
+    stage(engine, "run-1", [masked])
+
+    validate_run(engine, "run-1", parse_config({}), today=TODAY)
+
+    (row,) = rows(engine, tables().quarantined_orders)
+    assert row["details"]["field_lengths"] == (
+        "PoNumber is 82 characters, more than the 80 allowed once the card data in it was masked: remove the card data in Salesforce"
+    )
+

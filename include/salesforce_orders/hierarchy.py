@@ -15,7 +15,6 @@ quarantines the orders under it, naming the Account and the field, and the rest 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .config import ImportConfig
-from .redaction import mask_records
+from .redaction import MASKED_CARD, mask_records
 from .salesforce import Query, SalesforceOrdersHook
 from .soql import ANCESTOR_LEVELS, account_fields, build_ancestors_query
 from .warehouse.definitions import tables
@@ -159,12 +158,9 @@ def _overlong(row: Mapping[str, Any], customers: sa.Table, config: ImportConfig,
         f"{fields[name]} held a card number (masked to its last four digits)"
         for name in ("customer_id", "parent_customer_id")
         if isinstance(row.get(name), str)
-        and _MASKED_CARD.search(row[name])
+        and MASKED_CARD.search(row[name])
         and not (name == "parent_customer_id" and parent_known)
     ]
-
-
-_MASKED_CARD = re.compile(r"\[card ending [0-9]{1,4}\]")  # as redaction masks a card number
 
 
 # The Account field each of the other text columns of a customer is read from (the rest are ids,

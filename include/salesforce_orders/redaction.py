@@ -232,6 +232,7 @@ _OTHER_LABELLED_CODE = _labelled_code(_OTHER_CODE_LABEL)
 _BOUNDED_CODE_STEMS = (b"cv", b"verification")
 _BOUNDED_CODE = re.compile(rb"code(?:(?<![a-z0-9]code)|(?<=\\[a-z]code)|(?<=\\u[0-9a-f]{4}code))")
 _MASKED_CARD = r"\[card ending [0-9]{1,4}\]"
+MASKED_CARD = re.compile(_MASKED_CARD)  # a card number as card_mask masks it
 _EXPIRY_LABEL = r"exp(?:iry|ires|iration)?(?:\W{1,2}date)?|(?:valid|good)(?:\W{1,2}(?:thru|through|until))?"
 _EXPIRY = rf"(?:(?:{_EXPIRY_LABEL})\W{{0,3}})?[{_DIGITS}]{{1,2}} ?[/.-] ?(?:[{_DIGITS}]{{4}}|[{_DIGITS}]{{2}})"
 _CODE_GAP = r"(?:\r\n|[ \t\r\n,;/.:(#-]){1,3}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +24,7 @@ from .redaction import mask_records
 from .salesforce import SalesforceOrdersHook
 from .soql import CURRENCY_FIELD
 from .warehouse.engines import json_bytes
+from .warehouse.types import parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -294,9 +296,10 @@ def changed_accounts(
     engine: sa.Engine, hook: SalesforceOrdersHook, soql: str, config: Any, *, schema: str | None = None
 ) -> dict[str, list[str]]:
     """Of the Accounts ``soql`` reads (changed in the window), those whose customer in the warehouse
-    differs from them now, or whose active orders differ from their customer, with what differs.
-    Accounts the warehouse has no customer for are not the import's business (no order of theirs
-    was imported)."""
+    differs from them now, or whose active orders differ from their customer, or, with no customer,
+    that have orders in quarantine (the change may be the fix: a name shortened, a card number
+    taken out of the customer id), with what differs. Other Accounts are not the import's business
+    (no order of theirs was imported or refused)."""
     from .transform import customer_changes
     from .warehouse.definitions import tables
     from .warehouse.writes import select_in
@@ -307,21 +310,46 @@ def changed_accounts(
     changed: dict[str, list[str]] = {}
     for page in hook.iter_query_pages(soql):
         mask_records(page)  # as its orders were: a name holding a card number matches its stored, masked self
+        ids = [r["Id"] for r in page]
         with engine.connect() as conn:
-            rows = select_in(conn, t.customers, list(t.customers.c), t.customers.c.sf_account_id, [r["Id"] for r in page])
+            rows = select_in(conn, t.customers, list(t.customers.c), t.customers.c.sf_account_id, ids)
+            quarantined = _quarantined_since(conn, t, ids)
         stored = {row.sf_account_id: row._mapping for row in rows}
         for account in page:
-            if account["Id"] not in stored:
-                continue
-            what = customer_changes(account, stored[account["Id"]], config) or (
-                [_ORDERS_BEHIND] if account["Id"] in behind else []
-            )
+            if account["Id"] in stored:
+                what = customer_changes(account, stored[account["Id"]], config) or (
+                    [_ORDERS_BEHIND] if account["Id"] in behind else []
+                )
+            else:
+                # No customer: none of its orders was imported, so our write-back never wrote it
+                # either (no echo), and a change since its orders were quarantined may be their fix.
+                quarantined_at = quarantined.get(account["Id"])
+                fixed = quarantined_at is not None and parse_utc(account["SystemModstamp"]) >= quarantined_at
+                what = [_ORDERS_QUARANTINED] if fixed else []
             if what:
                 changed[account["Id"]] = what
     return changed
 
 
 _ORDERS_BEHIND = "its orders' Account name or customer id (a run that read the change did not load)"
+_ORDERS_QUARANTINED = "orders of it in quarantine (the change may be their fix)"
+
+
+def _quarantined_since(conn: sa.Connection, t: Any, account_ids: list[str]) -> dict[str, datetime]:
+    """Of these Accounts, those with orders in quarantine, each with when the latest run that
+    quarantined one started: an Account changed since may have been fixed after that run read it
+    (one changed before was read by it, and its orders would only be quarantined again: a run
+    re-reading them each time would count them against ``max_invalid_share`` too)."""
+    from .warehouse.writes import select_in
+
+    q, r = t.quarantined_orders, t.import_runs
+    started = sa.func.coalesce(
+        sa.select(r.c.started_at).where(r.c.run_id == q.c.run_id).scalar_subquery(), q.c.quarantined_at, type_=q.c.quarantined_at.type
+    )
+    since: dict[str, datetime] = {}
+    for account_id, at in select_in(conn, q, [q.c.sf_account_id, started], q.c.sf_account_id, account_ids, q.c.released_at.is_(None)):
+        since[account_id] = max(since.get(account_id, at), at)
+    return since
 
 
 def _accounts_with_orders_behind(conn: sa.Connection, t: Any) -> set[str]:

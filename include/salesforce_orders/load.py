@@ -26,6 +26,7 @@ import msgspec
 import sqlalchemy as sa
 
 from . import faultpoints, history
+from .api_names import SALESFORCE_ID_PATTERN
 from .card_masks import CARD_MASK_ACTION, queue_card_masks
 from .model import (
     READY,
@@ -804,6 +805,7 @@ def _refusal(t: Tables, batch: _PreparedBatch, record: TransformedOrder, exc: sa
         "sf_order_id": record.order.sf_order_id,
         "order_number": record.order.order_number,
         "account_name": record.order.account_name,
+        "sf_account_id": record.customer.sf_account_id,
         "failed_checks": ["warehouse_refused"],
         "details": {"warehouse_refused": f"the warehouse refused the order: {reason}"},
         "card_data_masked": record.order.card_data_masked,
@@ -1090,11 +1092,17 @@ def clear_skipped(conn: sa.Connection, run_id: str, *, within: OrderIdRange = EV
     conn.execute(sa.delete(s).where(s.c.run_id == run_id, *within.where(s.c.sf_order_id)))
 
 
+def _account_id(value: Any) -> str | None:
+    """An order's Account Id as the quarantine keeps it: an Id, or nothing (never a value that
+    would make the quarantine itself refused)."""
+    return value if isinstance(value, str) and SALESFORCE_ID_PATTERN.fullmatch(value) else None
+
+
 def record_quarantine(
     conn: sa.Connection, run_id: str, rows: list[dict[str, Any]], *, schema: str | None = None, now: datetime | None = None
 ) -> None:
     """Quarantine invalid orders of the run; ``rows``: sf_order_id, order_number, account_name,
-    failed_checks (check names), details ({check: message naming the field and value}), and
+    sf_account_id (the order's Account, when known), failed_checks (check names), details ({check: message naming the field and value}), and
     optionally card_data_masked (the fields whose card numbers were masked)."""
     quarantined_at = now or utc_now()
     records = [
@@ -1104,6 +1112,7 @@ def record_quarantine(
             # as Salesforce holds them (an order may be quarantined for them), but storable
             "order_number": storable(row.get("order_number")),
             "account_name": storable(row.get("account_name")),
+            "sf_account_id": _account_id(row.get("sf_account_id")),
             "failed_checks": list(row["failed_checks"]),
             "details": dict(row["details"]),
             **card_data_flag(row.get("card_data_masked", ())),

@@ -170,6 +170,7 @@ def _quarantine_batch(
                 "sf_order_id": order_id,
                 "order_number": order.get("OrderNumber"),
                 "account_name": order.get("Account.Name"),
+                "sf_account_id": order.get("AccountId"),
                 "failed_checks": rules,
                 "details": details,
                 "card_data_masked": card_data_masked_fields(order, items, config.order_item_object),

@@ -127,6 +127,33 @@ def test_a_parent_account_whose_customer_id_is_longer_than_its_column_quarantine
     assert p.scalar("SELECT COUNT(*) FROM customers WHERE sf_account_id = :a", a=parent) == 0
 
 
+def test_an_order_quarantined_for_its_accounts_value_is_loaded_by_the_next_run_once_the_account_is_fixed(pipeline):
+    """An Account edited in Salesforce does not move its orders' SystemModstamp, and an Account
+    whose every order was quarantined has no customer in the warehouse: its fix reached no run.
+    The quarantine keeps the order's Account, and a run that reads that Account changed brings its
+    quarantined orders in again: loaded, their quarantine released, with no re-sync."""
+    p = pipeline
+    p.set_config(customer_id_field="Website")
+    account = account_of(p, sorted(p.expected_order_ids())[0])
+    good = p.org_rows("SELECT Website FROM Account WHERE Id = ?", account)[0]["Website"] or "https://fixed.example"
+    p.org_update("Account", account, Website="https://" + "x" * 41 + ".example")  # 57 characters
+    its_orders = p.expected_order_ids() & {r["Id"] for r in p.org_rows('SELECT Id FROM "Order" WHERE AccountId = ?', account)}
+
+    first = p.run()
+    assert first.succeeded, first.error
+    assert its_orders and its_orders <= p.quarantined_ids()
+    kept = p.query("SELECT sf_order_id, sf_account_id FROM quarantined_orders WHERE released_at IS NULL")
+    assert {r["sf_account_id"] for r in kept if r["sf_order_id"] in its_orders} == {account}
+
+    p.org_update("Account", account, Website=good)
+    second = p.run()
+
+    assert second.succeeded, second.error
+    assert its_orders <= p.loaded_ids()
+    assert not its_orders & p.quarantined_ids()
+    assert p.loaded_ids() == p.expected_order_ids() - p.quarantined_ids()
+
+
 def luhn_valid_ending(prefix: str, last_four: str, length: int = 16) -> str:
     """A number of ``length`` digits passing the Luhn check, starting ``prefix``, ending ``last_four``."""
     width = length - len(prefix) - 4
@@ -177,6 +204,22 @@ def test_customer_ids_holding_card_numbers_quarantine_their_orders_never_merging
     assert not p.query("SELECT sf_account_id FROM customers WHERE customer_id LIKE '%card ending%' OR parent_customer_id LIKE '%card ending%'")
     assert not p.query("SELECT sf_order_id FROM external_orders WHERE customer_id LIKE '%card ending%'")
     assert p.loaded_ids() == p.expected_order_ids() - p.quarantined_ids()
+
+    # Corrected in Salesforce, an order's own Account brings its orders in with the next run (those
+    # under a parent still holding one stay quarantined: an ancestor's fix needs a re-sync).
+    for account in own:
+        p.org_update("Account", account, Customer_ID__c=f"CUST-{account[-6:]}")
+    own_marks, parent_marks = ", ".join("?" for _ in own), ", ".join("?" for _ in parents)
+    fixed = p.expected_order_ids() & {
+        r["Id"]
+        for r in p.org_rows(
+            f'SELECT o.Id FROM "Order" o JOIN Account a ON a.Id = o.AccountId WHERE a.Id IN ({own_marks}) '
+            f"AND (a.ParentId IS NULL OR a.ParentId NOT IN ({parent_marks}))", *own, *parents,
+        )
+    }
+    run = p.run()
+    assert run.succeeded, run.error
+    assert fixed and fixed <= p.loaded_ids() and not fixed & p.quarantined_ids()
 
 
 def test_service_numbers_holding_card_numbers_quarantine_their_order_never_merging_services(pipeline):

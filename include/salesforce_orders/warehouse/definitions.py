@@ -373,6 +373,8 @@ def _run_tables(md: sa.MetaData) -> None:
         _ts("quarantined_at", nullable=False),
         _ts("released_at"),
         _updated_at(),
+        # (a run that reads the Account changed brings the order in again: extract.changed_accounts)
+        _sf_id("sf_account_id", index=True),
         sa.UniqueConstraint("run_id", "sf_order_id"),
     )
 

@@ -298,7 +298,13 @@ def _older_than_stored(staged: datetime | None, stored: sa.Row | None) -> bool:
 
 
 def _read_after(
-    conn: sa.Connection, t: Tables, run_id: str, records: list[TransformedOrder], stored: dict[str, sa.Row], read_until: datetime | None
+    conn: sa.Connection,
+    t: Tables,
+    run_id: str,
+    records: list[TransformedOrder],
+    stored: dict[str, sa.Row],
+    read_until: datetime | None,
+    modstamps: dict[str, datetime | None] | None = None,
 ) -> set[str]:
     """The orders among ``records`` whose stored version differs and was read after this run's
     reading ended (``read_until``): its run began reading Salesforce later. Such a version is newer
@@ -320,7 +326,24 @@ def _read_after(
             sa.select(runs.c.run_id).where(runs.c.run_id.in_(sorted(set(differing.values()))), runs.c.started_at > read_until)
         ).scalars()
     )
-    return {order_id for order_id, last_run_id in differing.items() if last_run_id in later}
+    read_later = {order_id for order_id, last_run_id in differing.items() if last_run_id in later}
+    # ``started_at`` is the extract's first try: a run whose extract failed and was retried (or was
+    # cleared) began reading again later. The stored version's own staging row, while kept, says
+    # when that run read it (staged as its page was read; a retry clears and stages anew). Looked
+    # up for the versions with the same stamp only (a later stamp was read later anyway): rare.
+    rest = {
+        order_id: last_run_id
+        for order_id, last_run_id in differing.items()
+        if order_id not in read_later and modstamps is not None and modstamps.get(order_id) == stored[order_id].sf_system_modstamp
+    }
+    if rest:
+        s = t.stg_orders
+        staged = select_in(
+            conn, s, [s.c.run_id, s.c.sf_order_id], s.c.sf_order_id, sorted(rest),
+            s.c.run_id.in_(sorted(set(rest.values()))), s.c.staged_at > read_until,
+        )
+        read_later |= {row.sf_order_id for row in staged if rest.get(row.sf_order_id) == row.run_id}
+    return read_later
 
 
 def _all_but(row: dict[str, Any], *kept: str) -> list[str]:
@@ -665,7 +688,7 @@ def _prepare_batch(
     # late task) keeps what the newer run stored. Equal stamps go on to the content hash, unless the
     # stored version was read after this one (its Account renamed in between, the order unchanged).
     current = [r for r in records if not _older_than_stored(modstamps[r.order.sf_order_id], stored.get(r.order.sf_order_id))]
-    read_later = _read_after(conn, t, run_id, current, stored, read_until)
+    read_later = _read_after(conn, t, run_id, current, stored, read_until, modstamps)
     current = [r for r in current if r.order.sf_order_id not in read_later]
     superseded = len(records) - len(current)
     records = current

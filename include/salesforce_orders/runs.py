@@ -203,9 +203,10 @@ def plan_run(
     mark = parse_watermark(watermark)
     changed_from = mark - timedelta(minutes=config.overlap_minutes) if mark else None
     changed_to = data_interval_end if str(run_type).lower() == "scheduled" else None
-    if changed_from and changed_to and changed_from >= changed_to and data_interval_start is not None:
+    if mark and changed_to and mark >= changed_to and data_interval_start is not None:
         # A scheduled run cleared (or late) after later runs loaded past its interval: what it was
-        # scheduled for is covered already; it re-reads its own interval, as a backfill would.
+        # scheduled for is covered already; it re-reads its own interval, as a backfill would. (Past
+        # its end by less than the overlap too: the mark less the overlap would read a sliver of it.)
         note = (
             f"the watermark ({_iso(mark)}) is already past this run's interval end ({_iso(changed_to)}): "
             f"re-reading its data interval {_iso(data_interval_start)} .. {_iso(changed_to)}"

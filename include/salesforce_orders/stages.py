@@ -696,6 +696,11 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
         # Never later than where the last successful check got to: when a run failed before this
         # step, the next one still sees the orders set back to Draft or deleted in between.
         since = min(since, checked - timedelta(minutes=config.overlap_minutes))
+    if (started := _run_started(engine, run_id, schema)) is not None:
+        # Nor later than when this run's extract began reading: an order it read and loaded late
+        # (a re-sync's cleared or waiting load) set back to Draft after it was read, while no check
+        # could mark it (it was in no warehouse then), and the marks moved past that by other runs.
+        since = min(since, started - timedelta(minutes=config.overlap_minutes))
     hook = _hook(config, api_budget_left)
     changes = []
     for page in hook.iter_query_pages(build_status_changes_query(config.order_object, since), include_deleted=True):
@@ -719,6 +724,20 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
         "api_calls": hook.usage.calls,
         "api_budget_left": hook.usage.budget_left,
     }
+
+
+def _run_started(engine, run_id: str, schema: str | None) -> datetime | None:
+    """When the run's extract first began (``import_runs.started_at``, aware UTC), or None."""
+    import sqlalchemy as sa
+
+    from .warehouse.definitions import tables
+
+    runs = tables(schema).import_runs
+    with engine.connect() as conn:
+        started = conn.execute(sa.select(runs.c.started_at).where(runs.c.run_id == run_id)).scalar()
+    if started is not None and started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    return started
 
 
 @_records_failure

@@ -15,6 +15,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from salesforce_orders import stages
+from salesforce_orders.runs import parse_watermark
 
 
 def loaded(p) -> dict[str, dict]:
@@ -95,6 +96,63 @@ def test_a_backfill_of_a_later_interval_does_not_jump_over_what_it_never_read(im
     assert loaded(p)[a]["notes"] == "A changed before the interval"
 
 
+def _an_order_edited_while_the_extract_pages(p, monkeypatch, description: str) -> dict:
+    """After the extract's first page of orders, an order of a later page is edited (a second later):
+    the page is read as the order is then, with a stamp from after the query began."""
+    from salesforce_orders.salesforce import SalesforceOrdersHook
+
+    pages = SalesforceOrdersHook.iter_query_pages
+    edited: dict = {}
+
+    def paging(self, soql: str, **kwargs):
+        source = pages(self, soql, **kwargs)
+        if edited or "OrderItems" not in soql:  # the extract's order query, once
+            yield from source
+            return
+        first = next(source)
+        later = min(p.expected_order_ids() - {r["Id"] for r in first})
+        p.org_next_second()
+        p.org_update("Order", later, Description=description)
+        edited["id"] = later
+        yield first
+        yield from source
+
+    monkeypatch.setattr(SalesforceOrdersHook, "iter_query_pages", paging)
+    return edited
+
+
+@pytest.mark.parametrize("kind", ["backfill", "scheduled"])
+def test_a_window_with_an_end_moves_the_watermark_to_its_end_though_an_order_was_edited_while_it_paged(
+    pipeline, monkeypatch, kind
+):
+    """A backfill of an old interval, the first scheduled run: an order of the window edited while
+    the extract pages is read with its new stamp, after the window's end. The mark moves to the
+    end, not to that stamp: an order changed after the end (which this window never read) is read
+    by the next run."""
+    p = pipeline
+    p.set_config(overlap_minutes=0)
+    if kind == "backfill":
+        assert p.run(until="load").succeeded  # no write-back: every order keeps its own stamp
+        end = parse_watermark(p.watermark()) + timedelta(seconds=1)
+        start = datetime(2000, 1, 1, tzinfo=UTC)  # reaches back over the mark: it may move it
+    else:  # the first run: no mark yet, it reads back the lookback
+        end = p.org_next_second()
+        start = end - timedelta(minutes=15)
+    b = max(p.expected_order_ids())  # (the edited order is the lowest Id of a later page)
+    p.org_next_second()
+    p.org_update("Order", b, Description="B changed after the window's end")
+    edited = _an_order_edited_while_the_extract_pages(p, monkeypatch, "A edited while the extract paged")
+
+    run = p.run(run_type=kind, interval=(start, end), until="load")
+
+    assert run.succeeded, run.error
+    assert run.results["extract"]["pages"] >= 2
+    assert loaded(p)[edited["id"]]["notes"] == "A edited while the extract paged"
+    assert parse_watermark(p.watermark()) == end  # today: the edit's stamp, past B's change
+    assert p.run(until="load").succeeded
+    assert loaded(p)[b]["notes"] == "B changed after the window's end"
+
+
 def test_a_scheduled_run_cleared_after_later_runs_moved_the_watermark_re_reads_its_interval(imported):
     p = imported
     interval = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 15, tzinfo=UTC))
@@ -156,6 +214,38 @@ def test_a_late_load_never_makes_an_order_set_back_to_draft_active_again(importe
     assert loaded(p)[a]["sf_state"] == "deactivated"
 
 
+@pytest.mark.parametrize("by", ["order_numbers", "order_ids"])
+def test_a_late_resync_load_never_leaves_an_order_set_back_to_draft_active(imported, by):
+    """A re-sync (or an event run) read a newly activated order; its load waited (a cleared or
+    queued task). The order went back to Draft, and a run in between moved both marks past that
+    change (it read another change) without marking it: it was in no warehouse yet. The re-sync's
+    own status check looks back to when its extract began, so the order it loads is marked. (No
+    card fields X-ed out: our own write to the Draft order would otherwise hide this.)"""
+    from tests.conftest import activatable_orders
+
+    p = imported
+    p.set_config(write_back={"x_out_card_fields": False, "x_out_card_fields_not_imported": False})
+    (x,) = activatable_orders(p.org, 1)
+    p.org_update("Order", x, Status="Activated")
+    number = p.org_rows('SELECT OrderNumber FROM "Order" WHERE Id = ?', x)[0]["OrderNumber"]
+    late = p.run({by: [number if by == "order_numbers" else x]}, until="transform")
+    assert late.succeeded and late.results["extract"]["extracted"] == 1
+    p.org_next_second()
+    p.org_update("Order", x, Status="Draft")
+    p.org_next_second()
+    p.org_update("Order", sorted(loaded(p))[0], Description="read by the run in between")
+    assert p.run().succeeded
+    assert x not in loaded(p)
+
+    for stage in ("load", "mark_status_changes", "write_back", "mask_card_fields"):
+        p.stage(stage, late)
+
+    assert late.results["mark_status_changes"]["deactivated"] == 1  # today: 0, the order stays active
+    assert loaded(p)[x]["sf_state"] == "deactivated"
+    assert p.run().succeeded
+    assert loaded(p)[x]["sf_state"] == "deactivated"
+
+
 def test_a_late_load_never_puts_back_an_account_name_a_newer_run_read(imported):
     """An order's SystemModstamp does not move when its Account is renamed: a re-sync read the order
     with its Account's old name, its load waited (a slow or cleared task), the Account was renamed and
@@ -184,6 +274,45 @@ def test_a_late_load_never_puts_back_an_account_name_a_newer_run_read(imported):
         assert p.run(run_type="scheduled", interval=(start - timedelta(minutes=5), end)).succeeded
     assert p.run().succeeded
     assert {loaded(p)[order]["account_name"] for order in (first, second)} == {"Renamed Later Ltd"}
+    assert p.scalar("SELECT name FROM customers WHERE sf_account_id = :a", a=account) == "Renamed Later Ltd"
+
+
+def test_a_late_load_never_puts_back_an_account_name_a_retried_extract_read(imported, monkeypatch):
+    """As above, the newer version read by a run whose extract failed first (Salesforce down) and was
+    retried after the re-sync read the order: import_runs.started_at is the first try's, before the
+    re-sync's reading ended; the stored version's staging row says when it was read."""
+    import requests
+
+    from salesforce_orders.salesforce import SalesforceOrdersHook
+
+    p = imported
+    account = p.scalar(
+        "SELECT sf_account_id FROM external_orders GROUP BY sf_account_id HAVING COUNT(*) > 1 ORDER BY sf_account_id LIMIT 1"
+    )
+    first = sorted(i for i, o in loaded(p).items() if o["sf_account_id"] == account)[0]
+    count = SalesforceOrdersHook.count_and_read
+
+    def down(self, *args, **kwargs):
+        raise requests.ConnectionError("Salesforce did not answer")
+
+    monkeypatch.setattr(SalesforceOrdersHook, "count_and_read", down)
+    newer = p.run(until="load")
+    assert newer.failed_stage == "extract"
+    monkeypatch.setattr(SalesforceOrdersHook, "count_and_read", count)
+    late = p.run({"order_numbers": order_numbers(p, first)}, until="transform")
+    assert late.succeeded, late.error
+    p.org_next_second()
+    p.org_update("Account", account, Name="Renamed Later Ltd")
+    p.org_next_second()
+    for stage in ("extract", "validate", "transform", "load"):  # Airflow retries the extract
+        p.stage(stage, newer)
+    assert loaded(p)[first]["account_name"] == "Renamed Later Ltd"
+
+    result = p.stage("load", late)
+
+    assert result["superseded"] == 1 and result["updated"] == 0  # today: updated, the old name back
+    assert p.run().succeeded
+    assert loaded(p)[first]["account_name"] == "Renamed Later Ltd"
     assert p.scalar("SELECT name FROM customers WHERE sf_account_id = :a", a=account) == "Renamed Later Ltd"
 
 

@@ -52,6 +52,16 @@ def test_scheduled_run_starts_at_watermark_minus_overlap():
     assert p.window.changed_to == END
 
 
+@pytest.mark.parametrize("past_end", [timedelta(minutes=3), timedelta(hours=2)], ids=["within-the-overlap", "long-past"])
+def test_a_scheduled_run_cleared_after_the_mark_passed_its_end_re_reads_its_own_interval(past_end):
+    """R5, also when a later run loaded up to less than overlap_minutes past the interval's end: the
+    mark less the overlap would read a sliver of the interval, and say nothing."""
+    p = plan(watermark=(END + past_end).isoformat())  # overlap 10
+    assert p.mode == INCREMENTAL
+    assert (p.window.changed_from, p.window.changed_to) == (START, END)
+    assert "already past this run's interval end" in p.note
+
+
 def test_manual_run_without_params_runs_up_to_now():
     p = plan(run_type="manual", watermark="2026-11-20T10:00:00.000+0000")
     assert p.mode == INCREMENTAL and p.window.changed_to is None

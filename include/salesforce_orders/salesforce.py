@@ -56,6 +56,7 @@ from urllib3.util.retry import Retry
 log = logging.getLogger(__name__)
 
 COLLECTION_LIMIT = 200  # records per sObject Collections call
+BULK_NULL = "#N/A"  # a Bulk 2.0 ingest value that sets a field to null (an empty one leaves it alone)
 COMPOSITE_SUBREQUESTS = 25  # subrequests per Composite call (one API call for all of them) ...
 COMPOSITE_QUERIES = 5  # ... of which at most this many queries
 BULK_PAGE_RECORDS = 100_000  # records per Bulk API 2.0 result page (maxRecords): fewer calls; pages are streamed
@@ -550,13 +551,19 @@ class SalesforceOrdersHook(SalesforceHook):
         """Update records with sObject Collections, 200 a call, ``allOrNone=false``.
 
         ``records`` carry ``attributes.type`` and ``id``. Returns one result per record, in order:
-        ``{"id", "success", "errors": [{"statusCode", "message", "fields"}]}``.
-        """
-        results: list[dict] = []
-        for start in range(0, len(records), COLLECTION_LIMIT):
-            chunk = records[start : start + COLLECTION_LIMIT]
-            answer = self.call("PATCH", "composite/sobjects", json={"allOrNone": False, "records": chunk})
-            results.extend(answer or [])
+        ``{"id", "success", "errors": [{"statusCode", "message", "fields"}]}`` (None for a record
+        Salesforce gave no result for).
+
+        Records are sent grouped by object: Salesforce processes a call's records in chunks, a new
+        one wherever the object changes, and refuses a call of more than 10 chunks (records of a
+        write-back's batch come in the outbox's order, Orders and Accounts alternating)."""
+        by_object = sorted(range(len(records)), key=lambda i: records[i]["attributes"]["type"])  # (stable)
+        results: list[dict | None] = [None] * len(records)
+        for start in range(0, len(by_object), COLLECTION_LIMIT):
+            positions = by_object[start : start + COLLECTION_LIMIT]
+            answer = self.call("PATCH", "composite/sobjects", json={"allOrNone": False, "records": [records[i] for i in positions]})
+            for position, result in zip(positions, answer or [], strict=False):
+                results[position] = result
         return results
 
     def upsert_records(self, sobject: str, external_id_field: str, records: list[dict]) -> list[dict]:
@@ -895,7 +902,9 @@ class SalesforceOrdersHook(SalesforceHook):
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["Id", *columns])
-        writer.writerows([record["id"], *(("" if record.get(c) is None else record.get(c)) for c in columns)] for record in records)
+        # An empty value leaves the field as it is (a column another record of the job sets); a
+        # field set to null is written #N/A, as Bulk 2.0 reads it.
+        writer.writerows([record["id"], *((BULK_NULL if record[c] is None else record[c]) if c in record else "" for c in columns)] for record in records)
         job = self.call(
             "POST",
             "jobs/ingest",

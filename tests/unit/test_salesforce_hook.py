@@ -864,6 +864,53 @@ def test_update_records_sends_200_records_a_call(sandbox: SandboxServer, hook: S
     assert sandbox.store.get("Order", ids[-1], ["Description"])["Description"] == f"{marker} 449"
 
 
+def test_records_of_several_objects_are_sent_grouped_by_object_and_answered_in_order(
+    sandbox: SandboxServer, hook: SalesforceOrdersHook, monkeypatch: pytest.MonkeyPatch
+):
+    """Salesforce processes a Collections call in chunks, a new one wherever the object changes, and
+    refuses more than 10: Orders and Accounts alternating (as a write-back's outbox rows come) are
+    sent grouped, and each result still comes back in the records' order."""
+    with sandbox.store.lock:
+        orders = [row[0] for row in sandbox.store.conn.execute('SELECT Id FROM "Order" ORDER BY Id LIMIT 15')]
+        accounts = [row[0] for row in sandbox.store.conn.execute('SELECT Id FROM "Account" ORDER BY Id LIMIT 15')]
+    marker = uuid.uuid4().hex[:8]
+    records = [
+        {"attributes": {"type": sobject}, "id": record_id, "Description": f"{marker} {n}"}
+        for n, pair in enumerate(zip(orders, accounts, strict=True))
+        for sobject, record_id in zip(("Order", "Account"), pair, strict=True)
+    ]
+    sent: list[list[str]] = []
+    call = hook.call
+
+    def spy(method: str, path: str, **kwargs):
+        if path == "composite/sobjects":
+            sent.append([record["attributes"]["type"] for record in kwargs["json"]["records"]])
+        return call(method, path, **kwargs)
+
+    monkeypatch.setattr(hook, "call", spy)
+
+    results = hook.update_records(records)
+
+    assert sent == [["Account"] * 15 + ["Order"] * 15]  # two chunks, not 30
+    assert [r["id"] for r in results] == [r["id"] for r in records] and all(r["success"] for r in results)
+    assert sandbox.store.get("Account", accounts[3], ["Description"])["Description"] == f"{marker} 3"
+    assert sandbox.store.get("Order", orders[14], ["Description"])["Description"] == f"{marker} 14"
+
+
+def test_a_bulk_update_sets_a_field_to_null_and_leaves_the_fields_a_record_does_not_name(sandbox: SandboxServer, hook: SalesforceOrdersHook):
+    """In a Bulk 2.0 upload an empty value leaves the field alone and ``#N/A`` sets it to null: a
+    record's None is written as null, and a column only another record of the job sets is left."""
+    cleared, kept = first_orders(sandbox, 2)
+    for order_id in (cleared, kept):
+        sandbox.store.update("Order", order_id, {"Description": "before"})
+
+    (results,) = hook.bulk_update_objects([("Order", [{"id": cleared, "Description": None}, {"id": kept}])])
+
+    assert all(r["success"] for r in results)
+    assert sandbox.store.get("Order", cleared, ["Description"])["Description"] is None
+    assert sandbox.store.get("Order", kept, ["Description"])["Description"] == "before"
+
+
 def test_per_record_failures_come_back_in_order(sandbox: SandboxServer, hook: SalesforceOrdersHook):
     with sandbox.store.lock:
         first, second = [row[0] for row in sandbox.store.conn.execute('SELECT Id FROM "Order" ORDER BY Id LIMIT 2')]

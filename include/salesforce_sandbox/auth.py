@@ -213,7 +213,7 @@ class Authenticator:
             self._check_client(key, secret)
             return self._token_answer(answer, scope="api")
         if grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
-            self._check_jwt(form.get("assertion", ""))
+            self._check_jwt(form.get("assertion", ""), (login_url, instance_url))
             return self._token_answer(answer, scope="api")
         if grant == "authorization_code":
             key, secret = _client_of(form, authorization)
@@ -314,7 +314,8 @@ class Authenticator:
         if not _same(username, creds.username) or not any(_same(password, p) for p in accepted):
             raise LoginRejected("invalid_grant", "authentication failure")
 
-    def _check_jwt(self, assertion: str) -> None:
+    def _check_jwt(self, assertion: str, own_urls: tuple[str, ...] = ()) -> None:
+        """``own_urls``: the sandbox's own addresses, which are audiences it also accepts."""
         try:
             if self._jwt_public_key is not None:
                 claims = jwt.decode(
@@ -333,6 +334,8 @@ class Authenticator:
             raise LoginRejected("invalid_client_id", "client identifier invalid")
         if not _same(str(claims.get("sub", "")), self.credentials.username):
             raise LoginRejected("invalid_grant", "user hasn't approved this consumer")
+        if not _jwt_audience_ok(claims.get("aud"), own_urls):
+            raise LoginRejected("invalid_grant", "audience is invalid")
 
     def _token_answer(self, where: _TokenAnswer, scope: str | None = None, refresh_token: str | None = None) -> dict:
         identity = self.identity_url(where.login_url)
@@ -367,6 +370,26 @@ class Authenticator:
             org_id=ORG_ID,
             username=escape(self.credentials.username),
         )
+
+
+# What Salesforce accepts as a JWT's ``aud``: its login hosts (wire spec 1a: https://{domain}.salesforce.com),
+# My Domain and site URLs; the sandbox also takes its own address.
+_JWT_AUDIENCE_HOSTS = ("login.salesforce.com", "test.salesforce.com")
+_JWT_AUDIENCE_SUFFIXES = (".my.salesforce.com", ".force.com", ".my.site.com")
+
+
+def _jwt_audience_ok(aud: object, own_urls: tuple[str, ...]) -> bool:
+    audiences = aud if isinstance(aud, list) else [aud]
+    own = {url.rstrip("/").lower() for url in own_urls if url}
+    for audience in audiences:
+        if not isinstance(audience, str):
+            continue
+        url = audience.strip().rstrip("/").lower()
+        host = url.removeprefix("https://")
+        salesforce_host = host in _JWT_AUDIENCE_HOSTS or host.endswith(_JWT_AUDIENCE_SUFFIXES)
+        if url in own or (url.startswith("https://") and salesforce_host):
+            return True
+    return False
 
 
 def soap_fault(code: str, message: str) -> str:

@@ -13,6 +13,7 @@ import binascii
 import csv
 import datetime as dt
 import io
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +31,8 @@ MAX_JOBS_KEPT = 500
 DEFAULT_RESULTS_PAGE = 50_000
 MIN_PROCESSING_SECONDS = 0.05
 ROWS_PER_SECOND = 200_000
+_QUOTED = re.compile(r'"[^"]*"')  # a quoted CSV value ("" inside one splits it in two: still all quoted)
+_BARE_LF = re.compile(r"(?<!\r)\n")
 NULL_MARKER = "#N/A"  # an ingest value that sets a field to null (an empty value leaves it alone)
 
 DELIMITERS = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^", "BACKQUOTE": "`"}
@@ -76,6 +79,16 @@ class CsvFormat:
         lines = [delimiter.join(map(_csv_field, header))]
         lines.extend(delimiter.join(map(_csv_field, row)) for row in rows)
         return newline.join(lines) + newline
+
+    def line_ending_error(self, data: str) -> str | None:
+        """Salesforce fails an ingest job whose data ends its rows otherwise than the job's
+        ``lineEnding`` says; line breaks inside quoted values do not count. None when they match."""
+        outside_quotes = _QUOTED.sub("", data)
+        crlf = "\r\n" in outside_quotes
+        mismatch = crlf if self.line_ending == "LF" else _BARE_LF.search(outside_quotes) is not None
+        if not mismatch:
+            return None
+        return f"ClientInputError : LineEnding is invalid on user data. Current LineEnding setting is {self.line_ending}"
 
     def read(self, data: str) -> tuple[list[str], list[list[str]]]:
         reader = csv.reader(io.StringIO(data, newline=""), delimiter=DELIMITERS[self.column_delimiter])
@@ -200,6 +213,7 @@ class IngestJob(Job):
     header: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
     uploaded: bool = False
+    upload_error: str | None = None  # why the uploaded data fails the job when it is closed
     results: list[RowResult] = field(default_factory=list)
 
     def info(self) -> dict:

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from .changes import CHANGE_ORIGIN, change_origin
 from .errors import SalesforceError
 from .usage import CallKind
+from .wire import decompressed_body
 
 if TYPE_CHECKING:
     from .runtime import SandboxRuntime
@@ -108,6 +109,10 @@ def _serve(
     try:
         session_id = admit(sandbox, request)
         sandbox.usage.record(kind)
+        try:
+            body = decompressed_body(request, body)
+        except ValueError as exc:  # the wire code Salesforce answers here is unconfirmed
+            raise SalesforceError("JSON_PARSER_ERROR", f"Unable to read the request body: {exc}") from exc
         # Writes made by this call carry its origin into their change events (the worker thread's own context).
         CHANGE_ORIGIN.set(change_origin(request.path_params.get("version", ""), request.headers.get("sforce-call-options", "")))
         return handler(sandbox, ApiCall(request, body, session_id))

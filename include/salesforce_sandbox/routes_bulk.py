@@ -61,6 +61,8 @@ def query_jobs(sandbox: SandboxRuntime, call: ApiCall) -> Response:
             raise api_error("Aggregate Relationships not supported in Bulk Query")
         if prepared.is_aggregate:
             raise api_error("Aggregate queries are not supported in Bulk Query")
+        if prepared.has_offset:
+            raise api_error("OFFSET is not supported in Bulk Query")
         ids = prepared.ids()
     job = QueryJob(
         id=sandbox.jobs.new_id(),
@@ -215,6 +217,7 @@ def ingest_batches(sandbox: SandboxRuntime, call: ApiCall) -> Response:
     except UnicodeDecodeError as exc:
         raise invalid_job("The CSV data must be UTF-8") from exc
     job.header, job.rows = job.csv_format.read(text)
+    job.upload_error = job.csv_format.line_ending_error(text)
     job.uploaded = True
     return Response(status_code=201)
 
@@ -230,7 +233,9 @@ def ingest_results(sandbox: SandboxRuntime, call: ApiCall) -> Response:
     render = renderers.get(call.path_params["results"].lower())
     if render is None:
         raise not_found()
-    return Response(render(), media_type=CSV_MEDIA_TYPE)
+    headers: dict[str, str] = {}
+    body = maybe_gzip(call.request, render().encode(), headers)  # compressed when asked, as query results are
+    return Response(body, media_type=CSV_MEDIA_TYPE, headers=headers)
 
 
 def _abort(job: QueryJob | IngestJob, call: ApiCall) -> None:
@@ -248,6 +253,8 @@ def _process(sandbox: SandboxRuntime, job: IngestJob) -> None:
     try:
         if not job.uploaded:
             raise invalid_job("InvalidBatch : No data uploaded")
+        if job.upload_error:
+            raise invalid_job(job.upload_error)
         check_ingest_header(sobject, job.header, job.operation, job.external_id_field)
     except SalesforceError as exc:
         job.state = JobState.FAILED

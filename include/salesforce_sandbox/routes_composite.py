@@ -43,6 +43,8 @@ def collection(sandbox: SandboxRuntime, call: ApiCall) -> Response:
     if call.method == "DELETE":
         ids = [i for i in (call.query_params.get("ids") or "").split(",") if i]
         all_or_none = (call.query_params.get("allOrNone") or "false").lower() == "true"
+        if not ids:  # a malformed request (wire spec §5): 400, not an empty list of results
+            raise SalesforceError("MISSING_ARGUMENT", "ids: the ids to delete must be given")
         _check_size(len(ids))
         writes = [_delete(sandbox, record_id) for record_id in ids]
         return JSONResponse(_run(sandbox, ids, _one_by_one(writes), all_or_none))

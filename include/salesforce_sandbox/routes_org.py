@@ -26,6 +26,7 @@ API_VERSIONS = {
 }
 DAILY_BULK_V2_QUERY_JOBS = 10_000
 DAILY_BULK_BATCHES = 15_000
+DAILY_BULK_API_REQUESTS = 5_000  # the older name of the Bulk allowance, which the wire spec §7 shows
 
 
 async def versions(request: Request) -> Response:
@@ -51,6 +52,7 @@ def limits(sandbox: SandboxRuntime, call: ApiCall) -> Response:
         {
             "DailyApiRequests": {"Max": daily, "Remaining": max(daily - sandbox.usage.used, 0)},
             "DailyBulkApiBatches": {"Max": DAILY_BULK_BATCHES, "Remaining": DAILY_BULK_BATCHES},
+            "DailyBulkApiRequests": {"Max": DAILY_BULK_API_REQUESTS, "Remaining": DAILY_BULK_API_REQUESTS},
             "DailyBulkV2QueryJobs": {
                 "Max": DAILY_BULK_V2_QUERY_JOBS,
                 "Remaining": max(DAILY_BULK_V2_QUERY_JOBS - query_jobs, 0),

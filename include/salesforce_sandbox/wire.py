@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import xml.etree.ElementTree as ET  # noqa: S405 - parse_xml() refuses the constructs that make it unsafe
+import zlib
 from email.utils import formatdate
 from typing import Any
 
@@ -83,6 +84,38 @@ def maybe_gzip(request: Request, body: bytes, headers: dict[str, str]) -> bytes:
     headers["Content-Encoding"] = "gzip"
     headers["Vary"] = "Accept-Encoding"
     return gzip.compress(body, compresslevel=GZIP_LEVEL)
+
+
+def decompressed_body(request: Request, body: bytes) -> bytes:
+    """The request body as sent before compression: Salesforce decompresses a request whose
+    ``Content-Encoding`` is ``gzip`` or ``deflate`` before processing it (REST API "Compression
+    Headers"). Raises ValueError when the body is not what the header says, or would decompress
+    past the largest body Salesforce takes (Bulk 2.0's 150 MB upload)."""
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if not body or coding in ("", "identity"):
+        return body
+    if coding in ("gzip", "x-gzip"):
+        attempts = (16 + zlib.MAX_WBITS,)
+    elif coding == "deflate":
+        attempts = (zlib.MAX_WBITS, -zlib.MAX_WBITS)  # zlib-wrapped, as HTTP's "deflate" means; raw, as some clients send
+    else:
+        raise ValueError(f"unsupported Content-Encoding: {coding}")
+    for wbits in attempts:
+        reader = zlib.decompressobj(wbits)
+        try:
+            data = reader.decompress(body, MAX_REQUEST_BYTES + 1)
+        except zlib.error as exc:
+            error = exc
+            continue
+        if len(data) > MAX_REQUEST_BYTES:
+            raise ValueError(f"the request body decompresses to more than {MAX_REQUEST_BYTES} bytes")
+        if not reader.eof:
+            raise ValueError(f"the request body is not complete {coding} data")
+        return data
+    raise ValueError(f"the request body is not valid {coding} data: {error}")
+
+
+MAX_REQUEST_BYTES = 150 * 1024 * 1024
 
 
 def parse_xml(body: bytes) -> ET.Element:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -161,6 +164,30 @@ def test_jwt_bearer_signed_with_another_key_is_refused(sandbox: SandboxServer, h
             session=http,
         )
     assert failure.value.code == "invalid_grant"
+
+
+@pytest.mark.parametrize(
+    ("audience", "accepted"),
+    [
+        ("https://login.salesforce.com", True),  # what simple-salesforce sends (domain "login")
+        ("https://test.salesforce.com", True),
+        ("https://example.com", False),
+        (None, False),
+    ],
+)
+def test_jwt_bearer_checks_the_audience(sandbox: SandboxServer, http: requests.Session, audience, accepted: bool):
+    claims = {"iss": sandbox.credentials["consumer_key"], "sub": sandbox.credentials["username"],
+              "exp": str(int(time.time()) + 180)}
+    if audience is not None:
+        claims["aud"] = audience
+    assertion = jwt.encode(claims, sandbox.jwt_private_key_path.read_bytes(), algorithm="RS256")
+    answer = http.post(f"{sandbox.url}/services/oauth2/token",
+                       data={"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion})
+    if accepted:
+        assert answer.status_code == 200 and answer.json()["scope"] == "api"
+    else:
+        assert answer.status_code == 400
+        assert answer.json() == {"error": "invalid_grant", "error_description": "audience is invalid"}
 
 
 def test_direct_session_id_needs_no_login(sandbox: SandboxServer, sf: Salesforce):

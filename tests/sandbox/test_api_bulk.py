@@ -110,9 +110,13 @@ def test_abort_and_delete_a_query_job(api: Callable[..., requests.Response]):
 
 @pytest.mark.parametrize(
     "soql",
-    ["SELECT COUNT(Id) FROM Order", "SELECT Id, (SELECT Id FROM OrderItems) FROM Order"],
+    [
+        "SELECT COUNT(Id) FROM Order",
+        "SELECT Id, (SELECT Id FROM OrderItems) FROM Order",
+        "SELECT Id FROM Order LIMIT 5 OFFSET 2",  # Bulk 2.0 has no OFFSET (wire spec 6a)
+    ],
 )
-def test_aggregates_and_subqueries_are_refused(api: Callable[..., requests.Response], soql: str):
+def test_aggregates_subqueries_and_offset_are_refused(api: Callable[..., requests.Response], soql: str):
     response = api("POST", "jobs/query", json={"operation": "query", "query": soql})
     assert response.status_code == 400
     assert response.json()[0]["errorCode"] == "API_ERROR"
@@ -181,6 +185,47 @@ def test_aborted_ingest_leaves_its_rows_unprocessed(api: Callable[..., requests.
     assert api("PATCH", f"jobs/ingest/{job['id']}", json={"state": "Aborted"}).json()["state"] == "Aborted"
     assert api("GET", f"jobs/ingest/{job['id']}/unprocessedRecords").text == '"Name"\n"Never"\n'
 
+
+
+def _insert_job(api: Callable[..., requests.Response], line_ending: str, data: bytes) -> dict:
+    """Run an Account insert job over raw CSV bytes; its final job info."""
+    job = api("POST", "jobs/ingest", json={"operation": "insert", "object": "Account", "lineEnding": line_ending}).json()
+    assert api("PUT", f"jobs/ingest/{job['id']}/batches", data=data, headers={"Content-Type": "text/csv"}).status_code == 201
+    api("PATCH", f"jobs/ingest/{job['id']}", json={"state": "UploadComplete"})
+    deadline = time.monotonic() + JOB_DEADLINE_SECONDS
+    while (info := api("GET", f"jobs/ingest/{job['id']}").json())["state"] not in ("JobComplete", "Failed"):
+        assert time.monotonic() < deadline, info
+        time.sleep(0.02)
+    return info
+
+
+@pytest.mark.parametrize(
+    ("line_ending", "data"),
+    [("LF", b"Name\r\nCRLF rows\r\n"), ("CRLF", b"Name\nLF rows\n")],
+)
+def test_rows_ended_otherwise_than_the_job_says_fail_the_job(
+    api: Callable[..., requests.Response], line_ending: str, data: bytes
+):
+    info = _insert_job(api, line_ending, data)
+    assert info["state"] == "Failed"
+    assert info["errorMessage"] == (
+        f"ClientInputError : LineEnding is invalid on user data. Current LineEnding setting is {line_ending}"
+    )
+    assert info["numberRecordsProcessed"] == 0
+
+
+@pytest.mark.parametrize(
+    ("line_ending", "data"),
+    [
+        ("LF", b'Name,Description\n"Quoted","two\r\nlines"\n'),
+        ("CRLF", b'Name,Description\r\n"Quoted","two\nlines"\r\n'),
+    ],
+)
+def test_line_breaks_inside_quoted_values_are_not_row_endings(
+    api: Callable[..., requests.Response], line_ending: str, data: bytes
+):
+    info = _insert_job(api, line_ending, data)
+    assert (info["state"], info["numberRecordsProcessed"], info["numberRecordsFailed"]) == ("JobComplete", 1, 0)
 
 
 def _update_job(api: Callable[..., requests.Response], sobject: str, lines: list[str]) -> tuple[dict, list, list]:

@@ -61,6 +61,12 @@ def test_create_and_delete(sf: Salesforce):
     assert deleted == [{"id": i, "success": True, "errors": []} for i in ids]
 
 
+def test_delete_without_ids_is_a_malformed_request(sf: Salesforce):
+    with pytest.raises(SalesforceMalformedRequest) as failure:
+        sf.restful("composite/sobjects", method="DELETE", params={"allOrNone": "false"})
+    assert failure.value.content[0]["errorCode"] == "MISSING_ARGUMENT"
+
+
 def test_record_without_type_or_id_fails_alone(sf: Salesforce, make_order: Callable[..., str]):
     order_id = make_order()
     results = sf.restful(

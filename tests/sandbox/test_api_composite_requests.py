@@ -84,6 +84,12 @@ def test_subrequest_errors_keep_their_status(sf: Salesforce):
     assert results[1]["body"][0]["errorCode"] == "MALFORMED_QUERY"
 
 
+def test_subrequests_may_read_the_limits(sf: Salesforce):
+    (result,) = _composite(sf, [{"method": "GET", "url": f"{V}/limits", "referenceId": "Limits"}])
+    assert result["httpStatusCode"] == 200
+    assert set(result["body"]["DailyApiRequests"]) == {"Max", "Remaining"}
+
+
 @pytest.mark.parametrize(
     ("request_body", "message"),
     [

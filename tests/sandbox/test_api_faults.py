@@ -46,6 +46,14 @@ def test_limits_and_the_usage_header(sandbox: SandboxServer, sf: Salesforce):
     assert sf.api_usage["api-usage"].used == used + 1
 
 
+def test_limits_name_the_bulk_allowances(sf: Salesforce):
+    limits = sf.limits()
+    # DailyBulkApiRequests is the name the wire spec (section 7) shows; DailyBulkApiBatches the newer one.
+    for name in ("DailyBulkApiRequests", "DailyBulkApiBatches", "DailyBulkV2QueryJobs"):
+        assert set(limits[name]) == {"Max", "Remaining"}
+        assert 0 <= limits[name]["Remaining"] <= limits[name]["Max"]
+
+
 def test_error_answers_carry_the_usage_header(api: Callable[..., requests.Response]):
     response = api("GET", "query/", params={"q": "SELECT Id FROM Bogus"})
     assert response.status_code == 400

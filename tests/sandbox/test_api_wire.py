@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import json
 import socket
 import ssl
+import zlib
 
 import pytest
 
@@ -64,6 +66,50 @@ def test_bulk_results_are_gzip_compressed_when_asked(sandbox: SandboxServer, com
     assert gzip.decompress(raw) == plain.content
     assert len(raw) < len(plain.content)
     assert plain.text.splitlines()[0] == '"Id","Name"'
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_compressed_request_bodies_are_decompressed(api, coding: str):
+    """Salesforce decompresses a request with Content-Encoding gzip or deflate before processing it."""
+    compress = gzip.compress if coding == "gzip" else zlib.compress
+    headers = {"Content-Type": "application/json", "Content-Encoding": coding}
+    created = api("POST", "sobjects/Account/", data=compress(json.dumps({"Name": f"Compressed {coding}"}).encode()),
+                  headers=headers)
+    assert created.status_code == 201, created.text
+    assert api("GET", f"sobjects/Account/{created.json()['id']}").json()["Name"] == f"Compressed {coding}"
+
+
+def test_compressed_bulk_upload_is_decompressed(api, poll_until):
+    job = api("POST", "jobs/ingest", json={"operation": "insert", "object": "Account"}).json()
+    upload = api("PUT", f"jobs/ingest/{job['id']}/batches", data=gzip.compress(b"Name\nGzipped upload\n"),
+                 headers={"Content-Type": "text/csv", "Content-Encoding": "gzip"})
+    assert upload.status_code == 201
+    api("PATCH", f"jobs/ingest/{job['id']}", json={"state": "UploadComplete"})
+    info = poll_until(lambda: api("GET", f"jobs/ingest/{job['id']}").json(),
+                      lambda i: i["state"] == "JobComplete", "ingest job completing")
+    assert (info["numberRecordsProcessed"], info["numberRecordsFailed"]) == (1, 0)
+
+
+def test_a_body_that_is_not_what_its_content_encoding_says_is_refused(api):
+    response = api("POST", "sobjects/Account/", data=b'{"Name": "plain"}',
+                   headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert response.status_code == 400
+    assert response.json()[0]["errorCode"] == "JSON_PARSER_ERROR"
+
+
+def test_ingest_result_files_are_gzip_compressed_when_asked(sandbox: SandboxServer, api, http, poll_until):
+    job = api("POST", "jobs/ingest", json={"operation": "insert", "object": "Account"}).json()
+    api("PUT", f"jobs/ingest/{job['id']}/batches", data=b"Name\nGzip results\n", headers={"Content-Type": "text/csv"})
+    api("PATCH", f"jobs/ingest/{job['id']}", json={"state": "UploadComplete"})
+    poll_until(lambda: api("GET", f"jobs/ingest/{job['id']}").json(), lambda i: i["state"] == "JobComplete", "ingest")
+    url = f"{sandbox.url}/services/data/v59.0/jobs/ingest/{job['id']}/successfulResults/"
+    auth = {"Authorization": f"Bearer {sandbox.credentials['session_id']}"}
+    compressed = http.get(url, headers=auth | {"Accept-Encoding": "gzip"}, stream=True)
+    assert compressed.headers["Content-Encoding"] == "gzip"
+    plain = http.get(url, headers=auth | {"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    assert gzip.decompress(compressed.raw.read(decode_content=False)) == plain.content
+    assert plain.text.splitlines()[0] == '"sf__Id","sf__Created","Name"'
 
 
 def test_result_pages_list_parallel_result_urls(sandbox: SandboxServer, completed_query_job, api):

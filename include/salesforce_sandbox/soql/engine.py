@@ -60,6 +60,11 @@ class PreparedQuery:
         return self._plan.count_only
 
     @property
+    def has_offset(self) -> bool:
+        """The query has an OFFSET clause (which Bulk API 2.0 does not support)."""
+        return self._plan.clauses.offset is not None
+
+    @property
     def has_subqueries(self) -> bool:
         return bool(self._plan.selection and self._plan.selection.children)
 

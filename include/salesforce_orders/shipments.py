@@ -31,6 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .api_names import SALESFORCE_ID_PATTERN
 from .warehouse.definitions import (
     OUTBOX_DEAD,
     OUTBOX_DONE,
@@ -46,7 +47,6 @@ from .warehouse.definitions import (
 )
 from .warehouse.writes import dialect_insert, in_batches, one_of, update_rows
 
-SF_ID = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
 TEXT_LIMITS = {"carrier": 255, "service": 255, "tracking_number": 255, "tracking_url": 1000}
 REQUIRED = ("carrier", "tracking_number", "shipped_date")
 ATTRIBUTES = ("carrier", "service", "tracking_number", "tracking_url", "shipped_date")
@@ -156,7 +156,7 @@ def add_shipment(conn: sa.Connection, t: Tables, shipment: Mapping[str, Any], li
     if len(key) > SHIPMENT_KEY_LENGTH:
         raise ShipmentInputError(f"shipment {key[:20]!r}...: shipment_key: longer than {SHIPMENT_KEY_LENGTH} characters")
     order_id = shipment.get("sf_order_id") or None
-    if order_id is not None and not SF_ID.fullmatch(str(order_id)):
+    if order_id is not None and not SALESFORCE_ID_PATTERN.fullmatch(str(order_id)):
         raise ShipmentInputError(f"shipment {key!r}: sf_order_id: {order_id!r} is not a Salesforce id")
     row = {
         "shipment_key": key,
@@ -170,7 +170,7 @@ def add_shipment(conn: sa.Connection, t: Tables, shipment: Mapping[str, Any], li
     line_rows = []
     for position, line in enumerate(lines, start=1):
         item_id = line.get("sf_order_item_id") or None
-        if item_id is not None and not SF_ID.fullmatch(str(item_id)):
+        if item_id is not None and not SALESFORCE_ID_PATTERN.fullmatch(str(item_id)):
             raise ShipmentInputError(f"shipment {key!r}: line {position}: sf_order_item_id: {item_id!r} is not a Salesforce id")
         line_rows.append({"shipment_key": key, "sf_order_item_id": item_id, "quantity": _parse_quantity(key, position, line.get("quantity"))})
     inserted = conn.execute(
@@ -465,7 +465,9 @@ def _is_superseded(row: Any) -> bool:
 
 def _superseder(row: Any, newer_rows: list[Any], by_id: Mapping[int, Any]) -> Any | None:
     """The row that superseded ``row``: the one its message names; else (a message not
-    written here) the next shipment row of the same record."""
+    written here) the next shipment row of the same record. (A row superseded by the run that
+    settles rows left beside a newer one names the record's newest, which the next row need not
+    be: one of them may have been sent already.)"""
     named = _REPLACED_BY_ID.search(row.last_error_message or "")
     if named and (newer := by_id.get(int(named.group(1)))) is not None and newer.id > row.id:
         return newer

@@ -734,10 +734,7 @@ def _run_started(engine, run_id: str, schema: str | None) -> datetime | None:
 
     runs = tables(schema).import_runs
     with engine.connect() as conn:
-        started = conn.execute(sa.select(runs.c.started_at).where(runs.c.run_id == run_id)).scalar()
-    if started is not None and started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)
-    return started
+        return conn.execute(sa.select(runs.c.started_at).where(runs.c.run_id == run_id)).scalar()
 
 
 @_records_failure

@@ -39,6 +39,18 @@ def start_run(engine: sa.Engine, *, run_id: str, dag_run_id: str, run_type: str,
         upsert(conn, t, [{**row, "started_at": first_start or row["started_at"]}], ["run_id"])
 
 
+def keep_api_usage_ceiling(engine: sa.Engine, run_id: str, ceiling: int | None, *, schema: str | None = None) -> int | None:
+    """The run's API usage ceiling: ``ceiling`` on its extract's first try, the first try's on a
+    retry (which would otherwise take a new share of what the failed try left)."""
+    from .warehouse.definitions import tables
+
+    t = tables(schema).import_runs
+    with engine.begin() as conn:
+        if ceiling is not None:
+            conn.execute(sa.update(t).where(t.c.run_id == run_id, t.c.api_usage_ceiling.is_(None)).values(api_usage_ceiling=ceiling))
+        return conn.execute(sa.select(t.c.api_usage_ceiling).where(t.c.run_id == run_id)).scalar()
+
+
 def _written_by(engine: sa.Engine, schema: str | None, run_id: str) -> int:
     """The outbox rows this run's write-backs sent through (DONE, last updated by the run)."""
     from .warehouse.definitions import OUTBOX_DONE, tables

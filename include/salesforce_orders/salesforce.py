@@ -104,6 +104,15 @@ class ApiUsage:
     org_used: int | None = None
     org_max: int | None = None
     budget: int | None = None  # calls this run may make; None = unlimited
+    # The org's usage the run stops short of: its budget as Salesforce counts it, so the calls of a
+    # failed try (which no XCom carries on) count against its retry. None = no ceiling.
+    ceiling: int | None = None
+    calls_at_org_used: int = 0  # ``calls`` when ``org_used`` was reported
+
+    @property
+    def org_used_now(self) -> int | None:
+        """The org's usage as last reported, with this hook's calls since then."""
+        return None if self.org_used is None else self.org_used + self.calls - self.calls_at_org_used
 
     @property
     def budget_left(self) -> int | None:
@@ -314,6 +323,7 @@ class SalesforceOrdersHook(SalesforceHook):
                 self._this_thread.calls = self.calls_made_here() + 1
             if match:
                 self.usage.org_used, self.usage.org_max = int(match.group(1)), int(match.group(2))
+                self.usage.calls_at_org_used = self.usage.calls
 
     @cached_property
     def conn(self) -> sf_api.Salesforce:  # type: ignore[override]
@@ -364,6 +374,9 @@ class SalesforceOrdersHook(SalesforceHook):
             limits = self.call("GET", "limits/")
             remaining = int((limits or {}).get("DailyApiRequests", {}).get("Remaining", 0))
         self.usage.budget = self.usage.calls + int(remaining * share)
+        if self.usage.org_used is not None:  # (never above a ceiling the run already has)
+            ceiling = self.usage.org_used_now + int(remaining * share)
+            self.usage.ceiling = ceiling if self.usage.ceiling is None else min(self.usage.ceiling, ceiling)
         log.info("API budget: %d calls (%.0f%% of %d remaining today)", int(remaining * share), share * 100, remaining)
 
     def _check_budget(self) -> None:
@@ -372,10 +385,13 @@ class SalesforceOrdersHook(SalesforceHook):
 
     def _refuse_over_budget(self) -> None:
         # Calls in flight (result pages downloading) count: their answers are not counted yet.
-        if self.usage.budget is not None and self.usage.calls + self._calls_in_flight >= self.usage.budget:
+        used, in_flight = self.usage.org_used_now, self._calls_in_flight
+        over_ceiling = self.usage.ceiling is not None and used is not None and used + in_flight >= self.usage.ceiling
+        if over_ceiling or (self.usage.budget is not None and self.usage.calls + in_flight >= self.usage.budget):
             raise ApiBudgetExceeded(
                 f"Stopped before exceeding this run's API budget ({self.usage.budget} calls, "
-                f"org usage {self.usage.org_used}/{self.usage.org_max}); the next run continues",
+                f"org usage {used}/{self.usage.org_max}"
+                f"{'' if self.usage.ceiling is None else f', the run stops at {self.usage.ceiling}'}); the next run continues",
                 code="API_BUDGET_EXCEEDED",
             )
 
@@ -397,10 +413,17 @@ class SalesforceOrdersHook(SalesforceHook):
         """The API calls this thread has made through the hook (``usage.calls`` counts every thread's)."""
         return getattr(self._this_thread, "calls", 0)
 
-    def limit_calls(self, calls: int | None) -> None:
-        """Carry what is left of the run's budget into this hook: at most ``calls`` more (None: no limit)."""
+    def limit_calls(self, calls: int | None, org_usage_ceiling: int | None = None) -> None:
+        """Carry what is left of the run's budget into this hook: at most ``calls`` more (None: no
+        limit), and no call once the org's usage has reached ``org_usage_ceiling`` (None: none).
+
+        The ceiling is what makes a retried task keep to the run's budget: ``calls`` is what the
+        task before it left, the same for every try, while the org counts a failed try's calls too.
+        (A try knows the org's usage from its first answer on: it makes at most that one call more.)"""
         if calls is not None:
             self.usage.budget = self.usage.calls + max(calls, 0)
+        if org_usage_ceiling is not None:
+            self.usage.ceiling = org_usage_ceiling
 
     # ---- calls ------------------------------------------------------------------------
 

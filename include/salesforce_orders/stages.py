@@ -75,13 +75,17 @@ def _refresh_statistics(engine, *table_names: str, schema: str | None, columns: 
         analyze(conn, *(getattr(t, name) for name in table_names), columns=columns)
 
 
-def _hook(config, api_budget_left: int | None = None):
+def _hook(config, api_budget_left: int | None = None, *, run_id: str | None = None, engine=None):
+    """The stage's hook, with what is left of the run's API budget (``run_id``: and the run's
+    ceiling on the org's usage, which counts the calls of the stage's failed tries too)."""
+    from .report import keep_api_usage_ceiling
     from .salesforce import SalesforceOrdersHook
 
     # Our calls name the import as their client: the change events of its own writes say so in
     # changeOrigin, and the event trigger ignores them (no run started by our own write-back).
     hook = SalesforceOrdersHook(config.salesforce_conn_id, client_name=config.events.echo_client)
-    hook.limit_calls(api_budget_left)
+    ceiling = keep_api_usage_ceiling(engine, run_id, None, schema=config.warehouse_schema) if run_id is not None else None
+    hook.limit_calls(api_budget_left, ceiling)
     return hook
 
 
@@ -265,7 +269,7 @@ def extract(
     from .config import ConfigError
     from .extract import extract_bulk, extract_rest
     from .load import get_watermark
-    from .report import start_run
+    from .report import keep_api_usage_ceiling, start_run
     from .runs import ParamError, plan_run
     from .soql import build_count_query, build_items_query, build_orders_bulk_query, build_orders_query
     from .staging import clear_run
@@ -297,6 +301,8 @@ def extract(
     # The currency rates and the org's currency are read in the count's call (Composite): one call for the four queries.
     expected, rate_pages = hook.count_and_read(build_count_query(config, plan.window), currencies.queries())
     hook.set_budget_share(config.api_budget_share)  # from the count's Sforce-Limit-Info: no extra call
+    # The budget is the first try's: a retry spends what the failed try left, as the org counts it.
+    hook.limit_calls(None, keep_api_usage_ceiling(engine, run_id, hook.usage.ceiling, schema=config.warehouse_schema))
     currency = _read_currency_rates(engine, hook, config, rate_pages)
     path = "bulk" if expected > config.bulk_threshold else "rest"
     log.info("%d orders to extract: using the %s API (bulk_threshold %d)", expected, path.upper(), config.bulk_threshold)
@@ -701,7 +707,7 @@ def mark_status_changes(*, run_id: str, window: Mapping[str, Any], api_budget_le
         # (a re-sync's cleared or waiting load) set back to Draft after it was read, while no check
         # could mark it (it was in no warehouse then), and the marks moved past that by other runs.
         since = min(since, started - timedelta(minutes=config.overlap_minutes))
-    hook = _hook(config, api_budget_left)
+    hook = _hook(config, api_budget_left, run_id=run_id, engine=engine)
     changes = []
     for page in hook.iter_query_pages(build_status_changes_query(config.order_object, since), include_deleted=True):
         changes.extend({k: r.get(k) for k in ("Id", "OrderNumber", "StatusCode", "IsDeleted", "SystemModstamp")} for r in page)
@@ -753,7 +759,7 @@ def write_back(*, run_id: str, api_budget_left: int | None = None) -> dict[str, 
     if not (flags.mark_imported or flags.set_customer_id or flags.x_out_card_fields or flags.x_out_card_fields_not_imported):
         log.info("Write-back disabled in the config")
         return {"run_id": run_id, "attempted": 0, "api_calls": 0, "api_budget_left": api_budget_left}
-    hook = _hook(config, api_budget_left)
+    hook = _hook(config, api_budget_left, run_id=run_id, engine=engine)
     try:
         summary = _drainer(config, engine, hook, run_id).drain()
     except ImportedStatusRefused as exc:
@@ -799,7 +805,7 @@ def mask_card_fields(*, run_id: str, api_budget_left: int | None = None) -> dict
     if not config.enabled:
         raise AirflowSkipException(IMPORT_DISABLED)
     engine = _warehouse(config)
-    hook = _hook(config, api_budget_left)
+    hook = _hook(config, api_budget_left, run_id=run_id, engine=engine)
     drainer = _drainer(config, engine, hook, run_id, actions=(CARD_MASK_ACTION,))
     if not drainer.due_count():
         log.info("No card fields left to X out")

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
+from requests import ConnectionError as RequestsConnectionError
 
 from salesforce_orders import faultpoints, writeback
 from salesforce_orders.salesforce import SalesforceOrdersHook
@@ -263,6 +264,67 @@ def test_budget_guard_covers_the_stages_after_the_extract(sqlite_pipeline):
     after = p.run()  # a new run has a new budget
     assert after.succeeded, after.error
     assert_written_back(p)
+
+
+def test_a_retried_extract_keeps_to_the_budget_its_first_try_set(sqlite_pipeline, monkeypatch):
+    """The first try's calls count against its retry: the org counted them, though no XCom carries
+    them on (a retry used to take a new share of what the failed try left)."""
+    p = sqlite_pipeline
+    p.set_config(api_budget_share=0.5, extract_page_size=200)
+    whole = p.run(until="extract")  # an extract's calls, measured (no load: the next one reads the same)
+    assert whole.succeeded, whole.error
+    calls = whole.results["extract"]["api_calls"]
+    assert whole.results["extract"]["pages"] >= 2
+    used = api_used(p)
+    # Half of what is left is one whole extract and a call: enough for one try, not for two.
+    p.org.admin.set_faults(daily_api_limit=used + 2 * calls + 1)
+
+    def lose_the_connection() -> None:
+        raise RequestsConnectionError("the worker lost its connection")
+
+    paging = SalesforceOrdersHook.iter_query_pages
+    after_first_page(monkeypatch, lose_the_connection)
+    first = p.run(until="extract")
+    assert first.failed_stage == "extract" and isinstance(first.error, SalesforceUnavailable)
+    monkeypatch.setattr(SalesforceOrdersHook, "iter_query_pages", paging)
+    spent_by_the_first_try = api_used(p) - used
+    assert spent_by_the_first_try >= 2
+
+    with pytest.raises(AirflowFailException, match="Stopped before exceeding this run's API budget"):
+        p.stage("extract", first)  # Airflow's retry of the task
+    ceiling = p.scalar("SELECT api_usage_ceiling FROM import_runs WHERE run_id = :r", r=first.run_id)
+    assert ceiling == used + 1 + calls  # the count's answer: used + 1 of used + 2 * calls + 1, half the rest
+    assert api_used(p) <= ceiling
+    assert api_used(p) - used <= calls + 1  # both tries together: what one try was allowed
+
+    p.org.admin.clear_faults()
+    after = p.run()  # the next run has a budget of its own
+    assert after.succeeded, after.error
+
+
+def test_the_stages_after_the_extract_stop_at_the_runs_usage_ceiling(sqlite_pipeline):
+    """A try of a later stage that failed after spending calls (here: the calls of another hook on
+    the same connection, as a failed try's) leaves its retry less: the XCom's budget is the same for
+    every try, the org's usage is not."""
+    from salesforce_orders import stages
+
+    p = sqlite_pipeline
+    p.set_config(api_budget_share=0.5)
+    p.org.admin.set_faults(daily_api_limit=api_used(p) + 200)
+    run = p.run(until="load")
+    assert run.succeeded, run.error
+    ceiling = p.scalar("SELECT api_usage_ceiling FROM import_runs WHERE run_id = :r", r=run.run_id)
+    assert ceiling is not None and api_used(p) < ceiling
+    failed_try = SalesforceOrdersHook("salesforce_default")
+    while api_used(p) < ceiling:
+        failed_try.call("GET", "limits/")
+    left = run.results["extract"]["api_budget_left"]
+    assert left > 0  # what the XCom hands every try of the next stage
+
+    with pytest.raises(AirflowFailException, match="API budget"):
+        stages.write_back(run_id=run.run_id, api_budget_left=left)
+    assert api_used(p) <= ceiling + 1  # a try knows the org's usage from its first answer on
+    assert p.scalar("SELECT COUNT(*) FROM writeback_outbox WHERE state != 'PENDING'") == 0
 
 
 # ---------------------------------------------------------------------------------------

@@ -421,6 +421,8 @@ def _run_tables(md: sa.MetaData) -> None:
         _ts("alerted_at"),  # the run's failure alert, recorded whether or not a channel took it
         sa.Column("alert", sa.Text),  # its subject
         sa.Column("alert_sent_to", sa.String(200)),  # "e-mail, Slack", or why it was only logged
+        # the org's API usage the run stops short of, set by its extract's first try (migration 0013)
+        sa.Column("api_usage_ceiling", sa.Integer),
         _one_of("status", RUN_STATUSES, "status"),
     )
 

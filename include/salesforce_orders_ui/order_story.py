@@ -7,7 +7,9 @@ the skipped orders and the outbox. Where it is, in words:
 - *loaded, no longer Activated*: in ``external_orders``, but set back to Draft or deleted in
   Salesforce since (``sf_state``): the row is the version last imported;
 - *loaded, newest version refused*: in ``external_orders`` with ``newer_version_quarantined_at``:
-  the row is the last version that passed, Salesforce's current one is in quarantine;
+  the row is the last version that passed, Salesforce's current one is in quarantine (also an order
+  set back to Draft or deleted, then activated again and refused: its row still says it left; the
+  same for one activated again and skipped, *loaded, newest version skipped*);
 - *loaded, newest version skipped*: in ``external_orders``, but a later run skipped it (e.g. its
   total became zero under ``zero_total_policy: "skip"``): the row is the version before;
 - *quarantined only*: refused by validation, never loaded;
@@ -25,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from salesforce_orders.api_names import SALESFORCE_ID_PATTERN, case_safe_id
 from salesforce_orders.card_masks import CARD_MASK_ACTION
 from salesforce_orders.model import SF_ACTIVE
 from salesforce_orders.warehouse.definitions import OUTBOX_DEAD, OUTBOX_FAILED, Tables
@@ -59,6 +62,12 @@ class OrderStory:
         """The newest skip no load has released since: what keeps the order's newest version out."""
         open_skips = [s for s in self.skipped if s["released_at"] is None]
         return max(open_skips, key=lambda s: s["skipped_at"]) if open_skips else None
+
+    @property
+    def last_refusal(self) -> dict[str, Any] | None:
+        """The newest refusal no load or status change has released since: what keeps the order's newest version out."""
+        open_refusals = [q for q in self.quarantine if q["released_at"] is None]
+        return max(open_refusals, key=lambda q: q["quarantined_at"]) if open_refusals else None
 
     @property
     def resync_conf(self) -> dict[str, list[str]]:
@@ -97,15 +106,28 @@ class OrderStory:
         return sorted((m for m in moments if m[1] is not None), key=lambda m: m[1])
 
 
+def _as_stored_id(asked: str) -> str:
+    """The id as the warehouse stores it (18 characters, as the API returns it) for a Salesforce id
+    typed in its 15-character form (as Salesforce's UI and reports show it) or with its last 3
+    characters in another case; anything else as it is."""
+    if SALESFORCE_ID_PATTERN.fullmatch(asked):
+        try:
+            return case_safe_id(asked)
+        except ValueError:  # 18 characters whose last 3 do not fit the first 15: no Salesforce id
+            return asked
+    return asked
+
+
 def _order_ids(conn: sa.Connection, t: Tables, asked: str) -> list[str]:
     """The Salesforce ids an OrderNumber or id names, wherever the warehouse has seen them."""
     o, w = t.external_orders, t.writeback_outbox
-    ids = conn.execute(sa.select(o.c.sf_order_id).where(sa.or_(o.c.order_number == asked, o.c.sf_order_id == asked))).scalars().all()
+    sf_id = _as_stored_id(asked)
+    ids = conn.execute(sa.select(o.c.sf_order_id).where(sa.or_(o.c.order_number == asked, o.c.sf_order_id == sf_id))).scalars().all()
     for table in (t.quarantined_orders, t.skipped_orders):
         ids += conn.execute(
-            sa.select(table.c.sf_order_id).where(sa.or_(table.c.order_number == asked, table.c.sf_order_id == asked)).distinct()
+            sa.select(table.c.sf_order_id).where(sa.or_(table.c.order_number == asked, table.c.sf_order_id == sf_id)).distinct()
         ).scalars().all()
-    ids += conn.execute(sa.select(w.c.sf_order_id).where(w.c.sf_order_id == asked).distinct()).scalars().all()
+    ids += conn.execute(sa.select(w.c.sf_order_id).where(w.c.sf_order_id == sf_id).distinct()).scalars().all()
     return list(dict.fromkeys(ids))
 
 
@@ -127,7 +149,7 @@ def order_story(conn: sa.Connection, t: Tables, asked: str) -> OrderStory:
     ]
     if order is not None:
         story.order = {**order, "sync_status": sync_status(order["lifecycle_state"], order["lifecycle_error"])}
-        story.where = _where_loaded(order, story.last_skip)
+        story.where = _where_loaded(order, story.last_skip, story.last_refusal)
         items = t.external_order_items
         story.items = [dict(r) for r in conn.execute(sa.select(items).where(items.c.sf_order_id == sf_order_id)
                                                      .order_by(items.c.service_key, items.c.sf_order_item_id)).mappings()]
@@ -148,9 +170,16 @@ def _later(a: datetime | None, b: datetime | None) -> bool:
     return a is not None and (b is None or a > b)
 
 
-def _where_loaded(order: Any, last_skip: dict[str, Any] | None) -> str:
+def _where_loaded(order: Any, last_skip: dict[str, Any] | None, last_refusal: dict[str, Any] | None = None) -> str:
     """Where a loaded order is: what Salesforce did since the row was imported tells first."""
     if order["sf_state"] != SF_ACTIVE:
+        # Leaving Activated released its refusals and skips (load.mark_status_changes): one still
+        # open and newer means it was activated again and that version refused or skipped. The row
+        # keeps its sf_state until a version loads, but Salesforce has the order Activated again.
+        refused_at = last_refusal["quarantined_at"] if last_refusal else None
+        skipped_at = last_skip["skipped_at"] if last_skip else None
+        if _later(refused_at, order["sf_state_changed_at"]) or _later(skipped_at, order["sf_state_changed_at"]):
+            return NEWEST_SKIPPED if _later(skipped_at, refused_at) else NEWEST_REFUSED
         return NO_LONGER_ACTIVE
     # A version newer than the row's was skipped after the row was imported (a skip before it was released by its load).
     skipped_at = last_skip["skipped_at"] if last_skip else None

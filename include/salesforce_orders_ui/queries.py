@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from salesforce_orders.model import COMPLETE, FAILED, LIFECYCLE_STATES
+from salesforce_orders.model import COMPLETE, FAILED, LIFECYCLE_STATES, SF_ACTIVE
 from salesforce_orders.warehouse.definitions import OUTBOX_DEAD, OUTBOX_FAILED, Tables
 from salesforce_orders.warehouse.views import superseded_outbox_row
 
@@ -105,6 +105,29 @@ def _like_pattern(text: str, *, prefix_only: bool = False) -> str:
     return f"{escaped}%" if prefix_only else f"%{escaped}%"
 
 
+# SQLite's lower() and LIKE fold ASCII letters only: "österreich" would not find "Österreich Telekom".
+# Searches on SQLite compare through this function instead (Python's str.lower, registered on the
+# connection), as PostgreSQL's ILIKE folds every letter.
+SQLITE_LOWER = "salesforce_orders_lower"
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _with_search_functions(conn: sa.Connection) -> None:
+    """Register what the searches use on a SQLite connection (cheap; idempotent)."""
+    if conn.dialect.name == "sqlite":
+        conn.connection.driver_connection.create_function(SQLITE_LOWER, 1, _lower, deterministic=True)
+
+
+def _contains_any_case(column: sa.ColumnElement[str], text: str, dialect: str) -> sa.ColumnElement[bool]:
+    """``column`` holds ``text`` anywhere, in any case: non-ASCII letters too (``Ö`` as ``ö``)."""
+    if dialect == "sqlite":
+        return getattr(sa.func, SQLITE_LOWER)(column).like(_like_pattern(text.lower()), escape="\\")
+    return column.ilike(_like_pattern(text), escape="\\")
+
+
 def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
@@ -127,8 +150,9 @@ def _paged(
     return Page([dict(r) for r in rows], total, number, size, asked)
 
 
-def order_conditions(t: Tables, flt: OrderFilter) -> list[sa.ColumnElement[bool]]:
-    """The WHERE conditions for ``flt`` on ``external_orders``."""
+def order_conditions(t: Tables, flt: OrderFilter, dialect: str = "postgresql") -> list[sa.ColumnElement[bool]]:
+    """The WHERE conditions for ``flt`` on ``external_orders``, as ``dialect`` spells them (on SQLite,
+    with :func:`_with_search_functions` registered on the connection)."""
     o = t.external_orders
     conditions: list[sa.ColumnElement[bool]] = []
     if flt.state:
@@ -148,7 +172,7 @@ def order_conditions(t: Tables, flt: OrderFilter) -> list[sa.ColumnElement[bool]
             sa.or_(
                 o.c.order_number == search,
                 o.c.order_number.like(_like_pattern(search, prefix_only=True), escape="\\"),
-                o.c.account_name.ilike(_like_pattern(search), escape="\\"),
+                _contains_any_case(o.c.account_name, search, dialect),
             )
         )
     return conditions
@@ -171,7 +195,8 @@ def list_orders(conn: sa.Connection, t: Tables, flt: OrderFilter, number: int = 
     """Orders matching ``flt``, most recently imported first, with their customer and its parent."""
     o, c = t.external_orders, t.customers
     parent = c.alias("parent")
-    conditions = order_conditions(t, flt)
+    _with_search_functions(conn)
+    conditions = order_conditions(t, flt, conn.dialect.name)
     query = (
         sa.select(
             o.c.sf_order_id,
@@ -193,6 +218,7 @@ def list_orders(conn: sa.Connection, t: Tables, flt: OrderFilter, number: int = 
             o.c.card_data_masked,
             o.c.card_data_masked_fields,
             o.c.newer_version_quarantined_at,
+            o.c.sf_state_changed_at,
         )
         .select_from(o.outerjoin(c, c.c.customer_id == o.c.customer_id).outerjoin(parent, parent.c.customer_id == c.c.parent_customer_id))
         .where(*conditions)
@@ -200,11 +226,37 @@ def list_orders(conn: sa.Connection, t: Tables, flt: OrderFilter, number: int = 
     # Counted without the customer joins: they add columns to a page, never rows.
     count_query = sa.select(o.c.sf_order_id).where(*conditions)
     page = _paged(conn, query, [o.c.last_imported_at.desc(), o.c.sf_order_id.desc()], number, size, count_query=count_query)
+    left_out = _activated_again_left_out(conn, t, page.rows)
     for row in page.rows:
+        row["activated_again_left_out"] = left_out.get(row["sf_order_id"])
         row["sync_status"] = sync_status(row["lifecycle_state"], row["lifecycle_error"])
         if row["newer_version_quarantined_at"] and row["sync_status"] == "ok":
             row["sync_status"] = "pending"  # this version synced, but Salesforce's newest one was refused: not green
     return page
+
+
+def _activated_again_left_out(conn: sa.Connection, t: Tables, rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Of a page's orders whose row says they left Activated (set back to Draft, deleted), those
+    activated again since and refused (``"refused"``) or skipped (``"skipped"``): leaving Activated
+    released an order's refusals and skips (load.mark_status_changes), so one still open and newer
+    than the change is Salesforce's order Activated again; the row keeps its sf_state until a version
+    loads. One query per table for the page's few such orders, not a subquery per row of the list."""
+    left = {row["sf_order_id"]: row["sf_state_changed_at"] for row in rows if row["sf_state"] != SF_ACTIVE}
+    if not left:
+        return {}
+    latest: dict[str, tuple[datetime, str]] = {}
+    q, s = t.quarantined_orders, t.skipped_orders
+    for outcome, table, at in (("refused", q, q.c.quarantined_at), ("skipped", s, s.c.skipped_at)):
+        query = (
+            sa.select(table.c.sf_order_id, sa.func.max(at))
+            .where(table.c.sf_order_id.in_(sorted(left)), table.c.released_at.is_(None))
+            .group_by(table.c.sf_order_id)
+        )
+        for order_id, when in conn.execute(query):
+            changed = left[order_id]
+            if when is not None and (changed is None or when > changed) and (order_id not in latest or when > latest[order_id][0]):
+                latest[order_id] = (when, outcome)
+    return {order_id: outcome for order_id, (_, outcome) in latest.items()}
 
 
 def _latest_open_quarantine(t: Tables) -> sa.Select:
@@ -225,8 +277,14 @@ def list_quarantine(conn: sa.Connection, t: Tables, search: str = "", number: in
     q = t.quarantined_orders
     search = search_text(search)
     if search:
+        _with_search_functions(conn)
+        # As the Orders page searches: the order number exact or its leading part, the account name anywhere, any case.
         query = query.where(
-            sa.or_(q.c.order_number == search, q.c.account_name.ilike(_like_pattern(search), escape="\\"))
+            sa.or_(
+                q.c.order_number == search,
+                q.c.order_number.like(_like_pattern(search, prefix_only=True), escape="\\"),
+                _contains_any_case(q.c.account_name, search, conn.dialect.name),
+            )
         )
     return _paged(conn, query, [q.c.quarantined_at.desc(), q.c.id.desc()], number, size)
 

@@ -75,3 +75,63 @@ def test_every_activated_order_of_the_lookback_is_loaded_quarantined_or_skipped_
     assert resync.succeeded, resync.error
     assert p.scalar("SELECT released_at FROM skipped_orders WHERE sf_order_id = :o", o=order_id) is not None
     assert order_id in {r["sf_order_id"] for r in p.query("SELECT sf_order_id FROM external_orders")}
+
+
+def test_an_order_set_back_to_draft_then_activated_again_and_refused_is_counted_once_as_quarantined(pipeline, external_orders_pages):
+    """A loaded order set back to Draft (its row ``deactivated``), then activated again with data the
+    validation refuses, is Activated in Salesforce and refused: the reconciliation counts it once, as
+    quarantined (its row still says ``deactivated`` until a version loads), and the view's story and
+    Orders tab say its newest version was refused, not that it is no longer Activated."""
+    p = pipeline
+    p.set_config(overlap_minutes=0)
+    assert p.run().succeeded
+    order = sorted(p.loaded_ids())[0]
+    number = p.scalar("SELECT order_number FROM external_orders WHERE sf_order_id = :o", o=order)
+    p.org_update("Order", order, Status="Draft")
+    assert p.run().succeeded
+    assert p.scalar("SELECT sf_state FROM external_orders WHERE sf_order_id = :o", o=order) == "deactivated"
+
+    p.org_update("Order", order, ShippingCountry="Atlantis")  # no country: refused (country_resolvable)
+    p.org_update("Order", order, Status="Activated")
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert order in p.quarantined_ids() and order in p.expected_order_ids()
+    got = {(r["outcome"], r["currency"]): r["orders"] for r in p.query(p.documented_query(RECONCILIATION))}
+    assert got[("quarantined", None)] == len(p.quarantined_ids() - {
+        r["sf_order_id"] for r in p.query("SELECT sf_order_id FROM external_orders WHERE sf_state = 'active'")
+    })
+    assert sum(got.values()) == len(p.expected_order_ids())
+    pages = external_orders_pages(p.engine, p.schema)
+    story = pages.get("/order", params={"q": number}).text
+    assert story.split('data-where="', 1)[1].split('"', 1)[0] == "loaded, newest version refused"
+    assert "is Activated again there" in story
+    row = pages.get("/", params={"q": number}).text.split(f'data-order-number="{number}"', 1)[1].split("</tr>", 1)[0]
+    assert "newest version refused" in row and "back to Draft in Salesforce" not in row
+
+
+def test_an_order_set_back_to_draft_then_activated_again_with_a_zero_total_is_skipped_and_counted_once(pipeline, external_orders_pages):
+    """Under ``zero_total_policy: skip``, an order whose row says it left Activated counts as not
+    imported: activated again with a zero total it is skipped, counted once (as skipped), and the
+    view says its newest version was skipped, not that it is no longer Activated."""
+    p = pipeline
+    p.set_config(overlap_minutes=0, zero_total_policy="skip")
+    assert p.run().succeeded
+    order = sorted(p.loaded_ids())[0]
+    number = p.scalar("SELECT order_number FROM external_orders WHERE sf_order_id = :o", o=order)
+    p.org_update("Order", order, Status="Draft")
+    assert p.run().succeeded
+    for item in p.org_rows("SELECT Id FROM OrderItem WHERE OrderId = ? AND IsDeleted = 0", order):
+        p.org_update("OrderItem", item["Id"], UnitPrice=0)
+    p.org_update("Order", order, Status="Activated")
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert p.scalar("SELECT sf_state FROM external_orders WHERE sf_order_id = :o", o=order) == "deactivated"
+    assert p.scalar("SELECT COUNT(*) FROM skipped_orders WHERE sf_order_id = :o AND released_at IS NULL", o=order) == 1
+    assert sum(r["orders"] for r in p.query(p.documented_query(RECONCILIATION))) == len(p.expected_order_ids())
+    pages = external_orders_pages(p.engine, p.schema)
+    story = pages.get("/order", params={"q": number}).text
+    assert story.split('data-where="', 1)[1].split('"', 1)[0] == "loaded, newest version skipped"
+    row = pages.get("/", params={"q": number}).text.split(f'data-order-number="{number}"', 1)[1].split("</tr>", 1)[0]
+    assert "newest version skipped" in row and "back to Draft in Salesforce" not in row

@@ -139,3 +139,57 @@ def test_a_loaded_order_whose_newest_version_was_skipped_says_so(allowed, extern
     text = story(external_orders_pages, loaded, number)
     assert where(text) == "loaded, newest version skipped" and "holds Salesforce's newest version" not in text
     assert "run run-2: zero total" in text and "the warehouse holds the version imported 2026-03-01 12:00:00 UTC" in text
+
+
+def test_a_salesforce_id_in_its_15_character_form_or_any_case_of_its_suffix_finds_the_order(allowed, external_orders_pages, loaded):
+    """Salesforce's UI and reports show 15-character Ids, the API (and so the warehouse) 18-character
+    ones: either form finds the order, as the re-sync's ``order_ids`` takes either (README); a 15-character
+    Id of a loaded order was "never seen", with a conf re-importing it."""
+    from salesforce_orders.api_names import case_safe_id
+
+    t = tables(loaded.schema)
+    with loaded.engine.connect() as conn:
+        sf_id = conn.execute(sa.select(t.external_orders.c.sf_order_id).order_by(t.external_orders.c.order_number)).scalar()
+    assert where(story(external_orders_pages, loaded, sf_id[:15])) == "loaded"
+    assert where(story(external_orders_pages, loaded, sf_id[:15] + sf_id[15:].lower())) == "loaded"
+    refused = case_safe_id("8015g00000AbCdE")  # upper-case letters in its body: a suffix of its own
+    execute(loaded, t.quarantined_orders.insert().values(
+        run_id="run-1", sf_order_id=refused, order_number="00000998", failed_checks=["account_present"],
+        details={"account_present": "AccountId is empty"}, quarantined_at=NOW))
+    assert where(story(external_orders_pages, loaded, "8015g00000AbCdE")) == "quarantined only"
+    # a 15-character Id whose letters' case was changed is another record: not this one
+    assert where(story(external_orders_pages, loaded, "8015G00000ABCDE")) == "never seen"
+
+
+@pytest.mark.parametrize("outcome", ["refused", "skipped"])
+def test_an_order_set_back_to_draft_then_activated_again_and_left_out_is_told_as_such(allowed, external_orders_pages, loaded, outcome):
+    """Leaving Activated releases an order's refusals and skips; one still open and newer than the change
+    is Salesforce's order Activated again, refused or skipped: its row still says ``deactivated`` until a
+    version loads, but the story and the Orders tab must not say it is no longer Activated."""
+    t = tables(loaded.schema)
+    with loaded.engine.connect() as conn:
+        number, sf_id = conn.execute(sa.select(t.external_orders.c.order_number, t.external_orders.c.sf_order_id)
+                                     .order_by(t.external_orders.c.order_number)).first()
+    left, again = datetime(2026, 3, 2, 8, 0, tzinfo=UTC), datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
+    execute(loaded, t.external_orders.update().where(t.external_orders.c.sf_order_id == sf_id).values(
+        sf_state="deactivated", sf_state_changed_at=left, newer_version_quarantined_at=again if outcome == "refused" else None))
+    if outcome == "refused":
+        execute(loaded, t.quarantined_orders.insert().values(
+            run_id="run-3", sf_order_id=sf_id, order_number=number, failed_checks=["country_resolvable"],
+            details={"country_resolvable": "ShippingCountry 'Atlantis' is no country"}, quarantined_at=again))
+    else:
+        skip(loaded, "run-3", sf_id, number, again)
+    text = story(external_orders_pages, loaded, number)
+    assert where(text) == f"loaded, newest version {outcome}" and "no longer Activated in Salesforce" not in text
+    assert "is Activated again there" in text
+    if outcome == "refused":
+        assert "refused by\n  validation (2026-03-03 09:00:00 UTC)" in text
+    orders_tab = external_orders_pages(loaded.engine, loaded.schema).get("/").text
+    row = orders_tab.split(f'data-order-number="{number}"', 1)[1].split("</tr>", 1)[0]
+    assert f"newest version {outcome}" in row and "back to Draft in Salesforce" not in row
+
+    execute(loaded, t.external_orders.update().where(t.external_orders.c.sf_order_id == sf_id).values(
+        sf_state_changed_at=datetime(2026, 3, 4, 8, 0, tzinfo=UTC)))  # set back to Draft after that: it left
+    assert where(story(external_orders_pages, loaded, number)) == "loaded, no longer Activated"
+    row = external_orders_pages(loaded.engine, loaded.schema).get("/").text.split(f'data-order-number="{number}"', 1)[1].split("</tr>", 1)[0]
+    assert "back to Draft in Salesforce" in row

@@ -101,6 +101,36 @@ def test_order_filters(orders, flt, expected):
     assert page_of(orders, flt).total == len(expected)
 
 
+@pytest.mark.parametrize(
+    ("search", "expected"),
+    [("österreich", [1]), ("ÖSTERREICH", [1]), ("café élan", [2]), ("ÆRØ", [2]), ("straße", [3]), ("o'brien 100% fun_co", [4])],
+)
+def test_the_account_search_ignores_case_of_non_ascii_letters_too(created_warehouse, make_transformed, search, expected):
+    """"Part of the account name, any case" holds for names beyond ASCII: SQLite's LIKE and lower()
+    fold ASCII letters only, so "österreich" did not find "Österreich Telekom AG" on a SQLite warehouse."""
+    names = {1: "Österreich Telekom AG", 2: "Ærø Café ÉLAN", 3: "MÜLLER STRASSE Straße GmbH", 4: "O'Brien 100% Fun_Co"}
+    for n, name in names.items():
+        load(created_warehouse, f"run-{n}", [make_transformed(n, account=n, account_name=name)], now=T0)
+    assert numbers(page_of(created_warehouse, queries.OrderFilter(search=search))) == [f"{n:08d}" for n in expected]
+    with created_warehouse.engine.begin() as conn:
+        record_quarantine(conn, "run-9", [{"sf_order_id": f"801{n:012d}ZZZ", "order_number": f"{900 + n:08d}", "account_name": name,
+                                           "failed_checks": ["has_products"], "details": {"has_products": "none"}}
+                                          for n, name in names.items()], schema=created_warehouse.schema, now=T0)
+        refused = queries.list_quarantine(conn, tables(created_warehouse.schema), search=search)
+    assert [r["order_number"] for r in refused.rows] == [f"{900 + n:08d}" for n in expected]
+
+
+def test_the_quarantine_search_finds_an_order_number_by_its_leading_part_as_the_orders_page_does(created_warehouse):
+    with created_warehouse.engine.begin() as conn:
+        record_quarantine(conn, "run-1", [{"sf_order_id": f"801{n:012d}AAA", "order_number": f"{n:08d}", "account_name": "Monarch GmbH",
+                                           "failed_checks": ["has_products"], "details": {"has_products": "none"}}
+                                          for n in (120, 121, 130)], schema=created_warehouse.schema, now=T0)
+        t = tables(created_warehouse.schema)
+        assert sorted(r["order_number"] for r in queries.list_quarantine(conn, t, search="0000012").rows) == ["00000120", "00000121"]
+        assert [r["order_number"] for r in queries.list_quarantine(conn, t, search="00000130").rows] == ["00000130"]
+        assert queries.list_quarantine(conn, t, search="0000012%").total == 0  # a wildcard is a character
+
+
 def test_a_filter_refuses_an_unknown_state():
     with pytest.raises(ValueError, match="unknown lifecycle state 'DONE'"):
         queries.OrderFilter(state="DONE")

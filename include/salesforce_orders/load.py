@@ -923,7 +923,7 @@ def load_run(
     read_until: datetime | None = None,
 ) -> LoadCounts:
     """Load every chunk of the run in ONE transaction and move the watermark to ``watermark``
-    (the highest ``SystemModstamp`` extracted) if it is later than the stored one and the run
+    (where the run's window reached: ``runs.watermark_reached``) if it is later than the stored one and the run
     read everything changed since the stored one (``covered_from``, see _advance_watermark).
     The orders the warehouse refuses are quarantined, and their ``card_fields`` queued to be
     X-ed out (``card_masks``). ``keep_history``: every new version is kept as well (history.py).
@@ -959,7 +959,7 @@ def load_run(
 
 
 def get_watermark(engine: sa.Engine, schema: str | None = None, key: str = WATERMARK_KEY) -> str | None:
-    """The highest ``SystemModstamp`` loaded so far (ISO 8601 UTC, ``...Z``), or None before the first load.
+    """The watermark: every order changed before it is loaded (ISO 8601 UTC, ``...Z``), or None before the first load.
 
     ``key=STATUS_CHECK_KEY``: how far status changes have been checked, or None before the first check."""
     s = tables(schema).sync_state

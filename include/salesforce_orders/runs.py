@@ -14,6 +14,7 @@
 The watermark is the promise "every order changed before it is in the warehouse". A run may move
 it (forward only) when its window provably reached back to the stored watermark, i.e. it read
 everything changed since: ``RunPlan.covered_from``. A re-sync of chosen orders never moves it.
+Where it moves to: :func:`watermark_reached`.
 """
 
 from __future__ import annotations
@@ -167,6 +168,28 @@ def parse_watermark(value: str | None) -> datetime | None:
     if len(text) >= 5 and text[-5] in "+-" and text[-3] != ":":
         text = f"{text[:-2]}:{text[-2:]}"
     return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def watermark_reached(window: Mapping[str, Any], max_system_modstamp: str | None) -> str | None:
+    """Where a run's load moves the watermark (if it may, see ``_advance_watermark``), or None.
+
+    ``window``: the extract's plan (``RunPlan.as_dict``) with ``read_from``, when its reading
+    began; ``max_system_modstamp``: the highest stamp it read. A window with an end (scheduled,
+    backfill) read everything changed before that end: the mark moves to it. A window without one
+    (a manual or event run, ``since``, a full re-sync) moves it to the highest stamp read, but no
+    later than when reading began: a stamp past that is an order edited while the extract paged,
+    and an order changed in the meantime that the query's result set does not hold (activated,
+    or changed from outside the window) has an earlier stamp; the next window (the mark less
+    ``overlap_minutes``) must not start after it. Both are read by the import's clock, the
+    overlap covering its difference from Salesforce's. A re-sync of chosen orders moves nothing."""
+    if not window.get("moves_watermark", not (window.get("order_numbers") or window.get("order_ids"))):
+        return None
+    if window.get("changed_to"):
+        return window["changed_to"]
+    read_from = window.get("read_from")  # (not there: an extract of an older release)
+    if max_system_modstamp and read_from and parse_watermark(read_from) < parse_watermark(max_system_modstamp):
+        return read_from
+    return max_system_modstamp
 
 
 def plan_run(

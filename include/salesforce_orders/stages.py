@@ -298,6 +298,9 @@ def extract(
     with engine.begin() as conn:
         clear_run(conn, run_id, schema=config.warehouse_schema)
     hook = _hook(config)
+    # Before the first query: a window without an end moves the watermark no later than this
+    # (runs.watermark_reached), as a result set fixed now misses the orders changed from now on.
+    read_from = _now()
     # The currency rates and the org's currency are read in the count's call (Composite): one call for the four queries.
     expected, rate_pages = hook.count_and_read(build_count_query(config, plan.window), currencies.queries())
     hook.set_budget_share(config.api_budget_share)  # from the count's Sforce-Limit-Info: no extra call
@@ -339,9 +342,10 @@ def extract(
     return {
         "run_id": run_id,
         "instance_url": hook.instance_url,
-        # (and when its reading ended, by the clock that stamps import_runs.started_at: a later run's
-        # version of an order is never replaced by this one's, see load._read_after)
-        "window": {**plan.as_dict(), "read_until": datetime.now(UTC).isoformat()},
+        # (and when its reading began, for the watermark, and ended, by the clock that stamps
+        # import_runs.started_at: a later run's version of an order is never replaced by this
+        # one's, see load._read_after)
+        "window": {**plan.as_dict(), "read_from": read_from.isoformat(), "read_until": datetime.now(UTC).isoformat()},
         "path": path,
         **summary.as_dict(),
         "api_calls": hook.usage.calls,
@@ -639,26 +643,26 @@ def load(*, run_id: str, max_system_modstamp: str | None, window: Mapping[str, A
     from airflow.sdk.exceptions import AirflowFailException
 
     from .load import StagingGone, load_run
-    from .runs import parse_watermark
+    from .runs import parse_watermark, watermark_reached
     from .staging import has_staged, iter_transformed
 
     config = _config()
     engine = _warehouse(config)
     schema = config.warehouse_schema
-    moves_watermark = window.get("moves_watermark", not (window.get("order_numbers") or window.get("order_ids")))
     # A window with an end (scheduled, backfill) read everything changed before it, whether or not
     # anything changed: the mark moves with time, so quiet hours do not widen the next windows. It
     # moves to that end and no further: a version staged with a later stamp is an order of the window
     # edited while the extract paged (a page is read as it is then), and says nothing of the other
-    # orders changed after the end, which this window never read.
-    read_to = window.get("changed_to") or max_system_modstamp
+    # orders changed after the end, which this window never read. A window without an end moves it
+    # no later than when its reading began, for the same reason.
+    read_to = watermark_reached(window, max_system_modstamp)
     try:
         counts = load_run(
             engine,
             run_id,
             iter_transformed(engine, run_id, chunk_size=config.chunk_size, schema=schema, views=True),
             schema=schema,
-            watermark=read_to if moves_watermark and read_to else None,
+            watermark=read_to,
             covered_from=parse_watermark(window.get("changed_from") or window.get("since")),
             card_fields=config.card_fields_to_x_out_when_not_imported,
             order_object=config.order_object,

@@ -656,8 +656,12 @@ def _complete_shipping(record: dict[str, Any]) -> bool:
 
 @pytest.mark.parametrize("newer_first", [False, True], ids=["newer-version-later", "newer-version-first"])
 def test_order_read_on_two_pages_is_loaded_once_with_its_latest_version(sqlite_pipeline, monkeypatch, newer_first):
-    """An order changes while the extract pages: it is read once as it was and once as it is."""
+    """An order changes while the extract pages: it is read once as it was and once as it is. The
+    watermark moves no later than when the extract began reading, not to the newer stamp (an order
+    changed meanwhile outside the query's result set would be earlier than it: R2), so the next run
+    may read the order again, and finds it unchanged."""
     from salesforce_orders.config import parse_config
+    from salesforce_orders.runs import parse_watermark
     from salesforce_orders.salesforce import SalesforceOrdersHook
     from salesforce_orders.soql import ExtractWindow, build_orders_query
 
@@ -698,7 +702,13 @@ def test_order_read_on_two_pages_is_loaded_once_with_its_latest_version(sqlite_p
     assert_every_order_once(p, expected)
     (order,) = p.query("SELECT * FROM external_orders WHERE sf_order_id = :i", i=order_id)
     assert order["notes"] == "Changed while the import was paging"
-    assert parse_utc(p.watermark()) == parse_utc(moved["fresh"]["SystemModstamp"]) > parse_utc(moved["stale"]["SystemModstamp"])
+    fresh, stale = parse_utc(moved["fresh"]["SystemModstamp"]), parse_utc(moved["stale"]["SystemModstamp"])
+    assert fresh > stale
+    assert parse_utc(p.watermark()) == min(fresh, parse_watermark(run.results["extract"]["window"]["read_from"]))
+    again = p.run()
+    assert again.succeeded, again.error
+    assert_every_order_once(p, expected)
+    assert p.scalar("SELECT notes FROM external_orders WHERE sf_order_id = :i", i=order_id) == "Changed while the import was paging"
 
 
 # ---------------------------------------------------------------------------------------

@@ -153,6 +153,63 @@ def test_a_window_with_an_end_moves_the_watermark_to_its_end_though_an_order_was
     assert loaded(p)[b]["notes"] == "B changed after the window's end"
 
 
+@pytest.mark.parametrize("kind", ["manual", "order_events", "since", "full_resync"])
+def test_a_window_without_an_end_moves_the_watermark_no_later_than_when_its_extract_began_reading(
+    pipeline, monkeypatch, kind
+):
+    """A manual run, an event run without order ids, a ``since`` run, a full re-sync: no window end.
+    While the extract pages, a Draft order is activated (the query began before: it is in no page)
+    and then, a second later, an order of a later page is edited (read with that newer stamp). The
+    mark is not moved to that stamp, past the activation, which the next run's window (the mark,
+    no overlap here) would then start after: it moves no later than when the extract began reading,
+    and the next run reads the activated order."""
+    from salesforce_orders.salesforce import SalesforceOrdersHook
+
+    p = pipeline
+    p.set_config(overlap_minutes=0)
+    if kind == "since":  # a 'since' run moves the mark only from a stored one it reached back to
+        assert p.run(until="load").succeeded
+    params = {"since": {"since": "2000-01-01"}, "full_resync": {"full_resync": True}}.get(kind, {})
+    run_type = "asset_triggered" if kind == "order_events" else "manual"
+    (x,) = p.org.store.activatable_order_ids(1)
+    pages = SalesforceOrdersHook.iter_query_pages
+    changed: dict = {}
+
+    def paging(self, soql: str, **kwargs):
+        source = pages(self, soql, **kwargs)
+        if changed or "OrderItems" not in soql:  # the extract's order query, once
+            yield from source
+            return
+        first = next(source)  # the query has begun: its result set is fixed
+        later = min(p.expected_order_ids() - {r["Id"] for r in first})  # (before x is activated)
+        p.org_next_second()  # stamped after the extract began reading, whatever the machine's speed
+        p.org_update("Order", x, Status="Activated")
+        changed["x"] = parse_watermark(p.org_rows('SELECT SystemModstamp FROM "Order" WHERE Id = ?', x)[0]["SystemModstamp"])
+        p.org_next_second()
+        p.org_update("Order", later, Description="edited while the extract paged")
+        changed["edited"] = later
+        yield first
+        yield from source
+
+    monkeypatch.setattr(SalesforceOrdersHook, "iter_query_pages", paging)
+
+    run = p.run(params, run_type=run_type, until="load")
+
+    assert run.succeeded, run.error
+    extracted = run.results["extract"]
+    assert extracted["pages"] >= 2 and extracted["window"]["changed_to"] is None
+    assert loaded(p)[changed["edited"]]["notes"] == "edited while the extract paged"
+    assert x not in loaded(p)  # activated after the query began: not in its result set
+    assert parse_watermark(extracted["max_system_modstamp"]) > changed["x"]
+    mark = parse_watermark(p.watermark())
+    nxt = p.run(until="load")
+    assert nxt.succeeded, nxt.error
+    # today: the mark is the edit's stamp, past the activation, and the next run never reads it
+    assert p.scalar("SELECT COUNT(*) FROM stg_orders WHERE run_id = :r AND sf_order_id = :i", r=nxt.run_id, i=x) == 1
+    assert x in loaded(p) or x in p.quarantined_ids()
+    assert mark == parse_watermark(extracted["window"]["read_from"]) < changed["x"]
+
+
 def test_a_scheduled_run_cleared_after_later_runs_moved_the_watermark_re_reads_its_interval(imported):
     p = imported
     interval = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 15, tzinfo=UTC))

@@ -19,6 +19,7 @@ from salesforce_orders.runs import (
     parse_order_numbers,
     parse_since,
     plan_run,
+    watermark_reached,
 )
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -65,6 +66,26 @@ def test_a_scheduled_run_cleared_after_the_mark_passed_its_end_re_reads_its_own_
 def test_manual_run_without_params_runs_up_to_now():
     p = plan(run_type="manual", watermark="2026-11-20T10:00:00.000+0000")
     assert p.mode == INCREMENTAL and p.window.changed_to is None
+
+
+def test_where_each_kind_of_run_moves_the_watermark():
+    """R2: a window with an end moves the mark to it; one without, to the highest stamp read but no
+    later than when its extract began reading; a re-sync of chosen orders nowhere."""
+    began, stamp, earlier = "2026-11-22T12:00:05.250000+00:00", "2026-11-22T12:00:09.000+0000", "2026-11-22T11:59:00.000+0000"
+
+    def reached(run_type="manual", params=None, read_from=began, max_stamp=stamp):
+        window = {**plan(run_type=run_type, params=params, watermark="2026-11-20T10:00:00Z").as_dict(), "read_from": read_from}
+        return watermark_reached(window, max_stamp)
+
+    assert reached("scheduled") == reached("backfill") == END.isoformat()
+    for run_type, params in [("manual", None), ("asset_triggered", None), ("manual", {"since": "2026-01-01"}),
+                             ("manual", {"full_resync": True})]:
+        assert reached(run_type, params) == began  # an order edited while it paged: not past the start
+        assert reached(run_type, params, max_stamp=earlier) == earlier
+        assert reached(run_type, params, max_stamp=None) is None  # nothing read: the mark stays
+    assert reached(read_from=None) == stamp  # an extract of an older release did not say
+    assert reached(params={"order_numbers": ["00000100"]}) is None
+    assert reached("asset_triggered", {"order_ids": ["801000000000001AAA"]}) is None
 
 
 def test_backfill_takes_exactly_its_interval():

@@ -238,6 +238,7 @@ def check_recent_success(now: datetime | None = None) -> Freshness:
     import sqlalchemy as sa
 
     from .config import load_config
+    from .report import keeping_current
     from .schema_versions import create_all
     from .warehouse.definitions import tables
     from .warehouse.engines import engine_from_connection
@@ -254,10 +255,10 @@ def check_recent_success(now: datetime | None = None) -> Freshness:
         create_all(engine, config.warehouse_schema)
         with engine.connect() as conn:
             runs = t.import_runs
-            newest_first = sa.select(runs).order_by(runs.c.started_at.desc().nulls_last()).limit(1)
-            latest = conn.execute(newest_first).mappings().first()
+            imports = sa.select(runs).where(keeping_current(runs))  # not re-syncs of chosen orders, nor backfills
+            latest = conn.execute(imports.order_by(runs.c.started_at.desc().nulls_last()).limit(1)).mappings().first()
             last_success = (
-                conn.execute(sa.select(runs).where(runs.c.status == "success").order_by(runs.c.finished_at.desc()).limit(1))
+                conn.execute(imports.where(runs.c.status == "success").order_by(runs.c.finished_at.desc()).limit(1))
                 .mappings()
                 .first()
             )

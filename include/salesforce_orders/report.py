@@ -8,11 +8,24 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .runs import RunPlan, parse_watermark
+from .runs import FULL_RESYNC, INCREMENTAL, SINCE, RunPlan, parse_watermark
 
 STAGES = ("extract", "validate", "transform", "load", "mark_status_changes", "write_back", "mask_card_fields")
 _WRITING_BACK = ("write_back", "mask_card_fields")
 _RUNS_AFTER_FAILURES = ("mask_card_fields",)  # the DAG runs it whatever happened upstream (trigger rule all_done)
+
+
+# Runs that read every change from the watermark (or the lookback) on: their success says the
+# warehouse is current. A re-sync of chosen orders (by number, or an event run's ids) and a backfill
+# of a past interval do not, so a one-order re-sync that succeeds while the scheduled runs fail
+# neither silences the freshness alert nor shows a healthy import. (No mode: a run that stopped
+# before it planned its window, or one recorded while the import was disabled.)
+_KEEPING_CURRENT = (INCREMENTAL, SINCE, FULL_RESYNC)
+
+
+def keeping_current(runs: sa.Table) -> sa.ColumnElement[bool]:
+    """The ``import_runs`` rows of runs that keep the whole warehouse current (see above)."""
+    return sa.or_(runs.c.mode.in_(_KEEPING_CURRENT), runs.c.mode.is_(None))
 
 
 def start_run(engine: sa.Engine, *, run_id: str, dag_run_id: str, run_type: str, plan: RunPlan, schema: str | None = None) -> None:

@@ -6,6 +6,8 @@ Airflow's metadata DB: whether the import DAG is paused and when its next run is
 
 The import is *stalled* when no run has succeeded within ``notifications.no_success_after_minutes``
 (the freshness alert's threshold) although runs were tried: failing runs and a frozen watermark.
+Runs are the import's runs, those that read every change up to now (``report.keeping_current``):
+a re-sync of chosen orders or a backfill says nothing of its health.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sqlalchemy as sa
 
 from salesforce_orders.alerts import NOTIFIED_KEY
 from salesforce_orders.load import WATERMARK_KEY
+from salesforce_orders.report import keeping_current
 from salesforce_orders.warehouse.definitions import Tables
 
 log = logging.getLogger(__name__)
@@ -67,9 +70,10 @@ def import_schedule(dag_id: str) -> Schedule:
 def health(conn: sa.Connection, t: Tables, *, threshold_minutes: int, schedule: Schedule, now: datetime | None = None) -> Health:
     now = now or datetime.now(UTC)
     runs = t.import_runs
-    latest = conn.execute(sa.select(runs).order_by(runs.c.started_at.desc().nulls_last(), runs.c.run_id.desc()).limit(1)).mappings().first()
+    imports = sa.select(runs).where(keeping_current(runs))  # a re-sync of chosen orders or a backfill says nothing of it
+    latest = conn.execute(imports.order_by(runs.c.started_at.desc().nulls_last(), runs.c.run_id.desc()).limit(1)).mappings().first()
     last_success = (
-        conn.execute(sa.select(runs).where(runs.c.status == "success").order_by(runs.c.finished_at.desc()).limit(1)).mappings().first()
+        conn.execute(imports.where(runs.c.status == "success").order_by(runs.c.finished_at.desc()).limit(1)).mappings().first()
     )
     marks_query = sa.select(t.sync_state.c.key, t.sync_state.c.updated_at).where(t.sync_state.c.key.in_([WATERMARK_KEY, NOTIFIED_KEY]))
     marks = {key: updated_at for key, updated_at in conn.execute(marks_query)}

@@ -157,11 +157,11 @@ def freshness(sqlite_engine, tmp_path, monkeypatch):
     )
     create_all(sqlite_engine)
 
-    def add_run(run_id: str, status: str, started: datetime) -> None:
+    def add_run(run_id: str, status: str, started: datetime, mode: str = "incremental") -> None:
         with sqlite_engine.begin() as conn:
             conn.execute(sa.insert(tables().import_runs).values(
                 **{**RUN_ROW, "run_id": run_id, "status": status, "message": None if status == "success" else "extract failed",
-                   "started_at": started, "finished_at": started + timedelta(minutes=1)}
+                   "started_at": started, "finished_at": started + timedelta(minutes=1), "mode": mode}
             ))
 
     return add_run
@@ -199,6 +199,26 @@ def test_freshness_alerts_once_per_stale_spell(freshness, sinks):
     assert not alerts.check_recent_success(now=T10 + timedelta(minutes=90)).stale
     assert alerts.check_recent_success(now=T10 + timedelta(minutes=200)).alerted  # ...and the next spell alerts again
     assert len(smtp.messages) == 2
+
+
+def test_a_resync_of_chosen_orders_or_a_backfill_that_succeeds_does_not_silence_the_alert(freshness, sinks):
+    """Only a run that read every change up to now says the warehouse is current: a one-order re-sync,
+    an event run's orders or a backfill of a past interval succeeding while the scheduled runs fail
+    leaves the rest of the warehouse as stale as it was."""
+    smtp, _ = sinks
+    freshness("good", "success", T10)
+    freshness("bad", "failed", T10 + timedelta(minutes=30))
+    freshness("resync", "success", T10 + timedelta(minutes=50), mode="order_numbers")
+    freshness("event", "success", T10 + timedelta(minutes=52), mode="order_events")
+    freshness("backfill", "success", T10 + timedelta(minutes=55), mode="backfill")
+
+    check = alerts.check_recent_success(now=T10 + timedelta(minutes=62))
+    assert (check.stale, check.alerted) == (True, True)
+    body = smtp.messages[0].get_body(("html",)).get_content()
+    assert "Last successful run: good" in body and "Latest run: bad, failed" in body
+
+    freshness("since", "success", T10 + timedelta(minutes=70), mode="since")  # reads up to now: current again
+    assert not alerts.check_recent_success(now=T10 + timedelta(minutes=75)).stale
 
 
 def test_freshness_is_quiet_while_the_import_is_disabled(freshness, sinks, monkeypatch):

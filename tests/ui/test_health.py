@@ -85,6 +85,23 @@ def test_no_success_past_the_alert_threshold_is_a_stalled_import(allowed, extern
     assert f"alert went out {(NOW - timedelta(minutes=60)):%Y-%m-%d %H:%M:%S} UTC" in line
 
 
+def test_a_resync_of_chosen_orders_or_a_backfill_says_nothing_of_the_imports_health(allowed, external_orders_pages, warehouse):
+    """A one-order re-sync or a backfill of a past interval that succeeds while the scheduled runs
+    fail shows no healthy import, and one that fails no failing import."""
+    add_run(warehouse, "scheduled__1", "success", 200, mode="incremental")
+    add_run(warehouse, "scheduled__2", "failed", 20, mode="incremental", failed_stage="extract", failed_tries=4,
+            failure_reason="extract: Salesforce (Airflow connection 'salesforce_default') did not answer: ...")
+    add_run(warehouse, "manual__resync", "success", 5, mode="order_numbers")
+    add_run(warehouse, "backfill__old", "success", 3, mode="backfill")
+    line = health_line(external_orders_pages, warehouse)
+    assert 'data-state="stalled"' in line and "<b>200 min ago</b>" in line and "scheduled__1" in line
+
+    add_run(warehouse, "scheduled__3", "success", 2, mode="incremental")
+    add_run(warehouse, "manual__resync_2", "failed", 1, mode="order_numbers", failed_stage="load", failed_tries=1,
+            failure_reason="load: ...")
+    assert 'data-state="healthy"' in health_line(external_orders_pages, warehouse)
+
+
 def test_a_paused_dag_is_said_in_the_health_line_and_in_the_empty_state(allowed, external_orders_pages, warehouse):
     add_run(warehouse, "scheduled__1", "success", 7)
     paused = Schedule(paused=True, next_run_after=None)

@@ -7,4 +7,4 @@ FROM apache/airflow:3.3.2-python3.11
 COPY --chown=airflow:0 constraints.txt pyproject.toml README.md /opt/project/
 COPY --chown=airflow:0 include /opt/project/include
 RUN pip install --no-cache-dir "/opt/project[sandbox]" -c /opt/project/constraints.txt
-COPY --chown=airflow:0 dags/salesforce_orders_import.py dags/salesforce_orders_freshness_check.py /opt/airflow/dags/
+COPY --chown=airflow:0 dags/salesforce_orders_import.py dags/salesforce_orders_freshness_check.py dags/salesforce_orders_shipments.py /opt/airflow/dags/

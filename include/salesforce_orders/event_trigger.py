@@ -7,6 +7,10 @@ URL and org id) and, while ``events.enabled`` is on in the Variable:
 - gathers the Orders changed within ``events.window_seconds`` of a first change into one
   ``TriggerEvent`` (``{"order_ids": [...]}``): one import run for a burst of activations;
 - ignores the echoes of the import's own write-back (their ``changeOrigin`` names the import's client);
+- an event that names no order (one it cannot read, Salesforce's overflow event) makes the run it
+  starts read every change since the watermark;
+- reads the Variable again before handing changes on: turned off, it hands nothing more on and
+  unsubscribes (and reads the Variable every minute, as while off);
 - keeps the replay id of what it handed on in the warehouse's ``sync_state``, so a restarted
   triggerer resumes where it stopped: an event seen twice only re-syncs an order again (harmless),
   none is skipped;
@@ -35,6 +39,8 @@ DISABLED_RECHECK_SECONDS = 60.0
 MAX_RECONNECT_DELAY_SECONDS = 60.0
 # How often the position is stored while nothing is handed on (echoes, keep-alives).
 POSITION_SAVE_SECONDS = 30.0
+# The trigger's waits between attempts (a test replaces it to see them without waiting).
+_pause = asyncio.sleep
 
 
 @dataclass
@@ -103,9 +109,15 @@ class OrderEventsTrigger(BaseEventTrigger):
         await sync_to_async(importlib.import_module)("salesforce_orders.pubsub_client")
         failures = 0
         while True:
-            config = await sync_to_async(self._load_config)()
+            try:
+                config = await sync_to_async(self._load_config)()
+            except Exception as exc:  # a Variable that does not parse: read again, as while events are off
+                log.warning("Order change events: the config cannot be read (%s); reading it again in %.0f s",
+                            str(exc)[:500], DISABLED_RECHECK_SECONDS)
+                await _pause(DISABLED_RECHECK_SECONDS)
+                continue
             if not config.events.enabled:
-                await asyncio.sleep(DISABLED_RECHECK_SECONDS)
+                await _pause(DISABLED_RECHECK_SECONDS)
                 continue
             try:
                 # aclosing: stopping the trigger closes the inner generators at once (their finally blocks run).
@@ -114,12 +126,19 @@ class OrderEventsTrigger(BaseEventTrigger):
                         failures = 0
                         yield event
                 failures = 0
-            except (grpc.aio.AioRpcError, OSError, ConnectionError) as exc:
+            except Exception as exc:
+                # Never raised to Airflow: the triggerer starts a failed watcher's trigger again at
+                # once, so a refused login (a changed password) or a warehouse that is down would be
+                # tried every second, each time a Salesforce login (invalid ones lock the user out).
                 failures += 1
                 delay = min(2.0 ** failures, MAX_RECONNECT_DELAY_SECONDS)
-                status = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
-                log.warning("Order change events: subscription lost (%s); reconnecting in %.0f s", status, delay)
-                await asyncio.sleep(delay)
+                if isinstance(exc, grpc.aio.AioRpcError | OSError | ConnectionError):
+                    status = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+                    log.warning("Order change events: subscription lost (%s); reconnecting in %.0f s", status, delay)
+                else:
+                    log.warning("Order change events: cannot subscribe (%s: %s); trying again in %.0f s",
+                                type(exc).__name__, str(exc)[:500], delay)
+                await _pause(delay)
 
     async def _follow(self, config: Any) -> AsyncIterator[TriggerEvent]:
         """One subscription, until it fails; a refused replay id ends it after forgetting the id."""
@@ -140,6 +159,14 @@ class OrderEventsTrigger(BaseEventTrigger):
                     "72 hours). Orders changed since are missed by the events; the scheduled import covers them. "
                     "Subscribing from the latest event.", replay_id.hex() if replay_id else None)
                 await sync_to_async(sub.replays.save)(None)
+
+    async def _still_enabled(self) -> bool:
+        """Whether ``events.enabled`` is still on (the Variable read again before each hand-on)."""
+        try:
+            config = await sync_to_async(self._load_config)()
+        except Exception:  # a Variable that does not parse just now: what was gathered is handed on
+            return True
+        return bool(config.events.enabled)
 
     async def _gather(self, client: Any, sub: _Subscription, replay_id: bytes | None) -> AsyncIterator[TriggerEvent]:
         """Answers read by a task of their own; changes within the window of a first one go out together."""
@@ -166,6 +193,13 @@ class OrderEventsTrigger(BaseEventTrigger):
                 try:
                     answer = await asyncio.wait_for(answers.get(), timeout)
                 except TimeoutError:
+                    if not await self._still_enabled():
+                        # Turned off meanwhile: nothing more is handed on (these changes are the
+                        # schedule's), and the subscription ends; run() then reads the Variable every minute.
+                        log.info("Order change events: events.enabled was turned off; %d changes not handed on (the "
+                                 "scheduled import reads them), unsubscribing", changes)
+                        await sync_to_async(sub.replays.save)(seen_up_to)
+                        return
                     try:
                         # An event that could not be read names no order: the run then reads every
                         # change since the watermark (no order ids), which has it too.
@@ -192,6 +226,14 @@ class OrderEventsTrigger(BaseEventTrigger):
                     else:
                         if change is None or is_echo(change, sub.echo_client):
                             continue
+                        if not change.names_the_orders:
+                            # Salesforce's overflow event: Orders changed, too many to name. Like an
+                            # event that could not be read, the run it starts reads every change.
+                            log.warning(
+                                "A change event (replay id %s) is Salesforce's overflow event (%s): the run it starts "
+                                "reads every change since the watermark", bytes(event.replay_id).hex(), change.change_type,
+                            )
+                            unreadable += 1
                         order_ids.update(dict.fromkeys(change.order_ids))
                     changes += 1
                     if deadline is None:

@@ -22,6 +22,9 @@ REPLAY_KEY = "events.replay_id:{topic}"  # sync_state: the last replay id whose 
 # Change types whose record ids are Orders to import again (GAP_* events carry ids too: Salesforce
 # could not send the fields, the ids are still right).
 _ORDER_CHANGE_TYPES = {"CREATE", "UPDATE", "DELETE", "UNDELETE", "GAP_CREATE", "GAP_UPDATE", "GAP_DELETE", "GAP_UNDELETE"}
+# Salesforce's overflow event: one transaction changed more records than it sends events for (over
+# 100,000); it names none of them. Orders changed, unknown which: the run reads every change.
+OVERFLOW = "GAP_OVERFLOW"
 
 
 @dataclass(frozen=True)
@@ -31,12 +34,18 @@ class OrderChange:
     origin: str
     commit_user: str
 
+    @property
+    def names_the_orders(self) -> bool:
+        """False for an overflow event: Orders changed, and it does not say which."""
+        return self.change_type != OVERFLOW
+
 
 def order_change(payload: Mapping[str, Any]) -> OrderChange | None:
-    """The header of a decoded change event; None for anything that names no Orders (GAP_OVERFLOW)."""
+    """The header of a decoded change event; None for anything that is no change of Orders. An
+    overflow event (GAP_OVERFLOW) is one, naming none (``names_the_orders`` is False)."""
     header = payload.get("ChangeEventHeader") or {}
     change_type = str(header.get("changeType", ""))
-    if change_type not in _ORDER_CHANGE_TYPES:
+    if change_type not in _ORDER_CHANGE_TYPES and change_type != OVERFLOW:
         return None
     return OrderChange(change_type, tuple(header.get("recordIds") or ()), header.get("changeOrigin") or "",
                        header.get("commitUser") or "")

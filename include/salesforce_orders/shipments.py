@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .api_names import SALESFORCE_ID_PATTERN
+from .api_names import SALESFORCE_ID_PATTERN, case_safe_id
 from .warehouse.definitions import (
     OUTBOX_DEAD,
     OUTBOX_DONE,
@@ -143,6 +143,16 @@ def _shown(quantity: Decimal) -> str:
     return f"{quantity.normalize():f}"
 
 
+def _record_id(value: Any) -> Any:
+    """A record Id as the warehouse holds it (the 18-character form the API returns): a shipment
+    may name its order or order products by the 15-character Id a report or the UI shows. A text
+    that is no Id is kept as given (the check then names it)."""
+    try:
+        return case_safe_id(value)
+    except ValueError:
+        return value
+
+
 def add_shipment(conn: sa.Connection, t: Tables, shipment: Mapping[str, Any], lines: Iterable[Mapping[str, Any]], now: datetime | None = None) -> bool:
     """Write a shipment and its lines; returns False (and changes nothing) when its key is already there.
 
@@ -160,7 +170,7 @@ def add_shipment(conn: sa.Connection, t: Tables, shipment: Mapping[str, Any], li
         raise ShipmentInputError(f"shipment {key!r}: sf_order_id: {order_id!r} is not a Salesforce id")
     row = {
         "shipment_key": key,
-        "sf_order_id": order_id,
+        "sf_order_id": _record_id(order_id) if order_id is not None else None,
         "order_number": shipment.get("order_number") or None,
         "shipped_date": _parse_date(key, shipment.get("shipped_date")),
         "state": SHIPMENT_NEW,
@@ -172,7 +182,7 @@ def add_shipment(conn: sa.Connection, t: Tables, shipment: Mapping[str, Any], li
         item_id = line.get("sf_order_item_id") or None
         if item_id is not None and not SALESFORCE_ID_PATTERN.fullmatch(str(item_id)):
             raise ShipmentInputError(f"shipment {key!r}: line {position}: sf_order_item_id: {item_id!r} is not a Salesforce id")
-        line_rows.append({"shipment_key": key, "sf_order_item_id": item_id, "quantity": _parse_quantity(key, position, line.get("quantity"))})
+        line_rows.append({"shipment_key": key, "sf_order_item_id": _record_id(item_id) if item_id is not None else None, "quantity": _parse_quantity(key, position, line.get("quantity"))})
     inserted = conn.execute(
         dialect_insert(conn, t.order_shipments)
         .values(row)
@@ -189,9 +199,15 @@ def add_shipment(conn: sa.Connection, t: Tables, shipment: Mapping[str, Any], li
 # ---- checking --------------------------------------------------------------------------
 
 
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _problems_of(shipment: Any, lines: list[Any], order: Any, items: Mapping[str, Any], shipped_before: Mapping[str, Decimal]) -> list[str]:
     """Every reason the shipment cannot be sent, each naming its field."""
-    problems = [f"{name}: required" for name in REQUIRED if getattr(shipment, name) in (None, "")]
+    # Blank is missing: a fulfilment export's cell of spaces would otherwise put an empty tracking
+    # number over the Order's (the latest shipment's fields are written whole).
+    problems = [f"{name}: required" for name in REQUIRED if _blank(getattr(shipment, name))]
     for name, limit in TEXT_LIMITS.items():
         value = getattr(shipment, name)
         if value is not None and len(value) > limit:
@@ -211,7 +227,7 @@ def _problems_of(shipment: Any, lines: list[Any], order: Any, items: Mapping[str
     if not lines:
         problems.append("lines: at least one order product and quantity required")
     for position, line in enumerate(lines, start=1):
-        item = items.get(line.sf_order_item_id) if line.sf_order_item_id else None
+        item = items.get(_record_id(line.sf_order_item_id)) if line.sf_order_item_id else None
         if line.sf_order_item_id is None:
             problems.append(f"line {position}: sf_order_item_id: required")
         elif item is None:
@@ -236,7 +252,7 @@ def _orders_of(conn: sa.Connection, t: Tables, shipments: list[Any]) -> tuple[di
     columns = (o.c.sf_order_id, o.c.order_number, o.c.sf_state, o.c.account_name)
     by_id: dict[str, Any] = {}
     by_number: dict[str, list[Any]] = defaultdict(list)
-    ids = sorted({s.sf_order_id for s in shipments if s.sf_order_id})
+    ids = sorted({_record_id(s.sf_order_id) for s in shipments if s.sf_order_id})
     numbers = sorted({s.order_number for s in shipments if s.order_number and not s.sf_order_id})
     for batch in in_batches(ids):
         by_id.update((r.sf_order_id, r) for r in conn.execute(sa.select(*columns).where(one_of(conn, o.c.sf_order_id, batch))))
@@ -277,7 +293,7 @@ def check(engine: sa.Engine, t: Tables, summary: ShipmentSummary, now: datetime 
     Oldest first, so earlier shipments of an order count against the quantities of later ones.
     """
     now = now or datetime.now(UTC)
-    s, i = t.order_shipments, t.external_order_items
+    s, i, line_table = t.order_shipments, t.external_order_items, t.order_shipment_lines
     after = ""
     while True:
         with engine.begin() as conn:
@@ -294,7 +310,7 @@ def check(engine: sa.Engine, t: Tables, summary: ShipmentSummary, now: datetime 
             after = shipments[-1].shipment_key
             shipments.sort(key=lambda r: (r.shipped_date or date.max, r.created_at, r.shipment_key))
             by_id, by_number = _orders_of(conn, t, shipments)
-            orders = {s_.shipment_key: by_id.get(s_.sf_order_id) if s_.sf_order_id else by_number.get(s_.order_number) for s_ in shipments}
+            orders = {s_.shipment_key: by_id.get(_record_id(s_.sf_order_id)) if s_.sf_order_id else by_number.get(s_.order_number) for s_ in shipments}
             order_ids = sorted({order.sf_order_id for order in orders.values() if order is not None})
             items: dict[str, Any] = {}
             for batch in in_batches(order_ids):
@@ -314,7 +330,12 @@ def check(engine: sa.Engine, t: Tables, summary: ShipmentSummary, now: datetime 
                     summary.valid += 1
                     values.update(state=SHIPMENT_VALID, sf_order_id=order.sf_order_id, order_number=order.order_number)
                     for line in lines[shipment.shipment_key]:
-                        shipped[line.sf_order_item_id] = shipped.get(line.sf_order_item_id, Decimal(0)) + _exact(line.quantity)
+                        item_id = _record_id(line.sf_order_item_id)
+                        shipped[item_id] = shipped.get(item_id, Decimal(0)) + _exact(line.quantity)
+                        if item_id != line.sf_order_item_id:
+                            # Written by SQL with a 15-character Id: stored as the Order Product's Id, so
+                            # the queue writes one record, and counts one product, whatever form named it.
+                            conn.execute(sa.update(line_table).where(line_table.c.id == line.id).values(sf_order_item_id=item_id))
                 conn.execute(sa.update(s).where(s.c.shipment_key == shipment.shipment_key).values(**values))
 
 
@@ -353,6 +374,28 @@ def _outbox_row(
     }
 
 
+def _still_of_active_orders(conn: sa.Connection, t: Tables, ready: list[Any], now: datetime) -> list[Any]:
+    """Of the valid shipments about to be queued, those whose order is still active in Salesforce.
+
+    A shipment checked valid while sending was off may wait for days: its order may have been set
+    back to Draft or deleted since. It is then ``INVALID`` with the reason, as a shipment checked
+    now would be (never sent to such an order), and checked again every run: active again, it goes."""
+    o, s = t.external_orders, t.order_shipments
+    states: dict[str, Any] = {}
+    for batch in in_batches(sorted({r.sf_order_id for r in ready})):
+        states.update((r.sf_order_id, r) for r in conn.execute(sa.select(o.c.sf_order_id, o.c.order_number, o.c.sf_state).where(one_of(conn, o.c.sf_order_id, batch))))
+    kept = []
+    for shipment in ready:
+        order = states.get(shipment.sf_order_id)
+        if order is not None and order.sf_state == "active":
+            kept.append(shipment)
+            continue
+        problem = (f"order: {order.order_number} is {order.sf_state} in Salesforce" if order is not None
+                   else f"order: sf_order_id {shipment.sf_order_id} is not an imported order")
+        conn.execute(sa.update(s).where(s.c.shipment_key == shipment.shipment_key).values(state=SHIPMENT_INVALID, errors=[problem], checked_at=now))
+    return kept
+
+
 def queue(engine: sa.Engine, t: Tables, targets: ShipmentTargets, run_id: str, summary: ShipmentSummary, now: datetime | None = None) -> None:
     """Turn the valid shipments into outbox rows, marking them QUEUED in the same transaction."""
     now = now or datetime.now(UTC)
@@ -365,6 +408,9 @@ def queue(engine: sa.Engine, t: Tables, targets: ShipmentTargets, run_id: str, s
             ready = list(conn.execute(sa.select(s).where(s.c.state == SHIPMENT_VALID).order_by(s.c.shipment_key).limit(CHECK_BATCH)))
             if not ready:
                 return
+            ready = _still_of_active_orders(conn, t, ready, now)
+            if not ready:
+                continue
             order_ids = sorted({r.sf_order_id for r in ready})
             # Every valid or queued shipment of these orders: the latest decides the Order's fields,
             # all of them make an Order Product's details.

@@ -99,7 +99,7 @@ def top_level_imports(path: Path) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("name", ["salesforce_orders_import.py", "salesforce_orders_freshness_check.py"])
+@pytest.mark.parametrize("name", ["salesforce_orders_import.py", "salesforce_orders_freshness_check.py", "salesforce_orders_shipments.py"])
 def test_dag_files_are_an_import_and_a_call(name):
     """The DAGs live in the package: a DAG file only calls its factory (README: "Adding it to your Airflow")."""
     path = DAGS / name

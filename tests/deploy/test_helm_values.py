@@ -106,7 +106,8 @@ def test_the_dag_files_come_with_the_image(values):
     assert values["dags"]["gitSync"]["enabled"] is False
     dockerfile = (PROJECT / "Dockerfile").read_text()
     [copied] = re.findall(r"^COPY .*?((?:dags/\S+\s+)+)/opt/airflow/dags/\s*$", dockerfile, re.MULTILINE)
-    assert set(copied.split()) == {"dags/salesforce_orders_import.py", "dags/salesforce_orders_freshness_check.py"}
+    assert set(copied.split()) == {
+        "dags/salesforce_orders_import.py", "dags/salesforce_orders_freshness_check.py", "dags/salesforce_orders_shipments.py"}
 
 
 def test_the_migration_job_creates_the_pool_the_dag_uses(values, airflow_home):

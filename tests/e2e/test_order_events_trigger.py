@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from salesforce_orders import event_trigger
 from salesforce_orders.config import parse_config
 from salesforce_orders.event_trigger import OrderEventsTrigger
 from salesforce_orders.order_events import ReplayStore
 from salesforce_orders.warehouse import engine_from_connection
+from salesforce_orders_local.airflow_env import connection_env
 from salesforce_sandbox.events import CHANGE_EVENT_TOPIC, replay_bytes
 from tests.conftest import activatable_orders
 from tests.sandbox.conftest import sandbox_session
@@ -48,7 +50,7 @@ def write_back_echo(org: Any, order_id: str) -> None:
 class Running:
     """A trigger's run() consumed event by event."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict | None):
         self.events: AsyncIterator = OrderEventsTrigger(config).run()
 
     async def next(self) -> dict:
@@ -187,3 +189,66 @@ def test_a_replay_id_past_the_retention_is_reported_and_left_to_the_schedule(org
 
     run(scenario())
     assert "the scheduled import covers them" in caplog.text
+
+
+def test_a_refused_login_is_tried_again_with_backoff_and_never_ends_the_trigger(org, harness, trigger_config, from_now, monkeypatch, caplog):
+    """The connection's password was changed in Salesforce before in Airflow: the login is refused.
+    The trigger says so and tries again after a growing pause; it never raises (the triggerer would
+    start it again at once: a Salesforce login a second, and invalid logins lock the user out).
+    Once the connection is right again, the changes since its stored position come through."""
+    (changed,) = activatable_orders(org, 1)
+    from_now()
+    good = connection_env("salesforce_default", org.airflow_connection())
+    for key, value in connection_env("salesforce_default", {**org.airflow_connection(), "password": "changed-in-salesforce"}).items():
+        monkeypatch.setenv(key, value)
+    caplog.set_level(logging.WARNING, logger="salesforce_orders.event_trigger")
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:  # (not waited: each pause is an attempt that failed)
+        pauses.append(seconds)
+        if len(pauses) == 2:  # the connection is fixed in Airflow
+            for key, value in good.items():
+                monkeypatch.setenv(key, value)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(event_trigger, "_pause", pause)
+    activate(org, changed)
+
+    async def scenario() -> None:
+        trigger = Running(trigger_config)
+        assert (await trigger.next())["order_ids"] == [changed]
+        await trigger.stop()
+
+    run(scenario())
+    assert pauses == [2.0, 4.0]  # backing off, not tried again at once
+    assert "cannot subscribe (SalesforceAuthenticationFailed" in caplog.text
+
+
+def test_events_turned_off_while_subscribed_start_nothing_more(org, harness, trigger_config, from_now, monkeypatch):
+    """The trigger reads the Variable (the DAG's trigger has no config of its own). Turned off while
+    it is subscribed, the changes it gathered are not handed on (the schedule's, as while off) and it
+    unsubscribes; turned on again, it hands on what changes after."""
+    first, while_off, after = activatable_orders(org, 3)
+    harness.set_config(events=trigger_config["events"])
+    from_now()
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:  # the trigger waiting to read the Variable again: events are off
+        pauses.append(seconds)
+        harness.set_config(events=trigger_config["events"])
+        activate(org, after)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(event_trigger, "_pause", pause)
+
+    async def scenario() -> None:
+        trigger = Running(None)
+        activate(org, first)
+        assert (await trigger.next())["order_ids"] == [first]
+        harness.set_config(events={**trigger_config["events"], "enabled": False})
+        activate(org, while_off)
+        assert (await trigger.next())["order_ids"] == [after]  # never while_off
+        await trigger.stop()
+
+    run(scenario())
+    assert pauses == [event_trigger.DISABLED_RECHECK_SECONDS]

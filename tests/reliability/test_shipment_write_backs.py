@@ -119,6 +119,69 @@ def test_two_shipments_of_a_product_queued_together_write_it_once_with_both_line
     assert p.scalar("SELECT COUNT(*) FROM v_open_failures WHERE sf_order_id = :o", o=order_id) == 0
 
 
+def test_a_shipment_naming_its_order_and_products_by_15_character_ids_is_sent_as_one_with_the_18_character_ones(pipeline):
+    """A report or the UI shows an Id in its 15 characters, which adding a shipment accepts: it is the
+    imported order all the same (never 'not an imported order'), and its Order Product the same
+    record as a shipment naming it by the 18 characters, whether added with ``add_shipment`` or
+    written by SQL (a fulfilment system)."""
+    p = pipeline
+    imported(p)
+    order_id, item_id = an_item(p)
+    add(p, "SHIP-15", order_id[:15], item_id[:15], 1, "2026-03-01", "1Z15")
+    p.execute(
+        "INSERT INTO order_shipments (shipment_key, sf_order_id, carrier, service, tracking_number, shipped_date, state, created_at) "
+        "VALUES ('SHIP-SQL', :o, 'UPS', 'Ground', '1ZSQL', :d, 'NEW', :c)",
+        o=order_id[:15], d=datetime(2026, 3, 3).date(), c=datetime.now(UTC),
+    )
+    p.execute("INSERT INTO order_shipment_lines (shipment_key, sf_order_item_id, quantity) VALUES ('SHIP-SQL', :i, 1)", i=item_id[:15])
+    stages.send_shipments(run_id="ship-1")
+    add(p, "SHIP-18", order_id, item_id, 1, "2026-03-05", "1Z18")
+    stages.send_shipments(run_id="ship-2")
+
+    assert [status(p, key) for key in ("SHIP-15", "SHIP-SQL", "SHIP-18")] == [(SYNCED, None)] * 3
+    assert tracking(p, order_id) == "1Z18"
+    assert details(p, item_id) == (
+        "1 × UPS Ground 1Z15 (2026-03-01)\n1 × UPS Ground 1ZSQL (2026-03-03)\n1 × UPS Ground 1Z18 (2026-03-05)"
+    )
+    assert {r["sf_order_id"] for r in p.query("SELECT sf_order_id FROM order_shipments")} == {order_id}
+    assert {r["sf_record_id"] for r in p.query("SELECT sf_record_id FROM writeback_outbox WHERE action = :a", a=shipments.ACTION_ITEM_DETAILS)} == {item_id}
+    # the three shipments count against one product (3 or more ordered): a fourth finds what is left
+    left = p.scalar("SELECT quantity FROM external_order_items WHERE sf_order_item_id = :i", i=item_id) - 3
+    add(p, "SHIP-MORE", order_id[:15], item_id[:15], float(left) + 1, "2026-03-06", "1ZMORE")
+    stages.send_shipments(run_id="ship-3")
+    assert status(p, "SHIP-MORE")[0] == "invalid" and "more than the" in status(p, "SHIP-MORE")[1]
+
+
+def test_a_shipment_waiting_while_sending_is_off_is_not_sent_to_an_order_set_back_to_draft_meanwhile(pipeline):
+    """Checked valid while sending was off, the shipment waits; its order is set back to Draft. Turned
+    on, sending does not write it to the Draft order: it is invalid, as a shipment checked now would
+    be, and goes once the order is activated again and imported."""
+    p = pipeline
+    imported(p)
+    p.set_config(shipments={**TARGETS, "enabled": False})
+    order_id, item_id = an_item(p)
+    add(p, "SHIP-WAIT", order_id, item_id, 1, "2026-03-01", "1ZWAIT")
+    stages.send_shipments(run_id="ship-1")
+    assert p.scalar("SELECT state FROM order_shipments WHERE shipment_key = 'SHIP-WAIT'") == "VALID"
+    p.org_update("Order", order_id, Status="Draft")
+    run = p.run()
+    assert run.succeeded, run.error
+
+    p.set_config(shipments=TARGETS)
+    stages.send_shipments(run_id="ship-2")
+    assert tracking(p, order_id) is None
+    assert p.scalar("SELECT COUNT(*) FROM writeback_outbox WHERE shipment_key = 'SHIP-WAIT'") == 0
+    state, reason = status(p, "SHIP-WAIT")
+    assert state == "invalid" and "is deactivated in Salesforce" in reason
+
+    p.org_update("Order", order_id, Status="Activated")
+    run = p.run()
+    assert run.succeeded, run.error
+    stages.send_shipments(run_id="ship-3")
+    assert tracking(p, order_id) == "1ZWAIT"
+    assert status(p, "SHIP-WAIT") == (SYNCED, None)
+
+
 def test_an_older_shipments_failed_order_write_is_superseded_by_a_newer_shipment_and_never_sent(pipeline):
     p = pipeline
     imported(p)

@@ -77,6 +77,20 @@ def test_quantities_are_checked_exactly_counting_earlier_shipments(warehouse):
     assert "quantity: 0.01 more than the 0 left to ship of 2 ordered (2 in earlier shipments)" in str(errors)
 
 
+def test_a_required_field_of_only_spaces_is_missing(warehouse):
+    """A fulfilment export's blank cells: a carrier or tracking number of spaces is not sent (it
+    would put an empty tracking number over the Order's, the latest shipment's fields written whole)."""
+    engine, url = warehouse
+    order_id, _, item = order_item(engine, 1)
+    assert add_shipment_cli(url, "--key", "S-BLANK", "--order-id", order_id, "--carrier", "  ", "--tracking-number", " \t",
+                            "--shipped-date", "2026-03-01", "--line", f"{item}:1") == 0
+    check(engine, tables(None), ShipmentSummary(), now=NOW)
+    with engine.connect() as conn:
+        state, errors = conn.execute(sa.text("SELECT state, errors FROM order_shipments")).one()
+    assert state == "INVALID"
+    assert "carrier: required" in str(errors) and "tracking_number: required" in str(errors)
+
+
 def describer(schema):
     def describe(name: str) -> dict:
         found = schema.get(name)

@@ -162,21 +162,37 @@ def _budget_left(ti) -> int | None:
 LATE_EVENTS_LIMIT = 200
 
 
+def _names_no_order(events) -> bool:
+    """Whether one of the trigger's asset events stands for changes it could not name (an event it
+    could not read, a Salesforce overflow event): the run must then read every change since the
+    watermark, not just the orders the other events name."""
+    for event in events:
+        payload = (getattr(event, "extra", None) or {}).get("payload")
+        if isinstance(payload, dict) and (payload.get("unreadable") or not payload.get("order_ids")):
+            return True
+    return False
+
+
 def _event_run_order_ids(context) -> list[str]:
     """The Order ids of an event run: those of its triggering asset events, and of the events that
     came after them. While a run is active, the scheduler queues the next one at the first new event
     and gives it only the events up to that one; events arriving until it is created start no run of
     their own (Airflow's asset queue keeps one entry per asset). Taking them here imports them now
-    rather than at the next event or the next scheduled run; a later run re-syncing them is a no-op."""
+    rather than at the next event or the next scheduled run; a later run re-syncing them is a no-op.
+
+    None (an ordinary run from the watermark) when any of those events names no order: a run of
+    the others' orders alone would leave its changes to the next scheduled run."""
     from salesforce_orders.runs import order_ids_of_events
 
     triggering = context.get("triggering_asset_events") or {}
     order_ids = order_ids_of_events(triggering)
-    if not order_ids:
+    if not order_ids or _names_no_order(event for events in triggering.values() for event in events):
         return []
     newest = max(event.timestamp for events in triggering.values() for event in events)
-    later = context["inlet_events"][ORDER_CHANGES].after(newest.isoformat()).limit(LATE_EVENTS_LIMIT)
-    return list(dict.fromkeys([*order_ids, *order_ids_of_events({ORDER_CHANGES: list(later)})]))
+    later = list(context["inlet_events"][ORDER_CHANGES].after(newest.isoformat()).limit(LATE_EVENTS_LIMIT))
+    if _names_no_order(later):
+        return []
+    return list(dict.fromkeys([*order_ids, *order_ids_of_events({ORDER_CHANGES: later})]))
 
 
 def _run_facts() -> dict:

@@ -74,8 +74,8 @@ warehouse, then writes the outcome back to Salesforce:
   out (also on orders quarantined, skipped or set back to Draft), the customer id onto the Account.
   Card numbers typed into other fields are masked before anything is stored; such orders are
   flagged `card_data_masked`.
-* **Window**: scheduled runs start at the stored watermark (highest `SystemModstamp` loaded)
-  minus `overlap_minutes`; the first run reaches back `lookback_days` (730).
+* **Window**: scheduled runs start at the stored watermark (every order changed before it is
+  loaded) minus `overlap_minutes`; the first run reaches back `lookback_days` (730).
 * **Event runs** (with `events.enabled`): Salesforce's Order change events start a run for just
   the changed orders (Asset `salesforce.order_change_events`), seconds after the change; they never
   move the watermark, and the schedule stays the safety net.

@@ -52,6 +52,8 @@ from .warehouse.definitions import (
     OUTBOX_PENDING,
     OUTBOX_PROCESSING,
     OUTBOX_UNSENT_STATES,
+    SHIPMENT_INVALID,
+    SHIPMENT_QUEUED,
     Tables,
     tables,
 )
@@ -1047,6 +1049,7 @@ def mark_status_changes(
                     .where(w.c.sf_object == order_object, w.c.action.contains(CARD_MASK_ACTION))
                 )
                 cancelled_masks = set(conn.execute(unsent_masks).scalars()) if state == SF_DEACTIVATED else set()
+                _wait_for_the_order(conn, t, batch, reason, now)
                 conn.execute(
                     sa.update(w)
                     .where(one_of(conn, w.c.sf_order_id, batch), w.c.state.in_(OUTBOX_UNSENT_STATES))
@@ -1067,6 +1070,26 @@ def mark_status_changes(
             _advance_watermark(conn, t, checked_to, now, key=STATUS_CHECK_KEY)
         faultpoints.reach("mark_status_changes.before_commit")
     return len(marked)
+
+
+def _wait_for_the_order(conn: sa.Connection, t: Tables, order_ids: list[str], reason: str, now: datetime) -> None:
+    """The shipments whose writes to these orders are about to be given up wait for their order
+    instead: ``INVALID`` with why, checked again by every shipments run, and queued again once the
+    order is active (an order is set back to Draft to amend its products, then activated again):
+    given up for good, the Order would never show its tracking."""
+    w, s = t.writeback_outbox, t.order_shipments
+    keys = conn.execute(
+        sa.select(w.c.shipment_key)
+        .where(one_of(conn, w.c.sf_order_id, order_ids), w.c.state.in_(OUTBOX_UNSENT_STATES), w.c.shipment_key.is_not(None))
+        .distinct()
+    ).scalars().all()
+    for batch in in_batches(sorted(keys)):
+        conn.execute(
+            sa.update(s)
+            .where(one_of(conn, s.c.shipment_key, batch), s.c.state == SHIPMENT_QUEUED)
+            .values(state=SHIPMENT_INVALID, errors=[f"order: {reason} in Salesforce before this shipment's write was sent: sent once the order is Activated again"],
+                    checked_at=now)
+        )
 
 
 # ---------------------------------------------------------------------------------------

@@ -564,7 +564,10 @@ def sync_status(state: str, errors: Any, outbox_rows: list[Any], superseded_by: 
         return INVALID_SHIPMENT, "; ".join(reasons)
     if state != SHIPMENT_QUEUED:
         return NOT_SENT, "valid; sending is off in the config" if state == SHIPMENT_VALID else "not checked yet"
-    standing = [(superseded_by or {}).get(r.id, r) for r in outbox_rows]
+    # A record's newest row decides: a shipment queued again (its earlier write given up when its
+    # order was set back to Draft, see load.mark_status_changes) is synced once the new one is done.
+    newest = {(r.sf_object, r.sf_record_id, r.external_id_field): r for r in sorted(outbox_rows, key=lambda r: r.id)}
+    standing = [(superseded_by or {}).get(r.id, r) for r in newest.values()]
     failed = [r for r in standing if r.state in (OUTBOX_FAILED, OUTBOX_DEAD)]
     if failed:
         r = failed[-1]

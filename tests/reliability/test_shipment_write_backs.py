@@ -182,6 +182,42 @@ def test_a_shipment_waiting_while_sending_is_off_is_not_sent_to_an_order_set_bac
     assert status(p, "SHIP-WAIT") == (SYNCED, None)
 
 
+def test_a_shipment_whose_write_was_given_up_when_its_order_went_back_to_draft_is_sent_once_it_is_activated_again(pipeline, monkeypatch):
+    """The Order's write is still to be sent (locked: it will be retried) when the order is set back
+    to Draft, as it must be to amend its products: the write is given up (never written to a Draft
+    order), and the shipment waits for its order, invalid with the reason. Activated again and
+    imported, the order gets its tracking: the shipment is queued again and synced."""
+    monkeypatch.setattr(writeback, "IN_RUN_RETRY_DELAY", 0.01)
+    p = pipeline
+    imported(p)
+    order_id, item_id = an_item(p)
+    p.org.admin.set_faults(lock_rows=[order_id])
+    add(p, "SHIP-AMEND", order_id, item_id, 1, "2026-03-01", "1ZAMEND")
+    stages.send_shipments(run_id="ship-1")
+    (locked,) = outbox(p, "SHIP-AMEND", shipments.ACTION_ORDER_FIELDS)
+    assert locked["state"] in ("PENDING", "FAILED") and tracking(p, order_id) is None
+    p.org.admin.clear_faults()
+
+    p.org_update("Order", order_id, Status="Draft")
+    run = p.run()
+    assert run.succeeded, run.error
+    assert p.scalar("SELECT state FROM writeback_outbox WHERE id = :i", i=locked["id"]) == "DEAD"
+    state, reason = status(p, "SHIP-AMEND")
+    assert state == "invalid" and "set back to Draft in Salesforce before this shipment's write was sent" in reason
+    stages.send_shipments(run_id="ship-2")
+    assert tracking(p, order_id) is None  # never written to the Draft order
+    state, reason = status(p, "SHIP-AMEND")
+    assert state == "invalid" and "is deactivated in Salesforce" in reason  # checked again: still waiting
+
+    p.org_update("Order", order_id, Status="Activated")
+    run = p.run()
+    assert run.succeeded, run.error
+    stages.send_shipments(run_id="ship-3")
+    assert tracking(p, order_id) == "1ZAMEND"
+    assert "1ZAMEND" in (details(p, item_id) or "")
+    assert status(p, "SHIP-AMEND") == (SYNCED, None)
+
+
 def test_an_older_shipments_failed_order_write_is_superseded_by_a_newer_shipment_and_never_sent(pipeline):
     p = pipeline
     imported(p)

@@ -59,6 +59,10 @@ COLLECTION_LIMIT = 200  # records per sObject Collections call
 BULK_NULL = "#N/A"  # a Bulk 2.0 ingest value that sets a field to null (an empty one leaves it alone)
 COMPOSITE_SUBREQUESTS = 25  # subrequests per Composite call (one API call for all of them) ...
 COMPOSITE_QUERIES = 5  # ... of which at most this many queries
+# A query URL longer than this goes in a Composite call's body: Salesforce takes 16,384 bytes of URI
+# and headers together (414 URI Too Long past it), the headers (the session's token, the client's
+# name) taking a part.
+QUERY_URL_LIMIT = 8_000
 BULK_PAGE_RECORDS = 100_000  # records per Bulk API 2.0 result page (maxRecords): fewer calls; pages are streamed
 BULK_CHUNK_RECORDS = 5_000  # records per chunk yielded from a streamed Bulk result page: bounds memory
 BULK_POLL_SECONDS = 0.5  # the first wait for a Bulk job; each next one is BULK_POLL_GROWTH times longer ...
@@ -525,6 +529,15 @@ class SalesforceOrdersHook(SalesforceHook):
 
     def _query(self, soql: str, include_deleted: bool, page_size: int | None = None) -> dict:
         self._check_budget()
+        path = Query(soql, include_deleted).path()
+        if len(self.conn.base_url) + len(path) > QUERY_URL_LIMIT:
+            # A query naming hundreds of orders (a re-sync pasted from a report, a burst of events):
+            # in a URL, Salesforce would answer 414. In a Composite call's body, as Salesforce
+            # advises, it is one call all the same (its later pages' URLs are short).
+            (answer,) = self._composite_gets([path])
+            if isinstance(answer, SalesforceApiError):
+                raise answer
+            return answer
         headers = {"Sforce-Query-Options": f"batchSize={page_size}"} if page_size else {}
         try:
             return self.conn.query(soql, include_deleted=include_deleted, headers=headers)

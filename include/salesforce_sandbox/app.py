@@ -26,7 +26,7 @@ from . import (
 from .gateway import ErrorRenderer, Handler, KindOf, api_endpoint, read_or_write, rest_error
 from .runtime import SandboxRuntime
 from .usage import CallKind
-from .wire import SalesforceHeaderCase
+from .wire import RequestHeadLimit, SalesforceHeaderCase
 
 
 class ApiVersionConvertor(Convertor[str]):
@@ -149,7 +149,7 @@ def create_app(sandbox: SandboxRuntime) -> Starlette:
     app = Starlette(
         routes=_routes(versioned),
         exception_handlers={HTTPException: _http_error},
-        middleware=[Middleware(SalesforceHeaderCase)],
+        middleware=[Middleware(SalesforceHeaderCase), Middleware(RequestHeadLimit)],
     )
     app.state.sandbox = sandbox
     app.state.api_routes = versioned  # what composite subrequests are matched against

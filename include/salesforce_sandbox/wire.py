@@ -36,6 +36,32 @@ def wire_name(name: bytes) -> bytes:
     return b"-".join(part[:1].upper() + part[1:] for part in lowered.split(b"-"))
 
 
+# What Salesforce takes of a request's URI and headers together (bytes): a longer URI is answered
+# 414 URI Too Long, a longer URI and headers 431 Request Header Fields Too Large.
+REQUEST_HEAD_LIMIT = 16_384
+
+
+class RequestHeadLimit:
+    """ASGI middleware: a request whose URI, or URI and headers, pass what Salesforce takes is
+    answered as Salesforce answers it (a long SOQL query sent in the URL: a re-sync naming hundreds
+    of orders)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            uri = len(scope.get("raw_path") or scope["path"].encode()) + (len(scope["query_string"]) + 1 if scope.get("query_string") else 0)
+            head = uri + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+            status = 414 if uri > REQUEST_HEAD_LIMIT else 431 if head > REQUEST_HEAD_LIMIT else None
+            if status is not None:
+                reason = b"URI Too Long" if status == 414 else b"Request Header Fields Too Large"
+                await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+                await send({"type": "http.response.body", "body": reason})
+                return
+        await self.app(scope, receive, send)
+
+
 class SalesforceHeaderCase:
     """ASGI middleware: response header names in Salesforce's casing, and a ``Date`` header
     (the server is started without its own lower-case ``date`` and ``server`` headers)."""

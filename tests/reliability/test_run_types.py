@@ -59,6 +59,29 @@ def test_a_resync_leaves_the_watermark_so_the_next_run_reads_every_other_change(
     assert loaded(p)[a]["notes"] == "A changed first"
 
 
+def test_a_resync_naming_more_orders_than_a_query_url_holds_reads_them_all(imported):
+    """A re-sync of orders pasted from a report, 1,200 of them named by number, and an event run of
+    several hundred Ids: the query names them all, longer than the URL Salesforce takes (16,384
+    bytes of URI and headers; a longer one is answered 414): it goes in a Composite call's body, as
+    Salesforce advises, and reads every order named; those the org does not have are reported."""
+    p = imported
+    everyone = sorted(loaded(p))
+    numbers = [r["order_number"] for r in p.query("SELECT order_number FROM external_orders ORDER BY order_number")]
+    missing = [f"9{n:07d}" for n in range(1_200 - len(numbers))]
+    for order_id in everyone[:3]:
+        p.org_update("Order", order_id, Description="changed before the long re-sync")
+
+    resync = p.run({"order_numbers": numbers + missing})
+
+    assert resync.succeeded, resync.error
+    assert resync.results["extract"]["extracted"] == len(numbers)
+    assert resync.results["extract"]["not_found"] == missing[:100]  # (the XCom names the first 100; the log counts them all)
+    assert all(loaded(p)[i]["notes"] == "changed before the long re-sync" for i in everyone[:3])
+    events = p.run({"order_ids": everyone})  # an event run's Ids: 18 characters each
+    assert events.succeeded, events.error
+    assert events.results["extract"]["extracted"] == len(everyone)
+
+
 def test_a_since_run_moves_the_watermark_only_when_it_read_from_the_mark_on(imported):
     p = imported
     a, b = sorted(loaded(p))[:2]

@@ -60,6 +60,18 @@ def test_error_answers_carry_the_usage_header(api: Callable[..., requests.Respon
     assert response.headers["Sforce-Limit-Info"].startswith("api-usage=")
 
 
+def test_a_uri_or_head_longer_than_salesforce_takes_is_refused(api: Callable[..., requests.Response]):
+    """16,384 bytes of URI and headers together: a longer URI is 414, a longer head 431; a query just
+    under it is answered."""
+    names = ", ".join(f"'{n:08d}'" for n in range(1_000))
+    too_long = api("GET", "query/", params={"q": f"SELECT Id FROM Order WHERE OrderNumber IN ({names})"})
+    assert too_long.status_code == 414
+    big_header = api("GET", "query/", params={"q": "SELECT Id FROM Order LIMIT 1"}, headers={"X-Padding": "x" * 16_350})
+    assert big_header.status_code == 431
+    short = ", ".join(f"'{n:08d}'" for n in range(200))
+    assert api("GET", "query/", params={"q": f"SELECT Id FROM Order WHERE OrderNumber IN ({short})"}).status_code == 200
+
+
 def test_exhausted_daily_allowance_is_request_limit_exceeded(sandbox: SandboxServer, sf: Salesforce):
     used = sandbox.admin.stats()["api_usage"]["used"]
     sandbox.admin.set_faults(daily_api_limit=used + 2)

@@ -119,9 +119,10 @@ def test_a_backfill_of_a_later_interval_does_not_jump_over_what_it_never_read(im
     assert loaded(p)[a]["notes"] == "A changed before the interval"
 
 
-def _an_order_edited_while_the_extract_pages(p, monkeypatch, description: str) -> dict:
+def _an_order_edited_while_the_extract_pages(p, monkeypatch, description: str, meanwhile=None) -> dict:
     """After the extract's first page of orders, an order of a later page is edited (a second later):
-    the page is read as the order is then, with a stamp from after the query began."""
+    the page is read as the order is then, with a stamp from after the query began. ``meanwhile``:
+    what else happens in Salesforce once the query has begun, a second before the edit."""
     from salesforce_orders.salesforce import SalesforceOrdersHook
 
     pages = SalesforceOrdersHook.iter_query_pages
@@ -132,8 +133,11 @@ def _an_order_edited_while_the_extract_pages(p, monkeypatch, description: str) -
         if edited or "OrderItems" not in soql:  # the extract's order query, once
             yield from source
             return
-        first = next(source)
-        later = min(p.expected_order_ids() - {r["Id"] for r in first})
+        first = next(source)  # the query has begun: its result set is fixed
+        later = min(p.expected_order_ids() - {r["Id"] for r in first})  # (before ``meanwhile`` changes the org)
+        if meanwhile is not None:
+            p.org_next_second()  # stamped after the extract began reading, whatever the machine's speed
+            meanwhile()
         p.org_next_second()
         p.org_update("Order", later, Description=description)
         edited["id"] = later
@@ -186,8 +190,6 @@ def test_a_window_without_an_end_moves_the_watermark_no_later_than_when_its_extr
     mark is not moved to that stamp, past the activation, which the next run's window (the mark,
     no overlap here) would then start after: it moves no later than when the extract began reading,
     and the next run reads the activated order."""
-    from salesforce_orders.salesforce import SalesforceOrdersHook
-
     p = pipeline
     p.set_config(overlap_minutes=0)
     if kind == "since":  # a 'since' run moves the mark only from a stored one it reached back to
@@ -195,28 +197,16 @@ def test_a_window_without_an_end_moves_the_watermark_no_later_than_when_its_extr
     params = {"since": {"since": "2000-01-01"}, "full_resync": {"full_resync": True}}.get(kind, {})
     run_type = "asset_triggered" if kind == "order_events" else "manual"
     (x,) = p.org.store.activatable_order_ids(1)
-    pages = SalesforceOrdersHook.iter_query_pages
     changed: dict = {}
 
-    def paging(self, soql: str, **kwargs):
-        source = pages(self, soql, **kwargs)
-        if changed or "OrderItems" not in soql:  # the extract's order query, once
-            yield from source
-            return
-        first = next(source)  # the query has begun: its result set is fixed
-        later = min(p.expected_order_ids() - {r["Id"] for r in first})  # (before x is activated)
-        p.org_next_second()  # stamped after the extract began reading, whatever the machine's speed
+    def activate_x() -> None:
         p.org_update("Order", x, Status="Activated")
         changed["x"] = parse_watermark(p.org_rows('SELECT SystemModstamp FROM "Order" WHERE Id = ?', x)[0]["SystemModstamp"])
-        p.org_next_second()
-        p.org_update("Order", later, Description="edited while the extract paged")
-        changed["edited"] = later
-        yield first
-        yield from source
 
-    monkeypatch.setattr(SalesforceOrdersHook, "iter_query_pages", paging)
+    edited = _an_order_edited_while_the_extract_pages(p, monkeypatch, "edited while the extract paged", meanwhile=activate_x)
 
     run = p.run(params, run_type=run_type, until="load")
+    changed["edited"] = edited["id"]
 
     assert run.succeeded, run.error
     extracted = run.results["extract"]

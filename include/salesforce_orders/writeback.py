@@ -192,9 +192,25 @@ def _fields(row: Any) -> dict[str, Any]:
     return row.fields if isinstance(row.fields, dict) else json.loads(row.fields or "{}")
 
 
+def _record_of(row: Any) -> tuple[str, str]:
+    """The Salesforce record a row writes (a shipment to be upserted has no id yet: its key)."""
+    return row.sf_object, row.sf_record_id or f"shipment {row.shipment_key}"
+
+
 def _records_of(rows: Iterable[Any]) -> set[tuple[str, str]]:
-    """The Salesforce records the rows write (a shipment to be upserted has no id yet: its key)."""
-    return {(row.sf_object, row.sf_record_id or f"shipment {row.shipment_key}") for row in rows}
+    return set(map(_record_of, rows))
+
+
+def _each_record_once(rows: list[Any]) -> list[Any]:
+    """The rows up to the first that writes a record an earlier one of them writes (an Order's
+    import row and a shipment's row): Salesforce refuses a call naming an Id twice, and would apply
+    the two in no set order. The rest come in the next batch, which waits for this one to settle."""
+    seen: set[tuple[str, str]] = set()
+    for position, record in enumerate(map(_record_of, rows)):
+        if record in seen:
+            return rows[:position]
+        seen.add(record)
+    return rows
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -758,7 +774,7 @@ class OutboxDrainer:
             try:
                 last_id = 0
                 while True:
-                    rows = self._due_rows(last_id, BULK_JOB_RECORDS if bulk else COLLECTION_LIMIT)
+                    rows = _each_record_once(self._due_rows(last_id, BULK_JOB_RECORDS if bulk else COLLECTION_LIMIT))
                     sent = None
                     if rows and in_flight is not None and _records_of(in_flight.rows) & _records_of(rows):
                         waited_for, in_flight = in_flight, None  # (settled here, failed or not)

@@ -724,6 +724,27 @@ def test_450_rows_go_out_in_three_calls_of_at_most_200(engine, loaded):
     assert [tuple(row) for row in states] == [("COMPLETE", 225)]
 
 
+def test_a_call_never_names_a_record_twice_an_import_row_and_a_shipment_row_of_one_order_go_in_turn(engine, loaded):
+    """An Order's import row (Status) and a shipment's row (tracking) due together: Salesforce
+    refuses a list naming an Id twice (and would apply the two in no set order). The batch ends
+    before the second; it goes in the next call, once the first has settled."""
+    (order,) = loaded(1)
+    order_id = order.order.sf_order_id
+    with engine.begin() as conn:
+        conn.execute(sa.insert(tables().writeback_outbox).values(
+            sf_object="Order", sf_record_id=order_id, sf_order_id=order_id, action="shipment:order_fields", shipment_key="SHIP-1",
+            fields={"Tracking_Number__c": "1ZTURN"}, state="PENDING", attempts=0, created_run_id="ship-1", updated_run_id="ship-1", created_at=T0,
+            updated_at=T0,
+        ))
+    hook = FakeSalesforce()
+
+    summary = drain(engine, hook)
+
+    assert [[r["id"] for r in call] for call in hook.calls] == [[order_id, order.customer.sf_account_id], [order_id]]
+    assert hook.calls[0][0]["Status"] == "Imported" and hook.calls[1][0]["Tracking_Number__c"] == "1ZTURN"
+    assert {r["state"] for r in outbox(engine)} == {"DONE"} and summary.written == 3
+
+
 def test_a_failed_call_keeps_the_outcomes_of_the_batches_around_it(engine, loaded):
     # Batches are sent one at a time while the outcomes of the one before are recorded: when a
     # call fails, the batch before it is recorded and the batch already sent after it too.

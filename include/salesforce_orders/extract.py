@@ -124,6 +124,26 @@ def _already_flat(record: dict) -> tuple[StagedOrder, list[StagedItem]]:
     return record, []  # a Bulk CSV row: flat already, its items come from their own query
 
 
+def _against_staged(
+    engine: sa.Engine, run_id: str, latest: dict[str, tuple[StagedOrder, list[StagedItem]]], superseded: list[str], schema: str | None
+) -> None:
+    """Of a page's orders met for the first time by this query (``latest`` but not ``superseded``),
+    those the run staged already: an older version than the staged one is left out, with its
+    items; a later (or the same) one is ``superseded``, its staged items replaced by its own."""
+    from .staging import staged_modstamps
+
+    again = set(superseded)
+    first_met = [order_id for order_id in latest if order_id not in again]
+    with engine.connect() as conn:
+        staged = staged_modstamps(conn, run_id, first_met, schema=schema)
+    for order_id, staged_stamp in staged.items():
+        stamp = latest[order_id][0].get("SystemModstamp")
+        if staged_stamp is not None and (not stamp or parse_utc(stamp) < staged_stamp):
+            del latest[order_id]
+        else:
+            superseded.append(order_id)
+
+
 def stage_pages(
     engine: sa.Engine,
     run_id: str,
@@ -167,6 +187,11 @@ def stage_pages(
                 summary.parent_account_ids.add(parent_id)
             if stamp and (summary.max_system_modstamp is None or stamp > summary.max_system_modstamp):
                 summary.max_system_modstamp = stamp
+        if not fresh:
+            # Staged by an earlier query of the run (the window's, before the changed Accounts'
+            # orders are read): the later version wins with its own items here too, else the
+            # items a newer version no longer has stay staged beside it (its total then differs).
+            _against_staged(engine, run_id, latest, superseded, schema)
         orders = [order for order, _ in latest.values()]
         items = [item for _, order_items in latest.values() for item in order_items]
         order_texts, item_texts = encoded_records(engine, orders), encoded_records(engine, items)

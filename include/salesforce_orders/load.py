@@ -820,8 +820,10 @@ def _refusal(t: Tables, batch: _PreparedBatch, record: TransformedOrder, exc: sa
     """The quarantine row of an order the warehouse refused: which field and why, where it can tell."""
     problems = [
         problem
+        # (every table the batch writes: a product's, a location's or a parent's value refuses the order too)
         for table, rows in ((t.external_orders, batch.orders), (t.external_order_items, batch.items),
-                            (t.order_services, batch.services), (t.customers, batch.customers))
+                            (t.order_services, batch.services), (t.customers, batch.customers), (t.customers, batch.parents),
+                            (t.customer_locations, batch.locations), (t.products, batch.products))
         for row in rows
         for problem in column_problems(table, row)
     ]

@@ -158,6 +158,16 @@ def _write_staged(
         merge(rows)
 
 
+def staged_modstamps(conn: sa.Connection, run_id: str, order_ids: list[str], *, schema: str | None = None) -> dict[str, datetime | None]:
+    """Of these orders, those the run has staged already, with the staged version's SystemModstamp."""
+    t = tables(schema).stg_orders
+    found: dict[str, datetime | None] = {}
+    for batch in in_batches(order_ids):
+        rows = conn.execute(sa.select(t.c.sf_order_id, t.c.system_modstamp).where(t.c.run_id == run_id, one_of(conn, t.c.sf_order_id, batch)))
+        found.update((order_id, stamp) for order_id, stamp in rows)
+    return found
+
+
 def drop_staged_items(conn: sa.Connection, run_id: str, order_ids: list[str], *, schema: str | None = None) -> None:
     """Remove the run's staged items of these orders (a newer version of the order replaces them)."""
     t = tables(schema).stg_order_items

@@ -285,12 +285,12 @@ class OutboxDrainer:
         return due if self.actions is None else sa.and_(due, outbox.c.action.in_(self.actions))
 
     def _sent_columns(self) -> list[sa.Column]:
-        """What sending a row and recording its outcome read of it: not its state, errors and
-        times (each timestamp read is a conversion to UTC in Python)."""
+        """What sending a row and recording its outcome read of it: not its errors and times (each
+        timestamp read is a conversion to UTC in Python); its state and last run for its attempts."""
         outbox = self.t.writeback_outbox
         return [outbox.c[name] for name in (
             "id", "sf_object", "sf_record_id", "sf_order_id", "shipment_key", "external_id_field", "fields", "attempts",
-            "created_run_id", "created_at",
+            "created_run_id", "created_at", "state", "updated_run_id",
         )]
 
     def _due_rows(self, after_id: int, limit: int) -> list[Any]:
@@ -369,6 +369,10 @@ class OutboxDrainer:
         if row.id in self._attempted:
             return row.attempts or 0
         self._attempted.add(row.id)
+        # An earlier try of this run's task (Airflow retried it) recorded this run's attempt already:
+        # counted again, a record failing in a run whose write_back was retried gave up in that run.
+        if row.updated_run_id == self.run_id and row.state in (PENDING, ROW_FAILED) and (row.attempts or 0) > 0:
+            return row.attempts
         return (row.attempts or 0) + 1
 
     def _store_outcomes(self, conn: sa.Connection, outcomes: list[dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -179,16 +180,27 @@ def test_allowance_exhausted_during_write_back_keeps_what_was_committed(pipeline
     watermark = pipeline.watermark()
     # The first batch (200 records) goes through; the allowance is gone just before the second
     # batch's call. (The write-back reads the next batch's records while Salesforce writes the
-    # previous one, so the point is an event, not a count of calls.)
-    reach, sends = faultpoints.reach, []
+    # previous one, so the point is an event, not a count of calls.) The second batch is sent from
+    # another thread while the first may still be on its way: the allowance goes once the first
+    # batch's call has been answered (else the first batch could be the one refused).
+    reach, sends, first_answered = faultpoints.reach, [], threading.Event()
+    update_records = SalesforceOrdersHook.update_records
+
+    def answered(self: SalesforceOrdersHook, records: list[dict]) -> list[dict]:
+        try:
+            return update_records(self, records)
+        finally:
+            first_answered.set()
 
     def exhaust_before_the_second_batch(name: str) -> None:
         reach(name)
         if name == "write_back.before_send":
             sends.append(name)
             if len(sends) == 2:
+                assert first_answered.wait(timeout=120), "the first batch's call never came back"
                 pipeline.org.admin.set_faults(daily_api_limit=api_used(pipeline))
 
+    monkeypatch.setattr(SalesforceOrdersHook, "update_records", answered)
     monkeypatch.setattr(writeback.faultpoints, "reach", exhaust_before_the_second_batch)
 
     with pytest.raises(AirflowFailException, match="daily API allowance is used up .*REQUEST_LIMIT_EXCEEDED"):
@@ -456,6 +468,40 @@ def test_permanent_failures_keep_salesforces_message_and_end_dead_after_the_maxi
     assert injected(pipeline)["record_failure"] == failures == 2
 
 
+def test_a_write_back_task_retried_in_the_same_run_counts_one_attempt(pipeline, monkeypatch):
+    """The write_back task fails after a record's attempt was recorded (here: the next batch's send)
+    and Airflow retries it minutes later, when the record is due again: the retry belongs to the
+    same run, so the record's attempts stay one (the retry counted a second one, and a record
+    failing in a run whose task was retried gave up within that one run)."""
+    p = pipeline
+    p.set_config(writeback_max_attempts=2)
+    run = p.run(until="mark_status_changes")
+    rejected = sorted(p.loaded_ids())[0]  # in the first batch
+    p.org.admin.set_faults(fail_rows={rejected: ["FIELD_CUSTOM_VALIDATION_EXCEPTION", "PO number required"]})
+    monkeypatch.setattr(faultpoints, "_parsed", ("", {}))  # arrivals counted afresh (an earlier test may have set the same points)
+    monkeypatch.setenv(faultpoints.ENV, "write_back.before_send=raise@2")  # the second batch's send fails
+
+    with pytest.raises(faultpoints.FaultPointReached):
+        p.stage("write_back", run)
+    (row,) = p.order_outbox_rows([rejected])
+    assert (row["state"], row["attempts"]) == ("FAILED", 1)
+
+    monkeypatch.delenv(faultpoints.ENV)
+    make_due(p)  # Airflow retries the task a minute later: the record's backoff has passed
+    retried = p.stage("write_back", run)
+
+    assert retried["failed"] == 1 and retried["dead"] == 0
+    (row,) = p.order_outbox_rows([rejected])
+    assert (row["state"], row["attempts"]) == ("FAILED", 1)
+    assert injected(p)["record_failure"] == 2  # sent by both tries
+
+    make_due(p)
+    after = p.run()  # the next run is the second attempt: the maximum
+    assert after.results["write_back"]["dead"] == 1
+    (row,) = p.order_outbox_rows([rejected])
+    assert (row["state"], row["attempts"]) == ("DEAD", 2)
+
+
 # ---------------------------------------------------------------------------------------
 # 9. the warehouse is unreachable
 # ---------------------------------------------------------------------------------------
@@ -709,6 +755,52 @@ def test_order_read_on_two_pages_is_loaded_once_with_its_latest_version(sqlite_p
     assert again.succeeded, again.error
     assert_every_order_once(p, expected)
     assert p.scalar("SELECT notes FROM external_orders WHERE sf_order_id = :i", i=order_id) == "Changed while the import was paging"
+
+
+@pytest.mark.parametrize("path", ["rest", "bulk"])
+def test_an_order_read_again_with_its_changed_account_loses_the_product_removed_in_between(pipeline, monkeypatch, path):
+    """An order of the window whose Account changed too is read twice by one extract: by the
+    window's query (REST, or Bulk with the products in a job of their own), then with the changed
+    Account's orders (REST). A product removed in between is not staged beside the newer version
+    (its total would no longer match: the valid order was quarantined, its older version kept,
+    until the next run read it again)."""
+    from salesforce_orders import stages
+
+    p = pipeline
+    p.set_config(overlap_minutes=0, bulk_threshold=0 if path == "bulk" else 10**6)
+    first = p.run()
+    assert first.succeeded, first.error
+    order_id, account = next(
+        (r["sf_order_id"], r["sf_account_id"])
+        for r in p.query(
+            "SELECT o.sf_order_id, o.sf_account_id FROM external_orders o JOIN external_order_items i USING (sf_order_id) "
+            "WHERE NOT i.is_deleted GROUP BY o.sf_order_id, o.sf_account_id HAVING COUNT(*) >= 2 ORDER BY o.sf_order_id"
+        )
+    )
+    p.org_next_second()
+    p.org_update("Account", account, Name="Renamed Between Two Reads Ltd")
+    p.org_update("Order", order_id, Description="Edited: in the window")
+    read_changed_accounts, removed = stages._extract_orders_of_changed_accounts, []
+
+    def remove_a_product_first(*args: Any, **kwargs: Any) -> set[str]:  # the window's query has been read
+        p.org_next_second()
+        removed.append(p.remove_order_product(order_id))
+        return read_changed_accounts(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "_extract_orders_of_changed_accounts", remove_a_product_first)
+
+    run = p.run()
+
+    assert run.succeeded, run.error
+    assert run.results["extract"]["path"] == path
+    assert run.results["extract"]["accounts_changed"] == 1 and removed
+    assert order_id not in p.quarantined_ids()
+    (order,) = p.query("SELECT account_name, notes FROM external_orders WHERE sf_order_id = :i", i=order_id)
+    assert order == {"account_name": "Renamed Between Two Reads Ltd", "notes": "Edited: in the window"}
+    items = {r["sf_order_item_id"]: bool(r["is_deleted"]) for r in p.query(
+        "SELECT sf_order_item_id, is_deleted FROM external_order_items WHERE sf_order_id = :i", i=order_id
+    )}
+    assert items[removed[0]] is True and not all(items.values())
 
 
 # ---------------------------------------------------------------------------------------

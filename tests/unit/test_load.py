@@ -467,6 +467,29 @@ def test_an_order_the_warehouse_refuses_is_quarantined_naming_the_field_and_the_
         assert refused.order.sf_order_id in stored and q == [] and counts.refused == 0
 
 
+def test_an_order_refused_for_its_products_value_is_quarantined_naming_the_products_column(created_warehouse, make_transformed):
+    """A value of another table the batch writes (here the product's family, which no check holds
+    to its column: a picklist value with a card number masked grows past 255) refuses its order
+    too; the quarantine names that table's column as it names the order's own (it gave the
+    server's words alone, naming no column), and the rest is loaded."""
+    target = created_warehouse
+    if target.dialect != "postgresql":
+        pytest.skip("SQLite keeps any length")
+    good = [make_transformed(n) for n in (1, 2, 4)]
+    refused = make_transformed(3)
+    refused = replace(refused, items=[replace(refused.items[0], product_family="F" * 300), *refused.items[1:]])
+    load.ORDERS_PER_BATCH, before = 2, load.ORDERS_PER_BATCH
+    try:
+        counts = run(target, "run-1", [good[0], refused, *good[1:]])
+    finally:
+        load.ORDERS_PER_BATCH = before
+
+    assert counts.refused == 1 and counts.inserted == 3
+    [row] = select_all(target, "quarantined_orders")
+    assert row["sf_order_id"] == refused.order.sf_order_id
+    assert row["details"]["warehouse_refused"] == "the warehouse refused the order: products.family is 300 characters, more than the 255 it holds"
+
+
 def test_column_problems_names_column_limit_and_size_without_the_value():
     from salesforce_orders.load import column_problems
 

@@ -391,7 +391,8 @@ class ImportConfig(_Section):
 
     @model_validator(mode="after")
     def _card_fields_never_read(self) -> ImportConfig:
-        """A card field may not be selected through a mapping, a rule, the filter or the service number."""
+        """A card field may not be selected through a mapping, a rule, the filter, the service number
+        or the customer id (read from the Account, its parent and every ancestor)."""
         card = self.never_selected_fields()
         named = [
             *((f"routing.rules[{i}].field", rule.field) for i, rule in enumerate(self.routing.rules)),
@@ -399,6 +400,7 @@ class ImportConfig(_Section):
             *(("item_field_mappings" + _segment(name), name) for name in self.item_field_mappings),
             ("filter_field", self.filter_field or ""),
             ("service_number_field", self.service_number_field),
+            ("customer_id_field", self.customer_id_field),
         ]
         problems = [
             (path, f"{name!r} names a card field, and card fields are never read")

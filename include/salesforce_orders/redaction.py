@@ -9,10 +9,11 @@ error messages through :func:`mask_card_numbers` before they are stored or logge
 
 What counts as a card number: 13 to 19 digits that pass the Luhn check, written plain or in the
 groupings cards are printed in (4-4-4-4, 4-4-4-4-3, Amex 4-6-5, Diners 4-6-4), separated by spaces
-(the no-break and thin spaces a number pasted from a web page or a PDF carries too, and the
-ideographic space of a Japanese or Chinese keyboard), tabs (a number pasted from a spreadsheet's
-cells), line breaks (a number wrapped in a narrow text box, or typed a group a line), dashes or
-dots, up to three of them between two groups, standing alone: not glued to letters or digits, as in a Salesforce Id
+(the no-break and thin spaces a number pasted from a web page or a PDF carries too, the en, em
+and hair spaces of a typeset text, and the ideographic space of a Japanese or Chinese keyboard),
+tabs (a number pasted from a spreadsheet's cells), line breaks (a number wrapped in a narrow text
+box, or typed a group a line), dashes or dots, and in a rich text field's HTML ``&nbsp;``, ``<br>``
+and paragraph tags, up to three of them between two groups, standing alone: not glued to letters or digits, as in a Salesforce Id
 (``801000000000123AAA``). It is replaced by ``[card ending 1111]``: at most the last four digits
 stay. The digits are ASCII ones or those other keyboards type: full-width (``４１１１``, a Japanese
 or Chinese input method) and Arabic-Indic (``٤١١١``, both sets). Other long numbers (phone
@@ -39,19 +40,24 @@ import msgspec
 MIN_DIGITS, MAX_DIGITS = 13, 19
 
 # What may stand between a card number's groups: a space (also the no-break, figure, thin and
-# narrow no-break spaces that text pasted from a web page or a PDF holds, and the ideographic space
-# of a Japanese or Chinese keyboard), a tab (a number pasted from a spreadsheet, one group a cell),
+# narrow no-break spaces that text pasted from a web page or a PDF holds, the en, em, three-, four-
+# and six-per-em, punctuation and hair spaces of a typeset text, and the ideographic space of a
+# Japanese or Chinese keyboard), a tab (a number pasted from a spreadsheet, one group a cell),
 # a line break (a number wrapped by a narrow text box, or typed a group a line; ``\r\n`` counts as
 # one), a dash (the hyphens, dashes and minus signs a word processor or another keyboard types too)
 # or a dot.
-_SPACES = "\u00a0\u2007\u2009\u202f\u3000"
+_SPACES = "\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u3000"
 _DASHES = "\u2010\u2011\u2012\u2013\u2014\u2212\ufe63\uff0d"
 _SEPARATORS = f" \t\r\n{_SPACES}{_DASHES}.-"
 # Characters nobody sees (C0 controls but the tab and line breaks, DEL, the soft hyphen, zero-width
-# spaces and joiners, the word joiner, a byte-order mark): the scan reads a text without them, as a
-# person reads it and as the warehouse may store it (``storable`` drops NULs, so "4111<NUL>1111..."
-# would be a card number once stored).
-_INVISIBLE = "".join(chr(code) for code in [*range(0x20), 0x7F] if chr(code) not in "\t\n\r") + "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+# spaces and joiners, the word joiner, a byte-order mark, the left-to-right, right-to-left and Arabic
+# letter marks a number copied from a right-to-left page carries): the scan reads a text without
+# them, as a person reads it and as the warehouse may store it (``storable`` drops NULs, so
+# "4111<NUL>1111..." would be a card number once stored).
+_INVISIBLE = (
+    "".join(chr(code) for code in [*range(0x20), 0x7F] if chr(code) not in "\t\n\r")
+    + "\u00ad\u200b\u200c\u200d\u2060\ufeff\u200e\u200f\u061c"
+)
 _WITHOUT_INVISIBLE = str.maketrans(dict.fromkeys(_INVISIBLE))
 _AN_INVISIBLE = re.compile(f"[{re.escape(_INVISIBLE)}]")
 # The digits a card number may be typed in: ASCII, full-width (a Japanese or Chinese input method)
@@ -63,16 +69,22 @@ _WIDE_DIGIT_SETS = tuple(
 )
 _DIGITS = "0-9" + "".join(f"{digits[0]}-{digits[-1]}" for digits in _WIDE_DIGIT_SETS)
 _AS_ASCII_DIGITS = str.maketrans({wide: str(value) for digits in _WIDE_DIGIT_SETS for value, wide in enumerate(digits)})
+# A Rich Text Area field holds HTML: a number pasted with no-break spaces is stored with ``&nbsp;``
+# between its groups, one typed a group a line with ``<br>``, or a paragraph a group (``</p><p>``:
+# two separators). Shown, that is a card number: each entity or tag is one separator. (The entities
+# as written, the tags in any case: the fast path below looks for a ``<``, ``&nbsp;`` and ``&#160;``.)
+_HTML_GAP = r"&nbsp;|&#160;|(?i:<br ?/?>|</?(?:p|div)>)"
 # A run of at least 13 digits, up to three separators between two of them ("4111 - 1111",
 # "4111  1111"), standing alone. Most texts have none, so this one search is all the scan costs them.
-_GAP = f"(?:\r\n|[{_SEPARATORS}])"
+_GAP = f"(?:\r\n|{_HTML_GAP}|[{_SEPARATORS}])"
 _RUN = re.compile(rf"(?<![{_DIGITS}A-Za-z])[{_DIGITS}](?:{_GAP}{{0,3}}[{_DIGITS}]){{12,}}(?![{_DIGITS}A-Za-z])")
-_SEPARATOR = re.compile(f"[{_SEPARATORS}]+")
+_SEPARATOR = re.compile(f"(?:{_HTML_GAP}|[{_SEPARATORS}])+")
 # The other spaces, dashes, digits and invisible characters take two or three bytes in UTF-8 (a
 # control character, one: JSON escapes it). The fast path below spots them by a byte rare in Latin
 # text (their last byte; the first byte of the digits, of the ideographic space, whose last byte
-# Cyrillic letters end in, of the soft hyphen, whose last byte ends "í", and of the full-width and
-# small forms, whose first byte the full-width digits share), then makes each space
+# Cyrillic letters end in, of the soft hyphen, whose last byte ends "í", of the Arabic letter mark,
+# whose last byte ends the curly quote "“", and of the full-width and small forms, whose first byte
+# the full-width digits share), then makes each space
 # or dash a plain space, each digit an ASCII digit, drops the invisible ones, and takes the bytes'
 # classes again. (Not by a byte they share with common punctuation: the middle byte of U+3000 is
 # that of every curly quote, which would send most texts the slow way.)
@@ -80,7 +92,7 @@ _WIDE_DIGITS = tuple(  # (the digits' first byte, [(each digit's bytes, its ASCI
     (digits[0].encode()[:-1], [(wide.encode(), str(value).encode()) for value, wide in enumerate(digits)])
     for digits in _WIDE_DIGIT_SETS
 )
-_SPOTTED_BY_FIRST_BYTE = ("\u3000", "\u00ad", "\ufe63", "\uff0d", "\ufeff")
+_SPOTTED_BY_FIRST_BYTE = ("\u3000", "\u00ad", "\u061c", "\ufe63", "\uff0d", "\ufeff")
 
 
 def _spot(char: str) -> bytes:
@@ -105,6 +117,8 @@ _ESCAPED_CONTROL_LETTERS = (b"b", b"f")
 _ESCAPED_CONTROL = re.compile(rb"\\(?:u00[01][0-9a-fA-F]|[bf])")
 _CONTROL_CODES = frozenset(f"{code:02x}".encode() for code in range(0x20)) | frozenset(f"{code:02X}".encode() for code in range(0x20))
 _ASCII_DIGIT = re.compile(rb"[0-9]")
+# The HTML separators, as the scanner takes them.
+_HTML_GAP_BYTES = re.compile(_HTML_GAP.encode())
 # How far from an escape the digit of a group split there may be: two more separators (an escape
 # takes two bytes, or six; a wide space, three, sends the text the other way anyway) and a byte.
 _NEAR = 14
@@ -166,6 +180,8 @@ def _plain(data: bytes) -> bytes:
             data = data.replace(character, plain)
     if b"\\" in data:  # (each a regular expression: its backslash found as fast as a byte can be)
         data = _ESCAPED_SEPARATOR.sub(b" ", _ESCAPED_CONTROL.sub(b"", data))
+    if _holds_html_gap(data):  # (after what nobody sees is dropped: the scanner reads it so)
+        data = _HTML_GAP_BYTES.sub(b" ", data)
     for lead, digits in _WIDE_DIGITS:
         if lead in data:
             for wide, digit in digits:
@@ -173,12 +189,19 @@ def _plain(data: bytes) -> bytes:
     return data
 
 
+def _holds_html_gap(data: bytes) -> bool:
+    """Whether text may hold an HTML separator (a rich text field's): a tag, or a no-break space's
+    entity. (Each byte found as fast as a byte can be; ``&`` alone is common, "A&B Ltd": the
+    entities are looked for where there is one.)"""
+    return b"<" in data or (b"&" in data and (b"&nbsp;" in data or b"&#160;" in data))
+
+
 def may_hold_card_numbers(data: bytes) -> bool:
     """Whether UTF-8 text (a JSON document, say) may hold a card number; False means it holds none."""
     if _EXPONENT_OF_A_CARD_NUMBER.search(data):
         return True
     classes = data.translate(_CLASSES)
-    if b"w" in classes or _holds_json_escape_between_digits(data):
+    if b"w" in classes or _holds_json_escape_between_digits(data) or _holds_html_gap(data):
         classes = _plain(data).translate(_PLAIN_CLASSES)
     if any(signature in classes for signature in _SIGNATURES):
         return True
@@ -235,7 +258,7 @@ _MASKED_CARD = r"\[card ending [0-9]{1,4}\]"
 MASKED_CARD = re.compile(_MASKED_CARD)  # a card number as card_mask masks it
 _EXPIRY_LABEL = r"exp(?:iry|ires|iration)?(?:\W{1,2}date)?|(?:valid|good)(?:\W{1,2}(?:thru|through|until))?"
 _EXPIRY = rf"(?:(?:{_EXPIRY_LABEL})\W{{0,3}})?[{_DIGITS}]{{1,2}} ?[/.-] ?(?:[{_DIGITS}]{{4}}|[{_DIGITS}]{{2}})"
-_CODE_GAP = r"(?:\r\n|[ \t\r\n,;/.:(#-]){1,3}"
+_CODE_GAP = rf"(?:\r\n|{_HTML_GAP}|[ \t\r\n,;/.:(#-]){{1,3}}"
 _CODE_AFTER_CARD = re.compile(
     rf"(?ai)(?P<label>{_MASKED_CARD}{_CODE_GAP}(?:{_EXPIRY}{_CODE_GAP})?(?:(?:code|cvv2?|cvc2?|cvn2?|cid)\W{{0,3}})?){_CODE}"
 )

@@ -32,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .api_names import SALESFORCE_ID_PATTERN, case_safe_id
+from .redaction import mask_card_numbers
 from .warehouse.definitions import (
     OUTBOX_DEAD,
     OUTBOX_DONE,
@@ -68,6 +69,12 @@ _REPLACED_BY_ID = re.compile(r"\(outbox row (\d+)\)")
 
 class ShipmentInputError(ValueError):
     """A shipment a person tried to add is unusable; the message names the shipment and the field."""
+
+
+def _quoted(value: Any) -> str:
+    """A refused value as an error quotes it: a card number in it (an export's columns mixed up) masked."""
+    text = repr(value)
+    return mask_card_numbers(text) or text
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,7 @@ def _parse_date(key: str, value: Any) -> date | None:
     try:
         return date.fromisoformat(str(value))
     except ValueError:
-        raise ShipmentInputError(f"shipment {key!r}: shipped_date: {value!r} is not a date (YYYY-MM-DD)") from None
+        raise ShipmentInputError(f"shipment {key!r}: shipped_date: {_quoted(value)} is not a date (YYYY-MM-DD)") from None
 
 
 def _parse_quantity(key: str, position: int, value: Any) -> Decimal | None:
@@ -129,7 +136,7 @@ def _parse_quantity(key: str, position: int, value: Any) -> Decimal | None:
     except (TypeError, ValueError, ArithmeticError):
         quantity = None
     if quantity is None or not quantity.is_finite():
-        raise ShipmentInputError(f"shipment {key!r}: line {position}: quantity: {value!r} is not a number")
+        raise ShipmentInputError(f"shipment {key!r}: line {position}: quantity: {_quoted(value)} is not a number")
     return quantity
 
 
@@ -167,7 +174,7 @@ def add_shipment(conn: sa.Connection, t: Tables, shipment: Mapping[str, Any], li
         raise ShipmentInputError(f"shipment {key[:20]!r}...: shipment_key: longer than {SHIPMENT_KEY_LENGTH} characters")
     order_id = shipment.get("sf_order_id") or None
     if order_id is not None and not SALESFORCE_ID_PATTERN.fullmatch(str(order_id)):
-        raise ShipmentInputError(f"shipment {key!r}: sf_order_id: {order_id!r} is not a Salesforce id")
+        raise ShipmentInputError(f"shipment {key!r}: sf_order_id: {_quoted(order_id)} is not a Salesforce id")
     row = {
         "shipment_key": key,
         "sf_order_id": _record_id(order_id) if order_id is not None else None,
@@ -181,7 +188,7 @@ def add_shipment(conn: sa.Connection, t: Tables, shipment: Mapping[str, Any], li
     for position, line in enumerate(lines, start=1):
         item_id = line.get("sf_order_item_id") or None
         if item_id is not None and not SALESFORCE_ID_PATTERN.fullmatch(str(item_id)):
-            raise ShipmentInputError(f"shipment {key!r}: line {position}: sf_order_item_id: {item_id!r} is not a Salesforce id")
+            raise ShipmentInputError(f"shipment {key!r}: line {position}: sf_order_item_id: {_quoted(item_id)} is not a Salesforce id")
         line_rows.append({"shipment_key": key, "sf_order_item_id": _record_id(item_id) if item_id is not None else None, "quantity": _parse_quantity(key, position, line.get("quantity"))})
     inserted = conn.execute(
         dialect_insert(conn, t.order_shipments)

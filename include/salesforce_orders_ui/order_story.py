@@ -20,7 +20,6 @@ the skipped orders and the outbox. Where it is, in words:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,7 +31,7 @@ from salesforce_orders.card_masks import CARD_MASK_ACTION
 from salesforce_orders.model import SF_ACTIVE
 from salesforce_orders.warehouse.definitions import OUTBOX_DEAD, OUTBOX_FAILED, Tables
 
-from .queries import MAX_SEARCH_LENGTH, search_text, sync_status
+from .queries import MAX_SEARCH_LENGTH, ORDER_ID, search_text, sync_status
 
 LOADED = "loaded"
 NO_LONGER_ACTIVE = "loaded, no longer Activated"
@@ -41,9 +40,6 @@ NEWEST_SKIPPED = "loaded, newest version skipped"
 QUARANTINED_ONLY = "quarantined only"
 SKIPPED = "skipped"
 NEVER_SEEN = "never seen"
-
-# An Order's Salesforce id (key prefix 801, 15 or 18 characters): a re-sync names it in ``order_ids``.
-_ORDER_ID = re.compile(r"801[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?")
 
 
 @dataclass
@@ -77,7 +73,7 @@ class OrderStory:
         number = next((n for n in known if n), None)
         if number:
             return {"order_numbers": [number]}
-        if _ORDER_ID.fullmatch(self.asked):
+        if ORDER_ID.fullmatch(self.asked):
             return {"order_ids": [self.asked]}
         return {"order_numbers": [self.asked]}
 

@@ -8,6 +8,7 @@ take a connection and the warehouse ``Tables`` and return plain dicts, ready for
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -16,8 +17,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from salesforce_orders.model import COMPLETE, FAILED, LIFECYCLE_STATES, SF_ACTIVE
+from salesforce_orders.redaction import mask_card_numbers
 from salesforce_orders.warehouse.definitions import OUTBOX_DEAD, OUTBOX_FAILED, Tables
 from salesforce_orders.warehouse.views import superseded_outbox_row
+
+# An Order's Salesforce id (key prefix 801, 15 or 18 characters): a re-sync names it in ``order_ids``.
+ORDER_ID = re.compile(r"801[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -96,8 +101,13 @@ def page_bounds(number: int, size: int) -> tuple[int, int]:
 
 def search_text(text: str) -> str:
     """A search as the warehouse can hold it: trimmed, without NUL characters. PostgreSQL text cannot
-    contain one (the query would fail), and ``storable`` drops them from what the import stores."""
-    return text.replace("\x00", "").strip()
+    contain one (the query would fail), and ``storable`` drops them from what the import stores.
+    A card number (or security code) pasted into a search box is masked as the import masks what it
+    stores: the warehouse holds none to find, and the page echoes the search (its box, its notice,
+    its pager's links), which must never show one. An Order's Salesforce id is kept: 15 digits may
+    pass the Luhn check, but no payment card's number begins with 8 (ISO/IEC 7812)."""
+    text = text.replace("\x00", "").strip()
+    return text if ORDER_ID.fullmatch(text) else mask_card_numbers(text) or ""
 
 
 def _like_pattern(text: str, *, prefix_only: bool = False) -> str:

@@ -11,6 +11,7 @@ run leaves text behind is scanned for them.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -20,8 +21,8 @@ CARD_FIELDS = ("Credit_Card_Number__c", "Credit_Card_CVV__c", "Credit_Card_Expir
 
 
 def card_number_pattern(number: str) -> re.Pattern[str]:
-    """The number written plain, or grouped with spaces or dashes."""
-    return re.compile(r"[ -]?".join(number))
+    """The number written plain, or grouped with spaces, dashes or a rich text field's no-break spaces."""
+    return re.compile(r"(?:[ -]|&nbsp;)?".join(number))
 
 
 def cvv_pattern(cvv: str) -> re.Pattern[str]:
@@ -54,6 +55,8 @@ TYPED = [
     ("Account", "Name", "Acme 6011000990139424 Ltd", "6011000990139424", "Account.Name"),
     ("Order", "ShippingName", "Attn 3714 496353 98431", "371449635398431", "ShippingName"),  # mapped, Amex grouping
     ("OrderItem", "Description", "serial 4000056655665556", "4000056655665556", "OrderItem"),  # mapped item field
+    # as a rich text field holds it: pasted with no-break spaces, in a paragraph of its own
+    ("Order", "Description", "<p>Card on file:</p><p>5425&nbsp;2334&nbsp;3010&nbsp;9903</p>", "5425233430109903", "Description"),
     ("Order", "BillingCountry", "4242424242424242", "4242424242424242", "BillingCountry"),  # echoed by a quarantine message
 ]
 # Security codes typed with the numbers above: after a card number and its expiry date, and labelled.
@@ -185,8 +188,11 @@ def assert_masked_and_flagged(wired, flagged: dict[str, str], quarantined: str, 
         row = rows[order_id]
         fields = json.loads(row["card_data_masked_fields"])
         assert row["card_data_masked"] and any(f == field or f.startswith(f"{field} ") for f in fields), (field, fields)
-    by_field = {field: rows.get(order_id) for order_id, field in flagged.items()}
+    by_field: dict[str, Any] = {}
+    for order_id, field in flagged.items():
+        by_field.setdefault(field, rows.get(order_id))  # (the first order of a field: the notes typed as plain text)
     assert by_field["Description"]["notes"] == "Please charge [card ending 1881] 12/28 [security code] for the install"
+    assert "<p>Card on file:</p><p>[card ending 9903]</p>" in {row["notes"] for row in rows.values()}
     assert by_field["PoNumber"]["po_number"] == "PO [card ending 5100], security code: [security code]"
     assert "Acme [card ending 9424] Ltd" in customers and by_field["Account.Name"]["account_name"] == "Acme [card ending 9424] Ltd"
     assert json.loads(by_field["ShippingName"]["metadata"])["ship_to"] == "Attn [card ending 8431]"

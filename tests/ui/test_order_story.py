@@ -193,3 +193,17 @@ def test_an_order_set_back_to_draft_then_activated_again_and_left_out_is_told_as
     assert where(story(external_orders_pages, loaded, number)) == "loaded, no longer Activated"
     row = external_orders_pages(loaded.engine, loaded.schema).get("/").text.split(f'data-order-number="{number}"', 1)[1].split("</tr>", 1)[0]
     assert "back to Draft in Salesforce" in row
+
+
+@pytest.mark.parametrize("typed", ["4111111111111111", "4111 1111 1111 1111", "Visa 4111-1111-1111-1111 CVV 737"])
+def test_a_card_number_typed_into_a_search_box_is_never_echoed_by_the_page(allowed, external_orders_pages, loaded, typed):
+    """Someone pastes the customer's card number into "where is order…" or a list's search box (to
+    find the order it paid for): the page answers with it masked, as the import masks what it
+    stores, never with the number (the search box, the notice, the re-sync suggestion, the pager)."""
+    pages = external_orders_pages(loaded.engine, loaded.schema)
+    for path in ("/order", "/", "/quarantine"):
+        page = pages.get(path, params={"q": typed})
+        assert page.status_code == 200
+        assert "4111" not in page.text and "737" not in page.text, path
+        assert "[card ending 1111]" in page.text, path
+    assert where(story(external_orders_pages, loaded, typed)) == "never seen"

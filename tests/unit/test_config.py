@@ -491,6 +491,9 @@ def test_two_fields_cannot_share_a_metadata_key() -> None:
             "routing.rules[0].field",
         ),
         ({"filter_field": "Credit_Card_Number__c", "filter_value": "4111"}, "filter_field"),
+        # the customer id is read from the Account, its parent and every ancestor (a CVV is no card
+        # number to the scanner: it would be stored as the customer's key)
+        ({"customer_id_field": "Credit_Card_CVV__c"}, "customer_id_field"),
         (
             {"card_fields": ["Secret__c"], "order_field_mappings": {"Secret__c": "s"}},
             "order_field_mappings.Secret__c",

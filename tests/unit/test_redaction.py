@@ -40,13 +40,19 @@ CARDS = {
 # dots, and up to three of them; a Japanese or Chinese keyboard's ideographic space.
 SEPARATORS = (
     " ", "-", ".", "\u00a0", "\u202f", "\u2009", "\u2007", "\t", "  ", " - ", "--", "\t\t", " \t", "\u3000",
+    # the en, em, three-, four- and six-per-em, punctuation and hair spaces of a typeset text (a PDF, a word processor)
+    "\u2002", "\u2003", "\u2004", "\u2005", "\u2006", "\u2008", "\u200a",
     "\n", "\r\n", "\r", " \n", "-\n", "\r\n\r\n", " \r\n ", "\n\n",
     # the hyphens, dashes and minus signs word processors and other keyboards type
     "\u2010", "\u2011", "\u2012", "\u2013", " \u2013 ", "\u2014", "\u2212", "\ufe63", "\uff0d",
 )
 # What nobody sees, pasted from web pages or typed by accident: gone from the text as it is read
-# (and a NUL is dropped before anything is stored), so it hides no card number.
-INVISIBLE = ("\x00", "\x0b", "\x1f", "\x7f", "\u00ad", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff")
+# (and a NUL is dropped before anything is stored), so it hides no card number. The left-to-right,
+# right-to-left and Arabic letter marks too: a number copied from a right-to-left page or form
+# (beside Arabic-Indic digits, say) carries them between its groups.
+INVISIBLE = (
+    "\x00", "\x0b", "\x1f", "\x7f", "\u00ad", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u200e", "\u200f", "\u061c",
+)
 
 # The digits other keyboards type: full-width (a Japanese or Chinese input method), Arabic-Indic
 # and Extended Arabic-Indic (Persian, Urdu).
@@ -401,6 +407,34 @@ def test_a_card_number_with_characters_nobody_sees_between_its_digits_is_masked(
         assert mask_records([record]) == {0: ["PoNumber"]}
     kept = f"order{invisible} 12, room 4"
     assert mask_card_numbers(kept) is kept  # nothing masked: the text kept as it was, invisible characters and all
+
+
+@pytest.mark.parametrize(
+    ("typed", "shown"),
+    [
+        ("4111&nbsp;1111&nbsp;1111&nbsp;1111", "[card ending 1111]"),  # pasted with no-break spaces
+        ("4111&#160;1111&#160;1111&#160;1111", "[card ending 1111]"),
+        ("5555<br>5555<br>5555<br>4444", "[card ending 4444]"),  # typed a group a line (shift-enter)
+        ("5555<br />5555<BR/>5555<br>4444", "[card ending 4444]"),
+        ("<p>3782</p><p>822463</p><p>10005</p>", "<p>[card ending 0005]</p>"),  # a paragraph a group (enter)
+        ("<p>6011</p>\n<p>1111</p>\n<p>1111</p>\n<p>1117</p>", "<p>[card ending 1117]</p>"),
+        ("<div>3056</div><div>930902</div><div>5904</div>", "<div>[card ending 5904]</div>"),
+        ("4111&nbsp; 1111 &nbsp;1111&nbsp;1111", "[card ending 1111]"),
+    ],
+)
+def test_a_card_number_in_a_rich_text_fields_html_is_masked(typed, shown):
+    """A Rich Text Area field holds HTML: a number pasted with no-break spaces is stored with
+    ``&nbsp;`` between its groups, one typed a group a line with ``<br>`` or a paragraph a group.
+    Shown, it is a card number: masked, its security code after it too, found by the fast path."""
+    text = f"<p>Paid by card:</p><p>{typed}</p><p>exp 12/27 737</p>"
+    masked = mask_card_numbers(text)
+    assert masked == f"<p>Paid by card:</p><p>{shown}</p><p>exp 12/27 {SECURITY_CODE_MASK}</p>", masked
+    record = {"Id": "801000000000001AAA", "Notes__c": text}
+    assert may_hold_card_data(json_bytes([record]))
+    assert mask_records([record]) == {0: ["Notes__c"]}
+    # rich text without a card number is kept: a list of rooms, an invoice number failing the Luhn check
+    for kept in ("<p>Rooms:<br>1012<br>1013<br>1014<br>1016</p>", "<p>Invoice 4111111111111112</p><p>12</p>", "A&amp;B&nbsp;Ltd"):
+        assert mask_card_numbers(kept) is kept
 
 
 @pytest.mark.parametrize(

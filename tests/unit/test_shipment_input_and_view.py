@@ -63,6 +63,20 @@ def test_a_person_adds_a_shipment_with_the_cli_and_the_same_key_again_changes_no
     assert "shipped_date: '1 March' is not a date (YYYY-MM-DD)" in capsys.readouterr().err
 
 
+def test_a_card_number_pasted_into_a_refused_cell_is_not_echoed_by_the_error(warehouse, capsys):
+    """A fulfilment export's columns mixed up: the payment's card number where the date, the quantity
+    or an id belongs. The shipment is refused naming the field, the value shown masked as the import
+    masks card numbers (the error goes to a terminal or an integration's log)."""
+    engine, url = warehouse
+    _, number, item = order_item(engine, 1)
+    by_number = ("--order-number", number)
+    for args in ((*by_number, "--shipped-date", "4111 1111 1111 1111", "--line", f"{item}:1"), (*by_number, "--line", f"{item}:4111 1111 1111 1111"),
+                 ("--order-id", "4111111111111111", "--line", f"{item}:1"), (*by_number, "--line", "4111-1111-1111-1111:1")):
+        assert add_shipment_cli(url, "--key", "SHIP-CARD", *args) == 2
+        err = capsys.readouterr().err
+        assert "shipment 'SHIP-CARD'" in err and "[card ending 1111]" in err and "4111" not in err, err
+
+
 def test_quantities_are_checked_exactly_counting_earlier_shipments(warehouse):
     engine, url = warehouse
     order_id, _, item = order_item(engine, 1)

@@ -7,7 +7,8 @@ at most once an hour (a mark in ``sync_state``), each purge a few set-based dele
 it twice deletes nothing more.
 
 A finished outbox row is one written (``DONE``) before the cutoff, together with the older rows
-for the same Salesforce record it superseded (done, failed or given up). Rows waiting to be sent
+for the same Salesforce record from the same source it superseded (done, failed or given up: the
+import's rows by the import's, a shipment's by a shipment's). Rows waiting to be sent
 and a record's newest failure (still shown as an open failure, still retried) stay: what the views,
 the pages and the order lifecycles show is the same before and after a purge.
 """
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 from .staging import purge_staging
 from .warehouse.definitions import OUTBOX_DEAD, OUTBOX_DONE, OUTBOX_FAILED, tables
 from .warehouse.types import parse_utc, utc_now
+from .warehouse.views import same_source
 from .warehouse.writes import upsert
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ def purge_finished_outbox(conn: sa.Connection, schema: str | None, cutoff: datet
             done.c.id >= w.c.id,
             done.c.state == OUTBOX_DONE,
             done.c.updated_at < cutoff,
+            # Only a write from the same source supersedes a row, as in v_open_failures: a shipment's
+            # write to an Order leaves the import's failure on it open, and the other way round.
+            same_source(done, w),
         )
         .exists()
     )

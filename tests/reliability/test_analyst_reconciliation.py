@@ -139,3 +139,63 @@ def test_the_warehouse_reconciles_with_salesforce_per_currency_after_account_edi
     }
     assert view == {k: tuple(v) for k, v in groups.items()}
     assert any(k[0] == top_of(top, parents) for k in view) and {moved, middle}.isdisjoint(k[0] for k in view)
+
+
+def documented_salesforce_bound() -> str:
+    """The ActivatedDate condition of the documented Salesforce query (docs/warehouse.md)."""
+    from pathlib import Path
+    import re
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "warehouse.md").read_text()
+    (soql,) = re.findall(r"```text\n(SELECT CurrencyIsoCode, COUNT\(Id\), SUM\(TotalAmount\) FROM Order\n.*?)```", docs, flags=re.S)
+    (bound,) = re.findall(r"\bActivatedDate (.+?)\s*$", soql, flags=re.M)
+    return bound
+
+
+def test_the_reconciliation_counts_orders_that_fell_out_of_the_lookback_on_both_sides(pipeline):
+    """An order loaded once stays active in the warehouse when it falls out of the lookback (here:
+    time passing is a shorter lookback_days). The documented Salesforce side of the reconciliation,
+    bounded as the docs say, must count it too: per currency, its figures are the loaded and skipped
+    rows plus the quarantined orders, as the prose promises."""
+    from datetime import datetime
+
+    p = pipeline
+    p.set_config(zero_total_policy="skip")
+    first = p.run()
+    assert first.succeeded, first.error
+    p.set_config(zero_total_policy="skip", lookback_days=365)  # a year on: the older half falls out of the lookback
+    later = p.run()
+    assert later.succeeded, later.error
+
+    bound = documented_salesforce_bound()
+    assert bound.startswith(">= "), f"the documented Salesforce query is bounded by {bound!r}, not where the first run's lookback began"
+    start = p.scalar("SELECT window_start FROM import_runs ORDER BY started_at LIMIT 1")
+    start = start if isinstance(start, datetime) else datetime.fromisoformat(start)
+    org = p.org_rows(
+        "SELECT Id, CurrencyIsoCode, TotalAmount FROM \"Order\" WHERE StatusCode = 'Activated' AND IsDeleted = 0 AND ActivatedDate >= ?",
+        start.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+    salesforce: dict[str, list] = defaultdict(lambda: [0, Decimal(0)])
+    for row in org:
+        salesforce[row["CurrencyIsoCode"]][0] += 1
+        salesforce[row["CurrencyIsoCode"]][1] += amount(row["TotalAmount"])
+    within_lookback = p.org_rows(  # what a LAST_N_DAYS:365 count would see: fewer
+        "SELECT Id FROM \"Order\" WHERE StatusCode = 'Activated' AND IsDeleted = 0 "
+        "AND ActivatedDate >= strftime('%Y-%m-%dT%H:%M:%S', 'now', '-365 days')"
+    )
+    assert 0 < len(within_lookback) < len(org)
+
+    warehouse: dict[str, list] = defaultdict(lambda: [0, Decimal(0)])
+    by_id = {row["Id"]: row for row in org}
+    active = {r["sf_order_id"] for r in p.query("SELECT sf_order_id FROM external_orders WHERE sf_state = 'active'")}
+    for row in p.query(p.documented_query(RECONCILIATION)):
+        if row["outcome"] == "quarantined":  # their totals are Salesforce's, by id
+            refused = p.quarantined_ids() - active
+            assert row["orders"] == len(refused) > 0
+            for order_id in refused:
+                warehouse[by_id[order_id]["CurrencyIsoCode"]][0] += 1
+                warehouse[by_id[order_id]["CurrencyIsoCode"]][1] += amount(by_id[order_id]["TotalAmount"])
+        else:
+            warehouse[row["currency"]][0] += row["orders"]
+            warehouse[row["currency"]][1] += amount(row["amount"])
+    assert {c: tuple(v) for c, v in warehouse.items()} == {c: tuple(v) for c, v in salesforce.items()}

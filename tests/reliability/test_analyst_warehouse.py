@@ -218,3 +218,38 @@ def test_every_sql_example_of_the_docs_returns_rows_and_exact_amounts(imported):
     (per_currency,) = [sql for sql in examples if "GROUP BY currency, corporate_currency" in sql]
     got = {r["currency"]: (r["orders"], exact(r["amount"])) for r in p.query(per_currency)}
     assert got == org_totals_by_currency(p)
+
+
+def test_the_retention_purge_keeps_a_given_up_write_back_that_a_shipment_wrote_the_same_order_after(pipeline):
+    """The purge deletes rows a newer DONE row superseded, and only a row of the same source supersedes
+    one (v_open_failures): a shipment's write to an Order, once past retention_days, takes neither the
+    import's given-up write on it out of v_open_failures nor its "Retry failed write-backs now"."""
+    from datetime import timedelta
+
+    from salesforce_orders.retention import purge_expired
+    from salesforce_orders.warehouse.types import utc_now
+
+    p = pipeline
+    p.set_config(writeback_max_attempts=1)
+    run = p.run(until="mark_status_changes")
+    rejected = sorted(p.loaded_ids())[0]
+    p.org.admin.set_faults(fail_rows={rejected: ["FIELD_CUSTOM_VALIDATION_EXCEPTION", "PO number required"]})
+    p.stage("write_back", run)
+    p.org.admin.clear_faults()
+    p.set_config(writeback_max_attempts=1, shipments={"enabled": True, "order_fields": {
+        "tracking_number": "Tracking_Number__c", "carrier": "Carrier__c", "shipped_date": "Shipped_Date__c"}})
+    item = p.scalar("SELECT MIN(sf_order_item_id) FROM external_order_items WHERE sf_order_id = :o", o=rejected)
+    with p.engine.begin() as conn:
+        add_shipment(conn, tables(p.schema), {"shipment_key": "SHIP-1", "sf_order_id": rejected, "carrier": "UPS",
+                     "tracking_number": "1Z999", "shipped_date": "2026-03-01"}, [{"sf_order_item_id": item, "quantity": 1}])
+    stages.send_shipments(run_id="shipments__after_a_failure")
+    assert p.scalar("SELECT state FROM writeback_outbox WHERE shipment_key = 'SHIP-1' AND sf_object = 'Order'") == "DONE"
+    open_failures = "SELECT outbox_id, sf_order_id, state, last_error_code FROM v_open_failures ORDER BY outbox_id"
+    before = p.query(open_failures)
+    assert [(f["sf_order_id"], f["state"]) for f in before] == [(rejected, "DEAD")]
+
+    purged = purge_expired(p.engine, timedelta(days=3), schema=p.schema, now=utc_now() + timedelta(days=4))
+
+    assert purged is not None and purged.outbox_rows > 0  # the DONE rows went
+    assert p.query(open_failures) == before
+    assert p.scalar("SELECT lifecycle_state FROM external_orders WHERE sf_order_id = :o", o=rejected) == "FAILED"

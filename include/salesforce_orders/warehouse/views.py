@@ -101,18 +101,22 @@ def _view_revenue_by_day(t: Tables, dialect: str) -> sa.Select:
     )
 
 
-def superseded_outbox_row(w: sa.Table) -> sa.Exists:
-    """Whether an outbox row has a newer one for the same record from the same source: the import's
-    rows supersede the import's, a shipment's rows a shipment's. (A shipment's write to an Order says
-    nothing of the import's write that failed on it: that failure stays open, and the other way round.)"""
-    newer = w.alias("newer")
-    same_source = sa.or_(
-        sa.and_(newer.c.shipment_key.is_(None), w.c.shipment_key.is_(None)),
-        sa.and_(newer.c.shipment_key.is_not(None), w.c.shipment_key.is_not(None)),
+def same_source(row: sa.FromClause, other: sa.FromClause) -> sa.ColumnElement[bool]:
+    """Whether two outbox rows come from the same source: the import's, or a shipment's. Only a row
+    of the same source supersedes another (a shipment's write to an Order says nothing of the
+    import's write that failed on it: that failure stays open, and the other way round)."""
+    return sa.or_(
+        sa.and_(row.c.shipment_key.is_(None), other.c.shipment_key.is_(None)),
+        sa.and_(row.c.shipment_key.is_not(None), other.c.shipment_key.is_not(None)),
     )
+
+
+def superseded_outbox_row(w: sa.Table) -> sa.Exists:
+    """Whether an outbox row has a newer one for the same record from the same source (see :func:`same_source`)."""
+    newer = w.alias("newer")
     return (
         sa.select(newer.c.id)
-        .where(newer.c.sf_object == w.c.sf_object, newer.c.sf_record_id == w.c.sf_record_id, newer.c.id > w.c.id, same_source)
+        .where(newer.c.sf_object == w.c.sf_object, newer.c.sf_record_id == w.c.sf_record_id, newer.c.id > w.c.id, same_source(newer, w))
         .exists()
     )
 

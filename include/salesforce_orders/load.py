@@ -112,6 +112,7 @@ class _RunTally:
     # The orders refused or skipped by earlier runs and not released when the load began (_release_quarantine).
     unreleased: set[str] | None = None
     read_until: datetime | None = None  # when the run's extract ended (_read_after)
+    refused_later: frozenset[str] = frozenset()  # orders a later run refused (_refused_by_later_runs)
 
     def result(self) -> LoadCounts:
         self.counts.customers = len(self.customers)
@@ -346,6 +347,23 @@ def _read_after(
         )
         read_later |= {row.sf_order_id for row in staged if rest.get(row.sf_order_id) == row.run_id}
     return read_later
+
+
+def _refused_by_later_runs(conn: sa.Connection, t: Tables, run_id: str, read_until: datetime | None) -> frozenset[str]:
+    """The orders that a run which began reading after this run's reading ended (``read_until``)
+    quarantined or skipped, not released since: Salesforce's newer version was refused, so this
+    run's older one is superseded. Loaded, it would be taken for the current one and release the
+    refusal (a late or cleared load after the pool let a newer run's validate or transform go
+    first): the newer version's problem would be hidden, and never read again. Read once a load
+    (two queries): such rows are few, and none in most runs."""
+    if read_until is None:
+        return frozenset()
+    runs = t.import_runs
+    later = sa.select(runs.c.run_id).where(runs.c.started_at > read_until, runs.c.run_id != run_id)
+    refused: set[str] = set()
+    for table in (t.quarantined_orders, t.skipped_orders):
+        refused.update(conn.execute(sa.select(table.c.sf_order_id).where(table.c.released_at.is_(None), table.c.run_id.in_(later))).scalars())
+    return frozenset(refused)
 
 
 def _all_but(row: dict[str, Any], *kept: str) -> list[str]:
@@ -665,6 +683,7 @@ def _prepare_batch(
     now: datetime,
     conn: sa.Connection | None = None,
     read_until: datetime | None = None,
+    refused_later: frozenset[str] = frozenset(),
 ) -> _PreparedBatch:
     """Classify the batch's orders (new, changed, unchanged) and build the rows to write.
 
@@ -675,10 +694,11 @@ def _prepare_batch(
     Prepared on a connection of its own (the read-ahead thread), a batch of new orders only (a
     first import's) also has its COPY input converted: see :func:`convert_for_copy`.
 
-    ``read_until``: when this run's extract ended (None: not known, a run of an older release)."""
+    ``read_until``: when this run's extract ended (None: not known, a run of an older release).
+    ``refused_later``: see :func:`_refused_by_later_runs`."""
     if conn is None:
         with engine.connect() as reader:
-            prepared = _prepare_batch(engine, t, run_id, batch, now, conn=reader, read_until=read_until)
+            prepared = _prepare_batch(engine, t, run_id, batch, now, conn=reader, read_until=read_until, refused_later=refused_later)
             if prepared.written and not prepared.stored_ids:  # all inserted whole (_write_batch)
                 for table, rows in ((t.external_orders, prepared.orders), (t.external_order_items, prepared.items), (t.order_services, prepared.services)):
                     convert_for_copy(reader, table, rows)
@@ -691,6 +711,7 @@ def _prepare_batch(
     # stored version was read after this one (its Account renamed in between, the order unchanged).
     current = [r for r in records if not _older_than_stored(modstamps[r.order.sf_order_id], stored.get(r.order.sf_order_id))]
     read_later = _read_after(conn, t, run_id, current, stored, read_until, modstamps)
+    read_later |= {r.order.sf_order_id for r in current if r.order.sf_order_id in refused_later}
     current = [r for r in current if r.order.sf_order_id not in read_later]
     superseded = len(records) - len(current)
     records = current
@@ -795,7 +816,7 @@ def _write_batch_or_refuse(
         log.warning("The warehouse refused a batch of %d orders (%s); writing them one by one", len(records), refused_reason(exc))
     refused, refused_records = [], []
     for record in records:
-        single = _prepare_batch(engine, t, run_id, [record], now, conn=conn, read_until=tally.read_until)
+        single = _prepare_batch(engine, t, run_id, [record], now, conn=conn, read_until=tally.read_until, refused_later=tally.refused_later)
         try:
             with conn.begin_nested():
                 _write_batch(conn, t, run_id, single, now, tally)
@@ -940,7 +961,12 @@ def load_run(
     # Reading, decoding and preparing the next batch (Python) overlaps writing this one (mostly
     # waiting for the database).
     tally.read_until = read_until
-    prepared = read_ahead((_prepare_batch(engine, t, run_id, batch, now, read_until=read_until), batch) for batch in _batches(chunks))
+    with engine.connect() as conn:
+        tally.refused_later = _refused_by_later_runs(conn, t, run_id, read_until)
+    prepared = read_ahead(
+        (_prepare_batch(engine, t, run_id, batch, now, read_until=read_until, refused_later=tally.refused_later), batch)
+        for batch in _batches(chunks)
+    )
     with engine.begin() as conn:
         if keep_history:
             history.seed(conn, t)

@@ -268,6 +268,38 @@ def test_a_load_that_commits_after_a_newer_run_keeps_the_newer_versions(imported
     assert p.query("SELECT * FROM quarantined_orders WHERE sf_order_id = :i AND released_at IS NULL", i=a) == []
 
 
+def test_a_late_load_never_replaces_a_newer_version_a_later_run_quarantined_or_skipped(imported):
+    """The pool lets a newer run's validate and transform go while an older run waits for its load
+    (its transform still running, or the load cleared later). The newer run refused Salesforce's
+    current version (quarantined; a new order that now totals 0, skipped): the late load keeps the
+    older version it read out (superseded), so the refusal stays, never released by a version it
+    does not describe and never read again."""
+    from tests.conftest import activatable_orders
+
+    p = imported
+    p.set_config(zero_total_policy="skip")
+    a = sorted(loaded(p))[0]
+    (x,) = activatable_orders(p.org, 1)
+    p.org_update("Order", x, Status="Activated")
+    p.org_update("Order", a, Description="version 2")
+    late = p.run(until="transform")  # staged a's version 2 and x with its total; its load waits
+    assert late.succeeded, late.error
+    p.org_next_second()
+    p.org_update("Order", a, Description="version 3", BillingCountry="Atlantis", ShippingCountry="Atlantis")
+    to_zero_total(p, x)
+    newer = p.run()
+    assert newer.succeeded, newer.error
+    assert places(p, a) == {"loaded": 1, "quarantined": 1, "skipped": 0}
+    assert places(p, x) == {"loaded": 0, "quarantined": 0, "skipped": 1}
+
+    result = p.stage("load", late)
+
+    assert result["superseded"] >= 2
+    assert places(p, a) == {"loaded": 1, "quarantined": 1, "skipped": 0}
+    assert loaded(p)[a]["notes"] != "version 2" and loaded(p)[a]["newer_version_quarantined_at"] is not None
+    assert places(p, x) == {"loaded": 0, "quarantined": 0, "skipped": 1}
+
+
 def test_a_late_load_never_makes_an_order_set_back_to_draft_active_again(imported):
     p = imported
     a = sorted(loaded(p))[0]

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 DEFAULT_TIMEOUT_SECONDS = 120.0  # a re-seed of a large org takes a while
 
@@ -22,6 +24,12 @@ class AdminClient:
         # Trust exactly the sandbox's certificate, whatever REQUESTS_CA_BUNDLE says.
         self.session.trust_env = False
         self.session.verify = str(ca_path) if ca_path else True
+        # The server closes a keep-alive connection idle for a few seconds; a call sent on it just
+        # then finds it closed before any answer ("Remote end closed connection without response")
+        # and is sent again on a new one. Every control call may be repeated (set, clear, reset).
+        retry = Retry(total=2, connect=2, read=2, status=0, allowed_methods=None, raise_on_status=False)
+        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
 
     def _call(self, method: str, path: str, payload: dict | None = None) -> Any:
         response = self.session.request(method, self.base + path, json=payload, timeout=self.timeout)

@@ -143,8 +143,8 @@ def test_the_warehouse_reconciles_with_salesforce_per_currency_after_account_edi
 
 def documented_salesforce_bound() -> str:
     """The ActivatedDate condition of the documented Salesforce query (docs/warehouse.md)."""
-    from pathlib import Path
     import re
+    from pathlib import Path
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "warehouse.md").read_text()
     (soql,) = re.findall(r"```text\n(SELECT CurrencyIsoCode, COUNT\(Id\), SUM\(TotalAmount\) FROM Order\n.*?)```", docs, flags=re.S)

@@ -196,6 +196,31 @@ class Pipeline:
         """The next whole second of the org's clock; every later change is stamped from it on."""
         return self.org.store.stamps_from_next_second()
 
+    def given_up_write_then_a_shipment_to_its_order(self, check_given_up: Callable[[str], None] | None = None) -> tuple[Any, str]:
+        """An order whose import write-back Salesforce refused and that was given up (one attempt),
+        then a shipment (``SHIP-1``) written to the same Order, DONE. ``check_given_up``: called with
+        the order's id in between. Returns the run and the order's id."""
+        from salesforce_orders import stages
+        from salesforce_orders.shipments import add_shipment
+        from salesforce_orders.warehouse import tables
+
+        self.set_config(writeback_max_attempts=1)
+        run = self.run(until="mark_status_changes")
+        rejected = sorted(self.loaded_ids())[0]
+        self.org.admin.set_faults(fail_rows={rejected: ["FIELD_CUSTOM_VALIDATION_EXCEPTION", "PO number required"]})
+        self.stage("write_back", run)
+        if check_given_up is not None:
+            check_given_up(rejected)
+        self.org.admin.clear_faults()
+        self.set_config(writeback_max_attempts=1, shipments={"enabled": True, "order_fields": {
+            "tracking_number": "Tracking_Number__c", "carrier": "Carrier__c", "shipped_date": "Shipped_Date__c"}})
+        item = self.scalar("SELECT MIN(sf_order_item_id) FROM external_order_items WHERE sf_order_id = :o", o=rejected)
+        with self.engine.begin() as conn:
+            add_shipment(conn, tables(self.schema), {"shipment_key": "SHIP-1", "sf_order_id": rejected, "carrier": "UPS",
+                         "tracking_number": "1Z999", "shipped_date": "2026-03-01"}, [{"sf_order_item_id": item, "quantity": 1}])
+        stages.send_shipments(run_id="shipments__after_a_failure")
+        return run, rejected
+
     def org_update(self, sobject: str, record_id: str, **values: Any) -> None:
         with self.org.store.lock:
             self.org.store.update(sobject, record_id, values)

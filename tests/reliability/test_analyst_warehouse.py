@@ -230,19 +230,7 @@ def test_the_retention_purge_keeps_a_given_up_write_back_that_a_shipment_wrote_t
     from salesforce_orders.warehouse.types import utc_now
 
     p = pipeline
-    p.set_config(writeback_max_attempts=1)
-    run = p.run(until="mark_status_changes")
-    rejected = sorted(p.loaded_ids())[0]
-    p.org.admin.set_faults(fail_rows={rejected: ["FIELD_CUSTOM_VALIDATION_EXCEPTION", "PO number required"]})
-    p.stage("write_back", run)
-    p.org.admin.clear_faults()
-    p.set_config(writeback_max_attempts=1, shipments={"enabled": True, "order_fields": {
-        "tracking_number": "Tracking_Number__c", "carrier": "Carrier__c", "shipped_date": "Shipped_Date__c"}})
-    item = p.scalar("SELECT MIN(sf_order_item_id) FROM external_order_items WHERE sf_order_id = :o", o=rejected)
-    with p.engine.begin() as conn:
-        add_shipment(conn, tables(p.schema), {"shipment_key": "SHIP-1", "sf_order_id": rejected, "carrier": "UPS",
-                     "tracking_number": "1Z999", "shipped_date": "2026-03-01"}, [{"sf_order_item_id": item, "quantity": 1}])
-    stages.send_shipments(run_id="shipments__after_a_failure")
+    run, rejected = p.given_up_write_then_a_shipment_to_its_order()
     assert p.scalar("SELECT state FROM writeback_outbox WHERE shipment_key = 'SHIP-1' AND sf_object = 'Order'") == "DONE"
     open_failures = "SELECT outbox_id, sf_order_id, state, last_error_code FROM v_open_failures ORDER BY outbox_id"
     before = p.query(open_failures)

@@ -518,28 +518,16 @@ def test_a_given_up_write_back_stays_open_after_a_shipment_writes_the_same_order
     """A shipment's write to an Order says nothing of the import's write that failed on it: the given-up
     failure stays in v_open_failures, the view's badge counts it and "Retry failed write-backs now"
     revives it."""
-    from salesforce_orders import stages
-    from salesforce_orders.shipments import add_shipment
     from salesforce_orders.warehouse import tables
     from salesforce_orders_ui import queries
     from salesforce_orders_ui.actions import schedule_failed_writebacks
 
     p = sqlite_pipeline
-    p.set_config(writeback_max_attempts=1)
-    run = p.run(until="mark_status_changes")
-    rejected = sorted(p.loaded_ids())[0]
-    p.org.admin.set_faults(fail_rows={rejected: ["FIELD_CUSTOM_VALIDATION_EXCEPTION", "PO number required"]})
-    p.stage("write_back", run)
-    assert p.scalar("SELECT COUNT(*) FROM v_open_failures WHERE sf_order_id = :o", o=rejected) == 1
-    p.org.admin.clear_faults()
-    p.set_config(writeback_max_attempts=1, shipments={"enabled": True, "order_fields": {
-        "tracking_number": "Tracking_Number__c", "carrier": "Carrier__c", "shipped_date": "Shipped_Date__c"}})
-    item = p.scalar("SELECT MIN(sf_order_item_id) FROM external_order_items WHERE sf_order_id = :o", o=rejected)
-    with p.engine.begin() as conn:
-        add_shipment(conn, tables(p.schema), {"shipment_key": "SHIP-1", "sf_order_id": rejected, "carrier": "UPS",
-                     "tracking_number": "1Z999", "shipped_date": "2026-03-01"}, [{"sf_order_item_id": item, "quantity": 1}])
 
-    stages.send_shipments(run_id="shipments__after_a_failure")
+    def one_open_failure(rejected: str) -> None:
+        assert p.scalar("SELECT COUNT(*) FROM v_open_failures WHERE sf_order_id = :o", o=rejected) == 1
+
+    run, rejected = p.given_up_write_then_a_shipment_to_its_order(check_given_up=one_open_failure)
 
     assert p.scalar("SELECT state FROM writeback_outbox WHERE shipment_key = 'SHIP-1' AND sf_object = 'Order'") == "DONE"
     assert p.scalar("SELECT lifecycle_state FROM external_orders WHERE sf_order_id = :o", o=rejected) == "FAILED"
